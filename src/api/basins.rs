@@ -1,0 +1,91 @@
+//! `/v1/basins`: create, ensure, get, reconfigure, delete and list basins.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use super::error::ApiResult;
+use super::extract::{Json, OptionalJson, Path, Query};
+use super::{provision_response, AppState, ListParams};
+use crate::engine::config::{BasinConfig, BasinConfigPatch};
+use crate::wire::json::{BasinInfoJson, ListBasinsResponse};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateBasinRequest {
+    basin: String,
+    #[serde(default)]
+    config: Option<BasinConfigPatch>,
+    /// Accepted for compatibility: Rill has one location.
+    #[serde(default)]
+    #[allow(dead_code)]
+    scope: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct EnsureBasinRequest {
+    #[serde(default)]
+    config: Option<BasinConfigPatch>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    scope: Option<String>,
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    Query(params): Query<ListParams>,
+) -> ApiResult<axum::Json<ListBasinsResponse>> {
+    let (basins, has_more) = state.engine.list_basins(&params.into())?;
+    Ok(axum::Json(ListBasinsResponse {
+        basins: basins.into_iter().map(Into::into).collect(),
+        has_more,
+    }))
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    Json(req): Json<CreateBasinRequest>,
+) -> ApiResult<Response> {
+    let info = state
+        .engine
+        .create_basin(&req.basin, &req.config.unwrap_or_default())
+        .await?;
+    Ok((StatusCode::CREATED, axum::Json(BasinInfoJson::from(info))).into_response())
+}
+
+pub async fn ensure(
+    State(state): State<AppState>,
+    Path(basin): Path<String>,
+    OptionalJson(req): OptionalJson<EnsureBasinRequest>,
+) -> ApiResult<Response> {
+    let patch = req.unwrap_or_default().config.unwrap_or_default();
+    let (info, provision) = state.engine.ensure_basin(&basin, &patch).await?;
+    Ok(provision_response(provision, BasinInfoJson::from(info)))
+}
+
+pub async fn get_config(
+    State(state): State<AppState>,
+    Path(basin): Path<String>,
+) -> ApiResult<axum::Json<BasinConfig>> {
+    Ok(axum::Json(state.engine.basin_config(&basin)?))
+}
+
+pub async fn reconfigure(
+    State(state): State<AppState>,
+    Path(basin): Path<String>,
+    Json(patch): Json<BasinConfigPatch>,
+) -> ApiResult<axum::Json<BasinConfig>> {
+    Ok(axum::Json(
+        state.engine.reconfigure_basin(&basin, &patch).await?,
+    ))
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    Path(basin): Path<String>,
+) -> ApiResult<StatusCode> {
+    state.engine.delete_basin(&basin).await?;
+    Ok(StatusCode::ACCEPTED)
+}

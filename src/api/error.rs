@@ -1,0 +1,136 @@
+//! API errors: a status, a stable `code` and a human `message`, as in S2.
+//!
+//! Two S2 errors have their own bodies: 412 (an append's condition failed)
+//! and 416 (a read started past the tail).
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use crate::engine::error::EngineError;
+use crate::wire::json::{ErrorInfo, Position};
+
+#[derive(Debug)]
+pub enum ApiError {
+    /// The common shape: `{"code", "message"}`.
+    Coded {
+        status: StatusCode,
+        code: &'static str,
+        message: String,
+    },
+    SeqNumMismatch(u64),
+    FencingTokenMismatch(String),
+    BeyondTail(Position),
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self::Coded {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_header(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_header", message)
+    }
+
+    pub fn bad_query(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_query", message)
+    }
+
+    pub fn bad_json(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_json", message)
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", message)
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Coded { status, .. } => *status,
+            ApiError::SeqNumMismatch(_) | ApiError::FencingTokenMismatch(_) => {
+                StatusCode::PRECONDITION_FAILED
+            }
+            ApiError::BeyondTail(_) => StatusCode::RANGE_NOT_SATISFIABLE,
+        }
+    }
+
+    /// The JSON body, also used as the data of SSE `error` events.
+    pub fn body(&self) -> serde_json::Value {
+        match self {
+            ApiError::Coded { code, message, .. } => json!(ErrorInfo {
+                code: code.to_string(),
+                message: message.clone(),
+            }),
+            ApiError::SeqNumMismatch(seq) => json!({ "seq_num_mismatch": seq }),
+            ApiError::FencingTokenMismatch(token) => json!({ "fencing_token_mismatch": token }),
+            ApiError::BeyondTail(tail) => json!({ "tail": tail }),
+        }
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(err: EngineError) -> Self {
+        let message = err.to_string();
+        match err {
+            EngineError::BasinNotFound(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, "basin_not_found", message)
+            }
+            EngineError::StreamNotFound(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, "stream_not_found", message)
+            }
+            EngineError::BasinExists(_) | EngineError::StreamExists(_) => {
+                ApiError::new(StatusCode::CONFLICT, "resource_already_exists", message)
+            }
+            EngineError::Invalid(_) => ApiError::invalid(message),
+            EngineError::SeqNumMismatch(seq) => ApiError::SeqNumMismatch(seq),
+            EngineError::FencingTokenMismatch(token) => ApiError::FencingTokenMismatch(token),
+            EngineError::BeyondTail(tail) => ApiError::BeyondTail(tail.into()),
+            EngineError::Unavailable => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+            }
+            EngineError::Storage(_) => {
+                tracing::error!(error = %message, "storage error");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", message)
+            }
+        }
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            return ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "the request body is too large",
+            );
+        }
+        ApiError::bad_json(rejection.body_text())
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        ApiError::bad_query(rejection.body_text())
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_path", rejection.body_text())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status(), Json(self.body())).into_response()
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,120 @@
+//! Request extractors shared by the handlers: the basin a request is
+//! addressed to, the record format, and JSON/query/path parsing that fails
+//! with our error bodies instead of axum's plain-text ones.
+
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::HeaderMap;
+use serde::de::DeserializeOwned;
+
+use super::error::ApiError;
+use crate::engine::names::validate_basin_name;
+use crate::wire::json::Format;
+
+/// The basin a stream request is for: the `s2-basin` header, or else the
+/// first label of the `Host` (`{basin}.localhost:8080`).
+pub struct Basin(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Basin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        if let Some(value) = parts.headers.get("s2-basin") {
+            let name = value
+                .to_str()
+                .map_err(|_| ApiError::bad_header("the s2-basin header is not valid text"))?;
+            return Ok(Basin(name.to_string()));
+        }
+        if let Some(basin) = basin_from_host(&parts.headers) {
+            return Ok(Basin(basin));
+        }
+        Err(ApiError::bad_header(
+            "no basin given: send the `s2-basin` header, or address the server as `{basin}.HOST`",
+        ))
+    }
+}
+
+fn basin_from_host(headers: &HeaderMap) -> Option<String> {
+    let host = headers.get(axum::http::header::HOST)?.to_str().ok()?;
+    let (label, rest) = host.split_once('.')?;
+    if rest.is_empty() || validate_basin_name(label).is_err() {
+        return None;
+    }
+    Some(label.to_string())
+}
+
+/// The `s2-format` header: how record data is written in JSON.
+pub struct RecordFormat(pub Format);
+
+impl<S: Send + Sync> FromRequestParts<S> for RecordFormat {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        match parts.headers.get("s2-format") {
+            None => Ok(RecordFormat(Format::Raw)),
+            Some(value) => value
+                .to_str()
+                .ok()
+                .and_then(Format::parse)
+                .map(RecordFormat)
+                .ok_or_else(|| ApiError::bad_header("s2-format must be `raw` or `base64`")),
+        }
+    }
+}
+
+/// `axum::Json` with our error body on rejection.
+pub struct Json<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let axum::Json(value) = axum::Json::<T>::from_request(req, state).await?;
+        Ok(Json(value))
+    }
+}
+
+/// A JSON body that may be absent or `null` (ensure requests).
+pub struct OptionalJson<T>(pub Option<T>);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for OptionalJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| ApiError::bad_json(e.body_text()))?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalJson(None));
+        }
+        serde_json::from_slice::<Option<T>>(&bytes)
+            .map(OptionalJson)
+            .map_err(|e| ApiError::bad_json(format!("invalid JSON body: {e}")))
+    }
+}
+
+/// `axum::extract::Query` with our error body on rejection.
+pub struct Query<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let axum::extract::Query(value) =
+            axum::extract::Query::<T>::from_request_parts(parts, state).await?;
+        Ok(Query(value))
+    }
+}
+
+/// `axum::extract::Path` with our error body on rejection.
+pub struct Path<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let axum::extract::Path(value) =
+            axum::extract::Path::<T>::from_request_parts(parts, state).await?;
+        Ok(Path(value))
+    }
+}

@@ -1,0 +1,106 @@
+//! The HTTP API: thin axum handlers over the [`Engine`].
+//!
+//! Handlers parse and validate the request shape, call one engine method,
+//! and render the result; everything about streams lives in the engine.
+//! Bearer tokens are accepted and, for now, not checked.
+
+mod basins;
+pub mod error;
+mod extract;
+mod records;
+mod sse;
+mod streams;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use serde::{Deserialize, Serialize};
+
+use crate::engine::{Engine, ListRequest, Provision};
+use error::ApiError;
+
+/// Request bodies larger than this are refused before parsing. A full
+/// append (1 MiB metered) in base64 JSON stays well under it.
+const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub engine: Arc<Engine>,
+}
+
+pub fn router(engine: Arc<Engine>) -> Router {
+    let v1 = Router::new()
+        .route("/basins", get(basins::list).post(basins::create))
+        .route(
+            "/basins/{basin}",
+            get(basins::get_config)
+                .put(basins::ensure)
+                .patch(basins::reconfigure)
+                .delete(basins::delete),
+        )
+        .route("/streams", get(streams::list).post(streams::create))
+        .route(
+            "/streams/{stream}",
+            get(streams::get_config)
+                .put(streams::ensure)
+                .patch(streams::reconfigure)
+                .delete(streams::delete),
+        )
+        .route(
+            "/streams/{stream}/records",
+            get(records::read).post(records::append),
+        )
+        .route("/streams/{stream}/records/tail", get(records::check_tail));
+    Router::new()
+        .nest("/v1", v1)
+        .route("/health", get(health))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(AppState { engine })
+}
+
+async fn health() -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+}
+
+/// `prefix`, `start_after`, `limit` of the list endpoints.
+#[derive(Debug, Default, Deserialize)]
+pub struct ListParams {
+    #[serde(default)]
+    prefix: String,
+    #[serde(default)]
+    start_after: String,
+    limit: Option<usize>,
+}
+
+impl From<ListParams> for ListRequest {
+    fn from(p: ListParams) -> Self {
+        ListRequest {
+            prefix: p.prefix,
+            start_after: p.start_after,
+            limit: p.limit,
+        }
+    }
+}
+
+/// 201 for a new resource, 200 otherwise, with S2's `s2-provision-result`.
+fn provision_response<T: Serialize>(provision: Provision, body: T) -> Response {
+    let (status, result) = match provision {
+        Provision::Created => (StatusCode::CREATED, "created"),
+        Provision::Updated => (StatusCode::OK, "updated"),
+        Provision::Unchanged => (StatusCode::OK, "noop"),
+    };
+    let mut response = (status, axum::Json(body)).into_response();
+    response
+        .headers_mut()
+        .insert("s2-provision-result", HeaderValue::from_static(result));
+    response
+}

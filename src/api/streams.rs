@@ -1,0 +1,89 @@
+//! `/v1/streams`: create, ensure, get, reconfigure, delete and list the
+//! streams of the basin a request is addressed to.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use super::error::ApiResult;
+use super::extract::{Basin, Json, OptionalJson, Path, Query};
+use super::{provision_response, AppState, ListParams};
+use crate::engine::config::{StreamConfig, StreamConfigPatch};
+use crate::wire::json::{ListStreamsResponse, StreamInfoJson};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateStreamRequest {
+    stream: String,
+    #[serde(default)]
+    config: Option<StreamConfigPatch>,
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    Basin(basin): Basin,
+    Query(params): Query<ListParams>,
+) -> ApiResult<axum::Json<ListStreamsResponse>> {
+    let (streams, has_more) = state.engine.list_streams(&basin, &params.into())?;
+    Ok(axum::Json(ListStreamsResponse {
+        streams: streams.into_iter().map(Into::into).collect(),
+        has_more,
+    }))
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    Basin(basin): Basin,
+    Json(req): Json<CreateStreamRequest>,
+) -> ApiResult<Response> {
+    let info = state
+        .engine
+        .create_stream(&basin, &req.stream, &req.config.unwrap_or_default())
+        .await?;
+    Ok((StatusCode::CREATED, axum::Json(StreamInfoJson::from(info))).into_response())
+}
+
+pub async fn ensure(
+    State(state): State<AppState>,
+    Basin(basin): Basin,
+    Path(stream): Path<String>,
+    OptionalJson(patch): OptionalJson<StreamConfigPatch>,
+) -> ApiResult<Response> {
+    let (info, provision) = state
+        .engine
+        .ensure_stream(&basin, &stream, &patch.unwrap_or_default())
+        .await?;
+    Ok(provision_response(provision, StreamInfoJson::from(info)))
+}
+
+pub async fn get_config(
+    State(state): State<AppState>,
+    Basin(basin): Basin,
+    Path(stream): Path<String>,
+) -> ApiResult<axum::Json<StreamConfig>> {
+    Ok(axum::Json(state.engine.stream_config(&basin, &stream)?))
+}
+
+pub async fn reconfigure(
+    State(state): State<AppState>,
+    Basin(basin): Basin,
+    Path(stream): Path<String>,
+    Json(patch): Json<StreamConfigPatch>,
+) -> ApiResult<axum::Json<StreamConfig>> {
+    Ok(axum::Json(
+        state
+            .engine
+            .reconfigure_stream(&basin, &stream, &patch)
+            .await?,
+    ))
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    Basin(basin): Basin,
+    Path(stream): Path<String>,
+) -> ApiResult<StatusCode> {
+    state.engine.delete_stream(&basin, &stream).await?;
+    Ok(StatusCode::ACCEPTED)
+}

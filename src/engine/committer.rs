@@ -1,0 +1,119 @@
+//! Group commit: one thread turns many small writes into few fsyncs.
+//!
+//! Every durable write in the engine (appends from all streams, metadata
+//! changes, trims) is sent here. The committer thread takes whatever has
+//! queued up, writes it as one atomic batch with one fsync, and only then
+//! runs each write's completion, in submission order. While one fsync is in
+//! flight the next group gathers on its own, so the batch grows exactly as
+//! fast as load does: an idle server commits a lone append immediately, a
+//! busy one amortizes each fsync over hundreds of appends.
+//!
+//! Completions run in order, which is what lets a stream's task hand out seq
+//! nums before its earlier appends are durable: they become durable, and
+//! visible to readers, in the same order.
+//!
+//! A failed write is fatal (fail-stop): seq nums past it were already handed
+//! out, so the committer fails everything after it until restart, when
+//! recovery reads back what is really on disk.
+
+use std::sync::Arc;
+use std::thread;
+
+use tokio::sync::mpsc;
+
+use crate::storage::{Storage, StorageError, StorageResult, WriteBatch};
+
+/// Runs on the committer thread once the write's fate is known.
+pub type Completion = Box<dyn FnOnce(StorageResult<()>) + Send>;
+
+/// Stop gathering once a group holds this many bytes; bigger groups only
+/// delay the first acknowledgement in them.
+const MAX_GROUP_BYTES: usize = 32 * 1024 * 1024;
+
+struct Pending {
+    batch: WriteBatch,
+    completion: Completion,
+}
+
+#[derive(Clone)]
+pub struct Committer {
+    tx: mpsc::UnboundedSender<Pending>,
+}
+
+impl Committer {
+    /// Starts the committer thread. It exits once every `Committer` clone is
+    /// dropped and the queue is drained, so dropping the engine flushes
+    /// everything that was submitted.
+    pub fn start(storage: Arc<dyn Storage>) -> (Self, thread::JoinHandle<()>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let handle = thread::Builder::new()
+            .name("rill-committer".into())
+            .spawn(move || run(storage, rx))
+            .expect("failed to spawn the committer thread");
+        (Self { tx }, handle)
+    }
+
+    /// Queues `batch`; `completion` runs after it is durable or has failed.
+    pub fn submit(&self, batch: WriteBatch, completion: Completion) {
+        if let Err(mpsc::error::SendError(pending)) = self.tx.send(Pending { batch, completion }) {
+            (pending.completion)(Err(StorageError::Io("the committer has stopped".into())));
+        }
+    }
+
+    /// Queues `batch` and waits until it is durable.
+    pub async fn commit(&self, batch: WriteBatch) -> StorageResult<()> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.submit(
+            batch,
+            Box::new(move |result| {
+                let _ = tx.send(result);
+            }),
+        );
+        rx.await
+            .unwrap_or_else(|_| Err(StorageError::Io("the committer has stopped".into())))
+    }
+}
+
+fn run(storage: Arc<dyn Storage>, mut rx: mpsc::UnboundedReceiver<Pending>) {
+    let mut failed = false;
+    while let Some(first) = rx.blocking_recv() {
+        let mut group = vec![first];
+        let mut size = group[0].batch.approximate_size();
+        while size < MAX_GROUP_BYTES {
+            match rx.try_recv() {
+                Ok(next) => {
+                    size += next.batch.approximate_size();
+                    group.push(next);
+                }
+                Err(_) => break,
+            }
+        }
+
+        let mut combined = WriteBatch::default();
+        let mut completions = Vec::with_capacity(group.len());
+        for pending in group {
+            combined.extend(pending.batch);
+            completions.push(pending.completion);
+        }
+
+        let result = if failed {
+            Err(StorageError::Poisoned)
+        } else if combined.is_empty() {
+            Ok(())
+        } else {
+            storage.write(combined)
+        };
+        if let Err(err) = &result {
+            if !failed {
+                tracing::error!(error = %err, "durable write failed; refusing further writes until restart");
+            }
+            failed = true;
+        }
+        for completion in completions {
+            completion(match &result {
+                Ok(()) => Ok(()),
+                Err(_) => Err(StorageError::Poisoned),
+            });
+        }
+    }
+}

@@ -1,0 +1,31 @@
+//! Everything that can go wrong in the engine, in terms a client can act on.
+//! The HTTP layer maps each variant to a status and a stable error code.
+
+use super::types::StreamPosition;
+use crate::storage::StorageError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("basin `{0}` does not exist")]
+    BasinNotFound(String),
+    #[error("stream `{0}` does not exist")]
+    StreamNotFound(String),
+    #[error("basin `{0}` already exists")]
+    BasinExists(String),
+    #[error("stream `{0}` already exists")]
+    StreamExists(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("match_seq_num did not match: the next seq num is {0}")]
+    SeqNumMismatch(u64),
+    #[error("fencing token did not match: the current token is `{0}`")]
+    FencingTokenMismatch(String),
+    #[error("the requested start is beyond the tail ({})", .0.seq_num)]
+    BeyondTail(StreamPosition),
+    #[error("the server is shutting down")]
+    Unavailable,
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+pub type EngineResult<T> = Result<T, EngineError>;

@@ -1,0 +1,251 @@
+//! The on-disk layout: keys and value encodings. `docs/ARCHITECTURE.md`
+//! describes the same layout in prose; change both together.
+//!
+//! All integers are big-endian so that byte order is numeric order. Streams
+//! are keyed by a numeric id, never by name, so a deleted stream's leftover
+//! records can never show up in a new stream of the same name.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use super::config::{BasinConfig, StreamConfig};
+use super::types::{Header, SequencedRecord};
+use crate::storage::StorageError;
+
+// Tags that open every key in the meta keyspace.
+const BASIN_TAG: u8 = b'B';
+const STREAM_TAG: u8 = b'S';
+const STATE_TAG: u8 = b'T';
+const PURGE_TAG: u8 = b'P';
+const NEXT_STREAM_ID_KEY: &[u8] = b"N";
+
+/// `B{basin}` → [`BasinMeta`] as JSON.
+pub fn basin_key(basin: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + basin.len());
+    key.push(BASIN_TAG);
+    key.extend_from_slice(basin.as_bytes());
+    key
+}
+
+pub fn basin_prefix() -> Vec<u8> {
+    vec![BASIN_TAG]
+}
+
+pub fn basin_name_from_key(key: &[u8]) -> Option<&str> {
+    std::str::from_utf8(key.strip_prefix(&[BASIN_TAG])?).ok()
+}
+
+/// `S{basin}\0{stream}` → [`StreamMeta`] as JSON. Basin names never hold a
+/// NUL byte, so all streams of a basin share the prefix `S{basin}\0`.
+pub fn stream_key(basin: &str, stream: &str) -> Vec<u8> {
+    let mut key = stream_prefix(basin);
+    key.extend_from_slice(stream.as_bytes());
+    key
+}
+
+pub fn stream_prefix(basin: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(2 + basin.len());
+    key.push(STREAM_TAG);
+    key.extend_from_slice(basin.as_bytes());
+    key.push(0);
+    key
+}
+
+/// `T{stream id}` → [`StreamState`]: the tail and everything else that
+/// changes with appends. Written in the same batch as the records it covers.
+pub fn state_key(stream_id: u64) -> Vec<u8> {
+    tagged_id(STATE_TAG, stream_id)
+}
+
+/// `P{stream id}` → empty: a deleted stream whose records are still being
+/// removed in the background. Survives restarts so removal resumes.
+pub fn purge_key(stream_id: u64) -> Vec<u8> {
+    tagged_id(PURGE_TAG, stream_id)
+}
+
+pub fn purge_prefix() -> Vec<u8> {
+    vec![PURGE_TAG]
+}
+
+pub fn purge_id_from_key(key: &[u8]) -> Option<u64> {
+    read_u64(key.strip_prefix(&[PURGE_TAG])?)
+}
+
+/// `N` → the next stream id to hand out (u64).
+pub fn next_stream_id_key() -> Vec<u8> {
+    NEXT_STREAM_ID_KEY.to_vec()
+}
+
+fn tagged_id(tag: u8, id: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(9);
+    key.push(tag);
+    key.extend_from_slice(&id.to_be_bytes());
+    key
+}
+
+/// Records keyspace: `{stream id}{seq num}` → encoded record.
+pub fn record_key(stream_id: u64, seq_num: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(16);
+    key.extend_from_slice(&stream_id.to_be_bytes());
+    key.extend_from_slice(&seq_num.to_be_bytes());
+    key
+}
+
+/// Timestamps keyspace: `{stream id}{timestamp}{seq num}` → empty. Only the
+/// first record of each run of equal timestamps is indexed: timestamps never
+/// decrease along a stream, so the first record at or after time T is always
+/// the start of such a run.
+pub fn timestamp_key(stream_id: u64, timestamp: u64, seq_num: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(24);
+    key.extend_from_slice(&stream_id.to_be_bytes());
+    key.extend_from_slice(&timestamp.to_be_bytes());
+    key.extend_from_slice(&seq_num.to_be_bytes());
+    key
+}
+
+/// The (timestamp, seq num) of a timestamps-keyspace key.
+pub fn parse_timestamp_key(key: &[u8]) -> Option<(u64, u64)> {
+    if key.len() != 24 {
+        return None;
+    }
+    Some((read_u64(&key[8..16])?, read_u64(&key[16..24])?))
+}
+
+/// The seq num of a records-keyspace key.
+pub fn parse_record_key(key: &[u8]) -> Option<u64> {
+    if key.len() != 16 {
+        return None;
+    }
+    read_u64(&key[8..16])
+}
+
+fn read_u64(bytes: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(bytes.try_into().ok()?))
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BasinMeta {
+    pub config: BasinConfig,
+    /// Milliseconds since the epoch.
+    pub created_at: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamMeta {
+    pub id: u64,
+    pub config: StreamConfig,
+    pub created_at: u64,
+}
+
+/// Everything about a stream that changes as records are appended.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamState {
+    /// The seq num the next record gets.
+    pub next_seq_num: u64,
+    /// Timestamp of the last record (0 before the first).
+    pub last_timestamp: u64,
+    /// Records below this seq num are trimmed.
+    pub trim_point: u64,
+    /// Set by `fence` command records; empty means unfenced.
+    pub fencing_token: String,
+    /// Arrival time of the last append (or of creation), for delete-on-empty.
+    pub last_write_at: u64,
+}
+
+pub fn encode_json<T: Serialize>(value: &T) -> Vec<u8> {
+    // Serializing these plain structs cannot fail.
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+pub fn decode_json<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, StorageError> {
+    serde_json::from_slice(bytes).map_err(|e| StorageError::Corrupt(e.to_string()))
+}
+
+// Record value: timestamp u64 | header count u32 | (name len u32, name,
+// value len u32, value)* | body (the rest).
+pub fn encode_record(timestamp: u64, headers: &[Header], body: &[u8]) -> Vec<u8> {
+    let header_bytes: usize = headers
+        .iter()
+        .map(|h| 8 + h.name.len() + h.value.len())
+        .sum();
+    let mut out = Vec::with_capacity(12 + header_bytes + body.len());
+    out.extend_from_slice(&timestamp.to_be_bytes());
+    out.extend_from_slice(&(headers.len() as u32).to_be_bytes());
+    for h in headers {
+        out.extend_from_slice(&(h.name.len() as u32).to_be_bytes());
+        out.extend_from_slice(&h.name);
+        out.extend_from_slice(&(h.value.len() as u32).to_be_bytes());
+        out.extend_from_slice(&h.value);
+    }
+    out.extend_from_slice(body);
+    out
+}
+
+pub fn decode_record(seq_num: u64, value: &[u8]) -> Result<SequencedRecord, StorageError> {
+    let corrupt = || StorageError::Corrupt(format!("record {seq_num} is malformed"));
+    let bytes = Bytes::copy_from_slice(value);
+    let mut pos = 0usize;
+    let mut take = |n: usize| -> Result<Bytes, StorageError> {
+        let end = pos
+            .checked_add(n)
+            .filter(|&e| e <= bytes.len())
+            .ok_or_else(corrupt)?;
+        let slice = bytes.slice(pos..end);
+        pos = end;
+        Ok(slice)
+    };
+    let timestamp = read_u64(&take(8)?).ok_or_else(corrupt)?;
+    let count = u32::from_be_bytes(take(4)?.as_ref().try_into().map_err(|_| corrupt())?);
+    let mut headers = Vec::with_capacity(count.min(1024) as usize);
+    for _ in 0..count {
+        let len = u32::from_be_bytes(take(4)?.as_ref().try_into().map_err(|_| corrupt())?);
+        let name = take(len as usize)?;
+        let len = u32::from_be_bytes(take(4)?.as_ref().try_into().map_err(|_| corrupt())?);
+        let value = take(len as usize)?;
+        headers.push(Header { name, value });
+    }
+    let body = bytes.slice(pos..);
+    Ok(SequencedRecord {
+        seq_num,
+        timestamp,
+        headers,
+        body,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_round_trip() {
+        let headers = vec![
+            Header {
+                name: Bytes::from_static(b"k"),
+                value: Bytes::from_static(b"v"),
+            },
+            Header {
+                name: Bytes::new(),
+                value: Bytes::from_static(b"fence"),
+            },
+        ];
+        let encoded = encode_record(42, &headers, b"body");
+        let record = decode_record(7, &encoded).unwrap();
+        assert_eq!(record.seq_num, 7);
+        assert_eq!(record.timestamp, 42);
+        assert_eq!(record.headers, headers);
+        assert_eq!(&record.body[..], b"body");
+        assert!(decode_record(7, &encoded[..10]).is_err());
+    }
+
+    #[test]
+    fn keys_sort_numerically() {
+        assert!(record_key(1, 255) < record_key(1, 256));
+        assert!(record_key(1, u64::MAX) < record_key(2, 0));
+        assert!(timestamp_key(1, 5, 9) < timestamp_key(1, 6, 0));
+        assert_eq!(parse_timestamp_key(&timestamp_key(3, 5, 9)), Some((5, 9)));
+        assert_eq!(parse_record_key(&record_key(3, 77)), Some(77));
+        assert!(stream_key("basin", "a") < stream_key("basin", "b"));
+        assert!(stream_key("basin", "zzz") < stream_key("basin-2", "a"));
+    }
+}

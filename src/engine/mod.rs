@@ -1,0 +1,646 @@
+//! The stream engine: basins, streams, appends and reads over [`Storage`].
+//!
+//! The HTTP layer calls only the methods of [`Engine`]. Inside, admin
+//! operations (create, reconfigure, delete) are serialized by one lock and
+//! write metadata through the committer; appends go to the stream's task
+//! ([`streamer`]); reads go straight to storage, bounded by the stream's
+//! durable tail.
+
+pub mod committer;
+pub mod config;
+pub mod error;
+pub mod keys;
+pub mod names;
+mod read;
+mod retention;
+pub mod streamer;
+pub mod types;
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::ControlFlow;
+use std::sync::{Arc, Mutex, RwLock};
+
+use committer::Committer;
+use config::{BasinConfig, BasinConfigPatch, StreamConfig, StreamConfigPatch};
+use error::{EngineError, EngineResult};
+use keys::{BasinMeta, StreamMeta, StreamState};
+use streamer::{Command, StreamHandle};
+use types::*;
+
+pub use read::{ReadRequest, ReadSession, SessionEvent};
+
+use crate::storage::{Keyspace, Storage, WriteBatch};
+
+/// A basin as listed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BasinInfo {
+    pub name: String,
+    pub created_at: u64,
+}
+
+/// A stream as listed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamInfo {
+    pub name: String,
+    pub created_at: u64,
+}
+
+/// What an ensure (`PUT`) did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Provision {
+    Created,
+    Updated,
+    Unchanged,
+}
+
+/// Bounds for list operations.
+#[derive(Clone, Debug, Default)]
+pub struct ListRequest {
+    pub prefix: String,
+    pub start_after: String,
+    pub limit: Option<usize>,
+}
+
+pub const MAX_LIST_LIMIT: usize = 1000;
+
+impl ListRequest {
+    fn validate(&self) -> EngineResult<usize> {
+        if !self.start_after.is_empty() && !self.prefix.is_empty() && self.start_after < self.prefix
+        {
+            return Err(EngineError::Invalid(
+                "`start_after` must be greater than or equal to the `prefix`".into(),
+            ));
+        }
+        Ok(match self.limit {
+            Some(n) if n > 0 && n <= MAX_LIST_LIMIT => n,
+            _ => MAX_LIST_LIMIT,
+        })
+    }
+}
+
+type StreamKey = (String, String);
+
+pub struct Engine {
+    storage: Arc<dyn Storage>,
+    committer: Committer,
+    /// Serializes admin operations and the starting of stream tasks, so
+    /// metadata read-modify-writes never interleave.
+    admin: tokio::sync::Mutex<()>,
+    /// All basins; there are few, and every request checks one.
+    basins: RwLock<BTreeMap<String, BasinMeta>>,
+    /// Streams with a running task.
+    streams: Mutex<HashMap<StreamKey, Arc<StreamHandle>>>,
+    /// Per stream id, the trim point up to which records are already
+    /// removed (in memory only: after a restart the first pass redoes it).
+    purged: Mutex<HashMap<u64, u64>>,
+}
+
+impl Engine {
+    /// Opens the engine over `storage`, recovering basins from it. Stream
+    /// tasks start lazily, on first use, from their durable state.
+    pub fn open(storage: Arc<dyn Storage>) -> EngineResult<Arc<Self>> {
+        let mut basins = BTreeMap::new();
+        let mut corrupt = None;
+        storage.scan(
+            Keyspace::Meta,
+            &keys::basin_prefix(),
+            &prefix_end(&keys::basin_prefix()),
+            &mut |key, value| {
+                match (keys::basin_name_from_key(key), keys::decode_json(value)) {
+                    (Some(name), Ok(meta)) => {
+                        basins.insert(name.to_string(), meta);
+                    }
+                    (_, Err(err)) => corrupt = Some(err),
+                    (None, _) => {}
+                }
+                ControlFlow::Continue(())
+            },
+        )?;
+        if let Some(err) = corrupt {
+            return Err(err.into());
+        }
+        let (committer, _thread) = Committer::start(storage.clone());
+        Ok(Arc::new(Self {
+            storage,
+            committer,
+            admin: tokio::sync::Mutex::new(()),
+            basins: RwLock::new(basins),
+            streams: Mutex::new(HashMap::new()),
+            purged: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    /// Stops every stream task and waits until everything they accepted is
+    /// durable. Appends that arrive afterwards fail.
+    pub async fn shutdown(&self) {
+        let _admin = self.admin.lock().await;
+        let handles: Vec<_> = lock(&self.streams).drain().map(|(_, h)| h).collect();
+        for handle in handles {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            if handle.send(Command::Stop(tx)).await.is_ok() {
+                let _ = rx.await;
+            }
+        }
+        // The committer runs in order: once this empty batch completes,
+        // everything submitted before it is durable.
+        let _ = self.committer.commit(WriteBatch::default()).await;
+    }
+
+    // ---- basins ----
+
+    pub fn list_basins(&self, req: &ListRequest) -> EngineResult<(Vec<BasinInfo>, bool)> {
+        let limit = req.validate()?;
+        let basins = read_lock(&self.basins);
+        let mut matching = basins
+            .iter()
+            .filter(|(name, _)| name.starts_with(&req.prefix))
+            .filter(|(name, _)| name.as_str() > req.start_after.as_str())
+            .map(|(name, meta)| BasinInfo {
+                name: name.clone(),
+                created_at: meta.created_at,
+            });
+        let page: Vec<_> = matching.by_ref().take(limit).collect();
+        let has_more = matching.next().is_some();
+        Ok((page, has_more))
+    }
+
+    pub async fn create_basin(
+        &self,
+        name: &str,
+        patch: &BasinConfigPatch,
+    ) -> EngineResult<BasinInfo> {
+        names::validate_basin_name(name)?;
+        let _admin = self.admin.lock().await;
+        if self.basin_meta(name).is_ok() {
+            return Err(EngineError::BasinExists(name.into()));
+        }
+        self.put_basin(
+            name,
+            BasinConfig::default()
+                .apply(patch)
+                .map_err(EngineError::Invalid)?,
+            now_ms(),
+        )
+        .await
+    }
+
+    /// Creates the basin, or brings an existing one's config in line with
+    /// `patch`.
+    pub async fn ensure_basin(
+        &self,
+        name: &str,
+        patch: &BasinConfigPatch,
+    ) -> EngineResult<(BasinInfo, Provision)> {
+        names::validate_basin_name(name)?;
+        let _admin = self.admin.lock().await;
+        match self.basin_meta(name) {
+            Ok(meta) => {
+                let config = meta.config.apply(patch).map_err(EngineError::Invalid)?;
+                if config == meta.config {
+                    let info = BasinInfo {
+                        name: name.into(),
+                        created_at: meta.created_at,
+                    };
+                    return Ok((info, Provision::Unchanged));
+                }
+                let info = self.put_basin(name, config, meta.created_at).await?;
+                Ok((info, Provision::Updated))
+            }
+            Err(_) => {
+                let config = BasinConfig::default()
+                    .apply(patch)
+                    .map_err(EngineError::Invalid)?;
+                let info = self.put_basin(name, config, now_ms()).await?;
+                Ok((info, Provision::Created))
+            }
+        }
+    }
+
+    pub fn basin_config(&self, name: &str) -> EngineResult<BasinConfig> {
+        Ok(self.basin_meta(name)?.config)
+    }
+
+    pub async fn reconfigure_basin(
+        &self,
+        name: &str,
+        patch: &BasinConfigPatch,
+    ) -> EngineResult<BasinConfig> {
+        let _admin = self.admin.lock().await;
+        let meta = self.basin_meta(name)?;
+        let config = meta.config.apply(patch).map_err(EngineError::Invalid)?;
+        self.put_basin(name, config, meta.created_at).await?;
+        Ok(config)
+    }
+
+    /// Deletes the basin and all its streams.
+    pub async fn delete_basin(&self, name: &str) -> EngineResult<()> {
+        let _admin = self.admin.lock().await;
+        self.basin_meta(name)?;
+        let streams = self.scan_stream_metas(name, "", "", usize::MAX)?;
+        let mut batch = WriteBatch::default();
+        for (stream, meta) in &streams {
+            self.stop_stream(name, stream).await;
+            delete_stream_ops(&mut batch, name, stream, meta.id);
+        }
+        batch.delete(Keyspace::Meta, keys::basin_key(name));
+        self.committer.commit(batch).await?;
+        write_lock(&self.basins).remove(name);
+        Ok(())
+    }
+
+    async fn put_basin(
+        &self,
+        name: &str,
+        config: BasinConfig,
+        created_at: u64,
+    ) -> EngineResult<BasinInfo> {
+        let meta = BasinMeta { config, created_at };
+        let mut batch = WriteBatch::default();
+        batch.put(
+            Keyspace::Meta,
+            keys::basin_key(name),
+            keys::encode_json(&meta),
+        );
+        self.committer.commit(batch).await?;
+        write_lock(&self.basins).insert(name.into(), meta);
+        Ok(BasinInfo {
+            name: name.into(),
+            created_at,
+        })
+    }
+
+    fn basin_meta(&self, name: &str) -> EngineResult<BasinMeta> {
+        read_lock(&self.basins)
+            .get(name)
+            .cloned()
+            .ok_or_else(|| EngineError::BasinNotFound(name.into()))
+    }
+
+    // ---- streams ----
+
+    pub fn list_streams(
+        &self,
+        basin: &str,
+        req: &ListRequest,
+    ) -> EngineResult<(Vec<StreamInfo>, bool)> {
+        let limit = req.validate()?;
+        self.basin_meta(basin)?;
+        let mut found = self.scan_stream_metas(basin, &req.prefix, &req.start_after, limit + 1)?;
+        let has_more = found.len() > limit;
+        found.truncate(limit);
+        let page = found
+            .into_iter()
+            .map(|(name, meta)| StreamInfo {
+                name,
+                created_at: meta.created_at,
+            })
+            .collect();
+        Ok((page, has_more))
+    }
+
+    pub async fn create_stream(
+        &self,
+        basin: &str,
+        name: &str,
+        patch: &StreamConfigPatch,
+    ) -> EngineResult<StreamInfo> {
+        names::validate_stream_name(name)?;
+        let _admin = self.admin.lock().await;
+        let basin_meta = self.basin_meta(basin)?;
+        if self.stream_meta(basin, name)?.is_some() {
+            return Err(EngineError::StreamExists(name.into()));
+        }
+        let config = basin_meta
+            .config
+            .default_stream_config
+            .apply(patch)
+            .map_err(EngineError::Invalid)?;
+        self.insert_stream(basin, name, config).await
+    }
+
+    /// Creates the stream, or brings an existing one's config in line with
+    /// `patch`.
+    pub async fn ensure_stream(
+        &self,
+        basin: &str,
+        name: &str,
+        patch: &StreamConfigPatch,
+    ) -> EngineResult<(StreamInfo, Provision)> {
+        names::validate_stream_name(name)?;
+        let _admin = self.admin.lock().await;
+        let basin_meta = self.basin_meta(basin)?;
+        match self.stream_meta(basin, name)? {
+            Some(meta) => {
+                let info = StreamInfo {
+                    name: name.into(),
+                    created_at: meta.created_at,
+                };
+                let config = meta.config.apply(patch).map_err(EngineError::Invalid)?;
+                if config == meta.config {
+                    return Ok((info, Provision::Unchanged));
+                }
+                self.update_stream_config(basin, name, meta, config).await?;
+                Ok((info, Provision::Updated))
+            }
+            None => {
+                let config = basin_meta
+                    .config
+                    .default_stream_config
+                    .apply(patch)
+                    .map_err(EngineError::Invalid)?;
+                let info = self.insert_stream(basin, name, config).await?;
+                Ok((info, Provision::Created))
+            }
+        }
+    }
+
+    pub fn stream_config(&self, basin: &str, name: &str) -> EngineResult<StreamConfig> {
+        self.basin_meta(basin)?;
+        Ok(self
+            .stream_meta(basin, name)?
+            .ok_or_else(|| EngineError::StreamNotFound(name.into()))?
+            .config)
+    }
+
+    pub async fn reconfigure_stream(
+        &self,
+        basin: &str,
+        name: &str,
+        patch: &StreamConfigPatch,
+    ) -> EngineResult<StreamConfig> {
+        let _admin = self.admin.lock().await;
+        self.basin_meta(basin)?;
+        let meta = self
+            .stream_meta(basin, name)?
+            .ok_or_else(|| EngineError::StreamNotFound(name.into()))?;
+        let config = meta.config.apply(patch).map_err(EngineError::Invalid)?;
+        self.update_stream_config(basin, name, meta, config).await?;
+        Ok(config)
+    }
+
+    /// Deletes the stream at once; its records are removed in the background.
+    pub async fn delete_stream(&self, basin: &str, name: &str) -> EngineResult<()> {
+        let _admin = self.admin.lock().await;
+        self.basin_meta(basin)?;
+        let meta = self
+            .stream_meta(basin, name)?
+            .ok_or_else(|| EngineError::StreamNotFound(name.into()))?;
+        self.stop_stream(basin, name).await;
+        let mut batch = WriteBatch::default();
+        delete_stream_ops(&mut batch, basin, name, meta.id);
+        self.committer.commit(batch).await?;
+        Ok(())
+    }
+
+    async fn insert_stream(
+        &self,
+        basin: &str,
+        name: &str,
+        config: StreamConfig,
+    ) -> EngineResult<StreamInfo> {
+        let id = match self
+            .storage
+            .get(Keyspace::Meta, &keys::next_stream_id_key())?
+        {
+            Some(bytes) => u64::from_be_bytes(bytes.as_slice().try_into().map_err(|_| {
+                crate::storage::StorageError::Corrupt("next stream id is malformed".into())
+            })?),
+            None => 1,
+        };
+        let created_at = now_ms();
+        let meta = StreamMeta {
+            id,
+            config,
+            created_at,
+        };
+        let state = StreamState {
+            last_write_at: created_at,
+            ..Default::default()
+        };
+        let mut batch = WriteBatch::default();
+        batch.put(
+            Keyspace::Meta,
+            keys::next_stream_id_key(),
+            (id + 1).to_be_bytes().to_vec(),
+        );
+        batch.put(
+            Keyspace::Meta,
+            keys::stream_key(basin, name),
+            keys::encode_json(&meta),
+        );
+        batch.put(
+            Keyspace::Meta,
+            keys::state_key(id),
+            keys::encode_json(&state),
+        );
+        self.committer.commit(batch).await?;
+        Ok(StreamInfo {
+            name: name.into(),
+            created_at,
+        })
+    }
+
+    async fn update_stream_config(
+        &self,
+        basin: &str,
+        name: &str,
+        mut meta: StreamMeta,
+        config: StreamConfig,
+    ) -> EngineResult<()> {
+        meta.config = config;
+        let mut batch = WriteBatch::default();
+        batch.put(
+            Keyspace::Meta,
+            keys::stream_key(basin, name),
+            keys::encode_json(&meta),
+        );
+        self.committer.commit(batch).await?;
+        let handle = lock(&self.streams)
+            .get(&(basin.to_string(), name.to_string()))
+            .cloned();
+        if let Some(handle) = handle {
+            handle.send(Command::Reconfigure(config)).await?;
+        }
+        Ok(())
+    }
+
+    /// Stops the stream's task, if running, once everything it accepted has
+    /// been handed to the committer.
+    async fn stop_stream(&self, basin: &str, name: &str) {
+        let handle = lock(&self.streams).remove(&(basin.to_string(), name.to_string()));
+        if let Some(handle) = handle {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            if handle.send(Command::Stop(tx)).await.is_ok() {
+                let _ = rx.await;
+            }
+        }
+    }
+
+    fn stream_meta(&self, basin: &str, name: &str) -> EngineResult<Option<StreamMeta>> {
+        match self
+            .storage
+            .get(Keyspace::Meta, &keys::stream_key(basin, name))?
+        {
+            Some(bytes) => Ok(Some(keys::decode_json(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Streams of `basin` whose names start with `prefix` and sort after
+    /// `start_after`, in name order, at most `limit`.
+    fn scan_stream_metas(
+        &self,
+        basin: &str,
+        prefix: &str,
+        start_after: &str,
+        limit: usize,
+    ) -> EngineResult<Vec<(String, StreamMeta)>> {
+        let base = keys::stream_prefix(basin);
+        let mut start = keys::stream_key(basin, prefix);
+        if start_after >= prefix && !start_after.is_empty() {
+            start = keys::stream_key(basin, start_after);
+            start.push(0); // strictly after
+        }
+        let end = prefix_end(&keys::stream_key(basin, prefix));
+        let mut found = Vec::new();
+        let mut corrupt = None;
+        self.storage
+            .scan(Keyspace::Meta, &start, &end, &mut |key, value| {
+                let name = String::from_utf8_lossy(&key[base.len()..]).into_owned();
+                match keys::decode_json(value) {
+                    Ok(meta) => found.push((name, meta)),
+                    Err(err) => {
+                        corrupt = Some(err);
+                        return ControlFlow::Break(());
+                    }
+                }
+                if found.len() >= limit {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            })?;
+        match corrupt {
+            Some(err) => Err(err.into()),
+            None => Ok(found),
+        }
+    }
+
+    /// The running task of a stream, started from its durable state if need
+    /// be. With `create`, a missing stream is created with the basin's
+    /// default config (`create_stream_on_append` / `_on_read`).
+    async fn stream(
+        &self,
+        basin: &str,
+        name: &str,
+        create: CreateIf,
+    ) -> EngineResult<Arc<StreamHandle>> {
+        let key = (basin.to_string(), name.to_string());
+        if let Some(handle) = lock(&self.streams).get(&key) {
+            return Ok(handle.clone());
+        }
+        let _admin = self.admin.lock().await;
+        if let Some(handle) = lock(&self.streams).get(&key) {
+            return Ok(handle.clone());
+        }
+        let basin_meta = self.basin_meta(basin)?;
+        let meta = match self.stream_meta(basin, name)? {
+            Some(meta) => meta,
+            None => {
+                let allowed = match create {
+                    CreateIf::Never => false,
+                    CreateIf::OnAppend => basin_meta.config.create_stream_on_append,
+                    CreateIf::OnRead => basin_meta.config.create_stream_on_read,
+                };
+                if !allowed {
+                    return Err(EngineError::StreamNotFound(name.into()));
+                }
+                names::validate_stream_name(name)?;
+                self.insert_stream(basin, name, basin_meta.config.default_stream_config)
+                    .await?;
+                self.stream_meta(basin, name)?
+                    .ok_or_else(|| EngineError::StreamNotFound(name.into()))?
+            }
+        };
+        let state: StreamState = match self
+            .storage
+            .get(Keyspace::Meta, &keys::state_key(meta.id))?
+        {
+            Some(bytes) => keys::decode_json(&bytes)?,
+            None => StreamState::default(),
+        };
+        let handle = streamer::spawn(
+            meta.id,
+            name.into(),
+            meta.config,
+            state,
+            self.committer.clone(),
+        );
+        lock(&self.streams).insert(key, handle.clone());
+        Ok(handle)
+    }
+
+    // ---- records ----
+
+    pub async fn append(
+        &self,
+        basin: &str,
+        stream: &str,
+        input: AppendInput,
+    ) -> EngineResult<AppendAck> {
+        // Reject a malformed batch before it can create a stream.
+        streamer::validate_batch(&input, config::TimestampingMode::ClientPrefer)?;
+        self.stream(basin, stream, CreateIf::OnAppend)
+            .await?
+            .append(input)
+            .await
+    }
+
+    pub async fn check_tail(&self, basin: &str, stream: &str) -> EngineResult<StreamPosition> {
+        Ok(self
+            .stream(basin, stream, CreateIf::OnRead)
+            .await?
+            .visible()
+            .tail)
+    }
+}
+
+#[derive(Clone, Copy)]
+enum CreateIf {
+    Never,
+    OnAppend,
+    OnRead,
+}
+
+fn delete_stream_ops(batch: &mut WriteBatch, basin: &str, name: &str, id: u64) {
+    batch.delete(Keyspace::Meta, keys::stream_key(basin, name));
+    batch.delete(Keyspace::Meta, keys::state_key(id));
+    batch.put(Keyspace::Meta, keys::purge_key(id), Vec::new());
+}
+
+/// The smallest key greater than every key that starts with `prefix`.
+pub(crate) fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    // All 0xFF: no finite upper bound; use a key longer than any real one.
+    vec![u8::MAX; prefix.len() + 1024]
+}
+
+// A poisoned lock means a thread panicked while holding it; the data it
+// guards (maps of handles and metadata) is still consistent per operation.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn read_lock<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    m.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write_lock<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    m.write().unwrap_or_else(|e| e.into_inner())
+}

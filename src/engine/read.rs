@@ -1,0 +1,428 @@
+//! Reads: unary (with optional long poll) and sessions that follow live.
+//!
+//! Readers never talk to the stream task. They read storage directly, up to
+//! the stream's *visible* tail (what is durable), and wait on the stream's
+//! `watch` channel for it to move.
+
+use std::ops::ControlFlow;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::error::{EngineError, EngineResult};
+use super::keys;
+use super::streamer::{StreamHandle, Visible};
+use super::types::*;
+use super::{CreateIf, Engine};
+use crate::storage::{Keyspace, Storage};
+
+/// Longest long poll for a unary read.
+pub const MAX_UNARY_WAIT: Duration = Duration::from_secs(60);
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ReadRequest {
+    /// Where to start; `None` means at the tail.
+    pub start: Option<ReadStart>,
+    /// Start at the tail instead of failing when the start is beyond it.
+    pub clamp: bool,
+    pub limits: ReadLimits,
+    /// How long to wait for new records when caught up. `None`: 0 if any
+    /// limit is set, else forever (sessions) / 0 (unary).
+    pub wait: Option<Duration>,
+}
+
+impl ReadRequest {
+    fn bounded(&self) -> bool {
+        self.limits.count.is_some() || self.limits.bytes.is_some() || self.limits.until.is_some()
+    }
+}
+
+/// What a read session yields.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SessionEvent {
+    Batch(ReadBatch),
+    /// Nothing new; sent when the session catches up and then every 5–15 s.
+    Heartbeat(StreamPosition),
+}
+
+impl Engine {
+    /// A unary read: at most 1000 records or 1 MiB.
+    pub async fn read(
+        &self,
+        basin: &str,
+        stream: &str,
+        req: ReadRequest,
+    ) -> EngineResult<ReadBatch> {
+        let handle = self.stream(basin, stream, CreateIf::OnRead).await?;
+        let wait = req.wait.unwrap_or(Duration::ZERO).min(MAX_UNARY_WAIT);
+        let mut visible = handle.subscribe();
+        let start = resolve_start(&self.storage, &handle, &req, !wait.is_zero()).await?;
+        let limits = ReadLimits {
+            count: Some(
+                req.limits
+                    .count
+                    .unwrap_or(MAX_BATCH_RECORDS as u64)
+                    .min(MAX_BATCH_RECORDS as u64),
+            ),
+            bytes: Some(
+                req.limits
+                    .bytes
+                    .unwrap_or(MAX_BATCH_BYTES as u64)
+                    .min(MAX_BATCH_BYTES as u64),
+            ),
+            until: req.limits.until,
+        };
+        let deadline = Instant::now() + wait;
+        loop {
+            let now_visible = *visible.borrow_and_update();
+            let from = start.max(now_visible.trim_point);
+            let scan = scan_records(
+                &self.storage,
+                handle.id,
+                from,
+                now_visible.tail.seq_num,
+                limits,
+            )
+            .await?;
+            let done = !scan.records.is_empty()
+                || scan.hit_until
+                || scan.hit_bytes
+                || Instant::now() >= deadline;
+            if done || limits.count == Some(0) || limits.bytes == Some(0) {
+                return Ok(batch_with_tail(scan.records, now_visible));
+            }
+            tokio::select! {
+                changed = visible.changed() => {
+                    if changed.is_err() {
+                        return Err(EngineError::StreamNotFound(stream.into()));
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => {}
+            }
+        }
+    }
+
+    /// Starts a read session, checking the start position up front so that
+    /// errors (404, 416) surface before any data is sent.
+    pub async fn read_session(
+        &self,
+        basin: &str,
+        stream: &str,
+        req: ReadRequest,
+    ) -> EngineResult<ReadSession> {
+        let handle = self.stream(basin, stream, CreateIf::OnRead).await?;
+        // Without an explicit wait, a bounded session stops at the tail and an
+        // unbounded one follows forever.
+        let wait = match req.wait {
+            Some(wait) => Some(wait),
+            None if req.bounded() => Some(Duration::ZERO),
+            None => None,
+        };
+        let can_follow = wait != Some(Duration::ZERO);
+        let start = resolve_start(&self.storage, &handle, &req, can_follow).await?;
+        Ok(ReadSession {
+            storage: self.storage.clone(),
+            visible: handle.subscribe(),
+            stream_name: stream.into(),
+            handle,
+            next_seq: start,
+            remaining: req.limits,
+            wait,
+            deadline: wait.map(|w| Instant::now() + w),
+            following: false,
+            next_heartbeat: Instant::now(),
+            done: false,
+        })
+    }
+}
+
+/// A live read: yields batches as records become durable.
+pub struct ReadSession {
+    storage: Arc<dyn Storage>,
+    handle: Arc<StreamHandle>,
+    visible: watch::Receiver<Visible>,
+    stream_name: String,
+    next_seq: u64,
+    /// What is left of the count and bytes limits, and the until bound.
+    remaining: ReadLimits,
+    /// Longest gap between batches; `None` means forever.
+    wait: Option<Duration>,
+    deadline: Option<Instant>,
+    following: bool,
+    next_heartbeat: Instant,
+    done: bool,
+}
+
+impl ReadSession {
+    /// The seq num the next record returned will have (at least).
+    pub fn position(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// The next event, or `None` once a stop condition is met.
+    pub async fn next(&mut self) -> Option<EngineResult<SessionEvent>> {
+        loop {
+            if self.done || self.remaining.count == Some(0) || self.remaining.bytes == Some(0) {
+                self.done = true;
+                return None;
+            }
+            let visible = *self.visible.borrow_and_update();
+            let from = self.next_seq.max(visible.trim_point);
+            if from < visible.tail.seq_num {
+                let limits = ReadLimits {
+                    count: Some(cap(self.remaining.count, MAX_BATCH_RECORDS)),
+                    bytes: Some(cap(self.remaining.bytes, MAX_BATCH_BYTES)),
+                    until: self.remaining.until,
+                };
+                let scan = match scan_records(
+                    &self.storage,
+                    self.handle.id,
+                    from,
+                    visible.tail.seq_num,
+                    limits,
+                )
+                .await
+                {
+                    Ok(scan) => scan,
+                    Err(err) => {
+                        self.done = true;
+                        return Some(Err(err));
+                    }
+                };
+                // `until` reached, or the next record exceeds what the session
+                // has left (not merely what fits in one batch).
+                let bytes_left_exhausted = scan.hit_bytes
+                    && self
+                        .remaining
+                        .bytes
+                        .is_some_and(|b| b <= MAX_BATCH_BYTES as u64);
+                if scan.hit_until || bytes_left_exhausted {
+                    self.done = true;
+                }
+                if scan.records.is_empty() {
+                    self.done = true;
+                    return None;
+                }
+                let bytes: u64 = scan.records.iter().map(|r| r.metered_size() as u64).sum();
+                self.remaining.count = self.remaining.count.map(|c| c - scan.records.len() as u64);
+                self.remaining.bytes = self.remaining.bytes.map(|b| b - bytes);
+                self.next_seq = scan.records.last().map_or(from, |r| r.seq_num + 1);
+                self.deadline = self.wait.map(|w| Instant::now() + w);
+                self.following = false;
+                return Some(Ok(SessionEvent::Batch(batch_with_tail(
+                    scan.records,
+                    visible,
+                ))));
+            }
+
+            // Caught up with the tail.
+            if self.deadline.is_some_and(|d| Instant::now() >= d) {
+                self.done = true;
+                return None;
+            }
+            if !self.following {
+                self.following = true;
+                self.next_heartbeat = Instant::now() + heartbeat_gap();
+                return Some(Ok(SessionEvent::Heartbeat(visible.tail)));
+            }
+            let deadline = self.deadline;
+            tokio::select! {
+                changed = self.visible.changed() => {
+                    if changed.is_err() {
+                        self.done = true;
+                        return Some(Err(EngineError::StreamNotFound(self.stream_name.clone())));
+                    }
+                }
+                _ = tokio::time::sleep_until(self.next_heartbeat) => {
+                    self.next_heartbeat = Instant::now() + heartbeat_gap();
+                    return Some(Ok(SessionEvent::Heartbeat(self.visible.borrow().tail)));
+                }
+                _ = sleep_until_opt(deadline) => {
+                    self.done = true;
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Randomized so that many idle sessions do not wake in lockstep.
+fn heartbeat_gap() -> Duration {
+    Duration::from_millis(rand::rng().random_range(5_000..15_000))
+}
+
+fn cap(limit: Option<u64>, max: usize) -> u64 {
+    limit.unwrap_or(max as u64).min(max as u64)
+}
+
+fn batch_with_tail(records: Vec<SequencedRecord>, visible: Visible) -> ReadBatch {
+    // The tail is included when the batch reaches it: the reader is live.
+    let at_tail = records
+        .last()
+        .is_none_or(|r| r.seq_num + 1 >= visible.tail.seq_num);
+    ReadBatch {
+        records,
+        tail: at_tail.then_some(visible.tail),
+    }
+}
+
+/// Turns the requested start into a seq num, applying S2's rules: a start
+/// past the tail is a 416 unless `clamp`; a start at the tail is a 416 when
+/// the read could not wait there.
+async fn resolve_start(
+    storage: &Arc<dyn Storage>,
+    handle: &StreamHandle,
+    req: &ReadRequest,
+    can_follow: bool,
+) -> EngineResult<u64> {
+    let visible = handle.visible();
+    let tail = visible.tail;
+    let start = match req.start.unwrap_or(ReadStart::TailOffset(0)) {
+        ReadStart::SeqNum(seq) => {
+            if seq > tail.seq_num && !req.clamp {
+                return Err(EngineError::BeyondTail(tail));
+            }
+            seq.min(tail.seq_num)
+        }
+        ReadStart::TailOffset(offset) => tail.seq_num.saturating_sub(offset),
+        ReadStart::Timestamp(ts) => {
+            if let Some(until) = req.limits.until {
+                if ts >= until {
+                    return Err(EngineError::Invalid(
+                        "start `timestamp` must be less than `until`".into(),
+                    ));
+                }
+            }
+            if ts > tail.timestamp && !req.clamp {
+                return Err(EngineError::BeyondTail(tail));
+            }
+            seq_for_timestamp(storage, handle.id, ts, tail.seq_num).await?
+        }
+    };
+    if start >= tail.seq_num && !can_follow {
+        return Err(EngineError::BeyondTail(tail));
+    }
+    Ok(start)
+}
+
+/// The seq num of the first record with a timestamp at or after `ts`, or
+/// `tail` if there is none.
+async fn seq_for_timestamp(
+    storage: &Arc<dyn Storage>,
+    id: u64,
+    ts: u64,
+    tail: u64,
+) -> EngineResult<u64> {
+    let storage = storage.clone();
+    blocking(move || {
+        let mut found = None;
+        storage.scan(
+            Keyspace::Timestamps,
+            &keys::timestamp_key(id, ts, 0),
+            &keys::timestamp_key(id, u64::MAX, u64::MAX),
+            &mut |key, _| {
+                found = keys::parse_timestamp_key(key).map(|(_, seq)| seq);
+                ControlFlow::Break(())
+            },
+        )?;
+        Ok(found.unwrap_or(tail).min(tail))
+    })
+    .await
+}
+
+struct Scan {
+    records: Vec<SequencedRecord>,
+    /// The scan ended at a record at or past `until`.
+    hit_until: bool,
+    /// The scan ended at a record that did not fit in the bytes limit.
+    hit_bytes: bool,
+}
+
+/// Reads records `[from, to)` within `limits` (count and bytes must be set).
+async fn scan_records(
+    storage: &Arc<dyn Storage>,
+    id: u64,
+    from: u64,
+    to: u64,
+    limits: ReadLimits,
+) -> EngineResult<Scan> {
+    let storage = storage.clone();
+    blocking(move || {
+        let max_count = limits.count.unwrap_or(u64::MAX);
+        let max_bytes = limits.bytes.unwrap_or(u64::MAX);
+        let mut records = Vec::new();
+        let mut bytes = 0u64;
+        let (mut hit_until, mut hit_bytes) = (false, false);
+        let mut error = None;
+        if max_count == 0 || from >= to {
+            return Ok(Scan {
+                records,
+                hit_until,
+                hit_bytes,
+            });
+        }
+        storage.scan(
+            Keyspace::Records,
+            &keys::record_key(id, from),
+            &keys::record_key(id, to),
+            &mut |key, value| {
+                let Some(seq) = keys::parse_record_key(key) else {
+                    return ControlFlow::Continue(());
+                };
+                let record = match keys::decode_record(seq, value) {
+                    Ok(record) => record,
+                    Err(err) => {
+                        error = Some(err);
+                        return ControlFlow::Break(());
+                    }
+                };
+                if limits.until.is_some_and(|until| record.timestamp >= until) {
+                    hit_until = true;
+                    return ControlFlow::Break(());
+                }
+                let size = record.metered_size() as u64;
+                if bytes + size > max_bytes {
+                    hit_bytes = true;
+                    return ControlFlow::Break(());
+                }
+                bytes += size;
+                records.push(record);
+                if records.len() as u64 >= max_count {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            },
+        )?;
+        match error {
+            Some(err) => Err(err.into()),
+            None => Ok(Scan {
+                records,
+                hit_until,
+                hit_bytes,
+            }),
+        }
+    })
+    .await
+}
+
+/// Runs blocking storage work off the async worker threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> EngineResult<T> + Send + 'static,
+) -> EngineResult<T> {
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+        Err(EngineError::Storage(crate::storage::StorageError::Io(
+            e.to_string(),
+        )))
+    })
+}

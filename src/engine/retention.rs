@@ -1,0 +1,224 @@
+//! Background upkeep: age-based retention, delete-on-empty, and removing
+//! the records of trimmed ranges and deleted streams.
+//!
+//! Trimming is logical first: the trim point moves (durably, through the
+//! stream task) and reads never go below it. Removing the bytes happens
+//! here, later, in bounded batches; if the server stops half way, the next
+//! pass simply finds the remaining keys and continues.
+
+use std::ops::ControlFlow;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::config::RetentionPolicy;
+use super::error::EngineResult;
+use super::keys::{self, StreamMeta, StreamState};
+use super::streamer::Command;
+use super::{lock, prefix_end, CreateIf, Engine};
+use crate::storage::{Keyspace, WriteBatch};
+
+/// Keys removed per committed batch while purging.
+const PURGE_CHUNK: usize = 4096;
+
+impl Engine {
+    /// Runs upkeep every `interval` until the engine is dropped.
+    pub fn spawn_upkeep(self: &Arc<Self>, interval: Duration) -> tokio::task::JoinHandle<()> {
+        let engine = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticker.tick().await;
+                let Some(engine) = engine.upgrade() else {
+                    return;
+                };
+                if let Err(err) = engine.upkeep_once().await {
+                    tracing::warn!(error = %err, "background upkeep failed; retrying next round");
+                }
+            }
+        })
+    }
+
+    /// One pass of upkeep over every stream.
+    pub async fn upkeep_once(&self) -> EngineResult<()> {
+        let basins: Vec<String> = super::read_lock(&self.basins).keys().cloned().collect();
+        for basin in basins {
+            for (name, meta) in self.scan_stream_metas(&basin, "", "", usize::MAX)? {
+                self.upkeep_stream(&basin, &name, &meta).await?;
+            }
+        }
+        self.purge_deleted_streams().await
+    }
+
+    async fn upkeep_stream(&self, basin: &str, name: &str, meta: &StreamMeta) -> EngineResult<()> {
+        let running = lock(&self.streams)
+            .get(&(basin.to_string(), name.to_string()))
+            .cloned();
+        let (tail, trim_point, last_write_at) = match &running {
+            Some(handle) => {
+                let visible = handle.visible();
+                (
+                    visible.tail.seq_num,
+                    visible.trim_point,
+                    visible.last_write_at,
+                )
+            }
+            None => {
+                let state: StreamState = match self
+                    .storage
+                    .get(Keyspace::Meta, &keys::state_key(meta.id))?
+                {
+                    Some(bytes) => keys::decode_json(&bytes)?,
+                    None => return Ok(()),
+                };
+                (state.next_seq_num, state.trim_point, state.last_write_at)
+            }
+        };
+        let now = super::types::now_ms();
+
+        if let RetentionPolicy::Age(age_secs) = meta.config.retention_policy {
+            let cutoff = now.saturating_sub(age_secs.saturating_mul(1000));
+            let keep_from = self.first_seq_at_or_after(meta.id, cutoff, tail)?;
+            if keep_from > trim_point {
+                let handle = self.stream(basin, name, CreateIf::Never).await?;
+                handle.send(Command::Trim(keep_from)).await?;
+            }
+        }
+
+        let min_age = meta.config.delete_on_empty.min_age_secs;
+        if min_age > 0
+            && trim_point >= tail
+            && now.saturating_sub(last_write_at) >= min_age.saturating_mul(1000)
+        {
+            tracing::info!(basin, stream = name, "deleting empty stream");
+            return self.delete_stream(basin, name).await;
+        }
+
+        self.purge_below(meta.id, trim_point).await
+    }
+
+    /// The first seq num whose timestamp is at or after `ts` (or `tail`).
+    fn first_seq_at_or_after(&self, id: u64, ts: u64, tail: u64) -> EngineResult<u64> {
+        let mut found = None;
+        self.storage.scan(
+            Keyspace::Timestamps,
+            &keys::timestamp_key(id, ts, 0),
+            &keys::timestamp_key(id, u64::MAX, u64::MAX),
+            &mut |key, _| {
+                found = keys::parse_timestamp_key(key).map(|(_, seq)| seq);
+                ControlFlow::Break(())
+            },
+        )?;
+        Ok(found.unwrap_or(tail).min(tail))
+    }
+
+    /// Removes records below `trim_point`, and timestamp-index entries whose
+    /// whole run of records lies below it (an entry still names the start of
+    /// a run that continues past the trim point, so it stays).
+    async fn purge_below(&self, id: u64, trim_point: u64) -> EngineResult<()> {
+        // Scanning a purged range still walks its tombstones; skip streams
+        // whose trim point has not moved since their last purge.
+        if lock(&self.purged)
+            .get(&id)
+            .is_some_and(|&done| done >= trim_point)
+        {
+            return Ok(());
+        }
+        loop {
+            let mut batch = WriteBatch::default();
+            self.storage.scan(
+                Keyspace::Records,
+                &keys::record_key(id, 0),
+                &keys::record_key(id, trim_point),
+                &mut |key, _| {
+                    batch.delete(Keyspace::Records, key.to_vec());
+                    if batch.ops.len() >= PURGE_CHUNK {
+                        ControlFlow::Break(())
+                    } else {
+                        ControlFlow::Continue(())
+                    }
+                },
+            )?;
+            let mut previous: Option<Vec<u8>> = None;
+            self.storage.scan(
+                Keyspace::Timestamps,
+                &keys::timestamp_key(id, 0, 0),
+                &keys::timestamp_key(id, u64::MAX, u64::MAX),
+                &mut |key, _| {
+                    let Some((_, seq)) = keys::parse_timestamp_key(key) else {
+                        return ControlFlow::Continue(());
+                    };
+                    if seq > trim_point || batch.ops.len() >= 2 * PURGE_CHUNK {
+                        return ControlFlow::Break(());
+                    }
+                    // The next run starts at or below the trim point, so
+                    // the previous run is wholly trimmed.
+                    if let Some(prev) = previous.replace(key.to_vec()) {
+                        batch.delete(Keyspace::Timestamps, prev);
+                    }
+                    ControlFlow::Continue(())
+                },
+            )?;
+            if batch.is_empty() {
+                break;
+            }
+            let full = batch.ops.len() >= PURGE_CHUNK;
+            self.committer.commit(batch).await?;
+            if !full {
+                break;
+            }
+        }
+        lock(&self.purged).insert(id, trim_point);
+        Ok(())
+    }
+
+    /// Removes everything left of streams that were deleted.
+    async fn purge_deleted_streams(&self) -> EngineResult<()> {
+        let mut ids = Vec::new();
+        self.storage.scan(
+            Keyspace::Meta,
+            &keys::purge_prefix(),
+            &prefix_end(&keys::purge_prefix()),
+            &mut |key, _| {
+                if let Some(id) = keys::purge_id_from_key(key) {
+                    ids.push(id);
+                }
+                ControlFlow::Continue(())
+            },
+        )?;
+        for id in ids {
+            for (keyspace, start, end) in [
+                (
+                    Keyspace::Records,
+                    keys::record_key(id, 0),
+                    keys::record_key(id + 1, 0),
+                ),
+                (
+                    Keyspace::Timestamps,
+                    keys::timestamp_key(id, 0, 0),
+                    keys::timestamp_key(id + 1, 0, 0),
+                ),
+            ] {
+                loop {
+                    let mut batch = WriteBatch::default();
+                    self.storage.scan(keyspace, &start, &end, &mut |key, _| {
+                        batch.delete(keyspace, key.to_vec());
+                        if batch.ops.len() >= PURGE_CHUNK {
+                            ControlFlow::Break(())
+                        } else {
+                            ControlFlow::Continue(())
+                        }
+                    })?;
+                    if batch.is_empty() {
+                        break;
+                    }
+                    self.committer.commit(batch).await?;
+                }
+            }
+            let mut batch = WriteBatch::default();
+            batch.delete(Keyspace::Meta, keys::purge_key(id));
+            self.committer.commit(batch).await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,392 @@
+//! One task per active stream: it owns the stream's tail.
+//!
+//! Every append to a stream goes through its task, which checks the
+//! append's conditions (`fencing_token`, `match_seq_num`), assigns seq nums
+//! and timestamps, applies command records, and hands the encoded batch to
+//! the [`Committer`]. The task never waits for the fsync: it keeps an
+//! *assigned* state that runs ahead of what is durable, so a client that
+//! pipelines appends is not limited to one append per fsync.
+//!
+//! What readers may see is the *visible* state, published through a `watch`
+//! channel by the committer thread once a batch is durable. Commits complete
+//! in submission order, so the visible tail only moves forward and never
+//! passes a record that is not on disk. When the task ends (the stream was
+//! deleted, or the server stops) the channel closes and readers stop.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::committer::Committer;
+use super::config::{StreamConfig, TimestampingMode};
+use super::error::{EngineError, EngineResult};
+use super::keys::{self, StreamState};
+use super::types::*;
+use crate::storage::{Keyspace, WriteBatch};
+
+/// The part of a stream's state that readers may rely on: all durable.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Visible {
+    /// The next seq num, and the timestamp of the last record.
+    pub tail: StreamPosition,
+    /// Records below this seq num are trimmed and never returned.
+    pub trim_point: u64,
+    /// Arrival time of the last durable append (or of creation).
+    pub last_write_at: u64,
+}
+
+pub enum Command {
+    Append {
+        input: AppendInput,
+        reply: oneshot::Sender<EngineResult<AppendAck>>,
+    },
+    Reconfigure(StreamConfig),
+    /// Trim by retention: raise the trim point (never beyond the tail).
+    Trim(u64),
+    /// Stop taking commands. Replies once everything accepted so far has
+    /// been submitted to the committer.
+    Stop(oneshot::Sender<()>),
+}
+
+/// A handle to a running stream task.
+pub struct StreamHandle {
+    pub id: u64,
+    pub name: String,
+    commands: mpsc::Sender<Command>,
+    visible: watch::Receiver<Visible>,
+}
+
+impl StreamHandle {
+    pub fn visible(&self) -> Visible {
+        *self.visible.borrow()
+    }
+
+    /// A receiver that wakes on every durable change; closed when the stream
+    /// task ends.
+    pub fn subscribe(&self) -> watch::Receiver<Visible> {
+        self.visible.clone()
+    }
+
+    pub async fn append(&self, input: AppendInput) -> EngineResult<AppendAck> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Append { input, reply }).await?;
+        rx.await
+            .map_err(|_| EngineError::StreamNotFound(self.name.clone()))?
+    }
+
+    pub async fn send(&self, command: Command) -> EngineResult<()> {
+        self.commands
+            .send(command)
+            .await
+            .map_err(|_| EngineError::StreamNotFound(self.name.clone()))
+    }
+}
+
+/// Commands queued per stream before appenders wait; bounds memory per stream.
+const COMMAND_QUEUE: usize = 1024;
+
+/// Starts the task for a stream whose durable state is `state`.
+pub fn spawn(
+    id: u64,
+    name: String,
+    config: StreamConfig,
+    state: StreamState,
+    committer: Committer,
+) -> Arc<StreamHandle> {
+    let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE);
+    let visible = Visible {
+        tail: StreamPosition {
+            seq_num: state.next_seq_num,
+            timestamp: state.last_timestamp,
+        },
+        trim_point: state.trim_point,
+        last_write_at: state.last_write_at,
+    };
+    let (visible_tx, visible_rx) = watch::channel(visible);
+    let task = StreamTask {
+        id,
+        config,
+        state,
+        committer,
+        visible: Arc::new(visible_tx),
+    };
+    tokio::spawn(task.run(commands_rx));
+    Arc::new(StreamHandle {
+        id,
+        name,
+        commands: commands_tx,
+        visible: visible_rx,
+    })
+}
+
+struct StreamTask {
+    id: u64,
+    config: StreamConfig,
+    /// Assigned state: includes appends that are not yet durable.
+    state: StreamState,
+    committer: Committer,
+    visible: Arc<watch::Sender<Visible>>,
+}
+
+impl StreamTask {
+    async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        while let Some(command) = commands.recv().await {
+            match command {
+                Command::Append { input, reply } => match self.append(input) {
+                    Ok((batch, ack)) => self.submit(batch, Some((reply, ack))),
+                    Err(err) => {
+                        let _ = reply.send(Err(err));
+                    }
+                },
+                Command::Reconfigure(config) => self.config = config,
+                Command::Trim(trim_point) => {
+                    let trim_point = trim_point.min(self.state.next_seq_num);
+                    if trim_point > self.state.trim_point {
+                        self.state.trim_point = trim_point;
+                        let mut batch = WriteBatch::default();
+                        self.put_state(&mut batch);
+                        self.submit(batch, None);
+                    }
+                }
+                Command::Stop(reply) => {
+                    let _ = reply.send(());
+                    return;
+                }
+            }
+        }
+    }
+
+    fn put_state(&self, batch: &mut WriteBatch) {
+        batch.put(
+            Keyspace::Meta,
+            keys::state_key(self.id),
+            keys::encode_json(&self.state),
+        );
+    }
+
+    /// Hands `batch` to the committer; once durable, publishes the state as
+    /// it is now and acknowledges the append, if any.
+    fn submit(
+        &self,
+        batch: WriteBatch,
+        append: Option<(oneshot::Sender<EngineResult<AppendAck>>, AppendAck)>,
+    ) {
+        let visible = Visible {
+            tail: StreamPosition {
+                seq_num: self.state.next_seq_num,
+                timestamp: self.state.last_timestamp,
+            },
+            trim_point: self.state.trim_point,
+            last_write_at: self.state.last_write_at,
+        };
+        let sender = self.visible.clone();
+        self.committer.submit(
+            batch,
+            Box::new(move |result| match result {
+                Ok(()) => {
+                    sender.send_replace(visible);
+                    if let Some((reply, ack)) = append {
+                        let _ = reply.send(Ok(ack));
+                    }
+                }
+                Err(err) => {
+                    if let Some((reply, _)) = append {
+                        let _ = reply.send(Err(err.into()));
+                    }
+                }
+            }),
+        );
+    }
+
+    /// Checks and sequences one append, advancing the assigned state. On
+    /// error nothing has changed.
+    fn append(&mut self, input: AppendInput) -> EngineResult<(WriteBatch, AppendAck)> {
+        validate_batch(&input, self.config.timestamping.mode)?;
+        if let Some(token) = &input.fencing_token {
+            if *token != self.state.fencing_token {
+                return Err(EngineError::FencingTokenMismatch(
+                    self.state.fencing_token.clone(),
+                ));
+            }
+        }
+        if let Some(expected) = input.match_seq_num {
+            if expected != self.state.next_seq_num {
+                return Err(EngineError::SeqNumMismatch(self.state.next_seq_num));
+            }
+        }
+
+        let arrival = now_ms();
+        let start_seq = self.state.next_seq_num;
+        let mut batch = WriteBatch::default();
+        let mut first_timestamp = None;
+        for record in input.records {
+            let seq_num = self.state.next_seq_num;
+            let timestamp = self.assign_timestamp(record.timestamp, arrival);
+            if seq_num == 0 || timestamp > self.state.last_timestamp {
+                batch.put(
+                    Keyspace::Timestamps,
+                    keys::timestamp_key(self.id, timestamp, seq_num),
+                    Vec::new(),
+                );
+            }
+            if let Some(command) = CommandRecord::parse(&record) {
+                match command {
+                    CommandRecord::Fence(token) => self.state.fencing_token = token,
+                    // A trim may remove records up to and including
+                    // itself, never any later one.
+                    CommandRecord::Trim(point) => {
+                        self.state.trim_point = self.state.trim_point.max(point.min(seq_num + 1))
+                    }
+                }
+            }
+            batch.put(
+                Keyspace::Records,
+                keys::record_key(self.id, seq_num),
+                keys::encode_record(timestamp, &record.headers, &record.body),
+            );
+            first_timestamp.get_or_insert(timestamp);
+            self.state.last_timestamp = timestamp;
+            self.state.next_seq_num += 1;
+        }
+        self.state.last_write_at = arrival;
+        self.put_state(&mut batch);
+
+        let end = StreamPosition {
+            seq_num: self.state.next_seq_num,
+            timestamp: self.state.last_timestamp,
+        };
+        let ack = AppendAck {
+            start: StreamPosition {
+                seq_num: start_seq,
+                timestamp: first_timestamp.unwrap_or(self.state.last_timestamp),
+            },
+            end,
+            tail: end,
+        };
+        Ok((batch, ack))
+    }
+
+    /// Applies the stream's timestamping mode, then keeps timestamps from
+    /// ever going backwards.
+    fn assign_timestamp(&self, client: Option<u64>, arrival: u64) -> u64 {
+        let ts = &self.config.timestamping;
+        let mut timestamp = match (ts.mode, client) {
+            (TimestampingMode::Arrival, _) | (_, None) => arrival,
+            (_, Some(client)) if ts.uncapped => client,
+            (_, Some(client)) => client.min(arrival),
+        };
+        if self.state.next_seq_num > 0 {
+            timestamp = timestamp.max(self.state.last_timestamp);
+        }
+        timestamp
+    }
+}
+
+/// S2 command records: exactly one header with an empty name.
+enum CommandRecord {
+    Fence(String),
+    Trim(u64),
+}
+
+impl CommandRecord {
+    /// Recognizes a command record; assumes [`validate_batch`] accepted it.
+    fn parse(record: &AppendRecord) -> Option<Self> {
+        let [header] = record.headers.as_slice() else {
+            return None;
+        };
+        if !header.name.is_empty() {
+            return None;
+        }
+        match header.value.as_ref() {
+            b"fence" => Some(Self::Fence(
+                String::from_utf8_lossy(&record.body).into_owned(),
+            )),
+            b"trim" => Some(Self::Trim(u64::from_be_bytes(
+                record.body.as_ref().try_into().ok()?,
+            ))),
+            _ => None,
+        }
+    }
+}
+
+/// Everything about an append that can be checked without the stream's
+/// state. Runs before anything changes, so a bad batch has no effect.
+pub fn validate_batch(input: &AppendInput, mode: TimestampingMode) -> EngineResult<()> {
+    let invalid = |msg: String| Err(EngineError::Invalid(msg));
+    if input.records.is_empty() {
+        return invalid("an append must contain at least one record".into());
+    }
+    if input.records.len() > MAX_BATCH_RECORDS {
+        return invalid(format!(
+            "an append may contain at most {MAX_BATCH_RECORDS} records, got {}",
+            input.records.len()
+        ));
+    }
+    let size: usize = input.records.iter().map(AppendRecord::metered_size).sum();
+    if size > MAX_BATCH_BYTES {
+        return invalid(format!(
+            "an append may contain at most {MAX_BATCH_BYTES} metered bytes, got {size}"
+        ));
+    }
+    if let Some(token) = &input.fencing_token {
+        if token.len() > MAX_FENCING_TOKEN_BYTES {
+            return invalid(format!(
+                "fencing_token may be at most {MAX_FENCING_TOKEN_BYTES} bytes"
+            ));
+        }
+    }
+    for (i, record) in input.records.iter().enumerate() {
+        if mode == TimestampingMode::ClientRequire && record.timestamp.is_none() {
+            return invalid(format!(
+                "record {i} has no timestamp, which this stream's `client-require` timestamping mode requires"
+            ));
+        }
+        validate_command(i, record)?;
+    }
+    Ok(())
+}
+
+fn validate_command(i: usize, record: &AppendRecord) -> EngineResult<()> {
+    let invalid = |msg: String| Err(EngineError::Invalid(msg));
+    let Some(position) = record.headers.iter().position(|h| h.name.is_empty()) else {
+        return Ok(());
+    };
+    if record.headers.len() != 1 {
+        return invalid(format!(
+            "record {i}: a command record (empty header name) must have exactly one header"
+        ));
+    }
+    let header = &record.headers[position];
+    match header.value.as_ref() {
+        b"fence" => {
+            if record.body.len() > MAX_FENCING_TOKEN_BYTES {
+                return invalid(format!(
+                    "record {i}: a fencing token may be at most {MAX_FENCING_TOKEN_BYTES} bytes"
+                ));
+            }
+            if std::str::from_utf8(&record.body).is_err() {
+                return invalid(format!("record {i}: a fencing token must be UTF-8"));
+            }
+        }
+        b"trim" => {
+            if record.body.len() != 8 {
+                return invalid(format!(
+                    "record {i}: a trim command's body must be an 8-byte big-endian seq num"
+                ));
+            }
+        }
+        other => {
+            return invalid(format!(
+                "record {i}: unknown command `{}`; expected `fence` or `trim`",
+                String::from_utf8_lossy(other)
+            ))
+        }
+    }
+    Ok(())
+}
+
+/// Builds the body of a `trim` command record.
+pub fn trim_body(seq_num: u64) -> Bytes {
+    Bytes::copy_from_slice(&seq_num.to_be_bytes())
+}

@@ -1,0 +1,109 @@
+//! The engine's own record and position types, independent of any wire format.
+
+use bytes::Bytes;
+
+/// Records per append batch and per unary read, as in S2.
+pub const MAX_BATCH_RECORDS: usize = 1000;
+/// Metered bytes per append batch and per unary read, as in S2.
+pub const MAX_BATCH_BYTES: usize = 1024 * 1024;
+/// Longest fencing token, in bytes.
+pub const MAX_FENCING_TOKEN_BYTES: usize = 36;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Header {
+    pub name: Bytes,
+    pub value: Bytes,
+}
+
+/// A record as a client submits it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppendRecord {
+    pub timestamp: Option<u64>,
+    pub headers: Vec<Header>,
+    pub body: Bytes,
+}
+
+impl AppendRecord {
+    pub fn metered_size(&self) -> usize {
+        metered_size(&self.headers, &self.body)
+    }
+}
+
+/// A record as stored: sequenced and timestamped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SequencedRecord {
+    pub seq_num: u64,
+    pub timestamp: u64,
+    pub headers: Vec<Header>,
+    pub body: Bytes,
+}
+
+impl SequencedRecord {
+    pub fn metered_size(&self) -> usize {
+        metered_size(&self.headers, &self.body)
+    }
+}
+
+/// S2's metering: a fixed 8 bytes per record, 2 per header, plus the payload.
+pub fn metered_size(headers: &[Header], body: &[u8]) -> usize {
+    8 + 2 * headers.len()
+        + headers
+            .iter()
+            .map(|h| h.name.len() + h.value.len())
+            .sum::<usize>()
+        + body.len()
+}
+
+/// A seq num and the timestamp that goes with it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StreamPosition {
+    pub seq_num: u64,
+    pub timestamp: u64,
+}
+
+/// One atomic append.
+#[derive(Clone, Debug, Default)]
+pub struct AppendInput {
+    pub records: Vec<AppendRecord>,
+    pub match_seq_num: Option<u64>,
+    pub fencing_token: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AppendAck {
+    pub start: StreamPosition,
+    pub end: StreamPosition,
+    pub tail: StreamPosition,
+}
+
+/// Where a read starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadStart {
+    SeqNum(u64),
+    Timestamp(u64),
+    TailOffset(u64),
+}
+
+/// When a read stops. `None` means unbounded on that axis.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReadLimits {
+    pub count: Option<u64>,
+    pub bytes: Option<u64>,
+    /// Exclusive timestamp bound.
+    pub until: Option<u64>,
+}
+
+/// A batch of records returned by a read, with the tail at the time.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReadBatch {
+    pub records: Vec<SequencedRecord>,
+    pub tail: Option<StreamPosition>,
+}
+
+/// Milliseconds since the Unix epoch, by the wall clock.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

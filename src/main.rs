@@ -1,0 +1,72 @@
+//! The `rill` binary.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use rill::server::{self, ServeConfig};
+
+#[derive(Parser)]
+#[command(
+    name = "rill",
+    version,
+    about = "A durable streams server that speaks the S2 v1 API"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, env = "RILL_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Where data is kept.
+        #[arg(
+            long,
+            env = "RILL_DATA_DIR",
+            default_value = "./rill-data",
+            conflicts_with = "in_memory"
+        )]
+        data_dir: PathBuf,
+        /// Keep everything in memory; nothing survives a restart.
+        #[arg(long)]
+        in_memory: bool,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve {
+            listen,
+            data_dir,
+            in_memory,
+        } => {
+            let config = ServeConfig {
+                listen,
+                data_dir: (!in_memory).then_some(data_dir),
+            };
+            match tokio::runtime::Runtime::new() {
+                Ok(runtime) => runtime.block_on(server::serve(config, server::shutdown_signal())),
+                Err(e) => Err(format!("cannot start the runtime: {e}")),
+            }
+        }
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("rill: {message}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

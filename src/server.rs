@@ -1,0 +1,96 @@
+//! Running the server: open storage, start the engine, serve HTTP, and shut
+//! down cleanly. Errors here are messages for the operator, hence `String`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use crate::engine::Engine;
+use crate::storage::{FjallStorage, MemoryStorage, Storage};
+
+/// How often retention, delete-on-empty and record removal run.
+const UPKEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    pub listen: SocketAddr,
+    /// `None` keeps everything in memory.
+    pub data_dir: Option<PathBuf>,
+}
+
+pub fn open_storage(data_dir: Option<&std::path::Path>) -> Result<Arc<dyn Storage>, String> {
+    Ok(match data_dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot create data directory {}: {e}", dir.display()))?;
+            Arc::new(
+                FjallStorage::open(dir)
+                    .map_err(|e| format!("cannot open storage in {}: {e}", dir.display()))?,
+            )
+        }
+        None => Arc::new(MemoryStorage::default()),
+    })
+}
+
+/// Serves until `shutdown` resolves, then stops taking requests, lets open
+/// requests finish, and makes every acknowledged write durable.
+pub async fn serve(
+    config: ServeConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
+    let storage = open_storage(config.data_dir.as_deref())?;
+    let engine = Engine::open(storage).map_err(|e| format!("cannot recover the engine: {e}"))?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    match &config.data_dir {
+        Some(dir) => tracing::info!(addr = %local, data_dir = %dir.display(), "rill is listening"),
+        None => tracing::info!(addr = %local, "rill is listening (in memory: nothing is kept)"),
+    }
+    run(listener, engine, shutdown).await
+}
+
+/// Serves on an already bound listener; tests use this with port 0.
+pub async fn run(
+    listener: TcpListener,
+    engine: Arc<Engine>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
+    let upkeep = engine.spawn_upkeep(UPKEEP_INTERVAL);
+    let app = crate::api::router(engine.clone());
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|e| e.to_string());
+    upkeep.abort();
+    engine.shutdown().await;
+    tracing::info!("rill stopped; all acknowledged writes are durable");
+    result
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut sig) => {
+                sig.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,117 @@
+//! The embedded default: fjall, an LSM-tree store, on local disk.
+//!
+//! Each [`Keyspace`] is a fjall keyspace. A [`WriteBatch`] becomes one fjall
+//! batch committed with `PersistMode::SyncData`: one journal append and one
+//! `fdatasync`, atomic across keyspaces. fjall's journal recovery drops a torn
+//! final batch, which gives the engine its "wholly there or wholly absent"
+//! guarantee for unacknowledged writes.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use fjall::{Database, KeyspaceCreateOptions, PersistMode};
+
+use super::{Keyspace, Storage, StorageError, StorageResult, Visitor, WriteBatch, WriteOp};
+
+pub struct FjallStorage {
+    db: Database,
+    keyspaces: [fjall::Keyspace; 3],
+    poisoned: AtomicBool,
+}
+
+fn io(err: fjall::Error) -> StorageError {
+    StorageError::Io(err.to_string())
+}
+
+impl FjallStorage {
+    pub fn open(path: &Path) -> StorageResult<Self> {
+        let db = Database::builder(path)
+            // We fsync explicitly per group commit; no background syncing.
+            .manual_journal_persist(true)
+            .open()
+            .map_err(io)?;
+        let open = |ks: Keyspace| db.keyspace(ks.name(), KeyspaceCreateOptions::default);
+        let keyspaces = [
+            open(Keyspace::Meta).map_err(io)?,
+            open(Keyspace::Records).map_err(io)?,
+            open(Keyspace::Timestamps).map_err(io)?,
+        ];
+        Ok(Self {
+            db,
+            keyspaces,
+            poisoned: AtomicBool::new(false),
+        })
+    }
+
+    fn keyspace(&self, keyspace: Keyspace) -> &fjall::Keyspace {
+        match keyspace {
+            Keyspace::Meta => &self.keyspaces[0],
+            Keyspace::Records => &self.keyspaces[1],
+            Keyspace::Timestamps => &self.keyspaces[2],
+        }
+    }
+}
+
+impl Storage for FjallStorage {
+    fn write(&self, batch: WriteBatch) -> StorageResult<()> {
+        if self.poisoned.load(Ordering::Acquire) {
+            return Err(StorageError::Poisoned);
+        }
+        let mut fjall_batch = self.db.batch().durability(Some(PersistMode::SyncData));
+        for op in batch.ops {
+            match op {
+                WriteOp::Put(ks, k, v) => fjall_batch.insert(self.keyspace(ks), k, v),
+                WriteOp::Delete(ks, k) => fjall_batch.remove(self.keyspace(ks), k),
+            }
+        }
+        fjall_batch.commit().map_err(|err| {
+            self.poisoned.store(true, Ordering::Release);
+            io(err)
+        })
+    }
+
+    fn get(&self, keyspace: Keyspace, key: &[u8]) -> StorageResult<Option<Vec<u8>>> {
+        Ok(self
+            .keyspace(keyspace)
+            .get(key)
+            .map_err(io)?
+            .map(|v| v.to_vec()))
+    }
+
+    fn scan(
+        &self,
+        keyspace: Keyspace,
+        start: &[u8],
+        end: &[u8],
+        visit: &mut Visitor<'_>,
+    ) -> StorageResult<()> {
+        if start >= end {
+            return Ok(());
+        }
+        for guard in self.keyspace(keyspace).range(start..end) {
+            let (k, v) = guard.into_inner().map_err(io)?;
+            if visit(&k, &v).is_break() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn last_in_range(
+        &self,
+        keyspace: Keyspace,
+        start: &[u8],
+        end: &[u8],
+    ) -> StorageResult<Option<(Vec<u8>, Vec<u8>)>> {
+        if start >= end {
+            return Ok(None);
+        }
+        match self.keyspace(keyspace).range(start..end).next_back() {
+            Some(guard) => {
+                let (k, v) = guard.into_inner().map_err(io)?;
+                Ok(Some((k.to_vec(), v.to_vec())))
+            }
+            None => Ok(None),
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! In-memory storage for tests and `--in-memory`: nothing survives the process.
+
+use std::collections::BTreeMap;
+use std::sync::RwLock;
+
+use super::{Keyspace, Storage, StorageError, StorageResult, Visitor, WriteBatch, WriteOp};
+
+type Tree = BTreeMap<Vec<u8>, Vec<u8>>;
+
+#[derive(Default)]
+pub struct MemoryStorage {
+    // One lock over all keyspaces makes each batch atomic for readers.
+    trees: RwLock<[Tree; 3]>,
+}
+
+fn index(keyspace: Keyspace) -> usize {
+    match keyspace {
+        Keyspace::Meta => 0,
+        Keyspace::Records => 1,
+        Keyspace::Timestamps => 2,
+    }
+}
+
+fn poisoned() -> StorageError {
+    StorageError::Poisoned
+}
+
+impl Storage for MemoryStorage {
+    fn write(&self, batch: WriteBatch) -> StorageResult<()> {
+        let mut trees = self.trees.write().map_err(|_| poisoned())?;
+        for op in batch.ops {
+            match op {
+                WriteOp::Put(ks, k, v) => {
+                    trees[index(ks)].insert(k, v);
+                }
+                WriteOp::Delete(ks, k) => {
+                    trees[index(ks)].remove(&k);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn get(&self, keyspace: Keyspace, key: &[u8]) -> StorageResult<Option<Vec<u8>>> {
+        let trees = self.trees.read().map_err(|_| poisoned())?;
+        Ok(trees[index(keyspace)].get(key).cloned())
+    }
+
+    fn scan(
+        &self,
+        keyspace: Keyspace,
+        start: &[u8],
+        end: &[u8],
+        visit: &mut Visitor<'_>,
+    ) -> StorageResult<()> {
+        if start >= end {
+            return Ok(());
+        }
+        let trees = self.trees.read().map_err(|_| poisoned())?;
+        for (k, v) in trees[index(keyspace)].range(start.to_vec()..end.to_vec()) {
+            if visit(k, v).is_break() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn last_in_range(
+        &self,
+        keyspace: Keyspace,
+        start: &[u8],
+        end: &[u8],
+    ) -> StorageResult<Option<(Vec<u8>, Vec<u8>)>> {
+        if start >= end {
+            return Ok(None);
+        }
+        let trees = self.trees.read().map_err(|_| poisoned())?;
+        Ok(trees[index(keyspace)]
+            .range(start.to_vec()..end.to_vec())
+            .next_back()
+            .map(|(k, v)| (k.clone(), v.clone())))
+    }
+}

@@ -1,0 +1,207 @@
+//! Storage: an ordered key-value store with atomic, durable batches.
+//!
+//! The engine needs very little from its store: point reads, ordered range
+//! scans, and atomic multi-keyspace write batches that are durable (fsynced)
+//! when `write` returns. Keeping the trait this small is what lets a second
+//! backend (Postgres, later) slot in without the HTTP layer or the engine
+//! noticing. Two implementations live here: [`FjallStorage`] on local disk
+//! (the default) and [`MemoryStorage`] for tests and `--in-memory`.
+//!
+//! Calls are blocking; async callers go through `spawn_blocking` or the
+//! dedicated committer thread.
+
+mod fjall_store;
+mod memory;
+
+pub use fjall_store::FjallStorage;
+pub use memory::MemoryStorage;
+
+use std::ops::ControlFlow;
+
+/// The separate ordered key spaces the engine uses. See
+/// `docs/ARCHITECTURE.md` for what each one holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Keyspace {
+    /// Basin and stream metadata, stream tails, id counters.
+    Meta,
+    /// Records by (stream id, seq num).
+    Records,
+    /// Sparse timestamp index by (stream id, timestamp, seq num).
+    Timestamps,
+}
+
+impl Keyspace {
+    pub const ALL: [Keyspace; 3] = [Keyspace::Meta, Keyspace::Records, Keyspace::Timestamps];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Keyspace::Meta => "meta",
+            Keyspace::Records => "records",
+            Keyspace::Timestamps => "timestamps",
+        }
+    }
+}
+
+/// One mutation in a [`WriteBatch`].
+#[derive(Clone, Debug)]
+pub enum WriteOp {
+    Put(Keyspace, Vec<u8>, Vec<u8>),
+    Delete(Keyspace, Vec<u8>),
+}
+
+/// A set of mutations applied all together or not at all.
+#[derive(Clone, Debug, Default)]
+pub struct WriteBatch {
+    pub ops: Vec<WriteOp>,
+}
+
+impl WriteBatch {
+    pub fn put(&mut self, keyspace: Keyspace, key: Vec<u8>, value: Vec<u8>) {
+        self.ops.push(WriteOp::Put(keyspace, key, value));
+    }
+
+    pub fn delete(&mut self, keyspace: Keyspace, key: Vec<u8>) {
+        self.ops.push(WriteOp::Delete(keyspace, key));
+    }
+
+    pub fn extend(&mut self, other: WriteBatch) {
+        self.ops.extend(other.ops);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    /// Approximate bytes the batch will write; used to bound group commits.
+    pub fn approximate_size(&self) -> usize {
+        self.ops
+            .iter()
+            .map(|op| match op {
+                WriteOp::Put(_, k, v) => k.len() + v.len(),
+                WriteOp::Delete(_, k) => k.len(),
+            })
+            .sum()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("storage I/O error: {0}")]
+    Io(String),
+    #[error("storage is poisoned after an earlier write failure; restart the server")]
+    Poisoned,
+    #[error("corrupt data in storage: {0}")]
+    Corrupt(String),
+}
+
+pub type StorageResult<T> = Result<T, StorageError>;
+
+/// Called for each key-value pair of a scan; `Break` ends the scan early.
+pub type Visitor<'a> = dyn FnMut(&[u8], &[u8]) -> ControlFlow<()> + 'a;
+
+/// An ordered key-value store with durable atomic batches.
+pub trait Storage: Send + Sync + 'static {
+    /// Applies `batch` atomically and makes it durable before returning.
+    /// After an error the store must refuse further writes (fail-stop): the
+    /// engine has already assigned sequence numbers past what is on disk.
+    fn write(&self, batch: WriteBatch) -> StorageResult<()>;
+
+    fn get(&self, keyspace: Keyspace, key: &[u8]) -> StorageResult<Option<Vec<u8>>>;
+
+    /// Visits keys in `[start, end)` in ascending order until `visit` breaks.
+    fn scan(
+        &self,
+        keyspace: Keyspace,
+        start: &[u8],
+        end: &[u8],
+        visit: &mut Visitor<'_>,
+    ) -> StorageResult<()>;
+
+    /// The greatest key in `[start, end)`, if any.
+    fn last_in_range(
+        &self,
+        keyspace: Keyspace,
+        start: &[u8],
+        end: &[u8],
+    ) -> StorageResult<Option<(Vec<u8>, Vec<u8>)>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exercise(store: &dyn Storage) {
+        let mut batch = WriteBatch::default();
+        batch.put(Keyspace::Records, b"a2".to_vec(), b"2".to_vec());
+        batch.put(Keyspace::Records, b"a1".to_vec(), b"1".to_vec());
+        batch.put(Keyspace::Records, b"b1".to_vec(), b"3".to_vec());
+        batch.put(Keyspace::Meta, b"a1".to_vec(), b"meta".to_vec());
+        store.write(batch).unwrap();
+
+        assert_eq!(
+            store.get(Keyspace::Records, b"a1").unwrap(),
+            Some(b"1".to_vec())
+        );
+        assert_eq!(
+            store.get(Keyspace::Meta, b"a1").unwrap(),
+            Some(b"meta".to_vec())
+        );
+        assert_eq!(store.get(Keyspace::Timestamps, b"a1").unwrap(), None);
+
+        let mut seen = Vec::new();
+        store
+            .scan(Keyspace::Records, b"a", b"b", &mut |k, v| {
+                seen.push((k.to_vec(), v.to_vec()));
+                ControlFlow::Continue(())
+            })
+            .unwrap();
+        assert_eq!(
+            seen,
+            vec![
+                (b"a1".to_vec(), b"1".to_vec()),
+                (b"a2".to_vec(), b"2".to_vec())
+            ]
+        );
+
+        let mut first = None;
+        store
+            .scan(Keyspace::Records, b"a", b"z", &mut |k, _| {
+                first = Some(k.to_vec());
+                ControlFlow::Break(())
+            })
+            .unwrap();
+        assert_eq!(first, Some(b"a1".to_vec()));
+
+        let last = store.last_in_range(Keyspace::Records, b"a", b"b").unwrap();
+        assert_eq!(last, Some((b"a2".to_vec(), b"2".to_vec())));
+        assert_eq!(
+            store.last_in_range(Keyspace::Records, b"c", b"d").unwrap(),
+            None
+        );
+
+        let mut batch = WriteBatch::default();
+        batch.delete(Keyspace::Records, b"a1".to_vec());
+        store.write(batch).unwrap();
+        assert_eq!(store.get(Keyspace::Records, b"a1").unwrap(), None);
+    }
+
+    #[test]
+    fn memory_storage_contract() {
+        exercise(&MemoryStorage::default());
+    }
+
+    #[test]
+    fn fjall_storage_contract_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = FjallStorage::open(dir.path()).unwrap();
+            exercise(&store);
+        }
+        let store = FjallStorage::open(dir.path()).unwrap();
+        assert_eq!(
+            store.get(Keyspace::Records, b"a2").unwrap(),
+            Some(b"2".to_vec())
+        );
+        assert_eq!(store.get(Keyspace::Records, b"a1").unwrap(), None);
+    }
+}

@@ -1,0 +1,4 @@
+//! Wire formats: how engine types look on the network. The HTTP handlers
+//! convert here and nowhere else.
+
+pub mod json;
