@@ -35,15 +35,20 @@ struct Pending {
     completion: Completion,
 }
 
+enum Message {
+    Write(Pending),
+    /// Finish everything queued before this, then exit the thread.
+    Close,
+}
+
 #[derive(Clone)]
 pub struct Committer {
-    tx: mpsc::UnboundedSender<Pending>,
+    tx: mpsc::UnboundedSender<Message>,
 }
 
 impl Committer {
-    /// Starts the committer thread. It exits once every `Committer` clone is
-    /// dropped and the queue is drained, so dropping the engine flushes
-    /// everything that was submitted.
+    /// Starts the committer thread. It exits on [`Committer::close`], or once
+    /// every `Committer` clone is dropped, after draining the queue.
     pub fn start(storage: Arc<dyn Storage>) -> (Self, thread::JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let handle = thread::Builder::new()
@@ -55,9 +60,16 @@ impl Committer {
 
     /// Queues `batch`; `completion` runs after it is durable or has failed.
     pub fn submit(&self, batch: WriteBatch, completion: Completion) {
-        if let Err(mpsc::error::SendError(pending)) = self.tx.send(Pending { batch, completion }) {
-            (pending.completion)(Err(StorageError::Io("the committer has stopped".into())));
+        let message = Message::Write(Pending { batch, completion });
+        if let Err(mpsc::error::SendError(Message::Write(pending))) = self.tx.send(message) {
+            (pending.completion)(Err(StorageError::Closed));
         }
+    }
+
+    /// Asks the thread to exit once everything submitted so far is durable.
+    /// Later submissions fail with [`StorageError::Closed`].
+    pub fn close(&self) {
+        let _ = self.tx.send(Message::Close);
     }
 
     /// Queues `batch` and waits until it is durable.
@@ -69,21 +81,29 @@ impl Committer {
                 let _ = tx.send(result);
             }),
         );
-        rx.await
-            .unwrap_or_else(|_| Err(StorageError::Io("the committer has stopped".into())))
+        rx.await.unwrap_or(Err(StorageError::Closed))
     }
 }
 
-fn run(storage: Arc<dyn Storage>, mut rx: mpsc::UnboundedReceiver<Pending>) {
+fn run(storage: Arc<dyn Storage>, mut rx: mpsc::UnboundedReceiver<Message>) {
     let mut failed = false;
-    while let Some(first) = rx.blocking_recv() {
+    let mut closing = false;
+    while !closing {
+        let first = match rx.blocking_recv() {
+            Some(Message::Write(pending)) => pending,
+            Some(Message::Close) | None => break,
+        };
         let mut group = vec![first];
         let mut size = group[0].batch.approximate_size();
         while size < MAX_GROUP_BYTES {
             match rx.try_recv() {
-                Ok(next) => {
+                Ok(Message::Write(next)) => {
                     size += next.batch.approximate_size();
                     group.push(next);
+                }
+                Ok(Message::Close) => {
+                    closing = true;
+                    break;
                 }
                 Err(_) => break,
             }
@@ -114,6 +134,13 @@ fn run(storage: Arc<dyn Storage>, mut rx: mpsc::UnboundedReceiver<Pending>) {
                 Ok(()) => Ok(()),
                 Err(_) => Err(StorageError::Poisoned),
             });
+        }
+    }
+    // Fail whatever raced in after the close instead of leaving it hanging.
+    rx.close();
+    while let Ok(message) = rx.try_recv() {
+        if let Message::Write(pending) = message {
+            (pending.completion)(Err(StorageError::Closed));
         }
     }
 }

@@ -25,7 +25,16 @@ pub enum EngineError {
     #[error("the server is shutting down")]
     Unavailable,
     #[error(transparent)]
-    Storage(#[from] StorageError),
+    Storage(StorageError),
+}
+
+impl From<StorageError> for EngineError {
+    fn from(err: StorageError) -> Self {
+        match err {
+            StorageError::Closed => EngineError::Unavailable,
+            other => EngineError::Storage(other),
+        }
+    }
 }
 
 pub type EngineResult<T> = Result<T, EngineError>;

@@ -83,6 +83,7 @@ type StreamKey = (String, String);
 pub struct Engine {
     storage: Arc<dyn Storage>,
     committer: Committer,
+    committer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Serializes admin operations and the starting of stream tasks, so
     /// metadata read-modify-writes never interleave.
     admin: tokio::sync::Mutex<()>,
@@ -119,10 +120,11 @@ impl Engine {
         if let Some(err) = corrupt {
             return Err(err.into());
         }
-        let (committer, _thread) = Committer::start(storage.clone());
+        let (committer, thread) = Committer::start(storage.clone());
         Ok(Arc::new(Self {
             storage,
             committer,
+            committer_thread: Mutex::new(Some(thread)),
             admin: tokio::sync::Mutex::new(()),
             basins: RwLock::new(basins),
             streams: Mutex::new(HashMap::new()),
@@ -131,7 +133,8 @@ impl Engine {
     }
 
     /// Stops every stream task and waits until everything they accepted is
-    /// durable. Appends that arrive afterwards fail.
+    /// durable, then stops the committer. Writes that arrive afterwards fail
+    /// with `unavailable`; the storage is released once the engine drops.
     pub async fn shutdown(&self) {
         let _admin = self.admin.lock().await;
         let handles: Vec<_> = lock(&self.streams).drain().map(|(_, h)| h).collect();
@@ -141,9 +144,13 @@ impl Engine {
                 let _ = rx.await;
             }
         }
-        // The committer runs in order: once this empty batch completes,
-        // everything submitted before it is durable.
-        let _ = self.committer.commit(WriteBatch::default()).await;
+        // The committer runs in order: it exits only after everything
+        // submitted before the close is durable.
+        self.committer.close();
+        let thread = lock(&self.committer_thread).take();
+        if let Some(thread) = thread {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
     }
 
     // ---- basins ----

@@ -92,6 +92,8 @@ pub enum StorageError {
     Poisoned,
     #[error("corrupt data in storage: {0}")]
     Corrupt(String),
+    #[error("the server is shutting down")]
+    Closed,
 }
 
 pub type StorageResult<T> = Result<T, StorageError>;

@@ -1,0 +1,344 @@
+//! Property test: random appends (with and without `match_seq_num` and
+//! fencing tokens), fences, trims, reads, background upkeep and restarts,
+//! run against the engine on fjall and against a plain in-memory model.
+//! Every result must match the model, before and after every restart.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use proptest::prelude::*;
+use rill::engine::config::{
+    BasinConfigPatch, InfiniteRetention, RetentionPolicy, StreamConfigPatch, TimestampingPatch,
+};
+use rill::engine::error::EngineError;
+use rill::engine::types::{AppendInput, AppendRecord, Header, ReadLimits, ReadStart};
+use rill::engine::{Engine, ReadRequest};
+use rill::storage::FjallStorage;
+
+const BASIN: &str = "model-basin";
+const STREAM: &str = "s";
+
+#[derive(Clone, Debug)]
+enum Condition {
+    None,
+    Right,
+    Wrong,
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Append {
+        records: Vec<(Vec<u8>, u64)>,
+        match_seq: Condition,
+        fencing: Condition,
+    },
+    Fence(String),
+    Trim(u64),
+    Read {
+        start: ReadStart,
+        count: Option<u64>,
+    },
+    Upkeep,
+    Restart,
+}
+
+fn condition() -> impl Strategy<Value = Condition> {
+    prop_oneof![
+        3 => Just(Condition::None),
+        2 => Just(Condition::Right),
+        1 => Just(Condition::Wrong),
+    ]
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        8 => (
+            prop::collection::vec((prop::collection::vec(any::<u8>(), 0..20), 0u64..500), 1..5),
+            condition(),
+            condition()
+        )
+            .prop_map(|(records, match_seq, fencing)| Op::Append { records, match_seq, fencing }),
+        1 => prop::sample::select(vec!["", "a", "token-b"]).prop_map(|t| Op::Fence(t.to_string())),
+        1 => (0u64..40).prop_map(Op::Trim),
+        4 => (
+            prop_oneof![
+                (0u64..40).prop_map(ReadStart::SeqNum),
+                (0u64..600).prop_map(ReadStart::Timestamp),
+                (0u64..40).prop_map(ReadStart::TailOffset),
+            ],
+            prop::option::of(0u64..8)
+        )
+            .prop_map(|(start, count)| Op::Read { start, count }),
+        1 => Just(Op::Upkeep),
+        1 => Just(Op::Restart),
+    ]
+}
+
+/// The model: the stream as a plain vector.
+#[derive(Default)]
+struct Model {
+    /// (timestamp, body) by seq num, trimmed ones included.
+    records: Vec<(u64, Vec<u8>)>,
+    trim_point: u64,
+    token: String,
+}
+
+impl Model {
+    fn tail(&self) -> u64 {
+        self.records.len() as u64
+    }
+
+    fn last_ts(&self) -> u64 {
+        self.records.last().map_or(0, |r| r.0)
+    }
+
+    /// Appends with the engine's timestamp rule (uncapped client
+    /// timestamps, raised to never decrease); returns the first seq num.
+    fn push(&mut self, ts: u64, body: Vec<u8>) -> u64 {
+        let ts = if self.records.is_empty() {
+            ts
+        } else {
+            ts.max(self.last_ts())
+        };
+        self.records.push((ts, body));
+        self.tail() - 1
+    }
+
+    /// Expected unary read result: `Err(())` for a 416.
+    fn read(&self, start: ReadStart, count: Option<u64>) -> Result<Vec<(u64, u64, Vec<u8>)>, ()> {
+        let tail = self.tail();
+        let seq = match start {
+            ReadStart::SeqNum(s) if s > tail => return Err(()),
+            ReadStart::SeqNum(s) => s,
+            ReadStart::TailOffset(o) => tail.saturating_sub(o),
+            ReadStart::Timestamp(t) if t > self.last_ts() => return Err(()),
+            ReadStart::Timestamp(t) => self
+                .records
+                .iter()
+                .position(|r| r.0 >= t)
+                .map_or(tail, |p| p as u64),
+        };
+        if seq >= tail {
+            return Err(());
+        }
+        let from = seq.max(self.trim_point);
+        let limit = count.unwrap_or(1000).min(1000);
+        Ok((from..tail)
+            .take(limit as usize)
+            .map(|s| {
+                let (ts, body) = &self.records[s as usize];
+                (s, *ts, body.clone())
+            })
+            .collect())
+    }
+}
+
+struct Harness {
+    dir: tempfile::TempDir,
+    engine: Option<Arc<Engine>>,
+}
+
+impl Harness {
+    async fn open(dir: tempfile::TempDir) -> Self {
+        let storage = Arc::new(FjallStorage::open(dir.path()).expect("storage opens"));
+        let engine = Engine::open(storage).expect("engine recovers");
+        Self {
+            dir,
+            engine: Some(engine),
+        }
+    }
+
+    fn engine(&self) -> &Engine {
+        self.engine.as_ref().expect("engine is open")
+    }
+
+    async fn restart(self) -> Self {
+        let engine = self.engine.expect("engine is open");
+        engine.shutdown().await;
+        drop(engine);
+        Self::open(self.dir).await
+    }
+}
+
+fn record(body: &[u8], ts: Option<u64>) -> AppendRecord {
+    AppendRecord {
+        timestamp: ts,
+        headers: vec![],
+        body: Bytes::copy_from_slice(body),
+    }
+}
+
+fn command(op: &str, body: Vec<u8>) -> AppendRecord {
+    AppendRecord {
+        timestamp: Some(0),
+        headers: vec![Header {
+            name: Bytes::new(),
+            value: Bytes::copy_from_slice(op.as_bytes()),
+        }],
+        body: Bytes::from(body),
+    }
+}
+
+async fn run(ops: Vec<Op>) {
+    let mut harness = Harness::open(tempfile::tempdir().unwrap()).await;
+    harness
+        .engine()
+        .ensure_basin(BASIN, &BasinConfigPatch::default())
+        .await
+        .unwrap();
+    let config = StreamConfigPatch {
+        retention_policy: Some(RetentionPolicy::Infinite(InfiniteRetention {})),
+        timestamping: Some(TimestampingPatch {
+            mode: None,
+            uncapped: Some(true),
+        }),
+        ..Default::default()
+    };
+    harness
+        .engine()
+        .create_stream(BASIN, STREAM, &config)
+        .await
+        .unwrap();
+    let mut model = Model::default();
+
+    for op in ops {
+        match op {
+            Op::Append {
+                records,
+                match_seq,
+                fencing,
+            } => {
+                let input = AppendInput {
+                    records: records.iter().map(|(b, ts)| record(b, Some(*ts))).collect(),
+                    match_seq_num: match match_seq {
+                        Condition::None => None,
+                        Condition::Right => Some(model.tail()),
+                        Condition::Wrong => Some(model.tail() + 1),
+                    },
+                    fencing_token: match fencing {
+                        Condition::None => None,
+                        Condition::Right => Some(model.token.clone()),
+                        Condition::Wrong => Some(format!("{}-wrong", model.token)),
+                    },
+                };
+                let result = harness.engine().append(BASIN, STREAM, input).await;
+                match (fencing, match_seq) {
+                    (Condition::Wrong, _) => match result {
+                        Err(EngineError::FencingTokenMismatch(token)) => {
+                            assert_eq!(token, model.token)
+                        }
+                        other => panic!("expected a fencing mismatch, got {other:?}"),
+                    },
+                    (_, Condition::Wrong) => match result {
+                        Err(EngineError::SeqNumMismatch(next)) => assert_eq!(next, model.tail()),
+                        other => panic!("expected a seq num mismatch, got {other:?}"),
+                    },
+                    _ => {
+                        let ack = result.expect("append succeeds");
+                        let start = model.tail();
+                        for (body, ts) in records {
+                            model.push(ts, body);
+                        }
+                        assert_eq!(ack.start.seq_num, start);
+                        assert_eq!(ack.end.seq_num, model.tail());
+                        assert_eq!(ack.start.timestamp, model.records[start as usize].0);
+                        assert_eq!(ack.end.timestamp, model.last_ts());
+                    }
+                }
+            }
+            Op::Fence(token) => {
+                let input = AppendInput {
+                    records: vec![command("fence", token.clone().into_bytes())],
+                    ..Default::default()
+                };
+                harness
+                    .engine()
+                    .append(BASIN, STREAM, input)
+                    .await
+                    .expect("fence");
+                model.push(0, token.clone().into_bytes());
+                model.token = token;
+            }
+            Op::Trim(point) => {
+                let input = AppendInput {
+                    records: vec![command("trim", point.to_be_bytes().to_vec())],
+                    ..Default::default()
+                };
+                harness
+                    .engine()
+                    .append(BASIN, STREAM, input)
+                    .await
+                    .expect("trim");
+                let own_seq = model.push(0, point.to_be_bytes().to_vec());
+                model.trim_point = model.trim_point.max(point.min(own_seq + 1));
+            }
+            Op::Read { start, count } => {
+                let req = ReadRequest {
+                    start: Some(start),
+                    clamp: false,
+                    limits: ReadLimits {
+                        count,
+                        bytes: None,
+                        until: None,
+                    },
+                    wait: None,
+                };
+                let result = harness.engine().read(BASIN, STREAM, req).await;
+                match (model.read(start, count), result) {
+                    (Err(()), Err(EngineError::BeyondTail(tail))) => {
+                        assert_eq!(tail.seq_num, model.tail());
+                        assert_eq!(tail.timestamp, model.last_ts());
+                    }
+                    (Ok(expected), Ok(batch)) => {
+                        let got: Vec<_> = batch
+                            .records
+                            .iter()
+                            .map(|r| (r.seq_num, r.timestamp, r.body.to_vec()))
+                            .collect();
+                        assert_eq!(got, expected, "read from {start:?} count {count:?}");
+                    }
+                    (expected, got) => {
+                        panic!("read from {start:?}: expected {expected:?}, got {got:?}")
+                    }
+                }
+            }
+            Op::Upkeep => harness.engine().upkeep_once().await.expect("upkeep"),
+            Op::Restart => harness = harness.restart().await,
+        }
+    }
+
+    // After a final restart the whole stream still matches.
+    harness = harness.restart().await;
+    let tail = harness.engine().check_tail(BASIN, STREAM).await.unwrap();
+    assert_eq!(tail.seq_num, model.tail());
+    assert_eq!(tail.timestamp, model.last_ts());
+    if model.tail() > 0 {
+        let req = ReadRequest {
+            start: Some(ReadStart::SeqNum(0)),
+            ..Default::default()
+        };
+        let batch = harness.engine().read(BASIN, STREAM, req).await.unwrap();
+        let expected = model.read(ReadStart::SeqNum(0), None).unwrap();
+        let got: Vec<_> = batch
+            .records
+            .iter()
+            .map(|r| (r.seq_num, r.timestamp, r.body.to_vec()))
+            .collect();
+        assert_eq!(got, expected);
+    }
+    harness.engine().shutdown().await;
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, max_shrink_iters: 200, ..ProptestConfig::default() })]
+
+    #[test]
+    fn engine_matches_model(ops in prop::collection::vec(op(), 1..60)) {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(run(ops));
+    }
+}
