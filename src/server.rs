@@ -62,8 +62,14 @@ pub async fn run(
 ) -> Result<(), String> {
     let upkeep = engine.spawn_upkeep(UPKEEP_INTERVAL);
     let app = crate::api::router(engine.clone());
+    let closing = engine.clone();
     let result = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            // Live sessions never end by themselves; end them so the
+            // server can drain.
+            closing.begin_shutdown();
+        })
         .await
         .map_err(|e| e.to_string());
     upkeep.abort();

@@ -76,3 +76,45 @@ async fn sse_reader_follows_live_appends_in_order() {
     assert!(started.elapsed() < Duration::from_secs(10));
     writer.await.unwrap();
 }
+
+#[tokio::test]
+async fn shutdown_ends_live_sessions_and_completes() {
+    let server = TestServer::start().await;
+    server.with_stream("live").await;
+    server.append("live", &["a"]).await;
+    let resp = server
+        .get("/v1/streams/live/records?seq_num=0")
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    let mut events = SseReader::new(resp);
+    assert_eq!(
+        events
+            .next_within(Duration::from_secs(5))
+            .await
+            .unwrap()
+            .event
+            .as_deref(),
+        Some("batch")
+    );
+    assert_eq!(
+        events
+            .next_within(Duration::from_secs(5))
+            .await
+            .unwrap()
+            .event
+            .as_deref(),
+        Some("ping")
+    );
+
+    let stopping = tokio::spawn(server.stop());
+    let error = events.next_within(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(error.event.as_deref(), Some("error"));
+    let body: Value = serde_json::from_str(&error.data).unwrap();
+    assert_eq!(body["code"], "unavailable");
+    tokio::time::timeout(Duration::from_secs(10), stopping)
+        .await
+        .expect("shutdown completes while a session was open")
+        .unwrap();
+}

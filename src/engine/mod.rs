@@ -91,6 +91,9 @@ pub struct Engine {
     basins: RwLock<BTreeMap<String, BasinMeta>>,
     /// Streams with a running task.
     streams: Mutex<HashMap<StreamKey, Arc<StreamHandle>>>,
+    /// Set when shutdown begins, so long polls and sessions end and let the
+    /// HTTP server drain.
+    closing: tokio::sync::watch::Sender<bool>,
     /// Per stream id, the trim point up to which records are already
     /// removed (in memory only: after a restart the first pass redoes it).
     purged: Mutex<HashMap<u64, u64>>,
@@ -129,13 +132,21 @@ impl Engine {
             basins: RwLock::new(basins),
             streams: Mutex::new(HashMap::new()),
             purged: Mutex::new(HashMap::new()),
+            closing: tokio::sync::watch::Sender::new(false),
         }))
+    }
+
+    /// Ends every read session and long poll (with `unavailable`), so that
+    /// their connections close. Appends still work until [`Self::shutdown`].
+    pub fn begin_shutdown(&self) {
+        self.closing.send_replace(true);
     }
 
     /// Stops every stream task and waits until everything they accepted is
     /// durable, then stops the committer. Writes that arrive afterwards fail
     /// with `unavailable`; the storage is released once the engine drops.
     pub async fn shutdown(&self) {
+        self.begin_shutdown();
         let _admin = self.admin.lock().await;
         let handles: Vec<_> = lock(&self.streams).drain().map(|(_, h)| h).collect();
         for handle in handles {

@@ -76,6 +76,7 @@ impl Engine {
             until: req.limits.until,
         };
         let deadline = Instant::now() + wait;
+        let mut closing = self.closing.subscribe();
         loop {
             let now_visible = *visible.borrow_and_update();
             let from = start.max(now_visible.trim_point);
@@ -90,6 +91,7 @@ impl Engine {
             let done = !scan.records.is_empty()
                 || scan.hit_until
                 || scan.hit_bytes
+                || *closing.borrow()
                 || Instant::now() >= deadline;
             if done || limits.count == Some(0) || limits.bytes == Some(0) {
                 return Ok(batch_with_tail(scan.records, now_visible));
@@ -101,6 +103,7 @@ impl Engine {
                     }
                 }
                 _ = tokio::time::sleep_until(deadline) => {}
+                _ = closing.changed() => {}
             }
         }
     }
@@ -126,6 +129,7 @@ impl Engine {
         Ok(ReadSession {
             storage: self.storage.clone(),
             visible: handle.subscribe(),
+            closing: self.closing.subscribe(),
             stream_name: stream.into(),
             handle,
             next_seq: start,
@@ -144,6 +148,7 @@ pub struct ReadSession {
     storage: Arc<dyn Storage>,
     handle: Arc<StreamHandle>,
     visible: watch::Receiver<Visible>,
+    closing: watch::Receiver<bool>,
     stream_name: String,
     next_seq: u64,
     /// What is left of the count and bytes limits, and the until bound.
@@ -168,6 +173,10 @@ impl ReadSession {
             if self.done || self.remaining.count == Some(0) || self.remaining.bytes == Some(0) {
                 self.done = true;
                 return None;
+            }
+            if *self.closing.borrow_and_update() {
+                self.done = true;
+                return Some(Err(EngineError::Unavailable));
             }
             let visible = *self.visible.borrow_and_update();
             let from = self.next_seq.max(visible.trim_point);
@@ -240,6 +249,7 @@ impl ReadSession {
                     self.next_heartbeat = Instant::now() + heartbeat_gap();
                     return Some(Ok(SessionEvent::Heartbeat(self.visible.borrow().tail)));
                 }
+                _ = self.closing.changed() => {}
                 _ = sleep_until_opt(deadline) => {
                     self.done = true;
                     return None;

@@ -85,16 +85,51 @@ impl Engine {
             }
         }
 
-        let min_age = meta.config.delete_on_empty.min_age_secs;
-        if min_age > 0
-            && trim_point >= tail
-            && now.saturating_sub(last_write_at) >= min_age.saturating_mul(1000)
+        let min_idle_ms = meta
+            .config
+            .delete_on_empty
+            .min_age_secs
+            .saturating_mul(1000);
+        if min_idle_ms > 0 && trim_point >= tail && now.saturating_sub(last_write_at) >= min_idle_ms
         {
-            tracing::info!(basin, stream = name, "deleting empty stream");
-            return self.delete_stream(basin, name).await;
+            return self
+                .delete_stream_if_empty(basin, name, meta.id, min_idle_ms)
+                .await;
         }
 
         self.purge_below(meta.id, trim_point).await
+    }
+
+    /// Deletes the stream if, checked by its own task, it is still empty and
+    /// idle; an append racing with this either lands first (and the stream
+    /// stays) or finds the stream gone.
+    async fn delete_stream_if_empty(
+        &self,
+        basin: &str,
+        name: &str,
+        id: u64,
+        min_idle_ms: u64,
+    ) -> EngineResult<()> {
+        let handle = self.stream(basin, name, CreateIf::Never).await?;
+        let _admin = self.admin.lock().await;
+        let key = (basin.to_string(), name.to_string());
+        let current = lock(&self.streams).get(&key).cloned();
+        if !current.is_some_and(|c| Arc::ptr_eq(&c, &handle)) {
+            return Ok(()); // deleted or restarted meanwhile; next round decides
+        }
+        let (reply, stopped) = tokio::sync::oneshot::channel();
+        handle
+            .send(Command::StopIfEmpty { min_idle_ms, reply })
+            .await?;
+        if !stopped.await.unwrap_or(false) {
+            return Ok(());
+        }
+        lock(&self.streams).remove(&key);
+        tracing::info!(basin, stream = name, "deleting empty stream");
+        let mut batch = WriteBatch::default();
+        super::delete_stream_ops(&mut batch, basin, name, id);
+        self.committer.commit(batch).await?;
+        Ok(())
     }
 
     /// The first seq num whose timestamp is at or after `ts` (or `tail`).

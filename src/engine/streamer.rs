@@ -47,6 +47,13 @@ pub enum Command {
     /// Stop taking commands. Replies once everything accepted so far has
     /// been submitted to the committer.
     Stop(oneshot::Sender<()>),
+    /// Stop, like `Stop`, but only if the stream holds no records and has
+    /// not been written for `min_idle_ms`; replies whether it stopped.
+    /// Deciding inside the task means no append can slip in between.
+    StopIfEmpty {
+        min_idle_ms: u64,
+        reply: oneshot::Sender<bool>,
+    },
 }
 
 /// A handle to a running stream task.
@@ -152,6 +159,14 @@ impl StreamTask {
                 Command::Stop(reply) => {
                     let _ = reply.send(());
                     return;
+                }
+                Command::StopIfEmpty { min_idle_ms, reply } => {
+                    let empty = self.state.trim_point >= self.state.next_seq_num;
+                    let idle = now_ms().saturating_sub(self.state.last_write_at) >= min_idle_ms;
+                    let _ = reply.send(empty && idle);
+                    if empty && idle {
+                        return;
+                    }
                 }
             }
         }
