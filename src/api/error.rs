@@ -91,6 +91,9 @@ impl From<EngineError> for ApiError {
             EngineError::SeqNumMismatch(seq) => ApiError::SeqNumMismatch(seq),
             EngineError::FencingTokenMismatch(token) => ApiError::FencingTokenMismatch(token),
             EngineError::BeyondTail(tail) => ApiError::BeyondTail(tail.into()),
+            EngineError::SessionAborted => {
+                ApiError::new(StatusCode::CONFLICT, "session_aborted", message)
+            }
             EngineError::Unavailable => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
             }

@@ -8,6 +8,7 @@ mod basins;
 pub mod error;
 mod extract;
 mod records;
+mod s2s;
 mod sse;
 mod streams;
 
@@ -25,7 +26,7 @@ use error::ApiError;
 
 /// Request bodies larger than this are refused before parsing. A full
 /// append (1 MiB metered) in base64 JSON stays well under it.
-const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+pub(crate) const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 
 #[derive(Clone)]
 pub struct AppState {

@@ -1,31 +1,123 @@
-//! `/v1/streams/{stream}/records`: append, read (unary or SSE session) and
-//! check-tail.
+//! `/v1/streams/{stream}/records`: append and read, unary (JSON or
+//! protobuf) or as a session (SSE, or S2S framed protobuf), and check-tail.
 
 use std::time::Duration;
 
+use axum::body::Body;
 use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use prost::Message;
 use serde::Deserialize;
 
 use super::error::{ApiError, ApiResult};
-use super::extract::{Basin, Json, Path, Query, RecordFormat};
+use super::extract::{Basin, Path, Query, RecordFormat};
+use super::s2s;
 use super::sse::{self, SessionResume};
 use super::AppState;
 use crate::engine::types::{ReadLimits, ReadStart};
 use crate::engine::ReadRequest;
 use crate::wire::json::{self, Ack, Batch, TailResponse};
 
+/// The body formats of the records endpoints, by `Content-Type`/`Accept`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Encoding {
+    Json,
+    Proto,
+    Session,
+}
+
+fn header_has(headers: &HeaderMap, name: header::HeaderName, needle: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.to_ascii_lowercase().contains(needle))
+}
+
+fn request_encoding(headers: &HeaderMap) -> Encoding {
+    if header_has(headers, header::CONTENT_TYPE, "s2s/proto") {
+        Encoding::Session
+    } else if header_has(headers, header::CONTENT_TYPE, "protobuf") {
+        Encoding::Proto
+    } else {
+        Encoding::Json
+    }
+}
+
+/// Protobuf if the client asks for it, or sent protobuf and did not ask for
+/// JSON; JSON otherwise.
+fn wants_proto(headers: &HeaderMap) -> bool {
+    header_has(headers, header::ACCEPT, "protobuf")
+        || (request_encoding(headers) == Encoding::Proto
+            && !header_has(headers, header::ACCEPT, "json"))
+}
+
+fn proto_response(message: &impl prost::Message) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/protobuf")],
+        message.encode_to_vec(),
+    )
+        .into_response()
+}
+
 pub async fn append(
     State(state): State<AppState>,
     Basin(basin): Basin,
     Path(stream): Path<String>,
     RecordFormat(format): RecordFormat,
-    Json(input): Json<json::AppendInput>,
-) -> ApiResult<axum::Json<Ack>> {
-    let input = input.into_engine(format).map_err(ApiError::invalid)?;
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    let input = match request_encoding(&headers) {
+        Encoding::Session => {
+            let session = state.engine.append_session(&basin, &stream).await?;
+            return Ok(s2s::append_session(
+                session,
+                body,
+                s2s::response_compression(&headers),
+            ));
+        }
+        Encoding::Proto => {
+            let bytes = read_body(body).await?;
+            crate::wire::proto::AppendInput::decode(bytes)
+                .map_err(|e| {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "bad_proto",
+                        format!("invalid AppendInput: {e}"),
+                    )
+                })?
+                .into()
+        }
+        Encoding::Json => {
+            let bytes = read_body(body).await?;
+            let input: json::AppendInput = serde_json::from_slice(&bytes)
+                .map_err(|e| ApiError::bad_json(format!("invalid append JSON: {e}")))?;
+            input.into_engine(format).map_err(ApiError::invalid)?
+        }
+    };
     let ack = state.engine.append(&basin, &stream, input).await?;
-    Ok(axum::Json(ack.into()))
+    if wants_proto(&headers) {
+        return Ok(proto_response(&crate::wire::proto::AppendAck::from(ack)));
+    }
+    Ok(axum::Json(Ack::from(ack)).into_response())
+}
+
+async fn read_body(body: Body) -> ApiResult<Bytes> {
+    axum::body::to_bytes(body, super::MAX_BODY_BYTES)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!(
+                    "the request body is larger than {} bytes",
+                    super::MAX_BODY_BYTES
+                ),
+            )
+        })
 }
 
 pub async fn check_tail(
@@ -86,20 +178,22 @@ pub async fn read(
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let mut req = params.into_request()?;
-    if wants_event_stream(&headers) {
+    if request_encoding(&headers) == Encoding::Session {
+        let session = state.engine.read_session(&basin, &stream, req).await?;
+        return Ok(s2s::read_session(
+            session,
+            s2s::response_compression(&headers),
+        ));
+    }
+    if header_has(&headers, header::ACCEPT, "text/event-stream") {
         let resume = SessionResume::from_headers(&headers)?;
         resume.apply(&mut req);
         let session = state.engine.read_session(&basin, &stream, req).await?;
         return Ok(sse::respond(session, format, resume));
     }
     let batch = state.engine.read(&basin, &stream, req).await?;
+    if wants_proto(&headers) {
+        return Ok(proto_response(&crate::wire::proto::ReadBatch::from(&batch)));
+    }
     Ok(axum::Json(Batch::from_engine(&batch, format)).into_response())
-}
-
-fn wants_event_stream(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(axum::http::header::ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| v.contains("text/event-stream"))
 }

@@ -24,6 +24,8 @@ pub enum EngineError {
     BeyondTail(StreamPosition),
     #[error("the server is shutting down")]
     Unavailable,
+    #[error("an earlier append in this session failed, so this one was not applied")]
+    SessionAborted,
     #[error(transparent)]
     Storage(StorageError),
 }

@@ -614,12 +614,38 @@ impl Engine {
             .await
     }
 
+    /// Opens an append session: appends submitted through it are pipelined
+    /// (many may be in flight) and applied in order, and none is applied
+    /// after one fails.
+    pub async fn append_session(&self, basin: &str, stream: &str) -> EngineResult<AppendSession> {
+        Ok(AppendSession {
+            handle: self.stream(basin, stream, CreateIf::OnAppend).await?,
+            aborted: Arc::default(),
+        })
+    }
+
     pub async fn check_tail(&self, basin: &str, stream: &str) -> EngineResult<StreamPosition> {
         Ok(self
             .stream(basin, stream, CreateIf::OnRead)
             .await?
             .visible()
             .tail)
+    }
+}
+
+/// See [`Engine::append_session`].
+pub struct AppendSession {
+    handle: Arc<StreamHandle>,
+    aborted: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl AppendSession {
+    /// Queues `input`; the returned future resolves to its acknowledgement.
+    pub async fn submit(
+        &self,
+        input: AppendInput,
+    ) -> EngineResult<impl std::future::Future<Output = EngineResult<AppendAck>> + use<>> {
+        self.handle.submit(input, Some(self.aborted.clone())).await
     }
 }
 

@@ -13,6 +13,7 @@
 //! passes a record that is not on disk. When the task ends (the stream was
 //! deleted, or the server stops) the channel closes and readers stop.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -39,6 +40,10 @@ pub struct Visible {
 pub enum Command {
     Append {
         input: AppendInput,
+        /// Set for appends of an append session: once one of its appends
+        /// fails, the flag is raised and its later appends are refused, so
+        /// a session never applies an append after a failed one.
+        session: Option<Arc<AtomicBool>>,
         reply: oneshot::Sender<EngineResult<AppendAck>>,
     },
     Reconfigure(StreamConfig),
@@ -76,10 +81,26 @@ impl StreamHandle {
     }
 
     pub async fn append(&self, input: AppendInput) -> EngineResult<AppendAck> {
+        self.submit(input, None).await?.await
+    }
+
+    /// Queues an append behind all earlier ones and returns, without waiting
+    /// for it to be durable, a future of its acknowledgement. Appends are
+    /// sequenced and acknowledged in the order they are submitted.
+    pub async fn submit(
+        &self,
+        input: AppendInput,
+        session: Option<Arc<AtomicBool>>,
+    ) -> EngineResult<impl std::future::Future<Output = EngineResult<AppendAck>> + use<>> {
         let (reply, rx) = oneshot::channel();
-        self.send(Command::Append { input, reply }).await?;
-        rx.await
-            .map_err(|_| EngineError::StreamNotFound(self.name.clone()))?
+        self.send(Command::Append {
+            input,
+            session,
+            reply,
+        })
+        .await?;
+        let name = self.name.clone();
+        Ok(async move { rx.await.map_err(|_| EngineError::StreamNotFound(name))? })
     }
 
     pub async fn send(&self, command: Command) -> EngineResult<()> {
@@ -140,12 +161,25 @@ impl StreamTask {
     async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
         while let Some(command) = commands.recv().await {
             match command {
-                Command::Append { input, reply } => match self.append(input) {
-                    Ok((batch, ack)) => self.submit(batch, Some((reply, ack))),
-                    Err(err) => {
-                        let _ = reply.send(Err(err));
+                Command::Append {
+                    input,
+                    session,
+                    reply,
+                } => {
+                    if session.as_ref().is_some_and(|s| s.load(Ordering::Acquire)) {
+                        let _ = reply.send(Err(EngineError::SessionAborted));
+                        continue;
                     }
-                },
+                    match self.append(input) {
+                        Ok((batch, ack)) => self.submit(batch, Some((reply, ack)), session),
+                        Err(err) => {
+                            if let Some(session) = session {
+                                session.store(true, Ordering::Release);
+                            }
+                            let _ = reply.send(Err(err));
+                        }
+                    }
+                }
                 Command::Reconfigure(config) => self.config = config,
                 Command::Trim(trim_point) => {
                     let trim_point = trim_point.min(self.state.next_seq_num);
@@ -153,7 +187,7 @@ impl StreamTask {
                         self.state.trim_point = trim_point;
                         let mut batch = WriteBatch::default();
                         self.put_state(&mut batch);
-                        self.submit(batch, None);
+                        self.submit(batch, None, None);
                     }
                 }
                 Command::Stop(reply) => {
@@ -186,6 +220,7 @@ impl StreamTask {
         &self,
         batch: WriteBatch,
         append: Option<(oneshot::Sender<EngineResult<AppendAck>>, AppendAck)>,
+        session: Option<Arc<AtomicBool>>,
     ) {
         let visible = Visible {
             tail: StreamPosition {
@@ -206,6 +241,9 @@ impl StreamTask {
                     }
                 }
                 Err(err) => {
+                    if let Some(session) = session {
+                        session.store(true, Ordering::Release);
+                    }
                     if let Some((reply, _)) = append {
                         let _ = reply.send(Err(err.into()));
                     }

@@ -2,3 +2,5 @@
 //! convert here and nowhere else.
 
 pub mod json;
+pub mod proto;
+pub mod s2s;

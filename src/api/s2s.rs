@@ -1,0 +1,174 @@
+//! S2S sessions (`Content-Type: s2s/proto`): framed protobuf messages over
+//! a streaming HTTP body, on HTTP/1.1 or HTTP/2.
+//!
+//! An append session reads `AppendInput` messages from the request body and
+//! answers each with an `AppendAck`, in order. Inputs are pipelined: each is
+//! queued to the stream as soon as it is decoded, and a second task sends
+//! the acknowledgements as they become durable. The first failure (a bad
+//! frame, a failed condition, a storage error) ends the session with a
+//! terminal message carrying the status and the JSON error; appends queued
+//! behind a failed one are not applied.
+//!
+//! A read session streams `ReadBatch` messages; an empty batch with the tail
+//! is a heartbeat. A session that meets its stop condition simply ends.
+
+use std::convert::Infallible;
+
+use axum::body::Body;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::Response;
+use bytes::Bytes;
+use futures::StreamExt;
+use prost::Message;
+use tokio::sync::mpsc;
+
+use super::error::ApiError;
+use crate::engine::error::EngineResult;
+use crate::engine::types::AppendAck;
+use crate::engine::{AppendSession, ReadSession, SessionEvent};
+use crate::wire::proto;
+use crate::wire::s2s::{self, Compression, Frame};
+
+/// Acknowledgements queued per append session before reading more input:
+/// bounds how far a client may run ahead of durability.
+const MAX_IN_FLIGHT: usize = 256;
+
+pub fn response_compression(headers: &HeaderMap) -> Compression {
+    let accept: Vec<&str> = headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    Compression::negotiate(Some(&accept.join(",")))
+}
+
+fn streaming_response(body: Body) -> Response {
+    let mut response = Response::new(body);
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("s2s/proto"));
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, no-transform"),
+    );
+    response
+}
+
+fn terminal(err: &ApiError) -> Bytes {
+    s2s::encode_terminal(err.status().as_u16(), err.body().to_string().as_bytes())
+}
+
+fn bad_frame(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "bad_frame", message)
+}
+
+pub fn append_session(session: AppendSession, body: Body, compression: Compression) -> Response {
+    let (frames_tx, frames_rx) = mpsc::channel::<Bytes>(16);
+    let (acks_tx, mut acks_rx) = mpsc::channel(MAX_IN_FLIGHT);
+
+    // Reader: decode inputs and queue them to the stream, in order.
+    tokio::spawn(async move {
+        if let Some(error) = read_inputs(&session, body, &acks_tx).await {
+            // Behind the acks queued so far, so those go out first.
+            let _ = acks_tx.send(Err(error)).await;
+        }
+    });
+
+    // Writer: acknowledgements, in order, as they become durable.
+    tokio::spawn(async move {
+        while let Some(pending) = acks_rx.recv().await {
+            let frame = match pending {
+                Ok(ack) => match ack.await {
+                    Ok(ack) => {
+                        s2s::encode(&proto::AppendAck::from(ack).encode_to_vec(), compression)
+                    }
+                    Err(err) => {
+                        let _ = frames_tx.send(terminal(&ApiError::from(err))).await;
+                        return;
+                    }
+                },
+                Err(err) => {
+                    let _ = frames_tx.send(terminal(&err)).await;
+                    return;
+                }
+            };
+            if frames_tx.send(frame).await.is_err() {
+                return; // the client went away
+            }
+        }
+    });
+
+    let body = tokio_stream::wrappers::ReceiverStream::new(frames_rx).map(Ok::<_, Infallible>);
+    streaming_response(Body::from_stream(body))
+}
+
+/// An append queued to its stream, resolving once it is durable.
+type PendingAck =
+    std::pin::Pin<Box<dyn std::future::Future<Output = EngineResult<AppendAck>> + Send>>;
+
+/// Reads and submits inputs until the body ends; returns the error that
+/// ended the session early, if any.
+async fn read_inputs(
+    session: &AppendSession,
+    body: Body,
+    acks: &mpsc::Sender<Result<PendingAck, ApiError>>,
+) -> Option<ApiError> {
+    let mut decoder = s2s::Decoder::default();
+    let mut stream = body.into_data_stream();
+    loop {
+        loop {
+            let frame = match decoder.next_frame() {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(err) => return Some(bad_frame(err.to_string())),
+            };
+            let message = match frame {
+                Frame::Message(message) => message,
+                Frame::Terminal { .. } => {
+                    return Some(bad_frame("a client may not send a terminal message"))
+                }
+            };
+            let input = match proto::AppendInput::decode(message) {
+                Ok(input) => input,
+                Err(err) => {
+                    return Some(ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "bad_proto",
+                        format!("an AppendInput message is malformed: {err}"),
+                    ))
+                }
+            };
+            match session.submit(input.into()).await {
+                Ok(ack) => {
+                    if acks.send(Ok(Box::pin(ack))).await.is_err() {
+                        return None; // the writer stopped: the session is over
+                    }
+                }
+                Err(err) => return Some(err.into()),
+            }
+        }
+        match stream.next().await {
+            Some(Ok(chunk)) => decoder.push(&chunk),
+            Some(Err(err)) => return Some(bad_frame(format!("the request body failed: {err}"))),
+            None => return decoder.finish().err().map(|err| bad_frame(err.to_string())),
+        }
+    }
+}
+
+pub fn read_session(session: ReadSession, compression: Compression) -> Response {
+    let frames = futures::stream::unfold(Some(session), move |session| async move {
+        let mut session = session?;
+        match session.next().await {
+            Some(Ok(SessionEvent::Batch(batch))) => {
+                let bytes = proto::ReadBatch::from(&batch).encode_to_vec();
+                Some((s2s::encode(&bytes, compression), Some(session)))
+            }
+            Some(Ok(SessionEvent::Heartbeat(tail))) => {
+                let bytes = proto::heartbeat(tail).encode_to_vec();
+                Some((s2s::encode(&bytes, compression), Some(session)))
+            }
+            Some(Err(err)) => Some((terminal(&ApiError::from(err)), None)),
+            None => None,
+        }
+    });
+    streaming_response(Body::from_stream(frames.map(Ok::<_, Infallible>)))
+}

@@ -1,0 +1,150 @@
+//! The protobuf messages of the S2 v1 API (`s2.proto`, package `s2.v1`),
+//! written out with prost's derive so no `protoc` is needed at build time.
+//! Field numbers and types follow `s2.proto` exactly.
+
+use bytes::Bytes;
+
+use crate::engine::types;
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StreamPosition {
+    #[prost(uint64, tag = "1")]
+    pub seq_num: u64,
+    #[prost(uint64, tag = "2")]
+    pub timestamp: u64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Header {
+    #[prost(bytes = "bytes", tag = "1")]
+    pub name: Bytes,
+    #[prost(bytes = "bytes", tag = "2")]
+    pub value: Bytes,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AppendRecord {
+    #[prost(uint64, optional, tag = "1")]
+    pub timestamp: Option<u64>,
+    #[prost(message, repeated, tag = "2")]
+    pub headers: Vec<Header>,
+    #[prost(bytes = "bytes", tag = "3")]
+    pub body: Bytes,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AppendInput {
+    #[prost(message, repeated, tag = "1")]
+    pub records: Vec<AppendRecord>,
+    #[prost(uint64, optional, tag = "2")]
+    pub match_seq_num: Option<u64>,
+    #[prost(string, optional, tag = "3")]
+    pub fencing_token: Option<String>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AppendAck {
+    #[prost(message, optional, tag = "1")]
+    pub start: Option<StreamPosition>,
+    #[prost(message, optional, tag = "2")]
+    pub end: Option<StreamPosition>,
+    #[prost(message, optional, tag = "3")]
+    pub tail: Option<StreamPosition>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SequencedRecord {
+    #[prost(uint64, tag = "1")]
+    pub seq_num: u64,
+    #[prost(uint64, tag = "2")]
+    pub timestamp: u64,
+    #[prost(message, repeated, tag = "3")]
+    pub headers: Vec<Header>,
+    #[prost(bytes = "bytes", tag = "4")]
+    pub body: Bytes,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ReadBatch {
+    #[prost(message, repeated, tag = "1")]
+    pub records: Vec<SequencedRecord>,
+    #[prost(message, optional, tag = "2")]
+    pub tail: Option<StreamPosition>,
+}
+
+impl From<types::StreamPosition> for StreamPosition {
+    fn from(p: types::StreamPosition) -> Self {
+        Self {
+            seq_num: p.seq_num,
+            timestamp: p.timestamp,
+        }
+    }
+}
+
+impl From<types::AppendAck> for AppendAck {
+    fn from(ack: types::AppendAck) -> Self {
+        Self {
+            start: Some(ack.start.into()),
+            end: Some(ack.end.into()),
+            tail: Some(ack.tail.into()),
+        }
+    }
+}
+
+impl From<AppendInput> for types::AppendInput {
+    fn from(input: AppendInput) -> Self {
+        types::AppendInput {
+            records: input
+                .records
+                .into_iter()
+                .map(|r| types::AppendRecord {
+                    timestamp: r.timestamp,
+                    headers: r
+                        .headers
+                        .into_iter()
+                        .map(|h| types::Header {
+                            name: h.name,
+                            value: h.value,
+                        })
+                        .collect(),
+                    body: r.body,
+                })
+                .collect(),
+            match_seq_num: input.match_seq_num,
+            fencing_token: input.fencing_token,
+        }
+    }
+}
+
+impl From<&types::ReadBatch> for ReadBatch {
+    fn from(batch: &types::ReadBatch) -> Self {
+        Self {
+            records: batch
+                .records
+                .iter()
+                .map(|r| SequencedRecord {
+                    seq_num: r.seq_num,
+                    timestamp: r.timestamp,
+                    headers: r
+                        .headers
+                        .iter()
+                        .map(|h| Header {
+                            name: h.name.clone(),
+                            value: h.value.clone(),
+                        })
+                        .collect(),
+                    body: r.body.clone(),
+                })
+                .collect(),
+            tail: batch.tail.map(Into::into),
+        }
+    }
+}
+
+/// An empty batch carrying only the tail: a session heartbeat.
+pub fn heartbeat(tail: types::StreamPosition) -> ReadBatch {
+    ReadBatch {
+        records: Vec::new(),
+        tail: Some(tail.into()),
+    }
+}
