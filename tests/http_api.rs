@@ -1028,3 +1028,92 @@ async fn retention_by_age_and_delete_on_empty() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test]
+async fn access_tokens_and_metrics_answer_as_the_spec_says() {
+    let server = TestServer::start().await;
+    let c = &server.client;
+    let info = json!({"id": "ci-token", "scope": {"basins": {"prefix": ""}, "ops": ["read"]}});
+    let resp = c
+        .post(server.url("/v1/access-tokens"))
+        .json(&info)
+        .send()
+        .await
+        .unwrap();
+    let issued = expect_status(resp, StatusCode::CREATED).await;
+    assert!(issued["access_token"]
+        .as_str()
+        .is_some_and(|t| t.len() >= 32));
+    let resp = c
+        .post(server.url("/v1/access-tokens"))
+        .json(&info)
+        .send()
+        .await
+        .unwrap();
+    expect_error(resp, StatusCode::CONFLICT, "resource_already_exists").await;
+    let resp = c
+        .post(server.url("/v1/access-tokens"))
+        .json(&json!({"id": ""}))
+        .send()
+        .await
+        .unwrap();
+    expect_error(resp, StatusCode::UNPROCESSABLE_ENTITY, "invalid").await;
+    let resp = c
+        .get(server.url("/v1/access-tokens?prefix=ci"))
+        .send()
+        .await
+        .unwrap();
+    let list = expect_status(resp, StatusCode::OK).await;
+    assert_eq!(list["access_tokens"][0], info);
+    assert_eq!(list["has_more"], false);
+    let resp = c
+        .delete(server.url("/v1/access-tokens/ci-token"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    let resp = c
+        .delete(server.url("/v1/access-tokens/ci-token"))
+        .send()
+        .await
+        .unwrap();
+    expect_error(resp, StatusCode::NOT_FOUND, "access_token_not_found").await;
+
+    server.with_stream("m").await;
+    let resp = c
+        .get(server.url("/v1/metrics?set=active-basins"))
+        .send()
+        .await
+        .unwrap();
+    let metrics = expect_status(resp, StatusCode::OK).await;
+    assert_eq!(metrics["values"][0]["label"]["values"], json!([BASIN]));
+    let resp = c
+        .get(server.url(&format!("/v1/metrics/{BASIN}?set=storage")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        expect_status(resp, StatusCode::OK).await["values"],
+        json!([])
+    );
+    let resp = c
+        .get(server.url(&format!("/v1/metrics/{BASIN}/m?set=storage")))
+        .send()
+        .await
+        .unwrap();
+    expect_status(resp, StatusCode::OK).await;
+    let resp = c
+        .get(server.url(&format!("/v1/metrics/{BASIN}/nope?set=storage")))
+        .send()
+        .await
+        .unwrap();
+    expect_error(resp, StatusCode::NOT_FOUND, "stream_not_found").await;
+    let resp = c
+        .get(server.url("/v1/metrics?set=bogus"))
+        .send()
+        .await
+        .unwrap();
+    expect_error(resp, StatusCode::UNPROCESSABLE_ENTITY, "invalid").await;
+    let resp = c.get(server.url("/v1/metrics")).send().await.unwrap();
+    expect_error(resp, StatusCode::BAD_REQUEST, "bad_query").await;
+}

@@ -84,7 +84,12 @@ impl From<EngineError> for ApiError {
             EngineError::StreamNotFound(_) => {
                 ApiError::new(StatusCode::NOT_FOUND, "stream_not_found", message)
             }
-            EngineError::BasinExists(_) | EngineError::StreamExists(_) => {
+            EngineError::AccessTokenNotFound(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, "access_token_not_found", message)
+            }
+            EngineError::BasinExists(_)
+            | EngineError::StreamExists(_)
+            | EngineError::AccessTokenExists(_) => {
                 ApiError::new(StatusCode::CONFLICT, "resource_already_exists", message)
             }
             EngineError::Invalid(_) => ApiError::invalid(message),

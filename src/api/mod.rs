@@ -4,6 +4,7 @@
 //! and render the result; everything about streams lives in the engine.
 //! Bearer tokens are accepted and, for now, not checked.
 
+mod account;
 mod basins;
 pub mod error;
 mod extract;
@@ -17,7 +18,7 @@ use std::sync::Arc;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{delete, get};
 use axum::Router;
 use serde::{Deserialize, Serialize};
 
@@ -55,7 +56,15 @@ pub fn router(engine: Arc<Engine>) -> Router {
             "/streams/{stream}/records",
             get(records::read).post(records::append),
         )
-        .route("/streams/{stream}/records/tail", get(records::check_tail));
+        .route("/streams/{stream}/records/tail", get(records::check_tail))
+        .route(
+            "/access-tokens",
+            get(account::list_tokens).post(account::issue_token),
+        )
+        .route("/access-tokens/{id}", delete(account::revoke_token))
+        .route("/metrics", get(account::account_metrics))
+        .route("/metrics/{basin}", get(account::basin_metrics))
+        .route("/metrics/{basin}/{stream}", get(account::stream_metrics));
     Router::new()
         .nest("/v1", v1)
         .route("/health", get(health))

@@ -14,6 +14,10 @@ pub enum EngineError {
     BasinExists(String),
     #[error("stream `{0}` already exists")]
     StreamExists(String),
+    #[error("access token `{0}` already exists")]
+    AccessTokenExists(String),
+    #[error("access token `{0}` does not exist")]
+    AccessTokenNotFound(String),
     #[error("{0}")]
     Invalid(String),
     #[error("match_seq_num did not match: the next seq num is {0}")]

@@ -17,6 +17,7 @@ const BASIN_TAG: u8 = b'B';
 const STREAM_TAG: u8 = b'S';
 const STATE_TAG: u8 = b'T';
 const PURGE_TAG: u8 = b'P';
+const ACCESS_TOKEN_TAG: u8 = b'A';
 const NEXT_STREAM_ID_KEY: &[u8] = b"N";
 
 /// `B{basin}` → [`BasinMeta`] as JSON.
@@ -69,6 +70,14 @@ pub fn purge_prefix() -> Vec<u8> {
 
 pub fn purge_id_from_key(key: &[u8]) -> Option<u64> {
     read_u64(key.strip_prefix(&[PURGE_TAG])?)
+}
+
+/// `A{token id}` → the token's `AccessTokenInfo` as JSON.
+pub fn access_token_key(id: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + id.len());
+    key.push(ACCESS_TOKEN_TAG);
+    key.extend_from_slice(id.as_bytes());
+    key
 }
 
 /// `N` → the next stream id to hand out (u64).

@@ -14,6 +14,7 @@ pub mod names;
 mod read;
 mod retention;
 pub mod streamer;
+mod tokens;
 pub mod types;
 
 use std::collections::{BTreeMap, HashMap};

@@ -1,0 +1,100 @@
+//! Access tokens: issued, listed and revoked as S2 does. Rill does not yet
+//! enforce them (any bearer token is accepted); this keeps the API whole so
+//! S2 tools that manage tokens work, and gives enforcement a place to live.
+
+use std::ops::ControlFlow;
+
+use base64::Engine as _;
+use rand::RngCore;
+use serde_json::Value;
+
+use super::error::{EngineError, EngineResult};
+use super::keys;
+use super::{prefix_end, Engine, ListRequest};
+use crate::storage::{Keyspace, WriteBatch};
+
+const MAX_TOKEN_ID_BYTES: usize = 96;
+
+impl Engine {
+    /// Records `info` (an S2 `AccessTokenInfo`) and returns a new secret.
+    pub async fn issue_access_token(&self, info: Value) -> EngineResult<String> {
+        let id = info
+            .get("id")
+            .and_then(Value::as_str)
+            .ok_or_else(|| EngineError::Invalid("an access token needs a string `id`".into()))?
+            .to_string();
+        if id.is_empty() || id.len() > MAX_TOKEN_ID_BYTES {
+            return Err(EngineError::Invalid(format!(
+                "an access token id must be 1 to {MAX_TOKEN_ID_BYTES} bytes"
+            )));
+        }
+        if !info.get("scope").is_some_and(Value::is_object) {
+            return Err(EngineError::Invalid(
+                "an access token needs a `scope` object".into(),
+            ));
+        }
+        let _admin = self.admin.lock().await;
+        if self
+            .storage
+            .get(Keyspace::Meta, &keys::access_token_key(&id))?
+            .is_some()
+        {
+            return Err(EngineError::AccessTokenExists(id));
+        }
+        let mut batch = WriteBatch::default();
+        batch.put(
+            Keyspace::Meta,
+            keys::access_token_key(&id),
+            keys::encode_json(&info),
+        );
+        self.committer.commit(batch).await?;
+        let mut secret = [0u8; 32];
+        rand::rng().fill_bytes(&mut secret);
+        Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret))
+    }
+
+    pub async fn revoke_access_token(&self, id: &str) -> EngineResult<()> {
+        let _admin = self.admin.lock().await;
+        if self
+            .storage
+            .get(Keyspace::Meta, &keys::access_token_key(id))?
+            .is_none()
+        {
+            return Err(EngineError::AccessTokenNotFound(id.into()));
+        }
+        let mut batch = WriteBatch::default();
+        batch.delete(Keyspace::Meta, keys::access_token_key(id));
+        self.committer.commit(batch).await?;
+        Ok(())
+    }
+
+    pub fn list_access_tokens(&self, req: &ListRequest) -> EngineResult<(Vec<Value>, bool)> {
+        let limit = req.validate()?;
+        let mut start = keys::access_token_key(&req.prefix);
+        if !req.start_after.is_empty() && req.start_after.as_str() >= req.prefix.as_str() {
+            start = keys::access_token_key(&req.start_after);
+            start.push(0);
+        }
+        let end = prefix_end(&keys::access_token_key(&req.prefix));
+        let mut found = Vec::new();
+        let mut corrupt = None;
+        self.storage
+            .scan(Keyspace::Meta, &start, &end, &mut |_, value| {
+                match keys::decode_json(value) {
+                    Ok(info) => found.push(info),
+                    Err(err) => corrupt = Some(err),
+                }
+                if found.len() > limit {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            })?;
+        if let Some(err) = corrupt {
+            return Err(err.into());
+        }
+        let has_more = found.len() > limit;
+        found.truncate(limit);
+        Ok((found, has_more))
+    }
+}
