@@ -991,6 +991,20 @@ async fn retention_by_age_and_delete_on_empty() {
     expect_status(resp, StatusCode::CREATED).await;
     server.append("short-lived", &["old-1", "old-2"]).await;
     server.append("vanishing", &["x"]).await;
+    // Age counts from arrival, not from the record's own timestamp.
+    server
+        .put("/v1/streams/old-stamps")
+        .json(&json!({"retention_policy": {"age": 3600}}))
+        .send()
+        .await
+        .unwrap();
+    let resp = server
+        .post("/v1/streams/old-stamps/records")
+        .json(&json!({"records": [{"timestamp": 5, "body": "ancient-but-new"}]}))
+        .send()
+        .await
+        .unwrap();
+    expect_status(resp, StatusCode::OK).await;
 
     // Upkeep runs every second; give it a few rounds.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);

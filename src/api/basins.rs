@@ -11,26 +11,19 @@ use super::{provision_response, AppState, ListParams};
 use crate::engine::config::{BasinConfig, BasinConfigPatch};
 use crate::wire::json::{BasinInfoJson, ListBasinsResponse};
 
+/// Other fields (`scope`, `location`: where the basin should live) are
+/// accepted and ignored: Rill has one location.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct CreateBasinRequest {
     basin: String,
     #[serde(default)]
     config: Option<BasinConfigPatch>,
-    /// Accepted for compatibility: Rill has one location.
-    #[serde(default)]
-    #[allow(dead_code)]
-    scope: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 pub struct EnsureBasinRequest {
     #[serde(default)]
     config: Option<BasinConfigPatch>,
-    #[serde(default)]
-    #[allow(dead_code)]
-    scope: Option<String>,
 }
 
 pub async fn list(

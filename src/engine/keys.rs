@@ -100,20 +100,21 @@ pub fn record_key(stream_id: u64, seq_num: u64) -> Vec<u8> {
     key
 }
 
-/// Timestamps keyspace: `{stream id}{timestamp}{seq num}` → empty. Only the
-/// first record of each run of equal timestamps is indexed: timestamps never
-/// decrease along a stream, so the first record at or after time T is always
-/// the start of such a run.
-pub fn timestamp_key(stream_id: u64, timestamp: u64, seq_num: u64) -> Vec<u8> {
+/// Timestamps and Arrivals keyspaces: `{stream id}{time}{seq num}` → empty,
+/// where time is the record timestamp or the append's arrival time. These
+/// are sparse indexes: only the first record of each run of equal times is
+/// indexed. Times never decrease along a stream, so the first record at or
+/// after time T is always the start of such a run.
+pub fn index_key(stream_id: u64, time: u64, seq_num: u64) -> Vec<u8> {
     let mut key = Vec::with_capacity(24);
     key.extend_from_slice(&stream_id.to_be_bytes());
-    key.extend_from_slice(&timestamp.to_be_bytes());
+    key.extend_from_slice(&time.to_be_bytes());
     key.extend_from_slice(&seq_num.to_be_bytes());
     key
 }
 
-/// The (timestamp, seq num) of a timestamps-keyspace key.
-pub fn parse_timestamp_key(key: &[u8]) -> Option<(u64, u64)> {
+/// The (time, seq num) of an index key.
+pub fn parse_index_key(key: &[u8]) -> Option<(u64, u64)> {
     if key.len() != 24 {
         return None;
     }
@@ -251,8 +252,8 @@ mod tests {
     fn keys_sort_numerically() {
         assert!(record_key(1, 255) < record_key(1, 256));
         assert!(record_key(1, u64::MAX) < record_key(2, 0));
-        assert!(timestamp_key(1, 5, 9) < timestamp_key(1, 6, 0));
-        assert_eq!(parse_timestamp_key(&timestamp_key(3, 5, 9)), Some((5, 9)));
+        assert!(index_key(1, 5, 9) < index_key(1, 6, 0));
+        assert_eq!(parse_index_key(&index_key(3, 5, 9)), Some((5, 9)));
         assert_eq!(parse_record_key(&record_key(3, 77)), Some(77));
         assert!(stream_key("basin", "a") < stream_key("basin", "b"));
         assert!(stream_key("basin", "zzz") < stream_key("basin-2", "a"));

@@ -316,7 +316,11 @@ async fn resolve_start(
             if ts > tail.timestamp && !req.clamp {
                 return Err(EngineError::BeyondTail(tail));
             }
-            seq_for_timestamp(storage, handle.id, ts, tail.seq_num).await?
+            let (storage, id) = (storage.clone(), handle.id);
+            blocking(move || {
+                first_seq_at_or_after(&*storage, Keyspace::Timestamps, id, ts, tail.seq_num)
+            })
+            .await?
         }
     };
     if start >= tail.seq_num && !can_follow {
@@ -325,29 +329,26 @@ async fn resolve_start(
     Ok(start)
 }
 
-/// The seq num of the first record with a timestamp at or after `ts`, or
-/// `tail` if there is none.
-async fn seq_for_timestamp(
-    storage: &Arc<dyn Storage>,
+/// The seq num of the first record whose time in `index` (Timestamps or
+/// Arrivals) is at or after `time`, or `tail` if there is none.
+pub(super) fn first_seq_at_or_after(
+    storage: &dyn Storage,
+    index: Keyspace,
     id: u64,
-    ts: u64,
+    time: u64,
     tail: u64,
 ) -> EngineResult<u64> {
-    let storage = storage.clone();
-    blocking(move || {
-        let mut found = None;
-        storage.scan(
-            Keyspace::Timestamps,
-            &keys::timestamp_key(id, ts, 0),
-            &keys::timestamp_key(id, u64::MAX, u64::MAX),
-            &mut |key, _| {
-                found = keys::parse_timestamp_key(key).map(|(_, seq)| seq);
-                ControlFlow::Break(())
-            },
-        )?;
-        Ok(found.unwrap_or(tail).min(tail))
-    })
-    .await
+    let mut found = None;
+    storage.scan(
+        index,
+        &keys::index_key(id, time, 0),
+        &keys::index_key(id, u64::MAX, u64::MAX),
+        &mut |key, _| {
+            found = keys::parse_index_key(key).map(|(_, seq)| seq);
+            ControlFlow::Break(())
+        },
+    )?;
+    Ok(found.unwrap_or(tail).min(tail))
 }
 
 struct Scan {

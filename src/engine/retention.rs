@@ -13,6 +13,7 @@ use std::time::Duration;
 use super::config::RetentionPolicy;
 use super::error::EngineResult;
 use super::keys::{self, StreamMeta, StreamState};
+use super::read::first_seq_at_or_after;
 use super::streamer::Command;
 use super::{lock, prefix_end, CreateIf, Engine};
 use crate::storage::{Keyspace, WriteBatch};
@@ -76,9 +77,13 @@ impl Engine {
         };
         let now = super::types::now_ms();
 
+        // Age is measured from when records arrived, as in S2: client
+        // timestamps may be anything (the S2 CLI's bench uses microseconds
+        // since its start).
         if let RetentionPolicy::Age(age_secs) = meta.config.retention_policy {
             let cutoff = now.saturating_sub(age_secs.saturating_mul(1000));
-            let keep_from = self.first_seq_at_or_after(meta.id, cutoff, tail)?;
+            let keep_from =
+                first_seq_at_or_after(&*self.storage, Keyspace::Arrivals, meta.id, cutoff, tail)?;
             if keep_from > trim_point {
                 let handle = self.stream(basin, name, CreateIf::Never).await?;
                 handle.send(Command::Trim(keep_from)).await?;
@@ -132,24 +137,9 @@ impl Engine {
         Ok(())
     }
 
-    /// The first seq num whose timestamp is at or after `ts` (or `tail`).
-    fn first_seq_at_or_after(&self, id: u64, ts: u64, tail: u64) -> EngineResult<u64> {
-        let mut found = None;
-        self.storage.scan(
-            Keyspace::Timestamps,
-            &keys::timestamp_key(id, ts, 0),
-            &keys::timestamp_key(id, u64::MAX, u64::MAX),
-            &mut |key, _| {
-                found = keys::parse_timestamp_key(key).map(|(_, seq)| seq);
-                ControlFlow::Break(())
-            },
-        )?;
-        Ok(found.unwrap_or(tail).min(tail))
-    }
-
-    /// Removes records below `trim_point`, and timestamp-index entries whose
-    /// whole run of records lies below it (an entry still names the start of
-    /// a run that continues past the trim point, so it stays).
+    /// Removes records below `trim_point`, and index entries whose whole run
+    /// of records lies below it (an entry that starts a run continuing past
+    /// the trim point stays: lookups still need it).
     async fn purge_below(&self, id: u64, trim_point: u64) -> EngineResult<()> {
         // Scanning a purged range still walks its tombstones; skip streams
         // whose trim point has not moved since their last purge.
@@ -174,26 +164,28 @@ impl Engine {
                     }
                 },
             )?;
-            let mut previous: Option<Vec<u8>> = None;
-            self.storage.scan(
-                Keyspace::Timestamps,
-                &keys::timestamp_key(id, 0, 0),
-                &keys::timestamp_key(id, u64::MAX, u64::MAX),
-                &mut |key, _| {
-                    let Some((_, seq)) = keys::parse_timestamp_key(key) else {
-                        return ControlFlow::Continue(());
-                    };
-                    if seq > trim_point || batch.ops.len() >= 2 * PURGE_CHUNK {
-                        return ControlFlow::Break(());
-                    }
-                    // The next run starts at or below the trim point, so
-                    // the previous run is wholly trimmed.
-                    if let Some(prev) = previous.replace(key.to_vec()) {
-                        batch.delete(Keyspace::Timestamps, prev);
-                    }
-                    ControlFlow::Continue(())
-                },
-            )?;
+            for index in [Keyspace::Timestamps, Keyspace::Arrivals] {
+                let mut previous: Option<Vec<u8>> = None;
+                self.storage.scan(
+                    index,
+                    &keys::index_key(id, 0, 0),
+                    &keys::index_key(id, u64::MAX, u64::MAX),
+                    &mut |key, _| {
+                        let Some((_, seq)) = keys::parse_index_key(key) else {
+                            return ControlFlow::Continue(());
+                        };
+                        if seq > trim_point || batch.ops.len() >= 3 * PURGE_CHUNK {
+                            return ControlFlow::Break(());
+                        }
+                        // The next run starts at or below the trim point,
+                        // so the previous run is wholly trimmed.
+                        if let Some(prev) = previous.replace(key.to_vec()) {
+                            batch.delete(index, prev);
+                        }
+                        ControlFlow::Continue(())
+                    },
+                )?;
+            }
             if batch.is_empty() {
                 break;
             }
@@ -222,18 +214,9 @@ impl Engine {
             },
         )?;
         for id in ids {
-            for (keyspace, start, end) in [
-                (
-                    Keyspace::Records,
-                    keys::record_key(id, 0),
-                    keys::record_key(id + 1, 0),
-                ),
-                (
-                    Keyspace::Timestamps,
-                    keys::timestamp_key(id, 0, 0),
-                    keys::timestamp_key(id + 1, 0, 0),
-                ),
-            ] {
+            // Every key of a stream starts with its id, in every keyspace.
+            let (start, end) = (id.to_be_bytes().to_vec(), prefix_end(&id.to_be_bytes()));
+            for keyspace in [Keyspace::Records, Keyspace::Timestamps, Keyspace::Arrivals] {
                 loop {
                     let mut batch = WriteBatch::default();
                     self.storage.scan(keyspace, &start, &end, &mut |key, _| {

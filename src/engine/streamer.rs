@@ -269,9 +269,18 @@ impl StreamTask {
             }
         }
 
-        let arrival = now_ms();
+        // Kept monotonic, like timestamps, so the arrivals index stays sorted
+        // even if the wall clock steps back.
+        let arrival = now_ms().max(self.state.last_write_at);
         let start_seq = self.state.next_seq_num;
         let mut batch = WriteBatch::default();
+        if start_seq == 0 || arrival > self.state.last_write_at {
+            batch.put(
+                Keyspace::Arrivals,
+                keys::index_key(self.id, arrival, start_seq),
+                Vec::new(),
+            );
+        }
         let mut first_timestamp = None;
         for record in input.records {
             let seq_num = self.state.next_seq_num;
@@ -279,7 +288,7 @@ impl StreamTask {
             if seq_num == 0 || timestamp > self.state.last_timestamp {
                 batch.put(
                     Keyspace::Timestamps,
-                    keys::timestamp_key(self.id, timestamp, seq_num),
+                    keys::index_key(self.id, timestamp, seq_num),
                     Vec::new(),
                 );
             }

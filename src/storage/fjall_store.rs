@@ -15,7 +15,8 @@ use super::{Keyspace, Storage, StorageError, StorageResult, Visitor, WriteBatch,
 
 pub struct FjallStorage {
     db: Database,
-    keyspaces: [fjall::Keyspace; 3],
+    /// One fjall keyspace per [`Keyspace`], in [`Keyspace::ALL`] order.
+    keyspaces: Vec<fjall::Keyspace>,
     poisoned: AtomicBool,
 }
 
@@ -30,12 +31,11 @@ impl FjallStorage {
             .manual_journal_persist(true)
             .open()
             .map_err(io)?;
-        let open = |ks: Keyspace| db.keyspace(ks.name(), KeyspaceCreateOptions::default);
-        let keyspaces = [
-            open(Keyspace::Meta).map_err(io)?,
-            open(Keyspace::Records).map_err(io)?,
-            open(Keyspace::Timestamps).map_err(io)?,
-        ];
+        let keyspaces = Keyspace::ALL
+            .iter()
+            .map(|ks| db.keyspace(ks.name(), KeyspaceCreateOptions::default))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(io)?;
         Ok(Self {
             db,
             keyspaces,
@@ -44,11 +44,7 @@ impl FjallStorage {
     }
 
     fn keyspace(&self, keyspace: Keyspace) -> &fjall::Keyspace {
-        match keyspace {
-            Keyspace::Meta => &self.keyspaces[0],
-            Keyspace::Records => &self.keyspaces[1],
-            Keyspace::Timestamps => &self.keyspaces[2],
-        }
+        &self.keyspaces[keyspace.index()]
     }
 }
 

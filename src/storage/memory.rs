@@ -10,15 +10,7 @@ type Tree = BTreeMap<Vec<u8>, Vec<u8>>;
 #[derive(Default)]
 pub struct MemoryStorage {
     // One lock over all keyspaces makes each batch atomic for readers.
-    trees: RwLock<[Tree; 3]>,
-}
-
-fn index(keyspace: Keyspace) -> usize {
-    match keyspace {
-        Keyspace::Meta => 0,
-        Keyspace::Records => 1,
-        Keyspace::Timestamps => 2,
-    }
+    trees: RwLock<[Tree; Keyspace::ALL.len()]>,
 }
 
 fn poisoned() -> StorageError {
@@ -31,10 +23,10 @@ impl Storage for MemoryStorage {
         for op in batch.ops {
             match op {
                 WriteOp::Put(ks, k, v) => {
-                    trees[index(ks)].insert(k, v);
+                    trees[ks.index()].insert(k, v);
                 }
                 WriteOp::Delete(ks, k) => {
-                    trees[index(ks)].remove(&k);
+                    trees[ks.index()].remove(&k);
                 }
             }
         }
@@ -43,7 +35,7 @@ impl Storage for MemoryStorage {
 
     fn get(&self, keyspace: Keyspace, key: &[u8]) -> StorageResult<Option<Vec<u8>>> {
         let trees = self.trees.read().map_err(|_| poisoned())?;
-        Ok(trees[index(keyspace)].get(key).cloned())
+        Ok(trees[keyspace.index()].get(key).cloned())
     }
 
     fn scan(
@@ -57,7 +49,7 @@ impl Storage for MemoryStorage {
             return Ok(());
         }
         let trees = self.trees.read().map_err(|_| poisoned())?;
-        for (k, v) in trees[index(keyspace)].range(start.to_vec()..end.to_vec()) {
+        for (k, v) in trees[keyspace.index()].range(start.to_vec()..end.to_vec()) {
             if visit(k, v).is_break() {
                 break;
             }
@@ -75,7 +67,7 @@ impl Storage for MemoryStorage {
             return Ok(None);
         }
         let trees = self.trees.read().map_err(|_| poisoned())?;
-        Ok(trees[index(keyspace)]
+        Ok(trees[keyspace.index()]
             .range(start.to_vec()..end.to_vec())
             .next_back()
             .map(|(k, v)| (k.clone(), v.clone())))

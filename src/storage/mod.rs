@@ -23,22 +23,35 @@ use std::ops::ControlFlow;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Keyspace {
     /// Basin and stream metadata, stream tails, id counters.
-    Meta,
+    Meta = 0,
     /// Records by (stream id, seq num).
-    Records,
-    /// Sparse timestamp index by (stream id, timestamp, seq num).
-    Timestamps,
+    Records = 1,
+    /// Sparse index by (stream id, record timestamp, seq num).
+    Timestamps = 2,
+    /// Sparse index by (stream id, arrival time, seq num), for retention.
+    Arrivals = 3,
 }
 
 impl Keyspace {
-    pub const ALL: [Keyspace; 3] = [Keyspace::Meta, Keyspace::Records, Keyspace::Timestamps];
+    pub const ALL: [Keyspace; 4] = [
+        Keyspace::Meta,
+        Keyspace::Records,
+        Keyspace::Timestamps,
+        Keyspace::Arrivals,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Keyspace::Meta => "meta",
             Keyspace::Records => "records",
             Keyspace::Timestamps => "timestamps",
+            Keyspace::Arrivals => "arrivals",
         }
+    }
+
+    /// Position in [`Keyspace::ALL`], for backends that keep an array.
+    pub fn index(self) -> usize {
+        self as usize
     }
 }
 

@@ -180,12 +180,17 @@ pub struct ErrorInfo {
     pub message: String,
 }
 
+/// A basin as listed. `scope` (older S2 clients) and `location` (newer
+/// ones) name where a basin lives; Rill has one place, so both are null.
+/// `state` is deprecated in S2 but still expected by some clients.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct BasinInfoJson {
     pub name: String,
     pub created_at: String,
-    pub scope: Option<String>,
     pub deleted_at: Option<String>,
+    pub scope: Option<String>,
+    pub location: Option<String>,
+    pub state: String,
 }
 
 impl From<BasinInfo> for BasinInfoJson {
@@ -193,8 +198,10 @@ impl From<BasinInfo> for BasinInfoJson {
         Self {
             name: info.name,
             created_at: rfc3339(info.created_at),
-            scope: None,
             deleted_at: None,
+            scope: None,
+            location: None,
+            state: "active".into(),
         }
     }
 }
@@ -204,6 +211,8 @@ pub struct StreamInfoJson {
     pub name: String,
     pub created_at: String,
     pub deleted_at: Option<String>,
+    /// Encryption at rest is not supported; always null.
+    pub cipher: Option<String>,
 }
 
 impl From<StreamInfo> for StreamInfoJson {
@@ -212,6 +221,7 @@ impl From<StreamInfo> for StreamInfoJson {
             name: info.name,
             created_at: rfc3339(info.created_at),
             deleted_at: None,
+            cipher: None,
         }
     }
 }
