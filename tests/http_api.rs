@@ -34,6 +34,13 @@ async fn health() {
     assert_eq!(expect_status(resp, StatusCode::OK).await["status"], "ok");
     let resp = server.client.get(server.url("/nope")).send().await.unwrap();
     expect_error(resp, StatusCode::NOT_FOUND, "not_found").await;
+    let resp = server
+        .client
+        .put(server.url("/v1/basins"))
+        .send()
+        .await
+        .unwrap();
+    expect_error(resp, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed").await;
 }
 
 #[tokio::test]

@@ -405,3 +405,22 @@ async fn read_session_streams_heartbeats_and_live_batches() {
         .unwrap();
     expect_status(resp, StatusCode::RANGE_NOT_SATISFIABLE).await;
 }
+
+#[tokio::test]
+async fn shutdown_ends_open_append_sessions() {
+    let server = TestServer::start().await;
+    server.with_stream("s").await;
+    let client = server.client.clone();
+    let (tx, mut acks) = open_append_session(&server, &client, "s").await;
+    tx.send(frame(&input(&["a"], None))).await.unwrap();
+    acks.ack().await;
+    let stopping = tokio::spawn(server.stop());
+    let (status, body) = acks.terminal().await;
+    assert_eq!(status, 503);
+    assert_eq!(body["code"], "unavailable");
+    tokio::time::timeout(Duration::from_secs(10), stopping)
+        .await
+        .expect("shutdown completes while an append session was open")
+        .unwrap();
+    drop(tx);
+}

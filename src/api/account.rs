@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{Json, Path, Query};
-use super::{AppState, ListParams};
+use super::{detached, AppState, ListParams};
 
 pub async fn list_tokens(
     State(state): State<AppState>,
@@ -28,7 +28,8 @@ pub async fn issue_token(
     State(state): State<AppState>,
     Json(info): Json<Value>,
 ) -> ApiResult<Response> {
-    let token = state.engine.issue_access_token(info).await?;
+    let engine = state.engine;
+    let token = detached(async move { engine.issue_access_token(info).await }).await?;
     Ok((
         StatusCode::CREATED,
         axum::Json(json!({ "access_token": token })),
@@ -40,7 +41,8 @@ pub async fn revoke_token(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    state.engine.revoke_access_token(&id).await?;
+    let engine = state.engine;
+    detached(async move { engine.revoke_access_token(&id).await }).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

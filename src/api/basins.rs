@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use super::error::ApiResult;
 use super::extract::{Json, OptionalJson, Path, Query};
-use super::{provision_response, AppState, ListParams};
+use super::{detached, provision_response, AppState, ListParams};
 use crate::engine::config::{BasinConfig, BasinConfigPatch};
 use crate::wire::json::{BasinInfoJson, ListBasinsResponse};
 
@@ -41,10 +41,13 @@ pub async fn create(
     State(state): State<AppState>,
     Json(req): Json<CreateBasinRequest>,
 ) -> ApiResult<Response> {
-    let info = state
-        .engine
-        .create_basin(&req.basin, &req.config.unwrap_or_default())
-        .await?;
+    let engine = state.engine;
+    let info = detached(async move {
+        engine
+            .create_basin(&req.basin, &req.config.unwrap_or_default())
+            .await
+    })
+    .await?;
     Ok((StatusCode::CREATED, axum::Json(BasinInfoJson::from(info))).into_response())
 }
 
@@ -54,7 +57,9 @@ pub async fn ensure(
     OptionalJson(req): OptionalJson<EnsureBasinRequest>,
 ) -> ApiResult<Response> {
     let patch = req.unwrap_or_default().config.unwrap_or_default();
-    let (info, provision) = state.engine.ensure_basin(&basin, &patch).await?;
+    let engine = state.engine;
+    let (info, provision) =
+        detached(async move { engine.ensure_basin(&basin, &patch).await }).await?;
     Ok(provision_response(provision, BasinInfoJson::from(info)))
 }
 
@@ -79,6 +84,7 @@ pub async fn delete(
     State(state): State<AppState>,
     Path(basin): Path<String>,
 ) -> ApiResult<StatusCode> {
-    state.engine.delete_basin(&basin).await?;
+    let engine = state.engine;
+    detached(async move { engine.delete_basin(&basin).await }).await?;
     Ok(StatusCode::ACCEPTED)
 }

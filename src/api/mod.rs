@@ -27,7 +27,7 @@ use error::ApiError;
 
 /// Request bodies larger than this are refused before parsing. A full
 /// append (1 MiB metered) in base64 JSON stays well under it.
-pub(crate) const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+pub(crate) const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -69,8 +69,22 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .nest("/v1", v1)
         .route("/health", get(health))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(AppState { engine })
+}
+
+/// Runs an engine operation to completion even if the client goes away.
+/// axum drops a handler's future when its connection closes; admin
+/// operations take several steps (stop a stream task, commit metadata,
+/// update caches) and must not stop half way.
+async fn detached<T: Send + 'static>(
+    operation: impl std::future::Future<Output = T> + Send + 'static,
+) -> T {
+    match tokio::spawn(operation).await {
+        Ok(value) => value,
+        Err(err) => std::panic::resume_unwind(err.into_panic()),
+    }
 }
 
 async fn health() -> axum::Json<serde_json::Value> {
@@ -79,6 +93,14 @@ async fn health() -> axum::Json<serde_json::Value> {
 
 async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not support that method",
+    )
 }
 
 /// `prefix`, `start_after`, `limit` of the list endpoints.

@@ -127,17 +127,11 @@ async fn read_inputs(
                     return Some(bad_frame("a client may not send a terminal message"))
                 }
             };
-            let input = match proto::AppendInput::decode(message) {
+            let input = match proto::decode_append_input(message) {
                 Ok(input) => input,
-                Err(err) => {
-                    return Some(ApiError::new(
-                        StatusCode::BAD_REQUEST,
-                        "bad_proto",
-                        format!("an AppendInput message is malformed: {err}"),
-                    ))
-                }
+                Err(err) => return Some(ApiError::new(StatusCode::BAD_REQUEST, "bad_proto", err)),
             };
-            match session.submit(input.into()).await {
+            match session.submit(input).await {
                 Ok(ack) => {
                     if acks.send(Ok(Box::pin(ack))).await.is_err() {
                         return None; // the writer stopped: the session is over
@@ -146,7 +140,17 @@ async fn read_inputs(
                 Err(err) => return Some(err.into()),
             }
         }
-        match stream.next().await {
+        let next = tokio::select! {
+            next = stream.next() => next,
+            () = session.shutting_down() => {
+                return Some(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "the server is shutting down",
+                ));
+            }
+        };
+        match next {
             Some(Ok(chunk)) => decoder.push(&chunk),
             Some(Err(err)) => return Some(bad_frame(format!("the request body failed: {err}"))),
             None => return decoder.finish().err().map(|err| bad_frame(err.to_string())),

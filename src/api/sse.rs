@@ -90,12 +90,16 @@ fn events(state: SessionState) -> impl Stream<Item = Result<Event, Infallible>> 
         }
         let event = match state.session.next().await {
             Some(Ok(SessionEvent::Batch(batch))) => {
-                state.count += batch.records.len() as u64;
-                state.bytes += batch
-                    .records
-                    .iter()
-                    .map(|r| r.metered_size() as u64)
-                    .sum::<u64>();
+                // Saturating: a client's Last-Event-ID sets the starting
+                // totals, and may be anything.
+                state.count = state.count.saturating_add(batch.records.len() as u64);
+                state.bytes = state.bytes.saturating_add(
+                    batch
+                        .records
+                        .iter()
+                        .map(|r| r.metered_size() as u64)
+                        .sum::<u64>(),
+                );
                 let last = batch.records.last().map_or(0, |r| r.seq_num);
                 let data = serde_json::to_string(&Batch::from_engine(&batch, state.format))
                     .unwrap_or_default();

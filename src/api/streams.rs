@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use super::error::ApiResult;
 use super::extract::{Basin, Json, OptionalJson, Path, Query};
-use super::{provision_response, AppState, ListParams};
+use super::{detached, provision_response, AppState, ListParams};
 use crate::engine::config::{StreamConfig, StreamConfigPatch};
 use crate::wire::json::{ListStreamsResponse, StreamInfoJson};
 
@@ -37,10 +37,13 @@ pub async fn create(
     Basin(basin): Basin,
     Json(req): Json<CreateStreamRequest>,
 ) -> ApiResult<Response> {
-    let info = state
-        .engine
-        .create_stream(&basin, &req.stream, &req.config.unwrap_or_default())
-        .await?;
+    let engine = state.engine;
+    let info = detached(async move {
+        engine
+            .create_stream(&basin, &req.stream, &req.config.unwrap_or_default())
+            .await
+    })
+    .await?;
     Ok((StatusCode::CREATED, axum::Json(StreamInfoJson::from(info))).into_response())
 }
 
@@ -50,10 +53,13 @@ pub async fn ensure(
     Path(stream): Path<String>,
     OptionalJson(patch): OptionalJson<StreamConfigPatch>,
 ) -> ApiResult<Response> {
-    let (info, provision) = state
-        .engine
-        .ensure_stream(&basin, &stream, &patch.unwrap_or_default())
-        .await?;
+    let engine = state.engine;
+    let (info, provision) = detached(async move {
+        engine
+            .ensure_stream(&basin, &stream, &patch.unwrap_or_default())
+            .await
+    })
+    .await?;
     Ok(provision_response(provision, StreamInfoJson::from(info)))
 }
 
@@ -84,6 +90,7 @@ pub async fn delete(
     Basin(basin): Basin,
     Path(stream): Path<String>,
 ) -> ApiResult<StatusCode> {
-    state.engine.delete_stream(&basin, &stream).await?;
+    let engine = state.engine;
+    detached(async move { engine.delete_stream(&basin, &stream).await }).await?;
     Ok(StatusCode::ACCEPTED)
 }

@@ -486,12 +486,16 @@ impl Engine {
     /// Stops the stream's task, if running, once everything it accepted has
     /// been handed to the committer.
     async fn stop_stream(&self, basin: &str, name: &str) {
-        let handle = lock(&self.streams).remove(&(basin.to_string(), name.to_string()));
+        let key = (basin.to_string(), name.to_string());
+        let handle = lock(&self.streams).get(&key).cloned();
         if let Some(handle) = handle {
             let (tx, rx) = tokio::sync::oneshot::channel();
             if handle.send(Command::Stop(tx)).await.is_ok() {
                 let _ = rx.await;
             }
+            // Only now, with the old task's writes durable, may the stream
+            // be started again from its state key.
+            lock(&self.streams).remove(&key);
         }
     }
 
@@ -622,6 +626,7 @@ impl Engine {
         Ok(AppendSession {
             handle: self.stream(basin, stream, CreateIf::OnAppend).await?,
             aborted: Arc::default(),
+            closing: self.closing.subscribe(),
         })
     }
 
@@ -638,6 +643,7 @@ impl Engine {
 pub struct AppendSession {
     handle: Arc<StreamHandle>,
     aborted: Arc<std::sync::atomic::AtomicBool>,
+    closing: tokio::sync::watch::Receiver<bool>,
 }
 
 impl AppendSession {
@@ -647,6 +653,13 @@ impl AppendSession {
         input: AppendInput,
     ) -> EngineResult<impl std::future::Future<Output = EngineResult<AppendAck>> + use<>> {
         self.handle.submit(input, Some(self.aborted.clone())).await
+    }
+
+    /// Resolves once the server begins to shut down, so that open sessions
+    /// end and let it drain.
+    pub async fn shutting_down(&self) {
+        let mut closing = self.closing.clone();
+        let _ = closing.wait_for(|closing| *closing).await;
     }
 }
 

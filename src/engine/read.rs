@@ -212,6 +212,13 @@ impl ReadSession {
                     self.done = true;
                 }
                 if scan.records.is_empty() {
+                    // Either a bound ended the session, or background purging
+                    // removed the range after a newer trim point was
+                    // published: then look again from that trim point.
+                    let trim_point = self.visible.borrow().trim_point;
+                    if !self.done && trim_point > from {
+                        continue;
+                    }
                     self.done = true;
                     return None;
                 }

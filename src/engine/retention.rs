@@ -22,7 +22,9 @@ use crate::storage::{Keyspace, WriteBatch};
 const PURGE_CHUNK: usize = 4096;
 
 impl Engine {
-    /// Runs upkeep every `interval` until the engine is dropped.
+    /// Runs upkeep every `interval` until the engine is dropped or the task
+    /// aborted. Upkeep does blocking storage scans, so each pass runs on a
+    /// blocking thread rather than on the async workers that serve requests.
     pub fn spawn_upkeep(self: &Arc<Self>, interval: Duration) -> tokio::task::JoinHandle<()> {
         let engine = Arc::downgrade(self);
         tokio::spawn(async move {
@@ -33,28 +35,59 @@ impl Engine {
                 let Some(engine) = engine.upgrade() else {
                     return;
                 };
-                if let Err(err) = engine.upkeep_once().await {
-                    tracing::warn!(error = %err, "background upkeep failed; retrying next round");
+                let runtime = tokio::runtime::Handle::current();
+                let pass =
+                    tokio::task::spawn_blocking(move || runtime.block_on(engine.upkeep_once()));
+                if pass.await.is_err() {
+                    tracing::error!("an upkeep pass panicked");
                 }
             }
         })
     }
 
-    /// One pass of upkeep over every stream.
-    pub async fn upkeep_once(&self) -> EngineResult<()> {
+    /// One pass of upkeep over every stream. A failure on one stream is
+    /// logged and does not stop the others.
+    pub async fn upkeep_once(&self) {
         let basins: Vec<String> = super::read_lock(&self.basins).keys().cloned().collect();
         for basin in basins {
-            for (name, meta) in self.scan_stream_metas(&basin, "", "", usize::MAX)? {
-                self.upkeep_stream(&basin, &name, &meta).await?;
+            let streams = match self.scan_stream_metas(&basin, "", "", usize::MAX) {
+                Ok(streams) => streams,
+                Err(err) => {
+                    tracing::warn!(basin, error = %err, "upkeep could not list streams");
+                    continue;
+                }
+            };
+            for (name, meta) in streams {
+                if let Err(err) = self.upkeep_stream(&basin, &name, &meta).await {
+                    tracing::warn!(basin, stream = name, error = %err, "upkeep failed; retrying next round");
+                }
             }
         }
-        self.purge_deleted_streams().await
+        if let Err(err) = self.purge_deleted_streams().await {
+            tracing::warn!(error = %err, "purging deleted streams failed; retrying next round");
+        }
+    }
+
+    /// The running task of the stream `meta` describes, if it is still that
+    /// stream: the list upkeep works from may be stale, and a stream of the
+    /// same name may have been deleted and created again since.
+    async fn same_stream(
+        &self,
+        basin: &str,
+        name: &str,
+        meta: &StreamMeta,
+    ) -> EngineResult<Option<Arc<super::StreamHandle>>> {
+        let handle = self.stream(basin, name, CreateIf::Never).await?;
+        Ok((handle.id == meta.id).then_some(handle))
     }
 
     async fn upkeep_stream(&self, basin: &str, name: &str, meta: &StreamMeta) -> EngineResult<()> {
         let running = lock(&self.streams)
             .get(&(basin.to_string(), name.to_string()))
             .cloned();
+        if running.as_ref().is_some_and(|h| h.id != meta.id) {
+            return Ok(()); // stale entry: the name now belongs to a new stream
+        }
         let (tail, trim_point, last_write_at) = match &running {
             Some(handle) => {
                 let visible = handle.visible();
@@ -85,8 +118,9 @@ impl Engine {
             let keep_from =
                 first_seq_at_or_after(&*self.storage, Keyspace::Arrivals, meta.id, cutoff, tail)?;
             if keep_from > trim_point {
-                let handle = self.stream(basin, name, CreateIf::Never).await?;
-                handle.send(Command::Trim(keep_from)).await?;
+                if let Some(handle) = self.same_stream(basin, name, meta).await? {
+                    handle.send(Command::Trim(keep_from)).await?;
+                }
             }
         }
 
@@ -98,7 +132,7 @@ impl Engine {
         if min_idle_ms > 0 && trim_point >= tail && now.saturating_sub(last_write_at) >= min_idle_ms
         {
             return self
-                .delete_stream_if_empty(basin, name, meta.id, min_idle_ms)
+                .delete_stream_if_empty(basin, name, meta, min_idle_ms)
                 .await;
         }
 
@@ -112,10 +146,13 @@ impl Engine {
         &self,
         basin: &str,
         name: &str,
-        id: u64,
+        meta: &StreamMeta,
         min_idle_ms: u64,
     ) -> EngineResult<()> {
-        let handle = self.stream(basin, name, CreateIf::Never).await?;
+        let Some(handle) = self.same_stream(basin, name, meta).await? else {
+            return Ok(());
+        };
+        let id = meta.id;
         let _admin = self.admin.lock().await;
         let key = (basin.to_string(), name.to_string());
         let current = lock(&self.streams).get(&key).cloned();
@@ -143,17 +180,15 @@ impl Engine {
     async fn purge_below(&self, id: u64, trim_point: u64) -> EngineResult<()> {
         // Scanning a purged range still walks its tombstones; skip streams
         // whose trim point has not moved since their last purge.
-        if lock(&self.purged)
-            .get(&id)
-            .is_some_and(|&done| done >= trim_point)
-        {
+        let already = lock(&self.purged).get(&id).copied().unwrap_or(0);
+        if already >= trim_point && already > 0 {
             return Ok(());
         }
         loop {
             let mut batch = WriteBatch::default();
             self.storage.scan(
                 Keyspace::Records,
-                &keys::record_key(id, 0),
+                &keys::record_key(id, already),
                 &keys::record_key(id, trim_point),
                 &mut |key, _| {
                     batch.delete(Keyspace::Records, key.to_vec());

@@ -49,8 +49,8 @@ pub enum Command {
     Reconfigure(StreamConfig),
     /// Trim by retention: raise the trim point (never beyond the tail).
     Trim(u64),
-    /// Stop taking commands. Replies once everything accepted so far has
-    /// been submitted to the committer.
+    /// Stop taking commands. Replies once everything accepted so far is
+    /// durable (or has failed).
     Stop(oneshot::Sender<()>),
     /// Stop, like `Stop`, but only if the stream holds no records and has
     /// not been written for `min_idle_ms`; replies whether it stopped.
@@ -191,19 +191,33 @@ impl StreamTask {
                     }
                 }
                 Command::Stop(reply) => {
-                    let _ = reply.send(());
+                    self.reply_when_durable(reply, ());
                     return;
                 }
                 Command::StopIfEmpty { min_idle_ms, reply } => {
                     let empty = self.state.trim_point >= self.state.next_seq_num;
                     let idle = now_ms().saturating_sub(self.state.last_write_at) >= min_idle_ms;
-                    let _ = reply.send(empty && idle);
                     if empty && idle {
+                        self.reply_when_durable(reply, true);
                         return;
                     }
+                    let _ = reply.send(false);
                 }
             }
         }
+    }
+
+    /// Replies once everything this task submitted is durable: an empty
+    /// batch through the FIFO committer is a barrier. A task that stops
+    /// replies this way, so whoever starts the stream again reads a state
+    /// key that covers every append the old task accepted.
+    fn reply_when_durable<T: Send + 'static>(&self, reply: oneshot::Sender<T>, value: T) {
+        self.committer.submit(
+            WriteBatch::default(),
+            Box::new(move |_| {
+                let _ = reply.send(value);
+            }),
+        );
     }
 
     fn put_state(&self, batch: &mut WriteBatch) {

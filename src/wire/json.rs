@@ -50,6 +50,7 @@ impl Format {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AppendInput {
+    #[serde(deserialize_with = "bounded_records")]
     pub records: Vec<AppendRecord>,
     #[serde(default)]
     pub match_seq_num: Option<u64>,
@@ -66,6 +67,37 @@ pub struct AppendRecord {
     pub headers: Vec<(String, String)>,
     #[serde(default)]
     pub body: String,
+}
+
+/// Keeps at most one record more than an append may hold and skips the
+/// rest unparsed: enough for validation to refuse the batch with a clear
+/// error, without first building millions of records from a small body.
+fn bounded_records<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<AppendRecord>, D::Error> {
+    struct Bounded;
+    impl<'de> serde::de::Visitor<'de> for Bounded {
+        type Value = Vec<AppendRecord>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an array of records")
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let keep = types::MAX_BATCH_RECORDS + 1;
+            let mut records = Vec::new();
+            while records.len() < keep {
+                match seq.next_element()? {
+                    Some(record) => records.push(record),
+                    None => return Ok(records),
+                }
+            }
+            while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+            Ok(records)
+        }
+    }
+    d.deserialize_seq(Bounded)
 }
 
 impl AppendInput {

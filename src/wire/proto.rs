@@ -141,10 +141,86 @@ impl From<&types::ReadBatch> for ReadBatch {
     }
 }
 
+/// Counts the `records` of an encoded `AppendInput` without decoding them,
+/// so an oversized batch is refused before it is built in memory (a 2 MiB
+/// message can hold a million empty records). `None` if malformed.
+pub fn append_input_record_count(mut buf: &[u8]) -> Option<usize> {
+    use prost::encoding::{decode_key, decode_varint, WireType};
+    let mut count = 0;
+    while !buf.is_empty() {
+        let (tag, wire_type) = decode_key(&mut buf).ok()?;
+        let skip = match wire_type {
+            WireType::Varint => {
+                decode_varint(&mut buf).ok()?;
+                0
+            }
+            WireType::LengthDelimited => {
+                if tag == 1 {
+                    count += 1;
+                }
+                usize::try_from(decode_varint(&mut buf).ok()?).ok()?
+            }
+            WireType::SixtyFourBit => 8,
+            WireType::ThirtyTwoBit => 4,
+            WireType::StartGroup | WireType::EndGroup => return None,
+        };
+        buf = buf.get(skip..)?;
+    }
+    Some(count)
+}
+
+/// Decodes an `AppendInput`, refusing more records than an append may hold.
+pub fn decode_append_input(bytes: Bytes) -> Result<types::AppendInput, String> {
+    let count = append_input_record_count(&bytes).ok_or("malformed AppendInput message")?;
+    if count > types::MAX_BATCH_RECORDS {
+        return Err(format!(
+            "an append may contain at most {} records, got {count}",
+            types::MAX_BATCH_RECORDS
+        ));
+    }
+    prost::Message::decode(bytes)
+        .map(|input: AppendInput| input.into())
+        .map_err(|e| format!("malformed AppendInput message: {e}"))
+}
+
 /// An empty batch carrying only the tail: a session heartbeat.
 pub fn heartbeat(tail: types::StreamPosition) -> ReadBatch {
     ReadBatch {
         records: Vec::new(),
         tail: Some(tail.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+
+    #[test]
+    fn counts_records_without_decoding() {
+        let input = AppendInput {
+            records: vec![
+                AppendRecord {
+                    timestamp: Some(5),
+                    headers: vec![],
+                    body: Bytes::from_static(b"x"),
+                };
+                3
+            ],
+            match_seq_num: Some(9),
+            fencing_token: Some("t".into()),
+        };
+        let bytes = input.encode_to_vec();
+        assert_eq!(append_input_record_count(&bytes), Some(3));
+        assert_eq!(
+            decode_append_input(Bytes::from(bytes))
+                .unwrap()
+                .records
+                .len(),
+            3
+        );
+        assert_eq!(append_input_record_count(&[0x0a, 0x05, 0x01]), None);
+        let many: Vec<u8> = std::iter::repeat_n([0x0a, 0x00], 1001).flatten().collect();
+        assert!(decode_append_input(Bytes::from(many)).is_err());
     }
 }
