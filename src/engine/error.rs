@@ -6,9 +6,9 @@ use crate::storage::StorageError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
-    #[error("basin `{0}` does not exist")]
+    #[error("basin `{0}` not found")]
     BasinNotFound(String),
-    #[error("stream `{0}` does not exist")]
+    #[error("stream `{0}` not found")]
     StreamNotFound(String),
     #[error("basin `{0}` already exists")]
     BasinExists(String),
@@ -16,7 +16,7 @@ pub enum EngineError {
     StreamExists(String),
     #[error("access token `{0}` already exists")]
     AccessTokenExists(String),
-    #[error("access token `{0}` does not exist")]
+    #[error("access token `{0}` not found")]
     AccessTokenNotFound(String),
     #[error("{0}")]
     Invalid(String),

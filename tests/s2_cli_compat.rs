@@ -1,0 +1,306 @@
+//! The official S2 CLI (`s2`, pinned by `scripts/install-s2-cli.sh`) against
+//! Rill: every command a user of S2 reaches for, with its output checked.
+//!
+//! The CLI is found through `S2_CLI`, or installed by the script on first
+//! use (slow once; cached under `~/.cache` after that).
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+use common::*;
+use reqwest::StatusCode;
+use serde_json::Value;
+
+const BASIN: &str = "cli-compat-basin";
+
+fn s2_binary() -> PathBuf {
+    if let Ok(path) = std::env::var("S2_CLI") {
+        return PathBuf::from(path);
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/install-s2-cli.sh");
+    let output = Command::new("bash")
+        .arg(script)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("the install script runs");
+    assert!(output.status.success(), "installing the S2 CLI failed");
+    PathBuf::from(String::from_utf8(output.stdout).unwrap().trim())
+}
+
+struct Cli {
+    binary: PathBuf,
+    endpoint: String,
+    home: tempfile::TempDir,
+}
+
+struct Run {
+    ok: bool,
+    stdout: String,
+    /// stdout and stderr together, for status lines.
+    all: String,
+}
+
+impl Cli {
+    async fn run(&self, args: &[&str], stdin: Option<&str>) -> Run {
+        let mut command = Command::new(&self.binary);
+        command
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", self.home.path())
+            .env("S2_ACCOUNT_ENDPOINT", &self.endpoint)
+            .env("S2_BASIN_ENDPOINT", &self.endpoint)
+            .env("S2_ACCESS_TOKEN", "not-checked")
+            .env("S2_NO_UPDATE_CHECK", "1")
+            .env("NO_COLOR", "1")
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let stdin = stdin.map(str::to_owned);
+        let output: Output = tokio::task::spawn_blocking(move || {
+            let mut child = command.spawn().expect("s2 starts");
+            if let Some(input) = stdin {
+                use std::io::Write;
+                child
+                    .stdin
+                    .take()
+                    .unwrap()
+                    .write_all(input.as_bytes())
+                    .unwrap();
+            }
+            child.wait_with_output().expect("s2 runs")
+        })
+        .await
+        .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        Run {
+            ok: output.status.success(),
+            all: format!("{stdout}{stderr}"),
+            stdout,
+        }
+    }
+
+    /// Runs a command that must succeed; returns its output.
+    async fn ok(&self, args: &[&str]) -> Run {
+        let run = self.run(args, None).await;
+        assert!(run.ok, "`s2 {}` failed:\n{}", args.join(" "), run.all);
+        run
+    }
+}
+
+async fn json(server: &TestServer, path: &str) -> Value {
+    let resp = server
+        .client
+        .get(server.url(path))
+        .header("s2-basin", BASIN)
+        .send()
+        .await
+        .unwrap();
+    expect_status(resp, StatusCode::OK).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_cli_works_against_rill() {
+    let server = TestServer::start().await;
+    let cli = Cli {
+        binary: s2_binary(),
+        endpoint: server.base.clone(),
+        home: tempfile::tempdir().unwrap(),
+    };
+    let uri = format!("s2://{BASIN}/logs");
+    let uri = uri.as_str();
+
+    // Basins.
+    assert!(cli
+        .ok(&["create-basin", BASIN])
+        .await
+        .all
+        .contains("Basin created"));
+    assert!(cli
+        .ok(&["ls"])
+        .await
+        .stdout
+        .lines()
+        .any(|l| l.trim() == BASIN));
+    assert!(cli
+        .ok(&["list-basins", "--prefix", "cli-"])
+        .await
+        .stdout
+        .contains(BASIN));
+    let config = cli.ok(&["get-basin-config", BASIN]).await.stdout;
+    assert!(
+        config.contains("client-prefer") && config.contains("7days"),
+        "{config}"
+    );
+    let run = cli
+        .ok(&[
+            "reconfigure-basin",
+            BASIN,
+            "--create-stream-on-read",
+            "true",
+        ])
+        .await;
+    assert!(run.all.contains("Basin reconfigured"));
+    assert_eq!(
+        json(&server, &format!("/v1/basins/{BASIN}")).await["create_stream_on_read"],
+        true
+    );
+
+    // Streams.
+    assert!(cli
+        .ok(&["create-stream", uri])
+        .await
+        .all
+        .contains("Stream created"));
+    assert!(cli
+        .ok(&["ls", &format!("s2://{BASIN}")])
+        .await
+        .stdout
+        .contains(uri));
+    assert!(cli
+        .ok(&["list-streams", &format!("s2://{BASIN}")])
+        .await
+        .stdout
+        .contains(uri));
+    assert!(cli
+        .ok(&["get-stream-config", uri])
+        .await
+        .stdout
+        .contains("express"));
+    let run = cli
+        .ok(&["reconfigure-stream", uri, "--retention-policy", "1d"])
+        .await;
+    assert!(
+        run.all.contains("Stream reconfigured") && run.stdout.contains("1day"),
+        "{}",
+        run.all
+    );
+    assert_eq!(
+        json(&server, "/v1/streams/logs").await["retention_policy"]["age"],
+        86400
+    );
+
+    // Append from a file and from stdin.
+    let input = cli.home.path().join("records.txt");
+    std::fs::write(&input, "one\ntwo\nthree\n").unwrap();
+    let run = cli
+        .ok(&["append", uri, "-i", input.to_str().unwrap()])
+        .await;
+    assert!(run.all.contains("[APPENDED] 0..3"), "{}", run.all);
+    let run = cli.run(&["append", uri], Some("four\n")).await;
+    assert!(run.ok && run.all.contains("[APPENDED] 3..4"), "{}", run.all);
+
+    // Reads: by seq num, tail offset, timestamp, with count, bytes, until.
+    assert_eq!(
+        cli.ok(&["read", uri, "-s", "0", "-n", "10"]).await.stdout,
+        "one\ntwo\nthree\nfour\n"
+    );
+    assert_eq!(
+        cli.ok(&["read", uri, "-s", "1", "-n", "2"]).await.stdout,
+        "two\nthree\n"
+    );
+    assert_eq!(
+        cli.ok(&["read", uri, "--tail-offset", "2", "-n", "5"])
+            .await
+            .stdout,
+        "three\nfour\n"
+    );
+    // "one" and "two" meter 11 bytes each.
+    assert_eq!(
+        cli.ok(&["read", uri, "-s", "0", "-b", "22"]).await.stdout,
+        "one\ntwo\n"
+    );
+    let records = json(&server, "/v1/streams/logs/records?seq_num=0").await;
+    let ts_of_four = records["records"][3]["timestamp"].as_u64().unwrap();
+    let ts = ts_of_four.to_string();
+    assert_eq!(
+        cli.ok(&["read", uri, "--timestamp", &ts, "-n", "10"])
+            .await
+            .stdout,
+        "four\n"
+    );
+    assert_eq!(
+        cli.ok(&["read", uri, "-s", "0", "--until", &ts])
+            .await
+            .stdout,
+        "one\ntwo\nthree\n"
+    );
+    assert_eq!(
+        cli.ok(&["tail", uri, "-n", "2"]).await.stdout,
+        "three\nfour\n"
+    );
+    assert!(cli
+        .ok(&["check-tail", uri])
+        .await
+        .stdout
+        .starts_with("4 @ "));
+
+    // Fencing.
+    assert!(cli
+        .ok(&["fence", uri, "writer-1"])
+        .await
+        .all
+        .contains("new fencing token"));
+    let run = cli
+        .run(&["append", uri, "-f", "writer-0"], Some("stale\n"))
+        .await;
+    assert!(
+        !run.ok && run.all.contains("fencing token mismatch"),
+        "{}",
+        run.all
+    );
+    let run = cli
+        .run(&["append", uri, "-f", "writer-1"], Some("five\n"))
+        .await;
+    assert!(run.ok, "{}", run.all);
+
+    // match_seq_num.
+    let run = cli.run(&["append", uri, "-m", "0"], Some("late\n")).await;
+    assert!(
+        !run.ok && run.all.contains("sequence number mismatch"),
+        "{}",
+        run.all
+    );
+    let run = cli.run(&["append", uri, "-m", "6"], Some("six\n")).await;
+    assert!(run.ok && run.all.contains("[APPENDED] 6..7"), "{}", run.all);
+
+    // Trim: records before 2 are gone.
+    assert!(cli
+        .ok(&["trim", uri, "2", "-f", "writer-1"])
+        .await
+        .all
+        .contains("trim to 2"));
+    let run = cli
+        .ok(&["read", uri, "-s", "0", "-n", "100", "--format", "json"])
+        .await;
+    let first: Value = serde_json::from_str(run.stdout.lines().next().unwrap()).unwrap();
+    assert_eq!(first["seq_num"], 2);
+    assert_eq!(first["body"], "three");
+    assert_eq!(run.stdout.lines().count(), 6, "{}", run.stdout); // 2..=7
+
+    // A short bench run: its own integrity checks must pass.
+    let run = cli
+        .ok(&[
+            "bench", BASIN, "-b", "1024", "-t", "1", "-d", "3s", "-w", "1s",
+        ])
+        .await;
+    assert!(run.all.contains("Catchup:"), "{}", run.all);
+
+    // Deleting.
+    cli.ok(&["delete-stream", uri]).await;
+    let run = cli.run(&["get-stream-config", uri], None).await;
+    assert!(
+        !run.ok && run.all.to_lowercase().contains("not found"),
+        "{}",
+        run.all
+    );
+    cli.ok(&["delete-basin", BASIN]).await;
+    assert!(!cli.ok(&["ls"]).await.stdout.contains(BASIN));
+}
