@@ -277,7 +277,7 @@ fn main() {
             for appenders in [1usize, 16, 256] {
                 let stream = format!("http-{batch}-{appenders}");
                 engine
-                    .create_stream(BASIN, &stream, &StreamConfigPatch::default())
+                    .create_stream(BASIN, &stream, &StreamConfigPatch::default(), None)
                     .await
                     .unwrap();
                 let label = format!("http   {appenders:>3} appenders x {batch:>3} rec/append");
@@ -290,7 +290,7 @@ fn main() {
             for appenders in [1usize, 16, 256] {
                 let stream = format!("engine-{batch}-{appenders}");
                 engine
-                    .create_stream(BASIN, &stream, &StreamConfigPatch::default())
+                    .create_stream(BASIN, &stream, &StreamConfigPatch::default(), None)
                     .await
                     .unwrap();
                 let label = format!("engine {appenders:>3} appenders x {batch:>3} rec/append");

@@ -196,7 +196,7 @@ async fn run(ops: Vec<Op>) {
     };
     harness
         .engine()
-        .create_stream(BASIN, STREAM, &config)
+        .create_stream(BASIN, STREAM, &config, None)
         .await
         .unwrap();
     let mut model = Model::default();

@@ -1138,3 +1138,44 @@ async fn access_tokens_and_metrics_answer_as_the_spec_says() {
     let resp = c.get(server.url("/v1/metrics")).send().await.unwrap();
     expect_error(resp, StatusCode::BAD_REQUEST, "bad_query").await;
 }
+
+#[tokio::test]
+async fn creates_are_idempotent_with_a_request_token() {
+    let server = TestServer::start().await;
+    let c = &server.client;
+    let create_basin = |token: &str| {
+        c.post(server.url("/v1/basins"))
+            .header("s2-request-token", token)
+            .json(&json!({"basin": BASIN}))
+            .send()
+    };
+    let resp = create_basin("token-1").await.unwrap();
+    assert_eq!(resp.headers()["s2-provision-result"], "created");
+    expect_status(resp, StatusCode::CREATED).await;
+    let resp = create_basin("token-1").await.unwrap();
+    assert_eq!(resp.headers()["s2-provision-result"], "noop");
+    expect_status(resp, StatusCode::CREATED).await;
+    let resp = create_basin("token-2").await.unwrap();
+    expect_error(resp, StatusCode::CONFLICT, "resource_already_exists").await;
+    let resp = create_basin(&"t".repeat(37)).await.unwrap();
+    expect_error(resp, StatusCode::BAD_REQUEST, "bad_header").await;
+
+    let create_stream = |token: &str| {
+        server
+            .post("/v1/streams")
+            .header("s2-request-token", token)
+            .json(&json!({"stream": "s"}))
+            .send()
+    };
+    expect_status(create_stream("abc").await.unwrap(), StatusCode::CREATED).await;
+    let resp = create_stream("abc").await.unwrap();
+    assert_eq!(resp.headers()["s2-provision-result"], "noop");
+    expect_status(resp, StatusCode::CREATED).await;
+    let resp = server
+        .post("/v1/streams")
+        .json(&json!({"stream": "s"}))
+        .send()
+        .await
+        .unwrap();
+    expect_error(resp, StatusCode::CONFLICT, "resource_already_exists").await;
+}

@@ -2,12 +2,12 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde::Deserialize;
 
 use super::error::ApiResult;
-use super::extract::{Json, OptionalJson, Path, Query};
-use super::{detached, provision_response, AppState, ListParams};
+use super::extract::{Json, OptionalJson, Path, Query, RequestToken};
+use super::{created_response, detached, provision_response, AppState, ListParams};
 use crate::engine::config::{BasinConfig, BasinConfigPatch};
 use crate::wire::json::{BasinInfoJson, ListBasinsResponse};
 
@@ -39,16 +39,18 @@ pub async fn list(
 
 pub async fn create(
     State(state): State<AppState>,
+    RequestToken(token): RequestToken,
     Json(req): Json<CreateBasinRequest>,
 ) -> ApiResult<Response> {
     let engine = state.engine;
-    let info = detached(async move {
+    let (info, provision) = detached(async move {
+        let patch = req.config.unwrap_or_default();
         engine
-            .create_basin(&req.basin, &req.config.unwrap_or_default())
+            .create_basin(&req.basin, &patch, token.as_deref())
             .await
     })
     .await?;
-    Ok((StatusCode::CREATED, axum::Json(BasinInfoJson::from(info))).into_response())
+    Ok(created_response(provision, BasinInfoJson::from(info)))
 }
 
 pub async fn ensure(

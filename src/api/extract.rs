@@ -43,6 +43,29 @@ fn basin_from_host(headers: &HeaderMap) -> Option<String> {
     Some(label.to_string())
 }
 
+/// The `s2-request-token` header: makes a create safe to retry.
+pub struct RequestToken(pub Option<String>);
+
+const MAX_REQUEST_TOKEN_CHARS: usize = 36;
+
+impl<S: Send + Sync> FromRequestParts<S> for RequestToken {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let Some(value) = parts.headers.get("s2-request-token") else {
+            return Ok(RequestToken(None));
+        };
+        match value.to_str() {
+            Ok(token) if !token.is_empty() && token.chars().count() <= MAX_REQUEST_TOKEN_CHARS => {
+                Ok(RequestToken(Some(token.to_string())))
+            }
+            _ => Err(ApiError::bad_header(format!(
+                "s2-request-token must be 1 to {MAX_REQUEST_TOKEN_CHARS} characters of text"
+            ))),
+        }
+    }
+}
+
 /// The `s2-format` header: how record data is written in JSON.
 pub struct RecordFormat(pub Format);
 

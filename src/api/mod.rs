@@ -123,12 +123,30 @@ impl From<ListParams> for ListRequest {
     }
 }
 
-/// 201 for a new resource, 200 otherwise, with S2's `s2-provision-result`.
+/// An ensure (`PUT`): 201 for a new resource, 200 otherwise, with S2's
+/// `s2-provision-result`.
 fn provision_response<T: Serialize>(provision: Provision, body: T) -> Response {
-    let (status, result) = match provision {
-        Provision::Created => (StatusCode::CREATED, "created"),
-        Provision::Updated => (StatusCode::OK, "updated"),
-        Provision::Unchanged => (StatusCode::OK, "noop"),
+    let status = match provision {
+        Provision::Created => StatusCode::CREATED,
+        Provision::Updated | Provision::Unchanged => StatusCode::OK,
+    };
+    with_provision_result(status, provision, body)
+}
+
+/// A create (`POST`): 201, also for a retry with the same request token.
+fn created_response<T: Serialize>(provision: Provision, body: T) -> Response {
+    with_provision_result(StatusCode::CREATED, provision, body)
+}
+
+fn with_provision_result<T: Serialize>(
+    status: StatusCode,
+    provision: Provision,
+    body: T,
+) -> Response {
+    let result = match provision {
+        Provision::Created => "created",
+        Provision::Updated => "updated",
+        Provision::Unchanged => "noop",
     };
     let mut response = (status, axum::Json(body)).into_response();
     response

@@ -3,12 +3,12 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde::Deserialize;
 
 use super::error::ApiResult;
-use super::extract::{Basin, Json, OptionalJson, Path, Query};
-use super::{detached, provision_response, AppState, ListParams};
+use super::extract::{Basin, Json, OptionalJson, Path, Query, RequestToken};
+use super::{created_response, detached, provision_response, AppState, ListParams};
 use crate::engine::config::{StreamConfig, StreamConfigPatch};
 use crate::wire::json::{ListStreamsResponse, StreamInfoJson};
 
@@ -35,16 +35,18 @@ pub async fn list(
 pub async fn create(
     State(state): State<AppState>,
     Basin(basin): Basin,
+    RequestToken(token): RequestToken,
     Json(req): Json<CreateStreamRequest>,
 ) -> ApiResult<Response> {
     let engine = state.engine;
-    let info = detached(async move {
+    let (info, provision) = detached(async move {
+        let patch = req.config.unwrap_or_default();
         engine
-            .create_stream(&basin, &req.stream, &req.config.unwrap_or_default())
+            .create_stream(&basin, &req.stream, &patch, token.as_deref())
             .await
     })
     .await?;
-    Ok((StatusCode::CREATED, axum::Json(StreamInfoJson::from(info))).into_response())
+    Ok(created_response(provision, StreamInfoJson::from(info)))
 }
 
 pub async fn ensure(

@@ -138,6 +138,10 @@ pub struct BasinMeta {
     pub config: BasinConfig,
     /// Milliseconds since the epoch.
     pub created_at: u64,
+    /// The `s2-request-token` of the create that made it: a retry of that
+    /// create succeeds instead of failing with "already exists".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_token: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -145,6 +149,9 @@ pub struct StreamMeta {
     pub id: u64,
     pub config: StreamConfig,
     pub created_at: u64,
+    /// As in [`BasinMeta`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_token: Option<String>,
 }
 
 /// Everything about a stream that changes as records are appended.

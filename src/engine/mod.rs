@@ -183,24 +183,34 @@ impl Engine {
         Ok((page, has_more))
     }
 
+    /// Creates a basin. A retry carrying the same `request_token` as the
+    /// create that made the basin succeeds with [`Provision::Unchanged`].
     pub async fn create_basin(
         &self,
         name: &str,
         patch: &BasinConfigPatch,
-    ) -> EngineResult<BasinInfo> {
+        request_token: Option<&str>,
+    ) -> EngineResult<(BasinInfo, Provision)> {
         names::validate_basin_name(name)?;
         let _admin = self.admin.lock().await;
-        if self.basin_meta(name).is_ok() {
+        if let Ok(meta) = self.basin_meta(name) {
+            if request_token.is_some() && meta.request_token.as_deref() == request_token {
+                let info = BasinInfo {
+                    name: name.into(),
+                    created_at: meta.created_at,
+                };
+                return Ok((info, Provision::Unchanged));
+            }
             return Err(EngineError::BasinExists(name.into()));
         }
-        self.put_basin(
-            name,
-            BasinConfig::default()
+        let meta = BasinMeta {
+            config: BasinConfig::default()
                 .apply(patch)
                 .map_err(EngineError::Invalid)?,
-            now_ms(),
-        )
-        .await
+            created_at: now_ms(),
+            request_token: request_token.map(str::to_owned),
+        };
+        Ok((self.put_basin(name, meta).await?, Provision::Created))
     }
 
     /// Creates the basin, or brings an existing one's config in line with
@@ -222,14 +232,19 @@ impl Engine {
                     };
                     return Ok((info, Provision::Unchanged));
                 }
-                let info = self.put_basin(name, config, meta.created_at).await?;
+                let info = self.put_basin(name, BasinMeta { config, ..meta }).await?;
                 Ok((info, Provision::Updated))
             }
             Err(_) => {
                 let config = BasinConfig::default()
                     .apply(patch)
                     .map_err(EngineError::Invalid)?;
-                let info = self.put_basin(name, config, now_ms()).await?;
+                let meta = BasinMeta {
+                    config,
+                    created_at: now_ms(),
+                    request_token: None,
+                };
+                let info = self.put_basin(name, meta).await?;
                 Ok((info, Provision::Created))
             }
         }
@@ -247,7 +262,7 @@ impl Engine {
         let _admin = self.admin.lock().await;
         let meta = self.basin_meta(name)?;
         let config = meta.config.apply(patch).map_err(EngineError::Invalid)?;
-        self.put_basin(name, config, meta.created_at).await?;
+        self.put_basin(name, BasinMeta { config, ..meta }).await?;
         Ok(config)
     }
 
@@ -267,13 +282,8 @@ impl Engine {
         Ok(())
     }
 
-    async fn put_basin(
-        &self,
-        name: &str,
-        config: BasinConfig,
-        created_at: u64,
-    ) -> EngineResult<BasinInfo> {
-        let meta = BasinMeta { config, created_at };
+    async fn put_basin(&self, name: &str, meta: BasinMeta) -> EngineResult<BasinInfo> {
+        let created_at = meta.created_at;
         let mut batch = WriteBatch::default();
         batch.put(
             Keyspace::Meta,
@@ -317,16 +327,25 @@ impl Engine {
         Ok((page, has_more))
     }
 
+    /// Creates a stream; `request_token` works as in [`Self::create_basin`].
     pub async fn create_stream(
         &self,
         basin: &str,
         name: &str,
         patch: &StreamConfigPatch,
-    ) -> EngineResult<StreamInfo> {
+        request_token: Option<&str>,
+    ) -> EngineResult<(StreamInfo, Provision)> {
         names::validate_stream_name(name)?;
         let _admin = self.admin.lock().await;
         let basin_meta = self.basin_meta(basin)?;
-        if self.stream_meta(basin, name)?.is_some() {
+        if let Some(meta) = self.stream_meta(basin, name)? {
+            if request_token.is_some() && meta.request_token.as_deref() == request_token {
+                let info = StreamInfo {
+                    name: name.into(),
+                    created_at: meta.created_at,
+                };
+                return Ok((info, Provision::Unchanged));
+            }
             return Err(EngineError::StreamExists(name.into()));
         }
         let config = basin_meta
@@ -334,7 +353,10 @@ impl Engine {
             .default_stream_config
             .apply(patch)
             .map_err(EngineError::Invalid)?;
-        self.insert_stream(basin, name, config).await
+        let info = self
+            .insert_stream(basin, name, config, request_token)
+            .await?;
+        Ok((info, Provision::Created))
     }
 
     /// Creates the stream, or brings an existing one's config in line with
@@ -367,7 +389,7 @@ impl Engine {
                     .default_stream_config
                     .apply(patch)
                     .map_err(EngineError::Invalid)?;
-                let info = self.insert_stream(basin, name, config).await?;
+                let info = self.insert_stream(basin, name, config, None).await?;
                 Ok((info, Provision::Created))
             }
         }
@@ -416,6 +438,7 @@ impl Engine {
         basin: &str,
         name: &str,
         config: StreamConfig,
+        request_token: Option<&str>,
     ) -> EngineResult<StreamInfo> {
         let id = match self
             .storage
@@ -431,6 +454,7 @@ impl Engine {
             id,
             config,
             created_at,
+            request_token: request_token.map(str::to_owned),
         };
         let state = StreamState {
             last_write_at: created_at,
@@ -579,7 +603,7 @@ impl Engine {
                     return Err(EngineError::StreamNotFound(name.into()));
                 }
                 names::validate_stream_name(name)?;
-                self.insert_stream(basin, name, basin_meta.config.default_stream_config)
+                self.insert_stream(basin, name, basin_meta.config.default_stream_config, None)
                     .await?;
                 self.stream_meta(basin, name)?
                     .ok_or_else(|| EngineError::StreamNotFound(name.into()))?
