@@ -1179,3 +1179,60 @@ async fn creates_are_idempotent_with_a_request_token() {
         .unwrap();
     expect_error(resp, StatusCode::CONFLICT, "resource_already_exists").await;
 }
+
+#[tokio::test]
+async fn compressed_request_bodies() {
+    use std::io::Write;
+    let server = TestServer::start().await;
+    server.with_stream("c").await;
+    let body = serde_json::to_vec(&json!({"records": [{"body": "squeezed"}]})).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&body).unwrap();
+    let gzipped = gz.finish().unwrap();
+    let zstded = zstd::bulk::compress(&body, 3).unwrap();
+    for (encoding, bytes) in [("gzip", gzipped), ("zstd", zstded)] {
+        let resp = server
+            .post("/v1/streams/c/records")
+            .header("content-type", "application/json")
+            .header("content-encoding", encoding)
+            .body(bytes)
+            .send()
+            .await
+            .unwrap();
+        expect_status(resp, StatusCode::OK).await;
+    }
+    assert_eq!(
+        bodies(&server.read("c", "seq_num=0").await),
+        ["squeezed", "squeezed"]
+    );
+    let resp = server
+        .post("/v1/streams/c/records")
+        .header("content-encoding", "br")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    expect_error(resp, StatusCode::BAD_REQUEST, "bad_header").await;
+    let resp = server
+        .post("/v1/streams/c/records")
+        .header("content-encoding", "gzip")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    expect_error(resp, StatusCode::BAD_REQUEST, "bad_header").await;
+    // A compressed admin request body works too.
+    let config = serde_json::to_vec(&json!({"retention_policy": {"age": 60}})).unwrap();
+    let resp = server
+        .patch("/v1/streams/c")
+        .header("content-type", "application/json")
+        .header("content-encoding", "zstd")
+        .body(zstd::bulk::compress(&config, 3).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        expect_status(resp, StatusCode::OK).await["retention_policy"]["age"],
+        60
+    );
+}

@@ -33,6 +33,8 @@ struct Cli {
     binary: PathBuf,
     endpoint: String,
     home: tempfile::TempDir,
+    /// `S2_COMPRESSION`: the CLI then compresses request bodies and frames.
+    compression: Option<&'static str>,
 }
 
 struct Run {
@@ -55,6 +57,7 @@ impl Cli {
             .env("S2_ACCESS_TOKEN", "not-checked")
             .env("S2_NO_UPDATE_CHECK", "1")
             .env("NO_COLOR", "1")
+            .envs(self.compression.map(|c| ("S2_COMPRESSION", c)))
             .stdin(if stdin.is_some() {
                 Stdio::piped()
             } else {
@@ -113,6 +116,7 @@ async fn the_official_cli_works_against_rill() {
         binary: s2_binary(),
         endpoint: server.base.clone(),
         home: tempfile::tempdir().unwrap(),
+        compression: None,
     };
     let uri = format!("s2://{BASIN}/logs");
     let uri = uri.as_str();
@@ -260,6 +264,9 @@ async fn the_official_cli_works_against_rill() {
         .run(&["append", uri, "-f", "writer-1"], Some("five\n"))
         .await;
     assert!(run.ok, "{}", run.all);
+    // An append naming no token is not checked.
+    let run = cli.run(&["append", uri], Some("untokened\n")).await;
+    assert!(run.ok && run.all.contains("[APPENDED] 6..7"), "{}", run.all);
 
     // match_seq_num.
     let run = cli.run(&["append", uri, "-m", "0"], Some("late\n")).await;
@@ -268,8 +275,8 @@ async fn the_official_cli_works_against_rill() {
         "{}",
         run.all
     );
-    let run = cli.run(&["append", uri, "-m", "6"], Some("six\n")).await;
-    assert!(run.ok && run.all.contains("[APPENDED] 6..7"), "{}", run.all);
+    let run = cli.run(&["append", uri, "-m", "7"], Some("seven\n")).await;
+    assert!(run.ok && run.all.contains("[APPENDED] 7..8"), "{}", run.all);
 
     // Trim: records before 2 are gone.
     assert!(cli
@@ -283,7 +290,7 @@ async fn the_official_cli_works_against_rill() {
     let first: Value = serde_json::from_str(run.stdout.lines().next().unwrap()).unwrap();
     assert_eq!(first["seq_num"], 2);
     assert_eq!(first["body"], "three");
-    assert_eq!(run.stdout.lines().count(), 6, "{}", run.stdout); // 2..=7
+    assert_eq!(run.stdout.lines().count(), 7, "{}", run.stdout); // 2..=8
 
     // A short bench run: its own integrity checks must pass.
     let run = cli
@@ -292,6 +299,27 @@ async fn the_official_cli_works_against_rill() {
         ])
         .await;
     assert!(run.all.contains("Catchup:"), "{}", run.all);
+
+    // With compression on, requests and session frames are compressed.
+    let zstd_cli = Cli {
+        compression: Some("zstd"),
+        home: tempfile::tempdir().unwrap(),
+        binary: cli.binary.clone(),
+        endpoint: cli.endpoint.clone(),
+    };
+    let squeezed = format!("s2://{BASIN}/squeezed");
+    zstd_cli.ok(&["create-stream", &squeezed]).await;
+    let big = format!("{}\n", "z".repeat(5000));
+    let run = zstd_cli.run(&["append", &squeezed], Some(&big)).await;
+    assert!(run.ok, "{}", run.all);
+    assert_eq!(
+        zstd_cli
+            .ok(&["read", &squeezed, "-s", "0", "-n", "1"])
+            .await
+            .stdout,
+        big
+    );
+    zstd_cli.ok(&["delete-stream", &squeezed]).await;
 
     // Deleting.
     cli.ok(&["delete-stream", uri]).await;

@@ -3,7 +3,7 @@
 //! Two S2 errors have their own bodies: 412 (an append's condition failed)
 //! and 416 (a read started past the tail).
 
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -107,19 +107,6 @@ impl From<EngineError> for ApiError {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", message)
             }
         }
-    }
-}
-
-impl From<JsonRejection> for ApiError {
-    fn from(rejection: JsonRejection) -> Self {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            return ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                "the request body is too large",
-            );
-        }
-        ApiError::bad_json(rejection.body_text())
     }
 }
 

@@ -2,12 +2,16 @@
 //! addressed to, the record format, and JSON/query/path parsing that fails
 //! with our error bodies instead of axum's plain-text ones.
 
+use std::io::Read;
+
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::HeaderMap;
+use axum::http::{header, HeaderMap, StatusCode};
+use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
+use super::MAX_BODY_BYTES;
 use crate::engine::names::validate_basin_name;
 use crate::wire::json::Format;
 
@@ -85,15 +89,57 @@ impl<S: Send + Sync> FromRequestParts<S> for RecordFormat {
     }
 }
 
-/// `axum::Json` with our error body on rejection.
+/// Reads a whole request body, at most `MAX_BODY_BYTES`, and undoes its
+/// `Content-Encoding` (`gzip` or `zstd`, what S2 clients send when asked to
+/// compress), with the same limit on the decompressed size.
+pub async fn read_body(headers: &HeaderMap, body: axum::body::Body) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
+        )
+    };
+    let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
+        .await
+        .map_err(|_| too_large())?;
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .map(|v| v.to_str().unwrap_or("").trim().to_ascii_lowercase());
+    let limit = MAX_BODY_BYTES as u64 + 1;
+    let mut decoded = Vec::new();
+    let result = match encoding.as_deref() {
+        None | Some("") | Some("identity") => return Ok(bytes),
+        Some("gzip") => flate2::read::GzDecoder::new(&bytes[..])
+            .take(limit)
+            .read_to_end(&mut decoded),
+        Some("zstd") => zstd::stream::read::Decoder::new(&bytes[..])
+            .and_then(|d| d.take(limit).read_to_end(&mut decoded)),
+        Some(other) => {
+            return Err(ApiError::bad_header(format!(
+                "unsupported Content-Encoding `{other}`; use gzip or zstd"
+            )))
+        }
+    };
+    result.map_err(|e| ApiError::bad_header(format!("the body could not be decompressed: {e}")))?;
+    if decoded.len() > MAX_BODY_BYTES {
+        return Err(too_large());
+    }
+    Ok(Bytes::from(decoded))
+}
+
+/// A JSON body, with our error bodies on failure.
 pub struct Json<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let axum::Json(value) = axum::Json::<T>::from_request(req, state).await?;
-        Ok(Json(value))
+    async fn from_request(req: Request, _: &S) -> Result<Self, ApiError> {
+        let (parts, body) = req.into_parts();
+        let bytes = read_body(&parts.headers, body).await?;
+        serde_json::from_slice(&bytes)
+            .map(Json)
+            .map_err(|e| ApiError::bad_json(format!("invalid JSON body: {e}")))
     }
 }
 
@@ -103,10 +149,9 @@ pub struct OptionalJson<T>(pub Option<T>);
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for OptionalJson<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = axum::body::Bytes::from_request(req, state)
-            .await
-            .map_err(|e| ApiError::bad_json(e.body_text()))?;
+    async fn from_request(req: Request, _: &S) -> Result<Self, ApiError> {
+        let (parts, body) = req.into_parts();
+        let bytes = read_body(&parts.headers, body).await?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(OptionalJson(None));
         }

@@ -7,12 +7,11 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
 use prost::Message;
 use serde::Deserialize;
 
 use super::error::{ApiError, ApiResult};
-use super::extract::{Basin, Path, Query, RecordFormat};
+use super::extract::{read_body, Basin, Path, Query, RecordFormat};
 use super::s2s;
 use super::sse::{self, SessionResume};
 use super::AppState;
@@ -80,7 +79,7 @@ pub async fn append(
             ));
         }
         Encoding::Proto => {
-            let bytes = read_body(body).await?;
+            let bytes = read_body(&headers, body).await?;
             crate::wire::proto::AppendInput::decode(bytes)
                 .map_err(|e| {
                     ApiError::new(
@@ -92,7 +91,7 @@ pub async fn append(
                 .into()
         }
         Encoding::Json => {
-            let bytes = read_body(body).await?;
+            let bytes = read_body(&headers, body).await?;
             let input: json::AppendInput = serde_json::from_slice(&bytes)
                 .map_err(|e| ApiError::bad_json(format!("invalid append JSON: {e}")))?;
             input.into_engine(format).map_err(ApiError::invalid)?
@@ -103,21 +102,6 @@ pub async fn append(
         return Ok(proto_response(&crate::wire::proto::AppendAck::from(ack)));
     }
     Ok(axum::Json(Ack::from(ack)).into_response())
-}
-
-async fn read_body(body: Body) -> ApiResult<Bytes> {
-    axum::body::to_bytes(body, super::MAX_BODY_BYTES)
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                format!(
-                    "the request body is larger than {} bytes",
-                    super::MAX_BODY_BYTES
-                ),
-            )
-        })
 }
 
 pub async fn check_tail(
