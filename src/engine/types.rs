@@ -45,6 +45,15 @@ impl SequencedRecord {
 }
 
 /// S2's metering: a fixed 8 bytes per record, 2 per header, plus the payload.
+///
+/// ```
+/// use bytes::Bytes;
+/// use rill::engine::types::{metered_size, Header};
+///
+/// let header = Header { name: Bytes::from("k"), value: Bytes::from("vv") };
+/// assert_eq!(metered_size(&[header], b"body"), 8 + 2 + 3 + 4);
+/// assert_eq!(metered_size(&[], b""), 8);
+/// ```
 pub fn metered_size(headers: &[Header], body: &[u8]) -> usize {
     8 + 2 * headers.len()
         + headers

@@ -84,6 +84,16 @@ pub enum Frame {
 }
 
 /// Encodes a regular message, compressing it if it is large enough.
+///
+/// ```
+/// use rill::wire::s2s::{encode, Compression, Decoder, Frame};
+///
+/// let bytes = encode(b"hello", Compression::Zstd); // small: sent as is
+/// assert_eq!(&bytes[..4], &[0, 0, 6, 0]); // length 6 = flag + 5, no flags
+/// let mut decoder = Decoder::default();
+/// decoder.push(&bytes);
+/// assert_eq!(decoder.next_frame().unwrap(), Some(Frame::Message("hello".into())));
+/// ```
 pub fn encode(body: &[u8], compression: Compression) -> Bytes {
     let (compression, payload) = if body.len() >= COMPRESSION_THRESHOLD {
         match compress(body, compression) {
