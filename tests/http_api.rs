@@ -1031,6 +1031,12 @@ async fn retention_by_age_and_delete_on_empty() {
         2,
         "trimming keeps the tail"
     );
+    // Age counts from arrival: a record stamped near the epoch that arrived
+    // a moment ago is kept.
+    assert_eq!(
+        bodies(&server.read("old-stamps", "seq_num=0").await),
+        ["ancient-but-new"]
+    );
     server.append("short-lived", &["new"]).await;
     assert_eq!(
         bodies(&server.read("short-lived", "seq_num=0").await),

@@ -25,6 +25,8 @@ const BASIN: &str = "sdk-basin";
 /// started again on the same data.
 struct Server {
     addr: std::net::SocketAddr,
+    /// Kept open across restarts, so no other test can take the port.
+    socket: std::net::TcpListener,
     dir: Arc<tempfile::TempDir>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -33,19 +35,22 @@ struct Server {
 impl Server {
     async fn start() -> Self {
         let dir = Arc::new(tempfile::tempdir().unwrap());
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        socket.set_nonblocking(true).unwrap();
+        let addr = socket.local_addr().unwrap();
         let mut server = Self {
             addr,
+            socket,
             dir,
             stop: None,
             task: None,
         };
-        server.run_on(listener);
+        server.run_on_socket();
         server
     }
 
-    fn run_on(&mut self, listener: TcpListener) {
+    fn run_on_socket(&mut self) {
+        let listener = TcpListener::from_std(self.socket.try_clone().unwrap()).unwrap();
         let storage = Arc::new(FjallStorage::open(self.dir.path()).unwrap());
         let engine = Engine::open(storage).unwrap();
         let (tx, rx) = oneshot::channel::<()>();
@@ -62,10 +67,7 @@ impl Server {
     async fn restart(&mut self) {
         let _ = self.stop.take().unwrap().send(());
         self.task.take().unwrap().await.unwrap();
-        let listener = TcpListener::bind(self.addr)
-            .await
-            .expect("the same port binds again");
-        self.run_on(listener);
+        self.run_on_socket();
     }
 
     fn client(&self) -> S2 {

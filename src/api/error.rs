@@ -84,6 +84,15 @@ impl From<EngineError> for ApiError {
             EngineError::StreamNotFound(_) => {
                 ApiError::new(StatusCode::NOT_FOUND, "stream_not_found", message)
             }
+            EngineError::CollectionNotFound(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, "collection_not_found", message)
+            }
+            EngineError::RecordNotFound(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, "record_not_found", message)
+            }
+            EngineError::VersionMismatch { .. } => {
+                ApiError::new(StatusCode::PRECONDITION_FAILED, "version_mismatch", message)
+            }
             EngineError::AccessTokenNotFound(_) => {
                 ApiError::new(StatusCode::NOT_FOUND, "access_token_not_found", message)
             }

@@ -6,6 +6,7 @@
 
 mod account;
 mod basins;
+mod collections;
 pub mod error;
 mod extract;
 mod records;
@@ -18,7 +19,7 @@ use std::sync::Arc;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get};
+use axum::routing::{delete, get, post};
 use axum::Router;
 use serde::{Deserialize, Serialize};
 
@@ -62,6 +63,27 @@ pub fn router(engine: Arc<Engine>) -> Router {
             get(account::list_tokens).post(account::issue_token),
         )
         .route("/access-tokens/{id}", delete(account::revoke_token))
+        .route("/collections", get(collections::list))
+        .route(
+            "/collections/{collection}",
+            get(collections::get)
+                .put(collections::ensure)
+                .delete(collections::delete),
+        )
+        .route(
+            "/collections/{collection}/records",
+            post(collections::write_batch),
+        )
+        .route(
+            "/collections/{collection}/records/{id}",
+            get(collections::get_record)
+                .put(collections::put_record)
+                .delete(collections::delete_record),
+        )
+        .route(
+            "/collections/{collection}/updated",
+            get(collections::updated),
+        )
         .route("/metrics", get(account::account_metrics))
         .route("/metrics/{basin}", get(account::basin_metrics))
         .route("/metrics/{basin}/{stream}", get(account::stream_metrics));

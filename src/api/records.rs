@@ -7,7 +7,6 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use prost::Message;
 use serde::Deserialize;
 
 use super::error::{ApiError, ApiResult};
@@ -80,15 +79,8 @@ pub async fn append(
         }
         Encoding::Proto => {
             let bytes = read_body(&headers, body).await?;
-            crate::wire::proto::AppendInput::decode(bytes)
-                .map_err(|e| {
-                    ApiError::new(
-                        StatusCode::BAD_REQUEST,
-                        "bad_proto",
-                        format!("invalid AppendInput: {e}"),
-                    )
-                })?
-                .into()
+            crate::wire::proto::decode_append_input(bytes)
+                .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_proto", e))?
         }
         Encoding::Json => {
             let bytes = read_body(&headers, body).await?;

@@ -14,6 +14,16 @@ pub enum EngineError {
     BasinExists(String),
     #[error("stream `{0}` already exists")]
     StreamExists(String),
+    #[error("collection `{0}` not found")]
+    CollectionNotFound(String),
+    #[error("record `{0}` not found")]
+    RecordNotFound(String),
+    #[error("record `{id}` is at version {actual}, not the expected {expected}")]
+    VersionMismatch {
+        id: String,
+        expected: u64,
+        actual: u64,
+    },
     #[error("access token `{0}` already exists")]
     AccessTokenExists(String),
     #[error("access token `{0}` not found")]

@@ -18,6 +18,7 @@ const STREAM_TAG: u8 = b'S';
 const STATE_TAG: u8 = b'T';
 const PURGE_TAG: u8 = b'P';
 const ACCESS_TOKEN_TAG: u8 = b'A';
+const COLLECTION_TAG: u8 = b'C';
 const NEXT_STREAM_ID_KEY: &[u8] = b"N";
 
 /// `B{basin}` → [`BasinMeta`] as JSON.
@@ -70,6 +71,47 @@ pub fn purge_prefix() -> Vec<u8> {
 
 pub fn purge_id_from_key(key: &[u8]) -> Option<u64> {
     read_u64(key.strip_prefix(&[PURGE_TAG])?)
+}
+
+/// `C{basin}\0{collection}` → [`CollectionMeta`] as JSON.
+pub fn collection_key(basin: &str, collection: &str) -> Vec<u8> {
+    let mut key = collection_prefix(basin);
+    key.extend_from_slice(collection.as_bytes());
+    key
+}
+
+pub fn collection_prefix(basin: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(2 + basin.len());
+    key.push(COLLECTION_TAG);
+    key.extend_from_slice(basin.as_bytes());
+    key.push(0);
+    key
+}
+
+/// Docs keyspace: `{collection id}{record id}` → [`Doc`] as JSON.
+pub fn doc_key(collection_id: u64, record_id: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(8 + record_id.len());
+    key.extend_from_slice(&collection_id.to_be_bytes());
+    key.extend_from_slice(record_id.as_bytes());
+    key
+}
+
+/// Changes keyspace: `{collection id}{updated_at}{record id}` → empty. One
+/// entry per record, at its latest change: this is the records stream,
+/// ordered by `(updated_at, id)` as the `/updated` cursor pages it.
+pub fn change_key(collection_id: u64, updated_at: u64, record_id: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(16 + record_id.len());
+    key.extend_from_slice(&collection_id.to_be_bytes());
+    key.extend_from_slice(&updated_at.to_be_bytes());
+    key.extend_from_slice(record_id.as_bytes());
+    key
+}
+
+/// The (updated_at, record id) of a changes key.
+pub fn parse_change_key(key: &[u8]) -> Option<(u64, String)> {
+    let updated_at = read_u64(key.get(8..16)?)?;
+    let id = std::str::from_utf8(key.get(16..)?).ok()?.to_string();
+    Some((updated_at, id))
 }
 
 /// `A{token id}` → the token's `AccessTokenInfo` as JSON.
@@ -152,6 +194,25 @@ pub struct StreamMeta {
     /// As in [`BasinMeta`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_token: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CollectionMeta {
+    pub id: u64,
+    pub config: super::collections::CollectionConfig,
+    pub created_at: u64,
+    /// The stream that holds the collection's change events.
+    pub events_stream: String,
+}
+
+/// A collection record as stored: its latest version.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Doc {
+    pub data: serde_json::Map<String, serde_json::Value>,
+    pub version: u64,
+    pub created_at: u64,
+    pub updated_at: u64,
+    pub deleted: bool,
 }
 
 /// Everything about a stream that changes as records are appended.

@@ -6,6 +6,7 @@
 //! ([`streamer`]); reads go straight to storage, bounded by the stream's
 //! durable tail.
 
+pub mod collections;
 pub mod committer;
 pub mod config;
 pub mod error;
@@ -92,6 +93,8 @@ pub struct Engine {
     basins: RwLock<BTreeMap<String, BasinMeta>>,
     /// Streams with a running task.
     streams: Mutex<HashMap<StreamKey, Arc<StreamHandle>>>,
+    /// Collections in use.
+    collections: Mutex<HashMap<StreamKey, Arc<collections::CollectionHandle>>>,
     /// Set when shutdown begins, so long polls and sessions end and let the
     /// HTTP server drain.
     closing: tokio::sync::watch::Sender<bool>,
@@ -132,6 +135,7 @@ impl Engine {
             admin: tokio::sync::Mutex::new(()),
             basins: RwLock::new(basins),
             streams: Mutex::new(HashMap::new()),
+            collections: Mutex::new(HashMap::new()),
             purged: Mutex::new(HashMap::new()),
             closing: tokio::sync::watch::Sender::new(false),
         }))
@@ -276,6 +280,11 @@ impl Engine {
             self.stop_stream(name, stream).await;
             delete_stream_ops(&mut batch, name, stream, meta.id);
         }
+        for (collection, id) in self.collection_ids(name)? {
+            lock(&self.collections).remove(&(name.to_string(), collection.clone()));
+            batch.delete(Keyspace::Meta, keys::collection_key(name, &collection));
+            batch.put(Keyspace::Meta, keys::purge_key(id), Vec::new());
+        }
         batch.delete(Keyspace::Meta, keys::basin_key(name));
         self.committer.commit(batch).await?;
         write_lock(&self.basins).remove(name);
@@ -336,6 +345,7 @@ impl Engine {
         request_token: Option<&str>,
     ) -> EngineResult<(StreamInfo, Provision)> {
         names::validate_stream_name(name)?;
+        Self::check_writable(name)?;
         let _admin = self.admin.lock().await;
         let basin_meta = self.basin_meta(basin)?;
         if let Some(meta) = self.stream_meta(basin, name)? {
@@ -368,6 +378,7 @@ impl Engine {
         patch: &StreamConfigPatch,
     ) -> EngineResult<(StreamInfo, Provision)> {
         names::validate_stream_name(name)?;
+        Self::check_writable(name)?;
         let _admin = self.admin.lock().await;
         let basin_meta = self.basin_meta(basin)?;
         match self.stream_meta(basin, name)? {
@@ -409,6 +420,7 @@ impl Engine {
         name: &str,
         patch: &StreamConfigPatch,
     ) -> EngineResult<StreamConfig> {
+        Self::check_writable(name)?;
         let _admin = self.admin.lock().await;
         self.basin_meta(basin)?;
         let meta = self
@@ -421,6 +433,7 @@ impl Engine {
 
     /// Deletes the stream at once; its records are removed in the background.
     pub async fn delete_stream(&self, basin: &str, name: &str) -> EngineResult<()> {
+        Self::check_writable(name)?;
         let _admin = self.admin.lock().await;
         self.basin_meta(basin)?;
         let meta = self
@@ -629,12 +642,23 @@ impl Engine {
 
     // ---- records ----
 
+    /// Streams that belong to a collection are written only through it.
+    fn check_writable(stream: &str) -> EngineResult<()> {
+        if stream.starts_with(collections::EVENTS_STREAM_PREFIX) {
+            return Err(EngineError::Invalid(format!(
+                "stream `{stream}` holds a collection's events and is written only through the collection"
+            )));
+        }
+        Ok(())
+    }
+
     pub async fn append(
         &self,
         basin: &str,
         stream: &str,
         input: AppendInput,
     ) -> EngineResult<AppendAck> {
+        Self::check_writable(stream)?;
         // Reject a malformed batch before it can create a stream.
         streamer::validate_batch(&input, config::TimestampingMode::ClientPrefer)?;
         self.stream(basin, stream, CreateIf::OnAppend)
@@ -647,6 +671,7 @@ impl Engine {
     /// (many may be in flight) and applied in order, and none is applied
     /// after one fails.
     pub async fn append_session(&self, basin: &str, stream: &str) -> EngineResult<AppendSession> {
+        Self::check_writable(stream)?;
         Ok(AppendSession {
             handle: self.stream(basin, stream, CreateIf::OnAppend).await?,
             aborted: Arc::default(),

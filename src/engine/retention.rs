@@ -234,7 +234,7 @@ impl Engine {
         Ok(())
     }
 
-    /// Removes everything left of streams that were deleted.
+    /// Removes everything left of streams and collections that were deleted.
     async fn purge_deleted_streams(&self) -> EngineResult<()> {
         let mut ids = Vec::new();
         self.storage.scan(
@@ -251,7 +251,15 @@ impl Engine {
         for id in ids {
             // Every key of a stream starts with its id, in every keyspace.
             let (start, end) = (id.to_be_bytes().to_vec(), prefix_end(&id.to_be_bytes()));
-            for keyspace in [Keyspace::Records, Keyspace::Timestamps, Keyspace::Arrivals] {
+            // (A deleted collection's documents and changes too: stream and
+            // collection ids come from one counter.)
+            for keyspace in [
+                Keyspace::Records,
+                Keyspace::Timestamps,
+                Keyspace::Arrivals,
+                Keyspace::Docs,
+                Keyspace::Changes,
+            ] {
                 loop {
                     let mut batch = WriteBatch::default();
                     self.storage.scan(keyspace, &start, &end, &mut |key, _| {

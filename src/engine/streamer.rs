@@ -40,6 +40,9 @@ pub struct Visible {
 pub enum Command {
     Append {
         input: AppendInput,
+        /// Other writes to commit in the same atomic batch as the records
+        /// (a collection's documents and index, with its change events).
+        extra: WriteBatch,
         /// Set for appends of an append session: once one of its appends
         /// fails, the flag is raised and its later appends are refused, so
         /// a session never applies an append after a failed one.
@@ -84,6 +87,25 @@ impl StreamHandle {
         self.submit(input, None).await?.await
     }
 
+    /// Appends `input` and commits `extra` in the same atomic batch: both
+    /// become durable (and visible) together, or neither does.
+    pub async fn append_with(
+        &self,
+        input: AppendInput,
+        extra: WriteBatch,
+    ) -> EngineResult<AppendAck> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Append {
+            input,
+            extra,
+            session: None,
+            reply,
+        })
+        .await?;
+        rx.await
+            .map_err(|_| EngineError::StreamNotFound(self.name.clone()))?
+    }
+
     /// Queues an append behind all earlier ones and returns, without waiting
     /// for it to be durable, a future of its acknowledgement. Appends are
     /// sequenced and acknowledged in the order they are submitted.
@@ -95,6 +117,7 @@ impl StreamHandle {
         let (reply, rx) = oneshot::channel();
         self.send(Command::Append {
             input,
+            extra: WriteBatch::default(),
             session,
             reply,
         })
@@ -163,6 +186,7 @@ impl StreamTask {
             match command {
                 Command::Append {
                     input,
+                    extra,
                     session,
                     reply,
                 } => {
@@ -171,7 +195,10 @@ impl StreamTask {
                         continue;
                     }
                     match self.append(input) {
-                        Ok((batch, ack)) => self.submit(batch, Some((reply, ack)), session),
+                        Ok((mut batch, ack)) => {
+                            batch.extend(extra);
+                            self.submit(batch, Some((reply, ack)), session)
+                        }
                         Err(err) => {
                             if let Some(session) = session {
                                 session.store(true, Ordering::Release);

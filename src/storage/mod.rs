@@ -30,14 +30,20 @@ pub enum Keyspace {
     Timestamps = 2,
     /// Sparse index by (stream id, arrival time, seq num), for retention.
     Arrivals = 3,
+    /// Collection documents by (collection id, record id).
+    Docs = 4,
+    /// A collection's records stream: (collection id, updated_at, record id).
+    Changes = 5,
 }
 
 impl Keyspace {
-    pub const ALL: [Keyspace; 4] = [
+    pub const ALL: [Keyspace; 6] = [
         Keyspace::Meta,
         Keyspace::Records,
         Keyspace::Timestamps,
         Keyspace::Arrivals,
+        Keyspace::Docs,
+        Keyspace::Changes,
     ];
 
     pub fn name(self) -> &'static str {
@@ -46,6 +52,8 @@ impl Keyspace {
             Keyspace::Records => "records",
             Keyspace::Timestamps => "timestamps",
             Keyspace::Arrivals => "arrivals",
+            Keyspace::Docs => "docs",
+            Keyspace::Changes => "changes",
         }
     }
 

@@ -141,41 +141,79 @@ impl From<&types::ReadBatch> for ReadBatch {
     }
 }
 
-/// Counts the `records` of an encoded `AppendInput` without decoding them,
-/// so an oversized batch is refused before it is built in memory (a 2 MiB
-/// message can hold a million empty records). `None` if malformed.
-pub fn append_input_record_count(mut buf: &[u8]) -> Option<usize> {
+/// Walks the fields of one protobuf message without decoding it, calling
+/// `field` with each field number and, for length-delimited fields, their
+/// bytes. `None` if the message is malformed.
+fn walk_fields(
+    mut buf: &[u8],
+    mut field: impl FnMut(u32, Option<&[u8]>) -> Option<()>,
+) -> Option<()> {
     use prost::encoding::{decode_key, decode_varint, WireType};
-    let mut count = 0;
     while !buf.is_empty() {
         let (tag, wire_type) = decode_key(&mut buf).ok()?;
-        let skip = match wire_type {
+        match wire_type {
             WireType::Varint => {
                 decode_varint(&mut buf).ok()?;
-                0
+                field(tag, None)?;
             }
             WireType::LengthDelimited => {
-                if tag == 1 {
-                    count += 1;
-                }
-                usize::try_from(decode_varint(&mut buf).ok()?).ok()?
+                let len = usize::try_from(decode_varint(&mut buf).ok()?).ok()?;
+                let (bytes, rest) = (buf.get(..len)?, buf.get(len..)?);
+                field(tag, Some(bytes))?;
+                buf = rest;
             }
-            WireType::SixtyFourBit => 8,
-            WireType::ThirtyTwoBit => 4,
+            WireType::SixtyFourBit => buf = buf.get(8..)?,
+            WireType::ThirtyTwoBit => buf = buf.get(4..)?,
             WireType::StartGroup | WireType::EndGroup => return None,
-        };
-        buf = buf.get(skip..)?;
+        }
     }
-    Some(count)
+    Some(())
+}
+
+/// The number of records and their metered size in an encoded
+/// `AppendInput`, found without building it: a 2 MiB message can hold a
+/// million empty records or headers, so limits are checked first.
+/// `None` if the message is malformed.
+pub fn append_input_extent(buf: &[u8]) -> Option<(usize, usize)> {
+    let (mut records, mut metered) = (0usize, 0usize);
+    walk_fields(buf, |tag, bytes| {
+        if tag == 1 {
+            records += 1;
+            metered += 8;
+            walk_fields(bytes?, |tag, bytes| {
+                match tag {
+                    // A header: 2 metered bytes plus its name and value.
+                    2 => {
+                        metered += 2;
+                        walk_fields(bytes?, |_, part| {
+                            metered += part.map_or(0, <[u8]>::len);
+                            Some(())
+                        })?;
+                    }
+                    3 => metered += bytes?.len(),
+                    _ => {}
+                }
+                Some(())
+            })?;
+        }
+        Some(())
+    })?;
+    Some((records, metered))
 }
 
 /// Decodes an `AppendInput`, refusing more records than an append may hold.
 pub fn decode_append_input(bytes: Bytes) -> Result<types::AppendInput, String> {
-    let count = append_input_record_count(&bytes).ok_or("malformed AppendInput message")?;
+    let (count, metered) = append_input_extent(&bytes).ok_or("malformed AppendInput message")?;
     if count > types::MAX_BATCH_RECORDS {
         return Err(format!(
             "an append may contain at most {} records, got {count}",
             types::MAX_BATCH_RECORDS
+        ));
+    }
+    if metered > types::MAX_BATCH_BYTES {
+        return Err(format!(
+            "an append may contain at most {} metered bytes",
+            types::MAX_BATCH_BYTES
         ));
     }
     prost::Message::decode(bytes)
@@ -211,7 +249,7 @@ mod tests {
             fencing_token: Some("t".into()),
         };
         let bytes = input.encode_to_vec();
-        assert_eq!(append_input_record_count(&bytes), Some(3));
+        assert_eq!(append_input_extent(&bytes), Some((3, 3 * 9)));
         assert_eq!(
             decode_append_input(Bytes::from(bytes))
                 .unwrap()
@@ -219,8 +257,16 @@ mod tests {
                 .len(),
             3
         );
-        assert_eq!(append_input_record_count(&[0x0a, 0x05, 0x01]), None);
+        assert_eq!(append_input_extent(&[0x0a, 0x05, 0x01]), None);
         let many: Vec<u8> = std::iter::repeat_n([0x0a, 0x00], 1001).flatten().collect();
         assert!(decode_append_input(Bytes::from(many)).is_err());
+        // One record with a million empty headers is refused unbuilt.
+        let headers: Vec<u8> = std::iter::repeat_n([0x12, 0x00], 1_000_000)
+            .flatten()
+            .collect();
+        let mut record = vec![0x0a];
+        prost::encoding::encode_varint(headers.len() as u64, &mut record);
+        record.extend_from_slice(&headers);
+        assert!(decode_append_input(Bytes::from(record)).is_err());
     }
 }

@@ -1,0 +1,301 @@
+//! `/v1/collections`: collections, their records, and the `/updated`
+//! cursor over the records stream.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+use super::error::{ApiError, ApiResult};
+use super::extract::{Basin, Json, OptionalJson, Path, Query};
+use super::{detached, provision_response, AppState, ListParams};
+use crate::engine::collections::{
+    CollectionConfig, CollectionConfigPatch, CollectionInfo, Cursor, RecordView, WriteOp,
+    DEFAULT_PAGE,
+};
+use crate::wire::json::rfc3339;
+
+#[derive(Serialize)]
+pub struct CollectionJson {
+    name: String,
+    config: CollectionConfig,
+    created_at: String,
+    /// The stream of change events, readable with the stream API.
+    events_stream: String,
+}
+
+impl From<CollectionInfo> for CollectionJson {
+    fn from(info: CollectionInfo) -> Self {
+        Self {
+            name: info.name,
+            config: info.config,
+            created_at: rfc3339(info.created_at),
+            events_stream: info.events_stream,
+        }
+    }
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    Basin(basin): Basin,
+    Query(params): Query<ListParams>,
+) -> ApiResult<axum::Json<Value>> {
+    let (collections, has_more) = state.engine.list_collections(&basin, &params.into())?;
+    let collections: Vec<CollectionJson> = collections.into_iter().map(Into::into).collect();
+    Ok(axum::Json(
+        json!({ "collections": collections, "has_more": has_more }),
+    ))
+}
+
+pub async fn ensure(
+    State(state): State<AppState>,
+    Basin(basin): Basin,
+    Path(name): Path<String>,
+    OptionalJson(patch): OptionalJson<CollectionConfigPatch>,
+) -> ApiResult<Response> {
+    let engine = state.engine;
+    let (info, provision) = detached(async move {
+        engine
+            .ensure_collection(&basin, &name, &patch.unwrap_or_default())
+            .await
+    })
+    .await?;
+    Ok(provision_response(provision, CollectionJson::from(info)))
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    Basin(basin): Basin,
+    Path(name): Path<String>,
+) -> ApiResult<axum::Json<CollectionJson>> {
+    Ok(axum::Json(
+        state.engine.collection_info(&basin, &name)?.into(),
+    ))
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    Basin(basin): Basin,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    let engine = state.engine;
+    detached(async move { engine.delete_collection(&basin, &name).await }).await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+#[derive(Deserialize, Default)]
+pub struct WriteParams {
+    /// The write applies only if the record is at this version (0: absent).
+    expected_version: Option<u64>,
+}
+
+fn object(data: Value) -> ApiResult<Map<String, Value>> {
+    match data {
+        Value::Object(map) => Ok(map),
+        other => Err(ApiError::invalid(format!(
+            "record data must be a JSON object, got {}",
+            match other {
+                Value::Null => "null",
+                Value::Bool(_) => "a boolean",
+                Value::Number(_) => "a number",
+                Value::String(_) => "a string",
+                Value::Array(_) => "an array",
+                Value::Object(_) => "an object",
+            }
+        ))),
+    }
+}
+
+async fn write_one(
+    state: AppState,
+    basin: String,
+    collection: String,
+    op: WriteOp,
+) -> ApiResult<axum::Json<RecordView>> {
+    let engine = state.engine;
+    let mut views =
+        detached(async move { engine.write_records(&basin, &collection, vec![op]).await }).await?;
+    Ok(axum::Json(views.remove(0)))
+}
+
+pub async fn put_record(
+    State(state): State<AppState>,
+    Basin(basin): Basin,
+    Path((collection, id)): Path<(String, String)>,
+    Query(params): Query<WriteParams>,
+    Json(data): Json<Value>,
+) -> ApiResult<axum::Json<RecordView>> {
+    let op = WriteOp::Upsert {
+        id,
+        data: object(data)?,
+        expected_version: params.expected_version,
+    };
+    write_one(state, basin, collection, op).await
+}
+
+pub async fn delete_record(
+    State(state): State<AppState>,
+    Basin(basin): Basin,
+    Path((collection, id)): Path<(String, String)>,
+    Query(params): Query<WriteParams>,
+) -> ApiResult<axum::Json<RecordView>> {
+    let op = WriteOp::Delete {
+        id,
+        expected_version: params.expected_version,
+    };
+    write_one(state, basin, collection, op).await
+}
+
+pub async fn get_record(
+    State(state): State<AppState>,
+    Basin(basin): Basin,
+    Path((collection, id)): Path<(String, String)>,
+) -> ApiResult<axum::Json<RecordView>> {
+    Ok(axum::Json(
+        state.engine.get_record(&basin, &collection, &id).await?,
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchWrite {
+    #[serde(default)]
+    upserts: Vec<BatchUpsert>,
+    #[serde(default)]
+    deletes: Vec<BatchDelete>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchUpsert {
+    id: String,
+    data: Value,
+    #[serde(default)]
+    expected_version: Option<u64>,
+}
+
+/// A record id, or `{"id", "expected_version"}`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum BatchDelete {
+    Id(String),
+    Conditional {
+        id: String,
+        expected_version: Option<u64>,
+    },
+}
+
+pub async fn write_batch(
+    State(state): State<AppState>,
+    Basin(basin): Basin,
+    Path(collection): Path<String>,
+    Json(batch): Json<BatchWrite>,
+) -> ApiResult<axum::Json<Value>> {
+    let mut ops = Vec::with_capacity(batch.upserts.len() + batch.deletes.len());
+    for upsert in batch.upserts {
+        ops.push(WriteOp::Upsert {
+            id: upsert.id,
+            data: object(upsert.data)?,
+            expected_version: upsert.expected_version,
+        });
+    }
+    for delete in batch.deletes {
+        let (id, expected_version) = match delete {
+            BatchDelete::Id(id) => (id, None),
+            BatchDelete::Conditional {
+                id,
+                expected_version,
+            } => (id, expected_version),
+        };
+        ops.push(WriteOp::Delete {
+            id,
+            expected_version,
+        });
+    }
+    let engine = state.engine;
+    let records =
+        detached(async move { engine.write_records(&basin, &collection, ops).await }).await?;
+    Ok(axum::Json(json!({ "records": records })))
+}
+
+#[derive(Deserialize, Default)]
+pub struct UpdatedParams {
+    /// Epoch milliseconds or RFC 3339.
+    updated_after: Option<String>,
+    after_id: Option<String>,
+    cursor: Option<String>,
+    limit: Option<usize>,
+}
+
+/// Epoch milliseconds, or an RFC 3339 time.
+fn parse_time(text: &str) -> ApiResult<u64> {
+    if let Ok(ms) = text.parse::<u64>() {
+        return Ok(ms);
+    }
+    let time = humantime::parse_rfc3339_weak(text).map_err(|_| {
+        ApiError::invalid(format!(
+            "updated_after `{text}` is neither epoch milliseconds nor an RFC 3339 time"
+        ))
+    })?;
+    let since_epoch = time
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|_| ApiError::invalid("updated_after is before 1970"))?;
+    Ok(since_epoch.as_millis() as u64)
+}
+
+/// The opaque cursor: base64url of `[updated_after, after_id]`.
+fn encode_cursor(cursor: &Cursor) -> String {
+    URL_SAFE_NO_PAD.encode(json!([cursor.updated_after, cursor.after_id]).to_string())
+}
+
+fn decode_cursor(text: &str) -> ApiResult<Cursor> {
+    let bad = || ApiError::invalid("malformed cursor: pass back a `cursor` exactly as returned");
+    let bytes = URL_SAFE_NO_PAD.decode(text).map_err(|_| bad())?;
+    let (updated_after, after_id): (u64, Option<String>) =
+        serde_json::from_slice(&bytes).map_err(|_| bad())?;
+    Ok(Cursor {
+        updated_after,
+        after_id,
+    })
+}
+
+pub async fn updated(
+    State(state): State<AppState>,
+    Basin(basin): Basin,
+    Path(collection): Path<String>,
+    Query(params): Query<UpdatedParams>,
+) -> ApiResult<axum::Json<Value>> {
+    let cursor = match (&params.cursor, &params.updated_after, &params.after_id) {
+        (Some(token), None, None) => decode_cursor(token)?,
+        (Some(_), _, _) => {
+            return Err(ApiError::invalid(
+                "pass either `cursor` or `updated_after` (+ `after_id`), not both",
+            ))
+        }
+        (None, Some(after), id) => Cursor {
+            updated_after: parse_time(after)?,
+            after_id: id.clone(),
+        },
+        (None, None, Some(_)) => return Err(ApiError::invalid("`after_id` needs `updated_after`")),
+        (None, None, None) => Cursor::default(),
+    };
+    let limit = params.limit.unwrap_or(DEFAULT_PAGE);
+    if limit == 0 || limit > crate::engine::collections::MAX_PAGE {
+        return Err(ApiError::invalid(format!(
+            "limit must be 1 to {}",
+            crate::engine::collections::MAX_PAGE
+        )));
+    }
+    let (records, next) = state
+        .engine
+        .updated(&basin, &collection, &cursor, limit)
+        .await?;
+    Ok(axum::Json(json!({
+        "records": records,
+        "next": { "updated_after": next.updated_after, "after_id": next.after_id },
+        "cursor": encode_cursor(&next),
+    })))
+}

@@ -1,0 +1,782 @@
+//! Collections: keyed JSON records, with a records stream and an events
+//! stream that change atomically with every write.
+//!
+//! A write to a collection takes the collection's write lock, reads the
+//! current documents, computes the new versions and one change event per
+//! record, and appends the events to the collection's events stream *with*
+//! the document and index updates in the same atomic batch (through the
+//! events stream's task, so seq nums and durability work as for any
+//! stream). The records stream is the `changes` index: one entry per record
+//! at `(updated_at, id)`, moved on every write.
+//!
+//! ## The cursor rule
+//!
+//! `/updated` pages by `(updated_at, id)`. The classic failure is a write
+//! that lands at or below a position a reader already paged past. Rill
+//! rules it out: `updated_at` is assigned by the server under the write
+//! lock, never decreases, and a reader only ever sees records *below the
+//! watermark*: the smallest `updated_at` any write not yet durable has, or
+//! could still get. Reading the watermark also raises the floor for future
+//! writes to it. So everything below the watermark is final, and a cursor
+//! never passes a position where a record could still appear. A write
+//! shows on `/updated` once its millisecond is closed: at once for a reader
+//! that asks after it (the reader closes the millisecond), or within 1 ms
+//! when writes are so dense that the clock runs that far ahead.
+
+use std::collections::HashMap;
+use std::ops::ControlFlow;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::config::{InfiniteRetention, RetentionPolicy, StreamConfigPatch};
+use super::error::{EngineError, EngineResult};
+use super::keys::{self, CollectionMeta, Doc};
+use super::streamer::StreamHandle;
+use super::types::{now_ms, AppendInput, AppendRecord, Header};
+use super::{lock, names, prefix_end, CreateIf, Engine, ListRequest, Provision};
+use crate::storage::{Keyspace, WriteBatch};
+
+/// Writes per batch request.
+pub const MAX_WRITE_OPS: usize = 1000;
+/// Longest record id, in bytes.
+pub const MAX_RECORD_ID_BYTES: usize = 512;
+/// Largest record data, as JSON.
+pub const MAX_RECORD_BYTES: usize = 256 * 1024;
+/// Records per `/updated` page.
+pub const MAX_PAGE: usize = 1000;
+pub const DEFAULT_PAGE: usize = 100;
+/// Streams whose names start with this belong to collections.
+pub const EVENTS_STREAM_PREFIX: &str = "_collections/";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CollectionConfig {
+    /// How long deleted records stay visible as tombstones.
+    pub tombstone_retention_secs: u64,
+}
+
+impl Default for CollectionConfig {
+    fn default() -> Self {
+        Self {
+            tombstone_retention_secs: 7 * 24 * 3600,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollectionConfigPatch {
+    #[serde(default)]
+    pub tombstone_retention_secs: Option<u64>,
+}
+
+impl CollectionConfig {
+    pub fn apply(mut self, patch: &CollectionConfigPatch) -> Self {
+        if let Some(secs) = patch.tombstone_retention_secs {
+            self.tombstone_retention_secs = secs;
+        }
+        self
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CollectionInfo {
+    pub name: String,
+    pub config: CollectionConfig,
+    pub created_at: u64,
+    pub events_stream: String,
+}
+
+/// A record as clients see it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RecordView {
+    pub id: String,
+    pub data: Map<String, Value>,
+    pub version: u64,
+    pub created_at: u64,
+    pub updated_at: u64,
+    pub deleted: bool,
+}
+
+impl RecordView {
+    fn new(id: &str, doc: Doc) -> Self {
+        Self {
+            id: id.to_string(),
+            data: doc.data,
+            version: doc.version,
+            created_at: doc.created_at,
+            updated_at: doc.updated_at,
+            deleted: doc.deleted,
+        }
+    }
+}
+
+/// One write in a batch.
+#[derive(Clone, Debug)]
+pub enum WriteOp {
+    Upsert {
+        id: String,
+        data: Map<String, Value>,
+        expected_version: Option<u64>,
+    },
+    Delete {
+        id: String,
+        expected_version: Option<u64>,
+    },
+}
+
+impl WriteOp {
+    fn id(&self) -> &str {
+        match self {
+            WriteOp::Upsert { id, .. } | WriteOp::Delete { id, .. } => id,
+        }
+    }
+}
+
+/// A change event, as stored in the events stream (the record body).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub event: EventKind,
+    pub id: String,
+    /// The new version, or for a delete the version deleted.
+    pub data: Map<String, Value>,
+    /// For updates: the previous values of the top-level fields that
+    /// changed (`null` for fields that were added).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changes: Option<Map<String, Value>>,
+    pub version: u64,
+    pub updated_at: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventKind {
+    Created,
+    Updated,
+    Deleted,
+}
+
+/// A position in the records stream: strictly after `(updated_at, id)`;
+/// without an id, strictly after every record at `updated_at`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Cursor {
+    pub updated_after: u64,
+    pub after_id: Option<String>,
+}
+
+/// Where the writer's clock stands; see the module docs.
+#[derive(Default)]
+struct Clock {
+    /// The `updated_at` of the last durable write.
+    last: u64,
+    /// No future write gets an `updated_at` below this.
+    floor: u64,
+    /// The `updated_at` of the write being committed, if any.
+    in_flight: Option<u64>,
+}
+
+/// A collection in use.
+pub struct CollectionHandle {
+    id: u64,
+    events: Arc<StreamHandle>,
+    /// Serializes writes: one write per collection is in flight at a time.
+    write_lock: tokio::sync::Mutex<()>,
+    clock: Mutex<Clock>,
+}
+
+impl CollectionHandle {
+    /// Everything with `updated_at` below the returned value is final.
+    fn watermark(&self) -> u64 {
+        let mut clock = lock(&self.clock);
+        if let Some(t) = clock.in_flight {
+            return t;
+        }
+        let now = now_ms();
+        let mut watermark = now.max(clock.last).max(clock.floor);
+        // The last write landed in the current millisecond: close that
+        // millisecond now (later writes go to the next one) so a reader
+        // sees its own write at once. The floor never gets more than 1 ms
+        // ahead of the wall clock this way.
+        if watermark == clock.last && clock.last <= now {
+            watermark = clock.last + 1;
+        }
+        clock.floor = clock.floor.max(watermark);
+        watermark
+    }
+}
+
+fn validate_record_id(id: &str) -> EngineResult<()> {
+    if id.is_empty() || id.len() > MAX_RECORD_ID_BYTES {
+        return Err(EngineError::Invalid(format!(
+            "a record id must be 1 to {MAX_RECORD_ID_BYTES} bytes"
+        )));
+    }
+    if id.chars().any(char::is_control) {
+        return Err(EngineError::Invalid(
+            "a record id may not contain control characters".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn events_stream_name(collection: &str) -> String {
+    format!("{EVENTS_STREAM_PREFIX}{collection}/events")
+}
+
+/// The previous values of the top-level fields that differ.
+fn changed_fields(old: &Map<String, Value>, new: &Map<String, Value>) -> Map<String, Value> {
+    let mut changes = Map::new();
+    for (key, old_value) in old {
+        if new.get(key) != Some(old_value) {
+            changes.insert(key.clone(), old_value.clone());
+        }
+    }
+    for key in new.keys() {
+        if !old.contains_key(key) {
+            changes.insert(key.clone(), Value::Null);
+        }
+    }
+    changes
+}
+
+impl Engine {
+    // ---- collections ----
+
+    pub async fn ensure_collection(
+        &self,
+        basin: &str,
+        name: &str,
+        patch: &CollectionConfigPatch,
+    ) -> EngineResult<(CollectionInfo, Provision)> {
+        names::validate_stream_name(name)?;
+        if name.contains('/') {
+            return Err(EngineError::Invalid(
+                "a collection name may not contain `/`".into(),
+            ));
+        }
+        let _admin = self.admin.lock().await;
+        self.basin_meta(basin)?;
+        if let Some(mut meta) = self.collection_meta(basin, name)? {
+            let config = meta.config.apply(patch);
+            if config == meta.config {
+                return Ok((info(name, &meta), Provision::Unchanged));
+            }
+            meta.config = config;
+            let mut batch = WriteBatch::default();
+            batch.put(
+                Keyspace::Meta,
+                keys::collection_key(basin, name),
+                keys::encode_json(&meta),
+            );
+            self.committer.commit(batch).await?;
+            return Ok((info(name, &meta), Provision::Updated));
+        }
+        // The events stream keeps every change: infinite retention.
+        let events_stream = events_stream_name(name);
+        let stream_patch = StreamConfigPatch {
+            retention_policy: Some(RetentionPolicy::Infinite(InfiniteRetention {})),
+            ..Default::default()
+        };
+        let stream_config = super::config::StreamConfig::default()
+            .apply(&stream_patch)
+            .map_err(EngineError::Invalid)?;
+        if self.stream_meta(basin, &events_stream)?.is_some() {
+            return Err(EngineError::Invalid(format!(
+                "stream `{events_stream}` already exists; delete it first"
+            )));
+        }
+        self.insert_stream(basin, &events_stream, stream_config, None)
+            .await?;
+        let id = self.allocate_id().await?;
+        let meta = CollectionMeta {
+            id,
+            config: CollectionConfig::default().apply(patch),
+            created_at: now_ms(),
+            events_stream,
+        };
+        let mut batch = WriteBatch::default();
+        batch.put(
+            Keyspace::Meta,
+            keys::collection_key(basin, name),
+            keys::encode_json(&meta),
+        );
+        self.committer.commit(batch).await?;
+        Ok((info(name, &meta), Provision::Created))
+    }
+
+    pub fn collection_info(&self, basin: &str, name: &str) -> EngineResult<CollectionInfo> {
+        self.basin_meta(basin)?;
+        let meta = self
+            .collection_meta(basin, name)?
+            .ok_or_else(|| EngineError::CollectionNotFound(name.into()))?;
+        Ok(info(name, &meta))
+    }
+
+    pub fn list_collections(
+        &self,
+        basin: &str,
+        req: &ListRequest,
+    ) -> EngineResult<(Vec<CollectionInfo>, bool)> {
+        let limit = req.validate()?;
+        self.basin_meta(basin)?;
+        let base = keys::collection_prefix(basin);
+        let mut start = keys::collection_key(basin, &req.prefix);
+        if !req.start_after.is_empty() {
+            start = keys::collection_key(basin, &req.start_after);
+            start.push(0);
+        }
+        let end = prefix_end(&keys::collection_key(basin, &req.prefix));
+        let mut found = Vec::new();
+        let mut corrupt = None;
+        self.storage
+            .scan(Keyspace::Meta, &start, &end, &mut |key, value| {
+                let name = String::from_utf8_lossy(&key[base.len()..]).into_owned();
+                match keys::decode_json::<CollectionMeta>(value) {
+                    Ok(meta) => found.push(info(&name, &meta)),
+                    Err(err) => corrupt = Some(err),
+                }
+                if found.len() > limit {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            })?;
+        if let Some(err) = corrupt {
+            return Err(err.into());
+        }
+        let has_more = found.len() > limit;
+        found.truncate(limit);
+        Ok((found, has_more))
+    }
+
+    /// Deletes the collection, its records and its events stream.
+    pub async fn delete_collection(&self, basin: &str, name: &str) -> EngineResult<()> {
+        let _admin = self.admin.lock().await;
+        self.basin_meta(basin)?;
+        let meta = self
+            .collection_meta(basin, name)?
+            .ok_or_else(|| EngineError::CollectionNotFound(name.into()))?;
+        lock(&self.collections).remove(&(basin.to_string(), name.to_string()));
+        self.stop_stream(basin, &meta.events_stream).await;
+        let mut batch = WriteBatch::default();
+        batch.delete(Keyspace::Meta, keys::collection_key(basin, name));
+        // Documents and changes are keyed by the collection id, which the
+        // purge marker covers in every keyspace.
+        batch.put(Keyspace::Meta, keys::purge_key(meta.id), Vec::new());
+        if let Some(stream) = self.stream_meta(basin, &meta.events_stream)? {
+            super::delete_stream_ops(&mut batch, basin, &meta.events_stream, stream.id);
+        }
+        self.committer.commit(batch).await?;
+        Ok(())
+    }
+
+    /// Every collection of `basin`, by name, with its id.
+    pub(super) fn collection_ids(&self, basin: &str) -> EngineResult<Vec<(String, u64)>> {
+        let base = keys::collection_prefix(basin);
+        let mut found = Vec::new();
+        let mut corrupt = None;
+        self.storage.scan(
+            Keyspace::Meta,
+            &base,
+            &prefix_end(&base),
+            &mut |key, value| {
+                let name = String::from_utf8_lossy(&key[base.len()..]).into_owned();
+                match keys::decode_json::<CollectionMeta>(value) {
+                    Ok(meta) => found.push((name, meta.id)),
+                    Err(err) => corrupt = Some(err),
+                }
+                ControlFlow::Continue(())
+            },
+        )?;
+        match corrupt {
+            Some(err) => Err(err.into()),
+            None => Ok(found),
+        }
+    }
+
+    fn collection_meta(&self, basin: &str, name: &str) -> EngineResult<Option<CollectionMeta>> {
+        match self
+            .storage
+            .get(Keyspace::Meta, &keys::collection_key(basin, name))?
+        {
+            Some(bytes) => Ok(Some(keys::decode_json(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The collection's in-memory handle, loading it on first use.
+    async fn collection(&self, basin: &str, name: &str) -> EngineResult<Arc<CollectionHandle>> {
+        let key = (basin.to_string(), name.to_string());
+        if let Some(handle) = lock(&self.collections).get(&key) {
+            return Ok(handle.clone());
+        }
+        self.basin_meta(basin)?;
+        let meta = self
+            .collection_meta(basin, name)?
+            .ok_or_else(|| EngineError::CollectionNotFound(name.into()))?;
+        let events = self
+            .stream(basin, &meta.events_stream, CreateIf::Never)
+            .await?;
+        // The newest entry of the records stream is the last write.
+        let last = self
+            .storage
+            .last_in_range(
+                Keyspace::Changes,
+                &meta.id.to_be_bytes(),
+                &prefix_end(&meta.id.to_be_bytes()),
+            )?
+            .and_then(|(k, _)| keys::parse_change_key(&k))
+            .map_or(0, |(t, _)| t);
+        let handle = Arc::new(CollectionHandle {
+            id: meta.id,
+            events,
+            write_lock: tokio::sync::Mutex::new(()),
+            clock: Mutex::new(Clock {
+                last,
+                floor: last,
+                in_flight: None,
+            }),
+        });
+        Ok(lock(&self.collections).entry(key).or_insert(handle).clone())
+    }
+
+    // ---- records ----
+
+    pub async fn get_record(
+        &self,
+        basin: &str,
+        collection: &str,
+        id: &str,
+    ) -> EngineResult<RecordView> {
+        let handle = self.collection(basin, collection).await?;
+        match self
+            .storage
+            .get(Keyspace::Docs, &keys::doc_key(handle.id, id))?
+        {
+            Some(bytes) => Ok(RecordView::new(id, keys::decode_json(&bytes)?)),
+            None => Err(EngineError::RecordNotFound(id.into())),
+        }
+    }
+
+    /// Applies `ops` atomically: all of them, with their events, or none.
+    /// Returns the resulting record for each op, in order.
+    pub async fn write_records(
+        &self,
+        basin: &str,
+        collection: &str,
+        ops: Vec<WriteOp>,
+    ) -> EngineResult<Vec<RecordView>> {
+        if ops.is_empty() {
+            return Err(EngineError::Invalid(
+                "a write needs at least one upsert or delete".into(),
+            ));
+        }
+        if ops.len() > MAX_WRITE_OPS {
+            return Err(EngineError::Invalid(format!(
+                "a write may hold at most {MAX_WRITE_OPS} upserts and deletes, got {}",
+                ops.len()
+            )));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for op in &ops {
+            validate_record_id(op.id())?;
+            if !seen.insert(op.id()) {
+                return Err(EngineError::Invalid(format!(
+                    "record `{}` appears twice in one write",
+                    op.id()
+                )));
+            }
+            if let WriteOp::Upsert { data, id, .. } = op {
+                let size = serde_json::to_vec(data).map_or(0, |v| v.len());
+                if size > MAX_RECORD_BYTES {
+                    return Err(EngineError::Invalid(format!(
+                        "record `{id}` is {size} bytes; at most {MAX_RECORD_BYTES} are allowed"
+                    )));
+                }
+            }
+        }
+
+        let handle = self.collection(basin, collection).await?;
+        let _write = handle.write_lock.lock().await;
+
+        // Current versions, and the conditions on them.
+        let mut current: HashMap<String, Option<Doc>> = HashMap::new();
+        for op in &ops {
+            let doc = match self
+                .storage
+                .get(Keyspace::Docs, &keys::doc_key(handle.id, op.id()))?
+            {
+                Some(bytes) => Some(keys::decode_json::<Doc>(&bytes)?),
+                None => None,
+            };
+            let (expected, is_delete) = match op {
+                WriteOp::Upsert {
+                    expected_version, ..
+                } => (*expected_version, false),
+                WriteOp::Delete {
+                    expected_version, ..
+                } => (*expected_version, true),
+            };
+            let live = doc.as_ref().filter(|d| !d.deleted);
+            if is_delete && live.is_none() {
+                return Err(EngineError::RecordNotFound(op.id().into()));
+            }
+            if let Some(expected) = expected {
+                let actual = doc.as_ref().map_or(0, |d| d.version);
+                if expected != actual {
+                    return Err(EngineError::VersionMismatch {
+                        id: op.id().into(),
+                        expected,
+                        actual,
+                    });
+                }
+            }
+            current.insert(op.id().to_string(), doc);
+        }
+
+        let updated_at = {
+            let mut clock = lock(&handle.clock);
+            let t = now_ms().max(clock.last).max(clock.floor);
+            clock.in_flight = Some(t);
+            t
+        };
+        let result = self.apply_write(&handle, ops, current, updated_at).await;
+        let mut clock = lock(&handle.clock);
+        clock.in_flight = None;
+        if result.as_ref().is_ok_and(|(changed, _)| *changed) {
+            clock.last = updated_at;
+        }
+        result.map(|(_, views)| views)
+    }
+
+    /// Builds and commits one write; returns whether anything changed.
+    async fn apply_write(
+        &self,
+        handle: &CollectionHandle,
+        ops: Vec<WriteOp>,
+        current: HashMap<String, Option<Doc>>,
+        updated_at: u64,
+    ) -> EngineResult<(bool, Vec<RecordView>)> {
+        let mut extra = WriteBatch::default();
+        let mut events = Vec::new();
+        let mut views = Vec::with_capacity(ops.len());
+        for op in ops {
+            let id = op.id().to_string();
+            let old = current.get(&id).cloned().flatten();
+            let (doc, event) = match op {
+                WriteOp::Upsert { data, .. } => match &old {
+                    Some(old) if !old.deleted && old.data == data => {
+                        // Nothing changes: no new version, no event.
+                        views.push(RecordView::new(&id, old.clone()));
+                        continue;
+                    }
+                    Some(old) if !old.deleted => {
+                        let changes = changed_fields(&old.data, &data);
+                        let doc = Doc {
+                            data,
+                            version: old.version + 1,
+                            created_at: old.created_at,
+                            updated_at,
+                            deleted: false,
+                        };
+                        (doc, (EventKind::Updated, Some(changes)))
+                    }
+                    _ => {
+                        let doc = Doc {
+                            data,
+                            version: old.as_ref().map_or(1, |o| o.version + 1),
+                            created_at: updated_at,
+                            updated_at,
+                            deleted: false,
+                        };
+                        (doc, (EventKind::Created, None))
+                    }
+                },
+                WriteOp::Delete { .. } => {
+                    let Some(old) = &old else {
+                        return Err(EngineError::RecordNotFound(id));
+                    };
+                    let doc = Doc {
+                        data: old.data.clone(),
+                        version: old.version + 1,
+                        created_at: old.created_at,
+                        updated_at,
+                        deleted: true,
+                    };
+                    (doc, (EventKind::Deleted, None))
+                }
+            };
+            if let Some(old) = &old {
+                extra.delete(
+                    Keyspace::Changes,
+                    keys::change_key(handle.id, old.updated_at, &id),
+                );
+            }
+            extra.put(
+                Keyspace::Changes,
+                keys::change_key(handle.id, updated_at, &id),
+                Vec::new(),
+            );
+            extra.put(
+                Keyspace::Docs,
+                keys::doc_key(handle.id, &id),
+                keys::encode_json(&doc),
+            );
+            let (kind, changes) = event;
+            events.push(Event {
+                event: kind,
+                id: id.clone(),
+                data: doc.data.clone(),
+                changes,
+                version: doc.version,
+                updated_at,
+            });
+            views.push(RecordView::new(&id, doc));
+        }
+        if events.is_empty() {
+            return Ok((false, views));
+        }
+        let records = events
+            .iter()
+            .map(|event| AppendRecord {
+                timestamp: None,
+                headers: vec![Header {
+                    name: Bytes::from_static(b"event"),
+                    value: Bytes::from(
+                        serde_json::to_string(&event.event)
+                            .unwrap_or_default()
+                            .trim_matches('"')
+                            .to_string(),
+                    ),
+                }],
+                body: Bytes::from(keys::encode_json(event)),
+            })
+            .collect();
+        let input = AppendInput {
+            records,
+            ..Default::default()
+        };
+        handle.events.append_with(input, extra).await?;
+        Ok((true, views))
+    }
+
+    /// A page of the records stream strictly after `cursor`, at most
+    /// `limit` records, and the cursor to continue from.
+    pub async fn updated(
+        &self,
+        basin: &str,
+        collection: &str,
+        cursor: &Cursor,
+        limit: usize,
+    ) -> EngineResult<(Vec<RecordView>, Cursor)> {
+        let handle = self.collection(basin, collection).await?;
+        let limit = limit.clamp(1, MAX_PAGE);
+        let watermark = handle.watermark();
+        let start = match &cursor.after_id {
+            Some(id) => {
+                let mut key = keys::change_key(handle.id, cursor.updated_after, id);
+                key.push(0); // strictly after this id
+                key
+            }
+            None => match cursor.updated_after.checked_add(1) {
+                Some(t) => keys::change_key(handle.id, t, ""),
+                None => return Ok((Vec::new(), cursor.clone())),
+            },
+        };
+        let end = keys::change_key(handle.id, watermark, "");
+        let mut entries = Vec::new();
+        self.storage
+            .scan(Keyspace::Changes, &start, &end, &mut |key, _| {
+                if let Some(entry) = keys::parse_change_key(key) {
+                    entries.push(entry);
+                }
+                if entries.len() >= limit {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            })?;
+        let mut next = cursor.clone();
+        let mut records = Vec::with_capacity(entries.len());
+        for (updated_at, id) in entries {
+            // A write may have moved the record on since the scan; then it
+            // is at a later position (past the watermark) and shows there.
+            if let Some(bytes) = self
+                .storage
+                .get(Keyspace::Docs, &keys::doc_key(handle.id, &id))?
+            {
+                let doc: Doc = keys::decode_json(&bytes)?;
+                if doc.updated_at == updated_at {
+                    records.push(RecordView::new(&id, doc));
+                }
+            }
+            next = Cursor {
+                updated_after: updated_at,
+                after_id: Some(id),
+            };
+        }
+        Ok((records, next))
+    }
+
+    async fn allocate_id(&self) -> EngineResult<u64> {
+        let id = match self
+            .storage
+            .get(Keyspace::Meta, &keys::next_stream_id_key())?
+        {
+            Some(bytes) => u64::from_be_bytes(bytes.as_slice().try_into().map_err(|_| {
+                crate::storage::StorageError::Corrupt("next id is malformed".into())
+            })?),
+            None => 1,
+        };
+        let mut batch = WriteBatch::default();
+        batch.put(
+            Keyspace::Meta,
+            keys::next_stream_id_key(),
+            (id + 1).to_be_bytes().to_vec(),
+        );
+        self.committer.commit(batch).await?;
+        Ok(id)
+    }
+}
+
+fn info(name: &str, meta: &CollectionMeta) -> CollectionInfo {
+    CollectionInfo {
+        name: name.to_string(),
+        config: meta.config,
+        created_at: meta.created_at,
+        events_stream: meta.events_stream.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn changes_hold_previous_values() {
+        let old = json!({"a": 1, "b": 2, "gone": true})
+            .as_object()
+            .unwrap()
+            .clone();
+        let new = json!({"a": 1, "b": 3, "added": "x"})
+            .as_object()
+            .unwrap()
+            .clone();
+        let changes = changed_fields(&old, &new);
+        assert_eq!(
+            Value::Object(changes),
+            json!({"b": 2, "gone": true, "added": null})
+        );
+    }
+
+    #[test]
+    fn record_ids() {
+        assert!(validate_record_id("user-1").is_ok());
+        assert!(validate_record_id("").is_err());
+        assert!(validate_record_id(&"x".repeat(513)).is_err());
+        assert!(validate_record_id("a\nb").is_err());
+    }
+}
