@@ -13,6 +13,8 @@ use crate::storage::{FjallStorage, MemoryStorage, Storage};
 
 /// How often retention, delete-on-empty and record removal run.
 const UPKEEP_INTERVAL: Duration = Duration::from_secs(1);
+/// How long shutdown waits for open connections to finish.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Debug)]
 pub struct ServeConfig {
@@ -63,15 +65,30 @@ pub async fn run(
     let upkeep = engine.spawn_upkeep(UPKEEP_INTERVAL);
     let app = crate::api::router(engine.clone());
     let closing = engine.clone();
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            // Live sessions never end by themselves; end them so the
-            // server can drain.
-            closing.begin_shutdown();
-        })
-        .await
-        .map_err(|e| e.to_string());
+    let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
+    let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown.await;
+        // Live sessions never end by themselves; end them so the server
+        // can drain.
+        closing.begin_shutdown();
+        let _ = draining_tx.send(());
+    });
+    // A client that stops reading could hold a connection open forever;
+    // after a grace period, stop waiting and close what is left.
+    let drain_deadline = async {
+        if draining_rx.await.is_ok() {
+            tokio::time::sleep(DRAIN_TIMEOUT).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    let result = tokio::select! {
+        result = std::future::IntoFuture::into_future(serve) => result.map_err(|e| e.to_string()),
+        () = drain_deadline => {
+            tracing::warn!("connections did not drain within {DRAIN_TIMEOUT:?}; closing them");
+            Ok(())
+        }
+    };
     upkeep.abort();
     engine.shutdown().await;
     tracing::info!("rill stopped; all acknowledged writes are durable");

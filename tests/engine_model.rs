@@ -342,3 +342,37 @@ proptest! {
         runtime.block_on(run(ops));
     }
 }
+
+/// An append session never applies an append queued behind a failed one,
+/// even though all three were submitted before any was sequenced.
+#[tokio::test]
+async fn a_session_applies_nothing_after_a_failed_append() {
+    let engine = Engine::open(Arc::new(rill::storage::MemoryStorage::default())).unwrap();
+    engine
+        .ensure_basin(BASIN, &BasinConfigPatch::default())
+        .await
+        .unwrap();
+    engine
+        .create_stream(BASIN, STREAM, &StreamConfigPatch::default(), None)
+        .await
+        .unwrap();
+    let input = |body: &[u8], match_seq_num| AppendInput {
+        records: vec![record(body, None)],
+        match_seq_num,
+        fencing_token: None,
+    };
+    let session = engine.append_session(BASIN, STREAM).await.unwrap();
+    let ok = session.submit(input(b"ok", Some(0))).await.unwrap();
+    let bad = session.submit(input(b"bad", Some(7))).await.unwrap();
+    let after = session.submit(input(b"after", None)).await.unwrap();
+    assert_eq!(ok.await.unwrap().end.seq_num, 1);
+    assert!(matches!(bad.await, Err(EngineError::SeqNumMismatch(1))));
+    assert!(matches!(after.await, Err(EngineError::SessionAborted)));
+    assert_eq!(engine.check_tail(BASIN, STREAM).await.unwrap().seq_num, 1);
+    // Other appenders are unaffected.
+    engine
+        .append(BASIN, STREAM, input(b"next", None))
+        .await
+        .unwrap();
+    assert_eq!(engine.check_tail(BASIN, STREAM).await.unwrap().seq_num, 2);
+}

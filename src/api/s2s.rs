@@ -20,7 +20,9 @@ use axum::response::Response;
 use bytes::Bytes;
 use futures::StreamExt;
 use prost::Message;
-use tokio::sync::mpsc;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, Semaphore};
 
 use super::error::ApiError;
 use crate::engine::error::EngineResult;
@@ -29,9 +31,11 @@ use crate::engine::{AppendSession, ReadSession, SessionEvent};
 use crate::wire::proto;
 use crate::wire::s2s::{self, Compression, Frame};
 
-/// Acknowledgements queued per append session before reading more input:
-/// bounds how far a client may run ahead of durability.
+/// Appends in flight per session (queued or being made durable) before the
+/// session stops reading input: bounds how far a client may run ahead of
+/// durability, by count and by bytes.
 const MAX_IN_FLIGHT: usize = 256;
+const MAX_IN_FLIGHT_BYTES: usize = 16 * 1024 * 1024;
 
 pub fn response_compression(headers: &HeaderMap) -> Compression {
     let accept: Vec<&str> = headers
@@ -114,6 +118,7 @@ async fn read_inputs(
 ) -> Option<ApiError> {
     let mut decoder = s2s::Decoder::default();
     let mut stream = body.into_data_stream();
+    let budget = Arc::new(Semaphore::new(MAX_IN_FLIGHT_BYTES));
     loop {
         loop {
             let frame = match decoder.next_frame() {
@@ -131,8 +136,22 @@ async fn read_inputs(
                 Ok(input) => input,
                 Err(err) => return Some(ApiError::new(StatusCode::BAD_REQUEST, "bad_proto", err)),
             };
+            // Held until the append is acknowledged (or fails).
+            let size: usize = input.records.iter().map(|r| r.metered_size()).sum();
+            let Ok(permit) = budget
+                .clone()
+                .acquire_many_owned(size.min(MAX_IN_FLIGHT_BYTES) as u32)
+                .await
+            else {
+                return None;
+            };
             match session.submit(input).await {
                 Ok(ack) => {
+                    let ack = async move {
+                        let result = ack.await;
+                        drop(permit);
+                        result
+                    };
                     if acks.send(Ok(Box::pin(ack))).await.is_err() {
                         return None; // the writer stopped: the session is over
                     }

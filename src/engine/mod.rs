@@ -603,6 +603,11 @@ impl Engine {
         if let Some(handle) = lock(&self.streams).get(&key) {
             return Ok(handle.clone());
         }
+        if *self.closing.borrow() {
+            // No new stream tasks once shutdown has begun: they would not be
+            // among those it stops.
+            return Err(EngineError::Unavailable);
+        }
         let basin_meta = self.basin_meta(basin)?;
         let meta = match self.stream_meta(basin, name)? {
             Some(meta) => meta,

@@ -58,6 +58,9 @@ impl Engine {
                 }
             };
             for (name, meta) in streams {
+                if *self.closing.borrow() {
+                    return; // shutting down: no new work
+                }
                 if let Err(err) = self.upkeep_stream(&basin, &name, &meta).await {
                     tracing::warn!(basin, stream = name, error = %err, "upkeep failed; retrying next round");
                 }
@@ -119,7 +122,12 @@ impl Engine {
                 first_seq_at_or_after(&*self.storage, Keyspace::Arrivals, meta.id, cutoff, tail)?;
             if keep_from > trim_point {
                 if let Some(handle) = self.same_stream(basin, name, meta).await? {
-                    handle.send(Command::Trim(keep_from)).await?;
+                    handle
+                        .send(Command::Trim {
+                            keep_from,
+                            age_secs,
+                        })
+                        .await?;
                 }
             }
         }
@@ -131,9 +139,7 @@ impl Engine {
             .saturating_mul(1000);
         if min_idle_ms > 0 && trim_point >= tail && now.saturating_sub(last_write_at) >= min_idle_ms
         {
-            return self
-                .delete_stream_if_empty(basin, name, meta, min_idle_ms)
-                .await;
+            return self.delete_stream_if_empty(basin, name, meta).await;
         }
 
         self.purge_below(meta.id, trim_point).await
@@ -147,13 +153,24 @@ impl Engine {
         basin: &str,
         name: &str,
         meta: &StreamMeta,
-        min_idle_ms: u64,
     ) -> EngineResult<()> {
         let Some(handle) = self.same_stream(basin, name, meta).await? else {
             return Ok(());
         };
         let id = meta.id;
         let _admin = self.admin.lock().await;
+        // The config may have changed since upkeep listed the streams.
+        let min_idle_ms = match self.stream_meta(basin, name)? {
+            Some(current) if current.id == id => current
+                .config
+                .delete_on_empty
+                .min_age_secs
+                .saturating_mul(1000),
+            _ => return Ok(()),
+        };
+        if min_idle_ms == 0 {
+            return Ok(());
+        }
         let key = (basin.to_string(), name.to_string());
         let current = lock(&self.streams).get(&key).cloned();
         if !current.is_some_and(|c| Arc::ptr_eq(&c, &handle)) {

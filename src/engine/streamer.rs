@@ -20,7 +20,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::committer::Committer;
-use super::config::{StreamConfig, TimestampingMode};
+use super::config::{RetentionPolicy, StreamConfig, TimestampingMode};
 use super::error::{EngineError, EngineResult};
 use super::keys::{self, StreamState};
 use super::types::*;
@@ -50,8 +50,14 @@ pub enum Command {
         reply: oneshot::Sender<EngineResult<AppendAck>>,
     },
     Reconfigure(StreamConfig),
-    /// Trim by retention: raise the trim point (never beyond the tail).
-    Trim(u64),
+    /// Trim by age retention: raise the trim point to `keep_from` (never
+    /// beyond the tail), computed for a retention age of `age_secs`. Applied
+    /// only if the stream's current retention is no longer than that, so a
+    /// decision made just before a reconfigure never trims too much.
+    Trim {
+        keep_from: u64,
+        age_secs: u64,
+    },
     /// Stop taking commands. Replies once everything accepted so far is
     /// durable (or has failed).
     Stop(oneshot::Sender<()>),
@@ -208,8 +214,18 @@ impl StreamTask {
                     }
                 }
                 Command::Reconfigure(config) => self.config = config,
-                Command::Trim(trim_point) => {
-                    let trim_point = trim_point.min(self.state.next_seq_num);
+                Command::Trim {
+                    keep_from,
+                    age_secs,
+                } => {
+                    let still_applies = matches!(
+                        self.config.retention_policy,
+                        RetentionPolicy::Age(current) if current <= age_secs
+                    );
+                    if !still_applies {
+                        continue;
+                    }
+                    let trim_point = keep_from.min(self.state.next_seq_num);
                     if trim_point > self.state.trim_point {
                         self.state.trim_point = trim_point;
                         let mut batch = WriteBatch::default();

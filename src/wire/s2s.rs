@@ -44,10 +44,25 @@ impl Compression {
         let Some(header) = accept_encoding else {
             return Compression::None;
         };
-        let offered: Vec<&str> = header
+        // Codings with `q=0` are refused, not offered (RFC 9110 §12.4.2).
+        let offered: Vec<String> = header
             .split(',')
-            .map(|part| part.split(';').next().unwrap_or("").trim())
+            .filter(|part| {
+                !part.split(';').skip(1).any(|param| {
+                    param
+                        .split_once('=')
+                        .is_some_and(|(k, v)| k.trim() == "q" && v.trim().parse::<f32>() == Ok(0.0))
+                })
+            })
+            .map(|part| {
+                part.split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase()
+            })
             .collect();
+        let offered: Vec<&str> = offered.iter().map(String::as_str).collect();
         if offered.contains(&"zstd") {
             Compression::Zstd
         } else if offered.contains(&"gzip") {
@@ -304,6 +319,11 @@ mod tests {
             Compression::Gzip
         );
         assert_eq!(Compression::negotiate(Some("br")), Compression::None);
+        assert_eq!(
+            Compression::negotiate(Some("zstd;q=0, gzip")),
+            Compression::Gzip
+        );
+        assert_eq!(Compression::negotiate(Some("ZSTD")), Compression::Zstd);
         assert_eq!(Compression::negotiate(None), Compression::None);
     }
 }
