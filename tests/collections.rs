@@ -553,3 +553,91 @@ async fn a_write_never_lands_behind_a_served_cursor() {
         }
     }
 }
+
+#[tokio::test]
+async fn events_endpoint_and_long_poll() {
+    let server = TestServer::start().await;
+    ensure_collection(&server, "ev").await;
+    put(&server, "ev", "a", json!({"x": 1})).await;
+    put(&server, "ev", "a", json!({"x": 2, "y": true})).await;
+    server
+        .delete("/v1/collections/ev/records/a")
+        .send()
+        .await
+        .unwrap();
+
+    let resp = server
+        .get("/v1/collections/ev/events?seq_num=0")
+        .send()
+        .await
+        .unwrap();
+    let page = expect_status(resp, StatusCode::OK).await;
+    let events = page["events"].as_array().unwrap();
+    let kinds: Vec<_> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["created", "updated", "deleted"]);
+    assert_eq!(events[1]["changes"], json!({"x": 1, "y": null}));
+    assert_eq!(events[1]["seq_num"], 1);
+    assert!(events[1]["timestamp"].as_u64().is_some());
+    assert_eq!(events[2]["data"], json!({"x": 2, "y": true}));
+    assert_eq!(events[2]["version"], 3);
+    assert_eq!(page["next_seq_num"], 3);
+
+    let resp = server
+        .get("/v1/collections/ev/events?seq_num=0&event=deleted")
+        .send()
+        .await
+        .unwrap();
+    let page = expect_status(resp, StatusCode::OK).await;
+    assert_eq!(page["events"].as_array().unwrap().len(), 1);
+    let resp = server
+        .get("/v1/collections/ev/events?tail_offset=1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        expect_status(resp, StatusCode::OK).await["events"][0]["event"],
+        "deleted"
+    );
+    let resp = server
+        .get("/v1/collections/ev/events?seq_num=0&event=renamed")
+        .send()
+        .await
+        .unwrap();
+    expect_error(resp, StatusCode::UNPROCESSABLE_ENTITY, "invalid").await;
+
+    // Long poll on the events: a read at the tail waits for the next write.
+    let waiter = {
+        let req = server.get("/v1/collections/ev/events?seq_num=3&wait=10");
+        tokio::spawn(async move { req.send().await.unwrap().json::<Value>().await.unwrap() })
+    };
+    // Long poll on /updated from the current position.
+    let cursor = updated(&server, "ev", "").await["cursor"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let updated_waiter = {
+        let req = server.get(&format!(
+            "/v1/collections/ev/updated?cursor={cursor}&wait=10"
+        ));
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            (
+                req.send().await.unwrap().json::<Value>().await.unwrap(),
+                started.elapsed(),
+            )
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    put(&server, "ev", "b", json!({"late": true})).await;
+    let page = waiter.await.unwrap();
+    assert_eq!(page["events"][0]["id"], "b");
+    let (page, elapsed) = updated_waiter.await.unwrap();
+    assert_eq!(ids(&page), ["b"]);
+    assert!(
+        elapsed >= Duration::from_millis(250) && elapsed < Duration::from_secs(5),
+        "{elapsed:?}"
+    );
+}

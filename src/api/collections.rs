@@ -228,6 +228,8 @@ pub struct UpdatedParams {
     after_id: Option<String>,
     cursor: Option<String>,
     limit: Option<usize>,
+    /// Seconds to wait for changes when caught up (at most 60).
+    wait: Option<u32>,
 }
 
 /// Epoch milliseconds, or an RFC 3339 time.
@@ -289,13 +291,92 @@ pub async fn updated(
             crate::engine::collections::MAX_PAGE
         )));
     }
+    let wait = std::time::Duration::from_secs(params.wait.unwrap_or(0).into());
     let (records, next) = state
         .engine
-        .updated(&basin, &collection, &cursor, limit)
+        .updated(&basin, &collection, &cursor, limit, wait)
         .await?;
     Ok(axum::Json(json!({
         "records": records,
         "next": { "updated_after": next.updated_after, "after_id": next.after_id },
         "cursor": encode_cursor(&next),
+    })))
+}
+
+/// The read parameters of a stream read, plus an event-type filter.
+#[derive(Deserialize, Default)]
+pub struct EventsParams {
+    seq_num: Option<u64>,
+    timestamp: Option<u64>,
+    tail_offset: Option<u64>,
+    clamp: Option<bool>,
+    count: Option<u64>,
+    until: Option<u64>,
+    wait: Option<u32>,
+    /// Comma-separated event types to keep: `created`, `updated`, `deleted`.
+    event: Option<String>,
+}
+
+/// `GET /v1/collections/{c}/events`: the events stream, read like a stream
+/// (from a seq num, a timestamp or the tail, with `count`, `until` and
+/// `wait`), each record decoded into its event.
+pub async fn events(
+    State(state): State<AppState>,
+    Basin(basin): Basin,
+    Path(collection): Path<String>,
+    Query(params): Query<EventsParams>,
+) -> ApiResult<axum::Json<Value>> {
+    let wanted: Option<Vec<String>> = match &params.event {
+        None => None,
+        Some(list) => {
+            let kinds: Vec<String> = list.split(',').map(|k| k.trim().to_string()).collect();
+            if let Some(bad) = kinds
+                .iter()
+                .find(|k| !["created", "updated", "deleted"].contains(&k.as_str()))
+            {
+                return Err(ApiError::invalid(format!(
+                    "unknown event type `{bad}`; expected created, updated or deleted"
+                )));
+            }
+            Some(kinds)
+        }
+    };
+    let info = state.engine.collection_info(&basin, &collection)?;
+    let req = super::records::ReadParams {
+        seq_num: params.seq_num,
+        timestamp: params.timestamp,
+        tail_offset: params.tail_offset,
+        clamp: params.clamp,
+        count: params.count,
+        bytes: None,
+        until: params.until,
+        wait: params.wait,
+    }
+    .into_request()?;
+    let batch = state.engine.read(&basin, &info.events_stream, req).await?;
+    let mut events = Vec::with_capacity(batch.records.len());
+    for record in &batch.records {
+        let mut event: Value = serde_json::from_slice(&record.body).map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "storage",
+                format!("a stored event is malformed: {e}"),
+            )
+        })?;
+        let kind = event["event"].as_str().unwrap_or_default().to_string();
+        if wanted.as_ref().is_some_and(|w| !w.contains(&kind)) {
+            continue;
+        }
+        if let Value::Object(map) = &mut event {
+            map.insert("seq_num".into(), json!(record.seq_num));
+            map.insert("timestamp".into(), json!(record.timestamp));
+        }
+        events.push(event);
+    }
+    let next_seq_num = batch.records.last().map(|r| r.seq_num + 1);
+    Ok(axum::Json(json!({
+        "events": events,
+        "next_seq_num": next_seq_num,
+        "tail": batch.tail.map(crate::wire::json::Position::from),
     })))
 }

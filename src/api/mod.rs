@@ -84,6 +84,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
             "/collections/{collection}/updated",
             get(collections::updated),
         )
+        .route("/collections/{collection}/events", get(collections::events))
         .route("/metrics", get(account::account_metrics))
         .route("/metrics/{basin}", get(account::basin_metrics))
         .route("/metrics/{basin}/{stream}", get(account::stream_metrics));

@@ -107,15 +107,15 @@ pub async fn check_tail(
 
 #[derive(Debug, Default, Deserialize)]
 pub struct ReadParams {
-    seq_num: Option<u64>,
-    timestamp: Option<u64>,
-    tail_offset: Option<u64>,
-    clamp: Option<bool>,
-    count: Option<u64>,
-    bytes: Option<u64>,
-    until: Option<u64>,
+    pub(super) seq_num: Option<u64>,
+    pub(super) timestamp: Option<u64>,
+    pub(super) tail_offset: Option<u64>,
+    pub(super) clamp: Option<bool>,
+    pub(super) count: Option<u64>,
+    pub(super) bytes: Option<u64>,
+    pub(super) until: Option<u64>,
     /// Seconds.
-    wait: Option<u32>,
+    pub(super) wait: Option<u32>,
 }
 
 impl ReadParams {

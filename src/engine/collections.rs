@@ -184,6 +184,8 @@ pub struct CollectionHandle {
     /// Serializes writes: one write per collection is in flight at a time.
     write_lock: tokio::sync::Mutex<()>,
     clock: Mutex<Clock>,
+    /// Bumped after every durable write, for long polls.
+    written: tokio::sync::watch::Sender<u64>,
 }
 
 impl CollectionHandle {
@@ -438,6 +440,7 @@ impl Engine {
                 floor: last,
                 in_flight: None,
             }),
+            written: tokio::sync::watch::Sender::new(0),
         });
         Ok(lock(&self.collections).entry(key).or_insert(handle).clone())
     }
@@ -543,10 +546,15 @@ impl Engine {
             t
         };
         let result = self.apply_write(&handle, ops, current, updated_at).await;
-        let mut clock = lock(&handle.clock);
-        clock.in_flight = None;
+        {
+            let mut clock = lock(&handle.clock);
+            clock.in_flight = None;
+            if result.as_ref().is_ok_and(|(changed, _)| *changed) {
+                clock.last = updated_at;
+            }
+        }
         if result.as_ref().is_ok_and(|(changed, _)| *changed) {
-            clock.last = updated_at;
+            handle.written.send_modify(|n| *n += 1);
         }
         result.map(|(_, views)| views)
     }
@@ -663,15 +671,43 @@ impl Engine {
     }
 
     /// A page of the records stream strictly after `cursor`, at most
-    /// `limit` records, and the cursor to continue from.
+    /// `limit` records, and the cursor to continue from. With a `wait`, an
+    /// empty page is held until something is written (long poll).
     pub async fn updated(
         &self,
         basin: &str,
         collection: &str,
         cursor: &Cursor,
         limit: usize,
+        wait: std::time::Duration,
     ) -> EngineResult<(Vec<RecordView>, Cursor)> {
         let handle = self.collection(basin, collection).await?;
+        let deadline = tokio::time::Instant::now() + wait.min(super::read::MAX_UNARY_WAIT);
+        let mut written = handle.written.subscribe();
+        let mut closing = self.closing.subscribe();
+        loop {
+            written.borrow_and_update();
+            let page = self.updated_page(&handle, cursor, limit)?;
+            if !page.0.is_empty() || tokio::time::Instant::now() >= deadline || *closing.borrow() {
+                return Ok(page);
+            }
+            tokio::select! {
+                _ = written.changed() => {}
+                _ = closing.changed() => {}
+                // A write in a millisecond the clock has not reached yet
+                // shows once it has.
+                _ = tokio::time::sleep(std::time::Duration::from_millis(1)), if lock(&handle.clock).last > now_ms() => {}
+                _ = tokio::time::sleep_until(deadline) => {}
+            }
+        }
+    }
+
+    fn updated_page(
+        &self,
+        handle: &CollectionHandle,
+        cursor: &Cursor,
+        limit: usize,
+    ) -> EngineResult<(Vec<RecordView>, Cursor)> {
         let limit = limit.clamp(1, MAX_PAGE);
         let watermark = handle.watermark();
         let start = match &cursor.after_id {
