@@ -641,3 +641,58 @@ async fn events_endpoint_and_long_poll() {
         "{elapsed:?}"
     );
 }
+
+#[tokio::test]
+async fn tombstones_expire_and_old_cursors_get_410() {
+    let server = TestServer::start().await;
+    server.create_basin(BASIN).await;
+    let resp = server
+        .put("/v1/collections/short")
+        .json(&json!({"tombstone_retention_secs": 1}))
+        .send()
+        .await
+        .unwrap();
+    expect_status(resp, StatusCode::CREATED).await;
+    let kept = put(&server, "short", "kept", json!({"v": 1})).await;
+    put(&server, "short", "gone", json!({"v": 1})).await;
+    server
+        .delete("/v1/collections/short/records/gone")
+        .send()
+        .await
+        .unwrap();
+    let old_cursor = kept["updated_at"].as_u64().unwrap();
+
+    // Upkeep runs every second; within a few the tombstone is gone.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let resp = server
+            .get(&format!(
+                "/v1/collections/short/updated?updated_after={old_cursor}"
+            ))
+            .send()
+            .await
+            .unwrap();
+        if resp.status() == StatusCode::GONE {
+            let body = expect_error(resp, StatusCode::GONE, "cursor_expired").await;
+            assert!(body["message"]
+                .as_str()
+                .unwrap()
+                .contains("updated_after=0"));
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the cursor never expired"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // A full resync from 0 sees the live record and no tombstone.
+    let page = updated(&server, "short", "updated_after=0").await;
+    assert_eq!(ids(&page), ["kept"]);
+    let resp = server
+        .get("/v1/collections/short/records/gone")
+        .send()
+        .await
+        .unwrap();
+    expect_error(resp, StatusCode::NOT_FOUND, "record_not_found").await;
+}

@@ -90,6 +90,9 @@ impl From<EngineError> for ApiError {
             EngineError::RecordNotFound(_) => {
                 ApiError::new(StatusCode::NOT_FOUND, "record_not_found", message)
             }
+            EngineError::CursorExpired(_) => {
+                ApiError::new(StatusCode::GONE, "cursor_expired", message)
+            }
             EngineError::VersionMismatch { .. } => {
                 ApiError::new(StatusCode::PRECONDITION_FAILED, "version_mismatch", message)
             }

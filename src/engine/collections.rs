@@ -186,6 +186,8 @@ pub struct CollectionHandle {
     clock: Mutex<Clock>,
     /// Bumped after every durable write, for long polls.
     written: tokio::sync::watch::Sender<u64>,
+    /// Tombstones below this `updated_at` are gone (see [`keys::tombstone_horizon_key`]).
+    horizon: std::sync::atomic::AtomicU64,
 }
 
 impl CollectionHandle {
@@ -364,6 +366,7 @@ impl Engine {
         self.stop_stream(basin, &meta.events_stream).await;
         let mut batch = WriteBatch::default();
         batch.delete(Keyspace::Meta, keys::collection_key(basin, name));
+        batch.delete(Keyspace::Meta, keys::tombstone_horizon_key(meta.id));
         // Documents and changes are keyed by the collection id, which the
         // purge marker covers in every keyspace.
         batch.put(Keyspace::Meta, keys::purge_key(meta.id), Vec::new());
@@ -441,6 +444,17 @@ impl Engine {
                 in_flight: None,
             }),
             written: tokio::sync::watch::Sender::new(0),
+            horizon: std::sync::atomic::AtomicU64::new(
+                match self
+                    .storage
+                    .get(Keyspace::Meta, &keys::tombstone_horizon_key(meta.id))?
+                {
+                    Some(bytes) => {
+                        u64::from_be_bytes(bytes.as_slice().try_into().unwrap_or_default())
+                    }
+                    None => 0,
+                },
+            ),
         });
         Ok(lock(&self.collections).entry(key).or_insert(handle).clone())
     }
@@ -708,6 +722,12 @@ impl Engine {
         cursor: &Cursor,
         limit: usize,
     ) -> EngineResult<(Vec<RecordView>, Cursor)> {
+        // Starting from 0 is a full resync and always fine; a cursor from
+        // before the tombstone horizon may have missed deletions.
+        let horizon = handle.horizon.load(std::sync::atomic::Ordering::Acquire);
+        if cursor.updated_after > 0 && cursor.updated_after < horizon {
+            return Err(EngineError::CursorExpired(horizon));
+        }
         let limit = limit.clamp(1, MAX_PAGE);
         let watermark = handle.watermark();
         let start = match &cursor.after_id {
@@ -754,6 +774,69 @@ impl Engine {
             };
         }
         Ok((records, next))
+    }
+
+    /// Removes tombstones older than the collection's retention, and moves
+    /// its horizon so that older cursors get a clear error instead of a
+    /// silent gap. Runs under the write lock, so no write interleaves.
+    pub(super) async fn expire_tombstones(&self, basin: &str, name: &str) -> EngineResult<()> {
+        let Some(meta) = self.collection_meta(basin, name)? else {
+            return Ok(());
+        };
+        let handle = self.collection(basin, name).await?;
+        if handle.id != meta.id {
+            return Ok(());
+        }
+        let retention_ms = meta.config.tombstone_retention_secs.saturating_mul(1000);
+        let new_horizon = now_ms().saturating_sub(retention_ms);
+        let old_horizon = handle.horizon.load(std::sync::atomic::Ordering::Acquire);
+        if new_horizon <= old_horizon {
+            return Ok(());
+        }
+        let _write = handle.write_lock.lock().await;
+        // Entries never move back, and older tombstones are already gone:
+        // only the band between the two horizons needs looking at.
+        let mut batch = WriteBatch::default();
+        let mut corrupt = None;
+        self.storage.scan(
+            Keyspace::Changes,
+            &keys::change_key(meta.id, old_horizon, ""),
+            &keys::change_key(meta.id, new_horizon, ""),
+            &mut |key, _| {
+                let Some((_, id)) = keys::parse_change_key(key) else {
+                    return ControlFlow::Continue(());
+                };
+                match self
+                    .storage
+                    .get(Keyspace::Docs, &keys::doc_key(meta.id, &id))
+                {
+                    Ok(Some(bytes)) => match keys::decode_json::<Doc>(&bytes) {
+                        Ok(doc) if doc.deleted => {
+                            batch.delete(Keyspace::Changes, key.to_vec());
+                            batch.delete(Keyspace::Docs, keys::doc_key(meta.id, &id));
+                        }
+                        Ok(_) => {}
+                        Err(err) => corrupt = Some(err),
+                    },
+                    Ok(None) => {}
+                    Err(err) => corrupt = Some(err),
+                }
+                ControlFlow::Continue(())
+            },
+        )?;
+        if let Some(err) = corrupt {
+            return Err(err.into());
+        }
+        batch.put(
+            Keyspace::Meta,
+            keys::tombstone_horizon_key(meta.id),
+            new_horizon.to_be_bytes().to_vec(),
+        );
+        self.committer.commit(batch).await?;
+        handle
+            .horizon
+            .store(new_horizon, std::sync::atomic::Ordering::Release);
+        Ok(())
     }
 
     async fn allocate_id(&self) -> EngineResult<u64> {

@@ -18,6 +18,11 @@ pub enum EngineError {
     CollectionNotFound(String),
     #[error("record `{0}` not found")]
     RecordNotFound(String),
+    #[error(
+        "the cursor is older than the tombstones kept (deletions before {0} ms were forgotten); \
+         start again from updated_after=0 for a full resync"
+    )]
+    CursorExpired(u64),
     #[error("record `{id}` is at version {actual}, not the expected {expected}")]
     VersionMismatch {
         id: String,

@@ -19,6 +19,7 @@ const STATE_TAG: u8 = b'T';
 const PURGE_TAG: u8 = b'P';
 const ACCESS_TOKEN_TAG: u8 = b'A';
 const COLLECTION_TAG: u8 = b'C';
+const TOMBSTONE_HORIZON_TAG: u8 = b'K';
 const NEXT_STREAM_ID_KEY: &[u8] = b"N";
 
 /// `B{basin}` → [`BasinMeta`] as JSON.
@@ -86,6 +87,12 @@ pub fn collection_prefix(basin: &str) -> Vec<u8> {
     key.extend_from_slice(basin.as_bytes());
     key.push(0);
     key
+}
+
+/// `K{collection id}` → u64: tombstones older than this `updated_at` have
+/// been removed; cursors before it are expired.
+pub fn tombstone_horizon_key(collection_id: u64) -> Vec<u8> {
+    tagged_id(TOMBSTONE_HORIZON_TAG, collection_id)
 }
 
 /// Docs keyspace: `{collection id}{record id}` → [`Doc`] as JSON.

@@ -57,6 +57,12 @@ impl Engine {
                     continue;
                 }
             };
+            let collections = self.collection_ids(&basin).unwrap_or_default();
+            for (name, _) in collections {
+                if let Err(err) = self.expire_tombstones(&basin, &name).await {
+                    tracing::warn!(basin, collection = name, error = %err, "expiring tombstones failed; retrying next round");
+                }
+            }
             for (name, meta) in streams {
                 if *self.closing.borrow() {
                     return; // shutting down: no new work
