@@ -696,3 +696,179 @@ async fn tombstones_expire_and_old_cursors_get_410() {
         .unwrap();
     expect_error(resp, StatusCode::NOT_FOUND, "record_not_found").await;
 }
+
+/// The unified endpoint: one cursor over several collections, in
+/// `(updated_at, collection, id)` order, that misses nothing while writers
+/// write to all of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unified_cursor_over_collections() {
+    let server = TestServer::start().await;
+    for name in ["alpha", "beta", "gamma"] {
+        ensure_collection(&server, name).await;
+    }
+    let (base, client) = (server.base.clone(), server.client.clone());
+    let writers: Vec<_> = ["alpha", "beta", "gamma"]
+        .into_iter()
+        .map(|coll| {
+            let (base, client) = (base.clone(), client.clone());
+            tokio::spawn(async move {
+                for round in 0..30 {
+                    let n = if round % 10 == 0 { 200 } else { 2 };
+                    let upserts: Vec<Value> = (0..n)
+                        .map(|i| json!({"id": format!("r{round:02}-{i:03}"), "data": {"round": round}}))
+                        .collect();
+                    let resp = client
+                        .post(format!("{base}/v1/collections/{coll}/records"))
+                        .header("s2-basin", BASIN)
+                        .json(&json!({ "upserts": upserts }))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert!(resp.status().is_success());
+                }
+            })
+        })
+        .collect();
+    let (done_tx, done_rx) = tokio::sync::watch::channel(false);
+    let pager = {
+        let (base, client) = (base.clone(), client.clone());
+        tokio::spawn(async move {
+            let mut seen: HashSet<(String, String)> = HashSet::new();
+            let mut cursor: Option<String> = None;
+            let mut last = (0u64, String::new(), String::new());
+            let mut idle = 0;
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            while idle < 3 {
+                assert!(std::time::Instant::now() < deadline, "pager did not finish");
+                let query = cursor
+                    .as_ref()
+                    .map_or("limit=3".to_string(), |c| format!("cursor={c}&limit=3"));
+                let page: Value = client
+                    .get(format!(
+                        "{base}/v1/updated?collections=alpha,beta,gamma&{query}"
+                    ))
+                    .header("s2-basin", BASIN)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                let records = page["records"].as_array().unwrap();
+                for r in records {
+                    let position = (
+                        r["updated_at"].as_u64().unwrap(),
+                        r["collection"].as_str().unwrap().to_string(),
+                        r["id"].as_str().unwrap().to_string(),
+                    );
+                    assert!(position > last, "out of order: {position:?} after {last:?}");
+                    last = position.clone();
+                    assert!(seen.insert((position.1, position.2)), "seen twice");
+                }
+                cursor = Some(page["cursor"].as_str().unwrap().to_string());
+                if records.is_empty() {
+                    if *done_rx.borrow() {
+                        idle += 1;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+            seen
+        })
+    };
+    for w in writers {
+        w.await.unwrap();
+    }
+    done_tx.send_replace(true);
+    let seen = pager.await.unwrap();
+    // Every record was written once, so each must have been seen once.
+    assert_eq!(seen.len(), 3 * (3 * 200 + 27 * 2));
+
+    // The cursor pair form, and bad input.
+    let page = expect_status(
+        server
+            .get("/v1/updated?updated_after=0&limit=2")
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::OK,
+    )
+    .await;
+    let first_three = expect_status(
+        server
+            .get("/v1/updated?updated_after=0&limit=3")
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::OK,
+    )
+    .await;
+    let next = &page["next"];
+    let query = format!(
+        "updated_after={}&after_collection={}&after_id={}&limit=1",
+        next["updated_after"],
+        next["after_collection"].as_str().unwrap(),
+        next["after_id"].as_str().unwrap()
+    );
+    let page2 = expect_status(
+        server
+            .get(&format!("/v1/updated?{query}"))
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(page2["records"][0], first_three["records"][2]);
+    assert!(page2["records"][0]["collection"].is_string());
+    let resp = server.get("/v1/updated?after_id=x").send().await.unwrap();
+    expect_error(resp, StatusCode::UNPROCESSABLE_ENTITY, "invalid").await;
+    let resp = server
+        .get("/v1/updated?collections=nope")
+        .send()
+        .await
+        .unwrap();
+    expect_error(resp, StatusCode::NOT_FOUND, "collection_not_found").await;
+}
+
+/// The classic failure across collections: after a reader pages past a
+/// record of `beta`, a write to `alpha` (which sorts first) follows at once.
+#[tokio::test]
+async fn a_write_never_lands_behind_a_served_unified_cursor() {
+    let server = TestServer::start().await;
+    ensure_collection(&server, "alpha").await;
+    ensure_collection(&server, "beta").await;
+    let page = |query: String| {
+        let req = server.get(&format!("/v1/updated?collections=alpha,beta&{query}"));
+        async move { req.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let mut cursor = page("limit=1000".into()).await["cursor"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for i in 0..30 {
+        put(&server, "beta", &format!("z{i:02}"), json!({"i": i})).await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        loop {
+            let p = page(format!("cursor={cursor}")).await;
+            cursor = p["cursor"].as_str().unwrap().to_string();
+            if ids(&p).contains(&format!("z{i:02}")) {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "z{i:02} never showed");
+        }
+        put(&server, "alpha", &format!("a{i:02}"), json!({"i": i})).await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        loop {
+            let p = page(format!("cursor={cursor}")).await;
+            cursor = p["cursor"].as_str().unwrap().to_string();
+            if ids(&p).contains(&format!("a{i:02}")) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "a{i:02} was skipped by the cursor"
+            );
+        }
+    }
+}

@@ -12,6 +12,7 @@ use serde_json::{json, Map, Value};
 use super::error::{ApiError, ApiResult};
 use super::extract::{Basin, Json, OptionalJson, Path, Query};
 use super::{detached, provision_response, AppState, ListParams};
+use crate::engine::collections::UnifiedCursor;
 use crate::engine::collections::{
     CollectionConfig, CollectionConfigPatch, CollectionInfo, Cursor, RecordView, WriteOp,
     DEFAULT_PAGE,
@@ -378,5 +379,101 @@ pub async fn events(
         "events": events,
         "next_seq_num": next_seq_num,
         "tail": batch.tail.map(crate::wire::json::Position::from),
+    })))
+}
+
+#[derive(Deserialize, Default)]
+pub struct UnifiedParams {
+    /// Comma-separated collection names; all of the basin's if absent.
+    collections: Option<String>,
+    updated_after: Option<String>,
+    after_collection: Option<String>,
+    after_id: Option<String>,
+    cursor: Option<String>,
+    limit: Option<usize>,
+    wait: Option<u32>,
+}
+
+/// `GET /v1/updated`: one cursor over several collections, ordered by
+/// `(updated_at, collection, id)`.
+pub async fn updated_across(
+    State(state): State<AppState>,
+    Basin(basin): Basin,
+    Query(params): Query<UnifiedParams>,
+) -> ApiResult<axum::Json<Value>> {
+    let cursor = match (&params.cursor, &params.updated_after) {
+        (Some(token), None) if params.after_id.is_none() && params.after_collection.is_none() => {
+            let bad = || ApiError::invalid("malformed cursor: pass back a `cursor` exactly as returned");
+            let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?;
+            let (updated_after, after): (u64, Option<(String, String)>) =
+                serde_json::from_slice(&bytes).map_err(|_| bad())?;
+            UnifiedCursor { updated_after, after }
+        }
+        (Some(_), _) => {
+            return Err(ApiError::invalid(
+                "pass either `cursor` or `updated_after` (+ `after_collection` and `after_id`), not both",
+            ))
+        }
+        (None, after) => {
+            let updated_after = match after {
+                Some(text) => parse_time(text)?,
+                None if params.after_id.is_some() || params.after_collection.is_some() => {
+                    return Err(ApiError::invalid("`after_collection` and `after_id` need `updated_after`"))
+                }
+                None => 0,
+            };
+            let after = match (&params.after_collection, &params.after_id) {
+                (Some(c), Some(i)) => Some((c.clone(), i.clone())),
+                (None, None) => None,
+                _ => {
+                    return Err(ApiError::invalid(
+                        "`after_collection` and `after_id` go together",
+                    ))
+                }
+            };
+            UnifiedCursor { updated_after, after }
+        }
+    };
+    let limit = params.limit.unwrap_or(DEFAULT_PAGE);
+    if limit == 0 || limit > crate::engine::collections::MAX_PAGE {
+        return Err(ApiError::invalid(format!(
+            "limit must be 1 to {}",
+            crate::engine::collections::MAX_PAGE
+        )));
+    }
+    let names = params.collections.as_ref().map(|list| {
+        list.split(',')
+            .map(|n| n.trim().to_string())
+            .filter(|n| !n.is_empty())
+            .collect::<Vec<_>>()
+    });
+    let wait = std::time::Duration::from_secs(params.wait.unwrap_or(0).into());
+    let (records, next) = state
+        .engine
+        .updated_across(&basin, names, &cursor, limit, wait)
+        .await?;
+    let records: Vec<Value> = records
+        .into_iter()
+        .map(|(collection, record)| {
+            let mut value = serde_json::to_value(record).unwrap_or_default();
+            if let Value::Object(map) = &mut value {
+                map.insert("collection".into(), json!(collection));
+            }
+            value
+        })
+        .collect();
+    let token = URL_SAFE_NO_PAD.encode(json!([next.updated_after, next.after]).to_string());
+    let (after_collection, after_id) = match next.after {
+        Some((c, i)) => (Some(c), Some(i)),
+        None => (None, None),
+    };
+    Ok(axum::Json(json!({
+        "records": records,
+        "next": {
+            "updated_after": next.updated_after,
+            "after_collection": after_collection,
+            "after_id": after_id,
+        },
+        "cursor": token,
     })))
 }

@@ -85,6 +85,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
             get(collections::updated),
         )
         .route("/collections/{collection}/events", get(collections::events))
+        .route("/updated", get(collections::updated_across))
         .route("/metrics", get(account::account_metrics))
         .route("/metrics/{basin}", get(account::basin_metrics))
         .route("/metrics/{basin}/{stream}", get(account::stream_metrics));

@@ -166,6 +166,15 @@ pub struct Cursor {
     pub after_id: Option<String>,
 }
 
+/// A position across collections: strictly after `(updated_after,
+/// collection, id)`; without `after`, strictly after every record at
+/// `updated_after`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UnifiedCursor {
+    pub updated_after: u64,
+    pub after: Option<(String, String)>,
+}
+
 /// Where the writer's clock stands; see the module docs.
 #[derive(Default)]
 struct Clock {
@@ -771,6 +780,121 @@ impl Engine {
             next = Cursor {
                 updated_after: updated_at,
                 after_id: Some(id),
+            };
+        }
+        Ok((records, next))
+    }
+
+    /// One page across several collections (all of the basin's if `names`
+    /// is `None`), ordered by `(updated_at, collection, id)`, strictly after
+    /// `cursor`. Only records below every collection's watermark (and below
+    /// the wall clock, for collections created later) are served, so no
+    /// write to any of them can land behind the returned cursor.
+    pub async fn updated_across(
+        &self,
+        basin: &str,
+        names: Option<Vec<String>>,
+        cursor: &UnifiedCursor,
+        limit: usize,
+        wait: std::time::Duration,
+    ) -> EngineResult<(Vec<(String, RecordView)>, UnifiedCursor)> {
+        let deadline = tokio::time::Instant::now() + wait.min(super::read::MAX_UNARY_WAIT);
+        loop {
+            let page = self
+                .updated_across_page(basin, names.as_deref(), cursor, limit)
+                .await?;
+            if !page.0.is_empty()
+                || tokio::time::Instant::now() >= deadline
+                || *self.closing.borrow()
+            {
+                return Ok(page);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+    }
+
+    async fn updated_across_page(
+        &self,
+        basin: &str,
+        names: Option<&[String]>,
+        cursor: &UnifiedCursor,
+        limit: usize,
+    ) -> EngineResult<(Vec<(String, RecordView)>, UnifiedCursor)> {
+        self.basin_meta(basin)?;
+        let limit = limit.clamp(1, MAX_PAGE);
+        let mut names: Vec<String> = match names {
+            Some(names) => names.to_vec(),
+            None => self
+                .collection_ids(basin)?
+                .into_iter()
+                .map(|(n, _)| n)
+                .collect(),
+        };
+        names.sort();
+        names.dedup();
+        let mut handles = Vec::with_capacity(names.len());
+        let mut watermark = now_ms();
+        for name in &names {
+            let handle = self.collection(basin, name).await?;
+            let horizon = handle.horizon.load(std::sync::atomic::Ordering::Acquire);
+            if cursor.updated_after > 0 && cursor.updated_after < horizon {
+                return Err(EngineError::CursorExpired(horizon));
+            }
+            watermark = watermark.min(handle.watermark());
+            handles.push(handle);
+        }
+        // Up to `limit` candidates from each collection, then merge.
+        let mut entries: Vec<(u64, String, String)> = Vec::new();
+        for (name, handle) in names.iter().zip(&handles) {
+            let start = match &cursor.after {
+                Some((after_collection, after_id)) if name == after_collection => {
+                    let mut key = keys::change_key(handle.id, cursor.updated_after, after_id);
+                    key.push(0);
+                    key
+                }
+                Some((after_collection, _)) if name > after_collection => {
+                    keys::change_key(handle.id, cursor.updated_after, "")
+                }
+                _ => match cursor.updated_after.checked_add(1) {
+                    Some(t) => keys::change_key(handle.id, t, ""),
+                    None => continue,
+                },
+            };
+            let end = keys::change_key(handle.id, watermark, "");
+            let mut taken = 0;
+            self.storage
+                .scan(Keyspace::Changes, &start, &end, &mut |key, _| {
+                    if let Some((t, id)) = keys::parse_change_key(key) {
+                        entries.push((t, name.clone(), id));
+                        taken += 1;
+                    }
+                    if taken >= limit {
+                        ControlFlow::Break(())
+                    } else {
+                        ControlFlow::Continue(())
+                    }
+                })?;
+        }
+        entries.sort();
+        entries.truncate(limit);
+        let mut next = cursor.clone();
+        let mut records = Vec::with_capacity(entries.len());
+        for (t, name, id) in entries {
+            let Some(handle) = names.iter().position(|n| *n == name).map(|i| &handles[i]) else {
+                continue;
+            };
+            if let Some(bytes) = self
+                .storage
+                .get(Keyspace::Docs, &keys::doc_key(handle.id, &id))?
+            {
+                let doc: Doc = keys::decode_json(&bytes)?;
+                if doc.updated_at == t {
+                    records.push((name.clone(), RecordView::new(&id, doc)));
+                }
+            }
+            next = UnifiedCursor {
+                updated_after: t,
+                after: Some((name, id)),
             };
         }
         Ok((records, next))
