@@ -2,8 +2,8 @@
 //! cursor over the records stream.
 
 use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::Response;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
@@ -12,11 +12,11 @@ use serde_json::{json, Map, Value};
 use super::error::{ApiError, ApiResult};
 use super::extract::{Basin, Json, OptionalJson, Path, Query};
 use super::{detached, provision_response, AppState, ListParams};
-use crate::engine::collections::UnifiedCursor;
 use crate::engine::collections::{
     CollectionConfig, CollectionConfigPatch, CollectionInfo, Cursor, RecordView, WriteOp,
     DEFAULT_PAGE,
 };
+use crate::engine::collections::{RawRecord, UnifiedCursor};
 use crate::wire::json::rfc3339;
 
 #[derive(Serialize)]
@@ -270,7 +270,7 @@ pub async fn updated(
     Basin(basin): Basin,
     Path(collection): Path<String>,
     Query(params): Query<UpdatedParams>,
-) -> ApiResult<axum::Json<Value>> {
+) -> ApiResult<Response> {
     let cursor = match (&params.cursor, &params.updated_after, &params.after_id) {
         (Some(token), None, None) => decode_cursor(token)?,
         (Some(_), _, _) => {
@@ -297,11 +297,28 @@ pub async fn updated(
         .engine
         .updated(&basin, &collection, &cursor, limit, wait)
         .await?;
-    Ok(axum::Json(json!({
-        "records": records,
-        "next": { "updated_after": next.updated_after, "after_id": next.after_id },
-        "cursor": encode_cursor(&next),
-    })))
+    let next_json = json!({ "updated_after": next.updated_after, "after_id": next.after_id });
+    Ok(page_response(&records, &next_json, &encode_cursor(&next)))
+}
+
+/// `{"records": [...], "next": ..., "cursor": ...}`, with each record's
+/// stored JSON copied in as it is: paging never decodes a record.
+fn page_response(records: &[RawRecord], next: &Value, cursor: &str) -> Response {
+    let size: usize = records.iter().map(|r| r.json.len() + 1).sum();
+    let mut body = Vec::with_capacity(size + 256);
+    body.extend_from_slice(b"{\"records\":[");
+    for (i, record) in records.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(&record.json);
+    }
+    body.extend_from_slice(b"],\"next\":");
+    body.extend_from_slice(next.to_string().as_bytes());
+    body.extend_from_slice(b",\"cursor\":");
+    body.extend_from_slice(json!(cursor).to_string().as_bytes());
+    body.push(b'}');
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 /// The read parameters of a stream read, plus an event-type filter.
@@ -400,7 +417,7 @@ pub async fn updated_across(
     State(state): State<AppState>,
     Basin(basin): Basin,
     Query(params): Query<UnifiedParams>,
-) -> ApiResult<axum::Json<Value>> {
+) -> ApiResult<Response> {
     let cursor = match (&params.cursor, &params.updated_after) {
         (Some(token), None) if params.after_id.is_none() && params.after_collection.is_none() => {
             let bad = || ApiError::invalid("malformed cursor: pass back a `cursor` exactly as returned");
@@ -452,28 +469,15 @@ pub async fn updated_across(
         .engine
         .updated_across(&basin, names, &cursor, limit, wait)
         .await?;
-    let records: Vec<Value> = records
-        .into_iter()
-        .map(|(collection, record)| {
-            let mut value = serde_json::to_value(record).unwrap_or_default();
-            if let Value::Object(map) = &mut value {
-                map.insert("collection".into(), json!(collection));
-            }
-            value
-        })
-        .collect();
     let token = URL_SAFE_NO_PAD.encode(json!([next.updated_after, next.after]).to_string());
     let (after_collection, after_id) = match next.after {
         Some((c, i)) => (Some(c), Some(i)),
         None => (None, None),
     };
-    Ok(axum::Json(json!({
-        "records": records,
-        "next": {
-            "updated_after": next.updated_after,
-            "after_collection": after_collection,
-            "after_id": after_id,
-        },
-        "cursor": token,
-    })))
+    let next_json = json!({
+        "updated_after": next.updated_after,
+        "after_collection": after_collection,
+        "after_id": after_id,
+    });
+    Ok(page_response(&records, &next_json, &token))
 }

@@ -92,6 +92,7 @@ pub struct CollectionInfo {
 /// A record as clients see it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RecordView {
+    pub collection: String,
     pub id: String,
     pub data: Map<String, Value>,
     pub version: u64,
@@ -101,8 +102,9 @@ pub struct RecordView {
 }
 
 impl RecordView {
-    fn new(id: &str, doc: Doc) -> Self {
+    fn new(collection: &str, id: &str, doc: Doc) -> Self {
         Self {
+            collection: collection.to_string(),
             id: id.to_string(),
             data: doc.data,
             version: doc.version,
@@ -110,6 +112,23 @@ impl RecordView {
             updated_at: doc.updated_at,
             deleted: doc.deleted,
         }
+    }
+}
+
+/// A record as the records stream stores it: its position, and the JSON a
+/// client gets, kept ready so that paging copies bytes instead of decoding
+/// and re-encoding every record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RawRecord {
+    pub updated_at: u64,
+    pub id: String,
+    /// A [`RecordView`] as JSON.
+    pub json: Bytes,
+}
+
+impl RawRecord {
+    pub fn view(&self) -> EngineResult<RecordView> {
+        Ok(keys::decode_json(&self.json)?)
     }
 }
 
@@ -189,6 +208,7 @@ struct Clock {
 /// A collection in use.
 pub struct CollectionHandle {
     id: u64,
+    name: String,
     events: Arc<StreamHandle>,
     /// Serializes writes: one write per collection is in flight at a time.
     write_lock: tokio::sync::Mutex<()>,
@@ -445,6 +465,7 @@ impl Engine {
             .map_or(0, |(t, _)| t);
         let handle = Arc::new(CollectionHandle {
             id: meta.id,
+            name: name.to_string(),
             events,
             write_lock: tokio::sync::Mutex::new(()),
             clock: Mutex::new(Clock {
@@ -481,7 +502,7 @@ impl Engine {
             .storage
             .get(Keyspace::Docs, &keys::doc_key(handle.id, id))?
         {
-            Some(bytes) => Ok(RecordView::new(id, keys::decode_json(&bytes)?)),
+            Some(bytes) => Ok(RecordView::new(collection, id, keys::decode_json(&bytes)?)),
             None => Err(EngineError::RecordNotFound(id.into())),
         }
     }
@@ -600,7 +621,7 @@ impl Engine {
                 WriteOp::Upsert { data, .. } => match &old {
                     Some(old) if !old.deleted && old.data == data => {
                         // Nothing changes: no new version, no event.
-                        views.push(RecordView::new(&id, old.clone()));
+                        views.push(RecordView::new(&handle.name, &id, old.clone()));
                         continue;
                     }
                     Some(old) if !old.deleted => {
@@ -645,10 +666,11 @@ impl Engine {
                     keys::change_key(handle.id, old.updated_at, &id),
                 );
             }
+            let view = RecordView::new(&handle.name, &id, doc.clone());
             extra.put(
                 Keyspace::Changes,
                 keys::change_key(handle.id, updated_at, &id),
-                Vec::new(),
+                keys::encode_json(&view),
             );
             extra.put(
                 Keyspace::Docs,
@@ -664,7 +686,7 @@ impl Engine {
                 version: doc.version,
                 updated_at,
             });
-            views.push(RecordView::new(&id, doc));
+            views.push(view);
         }
         if events.is_empty() {
             return Ok((false, views));
@@ -703,7 +725,7 @@ impl Engine {
         cursor: &Cursor,
         limit: usize,
         wait: std::time::Duration,
-    ) -> EngineResult<(Vec<RecordView>, Cursor)> {
+    ) -> EngineResult<(Vec<RawRecord>, Cursor)> {
         let handle = self.collection(basin, collection).await?;
         let deadline = tokio::time::Instant::now() + wait.min(super::read::MAX_UNARY_WAIT);
         let mut written = handle.written.subscribe();
@@ -730,7 +752,7 @@ impl Engine {
         handle: &CollectionHandle,
         cursor: &Cursor,
         limit: usize,
-    ) -> EngineResult<(Vec<RecordView>, Cursor)> {
+    ) -> EngineResult<(Vec<RawRecord>, Cursor)> {
         // Starting from 0 is a full resync and always fine; a cursor from
         // before the tombstone horizon may have missed deletions.
         let horizon = handle.horizon.load(std::sync::atomic::Ordering::Acquire);
@@ -751,37 +773,29 @@ impl Engine {
             },
         };
         let end = keys::change_key(handle.id, watermark, "");
-        let mut entries = Vec::new();
+        let mut records = Vec::new();
         self.storage
-            .scan(Keyspace::Changes, &start, &end, &mut |key, _| {
-                if let Some(entry) = keys::parse_change_key(key) {
-                    entries.push(entry);
+            .scan(Keyspace::Changes, &start, &end, &mut |key, value| {
+                if let Some((updated_at, id)) = keys::parse_change_key(key) {
+                    records.push(RawRecord {
+                        updated_at,
+                        id,
+                        json: Bytes::copy_from_slice(value),
+                    });
                 }
-                if entries.len() >= limit {
+                if records.len() >= limit {
                     ControlFlow::Break(())
                 } else {
                     ControlFlow::Continue(())
                 }
             })?;
-        let mut next = cursor.clone();
-        let mut records = Vec::with_capacity(entries.len());
-        for (updated_at, id) in entries {
-            // A write may have moved the record on since the scan; then it
-            // is at a later position (past the watermark) and shows there.
-            if let Some(bytes) = self
-                .storage
-                .get(Keyspace::Docs, &keys::doc_key(handle.id, &id))?
-            {
-                let doc: Doc = keys::decode_json(&bytes)?;
-                if doc.updated_at == updated_at {
-                    records.push(RecordView::new(&id, doc));
-                }
-            }
-            next = Cursor {
-                updated_after: updated_at,
-                after_id: Some(id),
-            };
-        }
+        let next = match records.last() {
+            Some(last) => Cursor {
+                updated_after: last.updated_at,
+                after_id: Some(last.id.clone()),
+            },
+            None => cursor.clone(),
+        };
         Ok((records, next))
     }
 
@@ -797,7 +811,7 @@ impl Engine {
         cursor: &UnifiedCursor,
         limit: usize,
         wait: std::time::Duration,
-    ) -> EngineResult<(Vec<(String, RecordView)>, UnifiedCursor)> {
+    ) -> EngineResult<(Vec<RawRecord>, UnifiedCursor)> {
         let deadline = tokio::time::Instant::now() + wait.min(super::read::MAX_UNARY_WAIT);
         loop {
             let page = self
@@ -819,7 +833,7 @@ impl Engine {
         names: Option<&[String]>,
         cursor: &UnifiedCursor,
         limit: usize,
-    ) -> EngineResult<(Vec<(String, RecordView)>, UnifiedCursor)> {
+    ) -> EngineResult<(Vec<RawRecord>, UnifiedCursor)> {
         self.basin_meta(basin)?;
         let limit = limit.clamp(1, MAX_PAGE);
         let mut names: Vec<String> = match names {
@@ -844,7 +858,7 @@ impl Engine {
             handles.push(handle);
         }
         // Up to `limit` candidates from each collection, then merge.
-        let mut entries: Vec<(u64, String, String)> = Vec::new();
+        let mut entries: Vec<(u64, String, RawRecord)> = Vec::new();
         for (name, handle) in names.iter().zip(&handles) {
             let start = match &cursor.after {
                 Some((after_collection, after_id)) if name == after_collection => {
@@ -863,9 +877,18 @@ impl Engine {
             let end = keys::change_key(handle.id, watermark, "");
             let mut taken = 0;
             self.storage
-                .scan(Keyspace::Changes, &start, &end, &mut |key, _| {
-                    if let Some((t, id)) = keys::parse_change_key(key) {
-                        entries.push((t, name.clone(), id));
+                .scan(Keyspace::Changes, &start, &end, &mut |key, value| {
+                    if let Some((updated_at, id)) = keys::parse_change_key(key) {
+                        let json = Bytes::copy_from_slice(value);
+                        entries.push((
+                            updated_at,
+                            name.clone(),
+                            RawRecord {
+                                updated_at,
+                                id,
+                                json,
+                            },
+                        ));
                         taken += 1;
                     }
                     if taken >= limit {
@@ -875,29 +898,16 @@ impl Engine {
                     }
                 })?;
         }
-        entries.sort();
+        entries.sort_by(|a, b| (a.0, &a.1, &a.2.id).cmp(&(b.0, &b.1, &b.2.id)));
         entries.truncate(limit);
-        let mut next = cursor.clone();
-        let mut records = Vec::with_capacity(entries.len());
-        for (t, name, id) in entries {
-            let Some(handle) = names.iter().position(|n| *n == name).map(|i| &handles[i]) else {
-                continue;
-            };
-            if let Some(bytes) = self
-                .storage
-                .get(Keyspace::Docs, &keys::doc_key(handle.id, &id))?
-            {
-                let doc: Doc = keys::decode_json(&bytes)?;
-                if doc.updated_at == t {
-                    records.push((name.clone(), RecordView::new(&id, doc)));
-                }
-            }
-            next = UnifiedCursor {
-                updated_after: t,
-                after: Some((name, id)),
-            };
-        }
-        Ok((records, next))
+        let next = match entries.last() {
+            Some((t, name, record)) => UnifiedCursor {
+                updated_after: *t,
+                after: Some((name.clone(), record.id.clone())),
+            },
+            None => cursor.clone(),
+        };
+        Ok((entries.into_iter().map(|(_, _, r)| r).collect(), next))
     }
 
     /// Removes tombstones older than the collection's retention, and moves
