@@ -883,3 +883,59 @@ async fn a_write_never_lands_behind_a_served_unified_cursor() {
         }
     }
 }
+
+#[tokio::test]
+async fn events_follow_live_over_sse() {
+    let server = TestServer::start().await;
+    ensure_collection(&server, "live").await;
+    put(&server, "live", "first", json!({"n": 1})).await;
+    let resp = server
+        .get("/v1/collections/live/events?seq_num=0&event=created,deleted")
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut events = SseReader::new(resp);
+    let mut seen = Vec::new();
+    let writer = {
+        let req_a = server
+            .put("/v1/collections/live/records/first")
+            .json(&json!({"n": 2}));
+        let req_b = server
+            .put("/v1/collections/live/records/second")
+            .json(&json!({"n": 1}));
+        let req_c = server.delete("/v1/collections/live/records/first");
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            for req in [req_a, req_b, req_c] {
+                assert!(req.send().await.unwrap().status().is_success());
+            }
+        })
+    };
+    while seen.len() < 3 {
+        let event = events
+            .next_within(Duration::from_secs(5))
+            .await
+            .expect("session open");
+        if event.event.as_deref() == Some("batch") {
+            let data: Value = serde_json::from_str(&event.data).unwrap();
+            for e in data["events"].as_array().unwrap() {
+                seen.push((
+                    e["event"].as_str().unwrap().to_string(),
+                    e["id"].as_str().unwrap().to_string(),
+                ));
+            }
+        }
+    }
+    writer.await.unwrap();
+    // The update of `first` is filtered out.
+    assert_eq!(
+        seen,
+        [
+            ("created".into(), "first".into()),
+            ("created".into(), "second".into()),
+            ("deleted".into(), "first".into())
+        ]
+    );
+}

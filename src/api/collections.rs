@@ -2,7 +2,7 @@
 //! cursor over the records stream.
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -17,6 +17,7 @@ use crate::engine::collections::{
     DEFAULT_PAGE,
 };
 use crate::engine::collections::{RawRecord, UnifiedCursor};
+use crate::engine::types::ReadBatch;
 use crate::wire::json::rfc3339;
 
 #[derive(Serialize)]
@@ -343,7 +344,8 @@ pub async fn events(
     Basin(basin): Basin,
     Path(collection): Path<String>,
     Query(params): Query<EventsParams>,
-) -> ApiResult<axum::Json<Value>> {
+    headers: HeaderMap,
+) -> ApiResult<Response> {
     let wanted: Option<Vec<String>> = match &params.event {
         None => None,
         Some(list) => {
@@ -371,7 +373,43 @@ pub async fn events(
         wait: params.wait,
     }
     .into_request()?;
+    if accepts_event_stream(&headers) {
+        let mut req = req;
+        let resume = super::sse::SessionResume::from_headers(&headers)?;
+        resume.apply(&mut req);
+        let session = state
+            .engine
+            .read_session(&basin, &info.events_stream, req)
+            .await?;
+        let render: super::sse::RenderBatch = Box::new(move |batch| {
+            let events = decode_events(batch, wanted.as_deref()).unwrap_or_default();
+            json!({ "events": events, "tail": batch.tail.map(crate::wire::json::Position::from) })
+                .to_string()
+        });
+        return Ok(super::sse::respond(session, render, resume));
+    }
     let batch = state.engine.read(&basin, &info.events_stream, req).await?;
+    let events = decode_events(&batch, wanted.as_deref())?;
+    let next_seq_num = batch.records.last().map(|r| r.seq_num + 1);
+    Ok(axum::Json(json!({
+        "events": events,
+        "next_seq_num": next_seq_num,
+        "tail": batch.tail.map(crate::wire::json::Position::from),
+    }))
+    .into_response())
+}
+
+fn accepts_event_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("text/event-stream"))
+}
+
+/// The change events of a batch of events-stream records, with their seq
+/// nums and timestamps, keeping only the `wanted` types.
+fn decode_events(batch: &ReadBatch, wanted: Option<&[String]>) -> ApiResult<Vec<Value>> {
     let mut events = Vec::with_capacity(batch.records.len());
     for record in &batch.records {
         let mut event: Value = serde_json::from_slice(&record.body).map_err(|e| {
@@ -381,8 +419,8 @@ pub async fn events(
                 format!("a stored event is malformed: {e}"),
             )
         })?;
-        let kind = event["event"].as_str().unwrap_or_default().to_string();
-        if wanted.as_ref().is_some_and(|w| !w.contains(&kind)) {
+        let kind = event["event"].as_str().unwrap_or_default();
+        if wanted.is_some_and(|w| !w.iter().any(|k| k == kind)) {
             continue;
         }
         if let Value::Object(map) = &mut event {
@@ -391,12 +429,7 @@ pub async fn events(
         }
         events.push(event);
     }
-    let next_seq_num = batch.records.last().map(|r| r.seq_num + 1);
-    Ok(axum::Json(json!({
-        "events": events,
-        "next_seq_num": next_seq_num,
-        "tail": batch.tail.map(crate::wire::json::Position::from),
-    })))
+    Ok(events)
 }
 
 #[derive(Deserialize, Default)]

@@ -165,7 +165,7 @@ pub async fn read(
         let resume = SessionResume::from_headers(&headers)?;
         resume.apply(&mut req);
         let session = state.engine.read_session(&basin, &stream, req).await?;
-        return Ok(sse::respond(session, format, resume));
+        return Ok(sse::respond(session, sse::render_records(format), resume));
     }
     let batch = state.engine.read(&basin, &stream, req).await?;
     if wants_proto(&headers) {

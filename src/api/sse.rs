@@ -20,6 +20,7 @@ use futures::stream::{self, Stream};
 use serde_json::json;
 
 use super::error::{ApiError, ApiResult};
+use crate::engine::types::ReadBatch;
 use crate::engine::types::{now_ms, ReadStart};
 use crate::engine::{ReadRequest, ReadSession, SessionEvent};
 use crate::wire::json::{Batch, Format, Position};
@@ -64,18 +65,28 @@ impl SessionResume {
     }
 }
 
+/// Renders a batch as the data of a `batch` event.
+pub type RenderBatch = Box<dyn Fn(&ReadBatch) -> String + Send>;
+
+/// Stream records as S2 read batches, in the given record format.
+pub fn render_records(format: Format) -> RenderBatch {
+    Box::new(move |batch| {
+        serde_json::to_string(&Batch::from_engine(batch, format)).unwrap_or_default()
+    })
+}
+
 struct SessionState {
     session: ReadSession,
-    format: Format,
+    render: RenderBatch,
     count: u64,
     bytes: u64,
     finished: bool,
 }
 
-pub fn respond(session: ReadSession, format: Format, resume: SessionResume) -> Response {
+pub fn respond(session: ReadSession, render: RenderBatch, resume: SessionResume) -> Response {
     let state = SessionState {
         session,
-        format,
+        render,
         count: resume.count,
         bytes: resume.bytes,
         finished: false,
@@ -101,8 +112,7 @@ fn events(state: SessionState) -> impl Stream<Item = Result<Event, Infallible>> 
                         .sum::<u64>(),
                 );
                 let last = batch.records.last().map_or(0, |r| r.seq_num);
-                let data = serde_json::to_string(&Batch::from_engine(&batch, state.format))
-                    .unwrap_or_default();
+                let data = (state.render)(&batch);
                 Event::default()
                     .event("batch")
                     .id(format!("{last},{},{}", state.count, state.bytes))
