@@ -252,18 +252,28 @@ fn parse_time(text: &str) -> ApiResult<u64> {
 
 /// The opaque cursor: base64url of `[updated_after, after_id]`.
 fn encode_cursor(cursor: &Cursor) -> String {
-    URL_SAFE_NO_PAD.encode(json!([cursor.updated_after, cursor.after_id]).to_string())
+    URL_SAFE_NO_PAD
+        .encode(json!([cursor.updated_after, cursor.after_id, cursor.started_at]).to_string())
 }
 
 fn decode_cursor(text: &str) -> ApiResult<Cursor> {
     let bad = || ApiError::invalid("malformed cursor: pass back a `cursor` exactly as returned");
     let bytes = URL_SAFE_NO_PAD.decode(text).map_err(|_| bad())?;
-    let (updated_after, after_id): (u64, Option<String>) =
+    let (updated_after, after_id, started_at): (u64, Option<String>, u64) =
         serde_json::from_slice(&bytes).map_err(|_| bad())?;
     Ok(Cursor {
         updated_after,
         after_id,
+        started_at,
     })
+}
+
+/// A sync that starts at the very beginning starts now; a cursor pair from
+/// elsewhere carries no start time (0): see `Horizon` in the engine.
+fn stamp_start(started_at: &mut u64, is_start: bool) {
+    if is_start {
+        *started_at = crate::engine::types::now_ms();
+    }
 }
 
 pub async fn updated(
@@ -282,10 +292,14 @@ pub async fn updated(
         (None, Some(after), id) => Cursor {
             updated_after: parse_time(after)?,
             after_id: id.clone(),
+            started_at: 0,
         },
         (None, None, Some(_)) => return Err(ApiError::invalid("`after_id` needs `updated_after`")),
         (None, None, None) => Cursor::default(),
     };
+    let mut cursor = cursor;
+    let is_start = cursor.is_start();
+    stamp_start(&mut cursor.started_at, is_start);
     let limit = params.limit.unwrap_or(DEFAULT_PAGE);
     if limit == 0 || limit > crate::engine::collections::MAX_PAGE {
         return Err(ApiError::invalid(format!(
@@ -455,9 +469,13 @@ pub async fn updated_across(
         (Some(token), None) if params.after_id.is_none() && params.after_collection.is_none() => {
             let bad = || ApiError::invalid("malformed cursor: pass back a `cursor` exactly as returned");
             let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?;
-            let (updated_after, after): (u64, Option<(String, String)>) =
+            let (updated_after, after, started_at): (u64, Option<(String, String)>, u64) =
                 serde_json::from_slice(&bytes).map_err(|_| bad())?;
-            UnifiedCursor { updated_after, after }
+            UnifiedCursor {
+                updated_after,
+                after,
+                started_at,
+            }
         }
         (Some(_), _) => {
             return Err(ApiError::invalid(
@@ -481,9 +499,16 @@ pub async fn updated_across(
                     ))
                 }
             };
-            UnifiedCursor { updated_after, after }
+            UnifiedCursor {
+                updated_after,
+                after,
+                started_at: 0,
+            }
         }
     };
+    let mut cursor = cursor;
+    let is_start = cursor.is_start();
+    stamp_start(&mut cursor.started_at, is_start);
     let limit = params.limit.unwrap_or(DEFAULT_PAGE);
     if limit == 0 || limit > crate::engine::collections::MAX_PAGE {
         return Err(ApiError::invalid(format!(
@@ -502,7 +527,8 @@ pub async fn updated_across(
         .engine
         .updated_across(&basin, names, &cursor, limit, wait)
         .await?;
-    let token = URL_SAFE_NO_PAD.encode(json!([next.updated_after, next.after]).to_string());
+    let token = URL_SAFE_NO_PAD
+        .encode(json!([next.updated_after, next.after, next.started_at]).to_string());
     let (after_collection, after_id) = match next.after {
         Some((c, i)) => (Some(c), Some(i)),
         None => (None, None),

@@ -35,7 +35,7 @@ use super::config::{InfiniteRetention, RetentionPolicy, StreamConfigPatch};
 use super::error::{EngineError, EngineResult};
 use super::keys::{self, CollectionMeta, Doc};
 use super::streamer::StreamHandle;
-use super::types::{now_ms, AppendInput, AppendRecord, Header};
+use super::types::{now_ms, AppendInput, AppendRecord, Header, MAX_BATCH_BYTES};
 use super::{lock, names, prefix_end, CreateIf, Engine, ListRequest, Provision};
 use crate::storage::{Keyspace, WriteBatch};
 
@@ -48,6 +48,8 @@ pub const MAX_RECORD_BYTES: usize = 256 * 1024;
 /// Records per `/updated` page.
 pub const MAX_PAGE: usize = 1000;
 pub const DEFAULT_PAGE: usize = 100;
+/// Tombstones removed per committed batch.
+const EXPIRY_CHUNK: usize = 4096;
 /// Streams whose names start with this belong to collections.
 pub const EVENTS_STREAM_PREFIX: &str = "_collections/";
 
@@ -183,6 +185,16 @@ pub enum EventKind {
 pub struct Cursor {
     pub updated_after: u64,
     pub after_id: Option<String>,
+    /// When the consumer's sync began (epoch ms), carried in the opaque
+    /// token; 0 when unknown (the cursor pair form). See [`Horizon`].
+    pub started_at: u64,
+}
+
+impl Cursor {
+    /// A cursor at the very beginning: a full sync, always allowed.
+    pub fn is_start(&self) -> bool {
+        self.updated_after == 0 && self.after_id.is_none()
+    }
 }
 
 /// A position across collections: strictly after `(updated_after,
@@ -192,6 +204,35 @@ pub struct Cursor {
 pub struct UnifiedCursor {
     pub updated_after: u64,
     pub after: Option<(String, String)>,
+    /// As in [`Cursor`].
+    pub started_at: u64,
+}
+
+impl UnifiedCursor {
+    pub fn is_start(&self) -> bool {
+        self.updated_after == 0 && self.after.is_none()
+    }
+}
+
+/// How far a collection's tombstones have been removed: those with
+/// `updated_at` below `below` are gone, the last of them removed at
+/// `moved_at`. A consumer that began its sync before `moved_at` and is
+/// still below `below` may have missed a deletion: it gets a 410. One that
+/// began after never knew the removed records, so it may go on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Horizon {
+    pub below: u64,
+    pub moved_at: u64,
+}
+
+impl Horizon {
+    fn check(&self, position: u64, started_at: u64, is_start: bool) -> EngineResult<()> {
+        if is_start || self.below == 0 || started_at >= self.moved_at || position >= self.below {
+            Ok(())
+        } else {
+            Err(EngineError::CursorExpired(self.below))
+        }
+    }
 }
 
 /// Where the writer's clock stands; see the module docs.
@@ -215,8 +256,11 @@ pub struct CollectionHandle {
     clock: Mutex<Clock>,
     /// Bumped after every durable write, for long polls.
     written: tokio::sync::watch::Sender<u64>,
-    /// Tombstones below this `updated_at` are gone (see [`keys::tombstone_horizon_key`]).
-    horizon: std::sync::atomic::AtomicU64,
+    /// See [`Horizon`]; persisted at [`keys::tombstone_horizon_key`].
+    horizon: Mutex<Horizon>,
+    /// How far (by `updated_at`) expiry has looked for tombstones; in
+    /// memory only, so a restart looks again from the horizon.
+    expiry_scanned: std::sync::atomic::AtomicU64,
 }
 
 impl CollectionHandle {
@@ -224,6 +268,8 @@ impl CollectionHandle {
     fn watermark(&self) -> u64 {
         let mut clock = lock(&self.clock);
         if let Some(t) = clock.in_flight {
+            // Should that write fail, later ones still must not land below.
+            clock.floor = clock.floor.max(t);
             return t;
         }
         let now = now_ms();
@@ -315,21 +361,30 @@ impl Engine {
         let stream_config = super::config::StreamConfig::default()
             .apply(&stream_patch)
             .map_err(EngineError::Invalid)?;
-        if self.stream_meta(basin, &events_stream)?.is_some() {
-            return Err(EngineError::Invalid(format!(
-                "stream `{events_stream}` already exists; delete it first"
-            )));
+        let mut batch = WriteBatch::default();
+        if let Some(orphan) = self.stream_meta(basin, &events_stream)? {
+            // Left by a collection of this name deleted before its stream
+            // was: replace it.
+            self.stop_stream(basin, &events_stream).await;
+            super::delete_stream_ops(&mut batch, basin, &events_stream, orphan.id);
         }
-        self.insert_stream(basin, &events_stream, stream_config, None)
-            .await?;
-        let id = self.allocate_id().await?;
+        // One batch: the collection and its events stream exist together
+        // or not at all.
+        let [stream_id, id] = self.allocate_ids(&mut batch)?;
+        super::stream_creation_ops(
+            &mut batch,
+            basin,
+            &events_stream,
+            stream_config,
+            None,
+            stream_id,
+        );
         let meta = CollectionMeta {
             id,
             config: CollectionConfig::default().apply(patch),
             created_at: now_ms(),
             events_stream,
         };
-        let mut batch = WriteBatch::default();
         batch.put(
             Keyspace::Meta,
             keys::collection_key(basin, name),
@@ -403,6 +458,7 @@ impl Engine {
             super::delete_stream_ops(&mut batch, basin, &meta.events_stream, stream.id);
         }
         self.committer.commit(batch).await?;
+        lock(&self.collections).remove(&(basin.to_string(), name.to_string()));
         Ok(())
     }
 
@@ -443,13 +499,18 @@ impl Engine {
     /// The collection's in-memory handle, loading it on first use.
     async fn collection(&self, basin: &str, name: &str) -> EngineResult<Arc<CollectionHandle>> {
         let key = (basin.to_string(), name.to_string());
-        if let Some(handle) = lock(&self.collections).get(&key) {
-            return Ok(handle.clone());
-        }
         self.basin_meta(basin)?;
+        // The metadata decides, not the cache: a handle cached while the
+        // collection was being deleted (or before it was recreated under
+        // the same name) has another id and must not be used.
         let meta = self
             .collection_meta(basin, name)?
             .ok_or_else(|| EngineError::CollectionNotFound(name.into()))?;
+        if let Some(handle) = lock(&self.collections).get(&key) {
+            if handle.id == meta.id {
+                return Ok(handle.clone());
+            }
+        }
         let events = self
             .stream(basin, &meta.events_stream, CreateIf::Never)
             .await?;
@@ -463,6 +524,13 @@ impl Engine {
             )?
             .and_then(|(k, _)| keys::parse_change_key(&k))
             .map_or(0, |(t, _)| t);
+        let horizon: Horizon = match self
+            .storage
+            .get(Keyspace::Meta, &keys::tombstone_horizon_key(meta.id))?
+        {
+            Some(bytes) => keys::decode_json(&bytes)?,
+            None => Horizon::default(),
+        };
         let handle = Arc::new(CollectionHandle {
             id: meta.id,
             name: name.to_string(),
@@ -474,19 +542,17 @@ impl Engine {
                 in_flight: None,
             }),
             written: tokio::sync::watch::Sender::new(0),
-            horizon: std::sync::atomic::AtomicU64::new(
-                match self
-                    .storage
-                    .get(Keyspace::Meta, &keys::tombstone_horizon_key(meta.id))?
-                {
-                    Some(bytes) => {
-                        u64::from_be_bytes(bytes.as_slice().try_into().unwrap_or_default())
-                    }
-                    None => 0,
-                },
-            ),
+            horizon: Mutex::new(horizon),
+            expiry_scanned: std::sync::atomic::AtomicU64::new(horizon.below),
         });
-        Ok(lock(&self.collections).entry(key).or_insert(handle).clone())
+        let mut cache = lock(&self.collections);
+        match cache.get(&key) {
+            Some(existing) if existing.id == handle.id => Ok(existing.clone()),
+            _ => {
+                cache.insert(key, handle.clone());
+                Ok(handle)
+            }
+        }
     }
 
     // ---- records ----
@@ -502,7 +568,13 @@ impl Engine {
             .storage
             .get(Keyspace::Docs, &keys::doc_key(handle.id, id))?
         {
-            Some(bytes) => Ok(RecordView::new(collection, id, keys::decode_json(&bytes)?)),
+            Some(bytes) => {
+                let doc: Doc = keys::decode_json(&bytes)?;
+                if doc.expired {
+                    return Err(EngineError::RecordNotFound(id.into()));
+                }
+                Ok(RecordView::new(collection, id, doc))
+            }
             None => Err(EngineError::RecordNotFound(id.into())),
         }
     }
@@ -571,7 +643,8 @@ impl Engine {
                 return Err(EngineError::RecordNotFound(op.id().into()));
             }
             if let Some(expected) = expected {
-                let actual = doc.as_ref().map_or(0, |d| d.version);
+                // A deleted record counts as absent: version 0.
+                let actual = live.map_or(0, |d| d.version);
                 if expected != actual {
                     return Err(EngineError::VersionMismatch {
                         id: op.id().into(),
@@ -632,6 +705,7 @@ impl Engine {
                             created_at: old.created_at,
                             updated_at,
                             deleted: false,
+                            expired: false,
                         };
                         (doc, (EventKind::Updated, Some(changes)))
                     }
@@ -642,6 +716,7 @@ impl Engine {
                             created_at: updated_at,
                             updated_at,
                             deleted: false,
+                            expired: false,
                         };
                         (doc, (EventKind::Created, None))
                     }
@@ -656,6 +731,7 @@ impl Engine {
                         created_at: old.created_at,
                         updated_at,
                         deleted: true,
+                        expired: false,
                     };
                     (doc, (EventKind::Deleted, None))
                 }
@@ -691,7 +767,7 @@ impl Engine {
         if events.is_empty() {
             return Ok((false, views));
         }
-        let records = events
+        let records: Vec<AppendRecord> = events
             .iter()
             .map(|event| AppendRecord {
                 timestamp: None,
@@ -707,6 +783,13 @@ impl Engine {
                 body: Bytes::from(keys::encode_json(event)),
             })
             .collect();
+        let size: usize = records.iter().map(AppendRecord::metered_size).sum();
+        if size > MAX_BATCH_BYTES {
+            return Err(EngineError::Invalid(format!(
+                "this write's change events come to {size} bytes; one write may produce at most \
+                 {MAX_BATCH_BYTES} (1 MiB): split it into smaller writes"
+            )));
+        }
         let input = AppendInput {
             records,
             ..Default::default()
@@ -753,12 +836,11 @@ impl Engine {
         cursor: &Cursor,
         limit: usize,
     ) -> EngineResult<(Vec<RawRecord>, Cursor)> {
-        // Starting from 0 is a full resync and always fine; a cursor from
-        // before the tombstone horizon may have missed deletions.
-        let horizon = handle.horizon.load(std::sync::atomic::Ordering::Acquire);
-        if cursor.updated_after > 0 && cursor.updated_after < horizon {
-            return Err(EngineError::CursorExpired(horizon));
-        }
+        let check = |cursor: &Cursor| {
+            let horizon = *lock(&handle.horizon);
+            horizon.check(cursor.updated_after, cursor.started_at, cursor.is_start())
+        };
+        check(cursor)?;
         let limit = limit.clamp(1, MAX_PAGE);
         let watermark = handle.watermark();
         let start = match &cursor.after_id {
@@ -789,10 +871,14 @@ impl Engine {
                     ControlFlow::Continue(())
                 }
             })?;
+        // Expiry publishes its horizon before removing anything, so a scan
+        // that raced with a removal sees the new horizon here.
+        check(cursor)?;
         let next = match records.last() {
             Some(last) => Cursor {
                 updated_after: last.updated_at,
                 after_id: Some(last.id.clone()),
+                started_at: cursor.started_at,
             },
             None => cursor.clone(),
         };
@@ -836,6 +922,7 @@ impl Engine {
     ) -> EngineResult<(Vec<RawRecord>, UnifiedCursor)> {
         self.basin_meta(basin)?;
         let limit = limit.clamp(1, MAX_PAGE);
+        let explicit = names.is_some();
         let mut names: Vec<String> = match names {
             Some(names) => names.to_vec(),
             None => self
@@ -846,20 +933,29 @@ impl Engine {
         };
         names.sort();
         names.dedup();
-        let mut handles = Vec::with_capacity(names.len());
+        let mut handles: Vec<(String, Arc<CollectionHandle>)> = Vec::with_capacity(names.len());
         let mut watermark = now_ms();
         for name in &names {
-            let handle = self.collection(basin, name).await?;
-            let horizon = handle.horizon.load(std::sync::atomic::Ordering::Acquire);
-            if cursor.updated_after > 0 && cursor.updated_after < horizon {
-                return Err(EngineError::CursorExpired(horizon));
-            }
+            let handle = match self.collection(basin, name).await {
+                Ok(handle) => handle,
+                // Deleted since the listing: nothing of it to serve.
+                Err(EngineError::CollectionNotFound(_)) if !explicit => continue,
+                Err(err) => return Err(err),
+            };
             watermark = watermark.min(handle.watermark());
-            handles.push(handle);
+            handles.push((name.clone(), handle));
         }
+        let check = |handles: &[(String, Arc<CollectionHandle>)]| -> EngineResult<()> {
+            for (_, handle) in handles {
+                let horizon = *lock(&handle.horizon);
+                horizon.check(cursor.updated_after, cursor.started_at, cursor.is_start())?;
+            }
+            Ok(())
+        };
+        check(&handles)?;
         // Up to `limit` candidates from each collection, then merge.
         let mut entries: Vec<(u64, String, RawRecord)> = Vec::new();
-        for (name, handle) in names.iter().zip(&handles) {
+        for (name, handle) in &handles {
             let start = match &cursor.after {
                 Some((after_collection, after_id)) if name == after_collection => {
                     let mut key = keys::change_key(handle.id, cursor.updated_after, after_id);
@@ -898,22 +994,28 @@ impl Engine {
                     }
                 })?;
         }
+        check(&handles)?;
         entries.sort_by(|a, b| (a.0, &a.1, &a.2.id).cmp(&(b.0, &b.1, &b.2.id)));
         entries.truncate(limit);
         let next = match entries.last() {
             Some((t, name, record)) => UnifiedCursor {
                 updated_after: *t,
                 after: Some((name.clone(), record.id.clone())),
+                started_at: cursor.started_at,
             },
             None => cursor.clone(),
         };
         Ok((entries.into_iter().map(|(_, _, r)| r).collect(), next))
     }
 
-    /// Removes tombstones older than the collection's retention, and moves
-    /// its horizon so that older cursors get a clear error instead of a
-    /// silent gap. Runs under the write lock, so no write interleaves.
+    /// Removes tombstones older than the collection's retention, in bounded
+    /// chunks under the write lock. Each chunk first publishes the new
+    /// horizon (so a reader racing with the removal gets a 410, not a gap),
+    /// then removes the tombstones, keeping a small stub of each record so
+    /// that versions never restart. The horizon moves only past tombstones
+    /// actually removed.
     pub(super) async fn expire_tombstones(&self, basin: &str, name: &str) -> EngineResult<()> {
+        use std::sync::atomic::Ordering;
         let Some(meta) = self.collection_meta(basin, name)? else {
             return Ok(());
         };
@@ -922,75 +1024,77 @@ impl Engine {
             return Ok(());
         }
         let retention_ms = meta.config.tombstone_retention_secs.saturating_mul(1000);
-        let new_horizon = now_ms().saturating_sub(retention_ms);
-        let old_horizon = handle.horizon.load(std::sync::atomic::Ordering::Acquire);
-        if new_horizon <= old_horizon {
+        let cutoff = now_ms().saturating_sub(retention_ms);
+        let scanned = handle.expiry_scanned.load(Ordering::Acquire);
+        if cutoff <= scanned {
             return Ok(());
         }
         let _write = handle.write_lock.lock().await;
-        // Entries never move back, and older tombstones are already gone:
-        // only the band between the two horizons needs looking at.
-        let mut batch = WriteBatch::default();
-        let mut corrupt = None;
-        self.storage.scan(
-            Keyspace::Changes,
-            &keys::change_key(meta.id, old_horizon, ""),
-            &keys::change_key(meta.id, new_horizon, ""),
-            &mut |key, _| {
-                let Some((_, id)) = keys::parse_change_key(key) else {
-                    return ControlFlow::Continue(());
-                };
-                match self
-                    .storage
-                    .get(Keyspace::Docs, &keys::doc_key(meta.id, &id))
-                {
-                    Ok(Some(bytes)) => match keys::decode_json::<Doc>(&bytes) {
-                        Ok(doc) if doc.deleted => {
-                            batch.delete(Keyspace::Changes, key.to_vec());
-                            batch.delete(Keyspace::Docs, keys::doc_key(meta.id, &id));
-                        }
+        let mut start = keys::change_key(meta.id, scanned, "");
+        let end = keys::change_key(meta.id, cutoff, "");
+        loop {
+            // One chunk of tombstones, and where the scan got to.
+            let mut doomed: Vec<(Vec<u8>, RecordView)> = Vec::new();
+            let mut last_key = None;
+            let mut corrupt = None;
+            self.storage
+                .scan(Keyspace::Changes, &start, &end, &mut |key, value| {
+                    last_key = Some(key.to_vec());
+                    match keys::decode_json::<RecordView>(value) {
+                        Ok(view) if view.deleted => doomed.push((key.to_vec(), view)),
                         Ok(_) => {}
                         Err(err) => corrupt = Some(err),
-                    },
-                    Ok(None) => {}
-                    Err(err) => corrupt = Some(err),
+                    }
+                    if doomed.len() >= EXPIRY_CHUNK || corrupt.is_some() {
+                        ControlFlow::Break(())
+                    } else {
+                        ControlFlow::Continue(())
+                    }
+                })?;
+            if let Some(err) = corrupt {
+                return Err(err.into());
+            }
+            let Some(last_removed) = doomed.last().map(|(_, v)| v.updated_at) else {
+                break; // no more tombstones below the cutoff
+            };
+            let horizon = Horizon {
+                below: lock(&handle.horizon).below.max(last_removed + 1),
+                moved_at: now_ms(),
+            };
+            *lock(&handle.horizon) = horizon;
+            let mut batch = WriteBatch::default();
+            for (key, view) in &doomed {
+                batch.delete(Keyspace::Changes, key.clone());
+                let stub = Doc {
+                    data: Map::new(),
+                    version: view.version,
+                    created_at: view.created_at,
+                    updated_at: view.updated_at,
+                    deleted: true,
+                    expired: true,
+                };
+                batch.put(
+                    Keyspace::Docs,
+                    keys::doc_key(meta.id, &view.id),
+                    keys::encode_json(&stub),
+                );
+            }
+            batch.put(
+                Keyspace::Meta,
+                keys::tombstone_horizon_key(meta.id),
+                keys::encode_json(&horizon),
+            );
+            self.committer.commit(batch).await?;
+            match last_key {
+                Some(mut key) => {
+                    key.push(0);
+                    start = key;
                 }
-                ControlFlow::Continue(())
-            },
-        )?;
-        if let Some(err) = corrupt {
-            return Err(err.into());
+                None => break,
+            }
         }
-        batch.put(
-            Keyspace::Meta,
-            keys::tombstone_horizon_key(meta.id),
-            new_horizon.to_be_bytes().to_vec(),
-        );
-        self.committer.commit(batch).await?;
-        handle
-            .horizon
-            .store(new_horizon, std::sync::atomic::Ordering::Release);
+        handle.expiry_scanned.store(cutoff, Ordering::Release);
         Ok(())
-    }
-
-    async fn allocate_id(&self) -> EngineResult<u64> {
-        let id = match self
-            .storage
-            .get(Keyspace::Meta, &keys::next_stream_id_key())?
-        {
-            Some(bytes) => u64::from_be_bytes(bytes.as_slice().try_into().map_err(|_| {
-                crate::storage::StorageError::Corrupt("next id is malformed".into())
-            })?),
-            None => 1,
-        };
-        let mut batch = WriteBatch::default();
-        batch.put(
-            Keyspace::Meta,
-            keys::next_stream_id_key(),
-            (id + 1).to_be_bytes().to_vec(),
-        );
-        self.committer.commit(batch).await?;
-        Ok(id)
     }
 }
 

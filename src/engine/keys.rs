@@ -89,8 +89,8 @@ pub fn collection_prefix(basin: &str) -> Vec<u8> {
     key
 }
 
-/// `K{collection id}` → u64: tombstones older than this `updated_at` have
-/// been removed; cursors before it are expired.
+/// `K{collection id}` → the collection's tombstone horizon (JSON): how far
+/// tombstones have been removed, and when.
 pub fn tombstone_horizon_key(collection_id: u64) -> Vec<u8> {
     tagged_id(TOMBSTONE_HORIZON_TAG, collection_id)
 }
@@ -220,6 +220,10 @@ pub struct Doc {
     pub created_at: u64,
     pub updated_at: u64,
     pub deleted: bool,
+    /// A deleted record whose tombstone has expired: only its version is
+    /// kept, so that a later create continues from it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub expired: bool,
 }
 
 /// Everything about a stream that changes as records are appended.

@@ -283,6 +283,7 @@ impl Engine {
         for (collection, id) in self.collection_ids(name)? {
             lock(&self.collections).remove(&(name.to_string(), collection.clone()));
             batch.delete(Keyspace::Meta, keys::collection_key(name, &collection));
+            batch.delete(Keyspace::Meta, keys::tombstone_horizon_key(id));
             batch.put(Keyspace::Meta, keys::purge_key(id), Vec::new());
         }
         batch.delete(Keyspace::Meta, keys::basin_key(name));
@@ -453,7 +454,18 @@ impl Engine {
         config: StreamConfig,
         request_token: Option<&str>,
     ) -> EngineResult<StreamInfo> {
-        let id = match self
+        let mut batch = WriteBatch::default();
+        let [id] = self.allocate_ids(&mut batch)?;
+        let info = stream_creation_ops(&mut batch, basin, name, config, request_token, id);
+        self.committer.commit(batch).await?;
+        Ok(info)
+    }
+
+    /// Takes `N` fresh ids from the counter shared by streams and
+    /// collections; the counter's update goes into `batch`. Callers hold
+    /// the admin lock, so no two batches take the same ids.
+    fn allocate_ids<const N: usize>(&self, batch: &mut WriteBatch) -> EngineResult<[u64; N]> {
+        let next = match self
             .storage
             .get(Keyspace::Meta, &keys::next_stream_id_key())?
         {
@@ -462,38 +474,12 @@ impl Engine {
             })?),
             None => 1,
         };
-        let created_at = now_ms();
-        let meta = StreamMeta {
-            id,
-            config,
-            created_at,
-            request_token: request_token.map(str::to_owned),
-        };
-        let state = StreamState {
-            last_write_at: created_at,
-            ..Default::default()
-        };
-        let mut batch = WriteBatch::default();
         batch.put(
             Keyspace::Meta,
             keys::next_stream_id_key(),
-            (id + 1).to_be_bytes().to_vec(),
+            (next + N as u64).to_be_bytes().to_vec(),
         );
-        batch.put(
-            Keyspace::Meta,
-            keys::stream_key(basin, name),
-            keys::encode_json(&meta),
-        );
-        batch.put(
-            Keyspace::Meta,
-            keys::state_key(id),
-            keys::encode_json(&state),
-        );
-        self.committer.commit(batch).await?;
-        Ok(StreamInfo {
-            name: name.into(),
-            created_at,
-        })
+        Ok(std::array::from_fn(|i| next + i as u64))
     }
 
     async fn update_stream_config(
@@ -617,7 +603,8 @@ impl Engine {
                     CreateIf::OnAppend => basin_meta.config.create_stream_on_append,
                     CreateIf::OnRead => basin_meta.config.create_stream_on_read,
                 };
-                if !allowed {
+                // A collection's events stream is only ever made with it.
+                if !allowed || name.starts_with(collections::EVENTS_STREAM_PREFIX) {
                     return Err(EngineError::StreamNotFound(name.into()));
                 }
                 names::validate_stream_name(name)?;
@@ -722,6 +709,42 @@ enum CreateIf {
     Never,
     OnAppend,
     OnRead,
+}
+
+/// The writes that create a stream with id `id`.
+fn stream_creation_ops(
+    batch: &mut WriteBatch,
+    basin: &str,
+    name: &str,
+    config: StreamConfig,
+    request_token: Option<&str>,
+    id: u64,
+) -> StreamInfo {
+    let created_at = now_ms();
+    let meta = StreamMeta {
+        id,
+        config,
+        created_at,
+        request_token: request_token.map(str::to_owned),
+    };
+    let state = StreamState {
+        last_write_at: created_at,
+        ..Default::default()
+    };
+    batch.put(
+        Keyspace::Meta,
+        keys::stream_key(basin, name),
+        keys::encode_json(&meta),
+    );
+    batch.put(
+        Keyspace::Meta,
+        keys::state_key(id),
+        keys::encode_json(&state),
+    );
+    StreamInfo {
+        name: name.into(),
+        created_at,
+    }
 }
 
 fn delete_stream_ops(batch: &mut WriteBatch, basin: &str, name: &str, id: u64) {
