@@ -409,34 +409,18 @@ impl Engine {
     ) -> EngineResult<(Vec<CollectionInfo>, bool)> {
         let limit = req.validate()?;
         self.basin_meta(basin)?;
-        let base = keys::collection_prefix(basin);
-        let mut start = keys::collection_key(basin, &req.prefix);
-        if !req.start_after.is_empty() {
-            start = keys::collection_key(basin, &req.start_after);
-            start.push(0);
-        }
-        let end = prefix_end(&keys::collection_key(basin, &req.prefix));
-        let mut found = Vec::new();
-        let mut corrupt = None;
-        self.storage
-            .scan(Keyspace::Meta, &start, &end, &mut |key, value| {
-                let name = String::from_utf8_lossy(&key[base.len()..]).into_owned();
-                match keys::decode_json::<CollectionMeta>(value) {
-                    Ok(meta) => found.push(info(&name, &meta)),
-                    Err(err) => corrupt = Some(err),
-                }
-                if found.len() > limit {
-                    ControlFlow::Break(())
-                } else {
-                    ControlFlow::Continue(())
-                }
-            })?;
-        if let Some(err) = corrupt {
-            return Err(err.into());
-        }
+        let mut found: Vec<(String, CollectionMeta)> = self.scan_named_meta(
+            &keys::collection_prefix(basin),
+            &req.prefix,
+            &req.start_after,
+            limit + 1,
+        )?;
         let has_more = found.len() > limit;
         found.truncate(limit);
-        Ok((found, has_more))
+        Ok((
+            found.iter().map(|(name, meta)| info(name, meta)).collect(),
+            has_more,
+        ))
     }
 
     /// Deletes the collection, its records and its events stream.
@@ -464,26 +448,12 @@ impl Engine {
 
     /// Every collection of `basin`, by name, with its id.
     pub(super) fn collection_ids(&self, basin: &str) -> EngineResult<Vec<(String, u64)>> {
-        let base = keys::collection_prefix(basin);
-        let mut found = Vec::new();
-        let mut corrupt = None;
-        self.storage.scan(
-            Keyspace::Meta,
-            &base,
-            &prefix_end(&base),
-            &mut |key, value| {
-                let name = String::from_utf8_lossy(&key[base.len()..]).into_owned();
-                match keys::decode_json::<CollectionMeta>(value) {
-                    Ok(meta) => found.push((name, meta.id)),
-                    Err(err) => corrupt = Some(err),
-                }
-                ControlFlow::Continue(())
-            },
-        )?;
-        match corrupt {
-            Some(err) => Err(err.into()),
-            None => Ok(found),
-        }
+        let all: Vec<(String, CollectionMeta)> =
+            self.scan_named_meta(&keys::collection_prefix(basin), "", "", usize::MAX)?;
+        Ok(all
+            .into_iter()
+            .map(|(name, meta)| (name, meta.id))
+            .collect())
     }
 
     fn collection_meta(&self, basin: &str, name: &str) -> EngineResult<Option<CollectionMeta>> {

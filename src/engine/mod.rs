@@ -541,13 +541,26 @@ impl Engine {
         start_after: &str,
         limit: usize,
     ) -> EngineResult<Vec<(String, StreamMeta)>> {
-        let base = keys::stream_prefix(basin);
-        let mut start = keys::stream_key(basin, prefix);
-        if start_after >= prefix && !start_after.is_empty() {
-            start = keys::stream_key(basin, start_after);
-            start.push(0); // strictly after
+        self.scan_named_meta(&keys::stream_prefix(basin), prefix, start_after, limit)
+    }
+
+    /// The JSON values under `base` in the meta keyspace whose names (the
+    /// rest of the key) start with `prefix` and sort after `start_after`,
+    /// in name order, at most `limit`. Every list operation is this.
+    fn scan_named_meta<T: serde::de::DeserializeOwned>(
+        &self,
+        base: &[u8],
+        prefix: &str,
+        start_after: &str,
+        limit: usize,
+    ) -> EngineResult<Vec<(String, T)>> {
+        let key = |name: &str| [base, name.as_bytes()].concat();
+        let mut start = key(prefix);
+        if !start_after.is_empty() && start_after >= prefix {
+            start = key(start_after);
+            start.push(0); // strictly after: names never hold a NUL
         }
-        let end = prefix_end(&keys::stream_key(basin, prefix));
+        let end = prefix_end(&key(prefix));
         let mut found = Vec::new();
         let mut corrupt = None;
         self.storage

@@ -2,15 +2,13 @@
 //! enforce them (any bearer token is accepted); this keeps the API whole so
 //! S2 tools that manage tokens work, and gives enforcement a place to live.
 
-use std::ops::ControlFlow;
-
 use base64::Engine as _;
 use rand::RngCore;
 use serde_json::Value;
 
 use super::error::{EngineError, EngineResult};
 use super::keys;
-use super::{prefix_end, Engine, ListRequest};
+use super::{Engine, ListRequest};
 use crate::storage::{Keyspace, WriteBatch};
 
 const MAX_TOKEN_ID_BYTES: usize = 96;
@@ -70,31 +68,14 @@ impl Engine {
 
     pub fn list_access_tokens(&self, req: &ListRequest) -> EngineResult<(Vec<Value>, bool)> {
         let limit = req.validate()?;
-        let mut start = keys::access_token_key(&req.prefix);
-        if !req.start_after.is_empty() && req.start_after.as_str() >= req.prefix.as_str() {
-            start = keys::access_token_key(&req.start_after);
-            start.push(0);
-        }
-        let end = prefix_end(&keys::access_token_key(&req.prefix));
-        let mut found = Vec::new();
-        let mut corrupt = None;
-        self.storage
-            .scan(Keyspace::Meta, &start, &end, &mut |_, value| {
-                match keys::decode_json(value) {
-                    Ok(info) => found.push(info),
-                    Err(err) => corrupt = Some(err),
-                }
-                if found.len() > limit {
-                    ControlFlow::Break(())
-                } else {
-                    ControlFlow::Continue(())
-                }
-            })?;
-        if let Some(err) = corrupt {
-            return Err(err.into());
-        }
+        let mut found: Vec<(String, Value)> = self.scan_named_meta(
+            &keys::access_token_key(""),
+            &req.prefix,
+            &req.start_after,
+            limit + 1,
+        )?;
         let has_more = found.len() > limit;
         found.truncate(limit);
-        Ok((found, has_more))
+        Ok((found.into_iter().map(|(_, info)| info).collect(), has_more))
     }
 }
