@@ -387,7 +387,7 @@ pub async fn events(
         wait: params.wait,
     }
     .into_request()?;
-    if accepts_event_stream(&headers) {
+    if super::records::header_has(&headers, header::ACCEPT, "text/event-stream") {
         let mut req = req;
         let resume = super::sse::SessionResume::from_headers(&headers)?;
         resume.apply(&mut req);
@@ -411,14 +411,6 @@ pub async fn events(
         "tail": batch.tail.map(crate::wire::json::Position::from),
     }))
     .into_response())
-}
-
-fn accepts_event_stream(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| v.contains("text/event-stream"))
 }
 
 /// The change events of a batch of events-stream records, with their seq

@@ -26,7 +26,8 @@ enum Encoding {
     Session,
 }
 
-fn header_has(headers: &HeaderMap, name: header::HeaderName, needle: &str) -> bool {
+/// Whether any value of header `name` contains `needle` (case-insensitive).
+pub(super) fn header_has(headers: &HeaderMap, name: header::HeaderName, needle: &str) -> bool {
     headers
         .get_all(name)
         .iter()
