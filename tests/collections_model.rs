@@ -204,3 +204,34 @@ proptest! {
         runtime.block_on(run(ops));
     }
 }
+
+/// Writes to one record from many tasks at once: each gets its own
+/// version, in order, even though later writes are prepared while earlier
+/// ones are still committing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_to_one_record_get_distinct_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path()).await;
+    let tasks: Vec<_> = (0..64u8)
+        .map(|i| {
+            let engine = engine.clone();
+            tokio::spawn(async move {
+                let op = WriteOp::Upsert {
+                    id: "x".into(),
+                    data: json!({ "writer": i }).as_object().unwrap().clone(),
+                    expected_version: None,
+                };
+                engine.write_records(BASIN, COLL, vec![op]).await.unwrap()[0].version
+            })
+        })
+        .collect();
+    let mut versions = Vec::new();
+    for task in tasks {
+        versions.push(task.await.unwrap());
+    }
+    versions.sort();
+    assert_eq!(versions, (1..=64).collect::<Vec<_>>());
+    let record = engine.get_record(BASIN, COLL, "x").await.unwrap();
+    assert_eq!(record.version, 64);
+    engine.shutdown().await;
+}

@@ -235,16 +235,88 @@ impl Horizon {
     }
 }
 
+/// A write ready to commit.
+struct PreparedWrite {
+    views: Vec<RecordView>,
+    /// `None` when nothing changes.
+    commit: Option<Commit>,
+}
+
+/// What a write commits: the events, the other writes to commit with
+/// them, and the new documents by id.
+type Commit = (AppendInput, WriteBatch, Vec<(String, Doc)>);
+
+/// A write handed to the events stream and not yet durable: registered in
+/// the clock (for the watermark) and in the pending documents, and
+/// unregistered when dropped, whatever happens to the write.
+struct PendingWrite {
+    handle: Arc<CollectionHandle>,
+    updated_at: u64,
+    ids: Vec<String>,
+}
+
+impl PendingWrite {
+    fn register(handle: &Arc<CollectionHandle>, updated_at: u64, docs: Vec<(String, Doc)>) -> Self {
+        {
+            let mut clock = lock(&handle.clock);
+            clock.last = clock.last.max(updated_at);
+            *clock.in_flight.entry(updated_at).or_default() += 1;
+        }
+        let mut pending = lock(&handle.pending);
+        let mut ids = Vec::with_capacity(docs.len());
+        for (id, doc) in docs {
+            let entry = pending.entry(id.clone()).or_insert((doc.clone(), 0));
+            entry.0 = doc;
+            entry.1 += 1;
+            ids.push(id);
+        }
+        Self {
+            handle: handle.clone(),
+            updated_at,
+            ids,
+        }
+    }
+}
+
+impl Drop for PendingWrite {
+    fn drop(&mut self) {
+        {
+            let mut clock = lock(&self.handle.clock);
+            if let Some(count) = clock.in_flight.get_mut(&self.updated_at) {
+                *count -= 1;
+                if *count == 0 {
+                    clock.in_flight.remove(&self.updated_at);
+                }
+            }
+        }
+        let mut pending = lock(&self.handle.pending);
+        for id in &self.ids {
+            if let Some(entry) = pending.get_mut(id) {
+                entry.1 -= 1;
+                if entry.1 == 0 {
+                    pending.remove(id);
+                }
+            }
+        }
+    }
+}
+
 /// Where the writer's clock stands; see the module docs.
 #[derive(Default)]
 struct Clock {
-    /// The `updated_at` of the last durable write.
+    /// The `updated_at` of the last write handed to the events stream.
     last: u64,
     /// No future write gets an `updated_at` below this.
     floor: u64,
-    /// The `updated_at` of the write being committed, if any.
-    in_flight: Option<u64>,
+    /// Writes handed to the events stream but not yet durable, by
+    /// `updated_at` (a count per time).
+    in_flight: std::collections::BTreeMap<u64, usize>,
 }
+
+/// Documents written by writes that are not yet durable, so that the next
+/// write (prepared while they commit) builds on them. Each entry counts the
+/// pending writes of that id and holds the newest version.
+type PendingDocs = HashMap<String, (Doc, usize)>;
 
 /// A collection in use.
 pub struct CollectionHandle {
@@ -254,6 +326,7 @@ pub struct CollectionHandle {
     /// Serializes writes: one write per collection is in flight at a time.
     write_lock: tokio::sync::Mutex<()>,
     clock: Mutex<Clock>,
+    pending: Mutex<PendingDocs>,
     /// Bumped after every durable write, for long polls.
     written: tokio::sync::watch::Sender<u64>,
     /// See [`Horizon`]; persisted at [`keys::tombstone_horizon_key`].
@@ -267,7 +340,7 @@ impl CollectionHandle {
     /// Everything with `updated_at` below the returned value is final.
     fn watermark(&self) -> u64 {
         let mut clock = lock(&self.clock);
-        if let Some(t) = clock.in_flight {
+        if let Some((&t, _)) = clock.in_flight.first_key_value() {
             // Should that write fail, later ones still must not land below.
             clock.floor = clock.floor.max(t);
             return t;
@@ -509,8 +582,9 @@ impl Engine {
             clock: Mutex::new(Clock {
                 last,
                 floor: last,
-                in_flight: None,
+                in_flight: Default::default(),
             }),
+            pending: Mutex::new(HashMap::new()),
             written: tokio::sync::watch::Sender::new(0),
             horizon: Mutex::new(horizon),
             expiry_scanned: std::sync::atomic::AtomicU64::new(horizon.below),
@@ -588,17 +662,23 @@ impl Engine {
         }
 
         let handle = self.collection(basin, collection).await?;
-        let _write = handle.write_lock.lock().await;
+        let write = handle.write_lock.lock().await;
 
-        // Current versions, and the conditions on them.
+        // Current versions (pending writes first), and the conditions on them.
         let mut current: HashMap<String, Option<Doc>> = HashMap::new();
         for op in &ops {
-            let doc = match self
-                .storage
-                .get(Keyspace::Docs, &keys::doc_key(handle.id, op.id()))?
-            {
-                Some(bytes) => Some(keys::decode_json::<Doc>(&bytes)?),
-                None => None,
+            let pending = lock(&handle.pending)
+                .get(op.id())
+                .map(|(doc, _)| doc.clone());
+            let doc = match pending {
+                Some(doc) => Some(doc),
+                None => match self
+                    .storage
+                    .get(Keyspace::Docs, &keys::doc_key(handle.id, op.id()))?
+                {
+                    Some(bytes) => Some(keys::decode_json::<Doc>(&bytes)?),
+                    None => None,
+                },
             };
             let (expected, is_delete) = match op {
                 WriteOp::Upsert {
@@ -627,35 +707,38 @@ impl Engine {
         }
 
         let updated_at = {
-            let mut clock = lock(&handle.clock);
-            let t = now_ms().max(clock.last).max(clock.floor);
-            clock.in_flight = Some(t);
-            t
+            let clock = lock(&handle.clock);
+            now_ms().max(clock.last).max(clock.floor)
         };
-        let result = self.apply_write(&handle, ops, current, updated_at).await;
-        {
-            let mut clock = lock(&handle.clock);
-            clock.in_flight = None;
-            if result.as_ref().is_ok_and(|(changed, _)| *changed) {
-                clock.last = updated_at;
-            }
-        }
-        if result.as_ref().is_ok_and(|(changed, _)| *changed) {
-            handle.written.send_modify(|n| *n += 1);
-        }
-        result.map(|(_, views)| views)
+        let prepared = self.prepare_write(&handle, ops, current, updated_at)?;
+        let Some((input, extra, written)) = prepared.commit else {
+            return Ok(prepared.views);
+        };
+        // Registered before the events stream sees the write, so readers'
+        // watermark stays below it until it is durable.
+        let guard = PendingWrite::register(&handle, updated_at, written);
+        let ack = handle.events.submit_with(input, extra).await?;
+        // The next write may be prepared while this one commits: it reads
+        // the pending documents, and its events queue behind these.
+        drop(write);
+        ack.await?;
+        drop(guard);
+        handle.written.send_modify(|n| *n += 1);
+        Ok(prepared.views)
     }
 
-    /// Builds and commits one write; returns whether anything changed.
-    async fn apply_write(
+    /// Builds one write: the records to return, and (unless nothing
+    /// changes) the events and the document and index updates to commit.
+    fn prepare_write(
         &self,
         handle: &CollectionHandle,
         ops: Vec<WriteOp>,
         current: HashMap<String, Option<Doc>>,
         updated_at: u64,
-    ) -> EngineResult<(bool, Vec<RecordView>)> {
+    ) -> EngineResult<PreparedWrite> {
         let mut extra = WriteBatch::default();
         let mut events = Vec::new();
+        let mut written = Vec::new();
         let mut views = Vec::with_capacity(ops.len());
         for op in ops {
             let id = op.id().to_string();
@@ -712,6 +795,7 @@ impl Engine {
                     keys::change_key(handle.id, old.updated_at, &id),
                 );
             }
+            written.push((id.clone(), doc.clone()));
             let view = RecordView::new(&handle.name, &id, doc.clone());
             extra.put(
                 Keyspace::Changes,
@@ -735,7 +819,10 @@ impl Engine {
             views.push(view);
         }
         if events.is_empty() {
-            return Ok((false, views));
+            return Ok(PreparedWrite {
+                views,
+                commit: None,
+            });
         }
         let records: Vec<AppendRecord> = events
             .iter()
@@ -764,8 +851,10 @@ impl Engine {
             records,
             ..Default::default()
         };
-        handle.events.append_with(input, extra).await?;
-        Ok((true, views))
+        Ok(PreparedWrite {
+            views,
+            commit: Some((input, extra, written)),
+        })
     }
 
     /// A page of the records stream strictly after `cursor`, at most
@@ -1000,6 +1089,16 @@ impl Engine {
             return Ok(());
         }
         let _write = handle.write_lock.lock().await;
+        // No new write can start now; let the ones committing finish, so
+        // the documents in storage are current (else skip this pass).
+        let mut waited = 0;
+        while !lock(&handle.clock).in_flight.is_empty() {
+            if waited >= 200 {
+                return Ok(());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            waited += 1;
+        }
         let mut start = keys::change_key(meta.id, scanned, "");
         let end = keys::change_key(meta.id, cutoff, "");
         loop {

@@ -93,13 +93,15 @@ impl StreamHandle {
         self.submit(input, None).await?.await
     }
 
-    /// Appends `input` and commits `extra` in the same atomic batch: both
-    /// become durable (and visible) together, or neither does.
-    pub async fn append_with(
+    /// Queues `input` to be appended with `extra` committed in the same
+    /// atomic batch: both become durable (and visible) together, or neither
+    /// does. Like [`Self::submit`], returns once queued, with a future of
+    /// the acknowledgement.
+    pub async fn submit_with(
         &self,
         input: AppendInput,
         extra: WriteBatch,
-    ) -> EngineResult<AppendAck> {
+    ) -> EngineResult<impl std::future::Future<Output = EngineResult<AppendAck>> + use<>> {
         let (reply, rx) = oneshot::channel();
         self.send(Command::Append {
             input,
@@ -108,8 +110,8 @@ impl StreamHandle {
             reply,
         })
         .await?;
-        rx.await
-            .map_err(|_| EngineError::StreamNotFound(self.name.clone()))?
+        let name = self.name.clone();
+        Ok(async move { rx.await.map_err(|_| EngineError::StreamNotFound(name))? })
     }
 
     /// Queues an append behind all earlier ones and returns, without waiting
