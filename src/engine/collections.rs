@@ -256,24 +256,29 @@ struct PendingWrite {
 }
 
 impl PendingWrite {
-    fn register(handle: &Arc<CollectionHandle>, updated_at: u64, docs: Vec<(String, Doc)>) -> Self {
-        {
-            let mut clock = lock(&handle.clock);
-            clock.last = clock.last.max(updated_at);
-            *clock.in_flight.entry(updated_at).or_default() += 1;
+    /// Assigns the write its `updated_at` and registers it as in flight in
+    /// one step under the clock lock: a reader can never compute a
+    /// watermark between the two and serve past this write's position.
+    fn begin(handle: &Arc<CollectionHandle>) -> Self {
+        let mut clock = lock(&handle.clock);
+        let updated_at = now_ms().max(clock.last).max(clock.floor);
+        clock.last = updated_at;
+        *clock.in_flight.entry(updated_at).or_default() += 1;
+        Self {
+            handle: handle.clone(),
+            updated_at,
+            ids: Vec::new(),
         }
-        let mut pending = lock(&handle.pending);
-        let mut ids = Vec::with_capacity(docs.len());
+    }
+
+    /// Makes the write's new documents visible to the writes prepared next.
+    fn hold_docs(&mut self, docs: Vec<(String, Doc)>) {
+        let mut pending = lock(&self.handle.pending);
         for (id, doc) in docs {
             let entry = pending.entry(id.clone()).or_insert((doc.clone(), 0));
             entry.0 = doc;
             entry.1 += 1;
-            ids.push(id);
-        }
-        Self {
-            handle: handle.clone(),
-            updated_at,
-            ids,
+            self.ids.push(id);
         }
     }
 }
@@ -706,17 +711,15 @@ impl Engine {
             current.insert(op.id().to_string(), doc);
         }
 
-        let updated_at = {
-            let clock = lock(&handle.clock);
-            now_ms().max(clock.last).max(clock.floor)
-        };
-        let prepared = self.prepare_write(&handle, ops, current, updated_at)?;
+        // In flight from the moment it has a time, so readers' watermark
+        // stays below it until it is durable (or, dropped, until it is not
+        // going to happen).
+        let mut guard = PendingWrite::begin(&handle);
+        let prepared = self.prepare_write(&handle, ops, current, guard.updated_at)?;
         let Some((input, extra, written)) = prepared.commit else {
             return Ok(prepared.views);
         };
-        // Registered before the events stream sees the write, so readers'
-        // watermark stays below it until it is durable.
-        let guard = PendingWrite::register(&handle, updated_at, written);
+        guard.hold_docs(written);
         let ack = handle.events.submit_with(input, extra).await?;
         // The next write may be prepared while this one commits: it reads
         // the pending documents, and its events queue behind these.
