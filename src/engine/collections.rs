@@ -272,6 +272,9 @@ impl PendingWrite {
     }
 
     /// Makes the write's new documents visible to the writes prepared next.
+    /// Should a write fail after later ones were prepared on its documents,
+    /// those fail too: a stream's appends fail in a cascade (a storage
+    /// failure stops the committer; a deleted stream refuses everything).
     fn hold_docs(&mut self, docs: Vec<(String, Doc)>) {
         let mut pending = lock(&self.handle.pending);
         for (id, doc) in docs {
@@ -328,7 +331,8 @@ pub struct CollectionHandle {
     id: u64,
     name: String,
     events: Arc<StreamHandle>,
-    /// Serializes writes: one write per collection is in flight at a time.
+    /// Serializes the preparation of writes (reading current documents and
+    /// queueing the events); several writes may be committing at once.
     write_lock: tokio::sync::Mutex<()>,
     clock: Mutex<Clock>,
     pending: Mutex<PendingDocs>,
@@ -724,10 +728,21 @@ impl Engine {
         // The next write may be prepared while this one commits: it reads
         // the pending documents, and its events queue behind these.
         drop(write);
-        ack.await?;
-        drop(guard);
-        handle.written.send_modify(|n| *n += 1);
-        Ok(prepared.views)
+        // The write is queued and will commit (or fail) whatever the caller
+        // does now, so its bookkeeping must not hang on the caller's future:
+        // it is released by a task of its own once the write's fate is known.
+        let finish = tokio::spawn(async move {
+            let result = ack.await;
+            drop(guard);
+            if result.is_ok() {
+                handle.written.send_modify(|n| *n += 1);
+            }
+            result
+        });
+        match finish.await {
+            Ok(result) => result.map(|_| prepared.views),
+            Err(err) => std::panic::resume_unwind(err.into_panic()),
+        }
     }
 
     /// Builds one write: the records to return, and (unless nothing
