@@ -251,12 +251,12 @@ fn parse_time(text: &str) -> ApiResult<u64> {
 }
 
 /// The opaque cursor: base64url of `[updated_after, after_id]`.
-fn encode_cursor(cursor: &Cursor) -> String {
+pub(super) fn encode_cursor(cursor: &Cursor) -> String {
     URL_SAFE_NO_PAD
         .encode(json!([cursor.updated_after, cursor.after_id, cursor.started_at]).to_string())
 }
 
-fn decode_cursor(text: &str) -> ApiResult<Cursor> {
+pub(super) fn decode_cursor(text: &str) -> ApiResult<Cursor> {
     let bad = || ApiError::invalid("malformed cursor: pass back a `cursor` exactly as returned");
     let bytes = URL_SAFE_NO_PAD.decode(text).map_err(|_| bad())?;
     let (updated_after, after_id, started_at): (u64, Option<String>, u64) =

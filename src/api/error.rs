@@ -96,6 +96,18 @@ impl From<EngineError> for ApiError {
             EngineError::VersionMismatch { .. } => {
                 ApiError::new(StatusCode::PRECONDITION_FAILED, "version_mismatch", message)
             }
+            EngineError::ConsumerNotFound(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, "consumer_not_found", message)
+            }
+            EngineError::ConsumerConflict(_) => {
+                ApiError::new(StatusCode::CONFLICT, "consumer_conflict", message)
+            }
+            EngineError::ConsumerSourceGone(_) => {
+                ApiError::new(StatusCode::GONE, "source_deleted", message)
+            }
+            EngineError::AckExpired(_) => {
+                ApiError::new(StatusCode::CONFLICT, "ack_expired", message)
+            }
             EngineError::AccessTokenNotFound(_) => {
                 ApiError::new(StatusCode::NOT_FOUND, "access_token_not_found", message)
             }

@@ -7,6 +7,7 @@
 mod account;
 mod basins;
 mod collections;
+mod consumers;
 pub mod error;
 mod extract;
 mod records;
@@ -86,6 +87,19 @@ pub fn router(engine: Arc<Engine>) -> Router {
         )
         .route("/collections/{collection}/events", get(collections::events))
         .route("/updated", get(collections::updated_across))
+        .route("/consumers", get(consumers::list))
+        .route(
+            "/consumers/{consumer}",
+            get(consumers::get)
+                .put(consumers::ensure)
+                .patch(consumers::reconfigure)
+                .delete(consumers::delete),
+        )
+        .route("/consumers/{consumer}/receive", post(consumers::receive))
+        .route("/consumers/{consumer}/ack", post(consumers::ack))
+        .route("/consumers/{consumer}/nack", post(consumers::nack))
+        .route("/consumers/{consumer}/extend", post(consumers::extend))
+        .route("/consumers/{consumer}/commit", post(consumers::commit))
         .route("/metrics", get(account::account_metrics))
         .route("/metrics/{basin}", get(account::basin_metrics))
         .route("/metrics/{basin}/{stream}", get(account::stream_metrics));
@@ -107,6 +121,8 @@ async fn detached<T: Send + 'static>(
 ) -> T {
     match tokio::spawn(operation).await {
         Ok(value) => value,
+        // Only when the runtime shuts down, and the caller with it.
+        Err(err) if err.is_cancelled() => std::future::pending().await,
         Err(err) => std::panic::resume_unwind(err.into_panic()),
     }
 }

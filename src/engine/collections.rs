@@ -328,16 +328,16 @@ type PendingDocs = HashMap<String, (Doc, usize)>;
 
 /// A collection in use.
 pub struct CollectionHandle {
-    id: u64,
+    pub(super) id: u64,
     name: String,
-    events: Arc<StreamHandle>,
+    pub(super) events: Arc<StreamHandle>,
     /// Serializes the preparation of writes (reading current documents and
     /// queueing the events); several writes may be committing at once.
     write_lock: tokio::sync::Mutex<()>,
     clock: Mutex<Clock>,
     pending: Mutex<PendingDocs>,
     /// Bumped after every durable write, for long polls.
-    written: tokio::sync::watch::Sender<u64>,
+    pub(super) written: tokio::sync::watch::Sender<u64>,
     /// See [`Horizon`]; persisted at [`keys::tombstone_horizon_key`].
     horizon: Mutex<Horizon>,
     /// How far (by `updated_at`) expiry has looked for tombstones; in
@@ -346,8 +346,14 @@ pub struct CollectionHandle {
 }
 
 impl CollectionHandle {
+    /// Whether a write landed in a millisecond the clock has not reached:
+    /// it shows on the records stream once the clock gets there.
+    pub(super) fn settling(&self) -> bool {
+        lock(&self.clock).last > now_ms()
+    }
+
     /// Everything with `updated_at` below the returned value is final.
-    fn watermark(&self) -> u64 {
+    pub(super) fn watermark(&self) -> u64 {
         let mut clock = lock(&self.clock);
         if let Some((&t, _)) = clock.in_flight.first_key_value() {
             // Should that write fail, later ones still must not land below.
@@ -382,7 +388,7 @@ fn validate_record_id(id: &str) -> EngineResult<()> {
     Ok(())
 }
 
-fn events_stream_name(collection: &str) -> String {
+pub(super) fn events_stream_name(collection: &str) -> String {
     format!("{EVENTS_STREAM_PREFIX}{collection}/events")
 }
 
@@ -538,7 +544,11 @@ impl Engine {
             .collect())
     }
 
-    fn collection_meta(&self, basin: &str, name: &str) -> EngineResult<Option<CollectionMeta>> {
+    pub(super) fn collection_meta(
+        &self,
+        basin: &str,
+        name: &str,
+    ) -> EngineResult<Option<CollectionMeta>> {
         match self
             .storage
             .get(Keyspace::Meta, &keys::collection_key(basin, name))?
@@ -549,7 +559,11 @@ impl Engine {
     }
 
     /// The collection's in-memory handle, loading it on first use.
-    async fn collection(&self, basin: &str, name: &str) -> EngineResult<Arc<CollectionHandle>> {
+    pub(super) async fn collection(
+        &self,
+        basin: &str,
+        name: &str,
+    ) -> EngineResult<Arc<CollectionHandle>> {
         let key = (basin.to_string(), name.to_string());
         self.basin_meta(basin)?;
         // The metadata decides, not the cache: a handle cached while the
@@ -907,7 +921,7 @@ impl Engine {
         }
     }
 
-    fn updated_page(
+    pub(super) fn updated_page(
         &self,
         handle: &CollectionHandle,
         cursor: &Cursor,

@@ -29,6 +29,17 @@ pub enum EngineError {
         expected: u64,
         actual: u64,
     },
+    #[error("consumer `{0}` not found")]
+    ConsumerNotFound(String),
+    #[error("consumer `{0}` exists with another source, start, filter or ack policy; those cannot change (delete it, or use another name)")]
+    ConsumerConflict(String),
+    #[error("the source of consumer `{0}` was deleted; delete the consumer and make a new one")]
+    ConsumerSourceGone(String),
+    #[error(
+        "these ack ids are expired (their messages were delivered again since), so nothing was applied: {}",
+        .0.join(", ")
+    )]
+    AckExpired(Vec<String>),
     #[error("access token `{0}` already exists")]
     AccessTokenExists(String),
     #[error("access token `{0}` not found")]

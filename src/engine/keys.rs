@@ -20,6 +20,9 @@ const PURGE_TAG: u8 = b'P';
 const ACCESS_TOKEN_TAG: u8 = b'A';
 const COLLECTION_TAG: u8 = b'C';
 const TOMBSTONE_HORIZON_TAG: u8 = b'K';
+const CONSUMER_TAG: u8 = b'Q';
+const CONSUMER_PROGRESS_TAG: u8 = b'R';
+const CONSUMER_PENDING_TAG: u8 = b'D';
 const NEXT_STREAM_ID_KEY: &[u8] = b"N";
 
 /// `B{basin}` → [`BasinMeta`] as JSON.
@@ -121,6 +124,39 @@ pub fn parse_change_key(key: &[u8]) -> Option<(u64, String)> {
     Some((updated_at, id))
 }
 
+/// `Q{basin}\0{consumer}` → [`ConsumerMeta`] as JSON.
+pub fn consumer_key(basin: &str, consumer: &str) -> Vec<u8> {
+    let mut key = consumer_prefix(basin);
+    key.extend_from_slice(consumer.as_bytes());
+    key
+}
+
+pub fn consumer_prefix(basin: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(2 + basin.len());
+    key.push(CONSUMER_TAG);
+    key.extend_from_slice(basin.as_bytes());
+    key.push(0);
+    key
+}
+
+/// `R{consumer id}` → the consumer's progress (JSON): its frontier (or
+/// committed position) and counters. Rewritten with every change.
+pub fn consumer_progress_key(consumer_id: u64) -> Vec<u8> {
+    tagged_id(CONSUMER_PROGRESS_TAG, consumer_id)
+}
+
+/// `D{consumer id}{position}` → a pending message's entry (JSON). One key
+/// per message delivered (or held back) and not yet acked.
+pub fn consumer_pending_key(consumer_id: u64, position: &[u8]) -> Vec<u8> {
+    let mut key = consumer_pending_prefix(consumer_id);
+    key.extend_from_slice(position);
+    key
+}
+
+pub fn consumer_pending_prefix(consumer_id: u64) -> Vec<u8> {
+    tagged_id(CONSUMER_PENDING_TAG, consumer_id)
+}
+
 /// `A{token id}` → the token's `AccessTokenInfo` as JSON.
 pub fn access_token_key(id: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(1 + id.len());
@@ -210,6 +246,16 @@ pub struct CollectionMeta {
     pub created_at: u64,
     /// The stream that holds the collection's change events.
     pub events_stream: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ConsumerMeta {
+    pub id: u64,
+    pub config: super::consumers::ConsumerConfig,
+    pub created_at: u64,
+    /// The id of the source (stream or collection) when the consumer was
+    /// made; a source made again under the same name has another.
+    pub source_id: u64,
 }
 
 /// A collection record as stored: its latest version.

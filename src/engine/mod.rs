@@ -9,6 +9,7 @@
 pub mod collections;
 pub mod committer;
 pub mod config;
+pub mod consumers;
 pub mod error;
 pub mod keys;
 pub mod names;
@@ -95,6 +96,8 @@ pub struct Engine {
     streams: Mutex<HashMap<StreamKey, Arc<StreamHandle>>>,
     /// Collections in use.
     collections: Mutex<HashMap<StreamKey, Arc<collections::CollectionHandle>>>,
+    /// Consumers in use.
+    consumers: Mutex<consumers::ConsumerMap>,
     /// Set when shutdown begins, so long polls and sessions end and let the
     /// HTTP server drain.
     closing: tokio::sync::watch::Sender<bool>,
@@ -136,6 +139,7 @@ impl Engine {
             basins: RwLock::new(basins),
             streams: Mutex::new(HashMap::new()),
             collections: Mutex::new(HashMap::new()),
+            consumers: Mutex::new(HashMap::new()),
             purged: Mutex::new(HashMap::new()),
             closing: tokio::sync::watch::Sender::new(false),
         }))
@@ -285,6 +289,10 @@ impl Engine {
             batch.delete(Keyspace::Meta, keys::collection_key(name, &collection));
             batch.delete(Keyspace::Meta, keys::tombstone_horizon_key(id));
             batch.put(Keyspace::Meta, keys::purge_key(id), Vec::new());
+        }
+        for (consumer, id) in self.consumer_ids(name)? {
+            self.delete_consumer_ops(&mut batch, name, &consumer, id)
+                .await?;
         }
         batch.delete(Keyspace::Meta, keys::basin_key(name));
         self.committer.commit(batch).await?;
@@ -616,8 +624,9 @@ impl Engine {
                     CreateIf::OnAppend => basin_meta.config.create_stream_on_append,
                     CreateIf::OnRead => basin_meta.config.create_stream_on_read,
                 };
-                // A collection's events stream is only ever made with it.
-                if !allowed || name.starts_with(collections::EVENTS_STREAM_PREFIX) {
+                // A collection's events stream and a consumer's dead
+                // letters are only ever made with them.
+                if !allowed || Self::check_writable(name).is_err() {
                     return Err(EngineError::StreamNotFound(name.into()));
                 }
                 names::validate_stream_name(name)?;
@@ -647,11 +656,17 @@ impl Engine {
 
     // ---- records ----
 
-    /// Streams that belong to a collection are written only through it.
+    /// Streams that belong to a collection or a consumer are written only
+    /// through it.
     fn check_writable(stream: &str) -> EngineResult<()> {
         if stream.starts_with(collections::EVENTS_STREAM_PREFIX) {
             return Err(EngineError::Invalid(format!(
                 "stream `{stream}` holds a collection's events and is written only through the collection"
+            )));
+        }
+        if stream.starts_with(consumers::DEAD_LETTER_PREFIX) {
+            return Err(EngineError::Invalid(format!(
+                "stream `{stream}` holds a consumer's dead letters and is written only by the consumer"
             )));
         }
         Ok(())

@@ -358,8 +358,8 @@ pub(super) fn first_seq_at_or_after(
     Ok(found.unwrap_or(tail).min(tail))
 }
 
-struct Scan {
-    records: Vec<SequencedRecord>,
+pub(super) struct Scan {
+    pub(super) records: Vec<SequencedRecord>,
     /// The scan ended at a record at or past `until`.
     hit_until: bool,
     /// The scan ended at a record that did not fit in the bytes limit.
@@ -367,7 +367,7 @@ struct Scan {
 }
 
 /// Reads records `[from, to)` within `limits` (count and bytes must be set).
-async fn scan_records(
+pub(super) async fn scan_records(
     storage: &Arc<dyn Storage>,
     id: u64,
     from: u64,
