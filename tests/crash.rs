@@ -405,3 +405,202 @@ async fn verify_collection(
         }
     }
 }
+
+/// Consumers under SIGKILL: workers receive and ack (and sometimes drop
+/// what they got, as crashed workers do) while the server is killed at
+/// random moments. A message whose ack was confirmed never comes back;
+/// no delivery is made twice (delivery counts per message are unique and
+/// at least `ack_wait` apart, across restarts too); and in the end every
+/// message is acked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_state_survives_sigkill() {
+    const MESSAGES: usize = 4000;
+    const ACK_WAIT_MS: u64 = 1500;
+    let dir = tempfile::tempdir().unwrap();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    // Per seq num: every (delivery count, when received).
+    type Deliveries = HashMap<u64, Vec<(u64, Instant)>>;
+    let deliveries: Arc<Mutex<Deliveries>> = Arc::default();
+    let confirmed: Arc<Mutex<HashSet<u64>>> = Arc::default();
+    let started = Instant::now();
+
+    for round in 0..=4 {
+        let server = Server::start(dir.path());
+        let base = server.base.clone();
+        if round == 0 {
+            let put = |path: &str, body: Value| {
+                client
+                    .put(format!("{base}{path}"))
+                    .header("s2-basin", BASIN)
+                    .json(&body)
+                    .send()
+            };
+            assert!(put(&format!("/v1/basins/{BASIN}"), json!({}))
+                .await
+                .unwrap()
+                .status()
+                .is_success());
+            let stream = json!({ "retention_policy": { "infinite": {} } });
+            assert!(put("/v1/streams/jobs", stream)
+                .await
+                .unwrap()
+                .status()
+                .is_success());
+            for chunk in 0..MESSAGES / 500 {
+                let records: Vec<Value> = (0..500)
+                    .map(|i| json!({ "body": format!("job-{}", chunk * 500 + i) }))
+                    .collect();
+                let resp = client
+                    .post(format!("{base}/v1/streams/jobs/records"))
+                    .header("s2-basin", BASIN)
+                    .json(&json!({ "records": records }))
+                    .send()
+                    .await
+                    .unwrap();
+                assert!(resp.status().is_success());
+            }
+            let consumer = json!({ "source": { "stream": "jobs" }, "ack_wait_ms": ACK_WAIT_MS });
+            assert!(put("/v1/consumers/crashq", consumer)
+                .await
+                .unwrap()
+                .status()
+                .is_success());
+        }
+        let last = round == 4;
+        eprintln!(
+            "round {round}: {} of {MESSAGES} acked, {} delivered at least once",
+            confirmed.lock().unwrap().len(),
+            deliveries.lock().unwrap().len()
+        );
+        let workers: Vec<_> = (0..6u64)
+            .map(|w| {
+                let (client, base) = (client.clone(), base.clone());
+                let (deliveries, confirmed) = (deliveries.clone(), confirmed.clone());
+                tokio::spawn(async move {
+                    let mut n = 0u64;
+                    let deadline = Instant::now() + Duration::from_secs(90);
+                    while confirmed.lock().unwrap().len() < MESSAGES && Instant::now() < deadline {
+                        n += 1;
+                        let batch = 1 + (n * 7 + w) % 25;
+                        let Ok(resp) = client
+                            .post(format!("{base}/v1/consumers/crashq/receive"))
+                            .header("s2-basin", BASIN)
+                            .json(&json!({ "batch_size": batch, "wait_ms": 200 }))
+                            .send()
+                            .await
+                        else {
+                            return;
+                        };
+                        if !resp.status().is_success() {
+                            return;
+                        }
+                        let Ok(body) = resp.json::<Value>().await else {
+                            return;
+                        };
+                        let now = Instant::now();
+                        let messages = body["messages"].as_array().unwrap().clone();
+                        {
+                            let mut deliveries = deliveries.lock().unwrap();
+                            let confirmed = confirmed.lock().unwrap();
+                            for m in &messages {
+                                let seq = m["seq_num"].as_u64().unwrap();
+                                assert!(!confirmed.contains(&seq), "acked message {seq} came back");
+                                deliveries
+                                    .entry(seq)
+                                    .or_default()
+                                    .push((m["delivery_count"].as_u64().unwrap(), now));
+                            }
+                        }
+                        // "Processing" takes a while, so kills land mid-work.
+                        tokio::time::sleep(Duration::from_millis(3 * messages.len() as u64)).await;
+                        // Before the last round, workers sometimes "crash"
+                        // and lose what they received.
+                        if !last && (n + w).is_multiple_of(6) {
+                            continue;
+                        }
+                        let ids: Vec<&Value> = messages.iter().map(|m| &m["ack_id"]).collect();
+                        let Ok(resp) = client
+                            .post(format!("{base}/v1/consumers/crashq/ack"))
+                            .header("s2-basin", BASIN)
+                            .json(&json!({ "ack_ids": ids }))
+                            .send()
+                            .await
+                        else {
+                            return;
+                        };
+                        if resp.status().is_success() {
+                            let mut confirmed = confirmed.lock().unwrap();
+                            confirmed
+                                .extend(messages.iter().map(|m| m["seq_num"].as_u64().unwrap()));
+                        } else if resp.status().is_client_error() {
+                            // Only an ack of a delivery made again since.
+                            let body: Value = resp.json().await.unwrap();
+                            assert_eq!(body["code"], "ack_expired", "{body}");
+                        } else {
+                            return;
+                        }
+                    }
+                })
+            })
+            .collect();
+        let server = if last {
+            Some(server)
+        } else {
+            tokio::time::sleep(Duration::from_millis(rand::rng().random_range(300..1200))).await;
+            server.kill();
+            None
+        };
+        for w in workers {
+            w.await.unwrap();
+        }
+        if last {
+            let state: Value = client
+                .get(format!("{base}/v1/consumers/crashq"))
+                .header("s2-basin", BASIN)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            assert_eq!(state["state"]["pending"], 0, "{state}");
+            assert_eq!(state["state"]["lag"], 0, "{state}");
+        }
+        if let Some(server) = server {
+            server.kill();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(240),
+            "consumer crash test is taking too long"
+        );
+    }
+    assert_eq!(
+        confirmed.lock().unwrap().len(),
+        MESSAGES,
+        "every message is acked"
+    );
+    let deliveries = deliveries.lock().unwrap();
+    let mut redelivered = 0;
+    for (seq, list) in deliveries.iter() {
+        let mut list = list.clone();
+        list.sort_by_key(|(count, _)| *count);
+        assert_eq!(list[0].0, 1, "seq {seq}: {list:?}");
+        for pair in list.windows(2) {
+            assert_eq!(
+                pair[1].0,
+                pair[0].0 + 1,
+                "seq {seq}: a delivery was made twice or skipped: {list:?}"
+            );
+            assert!(
+                pair[1].1.duration_since(pair[0].1) >= Duration::from_millis(ACK_WAIT_MS - 300),
+                "seq {seq}: delivered again before its ack wait ran out"
+            );
+            redelivered += 1;
+        }
+    }
+    eprintln!("{redelivered} redeliveries");
+    assert!(redelivered > 0, "crashed workers caused redeliveries");
+}
