@@ -11,7 +11,6 @@
 //!
 //! Everything binds to 127.0.0.1 and each run is bounded in time.
 
-use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,42 +25,8 @@ const RECORD_BYTES: usize = 1024;
 const RUN_FOR: Duration = Duration::from_secs(3);
 const BASIN: &str = "bench-basin";
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[idx]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
-}
-
-/// The reference: sequential 1 KiB appends to a file, each fdatasync'ed.
-fn fsync_reference(dir: &std::path::Path) -> Duration {
-    let path = dir.join("fsync-probe");
-    let mut file = std::fs::File::create(&path).expect("probe file");
-    let block = vec![b'x'; RECORD_BYTES];
-    let mut samples = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while Instant::now() < deadline && samples.len() < 5000 {
-        let start = Instant::now();
-        file.write_all(&block).unwrap();
-        file.sync_data().unwrap();
-        samples.push(start.elapsed());
-    }
-    let _ = std::fs::remove_file(path);
-    samples.sort();
-    let p50 = percentile(&samples, 0.5);
-    println!(
-        "reference: 1 KiB write + fdatasync      {:>9.0} ops/s            p50 {}  p99 {}",
-        samples.len() as f64 / samples.iter().sum::<Duration>().as_secs_f64(),
-        ms(p50),
-        ms(percentile(&samples, 0.99)),
-    );
-    p50
-}
+mod support;
+use support::{fsync_reference, ms, percentile};
 
 struct Outcome {
     records: u64,
@@ -257,7 +222,7 @@ fn main() {
             RUN_FOR.as_secs(),
             std::thread::available_parallelism().map_or(1, |n| n.get())
         );
-        let fsync_p50 = fsync_reference(&root);
+        let fsync_p50 = fsync_reference(&root, RECORD_BYTES);
 
         let storage = Arc::new(FjallStorage::open(&root.join("db")).unwrap());
         let engine = Engine::open(storage).unwrap();

@@ -1,0 +1,43 @@
+//! What the benchmarks share: the fsync reference and latency formatting.
+#![allow(dead_code)] // each bench uses a different subset
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx]
+}
+
+pub fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+/// The reference for durable writes: sequential writes of `bytes` to a
+/// file on the same disk, each fdatasync'ed. Prints it and returns its p50.
+pub fn fsync_reference(dir: &std::path::Path, bytes: usize) -> Duration {
+    let path = dir.join("fsync-probe");
+    let mut file = std::fs::File::create(&path).expect("probe file");
+    let block = vec![b'x'; bytes];
+    let mut samples = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline && samples.len() < 5000 {
+        let start = Instant::now();
+        file.write_all(&block).unwrap();
+        file.sync_data().unwrap();
+        samples.push(start.elapsed());
+    }
+    let _ = std::fs::remove_file(path);
+    samples.sort();
+    let p50 = percentile(&samples, 0.5);
+    println!(
+        "reference: {bytes} B write + fdatasync      {:>9.0} ops/s            p50 {}  p99 {}",
+        samples.len() as f64 / samples.iter().sum::<Duration>().as_secs_f64(),
+        ms(p50),
+        ms(percentile(&samples, 0.99)),
+    );
+    p50
+}
