@@ -51,10 +51,13 @@ pub use config::{AckPolicy, ConsumerConfig, ConsumerConfigPatch, Feed, Filter, S
 pub use position::{Frontier, Position};
 pub use source::{Message, Payload};
 
+use super::config::{DeleteOnEmptyConfig, StreamConfig, TimestampingConfig, TimestampingMode};
 use super::error::{EngineError, EngineResult};
 use super::keys::{self, ConsumerMeta};
 use super::read::{first_seq_at_or_after, MAX_UNARY_WAIT};
-use super::types::{now_ms, AppendInput, AppendRecord, Header};
+use super::types::{
+    metered_size, now_ms, AppendInput, AppendRecord, Header, MAX_BATCH_BYTES, MAX_BATCH_RECORDS,
+};
 use super::{lock, prefix_end, stream_creation_ops, CreateIf, Engine, ListRequest, Provision};
 use crate::storage::{Keyspace, WriteBatch};
 use pending::{Entry, Pending, Standing};
@@ -62,6 +65,8 @@ use source::SourceHandle;
 
 /// Messages per receive, at most.
 pub const MAX_RECEIVE_BATCH: usize = 1000;
+/// Source messages one receive pass looks at, at most.
+const MAX_EXAMINED_PER_PASS: usize = 10_000;
 /// Streams whose names start with this belong to consumers.
 pub const DEAD_LETTER_PREFIX: &str = "_consumers/";
 const MAX_CONSUMER_NAME_BYTES: usize = 256;
@@ -69,6 +74,18 @@ const MAX_CONSUMER_NAME_BYTES: usize = 256;
 /// The stream where `consumer` puts messages that reached `max_deliver`.
 pub fn dead_letter_stream(consumer: &str) -> String {
     format!("{DEAD_LETTER_PREFIX}{consumer}/dead_letters")
+}
+
+/// The dead-letter stream keeps the basin's retention but is never deleted
+/// for being empty, and stamps records on arrival (its records are made by
+/// the server, never with client timestamps).
+fn dead_letter_config(mut config: StreamConfig) -> StreamConfig {
+    config.delete_on_empty = DeleteOnEmptyConfig::default();
+    config.timestamping = TimestampingConfig {
+        mode: TimestampingMode::Arrival,
+        uncapped: false,
+    };
+    config
 }
 
 /// What is durable about a consumer besides its config: how far it has
@@ -150,9 +167,24 @@ pub struct ConsumerHandle {
 struct State {
     config: ConsumerConfig,
     deleted: bool,
+    /// Taken out of use after a failure (see `retire`): operations that
+    /// still hold this handle ask the client to try again.
+    retired: bool,
     progress: Progress,
     pending: Pending,
     lease: CursorLease,
+}
+
+impl State {
+    fn check_live(&self, name: &str) -> EngineResult<()> {
+        if self.deleted {
+            Err(EngineError::ConsumerNotFound(name.into()))
+        } else if self.retired {
+            Err(EngineError::Unavailable)
+        } else {
+            Ok(())
+        }
+    }
 }
 
 /// A cursor consumer's hand-outs since its last commit (memory only: after
@@ -315,7 +347,7 @@ impl Engine {
                 &mut batch,
                 basin,
                 &dead_letters,
-                basin_meta.config.default_stream_config,
+                dead_letter_config(basin_meta.config.default_stream_config),
                 None,
                 dead_letter_id,
             );
@@ -332,9 +364,7 @@ impl Engine {
             _ => None,
         };
         let state = handle.state.lock().await;
-        if state.deleted {
-            return Err(EngineError::ConsumerNotFound(name.into()));
-        }
+        state.check_live(name)?;
         let now = now_ms();
         let ack_floor = match state.config.ack_policy {
             AckPolicy::Explicit => state.pending.floor().cloned(),
@@ -435,7 +465,17 @@ impl Engine {
     ) -> EngineResult<()> {
         let handle = lock(&self.consumers).remove(&(basin.to_string(), name.to_string()));
         if let Some(handle) = handle {
-            handle.state.lock().await.deleted = true;
+            let mut state = handle.state.lock().await;
+            state.deleted = true;
+            // Pending keys queued but not yet on disk are not in the scan
+            // below; delete them by what memory holds.
+            for position in state.pending.positions() {
+                batch.delete(
+                    Keyspace::Meta,
+                    keys::consumer_pending_key(id, &position.to_bytes()),
+                );
+            }
+            drop(state);
             handle.changed.send_modify(|n| *n += 1);
         }
         batch.delete(Keyspace::Meta, keys::consumer_key(basin, name));
@@ -512,6 +552,11 @@ impl Engine {
                 Frontier::Seq(match start {
                     Start::Beginning => 0,
                     Start::Tail => tail,
+                    Start::SeqNum { seq_num } if *seq_num > tail => {
+                        return Err(EngineError::Invalid(format!(
+                            "start seq_num {seq_num} is beyond the tail ({tail})"
+                        )))
+                    }
                     Start::SeqNum { seq_num } => *seq_num,
                     Start::Timestamp { timestamp } => first_seq_at_or_after(
                         &*self.storage,
@@ -598,6 +643,7 @@ impl Engine {
                 lease: CursorLease::new(&progress.frontier),
                 config: meta.config,
                 deleted: false,
+                retired: false,
                 progress,
                 pending: Pending::from_entries(entries),
             }),
@@ -661,17 +707,30 @@ impl Engine {
 
             let now = now_ms();
             let mut state = handle.state.lock().await;
-            if state.deleted {
-                return Err(EngineError::ConsumerNotFound(name.into()));
-            }
+            state.check_live(name)?;
             let round = match state.config.ack_policy {
                 AckPolicy::Explicit => {
-                    self.receive_explicit(&handle, &mut state, &source, batch_size, now)
-                        .await?
+                    let can_dead_letter = dead_letters.is_some();
+                    self.receive_explicit(
+                        &handle,
+                        &mut state,
+                        &source,
+                        batch_size,
+                        now,
+                        can_dead_letter,
+                    )
+                    .await
                 }
                 AckPolicy::Cursor => {
                     self.receive_cursor(&handle, &mut state, &source, batch_size, now)
-                        .await?
+                        .await
+                }
+            };
+            let round = match round {
+                Ok(round) => round,
+                Err(err) => {
+                    // Nothing was changed in memory before the failure.
+                    return Err(err);
                 }
             };
             if !round.changes.is_empty() || !round.dead.is_empty() {
@@ -681,16 +740,26 @@ impl Engine {
                     drop(state);
                     durable.await?;
                 } else {
-                    let Some(dead_letters) = dead_letters else {
-                        return Err(EngineError::Unavailable);
-                    };
+                    let dead_letters = dead_letters.ok_or(EngineError::Unavailable)?;
                     let input = AppendInput {
                         records: round.dead,
                         ..Default::default()
                     };
                     // Waited for under the mutex: see the module docs.
-                    dead_letters.submit_with(input, batch).await?.await?;
+                    let appended = match dead_letters.submit_with(input, batch).await {
+                        Ok(ack) => ack.await.map(|_| ()),
+                        Err(err) => Err(err),
+                    };
+                    if let Err(err) = appended {
+                        // The state in memory is ahead of the disk: retire
+                        // it, so the next operation reloads what is durable.
+                        self.retire(basin, name, &handle, &mut state).await;
+                        return Err(err);
+                    }
                     drop(state);
+                }
+                if round.freed {
+                    handle.changed.send_modify(|n| *n += 1);
                 }
             } else {
                 drop(state);
@@ -698,18 +767,44 @@ impl Engine {
             if !round.deliveries.is_empty() || Instant::now() >= deadline || *closing.borrow() {
                 return Ok(round.deliveries);
             }
+            if round.more {
+                continue;
+            }
             let wake = match round.next_due {
                 Some(due) => deadline
                     .min(Instant::now() + Duration::from_millis(due.saturating_sub(now_ms()))),
                 None => deadline,
             };
             tokio::select! {
-                _ = source.changed(&mut source_mark) => {}
+                // With max_ack_pending reached, new source records change
+                // nothing; only acks (`changed`) and due times do.
+                _ = source.changed(&mut source_mark), if !round.full => {}
                 _ = changed.changed() => {}
                 _ = tokio::time::sleep_until(wake) => {}
                 _ = closing.changed() => {}
             }
         }
+    }
+
+    /// Takes a consumer whose in-memory state may be ahead of the disk out
+    /// of use: once everything queued before is durable, the next operation
+    /// loads it again from storage. Called with its mutex held.
+    async fn retire(
+        &self,
+        basin: &str,
+        name: &str,
+        handle: &Arc<ConsumerHandle>,
+        state: &mut State,
+    ) {
+        let _ = self.queue(WriteBatch::default()).await;
+        state.retired = true;
+        let key = (basin.to_string(), name.to_string());
+        let mut consumers = lock(&self.consumers);
+        if consumers.get(&key).is_some_and(|h| Arc::ptr_eq(h, handle)) {
+            consumers.remove(&key);
+        }
+        drop(consumers);
+        handle.changed.send_modify(|n| *n += 1);
     }
 
     /// Queues `batch` on the committer and returns a future of its
@@ -729,6 +824,9 @@ impl Engine {
         }
     }
 
+    /// One pass of an explicit-ack receive. Fails only before it changes
+    /// anything; a failure after that ends the pass early instead, so what
+    /// was changed is always queued.
     async fn receive_explicit(
         &self,
         handle: &ConsumerHandle,
@@ -736,11 +834,14 @@ impl Engine {
         source: &SourceHandle,
         batch_size: usize,
         now: u64,
+        can_dead_letter: bool,
     ) -> EngineResult<Round> {
         let mut round = Round::default();
         let ack_wait = state.config.ack_wait_ms;
         let ordered = state.config.ordered_by_key;
         let max_pending = state.config.max_ack_pending as usize;
+        let max_deliver = state.config.max_deliver;
+        let mut dead_bytes = 0usize;
 
         // Due messages first: redeliveries, and messages that waited for
         // their key.
@@ -751,6 +852,12 @@ impl Engine {
             let Some(entry) = state.pending.get(&position).cloned() else {
                 continue;
             };
+            let exhausted = max_deliver.is_some_and(|max| entry.deliveries >= max);
+            if exhausted && !can_dead_letter {
+                // max_deliver was just set: the next pass has the stream.
+                round.more = true;
+                continue;
+            }
             let message = match self.load(source, &position).await {
                 Ok(Some(message)) => message,
                 Ok(None) => {
@@ -758,23 +865,26 @@ impl Engine {
                     state.progress.dropped += 1;
                     round.changes.positions.push(position);
                     round.changes.progress = true;
+                    round.freed = true;
                     continue;
                 }
                 Err(err) if round.is_empty() => return Err(err),
                 Err(_) => break,
             };
-            if state
-                .config
-                .max_deliver
-                .is_some_and(|max| entry.deliveries >= max)
-            {
-                round
-                    .dead
-                    .push(dead_letter(handle.id, &message, entry.deliveries));
+            if exhausted {
+                let record = dead_letter(handle.id, &message, entry.deliveries);
+                let size = record.metered_size();
+                if round.dead.len() >= MAX_BATCH_RECORDS || dead_bytes + size > MAX_BATCH_BYTES {
+                    round.more = true;
+                    break;
+                }
+                dead_bytes += size;
+                round.dead.push(record);
                 state.pending.remove(&position);
                 state.progress.dead_lettered += 1;
                 round.changes.positions.push(position);
                 round.changes.progress = true;
+                round.freed = true;
                 continue;
             }
             round
@@ -784,8 +894,15 @@ impl Engine {
             round.changes.progress = true;
         }
 
-        // Then new messages from the source, while there is room.
+        // Then new messages from the source, while there is room. A pass
+        // looks at a bounded number of messages, so that a filter that
+        // passes over a long backlog does not hold the mutex throughout.
+        let mut examined = 0usize;
         'fetch: while round.deliveries.len() < batch_size && state.pending.len() < max_pending {
+            if examined >= MAX_EXAMINED_PER_PASS {
+                round.more = true;
+                break;
+            }
             let want = (batch_size - round.deliveries.len()).max(16);
             let started_at = handle.created_at;
             let (messages, from) = match self
@@ -807,9 +924,15 @@ impl Engine {
                 if round.deliveries.len() >= batch_size || state.pending.len() >= max_pending {
                     break 'fetch;
                 }
+                examined += 1;
+                let passes = match passes(&state.config, &message) {
+                    Ok(passes) => passes,
+                    Err(err) if round.is_empty() => return Err(err),
+                    Err(_) => break 'fetch,
+                };
                 state.progress.frontier = message.position.next();
                 round.changes.progress = true;
-                if !passes(&state.config, &message)? {
+                if !passes {
                     continue;
                 }
                 let position = message.position.clone();
@@ -835,6 +958,9 @@ impl Engine {
                 }
             }
         }
+        // Removing a message may have freed its key for the next one.
+        round.more |= round.freed && round.deliveries.is_empty();
+        round.full = state.pending.len() >= max_pending;
         round.next_due = state.pending.next_due(now);
         Ok(round)
     }
@@ -891,9 +1017,14 @@ impl Engine {
         }
         'fetch: while round.deliveries.len() < batch_size {
             let want = batch_size - round.deliveries.len();
-            let (messages, from) = self
+            let (messages, from) = match self
                 .fetch(source, &lease.fetch, handle.created_at, want)
-                .await?;
+                .await
+            {
+                Ok(fetched) => fetched,
+                Err(err) if round.deliveries.is_empty() => return Err(err),
+                Err(_) => break,
+            };
             if from.is_ahead_of(&lease.fetch) {
                 lease.fetch = from;
             }
@@ -901,8 +1032,13 @@ impl Engine {
                 break;
             }
             for message in messages {
+                let passes = match passes(config, &message) {
+                    Ok(passes) => passes,
+                    Err(err) if round.deliveries.is_empty() => return Err(err),
+                    Err(_) => break 'fetch,
+                };
                 lease.fetch = message.position.next();
-                if !passes(config, &message)? {
+                if !passes {
                     continue;
                 }
                 let delivery_count = if lease.highest.is_past(&message.position) {
@@ -964,9 +1100,7 @@ impl Engine {
             .collect::<EngineResult<Vec<_>>>()?;
         let now = now_ms();
         let mut state = handle.state.lock().await;
-        if state.deleted {
-            return Err(EngineError::ConsumerNotFound(name.into()));
-        }
+        state.check_live(name)?;
         if state.config.ack_policy != AckPolicy::Explicit {
             return Err(EngineError::Invalid(
                 "this consumer has ack_policy \"cursor\": commit a position instead".into(),
@@ -1018,6 +1152,11 @@ impl Engine {
             }
         }
         if affected == 0 {
+            // Repeats of settled ids: answer once the first settling (maybe
+            // still on its way to disk) is durable.
+            let durable = self.queue(WriteBatch::default());
+            drop(state);
+            durable.await?;
             return Ok((0, deadline));
         }
         let durable = self.queue(changes.batch(handle.id, &state));
@@ -1039,9 +1178,7 @@ impl Engine {
         let source = self.consumer_source(basin, name, &handle).await?;
         let now = now_ms();
         let mut state = handle.state.lock().await;
-        if state.deleted {
-            return Err(EngineError::ConsumerNotFound(name.into()));
-        }
+        state.check_live(name)?;
         if state.config.ack_policy != AckPolicy::Cursor {
             return Err(EngineError::Invalid(
                 "this consumer has ack_policy \"explicit\": ack messages instead".into(),
@@ -1069,7 +1206,13 @@ impl Engine {
             }
         }
         if !position.is_ahead_of(&state.progress.frontier) {
-            return Ok(state.progress.frontier.clone());
+            // As for repeated acks: answer once the commit it repeats is
+            // durable.
+            let committed = state.progress.frontier.clone();
+            let durable = self.queue(WriteBatch::default());
+            drop(state);
+            durable.await?;
+            return Ok(committed);
         }
         let State {
             lease, progress, ..
@@ -1104,6 +1247,13 @@ struct Round {
     changes: Changes,
     /// When a pending message next becomes deliverable (epoch ms).
     next_due: Option<u64>,
+    /// The pass stopped early: run another at once.
+    more: bool,
+    /// Pending messages were removed (dead-lettered or dropped): waiting
+    /// receives may have something now.
+    freed: bool,
+    /// `max_ack_pending` is reached.
+    full: bool,
 }
 
 impl Round {
@@ -1123,8 +1273,11 @@ fn passes(config: &ConsumerConfig, message: &Message) -> EngineResult<bool> {
 }
 
 /// A dead-letter record: headers say where it came from, the body is the
-/// message's payload as delivered (a stream record's body, or the event or
-/// record JSON), so a consumer of the dead-letter stream can replay it.
+/// message's payload as delivered (a stream record's body, with its headers,
+/// or the event or record JSON), so a consumer of the dead-letter stream can
+/// replay it. A command record's header (empty name) is kept as `command`,
+/// since an empty name would make the record a command; a body too large to
+/// go with the added headers is left out (header `body_dropped`).
 fn dead_letter(consumer_id: u64, message: &Message, deliveries: u32) -> AppendRecord {
     let header = |name: &str, value: String| Header {
         name: Bytes::copy_from_slice(name.as_bytes()),
@@ -1138,14 +1291,25 @@ fn dead_letter(consumer_id: u64, message: &Message, deliveries: u32) -> AppendRe
             serde_json::to_string(&message.position).unwrap_or_default(),
         ),
     ];
-    let body = match &message.payload {
+    let mut body = match &message.payload {
         Payload::Record(record) => {
-            headers.extend(record.headers.iter().cloned());
+            headers.extend(record.headers.iter().map(|h| Header {
+                name: if h.name.is_empty() {
+                    Bytes::from_static(b"command")
+                } else {
+                    h.name.clone()
+                },
+                value: h.value.clone(),
+            }));
             record.body.clone()
         }
         Payload::Event(event) => Bytes::from(serde_json::to_vec(event).unwrap_or_default()),
         Payload::Doc(record) => record.json.clone(),
     };
+    if metered_size(&headers, &body) > MAX_BATCH_BYTES {
+        body = Bytes::new();
+        headers.push(header("body_dropped", "too large".into()));
+    }
     AppendRecord {
         timestamp: None,
         headers,

@@ -66,6 +66,10 @@ impl Pending {
         self.entries.get(position)
     }
 
+    pub fn positions(&self) -> impl Iterator<Item = &Position> {
+        self.entries.keys()
+    }
+
     /// The first pending position: everything before it is done.
     pub fn floor(&self) -> Option<&Position> {
         self.entries.keys().next()

@@ -18,7 +18,7 @@ use crate::engine::error::{EngineError, EngineResult};
 use crate::engine::keys;
 use crate::engine::read::scan_records;
 use crate::engine::streamer::StreamHandle;
-use crate::engine::types::{ReadLimits, SequencedRecord};
+use crate::engine::types::{ReadLimits, SequencedRecord, MAX_BATCH_BYTES};
 use crate::engine::{CreateIf, Engine};
 use crate::storage::{Keyspace, StorageError};
 
@@ -153,7 +153,7 @@ impl Engine {
                 let from = (*next).max(visible.trim_point);
                 let limits = ReadLimits {
                     count: Some(limit as u64),
-                    bytes: Some(u64::MAX),
+                    bytes: Some(MAX_BATCH_BYTES as u64),
                     until: None,
                 };
                 let scan =
