@@ -1,0 +1,136 @@
+//! Consumers: the server keeps the position; workers receive and ack.
+
+use reqwest::Method;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::client::{segment, Retry};
+use crate::{Client, Error};
+
+/// A delivered message.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Message {
+    /// Acks this delivery (explicit ack policy).
+    pub ack_id: Option<String>,
+    pub delivery_count: u32,
+    /// Streams and events feeds.
+    pub seq_num: Option<u64>,
+    /// Records feeds: commit this to move past the message.
+    pub cursor: Option<String>,
+    pub timestamp: u64,
+    /// A stream record, or a collection record (records feed).
+    pub record: Option<Value>,
+    /// A change event (events feed).
+    pub event: Option<Value>,
+}
+
+/// What a handler decided about a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Ack,
+    /// Deliver it again after this many milliseconds.
+    Nack {
+        delay_ms: u64,
+    },
+}
+
+impl Client {
+    /// Creates the consumer with `config` (the JSON of `PUT
+    /// /v1/consumers/{name}`), or checks that it exists with it.
+    pub async fn ensure_consumer(&self, name: &str, config: &Value) -> Result<(), Error> {
+        let path = format!("/v1/consumers/{}", segment(name));
+        self.call::<Value>(Method::PUT, &path, Some(config), Retry::Safe)
+            .await
+            .map(drop)
+    }
+
+    /// Up to `batch_size` messages, waiting up to `wait_ms` when there are
+    /// none. Not retried: a lost answer's messages come back after the
+    /// consumer's `ack_wait_ms`.
+    pub async fn receive(
+        &self,
+        name: &str,
+        batch_size: usize,
+        wait_ms: u64,
+    ) -> Result<Vec<Message>, Error> {
+        #[derive(Deserialize)]
+        struct Received {
+            messages: Vec<Message>,
+        }
+        let path = format!("/v1/consumers/{}/receive", segment(name));
+        let body = json!({ "batch_size": batch_size, "wait_ms": wait_ms });
+        let received: Received = self
+            .call(Method::POST, &path, Some(&body), Retry::Never)
+            .await?;
+        Ok(received.messages)
+    }
+
+    /// Acks deliveries; returns how many were newly acked. Acking twice is
+    /// harmless, so this is retried.
+    pub async fn ack(&self, name: &str, ack_ids: &[String]) -> Result<u64, Error> {
+        self.settle(name, "ack", json!({ "ack_ids": ack_ids }), "acked")
+            .await
+    }
+
+    /// Gives deliveries back, to be delivered again after `delay_ms`.
+    pub async fn nack(&self, name: &str, ack_ids: &[String], delay_ms: u64) -> Result<u64, Error> {
+        let body = json!({ "ack_ids": ack_ids, "delay_ms": delay_ms });
+        self.settle(name, "nack", body, "nacked").await
+    }
+
+    async fn settle(&self, name: &str, op: &str, body: Value, field: &str) -> Result<u64, Error> {
+        let path = format!("/v1/consumers/{}/{op}", segment(name));
+        let answer: Value = self
+            .call(Method::POST, &path, Some(&body), Retry::Safe)
+            .await?;
+        answer[field]
+            .as_u64()
+            .ok_or_else(|| Error::Decode(format!("{op} answer without `{field}`: {answer}")))
+    }
+
+    /// One round of a worker: receives up to `batch_size` messages (waiting
+    /// up to `wait_ms`), runs `handler` on each in order, and acks or nacks
+    /// each as it says. Returns how many messages were handled. Call it in
+    /// a loop:
+    ///
+    /// ```no_run
+    /// # async fn demo(client: rill_client::Client) -> Result<(), rill_client::Error> {
+    /// use rill_client::Outcome;
+    /// loop {
+    ///     client
+    ///         .work("billing", 10, 20_000, |message| {
+    ///             println!("{:?}", message.record);
+    ///             Outcome::Ack
+    ///         })
+    ///         .await?;
+    /// }
+    /// # }
+    /// ```
+    pub async fn work(
+        &self,
+        name: &str,
+        batch_size: usize,
+        wait_ms: u64,
+        mut handler: impl FnMut(&Message) -> Outcome,
+    ) -> Result<usize, Error> {
+        let messages = self.receive(name, batch_size, wait_ms).await?;
+        let mut acks = Vec::new();
+        for message in &messages {
+            let Some(ack_id) = message.ack_id.clone() else {
+                return Err(Error::Invalid(format!(
+                    "consumer `{name}` commits positions (ack_policy cursor); `work` needs explicit acks"
+                )));
+            };
+            match handler(message) {
+                Outcome::Ack => acks.push(ack_id),
+                Outcome::Nack { delay_ms } => {
+                    self.nack(name, &[ack_id], delay_ms).await?;
+                }
+            }
+        }
+        if !acks.is_empty() {
+            self.ack(name, &acks).await?;
+        }
+        Ok(messages.len())
+    }
+}

@@ -1,0 +1,34 @@
+//! What can go wrong talking to Rill.
+
+/// An error from a request.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The server answered with an error: its HTTP status, its stable
+    /// `code` (e.g. `stream_not_found`, `ack_expired`) and its message.
+    #[error("{status} {code}: {message}")]
+    Api {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    /// The request did not get an answer (connection refused, reset, timed
+    /// out). A write may or may not have been applied.
+    #[error("request failed: {0}")]
+    Transport(#[from] reqwest::Error),
+    /// The server's answer was not what this client understands.
+    #[error("unexpected response: {0}")]
+    Decode(String),
+    /// The arguments were refused before anything was sent.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Error {
+    /// The server's error code, if the server answered with an error.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            Error::Api { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,30 @@
+//! A typed client for the [Rill](https://github.com/) durable streams server.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), rill_client::Error> {
+//! let client = rill_client::Client::new("http://127.0.0.1:8080")?.with_basin("my-basin");
+//! client.ensure_basin("my-basin").await?;
+//! client.ensure_stream("orders").await?;
+//! let ack = client.append("orders", &["first", "second"]).await?;
+//! assert_eq!(ack.end - ack.start, 2);
+//! let records = client.read("orders", 0, 10).await?;
+//! assert_eq!(records[0].body, "first");
+//! # Ok(()) }
+//! ```
+//!
+//! Requests that only read (and admin `PUT`s, which are idempotent) are
+//! retried with backoff on connection failures and `503`s; appends and
+//! other writes are never retried, so a write is never applied twice
+//! behind your back.
+
+mod client;
+mod collections;
+mod consumers;
+mod error;
+mod streams;
+
+pub use client::Client;
+pub use collections::{Record, Updates};
+pub use consumers::{Message, Outcome};
+pub use error::Error;
+pub use streams::{AppendAck, StreamRecord};
