@@ -3,6 +3,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+mod cli;
+
 use clap::{Parser, Subcommand};
 use rill::server::{self, ServeConfig};
 
@@ -15,6 +17,8 @@ use rill::server::{self, ServeConfig};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    connection: cli::Connection,
 }
 
 #[derive(Subcommand)]
@@ -36,6 +40,8 @@ enum Command {
         #[arg(long)]
         in_memory: bool,
     },
+    #[command(flatten)]
+    Data(cli::DataCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -64,6 +70,10 @@ fn main() -> std::process::ExitCode {
                 Err(e) => Err(format!("cannot start the runtime: {e}")),
             }
         }
+        Command::Data(command) => match tokio::runtime::Runtime::new() {
+            Ok(runtime) => runtime.block_on(cli::run(cli.connection, command)),
+            Err(e) => Err(format!("cannot start the runtime: {e}")),
+        },
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,0 +1,208 @@
+//! The data commands of the `rill` command line: thin wrappers over
+//! `rill-client` that print one record per line (or JSON with `--json`)
+//! and fail with one clear line and a non-zero exit code.
+
+use std::io::{BufRead, Write};
+
+use clap::{Args, Subcommand};
+use rill_client::Client;
+use serde_json::{json, Value};
+
+/// Where to connect; flags or environment variables.
+#[derive(Args, Clone, Debug)]
+pub struct Connection {
+    /// The server to talk to.
+    #[arg(
+        long,
+        env = "RILL_ENDPOINT",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
+    endpoint: String,
+    /// The basin to address.
+    #[arg(long, env = "RILL_BASIN", global = true)]
+    basin: Option<String>,
+    /// A bearer token to send.
+    #[arg(long, env = "RILL_TOKEN", global = true)]
+    token: Option<String>,
+    /// Print JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DataCommand {
+    /// Append one record per line of stdin (or of --file).
+    Append {
+        stream: String,
+        /// Read lines from this file instead of stdin.
+        #[arg(long)]
+        file: Option<std::path::PathBuf>,
+    },
+    /// Print records from a seq num, one body per line.
+    Read {
+        stream: String,
+        #[arg(long, default_value_t = 0)]
+        seq_num: u64,
+        #[arg(long, default_value_t = 1000)]
+        count: u64,
+    },
+    /// Print the stream's next seq num.
+    CheckTail { stream: String },
+    /// Upsert a collection record from JSON.
+    Put {
+        collection: String,
+        id: String,
+        /// The record's data, a JSON object.
+        #[arg(value_name = "JSON")]
+        data: String,
+    },
+    /// Print a collection record's latest version.
+    Get { collection: String, id: String },
+    /// Print the records changed after a cursor, then the cursor to resume
+    /// with (on stderr, or in the JSON).
+    Updated {
+        collection: String,
+        #[arg(long)]
+        cursor: Option<String>,
+    },
+}
+
+pub async fn run(connection: Connection, command: DataCommand) -> Result<(), String> {
+    let mut client = Client::new(&connection.endpoint).map_err(|e| e.to_string())?;
+    if let Some(basin) = &connection.basin {
+        client = client.with_basin(basin);
+    }
+    if let Some(token) = &connection.token {
+        client = client.with_token(token);
+    }
+    let json_out = connection.json;
+    let mut out = std::io::stdout().lock();
+    let fail = |e: rill_client::Error| e.to_string();
+    match command {
+        DataCommand::Append { stream, file } => {
+            let lines: Vec<String> = match file {
+                Some(path) => std::fs::read_to_string(&path)
+                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+                    .lines()
+                    .map(str::to_owned)
+                    .collect(),
+                None => std::io::stdin()
+                    .lock()
+                    .lines()
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| format!("cannot read stdin: {e}"))?,
+            };
+            let mut first = None;
+            let mut last = None;
+            for chunk in lines.chunks(1000) {
+                let ack = client.append(&stream, chunk).await.map_err(fail)?;
+                first.get_or_insert(ack.start);
+                last = Some(ack.end);
+            }
+            let (start, end) = (first.unwrap_or(0), last.unwrap_or(0));
+            if json_out {
+                writeln!(out, "{}", json!({ "start": start, "end": end }))
+            } else {
+                writeln!(
+                    out,
+                    "appended {} records: seq nums {start}..{end}",
+                    end - start
+                )
+            }
+            .map_err(|e| e.to_string())?;
+        }
+        DataCommand::Read {
+            stream,
+            seq_num,
+            count,
+        } => {
+            let (mut next, mut left) = (seq_num, count);
+            while left > 0 {
+                let records = client
+                    .read(&stream, next, left.min(1000))
+                    .await
+                    .map_err(fail)?;
+                let Some(last) = records.last() else { break };
+                next = last.seq_num + 1;
+                left -= records.len() as u64;
+                for r in &records {
+                    if json_out {
+                        let line = json!({ "seq_num": r.seq_num, "timestamp": r.timestamp, "headers": r.headers, "body": r.body });
+                        writeln!(out, "{line}")
+                    } else {
+                        writeln!(out, "{}", r.body)
+                    }
+                    .map_err(|e| e.to_string())?;
+                }
+            }
+        }
+        DataCommand::CheckTail { stream } => {
+            let tail = client.check_tail(&stream).await.map_err(fail)?;
+            if json_out {
+                writeln!(out, "{}", json!({ "seq_num": tail }))
+            } else {
+                writeln!(out, "{tail}")
+            }
+            .map_err(|e| e.to_string())?;
+        }
+        DataCommand::Put {
+            collection,
+            id,
+            data,
+        } => {
+            let data: Value =
+                serde_json::from_str(&data).map_err(|e| format!("the record is not JSON: {e}"))?;
+            let record = client.put(&collection, &id, &data).await.map_err(fail)?;
+            print_record(&mut out, &record, json_out)?;
+        }
+        DataCommand::Get { collection, id } => {
+            match client.get(&collection, &id).await.map_err(fail)? {
+                Some(record) => print_record(&mut out, &record, json_out)?,
+                None => return Err(format!("record `{id}` not found in `{collection}`")),
+            }
+        }
+        DataCommand::Updated { collection, cursor } => {
+            let mut updates = client.updates(&collection, cursor);
+            let mut records = Vec::new();
+            while let Some(record) = updates.next().await.map_err(fail)? {
+                records.push(record);
+            }
+            let cursor = updates.cursor().unwrap_or_default().to_string();
+            if json_out {
+                let records: Vec<Value> = records.iter().map(record_json).collect();
+                writeln!(out, "{}", json!({ "records": records, "cursor": cursor }))
+                    .map_err(|e| e.to_string())?;
+            } else {
+                for record in &records {
+                    print_record(&mut out, record, false)?;
+                }
+                eprintln!("cursor: {cursor}");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn record_json(r: &rill_client::Record) -> Value {
+    json!({
+        "id": r.id, "data": r.data, "version": r.version, "created_at": r.created_at,
+        "updated_at": r.updated_at, "deleted": r.deleted,
+    })
+}
+
+/// Text: `id  version  data` (or `(deleted)`), one line.
+fn print_record(
+    out: &mut impl Write,
+    r: &rill_client::Record,
+    json_out: bool,
+) -> Result<(), String> {
+    if json_out {
+        writeln!(out, "{}", record_json(r))
+    } else if r.deleted {
+        writeln!(out, "{}\tv{}\t(deleted)", r.id, r.version)
+    } else {
+        writeln!(out, "{}\tv{}\t{}", r.id, r.version, r.data)
+    }
+    .map_err(|e| e.to_string())
+}
