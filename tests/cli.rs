@@ -107,3 +107,56 @@ async fn data_commands() {
         assert!(err.contains(needle), "{args:?}: {err}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_commands_and_consume() {
+    let server = TestServer::start().await;
+    server.create_basin(BASIN).await;
+
+    let (ok, out, err) = rill(&server, &["basins", "list"], "").await;
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), BASIN);
+    for kind in ["streams", "collections"] {
+        let (ok, _, err) = rill(&server, &[kind, "create", "things"], "").await;
+        assert!(ok, "{kind}: {err}");
+        let (_, out, _) = rill(&server, &[kind, "list"], "").await;
+        assert!(out.lines().any(|l| l == "things"), "{kind}: {out}");
+    }
+    let (_, out, _) = rill(&server, &["streams", "get", "things"], "").await;
+    let config: Value = serde_json::from_str(out.trim()).unwrap();
+    assert!(config["retention_policy"].is_object(), "{config}");
+
+    let consumer = r#"{"source": {"stream": "things"}}"#;
+    let (ok, _, err) = rill(
+        &server,
+        &["consumers", "create", "c1", "--config", consumer],
+        "",
+    )
+    .await;
+    assert!(ok, "{err}");
+    rill(&server, &["append", "things"], "x\ny\nz\n").await;
+    let (ok, out, err) = rill(&server, &["consume", "c1", "--count", "3"], "").await;
+    assert!(ok, "{err}");
+    let bodies: Vec<String> = out
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["record"]["body"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(bodies, ["x", "y", "z"]);
+    let (_, out, _) = rill(&server, &["consumers", "get", "c1"], "").await;
+    let state: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(state["state"]["acked"], 3, "{state}");
+
+    let (ok, out, _) = rill(&server, &["consumers", "delete", "c1"], "").await;
+    assert!(ok);
+    assert_eq!(out.trim(), "deleted c1");
+    let (ok, _, err) = rill(&server, &["consumers", "get", "c1"], "").await;
+    assert!(!ok);
+    assert!(err.contains("consumer_not_found"), "{err}");
+    let (ok, _, err) = rill(&server, &["consumers", "create", "c2", "--config", "{"], "").await;
+    assert!(!ok && err.contains("not JSON"), "{err}");
+}

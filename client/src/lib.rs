@@ -17,12 +17,14 @@
 //! other writes are never retried, so a write is never applied twice
 //! behind your back.
 
+mod admin;
 mod client;
 mod collections;
 mod consumers;
 mod error;
 mod streams;
 
+pub use admin::Kind;
 pub use client::Client;
 pub use collections::{Record, Updates};
 pub use consumers::{Message, Outcome};

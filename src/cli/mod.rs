@@ -5,7 +5,7 @@
 use std::io::{BufRead, Write};
 
 use clap::{Args, Subcommand};
-use rill_client::Client;
+use rill_client::{Client, Kind};
 use serde_json::{json, Value};
 
 /// Where to connect; flags or environment variables.
@@ -30,8 +30,51 @@ pub struct Connection {
     json: bool,
 }
 
+/// What to do with basins, streams, collections or consumers.
+#[derive(Subcommand, Debug)]
+pub enum Admin {
+    /// List the names.
+    List,
+    /// Print one as JSON (config, and state for consumers).
+    Get {
+        name: String,
+    },
+    /// Create it, or check it exists; `--config` is the JSON body of its
+    /// `PUT` (required for consumers).
+    Create {
+        name: String,
+        #[arg(long)]
+        config: Option<String>,
+    },
+    Delete {
+        name: String,
+    },
+}
+
 #[derive(Subcommand, Debug)]
 pub enum DataCommand {
+    /// Manage basins.
+    #[command(subcommand)]
+    Basins(Admin),
+    /// Manage streams.
+    #[command(subcommand)]
+    Streams(Admin),
+    /// Manage collections.
+    #[command(subcommand)]
+    Collections(Admin),
+    /// Manage consumers.
+    #[command(subcommand)]
+    Consumers(Admin),
+    /// Receive messages from a consumer, print them (one JSON per line)
+    /// and ack them.
+    Consume {
+        consumer: String,
+        /// Stop after this many messages (default: run until interrupted).
+        #[arg(long)]
+        count: Option<u64>,
+        #[arg(long, default_value_t = 100)]
+        batch: usize,
+    },
     /// Append one record per line of stdin (or of --file).
     Append {
         stream: String,
@@ -80,6 +123,48 @@ pub async fn run(connection: Connection, command: DataCommand) -> Result<(), Str
     let mut out = std::io::stdout().lock();
     let fail = |e: rill_client::Error| e.to_string();
     match command {
+        DataCommand::Basins(admin) => admin_command(&client, Kind::Basin, admin, &mut out).await?,
+        DataCommand::Streams(admin) => {
+            admin_command(&client, Kind::Stream, admin, &mut out).await?
+        }
+        DataCommand::Collections(admin) => {
+            admin_command(&client, Kind::Collection, admin, &mut out).await?
+        }
+        DataCommand::Consumers(admin) => {
+            admin_command(&client, Kind::Consumer, admin, &mut out).await?
+        }
+        DataCommand::Consume {
+            consumer,
+            count,
+            batch,
+        } => {
+            let mut seen = 0u64;
+            while count.is_none_or(|count| seen < count) {
+                let want = count.map_or(batch as u64, |c| (c - seen).min(batch as u64));
+                let mut failed = None;
+                seen += client
+                    .work(&consumer, want as usize, 20_000, |m| {
+                        let line = json!({
+                            "seq_num": m.seq_num, "cursor": m.cursor, "timestamp": m.timestamp,
+                            "delivery_count": m.delivery_count, "record": m.record, "event": m.event,
+                        });
+                        match writeln!(out, "{line}") {
+                            Ok(()) => rill_client::Outcome::Ack,
+                            // Output closed: give the message back.
+                            Err(err) => {
+                                failed = Some(err.to_string());
+                                rill_client::Outcome::Nack { delay_ms: 0 }
+                            }
+                        }
+                    })
+                    .await
+                    .map_err(fail)? as u64;
+                if let Some(err) = failed {
+                    return Err(format!("cannot write output: {err}"));
+                }
+                let _ = out.flush();
+            }
+        }
         DataCommand::Append { stream, file } => {
             let lines: Vec<String> = match file {
                 Some(path) => std::fs::read_to_string(&path)
@@ -182,6 +267,44 @@ pub async fn run(connection: Connection, command: DataCommand) -> Result<(), Str
         }
     }
     Ok(())
+}
+
+async fn admin_command(
+    client: &Client,
+    kind: Kind,
+    admin: Admin,
+    out: &mut impl Write,
+) -> Result<(), String> {
+    let fail = |e: rill_client::Error| e.to_string();
+    let line = match admin {
+        Admin::List => {
+            let names = client.list(kind).await.map_err(fail)?;
+            if names.is_empty() {
+                return Ok(());
+            }
+            names.join("\n")
+        }
+        Admin::Get { name } => client
+            .describe(kind, &name)
+            .await
+            .map_err(fail)?
+            .to_string(),
+        Admin::Create { name, config } => {
+            let config: Option<Value> = config
+                .map(|c| serde_json::from_str(&c).map_err(|e| format!("--config is not JSON: {e}")))
+                .transpose()?;
+            client
+                .create(kind, &name, config.as_ref())
+                .await
+                .map_err(fail)?
+                .to_string()
+        }
+        Admin::Delete { name } => {
+            client.delete_resource(kind, &name).await.map_err(fail)?;
+            format!("deleted {name}")
+        }
+    };
+    writeln!(out, "{line}").map_err(|e| e.to_string())
 }
 
 fn record_json(r: &rill_client::Record) -> Value {
