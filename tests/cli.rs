@@ -160,3 +160,62 @@ async fn admin_commands_and_consume() {
     let (ok, _, err) = rill(&server, &["consumers", "create", "c2", "--config", "{"], "").await;
     assert!(!ok && err.contains("not JSON"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_options_and_tail_follow() {
+    let server = TestServer::start().await;
+    server.with_stream("log").await;
+    rill(&server, &["append", "log"], "a\nbb\nccc\ndddd\n").await;
+
+    let (_, out, _) = rill(&server, &["read", "log", "--tail-offset", "2"], "").await;
+    assert_eq!(out, "ccc\ndddd\n");
+    // Each record meters 8 bytes plus its body: "a" and "bb" fit in 19.
+    let (_, out, _) = rill(&server, &["read", "log", "--bytes", "19"], "").await;
+    assert_eq!(out, "a\nbb\n");
+    let (_, out, _) = rill(
+        &server,
+        &["read", "log", "--seq-num", "1", "--count", "2"],
+        "",
+    )
+    .await;
+    assert_eq!(out, "bb\nccc\n");
+    let (_, out, _) = rill(&server, &["tail", "log", "-n", "1"], "").await;
+    assert_eq!(out, "dddd\n");
+    let (ok, _, err) = rill(
+        &server,
+        &["read", "log", "--seq-num", "1", "--tail-offset", "1"],
+        "",
+    )
+    .await;
+    assert!(!ok && !err.is_empty());
+
+    // tail -f prints what is appended after it started.
+    let base = server.base.clone();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_rill"))
+        .args(["tail", "log", "-n", "1", "-f"])
+        .env("RILL_ENDPOINT", &base)
+        .env("RILL_BASIN", BASIN)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let lines = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stdout)
+            .lines()
+            .take(3)
+            .map(Result::unwrap)
+            .collect::<Vec<_>>()
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    server.append("log", &["live-1"]).await;
+    server.append("log", &["live-2"]).await;
+    let lines = tokio::time::timeout(std::time::Duration::from_secs(20), lines)
+        .await
+        .expect("tail -f printed the new records")
+        .unwrap();
+    child.kill().unwrap();
+    let _ = child.wait();
+    assert_eq!(lines, ["dddd", "live-1", "live-2"]);
+}

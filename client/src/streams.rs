@@ -18,6 +18,39 @@ pub struct StreamRecord {
     pub body: String,
 }
 
+impl StreamRecord {
+    /// The record's size as the server meters it (for `bytes` limits).
+    pub fn metered_size(&self) -> u64 {
+        let headers: usize = self.headers.iter().map(|(n, v)| n.len() + v.len()).sum();
+        (8 + 2 * self.headers.len() + headers + self.body.len()) as u64
+    }
+}
+
+/// Where a read starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadStart {
+    SeqNum(u64),
+    /// The first record with a timestamp at or after this (epoch ms).
+    Timestamp(u64),
+    /// This many records before the tail.
+    TailOffset(u64),
+}
+
+/// A read: where it starts and when it stops (each limit optional).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadOptions {
+    pub start: ReadStart,
+    /// At most this many records (the server returns at most 1000).
+    pub count: Option<u64>,
+    /// At most this many metered bytes.
+    pub bytes: Option<u64>,
+    /// Only records with timestamps before this (epoch ms).
+    pub until: Option<u64>,
+    /// Wait up to this many seconds (at most 60) for records, when none are
+    /// there yet.
+    pub wait_secs: u32,
+}
+
 /// Where an append landed: seq nums `start..end`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AppendAck {
@@ -111,6 +144,30 @@ impl Client {
             &format!("seq_num={seq_num}&count={count}&clamp=true&wait={wait_secs}"),
         )
         .await
+    }
+
+    /// One read with all the options of the API; empty at the tail.
+    pub async fn read_with(
+        &self,
+        stream: &str,
+        options: &ReadOptions,
+    ) -> Result<Vec<StreamRecord>, Error> {
+        let mut query = match options.start {
+            ReadStart::SeqNum(n) => format!("seq_num={n}"),
+            ReadStart::Timestamp(t) => format!("timestamp={t}"),
+            ReadStart::TailOffset(n) => format!("tail_offset={n}"),
+        };
+        query.push_str(&format!("&clamp=true&wait={}", options.wait_secs.min(60)));
+        if let Some(count) = options.count {
+            query.push_str(&format!("&count={count}"));
+        }
+        if let Some(bytes) = options.bytes {
+            query.push_str(&format!("&bytes={bytes}"));
+        }
+        if let Some(until) = options.until {
+            query.push_str(&format!("&until={until}"));
+        }
+        self.read_query(stream, &query).await
     }
 
     async fn read_query(&self, stream: &str, query: &str) -> Result<Vec<StreamRecord>, Error> {

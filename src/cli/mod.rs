@@ -5,7 +5,7 @@
 use std::io::{BufRead, Write};
 
 use clap::{Args, Subcommand};
-use rill_client::{Client, Kind};
+use rill_client::{Client, Kind, ReadOptions, ReadStart};
 use serde_json::{json, Value};
 
 /// Where to connect; flags or environment variables.
@@ -82,13 +82,34 @@ pub enum DataCommand {
         #[arg(long)]
         file: Option<std::path::PathBuf>,
     },
-    /// Print records from a seq num, one body per line.
+    /// Print records, one body per line: from a seq num (default 0), a
+    /// timestamp or an offset back from the tail, until a count, a number of
+    /// bytes or a timestamp.
     Read {
         stream: String,
-        #[arg(long, default_value_t = 0)]
-        seq_num: u64,
-        #[arg(long, default_value_t = 1000)]
-        count: u64,
+        #[arg(long, conflicts_with_all = ["timestamp", "tail_offset"])]
+        seq_num: Option<u64>,
+        /// Start at the first record at or after this time (epoch ms).
+        #[arg(long, conflicts_with = "tail_offset")]
+        timestamp: Option<u64>,
+        /// Start this many records before the tail.
+        #[arg(long)]
+        tail_offset: Option<u64>,
+        #[arg(long)]
+        count: Option<u64>,
+        #[arg(long)]
+        bytes: Option<u64>,
+        /// Stop before records with timestamps at or after this (epoch ms).
+        #[arg(long)]
+        until: Option<u64>,
+    },
+    /// Print the last records of a stream; with -f, keep following it.
+    Tail {
+        stream: String,
+        #[arg(short = 'n', long, default_value_t = 10)]
+        lines: u64,
+        #[arg(short, long)]
+        follow: bool,
     },
     /// Print the stream's next seq num.
     CheckTail { stream: String },
@@ -200,27 +221,39 @@ pub async fn run(connection: Connection, command: DataCommand) -> Result<(), Str
         DataCommand::Read {
             stream,
             seq_num,
+            timestamp,
+            tail_offset,
             count,
+            bytes,
+            until,
         } => {
-            let (mut next, mut left) = (seq_num, count);
-            while left > 0 {
-                let records = client
-                    .read(&stream, next, left.min(1000))
-                    .await
-                    .map_err(fail)?;
-                let Some(last) = records.last() else { break };
-                next = last.seq_num + 1;
-                left -= records.len() as u64;
-                for r in &records {
-                    if json_out {
-                        let line = json!({ "seq_num": r.seq_num, "timestamp": r.timestamp, "headers": r.headers, "body": r.body });
-                        writeln!(out, "{line}")
-                    } else {
-                        writeln!(out, "{}", r.body)
-                    }
-                    .map_err(|e| e.to_string())?;
-                }
-            }
+            let start = match (seq_num, timestamp, tail_offset) {
+                (_, Some(t), _) => ReadStart::Timestamp(t),
+                (_, _, Some(n)) => ReadStart::TailOffset(n),
+                (n, _, _) => ReadStart::SeqNum(n.unwrap_or(0)),
+            };
+            let options = ReadOptions {
+                start,
+                count,
+                bytes,
+                until,
+                wait_secs: 0,
+            };
+            print_records(&client, &stream, options, false, json_out, &mut out).await?;
+        }
+        DataCommand::Tail {
+            stream,
+            lines,
+            follow,
+        } => {
+            let options = ReadOptions {
+                start: ReadStart::TailOffset(lines),
+                count: (!follow).then_some(lines),
+                bytes: None,
+                until: None,
+                wait_secs: 0,
+            };
+            print_records(&client, &stream, options, follow, json_out, &mut out).await?;
         }
         DataCommand::CheckTail { stream } => {
             let tail = client.check_tail(&stream).await.map_err(fail)?;
@@ -267,6 +300,51 @@ pub async fn run(connection: Connection, command: DataCommand) -> Result<(), Str
         }
     }
     Ok(())
+}
+
+/// Reads page after page from `options.start` until a limit is reached
+/// (or, with `follow`, forever), printing each record.
+async fn print_records(
+    client: &Client,
+    stream: &str,
+    mut options: ReadOptions,
+    follow: bool,
+    json_out: bool,
+    out: &mut impl Write,
+) -> Result<(), String> {
+    loop {
+        if options.count == Some(0) {
+            return Ok(());
+        }
+        options.wait_secs = if follow { 30 } else { 0 };
+        let records = client
+            .read_with(stream, &options)
+            .await
+            .map_err(|e| e.to_string())?;
+        let Some(last) = records.last() else {
+            if follow {
+                continue;
+            }
+            return Ok(());
+        };
+        options.start = ReadStart::SeqNum(last.seq_num + 1);
+        options.count = options.count.map(|c| c - records.len() as u64);
+        let used: u64 = records.iter().map(|r| r.metered_size()).sum();
+        options.bytes = options.bytes.map(|b| b.saturating_sub(used));
+        for r in &records {
+            if json_out {
+                let line = json!({ "seq_num": r.seq_num, "timestamp": r.timestamp, "headers": r.headers, "body": r.body });
+                writeln!(out, "{line}")
+            } else {
+                writeln!(out, "{}", r.body)
+            }
+            .map_err(|e| e.to_string())?;
+        }
+        let _ = out.flush();
+        if options.bytes == Some(0) {
+            return Ok(());
+        }
+    }
 }
 
 async fn admin_command(
