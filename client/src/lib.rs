@@ -29,4 +29,4 @@ pub use client::Client;
 pub use collections::{Record, Updates};
 pub use consumers::{Message, Outcome};
 pub use error::Error;
-pub use streams::{AppendAck, ReadOptions, ReadStart, StreamRecord};
+pub use streams::{AppendAck, Follow, ReadOptions, ReadStart, StreamRecord};

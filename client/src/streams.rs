@@ -187,6 +187,19 @@ impl Client {
         }
     }
 
+    /// Follows the stream from `start`: [`Follow::next`] returns every record
+    /// in order, waiting for new ones. Each wait is a long poll from the
+    /// next seq num, so a broken connection is retried (with backoff) and
+    /// resumes exactly where it left off: nothing missed, nothing repeated.
+    pub fn follow(&self, stream: &str, start: ReadStart) -> Follow {
+        Follow {
+            client: self.clone(),
+            stream: stream.to_string(),
+            start,
+            buffer: std::collections::VecDeque::new(),
+        }
+    }
+
     /// The stream's next seq num.
     pub async fn check_tail(&self, stream: &str) -> Result<u64, Error> {
         let path = format!("/v1/streams/{}/records/tail", segment(stream));
@@ -194,5 +207,55 @@ impl Client {
         tail["tail"]["seq_num"]
             .as_u64()
             .ok_or_else(|| Error::Decode(format!("tail without a seq num: {tail}")))
+    }
+}
+
+/// A live read; see [`Client::follow`].
+///
+/// ```no_run
+/// # async fn demo(client: rill_client::Client) -> Result<(), rill_client::Error> {
+/// let mut live = client.follow("orders", rill_client::ReadStart::TailOffset(0));
+/// loop {
+///     let record = live.next().await?;
+///     println!("{}: {}", record.seq_num, record.body);
+/// }
+/// # }
+/// ```
+pub struct Follow {
+    client: Client,
+    stream: String,
+    start: ReadStart,
+    buffer: std::collections::VecDeque<StreamRecord>,
+}
+
+impl Follow {
+    /// The next record, waiting as long as it takes for one.
+    pub async fn next(&mut self) -> Result<StreamRecord, Error> {
+        while self.buffer.is_empty() {
+            let options = ReadOptions {
+                start: self.start,
+                count: None,
+                bytes: None,
+                until: None,
+                wait_secs: 30,
+            };
+            let records = self.client.read_with(&self.stream, &options).await?;
+            if let Some(last) = records.last() {
+                self.start = ReadStart::SeqNum(last.seq_num + 1);
+            }
+            self.buffer.extend(records);
+        }
+        self.buffer
+            .pop_front()
+            .ok_or_else(|| Error::Decode("empty read".into()))
+    }
+
+    /// The seq num of the next record to return, once known.
+    pub fn position(&self) -> Option<u64> {
+        match (self.buffer.front(), self.start) {
+            (Some(record), _) => Some(record.seq_num),
+            (None, ReadStart::SeqNum(n)) => Some(n),
+            _ => None,
+        }
     }
 }

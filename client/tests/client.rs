@@ -132,3 +132,70 @@ async fn worker_acks_and_nacks() {
     );
     assert_eq!(client.work("w", 10, 0, |_| Outcome::Ack).await.unwrap(), 0);
 }
+
+/// A proxy between the client and the server whose connections can all be
+/// cut at once, as a network failure would.
+async fn cuttable_proxy(server: String) -> (String, tokio::sync::watch::Sender<u64>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = format!("http://{}", listener.local_addr().unwrap());
+    let (cut, _) = tokio::sync::watch::channel(0u64);
+    let cuts = cut.clone();
+    let upstream = server.trim_start_matches("http://").to_string();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut inbound, _)) = listener.accept().await else {
+                return;
+            };
+            let upstream = upstream.clone();
+            let mut cut_rx = cuts.subscribe();
+            tokio::spawn(async move {
+                let Ok(mut outbound) = tokio::net::TcpStream::connect(&upstream).await else {
+                    return;
+                };
+                tokio::select! {
+                    _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                    _ = cut_rx.changed() => {} // dropping both ends cuts it
+                }
+            });
+        }
+    });
+    (addr, cut)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_resumes_exactly_after_the_connection_is_cut() {
+    let direct = server().await;
+    direct.ensure_stream("live").await.unwrap();
+    let (proxy, cut) = cuttable_proxy(direct.endpoint().to_string()).await;
+    let via_proxy = Client::new(&proxy).unwrap().with_basin(BASIN);
+    let mut live = via_proxy.follow("live", rill_client::ReadStart::SeqNum(0));
+
+    let reader = tokio::spawn(async move {
+        let mut bodies = Vec::new();
+        while bodies.len() < 60 {
+            let record = live.next().await.unwrap();
+            assert_eq!(
+                record.seq_num as usize,
+                bodies.len(),
+                "in order, no gaps, no repeats"
+            );
+            bodies.push(record.body);
+        }
+        bodies
+    });
+    for round in 0..6 {
+        let batch: Vec<String> = (0..10).map(|i| format!("r{round}-{i}")).collect();
+        direct.append("live", &batch).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Cut every connection, mid-long-poll.
+        cut.send_modify(|n| *n += 1);
+    }
+    let bodies = tokio::time::timeout(Duration::from_secs(30), reader)
+        .await
+        .expect("the follower caught up")
+        .unwrap();
+    let expected: Vec<String> = (0..6)
+        .flat_map(|r| (0..10).map(move |i| format!("r{r}-{i}")))
+        .collect();
+    assert_eq!(bodies, expected);
+}
