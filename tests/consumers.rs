@@ -970,3 +970,48 @@ async fn at_least_once_with_crashing_workers() {
     assert_eq!(st["pending"], 0);
     assert_eq!(st["lag"], 0);
 }
+
+/// A command record (fence) can be dead-lettered: its empty-named header
+/// is kept as `command`, so the dead letter is a plain record.
+#[tokio::test]
+async fn command_records_dead_letter_as_plain_records() {
+    let server = TestServer::start().await;
+    server.with_stream("cmds").await;
+    ensure(
+        &server,
+        "w",
+        json!({ "source": { "stream": "cmds" }, "max_deliver": 1 }),
+    )
+    .await;
+    let resp = server
+        .post("/v1/streams/cmds/records")
+        .json(&json!({ "records": [{ "headers": [["", "fence"]], "body": "tok" }] }))
+        .send()
+        .await
+        .unwrap();
+    expect_status(resp, StatusCode::OK).await;
+    let got = receive(&server, "w", 1, 0).await;
+    assert_eq!(got[0]["record"]["headers"], json!([["", "fence"]]));
+    let resp = settle(
+        &server,
+        "w",
+        "nack",
+        json!({ "ack_ids": [got[0]["ack_id"]] }),
+    )
+    .await;
+    expect_status(resp, StatusCode::OK).await;
+    assert!(receive(&server, "w", 1, 0).await.is_empty());
+    assert_eq!(state(&server, "w").await["dead_lettered"], 1);
+    let dead = server
+        .read("_consumers%2Fw%2Fdead_letters", "seq_num=0")
+        .await;
+    assert_eq!(bodies(&dead), ["tok"]);
+    let headers = &dead["records"][0]["headers"];
+    assert!(
+        headers
+            .as_array()
+            .unwrap()
+            .contains(&json!(["command", "fence"])),
+        "{headers}"
+    );
+}
