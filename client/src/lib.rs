@@ -1,4 +1,4 @@
-//! A typed client for the [Rill](https://github.com/) durable streams server.
+//! A typed client for the Rill durable streams server.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), rill_client::Error> {

@@ -495,16 +495,9 @@ impl Engine {
         basin: &str,
         req: &ListRequest,
     ) -> EngineResult<(Vec<CollectionInfo>, bool)> {
-        let limit = req.validate()?;
         self.basin_meta(basin)?;
-        let mut found: Vec<(String, CollectionMeta)> = self.scan_named_meta(
-            &keys::collection_prefix(basin),
-            &req.prefix,
-            &req.start_after,
-            limit + 1,
-        )?;
-        let has_more = found.len() > limit;
-        found.truncate(limit);
+        let (found, has_more) =
+            self.list_named_meta::<CollectionMeta>(&keys::collection_prefix(basin), req)?;
         Ok((
             found.iter().map(|(name, meta)| info(name, meta)).collect(),
             has_more,

@@ -330,11 +330,9 @@ impl Engine {
         basin: &str,
         req: &ListRequest,
     ) -> EngineResult<(Vec<StreamInfo>, bool)> {
-        let limit = req.validate()?;
         self.basin_meta(basin)?;
-        let mut found = self.scan_stream_metas(basin, &req.prefix, &req.start_after, limit + 1)?;
-        let has_more = found.len() > limit;
-        found.truncate(limit);
+        let (found, has_more) =
+            self.list_named_meta::<StreamMeta>(&keys::stream_prefix(basin), req)?;
         let page = found
             .into_iter()
             .map(|(name, meta)| StreamInfo {
@@ -550,6 +548,20 @@ impl Engine {
         limit: usize,
     ) -> EngineResult<Vec<(String, StreamMeta)>> {
         self.scan_named_meta(&keys::stream_prefix(basin), prefix, start_after, limit)
+    }
+
+    /// One page of a list operation over the JSON values under `base`: at
+    /// most `req`'s limit, and whether there are more.
+    fn list_named_meta<T: serde::de::DeserializeOwned>(
+        &self,
+        base: &[u8],
+        req: &ListRequest,
+    ) -> EngineResult<(Vec<(String, T)>, bool)> {
+        let limit = req.validate()?;
+        let mut found = self.scan_named_meta(base, &req.prefix, &req.start_after, limit + 1)?;
+        let has_more = found.len() > limit;
+        found.truncate(limit);
+        Ok((found, has_more))
     }
 
     /// The JSON values under `base` in the meta keyspace whose names (the

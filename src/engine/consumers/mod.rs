@@ -309,10 +309,10 @@ impl Engine {
                 return Err(EngineError::ConsumerConflict(name.into()));
             }
             if meta.config == config {
-                return Ok((info(name, &meta, None), Provision::Unchanged));
+                return Ok((info(name, &meta), Provision::Unchanged));
             }
             let meta = self.put_consumer_config(basin, name, meta, config).await?;
-            return Ok((info(name, &meta, None), Provision::Updated));
+            return Ok((info(name, &meta), Provision::Updated));
         }
         let frontier = self.start_frontier(&source, &config.start)?;
         let mut batch = WriteBatch::default();
@@ -353,7 +353,7 @@ impl Engine {
             );
         }
         self.committer.commit(batch).await?;
-        Ok((info(name, &meta, None), Provision::Created))
+        Ok((info(name, &meta), Provision::Created))
     }
 
     /// The consumer, with its current state.
@@ -399,21 +399,11 @@ impl Engine {
         basin: &str,
         req: &ListRequest,
     ) -> EngineResult<(Vec<ConsumerInfo>, bool)> {
-        let limit = req.validate()?;
         self.basin_meta(basin)?;
-        let mut found: Vec<(String, ConsumerMeta)> = self.scan_named_meta(
-            &keys::consumer_prefix(basin),
-            &req.prefix,
-            &req.start_after,
-            limit + 1,
-        )?;
-        let has_more = found.len() > limit;
-        found.truncate(limit);
+        let (found, has_more) =
+            self.list_named_meta::<ConsumerMeta>(&keys::consumer_prefix(basin), req)?;
         Ok((
-            found
-                .iter()
-                .map(|(name, meta)| info(name, meta, None))
-                .collect(),
+            found.iter().map(|(name, meta)| info(name, meta)).collect(),
             has_more,
         ))
     }
@@ -431,7 +421,7 @@ impl Engine {
             .ok_or_else(|| EngineError::ConsumerNotFound(name.into()))?;
         let config = meta.config.apply(patch)?;
         let meta = self.put_consumer_config(basin, name, meta, config).await?;
-        Ok(info(name, &meta, None))
+        Ok(info(name, &meta))
     }
 
     /// Deletes the consumer, its pending state and its dead-letter stream.
@@ -726,13 +716,8 @@ impl Engine {
                         .await
                 }
             };
-            let round = match round {
-                Ok(round) => round,
-                Err(err) => {
-                    // Nothing was changed in memory before the failure.
-                    return Err(err);
-                }
-            };
+            // A pass that fails has changed nothing in memory.
+            let round = round?;
             if !round.changes.is_empty() || !round.dead.is_empty() {
                 let batch = round.changes.batch(handle.id, &state);
                 if round.dead.is_empty() {
@@ -1320,12 +1305,12 @@ fn dead_letter(consumer_id: u64, message: &Message, deliveries: u32) -> AppendRe
 /// The handle map's key type is the engine's; this names it for clarity.
 pub(super) type ConsumerMap = HashMap<(String, String), Arc<ConsumerHandle>>;
 
-fn info(name: &str, meta: &ConsumerMeta, stats: Option<ConsumerStats>) -> ConsumerInfo {
+fn info(name: &str, meta: &ConsumerMeta) -> ConsumerInfo {
     ConsumerInfo {
         name: name.into(),
         created_at: meta.created_at,
         config: meta.config.clone(),
         dead_letter_stream: dead_letter_stream(name),
-        stats,
+        stats: None,
     }
 }
