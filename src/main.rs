@@ -41,7 +41,7 @@ enum Command {
         in_memory: bool,
     },
     #[command(flatten)]
-    Data(cli::DataCommand),
+    Client(cli::ClientCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -54,7 +54,14 @@ fn main() -> std::process::ExitCode {
             }),
         )
         .init();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) if !err.use_stderr() => err.exit(), // --help, --version
+        Err(err) => {
+            eprintln!("rill: {}", one_line(&err.to_string()));
+            return std::process::ExitCode::from(2);
+        }
+    };
     let result = match cli.command {
         Command::Serve {
             listen,
@@ -70,7 +77,7 @@ fn main() -> std::process::ExitCode {
                 Err(e) => Err(format!("cannot start the runtime: {e}")),
             }
         }
-        Command::Data(command) => match tokio::runtime::Runtime::new() {
+        Command::Client(command) => match tokio::runtime::Runtime::new() {
             Ok(runtime) => runtime.block_on(cli::run(cli.connection, command)),
             Err(e) => Err(format!("cannot start the runtime: {e}")),
         },
@@ -82,4 +89,15 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// A usage error as one line: clap's message without its `error:` prefix,
+/// usage block and help hint.
+fn one_line(message: &str) -> String {
+    let parts: Vec<&str> = message
+        .lines()
+        .map(str::trim)
+        .take_while(|line| !line.is_empty() && !line.starts_with("Usage:"))
+        .collect();
+    parts.join(" ").trim_start_matches("error: ").to_string()
 }

@@ -95,11 +95,96 @@ async fn data_commands() {
     assert_eq!(page["records"].as_array().unwrap().len(), 1);
     assert_eq!(page["records"][0]["id"], "u2");
 
+    // The pair form of the cursor: everything after u1's change.
+    let (_, out, _) = rill(&server, &["get", "users", "u1", "--json"], "").await;
+    let u1: Value = serde_json::from_str(out.trim()).unwrap();
+    let after = u1["updated_at"].as_u64().unwrap().to_string();
+    let (ok, out, err) = rill(
+        &server,
+        &[
+            "updated",
+            "users",
+            "--updated-after",
+            &after,
+            "--after-id",
+            "u1",
+        ],
+        "",
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert!(out.starts_with("u2\tv1\t"), "{out}");
+    assert!(err.contains("cursor: "), "{err}");
+
+    let (ok, out, err) = rill(&server, &["delete", "users", "u1"], "").await;
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "u1\tv2\t(deleted)");
+    let (ok, out, _) = rill(&server, &["get", "users", "u1"], "").await;
+    assert!(ok && out.contains("(deleted)"), "{out}");
+
+    // Binary bodies travel as base64 both ways; text lines may be any bytes.
+    server.with_stream("bin").await;
+    let (ok, out, err) = rill(
+        &server,
+        &["append", "bin", "--format", "base64"],
+        "AAEC/w==\n3q2+7w==\n",
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "appended 2 records: seq nums 0..2");
+    let (_, out, _) = rill(&server, &["read", "bin", "--format", "base64"], "").await;
+    assert_eq!(out, "AAEC/w==\n3q2+7w==\n");
+    let (_, out, _) = rill(
+        &server,
+        &[
+            "read", "bin", "--format", "base64", "--json", "--count", "1",
+        ],
+        "",
+    )
+    .await;
+    let record: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(record["body"], "AAEC/w==");
+    let (ok, _, err) = rill(
+        &server,
+        &["append", "bin", "--format", "base64"],
+        "AA==\n!!\n",
+    )
+    .await;
+    assert!(!ok && err.contains("not base64"), "{err}");
+    // The good line before the bad one was appended; the bad one was not.
+    let (_, out, _) = rill(&server, &["check-tail", "bin"], "").await;
+    assert_eq!(out.trim(), "3");
+
+    // A whole input lands contiguously at --match-seq-num, or not at all.
+    let (ok, out, err) = rill(
+        &server,
+        &["append", "log", "--match-seq-num", "3"],
+        "four\nfive\n",
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "appended 2 records: seq nums 3..5");
+    let (ok, _, err) = rill(
+        &server,
+        &["append", "log", "--match-seq-num", "3"],
+        "late\n",
+    )
+    .await;
+    assert!(!ok && err.contains("412"), "{err}");
+    let (_, out, _) = rill(&server, &["check-tail", "log"], "").await;
+    assert_eq!(out.trim(), "5");
+
     // Errors: one line, non-zero exit.
     for (args, needle) in [
         (vec!["read", "nope"], "stream_not_found"),
+        (vec!["append", "nope"], "stream_not_found"),
         (vec!["get", "users", "ghost"], "not found"),
+        (vec!["delete", "users", "ghost"], "record_not_found"),
         (vec!["put", "users", "u3", "{not json"], "not JSON"),
+        (
+            vec!["updated", "users", "--after-id", "x"],
+            "--updated-after",
+        ),
     ] {
         let (ok, _, err) = rill(&server, &args, "").await;
         assert!(!ok, "{args:?} should fail");
@@ -113,18 +198,76 @@ async fn admin_commands_and_consume() {
     let server = TestServer::start().await;
     server.create_basin(BASIN).await;
 
+    // Lists are tables for people, a JSON object per line for scripts.
     let (ok, out, err) = rill(&server, &["basins", "list"], "").await;
     assert!(ok, "{err}");
-    assert_eq!(out.trim(), BASIN);
+    let rows: Vec<Vec<&str>> = out
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows[0], ["NAME", "CREATED_AT", "STATE"], "{out}");
+    assert_eq!((rows.len(), rows[1][0], rows[1][2]), (2, BASIN, "active"));
     for kind in ["streams", "collections"] {
         let (ok, _, err) = rill(&server, &[kind, "create", "things"], "").await;
         assert!(ok, "{kind}: {err}");
         let (_, out, _) = rill(&server, &[kind, "list"], "").await;
-        assert!(out.lines().any(|l| l == "things"), "{kind}: {out}");
+        assert!(
+            out.lines().any(|l| l.starts_with("things ")),
+            "{kind}: {out}"
+        );
+        let (_, out, _) = rill(&server, &[kind, "list", "--json"], "").await;
+        let item: Value = serde_json::from_str(out.trim()).unwrap();
+        assert_eq!(item["name"], "things", "{kind}: {out}");
     }
+    // `get` prints `key  value` lines, or the JSON.
     let (_, out, _) = rill(&server, &["streams", "get", "things"], "").await;
+    assert!(
+        out.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["retention_policy.age", "604800"]),
+        "{out}"
+    );
+    let (_, out, _) = rill(&server, &["streams", "get", "things", "--json"], "").await;
     let config: Value = serde_json::from_str(out.trim()).unwrap();
-    assert!(config["retention_policy"].is_object(), "{config}");
+    assert_eq!(config["retention_policy"]["age"], 604800, "{config}");
+
+    // Reconfigure changes only what is given.
+    let (ok, out, err) = rill(
+        &server,
+        &[
+            "streams",
+            "reconfigure",
+            "things",
+            "--config",
+            r#"{"retention_policy": {"age": 60}}"#,
+            "--json",
+        ],
+        "",
+    )
+    .await;
+    assert!(ok, "{err}");
+    let config: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(config["retention_policy"]["age"], 60, "{config}");
+    assert_eq!(config["timestamping"]["mode"], "client-prefer", "{config}");
+    let (ok, out, err) = rill(
+        &server,
+        &[
+            "collections",
+            "reconfigure",
+            "things",
+            "--config",
+            r#"{"tombstone_retention_secs": 5}"#,
+        ],
+        "",
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert!(out.contains("config.tombstone_retention_secs  5"), "{out}");
+    let (ok, _, err) = rill(
+        &server,
+        &["collections", "reconfigure", "ghost", "--config", "{}"],
+        "",
+    )
+    .await;
+    assert!(!ok && err.contains("collection_not_found"), "{err}");
 
     let consumer = r#"{"source": {"stream": "things"}}"#;
     let (ok, _, err) = rill(
@@ -147,9 +290,73 @@ async fn admin_commands_and_consume() {
         })
         .collect();
     assert_eq!(bodies, ["x", "y", "z"]);
-    let (_, out, _) = rill(&server, &["consumers", "get", "c1"], "").await;
+    let (_, out, _) = rill(&server, &["consumers", "get", "c1", "--json"], "").await;
     let state: Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(state["state"]["acked"], 3, "{state}");
+    let (ok, out, err) = rill(
+        &server,
+        &[
+            "consumers",
+            "reconfigure",
+            "c1",
+            "--config",
+            r#"{"ack_wait_ms": 1000}"#,
+        ],
+        "",
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert!(out.contains("config.ack_wait_ms"), "{out}");
+
+    // --exec pipes each message to a command: exit 0 acks, anything else
+    // nacks and the message comes back.
+    let consumer = r#"{"source": {"stream": "things"}, "start": {"seq_num": 0}}"#;
+    rill(
+        &server,
+        &["consumers", "create", "c3", "--config", consumer],
+        "",
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let seen = dir.path().join("seen");
+    let script = format!(
+        r#"read m; echo "$m" >> {seen}; case "$m" in *'"y"'*) [ -e {seen}.again ] || {{ touch {seen}.again; exit 1; }};; esac"#,
+        seen = seen.display()
+    );
+    let (ok, _, err) = rill(
+        &server,
+        &[
+            "consume",
+            "c3",
+            "--count",
+            "4",
+            "--exec",
+            &script,
+            "--retry-delay-ms",
+            "0",
+        ],
+        "",
+    )
+    .await;
+    assert!(ok, "{err}");
+    let handled: Vec<(String, u64)> = std::fs::read_to_string(&seen)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let m: Value = serde_json::from_str(l).unwrap();
+            (
+                m["record"]["body"].as_str().unwrap().to_string(),
+                m["delivery_count"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let y_deliveries: Vec<u64> = handled
+        .iter()
+        .filter(|(b, _)| b == "y")
+        .map(|(_, n)| *n)
+        .collect();
+    assert_eq!(y_deliveries, [1, 2], "{handled:?}");
+    assert_eq!(handled.len(), 4, "{handled:?}");
 
     let (ok, out, _) = rill(&server, &["consumers", "delete", "c1"], "").await;
     assert!(ok);
@@ -218,4 +425,65 @@ async fn read_options_and_tail_follow() {
     child.kill().unwrap();
     let _ = child.wait();
     assert_eq!(lines, ["dddd", "live-1", "live-2"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_verifies_and_reports() {
+    let server = TestServer::start().await;
+    server.create_basin(BASIN).await;
+    // At a target rate: about rate × duration records, all read back.
+    let (ok, out, err) = rill(
+        &server,
+        &[
+            "bench",
+            "--rate",
+            "400",
+            "--duration",
+            "1s",
+            "--record-size",
+            "100",
+            "--json",
+        ],
+        "",
+    )
+    .await;
+    assert!(ok, "{err}");
+    let report: Value = serde_json::from_str(out.trim()).unwrap();
+    let records = report["records"].as_u64().unwrap();
+    assert!((300..=400).contains(&records), "{report}");
+    assert_eq!(report["verified"], true);
+    assert_eq!(report["bytes"].as_u64(), Some(records * 100));
+    for latency in ["ack_latency_ms", "end_to_end_latency_ms"] {
+        let p = &report[latency];
+        assert!(p["p50"].as_f64().unwrap() > 0.0, "{report}");
+        assert!(p["p50"].as_f64() <= p["p99"].as_f64(), "{report}");
+        assert!(p["p99"].as_f64() <= p["max"].as_f64(), "{report}");
+    }
+    // The temporary stream is gone.
+    let (_, out, _) = rill(&server, &["streams", "list"], "").await;
+    assert!(!out.contains("bench-"), "{out}");
+
+    // Flat out, on a named stream that already has records: the text report.
+    server.with_stream("mine").await;
+    server.append("mine", &["before"]).await;
+    let (ok, out, err) = rill(
+        &server,
+        &["bench", "mine", "--duration", "1s", "--batch", "10"],
+        "",
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert!(out.contains("every one verified"), "{out}");
+    let appended: u64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("appended"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!(appended >= 10, "{out}");
+    let (_, out, _) = rill(&server, &["check-tail", "mine"], "").await;
+    assert_eq!(out.trim().parse::<u64>().unwrap(), appended + 1);
+
+    let (ok, _, err) = rill(&server, &["bench", "--record-size", "8"], "").await;
+    assert!(!ok && err.contains("--record-size"), "{err}");
 }

@@ -40,25 +40,47 @@ impl Client {
     /// Every name of `kind` (in this client's basin, but for basins),
     /// following `has_more` through the pages.
     pub async fn list(&self, kind: Kind) -> Result<Vec<String>, Error> {
-        let mut names: Vec<String> = Vec::new();
+        let items = self.list_details(kind).await?;
+        Ok(items
+            .iter()
+            .filter_map(|item| item["name"].as_str().map(str::to_owned))
+            .collect())
+    }
+
+    /// Like [`Self::list`], with each item as the server describes it
+    /// (name, state, creation time, config…).
+    pub async fn list_details(&self, kind: Kind) -> Result<Vec<Value>, Error> {
+        let mut all: Vec<Value> = Vec::new();
         loop {
             let mut path = format!("{}?limit=1000", kind.path());
-            if let Some(last) = names.last() {
+            if let Some(last) = all.last().and_then(|item| item["name"].as_str()) {
                 path.push_str(&format!("&start_after={}", segment(last)));
             }
-            let page: Value = self.call(Method::GET, &path, None, Retry::Safe).await?;
-            let items = page[kind.field()]
-                .as_array()
-                .ok_or_else(|| Error::Decode(format!("list answer without `{}`", kind.field())))?;
-            for item in items {
-                if let Some(name) = item["name"].as_str() {
-                    names.push(name.to_string());
+            let mut page: Value = self.call(Method::GET, &path, None, Retry::Safe).await?;
+            let items = match page[kind.field()].take() {
+                Value::Array(items) => items,
+                _ => {
+                    return Err(Error::Decode(format!(
+                        "list answer without `{}`",
+                        kind.field()
+                    )))
                 }
-            }
-            if page["has_more"] != Value::Bool(true) || items.is_empty() {
-                return Ok(names);
+            };
+            let done = page["has_more"] != Value::Bool(true) || items.is_empty();
+            all.extend(items);
+            if done {
+                return Ok(all);
             }
         }
+    }
+
+    /// Changes a resource's config: `patch` is the body of its `PATCH`
+    /// (only the fields given change). Answers the new description.
+    pub async fn reconfigure(&self, kind: Kind, name: &str, patch: &Value) -> Result<Value, Error> {
+        let path = format!("{}/{}", kind.path(), segment(name));
+        // Applying the same patch twice leaves the same config.
+        self.call(Method::PATCH, &path, Some(patch), Retry::Safe)
+            .await
     }
 
     /// The server's JSON description of one resource: a basin's or a

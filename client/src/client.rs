@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use reqwest::{Method, RequestBuilder, StatusCode};
+use bytes::Bytes;
+use reqwest::{header, Method, RequestBuilder};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -67,7 +68,7 @@ impl Client {
         &self.endpoint
     }
 
-    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+    pub(crate) fn request(&self, method: Method, path: &str) -> RequestBuilder {
         let mut req = self
             .http
             .request(method, format!("{}{path}", self.endpoint));
@@ -90,16 +91,69 @@ impl Client {
         body: Option<&Value>,
         retry: Retry,
     ) -> Result<T, Error> {
+        let body = match body {
+            Some(value) => Some(Payload {
+                content_type: "application/json",
+                bytes: Bytes::from(
+                    serde_json::to_vec(value).map_err(|e| Error::Invalid(e.to_string()))?,
+                ),
+            }),
+            None => None,
+        };
+        let bytes = self
+            .send(method, path, body, "application/json", retry)
+            .await?;
+        let bytes = if bytes.is_empty() {
+            &b"null"[..]
+        } else {
+            &bytes[..]
+        };
+        serde_json::from_slice(bytes).map_err(|e| Error::Decode(e.to_string()))
+    }
+
+    /// Like [`Self::call`], in protobuf (binary-safe, and smaller): for
+    /// appends and reads.
+    pub(crate) async fn call_proto<T: prost::Message + Default>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&impl prost::Message>,
+        retry: Retry,
+    ) -> Result<T, Error> {
+        let body = body.map(|message| Payload {
+            content_type: "application/protobuf",
+            bytes: Bytes::from(message.encode_to_vec()),
+        });
+        let bytes = self
+            .send(method, path, body, "application/protobuf", retry)
+            .await?;
+        T::decode(bytes).map_err(|e| Error::Decode(e.to_string()))
+    }
+
+    /// The request plumbing under [`Self::call`] and [`Self::call_proto`]:
+    /// the success answer's bytes, or the server's error.
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Payload>,
+        accept: &'static str,
+        retry: Retry,
+    ) -> Result<Bytes, Error> {
         let mut backoff = FIRST_BACKOFF;
         let mut tries = 0;
         loop {
             tries += 1;
-            let mut req = self.request(method.clone(), path);
-            if let Some(body) = body {
-                req = req.json(body);
+            let mut req = self
+                .request(method.clone(), path)
+                .header(header::ACCEPT, accept);
+            if let Some(body) = &body {
+                req = req
+                    .header(header::CONTENT_TYPE, body.content_type)
+                    .body(body.bytes.clone());
             }
             let outcome = match req.send().await {
-                Ok(resp) => decode(resp).await,
+                Ok(resp) => answer(resp).await,
                 Err(err) => Err(Error::Transport(err)),
             };
             let retryable = match &outcome {
@@ -116,33 +170,40 @@ impl Client {
     }
 }
 
-async fn decode<T: DeserializeOwned>(resp: reqwest::Response) -> Result<T, Error> {
+/// A request body, kept as bytes so a retry can send it again.
+struct Payload {
+    content_type: &'static str,
+    bytes: Bytes,
+}
+
+/// The body of a success answer, or the error the server answered with.
+pub(crate) async fn answer(resp: reqwest::Response) -> Result<Bytes, Error> {
     let status = resp.status();
     let bytes = resp.bytes().await?;
-    if !status.is_success() {
-        let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        let text = |key: &str| body[key].as_str().map(str::to_owned);
-        return Err(Error::Api {
-            status: status.as_u16(),
-            code: text("code").unwrap_or_else(|| code_for(status)),
-            message: text("message")
-                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned()),
-        });
-    }
-    let bytes = if bytes.is_empty() {
-        &b"null"[..]
+    if status.is_success() {
+        Ok(bytes)
     } else {
-        &bytes[..]
-    };
-    serde_json::from_slice(bytes).map_err(|e| Error::Decode(e.to_string()))
+        Err(api_error(status.as_u16(), &bytes))
+    }
+}
+
+/// An error answer: the JSON body's stable `code` and `message`.
+pub(crate) fn api_error(status: u16, body: &[u8]) -> Error {
+    let json: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let text = |key: &str| json[key].as_str().map(str::to_owned);
+    Error::Api {
+        status,
+        code: text("code").unwrap_or_else(|| code_for(status)),
+        message: text("message").unwrap_or_else(|| String::from_utf8_lossy(body).into_owned()),
+    }
 }
 
 /// A code for error answers without one (412 and 416 carry other bodies).
-fn code_for(status: StatusCode) -> String {
+fn code_for(status: u16) -> String {
     match status {
-        StatusCode::PRECONDITION_FAILED => "precondition_failed".into(),
-        StatusCode::RANGE_NOT_SATISFIABLE => "beyond_tail".into(),
-        other => other.as_u16().to_string(),
+        412 => "precondition_failed".into(),
+        416 => "beyond_tail".into(),
+        other => other.to_string(),
     }
 }
 

@@ -4,7 +4,7 @@ use std::collections::VecDeque;
 
 use reqwest::Method;
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::client::{segment, Retry};
 use crate::{Client, Error};
@@ -20,6 +20,65 @@ pub struct Record {
     pub created_at: u64,
     pub updated_at: u64,
     pub deleted: bool,
+}
+
+/// A change event from a collection's events stream.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct Event {
+    pub seq_num: u64,
+    pub timestamp: u64,
+    /// `created`, `updated` or `deleted`.
+    pub event: String,
+    pub id: String,
+    /// The new version (for a delete: the version deleted).
+    pub data: Value,
+    /// For updates: the previous values of the top-level fields that
+    /// changed (`null` for fields that were added).
+    #[serde(default)]
+    pub changes: Option<Value>,
+    pub version: u64,
+    pub updated_at: u64,
+}
+
+/// Upserts and deletes applied together by [`Client::write_batch`].
+#[derive(Clone, Debug, Default)]
+pub struct Batch {
+    upserts: Vec<Value>,
+    deletes: Vec<Value>,
+}
+
+impl Batch {
+    pub fn upsert(mut self, id: &str, data: Value) -> Self {
+        self.upserts.push(json!({ "id": id, "data": data }));
+        self
+    }
+
+    /// An upsert that applies only if the record is at `expected_version`
+    /// (0: does not exist yet); otherwise the whole batch fails with 412.
+    pub fn upsert_if(mut self, id: &str, data: Value, expected_version: u64) -> Self {
+        self.upserts
+            .push(json!({ "id": id, "data": data, "expected_version": expected_version }));
+        self
+    }
+
+    pub fn delete(mut self, id: &str) -> Self {
+        self.deletes.push(json!(id));
+        self
+    }
+
+    pub fn delete_if(mut self, id: &str, expected_version: u64) -> Self {
+        self.deletes
+            .push(json!({ "id": id, "expected_version": expected_version }));
+        self
+    }
+
+    pub fn len(&self) -> usize {
+        self.upserts.len() + self.deletes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 impl Client {
@@ -65,6 +124,64 @@ impl Client {
         .await
     }
 
+    /// Applies upserts and deletes atomically (all or none; at most 1000).
+    /// Answers the records written, upserts first, in order.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: rill_client::Client) -> Result<(), rill_client::Error> {
+    /// use rill_client::Batch;
+    /// use serde_json::json;
+    /// let batch = Batch::default()
+    ///     .upsert("u1", json!({ "name": "Ada" }))
+    ///     .upsert_if("u2", json!({ "name": "Grace" }), 3) // only at version 3
+    ///     .delete("u3");
+    /// let written = client.write_batch("users", &batch).await?;
+    /// assert_eq!(written.len(), 3);
+    /// # Ok(()) }
+    /// ```
+    pub async fn write_batch(&self, collection: &str, batch: &Batch) -> Result<Vec<Record>, Error> {
+        #[derive(Deserialize)]
+        struct Written {
+            records: Vec<Record>,
+        }
+        let path = format!("/v1/collections/{}/records", segment(collection));
+        let body = json!({ "upserts": batch.upserts, "deletes": batch.deletes });
+        let written: Written = self
+            .call(Method::POST, &path, Some(&body), Retry::Never)
+            .await?;
+        Ok(written.records)
+    }
+
+    /// Up to `count` change events (at most 1000) of the collection from
+    /// the events stream's `seq_num` on, waiting up to `wait_secs` when
+    /// there are none yet. Use [`Event::seq_num`] + 1 to read on.
+    pub async fn read_events(
+        &self,
+        collection: &str,
+        seq_num: u64,
+        count: u64,
+        wait_secs: u32,
+    ) -> Result<Vec<Event>, Error> {
+        #[derive(Deserialize)]
+        struct Page {
+            events: Vec<Event>,
+        }
+        let path = format!(
+            "/v1/collections/{}/events?seq_num={seq_num}&count={count}&clamp=true&wait={}",
+            segment(collection),
+            wait_secs.min(60)
+        );
+        match self
+            .call::<Page>(Method::GET, &path, None, Retry::Safe)
+            .await
+        {
+            Ok(page) => Ok(page.events),
+            // At the tail with nothing to wait for.
+            Err(Error::Api { status: 416, .. }) => Ok(Vec::new()),
+            Err(err) => Err(err),
+        }
+    }
+
     /// Pages through the records changed after `cursor` (from the very
     /// beginning if `None`), oldest change first. See [`Updates`].
     pub fn updates(&self, collection: &str, cursor: Option<String>) -> Updates {
@@ -72,8 +189,24 @@ impl Client {
             client: self.clone(),
             collection: collection.to_string(),
             cursor,
+            after: None,
             buffer: VecDeque::new(),
             wait_secs: 0,
+        }
+    }
+
+    /// Like [`Self::updates`], from a position given as the pair: records
+    /// changed after `updated_after` (epoch ms or RFC 3339), or at that
+    /// time with an id after `after_id`.
+    pub fn updates_after(
+        &self,
+        collection: &str,
+        updated_after: &str,
+        after_id: Option<&str>,
+    ) -> Updates {
+        Updates {
+            after: Some((updated_after.to_string(), after_id.map(str::to_owned))),
+            ..self.updates(collection, None)
         }
     }
 }
@@ -104,6 +237,8 @@ pub struct Updates {
     client: Client,
     collection: String,
     cursor: Option<String>,
+    /// The starting pair, until the first page gives a cursor.
+    after: Option<(String, Option<String>)>,
     buffer: VecDeque<Record>,
     wait_secs: u32,
 }
@@ -142,8 +277,15 @@ impl Updates {
             cursor: String,
         }
         let mut query = format!("limit=1000&wait={}", self.wait_secs);
-        if let Some(cursor) = &self.cursor {
-            query.push_str(&format!("&cursor={cursor}"));
+        match (&self.cursor, &self.after) {
+            (Some(cursor), _) => query.push_str(&format!("&cursor={}", segment(cursor))),
+            (None, Some((updated_after, after_id))) => {
+                query.push_str(&format!("&updated_after={}", segment(updated_after)));
+                if let Some(id) = after_id {
+                    query.push_str(&format!("&after_id={}", segment(id)));
+                }
+            }
+            (None, None) => {}
         }
         let path = format!(
             "/v1/collections/{}/updated?{query}",

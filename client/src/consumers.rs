@@ -90,28 +90,14 @@ impl Client {
 
     /// One round of a worker: receives up to `batch_size` messages (waiting
     /// up to `wait_ms`), runs `handler` on each in order, and acks or nacks
-    /// each as it says. Returns how many messages were handled. Call it in
-    /// a loop:
-    ///
-    /// ```no_run
-    /// # async fn demo(client: rill_client::Client) -> Result<(), rill_client::Error> {
-    /// use rill_client::Outcome;
-    /// loop {
-    ///     client
-    ///         .work("billing", 10, 20_000, |message| {
-    ///             println!("{:?}", message.record);
-    ///             Outcome::Ack
-    ///         })
-    ///         .await?;
-    /// }
-    /// # }
-    /// ```
+    /// each as it says. Returns how many messages were handled. See
+    /// [`Self::run_worker`] for the loop around it.
     pub async fn work(
         &self,
         name: &str,
         batch_size: usize,
         wait_ms: u64,
-        mut handler: impl FnMut(&Message) -> Outcome,
+        mut handler: impl AsyncFnMut(&Message) -> Outcome,
     ) -> Result<usize, Error> {
         let messages = self.receive(name, batch_size, wait_ms).await?;
         let mut acks = Vec::new();
@@ -121,7 +107,7 @@ impl Client {
                     "consumer `{name}` commits positions (ack_policy cursor); `work` needs explicit acks"
                 )));
             };
-            match handler(message) {
+            match handler(message).await {
                 Outcome::Ack => acks.push(ack_id),
                 Outcome::Nack { delay_ms } => {
                     self.nack(name, &[ack_id], delay_ms).await?;
@@ -133,4 +119,47 @@ impl Client {
         }
         Ok(messages.len())
     }
+
+    /// The worker loop: [`Self::work`] rounds, for good. A lost connection
+    /// or a `503` is waited out (backoff up to 30 s; messages whose acks
+    /// were lost come back after the consumer's `ack_wait_ms`); any other
+    /// error ends the loop.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: rill_client::Client) -> Result<(), rill_client::Error> {
+    /// use rill_client::Outcome;
+    /// client
+    ///     .run_worker("billing", 10, async |message| {
+    ///         match message.record.as_ref() {
+    ///             Some(record) => {
+    ///                 println!("charging for {record}");
+    ///                 Outcome::Ack
+    ///             }
+    ///             None => Outcome::Nack { delay_ms: 1_000 },
+    ///         }
+    ///     })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn run_worker(
+        &self,
+        name: &str,
+        batch_size: usize,
+        mut handler: impl AsyncFnMut(&Message) -> Outcome,
+    ) -> Result<(), Error> {
+        let mut backoff = WORKER_FIRST_BACKOFF;
+        loop {
+            match self.work(name, batch_size, 20_000, &mut handler).await {
+                Ok(_) => backoff = WORKER_FIRST_BACKOFF,
+                Err(Error::Transport(_)) | Err(Error::Api { status: 503, .. }) => {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(WORKER_MAX_BACKOFF);
+                }
+                Err(err) => return Err(err),
+            }
+        }
+    }
 }
+
+const WORKER_FIRST_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
+const WORKER_MAX_BACKOFF: std::time::Duration = std::time::Duration::from_secs(30);

@@ -15,6 +15,11 @@ pub enum Error {
     /// out). A write may or may not have been applied.
     #[error("request failed: {0}")]
     Transport(#[from] reqwest::Error),
+    /// An append session ended before this append was acknowledged (the
+    /// connection broke, or an earlier append in it failed): it may or may
+    /// not have been applied.
+    #[error("append session ended: {0}")]
+    Closed(String),
     /// The server's answer was not what this client understands.
     #[error("unexpected response: {0}")]
     Decode(String),

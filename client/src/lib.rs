@@ -22,11 +22,15 @@ mod client;
 mod collections;
 mod consumers;
 mod error;
+mod session;
 mod streams;
 
 pub use admin::Kind;
 pub use client::Client;
-pub use collections::{Record, Updates};
+pub use collections::{Batch, Event, Record, Updates};
 pub use consumers::{Message, Outcome};
 pub use error::Error;
-pub use streams::{AppendAck, Follow, ReadOptions, ReadStart, StreamRecord};
+pub use session::{AppendSession, AppendTicket};
+pub use streams::{
+    AppendAck, AppendOptions, AppendRecord, Follow, ReadOptions, ReadStart, StreamRecord,
+};

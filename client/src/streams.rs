@@ -1,28 +1,119 @@
-//! Basins, streams, appends and reads (the S2 v1 JSON API).
+//! Basins, streams, appends and reads. Appends and reads travel as
+//! protobuf (the S2 v1 binary format), so bodies and headers are bytes.
 
+use std::borrow::Cow;
+
+use bytes::Bytes;
 use reqwest::Method;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use rill_s2s::messages as proto;
+use serde_json::Value;
 
 use crate::client::{segment, Retry};
 use crate::{Client, Error};
 
-/// A record read from a stream. Bodies and headers are text (the `raw`
-/// format of the S2 JSON API).
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+/// A record read from a stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StreamRecord {
     pub seq_num: u64,
     pub timestamp: u64,
-    #[serde(default)]
-    pub headers: Vec<(String, String)>,
-    pub body: String,
+    pub headers: Vec<(Bytes, Bytes)>,
+    pub body: Bytes,
 }
 
 impl StreamRecord {
+    /// The body as text (invalid UTF-8 replaced).
+    pub fn body_text(&self) -> Cow<'_, str> {
+        String::from_utf8_lossy(&self.body)
+    }
+
     /// The record's size as the server meters it (for `bytes` limits).
     pub fn metered_size(&self) -> u64 {
         let headers: usize = self.headers.iter().map(|(n, v)| n.len() + v.len()).sum();
         (8 + 2 * self.headers.len() + headers + self.body.len()) as u64
+    }
+}
+
+impl From<proto::SequencedRecord> for StreamRecord {
+    fn from(r: proto::SequencedRecord) -> Self {
+        Self {
+            seq_num: r.seq_num,
+            timestamp: r.timestamp,
+            headers: r.headers.into_iter().map(|h| (h.name, h.value)).collect(),
+            body: r.body,
+        }
+    }
+}
+
+/// A record to append.
+///
+/// ```
+/// use rill_client::AppendRecord;
+/// let record = AppendRecord::new("hello").header("key", "user-7");
+/// assert_eq!(record.body, "hello");
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AppendRecord {
+    /// Epoch ms; the server's timestamping mode decides whether it is used.
+    pub timestamp: Option<u64>,
+    pub headers: Vec<(Bytes, Bytes)>,
+    pub body: Bytes,
+}
+
+impl AppendRecord {
+    pub fn new(body: impl Into<Bytes>) -> Self {
+        Self {
+            body: body.into(),
+            ..Self::default()
+        }
+    }
+
+    pub fn header(mut self, name: impl Into<Bytes>, value: impl Into<Bytes>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    pub fn timestamp(mut self, epoch_ms: u64) -> Self {
+        self.timestamp = Some(epoch_ms);
+        self
+    }
+
+    /// The record's size as the server meters it (1 MiB per append at most).
+    pub fn metered_size(&self) -> usize {
+        let headers: usize = self.headers.iter().map(|(n, v)| n.len() + v.len()).sum();
+        8 + 2 * self.headers.len() + headers + self.body.len()
+    }
+}
+
+/// Conditions on an append; the server refuses the append, applying
+/// nothing, when one fails.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AppendOptions {
+    /// The seq num the first record must get (412 `seq_num_mismatch`
+    /// otherwise).
+    pub match_seq_num: Option<u64>,
+    /// The stream's fencing token must be this.
+    pub fencing_token: Option<String>,
+}
+
+pub(crate) fn append_input(
+    records: Vec<AppendRecord>,
+    options: &AppendOptions,
+) -> proto::AppendInput {
+    proto::AppendInput {
+        records: records
+            .into_iter()
+            .map(|r| proto::AppendRecord {
+                timestamp: r.timestamp,
+                headers: r
+                    .headers
+                    .into_iter()
+                    .map(|(name, value)| proto::Header { name, value })
+                    .collect(),
+                body: r.body,
+            })
+            .collect(),
+        match_seq_num: options.match_seq_num,
+        fencing_token: options.fencing_token.clone(),
     }
 }
 
@@ -58,6 +149,26 @@ pub struct AppendAck {
     pub end: u64,
     /// The stream's next seq num after the append.
     pub tail: u64,
+    /// The timestamp of the append's last record (epoch ms).
+    pub last_timestamp: u64,
+}
+
+impl TryFrom<proto::AppendAck> for AppendAck {
+    type Error = Error;
+
+    fn try_from(ack: proto::AppendAck) -> Result<Self, Error> {
+        match (&ack.start, &ack.end, &ack.tail) {
+            (Some(start), Some(end), Some(tail)) => Ok(Self {
+                start: start.seq_num,
+                end: end.seq_num,
+                tail: tail.seq_num,
+                last_timestamp: end.timestamp,
+            }),
+            _ => Err(Error::Decode(format!(
+                "append ack without positions: {ack:?}"
+            ))),
+        }
+    }
 }
 
 impl Client {
@@ -85,34 +196,35 @@ impl Client {
     }
 
     /// Appends one record per body, atomically. Never retried.
-    pub async fn append<B: AsRef<str>>(
+    pub async fn append<B: AsRef<[u8]>>(
         &self,
         stream: &str,
         bodies: &[B],
     ) -> Result<AppendAck, Error> {
-        let records: Vec<Value> = bodies
+        let records = bodies
             .iter()
-            .map(|b| json!({ "body": b.as_ref() }))
+            .map(|b| AppendRecord::new(Bytes::copy_from_slice(b.as_ref())))
             .collect();
+        self.append_records(stream, records, &AppendOptions::default())
+            .await
+    }
+
+    /// Appends records with headers and timestamps, atomically, under
+    /// `options`' conditions. Never retried: after a transport error the
+    /// append may or may not have been applied (`match_seq_num` makes a
+    /// retry safe).
+    pub async fn append_records(
+        &self,
+        stream: &str,
+        records: Vec<AppendRecord>,
+        options: &AppendOptions,
+    ) -> Result<AppendAck, Error> {
         let path = format!("/v1/streams/{}/records", segment(stream));
-        let ack: Value = self
-            .call(
-                Method::POST,
-                &path,
-                Some(&json!({ "records": records })),
-                Retry::Never,
-            )
+        let input = append_input(records, options);
+        let ack: proto::AppendAck = self
+            .call_proto(Method::POST, &path, Some(&input), Retry::Never)
             .await?;
-        let seq = |v: &Value| {
-            v["seq_num"]
-                .as_u64()
-                .ok_or_else(|| Error::Decode(format!("append ack without seq nums: {ack}")))
-        };
-        Ok(AppendAck {
-            start: seq(&ack["start"])?,
-            end: seq(&ack["end"])?,
-            tail: seq(&ack["tail"])?,
-        })
+        AppendAck::try_from(ack)
     }
 
     /// Up to `count` records (at most 1000) from `seq_num` on; empty at the
@@ -171,16 +283,17 @@ impl Client {
     }
 
     async fn read_query(&self, stream: &str, query: &str) -> Result<Vec<StreamRecord>, Error> {
-        #[derive(Deserialize)]
-        struct Batch {
-            records: Vec<StreamRecord>,
-        }
         let path = format!("/v1/streams/{}/records?{query}", segment(stream));
         match self
-            .call::<Batch>(Method::GET, &path, None, Retry::Safe)
+            .call_proto::<proto::ReadBatch>(
+                Method::GET,
+                &path,
+                None::<&proto::ReadBatch>,
+                Retry::Safe,
+            )
             .await
         {
-            Ok(batch) => Ok(batch.records),
+            Ok(batch) => Ok(batch.records.into_iter().map(StreamRecord::from).collect()),
             // At the tail with nothing to wait for.
             Err(Error::Api { status: 416, .. }) => Ok(Vec::new()),
             Err(err) => Err(err),
@@ -217,7 +330,7 @@ impl Client {
 /// let mut live = client.follow("orders", rill_client::ReadStart::TailOffset(0));
 /// loop {
 ///     let record = live.next().await?;
-///     println!("{}: {}", record.seq_num, record.body);
+///     println!("{}: {}", record.seq_num, record.body_text());
 /// }
 /// # }
 /// ```

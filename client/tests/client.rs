@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use rill::engine::Engine;
 use rill::storage::MemoryStorage;
-use rill_client::{Client, Error, Outcome};
+use rill_client::{AppendOptions, AppendRecord, Batch, Client, Error, Outcome};
 use serde_json::json;
 
 const BASIN: &str = "client-basin";
@@ -30,7 +30,7 @@ async fn streams_append_read_and_tail() {
     let ack = client.append("log", &["a", "b", "c"]).await.unwrap();
     assert_eq!((ack.start, ack.end, ack.tail), (0, 3, 3));
     let records = client.read("log", 1, 10).await.unwrap();
-    let bodies: Vec<&str> = records.iter().map(|r| r.body.as_str()).collect();
+    let bodies: Vec<String> = records.iter().map(|r| r.body_text().into_owned()).collect();
     assert_eq!(bodies, ["b", "c"]);
     assert_eq!(records[0].seq_num, 1);
     assert_eq!(client.check_tail("log").await.unwrap(), 3);
@@ -105,7 +105,7 @@ async fn worker_acks_and_nacks() {
     let mut retried = false;
     for _ in 0..5 {
         client
-            .work("w", 10, 500, |m| {
+            .work("w", 10, 500, async |m| {
                 let body = m.record.as_ref().unwrap()["body"]
                     .as_str()
                     .unwrap()
@@ -130,7 +130,13 @@ async fn worker_acks_and_nacks() {
             ("retry".to_string(), 2)
         ]
     );
-    assert_eq!(client.work("w", 10, 0, |_| Outcome::Ack).await.unwrap(), 0);
+    assert_eq!(
+        client
+            .work("w", 10, 0, async |_| Outcome::Ack)
+            .await
+            .unwrap(),
+        0
+    );
 }
 
 /// A proxy between the client and the server whose connections can all be
@@ -179,7 +185,7 @@ async fn follow_resumes_exactly_after_the_connection_is_cut() {
                 bodies.len(),
                 "in order, no gaps, no repeats"
             );
-            bodies.push(record.body);
+            bodies.push(record.body_text().into_owned());
         }
         bodies
     });
@@ -198,4 +204,213 @@ async fn follow_resumes_exactly_after_the_connection_is_cut() {
         .flat_map(|r| (0..10).map(move |i| format!("r{r}-{i}")))
         .collect();
     assert_eq!(bodies, expected);
+}
+
+#[tokio::test]
+async fn append_session_pipelines_in_order_binary_safe() {
+    let client = server().await;
+    client.ensure_stream("piped").await.unwrap();
+    let session = client.append_session("piped").await.unwrap();
+    // 200 appends in flight before the first ack is awaited.
+    let mut tickets = Vec::new();
+    for i in 0..200u32 {
+        let batch = (0..5u32)
+            .map(|j| {
+                let body = (i * 5 + j).to_be_bytes().to_vec();
+                AppendRecord::new(body).header(&b"k\xff"[..], &[0u8, 1][..])
+            })
+            .collect();
+        tickets.push(
+            session
+                .submit(batch, AppendOptions::default())
+                .await
+                .unwrap(),
+        );
+    }
+    for (i, ticket) in tickets.into_iter().enumerate() {
+        let ack = ticket.await.unwrap();
+        assert_eq!((ack.start, ack.end), (i as u64 * 5, i as u64 * 5 + 5));
+    }
+    session.close().await.unwrap();
+
+    let mut next = 0u32;
+    while next < 1000 {
+        let records = client.read("piped", next.into(), 1000).await.unwrap();
+        assert!(!records.is_empty());
+        for record in records {
+            assert_eq!(record.seq_num, u64::from(next));
+            assert_eq!(
+                &record.body[..],
+                &next.to_be_bytes()[..],
+                "bytes round-trip"
+            );
+            assert_eq!(
+                record.headers,
+                [(b"k\xff"[..].into(), (&[0u8, 1][..]).into())]
+            );
+            next += 1;
+        }
+    }
+    assert_eq!(client.check_tail("piped").await.unwrap(), 1000);
+}
+
+#[tokio::test]
+async fn append_session_stops_at_the_first_failure() {
+    let client = server().await;
+    client.ensure_stream("strict").await.unwrap();
+    let session = client.append_session("strict").await.unwrap();
+    let one = |body: &str| vec![AppendRecord::new(body.to_string())];
+    let first = session
+        .submit(one("a"), AppendOptions::default())
+        .await
+        .unwrap();
+    let wrong = AppendOptions {
+        match_seq_num: Some(7),
+        ..AppendOptions::default()
+    };
+    let failing = session.submit(one("b"), wrong).await.unwrap();
+    let behind = session.submit(one("c"), AppendOptions::default()).await;
+    assert_eq!(first.await.unwrap().start, 0);
+    let err = failing.await.unwrap_err();
+    assert_eq!(
+        (err.code(), matches!(err, Error::Api { status: 412, .. })),
+        (Some("precondition_failed"), true),
+        "{err}"
+    );
+    // Queued behind the failure: refused, or sent and never applied.
+    if let Ok(ticket) = behind {
+        assert!(matches!(ticket.await, Err(Error::Closed(_))));
+    }
+    assert!(session.close().await.is_err());
+    let bodies: Vec<String> = client
+        .read("strict", 0, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.body_text().into_owned())
+        .collect();
+    assert_eq!(
+        bodies,
+        ["a"],
+        "nothing behind the failed append was applied"
+    );
+}
+
+/// A session whose connection is cut: every acknowledged append is in the
+/// stream once, in order, and the stream holds a prefix of what was sent
+/// (an append either whole or not at all, never out of order or twice).
+#[tokio::test]
+async fn append_session_cut_mid_way_loses_and_repeats_nothing() {
+    let direct = server().await;
+    direct.ensure_stream("cut").await.unwrap();
+    let (proxy, cut) = cuttable_proxy(direct.endpoint().to_string()).await;
+    let via_proxy = Client::new(&proxy).unwrap().with_basin(BASIN);
+    let session = via_proxy.append_session("cut").await.unwrap();
+    let mut tickets = Vec::new();
+    let mut sent = 0;
+    let mut submit_failed = false;
+    for i in 0..400u32 {
+        let batch = (0..10)
+            .map(|j| AppendRecord::new(format!("{i}-{j}")))
+            .collect();
+        match session.submit(batch, AppendOptions::default()).await {
+            Ok(ticket) => tickets.push(ticket),
+            Err(err) => {
+                assert!(matches!(err, Error::Closed(_)), "{err}");
+                submit_failed = true;
+                break;
+            }
+        }
+        sent += 1;
+        if i == 150 {
+            cut.send_modify(|n| *n += 1);
+        }
+        tokio::task::yield_now().await;
+    }
+    let mut acked = 0;
+    let mut failed = false;
+    for ticket in tickets {
+        match ticket.await {
+            Ok(ack) => {
+                assert!(!failed, "no ack after a failure");
+                assert_eq!(ack.start, acked * 10);
+                acked += 1;
+            }
+            Err(_) => failed = true,
+        }
+    }
+    assert!(failed || submit_failed, "the cut ended the session");
+    let expected: Vec<String> = (0..sent)
+        .flat_map(|i| (0..10).map(move |j| format!("{i}-{j}")))
+        .collect();
+    let mut stored = Vec::new();
+    loop {
+        let records = direct.read("cut", stored.len() as u64, 1000).await.unwrap();
+        if records.is_empty() {
+            break;
+        }
+        stored.extend(records.iter().map(|r| r.body_text().into_owned()));
+    }
+    assert!(
+        stored.len() >= acked as usize * 10,
+        "every acked append is stored"
+    );
+    assert_eq!(stored.len() % 10, 0, "appends are atomic");
+    assert_eq!(stored, expected[..stored.len()], "a prefix, in order, once");
+}
+
+#[tokio::test]
+async fn collection_batches_and_events() {
+    let client = server().await;
+    client.ensure_collection("users").await.unwrap();
+    let written = client
+        .write_batch(
+            "users",
+            &Batch::default()
+                .upsert("u1", json!({ "name": "Ada", "plan": "free" }))
+                .upsert("u2", json!({ "name": "Bo" })),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        written.iter().map(|r| r.version).collect::<Vec<_>>(),
+        [1, 1]
+    );
+
+    // One stale condition fails the whole batch; nothing applies.
+    let stale = Batch::default()
+        .upsert("u1", json!({ "name": "Ada", "plan": "pro" }))
+        .delete_if("u2", 5);
+    let err = client.write_batch("users", &stale).await.unwrap_err();
+    assert_eq!(err.code(), Some("version_mismatch"), "{err}");
+    assert_eq!(client.get("users", "u1").await.unwrap().unwrap().version, 1);
+
+    let fresh = Batch::default()
+        .upsert_if("u1", json!({ "name": "Ada", "plan": "pro" }), 1)
+        .delete_if("u2", 1);
+    assert_eq!(fresh.len(), 2);
+    client.write_batch("users", &fresh).await.unwrap();
+
+    let events = client.read_events("users", 0, 100, 0).await.unwrap();
+    let summary: Vec<(&str, &str, u64)> = events
+        .iter()
+        .map(|e| (e.event.as_str(), e.id.as_str(), e.seq_num))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("created", "u1", 0),
+            ("created", "u2", 1),
+            ("updated", "u1", 2),
+            ("deleted", "u2", 3)
+        ]
+    );
+    assert_eq!(events[2].changes, Some(json!({ "plan": "free" })));
+    assert!(client
+        .read_events("users", 4, 100, 0)
+        .await
+        .unwrap()
+        .is_empty());
+    let err = client.read_events("nope", 0, 1, 0).await.unwrap_err();
+    assert_eq!(err.code(), Some("collection_not_found"));
 }

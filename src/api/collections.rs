@@ -68,6 +68,18 @@ pub async fn ensure(
     Ok(provision_response(provision, CollectionJson::from(info)))
 }
 
+pub async fn reconfigure(
+    State(state): State<AppState>,
+    Basin(basin): Basin,
+    Path(name): Path<String>,
+    Json(patch): Json<CollectionConfigPatch>,
+) -> ApiResult<axum::Json<CollectionJson>> {
+    let engine = state.engine;
+    let info =
+        detached(async move { engine.reconfigure_collection(&basin, &name, &patch).await }).await?;
+    Ok(axum::Json(info.into()))
+}
+
 pub async fn get(
     State(state): State<AppState>,
     Basin(basin): Basin,

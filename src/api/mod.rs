@@ -69,6 +69,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
             "/collections/{collection}",
             get(collections::get)
                 .put(collections::ensure)
+                .patch(collections::reconfigure)
                 .delete(collections::delete),
         )
         .route(

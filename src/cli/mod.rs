@@ -1,12 +1,26 @@
-//! The data commands of the `rill` command line: thin wrappers over
-//! `rill-client` that print one record per line (or JSON with `--json`)
-//! and fail with one clear line and a non-zero exit code.
+//! The client commands of the `rill` command line: thin wrappers over
+//! `rill-client` that print tables or one record per line for people,
+//! JSON with `--json` for scripts, and fail with one clear line and a
+//! non-zero exit code.
+//!
+//! One file per group of commands: `admin` (basins, streams, collections,
+//! consumers), `streams` (append, read, tail, check-tail), `collections`
+//! (put, get, delete, updated), `consume`, `bench`; `output` holds the
+//! formatting they share.
 
-use std::io::{BufRead, Write};
+mod admin;
+mod bench;
+mod collections;
+mod consume;
+mod output;
+mod streams;
+
+use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
-use rill_client::{Client, Kind, ReadOptions, ReadStart};
-use serde_json::{json, Value};
+use rill_client::{AppendOptions, Client, Kind, ReadOptions, ReadStart};
+
+use output::{line, BodyFormat};
 
 /// Where to connect; flags or environment variables.
 #[derive(Args, Clone, Debug)]
@@ -30,57 +44,55 @@ pub struct Connection {
     json: bool,
 }
 
-/// What to do with basins, streams, collections or consumers.
 #[derive(Subcommand, Debug)]
-pub enum Admin {
-    /// List the names.
-    List,
-    /// Print one as JSON (config, and state for consumers).
-    Get {
-        name: String,
-    },
-    /// Create it, or check it exists; `--config` is the JSON body of its
-    /// `PUT` (required for consumers).
-    Create {
-        name: String,
-        #[arg(long)]
-        config: Option<String>,
-    },
-    Delete {
-        name: String,
-    },
-}
-
-#[derive(Subcommand, Debug)]
-pub enum DataCommand {
+pub enum ClientCommand {
     /// Manage basins.
     #[command(subcommand)]
-    Basins(Admin),
+    Basins(admin::Admin),
     /// Manage streams.
     #[command(subcommand)]
-    Streams(Admin),
+    Streams(admin::Admin),
     /// Manage collections.
     #[command(subcommand)]
-    Collections(Admin),
+    Collections(admin::Admin),
     /// Manage consumers.
     #[command(subcommand)]
-    Consumers(Admin),
-    /// Receive messages from a consumer, print them (one JSON per line)
-    /// and ack them.
+    Consumers(admin::Admin),
+    /// Receive messages from a consumer, print them (one JSON object per
+    /// line) or pipe each to a command, and ack them.
     Consume {
         consumer: String,
         /// Stop after this many messages (default: run until interrupted).
         #[arg(long)]
         count: Option<u64>,
+        /// Messages to receive at a time.
         #[arg(long, default_value_t = 100)]
         batch: usize,
+        /// Run this shell command for each message, with the message's JSON
+        /// on its stdin: ack if it exits 0, nack (redeliver) if not.
+        #[arg(long, value_name = "COMMAND")]
+        exec: Option<String>,
+        /// With --exec: how long a failed message waits before redelivery.
+        #[arg(long, default_value_t = 1000, value_name = "MS")]
+        retry_delay_ms: u64,
     },
-    /// Append one record per line of stdin (or of --file).
+    /// Append one record per line of stdin (or of --file), in order,
+    /// pipelined.
     Append {
         stream: String,
         /// Read lines from this file instead of stdin.
         #[arg(long)]
-        file: Option<std::path::PathBuf>,
+        file: Option<PathBuf>,
+        /// How each line is read: as the body itself, or base64 of it.
+        #[arg(long, value_enum, default_value_t)]
+        format: BodyFormat,
+        /// Fail unless the first record gets this seq num (and the rest
+        /// follow it).
+        #[arg(long)]
+        match_seq_num: Option<u64>,
+        /// The stream's fencing token.
+        #[arg(long)]
+        fencing_token: Option<String>,
     },
     /// Print records, one body per line: from a seq num (default 0), a
     /// timestamp or an offset back from the tail, until a count, a number of
@@ -102,6 +114,9 @@ pub enum DataCommand {
         /// Stop before records with timestamps at or after this (epoch ms).
         #[arg(long)]
         until: Option<u64>,
+        /// How bodies are printed: as text, or base64 (for binary data).
+        #[arg(long, value_enum, default_value_t)]
+        format: BodyFormat,
     },
     /// Print the last records of a stream; with -f, keep following it.
     Tail {
@@ -110,6 +125,8 @@ pub enum DataCommand {
         lines: u64,
         #[arg(short, long)]
         follow: bool,
+        #[arg(long, value_enum, default_value_t)]
+        format: BodyFormat,
     },
     /// Print the stream's next seq num.
     CheckTail { stream: String },
@@ -123,17 +140,30 @@ pub enum DataCommand {
     },
     /// Print a collection record's latest version.
     Get { collection: String, id: String },
-    /// Print the records changed after a cursor, then the cursor to resume
-    /// with (on stderr, or in the JSON).
+    /// Delete a collection record.
+    Delete { collection: String, id: String },
+    /// Print the records changed after a position (by default, all), then
+    /// the cursor to resume with (on stderr, or in the JSON).
     Updated {
         collection: String,
-        #[arg(long)]
+        /// Resume from a cursor printed before.
+        #[arg(long, conflicts_with_all = ["updated_after", "after_id"])]
         cursor: Option<String>,
+        /// Records changed after this time (epoch ms or RFC 3339)…
+        #[arg(long)]
+        updated_after: Option<String>,
+        /// …or at that time, with an id after this one.
+        #[arg(long, requires = "updated_after")]
+        after_id: Option<String>,
     },
+    /// Append at a target rate or flat out while reading live; print
+    /// throughput and ack and end-to-end latency, and check that every
+    /// record read back is the one written.
+    Bench(bench::BenchArgs),
 }
 
-pub async fn run(connection: Connection, command: DataCommand) -> Result<(), String> {
-    let mut client = Client::new(&connection.endpoint).map_err(|e| e.to_string())?;
+pub async fn run(connection: Connection, command: ClientCommand) -> Result<(), String> {
+    let mut client = Client::new(&connection.endpoint).map_err(fail)?;
     if let Some(basin) = &connection.basin {
         client = client.with_basin(basin);
     }
@@ -142,83 +172,37 @@ pub async fn run(connection: Connection, command: DataCommand) -> Result<(), Str
     }
     let json_out = connection.json;
     let mut out = std::io::stdout().lock();
-    let fail = |e: rill_client::Error| e.to_string();
+    let out = &mut out;
     match command {
-        DataCommand::Basins(admin) => admin_command(&client, Kind::Basin, admin, &mut out).await?,
-        DataCommand::Streams(admin) => {
-            admin_command(&client, Kind::Stream, admin, &mut out).await?
+        ClientCommand::Basins(cmd) => admin::run(&client, Kind::Basin, cmd, json_out, out).await,
+        ClientCommand::Streams(cmd) => admin::run(&client, Kind::Stream, cmd, json_out, out).await,
+        ClientCommand::Collections(cmd) => {
+            admin::run(&client, Kind::Collection, cmd, json_out, out).await
         }
-        DataCommand::Collections(admin) => {
-            admin_command(&client, Kind::Collection, admin, &mut out).await?
+        ClientCommand::Consumers(cmd) => {
+            admin::run(&client, Kind::Consumer, cmd, json_out, out).await
         }
-        DataCommand::Consumers(admin) => {
-            admin_command(&client, Kind::Consumer, admin, &mut out).await?
-        }
-        DataCommand::Consume {
+        ClientCommand::Consume {
             consumer,
             count,
             batch,
+            exec,
+            retry_delay_ms,
+        } => consume::run(&client, &consumer, count, batch, exec, retry_delay_ms, out).await,
+        ClientCommand::Append {
+            stream,
+            file,
+            format,
+            match_seq_num,
+            fencing_token,
         } => {
-            let mut seen = 0u64;
-            while count.is_none_or(|count| seen < count) {
-                let want = count.map_or(batch as u64, |c| (c - seen).min(batch as u64));
-                let mut failed = None;
-                seen += client
-                    .work(&consumer, want as usize, 20_000, |m| {
-                        let line = json!({
-                            "seq_num": m.seq_num, "cursor": m.cursor, "timestamp": m.timestamp,
-                            "delivery_count": m.delivery_count, "record": m.record, "event": m.event,
-                        });
-                        match writeln!(out, "{line}") {
-                            Ok(()) => rill_client::Outcome::Ack,
-                            // Output closed: give the message back.
-                            Err(err) => {
-                                failed = Some(err.to_string());
-                                rill_client::Outcome::Nack { delay_ms: 0 }
-                            }
-                        }
-                    })
-                    .await
-                    .map_err(fail)? as u64;
-                if let Some(err) = failed {
-                    return Err(format!("cannot write output: {err}"));
-                }
-                let _ = out.flush();
-            }
-        }
-        DataCommand::Append { stream, file } => {
-            let lines: Vec<String> = match file {
-                Some(path) => std::fs::read_to_string(&path)
-                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?
-                    .lines()
-                    .map(str::to_owned)
-                    .collect(),
-                None => std::io::stdin()
-                    .lock()
-                    .lines()
-                    .collect::<Result<_, _>>()
-                    .map_err(|e| format!("cannot read stdin: {e}"))?,
+            let options = AppendOptions {
+                match_seq_num,
+                fencing_token,
             };
-            let mut first = None;
-            let mut last = None;
-            for chunk in lines.chunks(1000) {
-                let ack = client.append(&stream, chunk).await.map_err(fail)?;
-                first.get_or_insert(ack.start);
-                last = Some(ack.end);
-            }
-            let (start, end) = (first.unwrap_or(0), last.unwrap_or(0));
-            if json_out {
-                writeln!(out, "{}", json!({ "start": start, "end": end }))
-            } else {
-                writeln!(
-                    out,
-                    "appended {} records: seq nums {start}..{end}",
-                    end - start
-                )
-            }
-            .map_err(|e| e.to_string())?;
+            streams::append(&client, &stream, file, format, options, json_out, out).await
         }
-        DataCommand::Read {
+        ClientCommand::Read {
             stream,
             seq_num,
             timestamp,
@@ -226,6 +210,7 @@ pub async fn run(connection: Connection, command: DataCommand) -> Result<(), Str
             count,
             bytes,
             until,
+            format,
         } => {
             let start = match (seq_num, timestamp, tail_offset) {
                 (_, Some(t), _) => ReadStart::Timestamp(t),
@@ -239,12 +224,13 @@ pub async fn run(connection: Connection, command: DataCommand) -> Result<(), Str
                 until,
                 wait_secs: 0,
             };
-            print_records(&client, &stream, options, false, json_out, &mut out).await?;
+            streams::print_records(&client, &stream, options, false, format, json_out, out).await
         }
-        DataCommand::Tail {
+        ClientCommand::Tail {
             stream,
             lines,
             follow,
+            format,
         } => {
             let options = ReadOptions {
                 start: ReadStart::TailOffset(lines),
@@ -253,157 +239,48 @@ pub async fn run(connection: Connection, command: DataCommand) -> Result<(), Str
                 until: None,
                 wait_secs: 0,
             };
-            print_records(&client, &stream, options, follow, json_out, &mut out).await?;
+            streams::print_records(&client, &stream, options, follow, format, json_out, out).await
         }
-        DataCommand::CheckTail { stream } => {
+        ClientCommand::CheckTail { stream } => {
             let tail = client.check_tail(&stream).await.map_err(fail)?;
             if json_out {
-                writeln!(out, "{}", json!({ "seq_num": tail }))
+                line(out, serde_json::json!({ "seq_num": tail }))
             } else {
-                writeln!(out, "{tail}")
+                line(out, tail)
             }
-            .map_err(|e| e.to_string())?;
         }
-        DataCommand::Put {
+        ClientCommand::Put {
             collection,
             id,
             data,
+        } => collections::put(&client, &collection, &id, &data, json_out, out).await,
+        ClientCommand::Get { collection, id } => {
+            collections::get(&client, &collection, &id, json_out, out).await
+        }
+        ClientCommand::Delete { collection, id } => {
+            collections::delete(&client, &collection, &id, json_out, out).await
+        }
+        ClientCommand::Updated {
+            collection,
+            cursor,
+            updated_after,
+            after_id,
         } => {
-            let data: Value =
-                serde_json::from_str(&data).map_err(|e| format!("the record is not JSON: {e}"))?;
-            let record = client.put(&collection, &id, &data).await.map_err(fail)?;
-            print_record(&mut out, &record, json_out)?;
+            let from = match (cursor, updated_after) {
+                (Some(cursor), _) => collections::UpdatedFrom::Cursor(cursor),
+                (None, Some(updated_after)) => collections::UpdatedFrom::Pair {
+                    updated_after,
+                    after_id,
+                },
+                (None, None) => collections::UpdatedFrom::Beginning,
+            };
+            collections::updated(&client, &collection, from, json_out, out).await
         }
-        DataCommand::Get { collection, id } => {
-            match client.get(&collection, &id).await.map_err(fail)? {
-                Some(record) => print_record(&mut out, &record, json_out)?,
-                None => return Err(format!("record `{id}` not found in `{collection}`")),
-            }
-        }
-        DataCommand::Updated { collection, cursor } => {
-            let mut updates = client.updates(&collection, cursor);
-            let mut records = Vec::new();
-            while let Some(record) = updates.next().await.map_err(fail)? {
-                records.push(record);
-            }
-            let cursor = updates.cursor().unwrap_or_default().to_string();
-            if json_out {
-                let records: Vec<Value> = records.iter().map(record_json).collect();
-                writeln!(out, "{}", json!({ "records": records, "cursor": cursor }))
-                    .map_err(|e| e.to_string())?;
-            } else {
-                for record in &records {
-                    print_record(&mut out, record, false)?;
-                }
-                eprintln!("cursor: {cursor}");
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Reads page after page from `options.start` until a limit is reached
-/// (or, with `follow`, forever), printing each record.
-async fn print_records(
-    client: &Client,
-    stream: &str,
-    mut options: ReadOptions,
-    follow: bool,
-    json_out: bool,
-    out: &mut impl Write,
-) -> Result<(), String> {
-    loop {
-        if options.count == Some(0) {
-            return Ok(());
-        }
-        options.wait_secs = if follow { 30 } else { 0 };
-        let records = client
-            .read_with(stream, &options)
-            .await
-            .map_err(|e| e.to_string())?;
-        let Some(last) = records.last() else {
-            if follow {
-                continue;
-            }
-            return Ok(());
-        };
-        options.start = ReadStart::SeqNum(last.seq_num + 1);
-        options.count = options.count.map(|c| c - records.len() as u64);
-        let used: u64 = records.iter().map(|r| r.metered_size()).sum();
-        options.bytes = options.bytes.map(|b| b.saturating_sub(used));
-        for r in &records {
-            if json_out {
-                let line = json!({ "seq_num": r.seq_num, "timestamp": r.timestamp, "headers": r.headers, "body": r.body });
-                writeln!(out, "{line}")
-            } else {
-                writeln!(out, "{}", r.body)
-            }
-            .map_err(|e| e.to_string())?;
-        }
-        let _ = out.flush();
-        if options.bytes == Some(0) {
-            return Ok(());
-        }
+        ClientCommand::Bench(args) => bench::run(&client, args, json_out, out).await,
     }
 }
 
-async fn admin_command(
-    client: &Client,
-    kind: Kind,
-    admin: Admin,
-    out: &mut impl Write,
-) -> Result<(), String> {
-    let fail = |e: rill_client::Error| e.to_string();
-    let line = match admin {
-        Admin::List => {
-            let names = client.list(kind).await.map_err(fail)?;
-            if names.is_empty() {
-                return Ok(());
-            }
-            names.join("\n")
-        }
-        Admin::Get { name } => client
-            .describe(kind, &name)
-            .await
-            .map_err(fail)?
-            .to_string(),
-        Admin::Create { name, config } => {
-            let config: Option<Value> = config
-                .map(|c| serde_json::from_str(&c).map_err(|e| format!("--config is not JSON: {e}")))
-                .transpose()?;
-            client
-                .create(kind, &name, config.as_ref())
-                .await
-                .map_err(fail)?
-                .to_string()
-        }
-        Admin::Delete { name } => {
-            client.delete_resource(kind, &name).await.map_err(fail)?;
-            format!("deleted {name}")
-        }
-    };
-    writeln!(out, "{line}").map_err(|e| e.to_string())
-}
-
-fn record_json(r: &rill_client::Record) -> Value {
-    json!({
-        "id": r.id, "data": r.data, "version": r.version, "created_at": r.created_at,
-        "updated_at": r.updated_at, "deleted": r.deleted,
-    })
-}
-
-/// Text: `id  version  data` (or `(deleted)`), one line.
-fn print_record(
-    out: &mut impl Write,
-    r: &rill_client::Record,
-    json_out: bool,
-) -> Result<(), String> {
-    if json_out {
-        writeln!(out, "{}", record_json(r))
-    } else if r.deleted {
-        writeln!(out, "{}\tv{}\t(deleted)", r.id, r.version)
-    } else {
-        writeln!(out, "{}\tv{}\t{}", r.id, r.version, r.data)
-    }
-    .map_err(|e| e.to_string())
+/// A client error as the one line the command fails with.
+fn fail(err: rill_client::Error) -> String {
+    err.to_string()
 }

@@ -411,6 +411,45 @@ fn changed_fields(old: &Map<String, Value>, new: &Map<String, Value>) -> Map<Str
 impl Engine {
     // ---- collections ----
 
+    /// Changes an existing collection's config (`PATCH`).
+    pub async fn reconfigure_collection(
+        &self,
+        basin: &str,
+        name: &str,
+        patch: &CollectionConfigPatch,
+    ) -> EngineResult<CollectionInfo> {
+        let _admin = self.admin.lock().await;
+        self.basin_meta(basin)?;
+        let meta = self
+            .collection_meta(basin, name)?
+            .ok_or_else(|| EngineError::CollectionNotFound(name.into()))?;
+        Ok(self.patch_collection(basin, name, meta, patch).await?.0)
+    }
+
+    /// Applies `patch` to a collection's stored config. The caller holds
+    /// the admin lock.
+    async fn patch_collection(
+        &self,
+        basin: &str,
+        name: &str,
+        mut meta: CollectionMeta,
+        patch: &CollectionConfigPatch,
+    ) -> EngineResult<(CollectionInfo, Provision)> {
+        let config = meta.config.apply(patch);
+        if config == meta.config {
+            return Ok((info(name, &meta), Provision::Unchanged));
+        }
+        meta.config = config;
+        let mut batch = WriteBatch::default();
+        batch.put(
+            Keyspace::Meta,
+            keys::collection_key(basin, name),
+            keys::encode_json(&meta),
+        );
+        self.committer.commit(batch).await?;
+        Ok((info(name, &meta), Provision::Updated))
+    }
+
     pub async fn ensure_collection(
         &self,
         basin: &str,
@@ -425,20 +464,8 @@ impl Engine {
         }
         let _admin = self.admin.lock().await;
         self.basin_meta(basin)?;
-        if let Some(mut meta) = self.collection_meta(basin, name)? {
-            let config = meta.config.apply(patch);
-            if config == meta.config {
-                return Ok((info(name, &meta), Provision::Unchanged));
-            }
-            meta.config = config;
-            let mut batch = WriteBatch::default();
-            batch.put(
-                Keyspace::Meta,
-                keys::collection_key(basin, name),
-                keys::encode_json(&meta),
-            );
-            self.committer.commit(batch).await?;
-            return Ok((info(name, &meta), Provision::Updated));
+        if let Some(meta) = self.collection_meta(basin, name)? {
+            return self.patch_collection(basin, name, meta, patch).await;
         }
         // The events stream keeps every change: infinite retention.
         let events_stream = events_stream_name(name);

@@ -3,4 +3,5 @@
 
 pub mod json;
 pub mod proto;
-pub mod s2s;
+/// S2S framing lives in the `rill-s2s` crate, shared with the client.
+pub use rill_s2s::frame as s2s;

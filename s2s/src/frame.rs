@@ -6,8 +6,6 @@
 //! received), R: reserved, must be 0 — and the body: a protobuf message, or,
 //! in a terminal message, a 2-byte status code and a JSON error.
 
-use std::io::Read;
-
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 /// Largest message (flag + body) the 3-byte length can express.
@@ -101,7 +99,7 @@ pub enum Frame {
 /// Encodes a regular message, compressing it if it is large enough.
 ///
 /// ```
-/// use rill::wire::s2s::{encode, Compression, Decoder, Frame};
+/// use rill_s2s::{encode, Compression, Decoder, Frame};
 ///
 /// let bytes = encode(b"hello", Compression::Zstd); // small: sent as is
 /// assert_eq!(&bytes[..4], &[0, 0, 6, 0]); // length 6 = flag + 5, no flags
@@ -138,6 +136,7 @@ fn frame(flag: u8, payload: &[u8]) -> Bytes {
     out.freeze()
 }
 
+#[cfg(feature = "compression")]
 fn compress(body: &[u8], compression: Compression) -> Option<Vec<u8>> {
     match compression {
         Compression::None => None,
@@ -151,7 +150,16 @@ fn compress(body: &[u8], compression: Compression) -> Option<Vec<u8>> {
     }
 }
 
+/// Built without compression: every message goes out as it is.
+#[cfg(not(feature = "compression"))]
+fn compress(_body: &[u8], _compression: Compression) -> Option<Vec<u8>> {
+    None
+}
+
+#[cfg(feature = "compression")]
 fn decompress(body: &[u8], compression: Compression) -> Result<Bytes, FrameError> {
+    use std::io::Read;
+
     let limit = MAX_DECOMPRESSED_LEN as u64 + 1;
     let mut out = Vec::new();
     let result = match compression {
@@ -168,6 +176,16 @@ fn decompress(body: &[u8], compression: Compression) -> Result<Bytes, FrameError
         return Err(FrameError::TooLarge(out.len()));
     }
     Ok(Bytes::from(out))
+}
+
+#[cfg(not(feature = "compression"))]
+fn decompress(body: &[u8], compression: Compression) -> Result<Bytes, FrameError> {
+    match compression {
+        Compression::None => Ok(Bytes::copy_from_slice(body)),
+        _ => Err(FrameError::Decompress(
+            "built without compression support".into(),
+        )),
+    }
 }
 
 /// Incremental decoder: feed it bytes as they arrive, take whole frames.
@@ -260,6 +278,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "compression")]
     fn round_trips_in_every_compression() {
         let small = b"hello".to_vec();
         let large: Vec<u8> = (0..10_000).map(|i| (i % 7) as u8).collect();
@@ -283,6 +302,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "compression")]
     fn rejects_malformed_frames() {
         assert_eq!(decode_all(&[0, 0, 0]), Err(FrameError::Empty));
         assert_eq!(

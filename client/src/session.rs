@@ -1,0 +1,246 @@
+//! Pipelined appends: an S2S append session (`Content-Type: s2s/proto`).
+//!
+//! One HTTP request stays open; its body carries `AppendInput` messages and
+//! its response the `AppendAck`s, in the same order. Appends are sent
+//! without waiting for earlier ones to be acknowledged, so a writer is not
+//! held to one round trip (and one fsync) per append, yet the server applies
+//! them in the order they were submitted: if one fails, the session ends and
+//! none behind it is applied.
+//!
+//! Two tasks make this work: the request body is fed from a channel, and a
+//! reader task decodes acknowledgements and hands each to the oldest
+//! waiting submitter. Submitters register before their message is sent, so
+//! an acknowledgement always finds its submitter.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use prost::Message;
+use reqwest::{header, Method};
+use rill_s2s::messages as proto;
+use rill_s2s::{Compression, Decoder, Frame};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+
+use crate::client::{answer, api_error, segment};
+use crate::streams::append_input;
+use crate::{AppendAck, AppendOptions, AppendRecord, Client, Error};
+
+/// Bytes of appends a session keeps in flight (sent, not yet acknowledged)
+/// before [`AppendSession::submit`] waits: half the server's own budget,
+/// so the server never has to stop reading.
+const IN_FLIGHT_BYTES: usize = 8 * 1024 * 1024;
+
+type AckResult = Result<AppendAck, Error>;
+
+/// Submitters waiting for their acknowledgement, oldest first, with the
+/// budget each holds until then.
+type Waiting = Arc<Mutex<Waiters>>;
+
+#[derive(Default)]
+struct Waiters {
+    queue: VecDeque<(oneshot::Sender<AckResult>, OwnedSemaphorePermit)>,
+    /// Set once the session has ended: why, for every later submitter.
+    ended: Option<String>,
+}
+
+/// A pipelined append session on one stream; see [`Client::append_session`].
+/// Dropping it without [`Self::close`] ends the request body too: appends
+/// already sent are still applied and their tickets still answered.
+pub struct AppendSession {
+    frames: mpsc::Sender<Bytes>,
+    waiting: Waiting,
+    budget: Arc<Semaphore>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+/// The acknowledgement of one submitted append: await it.
+pub struct AppendTicket(oneshot::Receiver<AckResult>);
+
+impl Future for AppendTicket {
+    type Output = AckResult;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<AckResult> {
+        Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|result| result.unwrap_or_else(|_| Err(Error::Closed("the session ended".into()))))
+    }
+}
+
+impl Client {
+    /// Opens a pipelined append session on `stream`.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: rill_client::Client) -> Result<(), rill_client::Error> {
+    /// use rill_client::{AppendOptions, AppendRecord};
+    /// let session = client.append_session("events").await?;
+    /// let mut tickets = Vec::new();
+    /// for i in 0..100 {
+    ///     let batch = vec![AppendRecord::new(format!("event {i}"))];
+    ///     // Returns as soon as the append is sent.
+    ///     tickets.push(session.submit(batch, AppendOptions::default()).await?);
+    /// }
+    /// for ticket in tickets {
+    ///     let ack = ticket.await?; // in submission order
+    ///     println!("stored at {}", ack.start);
+    /// }
+    /// session.close().await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// Never retried, and it does not reconnect: when the connection
+    /// breaks, every append not yet acknowledged fails with
+    /// [`Error::Closed`], and may or may not have been applied (read the
+    /// tail, or use `match_seq_num`, to find out).
+    pub async fn append_session(&self, stream: &str) -> Result<AppendSession, Error> {
+        let (frames, frames_rx) = mpsc::channel::<Bytes>(64);
+        let body = futures_util::stream::unfold(frames_rx, |mut rx| async move {
+            rx.recv()
+                .await
+                .map(|frame| (Ok::<_, std::io::Error>(frame), rx))
+        });
+        let path = format!("/v1/streams/{}/records", segment(stream));
+        let response = self
+            .request(Method::POST, &path)
+            .header(header::CONTENT_TYPE, "s2s/proto")
+            // No compression: the acknowledgements are small.
+            .header(header::ACCEPT_ENCODING, "identity")
+            .body(reqwest::Body::wrap_stream(body))
+            .send()
+            .await?;
+        if !response.status().is_success() {
+            return Err(answer(response)
+                .await
+                .err()
+                .unwrap_or_else(|| Error::Decode("session refused".into())));
+        }
+        let waiting = Waiting::default();
+        let reader = tokio::spawn(read_acks(response, waiting.clone()));
+        Ok(AppendSession {
+            frames,
+            waiting,
+            budget: Arc::new(Semaphore::new(IN_FLIGHT_BYTES)),
+            reader,
+        })
+    }
+}
+
+impl AppendSession {
+    /// Sends an append (atomic, like [`Client::append_records`]) and
+    /// returns at once with a ticket for its acknowledgement; waits only
+    /// when 8 MiB are already in flight. Acknowledgements come in
+    /// submission order.
+    pub async fn submit(
+        &self,
+        records: Vec<AppendRecord>,
+        options: AppendOptions,
+    ) -> Result<AppendTicket, Error> {
+        let message = append_input(records, &options).encode_to_vec();
+        let frame = rill_s2s::encode(&message, Compression::None);
+        let cost = frame.len().clamp(1, IN_FLIGHT_BYTES) as u32;
+        let permit = self
+            .budget
+            .clone()
+            .acquire_many_owned(cost)
+            .await
+            .map_err(|_| Error::Closed("the session ended".into()))?;
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut waiting = lock(&self.waiting);
+            if let Some(why) = &waiting.ended {
+                return Err(Error::Closed(why.clone()));
+            }
+            waiting.queue.push_back((tx, permit));
+        }
+        if self.frames.send(frame).await.is_err() {
+            // The request body is gone; the reader fails the waiters.
+            return Err(Error::Closed("the session ended".into()));
+        }
+        Ok(AppendTicket(rx))
+    }
+
+    /// Ends the session after every submitted append is acknowledged (the
+    /// tickets still receive their acknowledgements). Fails if the session
+    /// ended with an error instead.
+    pub async fn close(self) -> Result<(), Error> {
+        drop(self.frames);
+        let _ = self.reader.await;
+        match lock(&self.waiting).ended.take() {
+            Some(why) if why != ENDED_CLEANLY => Err(Error::Closed(why)),
+            _ => Ok(()),
+        }
+    }
+}
+
+const ENDED_CLEANLY: &str = "the session was closed";
+
+fn lock(waiting: &Waiting) -> std::sync::MutexGuard<'_, Waiters> {
+    // A panic while holding this lock cannot leave the queue half-changed
+    // (every change is one push or pop), so a poisoned lock is still good.
+    waiting
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Decodes acknowledgements off the response and completes the waiters in
+/// order; on a terminal message or a broken connection, fails all of them.
+async fn read_acks(mut response: reqwest::Response, waiting: Waiting) {
+    let mut decoder = Decoder::default();
+    let failure = 'session: loop {
+        loop {
+            match decoder.next_frame() {
+                Ok(Some(Frame::Message(bytes))) => {
+                    let ack = proto::AppendAck::decode(bytes)
+                        .map_err(|e| Error::Decode(e.to_string()))
+                        .and_then(AppendAck::try_from);
+                    let ack = match ack {
+                        Ok(ack) => ack,
+                        Err(err) => break 'session err,
+                    };
+                    let Some((waiter, _permit)) = lock(&waiting).queue.pop_front() else {
+                        break 'session Error::Decode("an acknowledgement nobody waits for".into());
+                    };
+                    let _ = waiter.send(Ok(ack));
+                }
+                Ok(Some(Frame::Terminal { status, body })) => {
+                    break 'session api_error(status, &body);
+                }
+                Ok(None) => break,
+                Err(err) => break 'session Error::Decode(err.to_string()),
+            }
+        }
+        match response.chunk().await {
+            Ok(Some(chunk)) => decoder.push(&chunk),
+            Ok(None) => match decoder.finish() {
+                Ok(()) => break 'session Error::Closed(ENDED_CLEANLY.into()),
+                Err(err) => break 'session Error::Decode(err.to_string()),
+            },
+            Err(err) => break 'session Error::Transport(err),
+        }
+    };
+    let mut waiting = lock(&waiting);
+    let failure = match failure {
+        Error::Closed(_) if !waiting.queue.is_empty() => {
+            Error::Closed("the server ended the session before acknowledging every append".into())
+        }
+        other => other,
+    };
+    let why = match &failure {
+        Error::Closed(why) => why.clone(),
+        other => other.to_string(),
+    };
+    waiting.ended = Some(why.clone());
+    // The first waiter gets the error itself (the failed append), the rest
+    // learn that the session ended before them.
+    let mut failure = Some(failure);
+    for (waiter, _permit) in waiting.queue.drain(..) {
+        let err = match failure.take() {
+            Some(Error::Closed(_)) | None => Error::Closed(why.clone()),
+            Some(err) => err,
+        };
+        let _ = waiter.send(Err(err));
+    }
+}

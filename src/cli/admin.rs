@@ -1,0 +1,91 @@
+//! `rill basins|streams|collections|consumers list|get|create|reconfigure|delete`.
+
+use std::io::Write;
+
+use clap::Subcommand;
+use rill_client::{Client, Kind};
+use serde_json::Value;
+
+use super::fail;
+use super::output::{items_table, key_values, line};
+
+/// What to do with basins, streams, collections or consumers.
+#[derive(Subcommand, Debug)]
+pub enum Admin {
+    /// List them (in the basin, but for basins): a table, or one JSON
+    /// object per line with --json.
+    List,
+    /// Show one: its config, and for consumers their state.
+    Get {
+        name: String,
+    },
+    /// Create it, or check that it exists.
+    Create {
+        name: String,
+        /// The JSON body of its `PUT` (required for consumers, e.g.
+        /// '{"source": {"stream": "orders"}}').
+        #[arg(long)]
+        config: Option<String>,
+    },
+    /// Change its config: only the fields given in --config change.
+    Reconfigure {
+        name: String,
+        /// The JSON body of its `PATCH`, e.g. '{"retention_policy": {"age": 3600}}'.
+        #[arg(long)]
+        config: String,
+    },
+    Delete {
+        name: String,
+    },
+}
+
+pub async fn run(
+    client: &Client,
+    kind: Kind,
+    admin: Admin,
+    json_out: bool,
+    out: &mut impl Write,
+) -> Result<(), String> {
+    let described = match admin {
+        Admin::List => {
+            let items = client.list_details(kind).await.map_err(fail)?;
+            if json_out {
+                for item in &items {
+                    line(out, item)?;
+                }
+            } else if !items.is_empty() {
+                items_table(out, &items)?;
+            }
+            return Ok(());
+        }
+        Admin::Get { name } => client.describe(kind, &name).await.map_err(fail)?,
+        Admin::Create { name, config } => {
+            let config = config.map(|c| parse_config(&c)).transpose()?;
+            client
+                .create(kind, &name, config.as_ref())
+                .await
+                .map_err(fail)?
+        }
+        Admin::Reconfigure { name, config } => client
+            .reconfigure(kind, &name, &parse_config(&config)?)
+            .await
+            .map_err(fail)?,
+        Admin::Delete { name } => {
+            client.delete_resource(kind, &name).await.map_err(fail)?;
+            return if json_out {
+                line(out, serde_json::json!({ "deleted": name }))
+            } else {
+                line(out, format!("deleted {name}"))
+            };
+        }
+    };
+    if json_out {
+        line(out, described)
+    } else {
+        key_values(out, &described)
+    }
+}
+
+fn parse_config(text: &str) -> Result<Value, String> {
+    serde_json::from_str(text).map_err(|e| format!("--config is not JSON: {e}"))
+}

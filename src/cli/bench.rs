@@ -1,0 +1,488 @@
+//! `rill bench`: append at a target rate (or flat out) through a pipelined
+//! session while a follower reads the same stream live; then print
+//! throughput and ack and end-to-end latency, having checked that every
+//! record read back is exactly the one written, in order.
+//!
+//! Each body carries what the check needs: a run nonce (so records of
+//! another run or writer are caught), the record's index in the run, the
+//! time it was sent (microseconds since the run started, for end-to-end
+//! latency) and a filler derived from the index, so a changed byte shows.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use indicatif::{ProgressBar, ProgressStyle};
+use rill_client::{AppendOptions, AppendRecord, AppendTicket, Client, ReadStart, StreamRecord};
+use serde_json::json;
+use tokio::sync::{mpsc, watch};
+
+use super::fail;
+use super::output::line;
+
+/// nonce, index, sent-at: the smallest body a bench record can have.
+const HEADER_LEN: usize = 24;
+/// How long the reader may lag behind the last acknowledgement at the end.
+const CATCH_UP_LIMIT: Duration = Duration::from_secs(30);
+/// The most records per append (the server's limit).
+const MAX_BATCH_RECORDS: usize = 1000;
+
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// The stream to use (created if missing), read from its current tail;
+    /// nobody else may append to it meanwhile. By default a new
+    /// `bench-…` stream, deleted afterwards.
+    stream: Option<String>,
+    /// Records per second to append; flat out if not given.
+    #[arg(long)]
+    rate: Option<u64>,
+    /// How long to append.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Body size of each record in bytes (at least 24).
+    #[arg(long, default_value_t = 1024)]
+    record_size: usize,
+    /// Records per append when flat out (at a target rate, appends carry
+    /// whatever is due).
+    #[arg(long, default_value_t = 100)]
+    batch: usize,
+}
+
+/// Counters the progress bar shows while the run goes on.
+#[derive(Default)]
+struct Progress {
+    sent: AtomicU64,
+    acked: AtomicU64,
+    read: AtomicU64,
+}
+
+pub async fn run(
+    client: &Client,
+    args: BenchArgs,
+    json_out: bool,
+    out: &mut impl Write,
+) -> Result<(), String> {
+    if args.record_size < HEADER_LEN || args.record_size > 1024 * 1024 - 8 {
+        return Err(format!(
+            "--record-size must be between {HEADER_LEN} and {} bytes",
+            1024 * 1024 - 8
+        ));
+    }
+    let max_batch = MAX_BATCH_RECORDS.min((1024 * 1024) / (args.record_size + 8));
+    if args.batch == 0 || args.batch > max_batch {
+        return Err(format!(
+            "--batch must be between 1 and {max_batch} for {}-byte records",
+            args.record_size
+        ));
+    }
+    if args.rate == Some(0) {
+        return Err("--rate must be above 0 (leave it out to append flat out)".into());
+    }
+    let (stream, temporary) = match &args.stream {
+        Some(stream) => (stream.clone(), false),
+        None => (format!("bench-{}", epoch_ms()), true),
+    };
+    client.ensure_stream(&stream).await.map_err(fail)?;
+    let result = measure(client, &stream, &args, max_batch).await;
+    if temporary {
+        let _ = client.delete_stream(&stream).await;
+    }
+    let report = result?;
+    report.print(&stream, json_out, out)
+}
+
+/// What a run measured.
+struct Report {
+    records: u64,
+    bytes: u64,
+    append_time: Duration,
+    read_time: Duration,
+    appends: usize,
+    ack_latencies: Vec<Duration>,
+    e2e_latencies: Vec<Duration>,
+}
+
+async fn measure(
+    client: &Client,
+    stream: &str,
+    args: &BenchArgs,
+    max_batch: usize,
+) -> Result<Report, String> {
+    let first_seq_num = client.check_tail(stream).await.map_err(fail)?;
+    let nonce: u64 = rand::random();
+    let started = Instant::now();
+    let progress = Arc::new(Progress::default());
+    let (total_tx, total_rx) = watch::channel(None::<u64>);
+
+    let reader = tokio::spawn(read_back(
+        client.clone(),
+        stream.to_string(),
+        first_seq_num,
+        nonce,
+        args.record_size,
+        started,
+        total_rx,
+        progress.clone(),
+    ));
+    let bar = progress_bar(args.duration);
+    let ticker = tokio::spawn(show_progress(bar.clone(), progress.clone(), started));
+
+    let appended = append(client, stream, args, max_batch, nonce, started, &progress).await;
+    let append_time = started.elapsed();
+    let _ = total_tx.send(Some(progress.sent.load(Ordering::Relaxed)));
+    let read = reader.await;
+    ticker.abort();
+    bar.finish_and_clear();
+    let (appends, ack_latencies) = appended?;
+    let e2e_latencies = read.map_err(|e| format!("the reader failed: {e}"))??;
+    let records = e2e_latencies.len() as u64;
+    Ok(Report {
+        records,
+        bytes: records * args.record_size as u64,
+        append_time,
+        read_time: started.elapsed(),
+        appends,
+        ack_latencies,
+        e2e_latencies,
+    })
+}
+
+/// The writer: submits batches through one append session and, beside it,
+/// awaits the acknowledgements in order, checking each lands where the
+/// run's records should. Returns the number of appends and their latencies.
+async fn append(
+    client: &Client,
+    stream: &str,
+    args: &BenchArgs,
+    max_batch: usize,
+    nonce: u64,
+    started: Instant,
+    progress: &Arc<Progress>,
+) -> Result<(usize, Vec<Duration>), String> {
+    let session = client.append_session(stream).await.map_err(fail)?;
+    let (tickets_tx, mut tickets) = mpsc::unbounded_channel::<(AppendTicket, Instant, u64)>();
+    let acks_progress = progress.clone();
+    let acks = tokio::spawn(async move {
+        let mut latencies = Vec::new();
+        let mut expected_start = None;
+        while let Some((ticket, sent_at, count)) = tickets.recv().await {
+            let ack = ticket.await.map_err(fail)?;
+            latencies.push(sent_at.elapsed());
+            // Acks come in order, each right after the one before.
+            if expected_start.is_some_and(|start| start != ack.start)
+                || ack.end - ack.start != count
+            {
+                return Err(format!(
+                    "an append of {count} records was acknowledged at {}..{}, expected at {}",
+                    ack.start,
+                    ack.end,
+                    expected_start.unwrap_or(ack.start)
+                ));
+            }
+            expected_start = Some(ack.end);
+            acks_progress.acked.fetch_add(count, Ordering::Relaxed);
+        }
+        Ok::<_, String>(latencies)
+    });
+
+    let mut index = 0u64;
+    let mut ticks = tokio::time::interval(Duration::from_millis(1));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut failure = None;
+    while started.elapsed() < args.duration {
+        let count = match args.rate {
+            None => args.batch as u64,
+            Some(rate) => {
+                ticks.tick().await;
+                let due = (rate as f64 * started.elapsed().as_secs_f64()) as u64;
+                due.saturating_sub(index).min(max_batch as u64)
+            }
+        };
+        if count == 0 {
+            continue;
+        }
+        let sent_at = Instant::now();
+        let sent_us = sent_at.duration_since(started).as_micros() as u64;
+        let records = (index..index + count)
+            .map(|i| AppendRecord::new(body(nonce, i, sent_us, args.record_size)))
+            .collect();
+        match session.submit(records, AppendOptions::default()).await {
+            Ok(ticket) => {
+                if tickets_tx.send((ticket, sent_at, count)).is_err() {
+                    break;
+                }
+            }
+            Err(err) => {
+                failure = Some(fail(err));
+                break;
+            }
+        }
+        index += count;
+        progress.sent.store(index, Ordering::Relaxed);
+    }
+    drop(tickets_tx);
+    let latencies = acks
+        .await
+        .map_err(|e| format!("the ack task failed: {e}"))??;
+    session.close().await.map_err(fail)?;
+    if let Some(err) = failure {
+        return Err(err);
+    }
+    Ok((latencies.len(), latencies))
+}
+
+/// The reader: follows the stream from where the run starts until it has
+/// read every record the writer sent, checking each. Returns the
+/// end-to-end latency of every record.
+#[allow(clippy::too_many_arguments)]
+async fn read_back(
+    client: Client,
+    stream: String,
+    first_seq_num: u64,
+    nonce: u64,
+    record_size: usize,
+    started: Instant,
+    mut total: watch::Receiver<Option<u64>>,
+    progress: Arc<Progress>,
+) -> Result<Vec<Duration>, String> {
+    let mut live = client.follow(&stream, ReadStart::SeqNum(first_seq_num));
+    let mut latencies = Vec::new();
+    let mut deadline = None;
+    loop {
+        let read = latencies.len() as u64;
+        if let Some(total) = *total.borrow() {
+            if read >= total {
+                return Ok(latencies);
+            }
+            let deadline = *deadline.get_or_insert(Instant::now() + CATCH_UP_LIMIT);
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "read back only {read} of {total} records within {CATCH_UP_LIMIT:?}"
+                ));
+            }
+        }
+        let record = tokio::select! {
+            record = live.next() => record.map_err(fail)?,
+            // The writer finished: check whether everything is read.
+            _ = total.changed() => continue,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+        };
+        let sent_us = verify(&record, read, first_seq_num, nonce, record_size)?;
+        let now_us = started.elapsed().as_micros() as u64;
+        latencies.push(Duration::from_micros(now_us.saturating_sub(sent_us)));
+        progress.read.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The body of the run's record `index`.
+fn body(nonce: u64, index: u64, sent_us: u64, size: usize) -> Bytes {
+    let mut body = BytesMut::with_capacity(size);
+    body.put_u64(nonce);
+    body.put_u64(index);
+    body.put_u64(sent_us);
+    body.extend((HEADER_LEN..size).map(|offset| filler(index, offset)));
+    body.freeze()
+}
+
+fn filler(index: u64, offset: usize) -> u8 {
+    (index.wrapping_mul(31).wrapping_add(offset as u64 * 7) % 251) as u8
+}
+
+/// Checks that `record` is the run's record `index`, whole and at its
+/// place; returns when it was sent.
+fn verify(
+    record: &StreamRecord,
+    index: u64,
+    first_seq_num: u64,
+    nonce: u64,
+    size: usize,
+) -> Result<u64, String> {
+    let bad = |what: &str| {
+        Err(format!(
+            "record {} (seq num {}) is wrong: {what}",
+            index, record.seq_num
+        ))
+    };
+    let body = &record.body;
+    if body.len() != size {
+        return bad(&format!("{} bytes, expected {size}", body.len()));
+    }
+    let word = |at: usize| {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(&body[at..at + 8]);
+        u64::from_be_bytes(bytes)
+    };
+    if word(0) != nonce {
+        return bad("written by someone else (another run or writer)");
+    }
+    if word(8) != index {
+        return bad(&format!("it is record {}: out of order", word(8)));
+    }
+    if record.seq_num != first_seq_num + index {
+        return bad(&format!("expected seq num {}", first_seq_num + index));
+    }
+    if let Some(offset) = (HEADER_LEN..size).find(|&offset| body[offset] != filler(index, offset)) {
+        return bad(&format!("byte {offset} differs from what was written"));
+    }
+    Ok(word(16))
+}
+
+fn progress_bar(duration: Duration) -> ProgressBar {
+    let bar = ProgressBar::new(duration.as_millis() as u64);
+    // The template is fixed and valid; fall back to the default if not.
+    if let Ok(style) = ProgressStyle::with_template("{bar:30.cyan/blue} {elapsed:>4} {msg}") {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
+async fn show_progress(bar: ProgressBar, progress: Arc<Progress>, started: Instant) {
+    let mut ticks = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        ticks.tick().await;
+        let elapsed = started.elapsed();
+        let acked = progress.acked.load(Ordering::Relaxed);
+        bar.set_position(elapsed.as_millis() as u64);
+        bar.set_message(format!(
+            "sent {}  acked {}  read {}  ({:.0} rec/s)",
+            progress.sent.load(Ordering::Relaxed),
+            acked,
+            progress.read.load(Ordering::Relaxed),
+            acked as f64 / elapsed.as_secs_f64().max(0.001)
+        ));
+    }
+}
+
+impl Report {
+    fn print(&self, stream: &str, json_out: bool, out: &mut impl Write) -> Result<(), String> {
+        let mib = self.bytes as f64 / (1024.0 * 1024.0);
+        let rate = |time: Duration| self.records as f64 / time.as_secs_f64().max(0.001);
+        let mib_rate = |time: Duration| mib / time.as_secs_f64().max(0.001);
+        let ack = Percentiles::of(&self.ack_latencies);
+        let e2e = Percentiles::of(&self.e2e_latencies);
+        if json_out {
+            return line(
+                out,
+                json!({
+                    "stream": stream,
+                    "records": self.records,
+                    "bytes": self.bytes,
+                    "appends": self.appends,
+                    "append_secs": self.append_time.as_secs_f64(),
+                    "append_records_per_sec": rate(self.append_time),
+                    "append_mib_per_sec": mib_rate(self.append_time),
+                    "read_secs": self.read_time.as_secs_f64(),
+                    "verified": true,
+                    "ack_latency_ms": ack.json(),
+                    "end_to_end_latency_ms": e2e.json(),
+                }),
+            );
+        }
+        line(out, format!("stream       {stream}"))?;
+        line(
+            out,
+            format!(
+                "appended     {} records ({mib:.1} MiB) in {:.2} s: {:.0} rec/s, {:.2} MiB/s, {} appends",
+                self.records,
+                self.append_time.as_secs_f64(),
+                rate(self.append_time),
+                mib_rate(self.append_time),
+                self.appends,
+            ),
+        )?;
+        line(
+            out,
+            format!(
+                "read back    {} records, every one verified (order, seq num, bytes), {:.2} s after the start",
+                self.records,
+                self.read_time.as_secs_f64()
+            ),
+        )?;
+        line(out, format!("ack latency  {} (per append)", ack.text()))?;
+        line(out, format!("end to end   {} (per record)", e2e.text()))
+    }
+}
+
+struct Percentiles([(&'static str, f64); 5]);
+
+impl Percentiles {
+    fn of(samples: &[Duration]) -> Self {
+        let mut ms: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
+        ms.sort_by(f64::total_cmp);
+        let at = |q: f64| {
+            if ms.is_empty() {
+                return 0.0;
+            }
+            ms[((ms.len() as f64 * q) as usize).min(ms.len() - 1)]
+        };
+        Self([
+            ("p50", at(0.50)),
+            ("p90", at(0.90)),
+            ("p99", at(0.99)),
+            ("p999", at(0.999)),
+            ("max", ms.last().copied().unwrap_or(0.0)),
+        ])
+    }
+
+    fn text(&self) -> String {
+        let parts: Vec<String> = self
+            .0
+            .iter()
+            .map(|(name, ms)| format!("{name} {ms:.2} ms"))
+            .collect();
+        parts.join("  ")
+    }
+
+    fn json(&self) -> serde_json::Value {
+        self.0
+            .iter()
+            .map(|(name, ms)| (name.to_string(), json!(ms)))
+            .collect::<serde_json::Map<_, _>>()
+            .into()
+    }
+}
+
+fn epoch_ms() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(seq_num: u64, body: Bytes) -> StreamRecord {
+        StreamRecord {
+            seq_num,
+            timestamp: 0,
+            headers: vec![],
+            body,
+        }
+    }
+
+    #[test]
+    fn verification_catches_every_kind_of_damage() {
+        let good = body(7, 3, 1234, 64);
+        assert_eq!(verify(&record(13, good.clone()), 3, 10, 7, 64), Ok(1234));
+        // Another run, out of order, misplaced, truncated, a changed byte.
+        assert!(verify(&record(13, good.clone()), 3, 10, 8, 64).is_err());
+        assert!(verify(&record(13, good.clone()), 4, 9, 7, 64).is_err());
+        assert!(verify(&record(14, good.clone()), 3, 10, 7, 64).is_err());
+        assert!(verify(&record(13, good.slice(..63)), 3, 10, 7, 64).is_err());
+        let mut damaged = good.to_vec();
+        damaged[40] ^= 1;
+        assert!(verify(&record(13, Bytes::from(damaged)), 3, 10, 7, 64).is_err());
+    }
+
+    #[test]
+    fn percentiles_pick_ranks() {
+        let samples: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        let p = Percentiles::of(&samples);
+        assert_eq!(p.0[0], ("p50", 51.0));
+        assert_eq!(p.0[2], ("p99", 100.0));
+        assert_eq!(p.0[4], ("max", 100.0));
+    }
+}

@@ -1,0 +1,173 @@
+//! How the command line prints: aligned tables and `key  value` lines for
+//! people, one JSON value per line for scripts, and record bodies as text
+//! or base64.
+
+use std::io::Write;
+
+use base64::Engine as _;
+use serde_json::Value;
+
+/// How record bodies (and header names and values) are written and read.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BodyFormat {
+    /// UTF-8 text (invalid bytes are replaced when printed).
+    #[default]
+    Text,
+    /// Standard base64, for binary data.
+    Base64,
+}
+
+impl BodyFormat {
+    pub fn encode(self, bytes: &[u8]) -> String {
+        match self {
+            BodyFormat::Text => String::from_utf8_lossy(bytes).into_owned(),
+            BodyFormat::Base64 => base64::engine::general_purpose::STANDARD.encode(bytes),
+        }
+    }
+
+    pub fn decode(self, text: &str) -> Result<Vec<u8>, String> {
+        match self {
+            BodyFormat::Text => Ok(text.as_bytes().to_vec()),
+            BodyFormat::Base64 => base64::engine::general_purpose::STANDARD
+                .decode(text.trim())
+                .map_err(|e| format!("`{text}` is not base64: {e}")),
+        }
+    }
+}
+
+/// Writes a line, turning an I/O error into the command's error.
+pub fn line(out: &mut impl Write, text: impl std::fmt::Display) -> Result<(), String> {
+    writeln!(out, "{text}").map_err(|e| format!("cannot write output: {e}"))
+}
+
+/// Prints `rows` under `headers`, each column as wide as its widest cell.
+pub fn table(out: &mut impl Write, headers: &[String], rows: &[Vec<String>]) -> Result<(), String> {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let render = |cells: &[String]| {
+        let mut text = String::new();
+        for (i, (cell, width)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == cells.len() {
+                text.push_str(cell);
+            } else {
+                text.push_str(&format!("{cell:<width$}  "));
+            }
+        }
+        text
+    };
+    line(out, render(headers))?;
+    for row in rows {
+        line(out, render(row))?;
+    }
+    Ok(())
+}
+
+/// A table of list items: a NAME column, then every other field the items
+/// have (nested objects flattened to `a.b`), in the order first seen.
+pub fn items_table(out: &mut impl Write, items: &[Value]) -> Result<(), String> {
+    let flat: Vec<Vec<(String, String)>> = items.iter().map(flatten).collect();
+    let mut columns = vec!["name".to_string()];
+    for item in &flat {
+        for (key, _) in item {
+            if !columns.contains(key) {
+                columns.push(key.clone());
+            }
+        }
+    }
+    let rows: Vec<Vec<String>> = flat
+        .iter()
+        .map(|item| {
+            columns
+                .iter()
+                .map(|column| {
+                    item.iter()
+                        .find(|(key, _)| key == column)
+                        .map_or_else(|| "-".to_string(), |(_, value)| value.clone())
+                })
+                .collect()
+        })
+        .collect();
+    let headers: Vec<String> = columns.iter().map(|c| c.to_uppercase()).collect();
+    table(out, &headers, &rows)
+}
+
+/// One `key  value` line per leaf of a JSON object.
+pub fn key_values(out: &mut impl Write, value: &Value) -> Result<(), String> {
+    let pairs = flatten(value);
+    let width = pairs
+        .iter()
+        .map(|(k, _)| k.chars().count())
+        .max()
+        .unwrap_or(0);
+    for (key, value) in pairs {
+        line(out, format!("{key:<width$}  {value}"))?;
+    }
+    Ok(())
+}
+
+/// The leaves of a JSON value as (dotted path, text) pairs; arrays of
+/// scalars stay one cell, `null`s are left out.
+fn flatten(value: &Value) -> Vec<(String, String)> {
+    fn walk(prefix: &str, value: &Value, out: &mut Vec<(String, String)>) {
+        match value {
+            Value::Object(map) if !map.is_empty() => {
+                for (key, child) in map {
+                    let path = if prefix.is_empty() {
+                        key.clone()
+                    } else {
+                        format!("{prefix}.{key}")
+                    };
+                    walk(&path, child, out);
+                }
+            }
+            Value::Null => {}
+            Value::String(text) => out.push((prefix.to_string(), text.clone())),
+            other => out.push((prefix.to_string(), other.to_string())),
+        }
+    }
+    let mut out = Vec::new();
+    walk("", value, &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn tables_align_and_flatten() {
+        let items = [
+            json!({ "name": "a", "config": { "age": 5 } }),
+            json!({ "name": "longer", "state": "active" }),
+        ];
+        let mut out = Vec::new();
+        items_table(&mut out, &items).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "NAME    CONFIG.AGE  STATE\n\
+             a       5           -\n\
+             longer  -           active\n"
+        );
+        let mut out = Vec::new();
+        key_values(
+            &mut out,
+            &json!({ "x": { "y": [1, 2] }, "zz": null, "w": "t" }),
+        )
+        .unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), "w    t\nx.y  [1,2]\n");
+    }
+
+    #[test]
+    fn bodies_round_trip_in_base64() {
+        let bytes = [0u8, 159, 146, 150];
+        let text = BodyFormat::Base64.encode(&bytes);
+        assert_eq!(BodyFormat::Base64.decode(&text).unwrap(), bytes);
+        assert!(BodyFormat::Base64.decode("not base64!").is_err());
+        assert_eq!(BodyFormat::Text.decode("hi").unwrap(), b"hi");
+    }
+}
