@@ -302,7 +302,6 @@ mod tests {
     }
 
     #[test]
-    #[cfg(feature = "compression")]
     fn rejects_malformed_frames() {
         assert_eq!(decode_all(&[0, 0, 0]), Err(FrameError::Empty));
         assert_eq!(
