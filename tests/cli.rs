@@ -329,7 +329,7 @@ async fn admin_commands_and_consume() {
             "consume",
             "c3",
             "--count",
-            "4",
+            "3",
             "--exec",
             &script,
             "--retry-delay-ms",

@@ -13,6 +13,12 @@ use crate::Error;
 const TRIES: u32 = 4;
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 
+/// How long a request may take, answer included, unless changed with
+/// [`Client::with_timeout`]: longer than the longest long poll (60 s).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long connecting may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A handle to one Rill server and basin. Cheap to clone; clones share
 /// their connection pool.
 #[derive(Clone, Debug)]
@@ -21,6 +27,7 @@ pub struct Client {
     endpoint: String,
     basin: Option<String>,
     token: Option<String>,
+    timeout: Duration,
 }
 
 /// Whether a request may be sent again after a failure without changing
@@ -33,7 +40,8 @@ pub(crate) enum Retry {
 
 impl Client {
     /// A client for the server at `endpoint` (e.g. `http://127.0.0.1:8080`).
-    /// Requests time out after 90 s, longer than any long poll.
+    /// Requests time out after [`DEFAULT_TIMEOUT`]; append sessions, which
+    /// last as long as you keep them, only time out connecting.
     pub fn new(endpoint: &str) -> Result<Self, Error> {
         let endpoint = endpoint.trim_end_matches('/').to_string();
         if !endpoint.starts_with("http://") && !endpoint.starts_with("https://") {
@@ -42,14 +50,23 @@ impl Client {
             )));
         }
         let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(90))
+            .connect_timeout(CONNECT_TIMEOUT)
             .build()?;
         Ok(Self {
             http,
             endpoint,
             basin: None,
             token: None,
+            timeout: DEFAULT_TIMEOUT,
         })
+    }
+
+    /// The same client, with requests timing out after `timeout` (a
+    /// timed-out request counts as a transport error). Keep it above the
+    /// waits you ask for (long polls, receives).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
     }
 
     /// The same client, addressing `basin` (sent as the `s2-basin` header).
@@ -64,10 +81,17 @@ impl Client {
         self
     }
 
+    /// How long a request may take; see [`Self::with_timeout`].
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     pub fn endpoint(&self) -> &str {
         &self.endpoint
     }
 
+    /// A request with the endpoint, basin and token; no timeout but the
+    /// connect timeout (callers add one where a request has an end).
     pub(crate) fn request(&self, method: Method, path: &str) -> RequestBuilder {
         let mut req = self
             .http
@@ -146,6 +170,7 @@ impl Client {
             tries += 1;
             let mut req = self
                 .request(method.clone(), path)
+                .timeout(self.timeout)
                 .header(header::ACCEPT, accept);
             if let Some(body) = &body {
                 req = req
@@ -156,11 +181,7 @@ impl Client {
                 Ok(resp) => answer(resp).await,
                 Err(err) => Err(Error::Transport(err)),
             };
-            let retryable = match &outcome {
-                Err(Error::Transport(_)) => true,
-                Err(Error::Api { status, .. }) => *status == 503,
-                _ => false,
-            };
+            let retryable = outcome.as_ref().is_err_and(Error::is_transient);
             if retry == Retry::Never || !retryable || tries >= TRIES {
                 return outcome;
             }

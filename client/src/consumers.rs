@@ -1,5 +1,7 @@
 //! Consumers: the server keeps the position; workers receive and ack.
 
+use std::time::{Duration, Instant};
+
 use reqwest::Method;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -100,18 +102,27 @@ impl Client {
         mut handler: impl AsyncFnMut(&Message) -> Outcome,
     ) -> Result<usize, Error> {
         let messages = self.receive(name, batch_size, wait_ms).await?;
+        if messages.iter().any(|m| m.ack_id.is_none()) {
+            return Err(Error::Invalid(format!(
+                "consumer `{name}` commits positions (ack_policy cursor); `work` needs explicit acks"
+            )));
+        }
+        // Acks are sent together, but not held long: a slow handler must
+        // not let the batch's earlier messages pass their ack wait and be
+        // delivered again.
         let mut acks = Vec::new();
+        let mut held_since = Instant::now();
         for message in &messages {
-            let Some(ack_id) = message.ack_id.clone() else {
-                return Err(Error::Invalid(format!(
-                    "consumer `{name}` commits positions (ack_policy cursor); `work` needs explicit acks"
-                )));
-            };
+            let ack_id = message.ack_id.clone().unwrap_or_default();
             match handler(message).await {
                 Outcome::Ack => acks.push(ack_id),
                 Outcome::Nack { delay_ms } => {
                     self.nack(name, &[ack_id], delay_ms).await?;
                 }
+            }
+            if !acks.is_empty() && held_since.elapsed() >= MAX_ACK_HOLD {
+                self.ack(name, &std::mem::take(&mut acks)).await?;
+                held_since = Instant::now();
             }
         }
         if !acks.is_empty() {
@@ -161,5 +172,7 @@ impl Client {
     }
 }
 
-const WORKER_FIRST_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
-const WORKER_MAX_BACKOFF: std::time::Duration = std::time::Duration::from_secs(30);
+/// The longest [`Client::work`] holds acks back to send them together.
+const MAX_ACK_HOLD: Duration = Duration::from_secs(1);
+const WORKER_FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const WORKER_MAX_BACKOFF: Duration = Duration::from_secs(30);

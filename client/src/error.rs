@@ -29,6 +29,16 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether trying again later may succeed: no answer came, or the
+    /// server was unavailable (503).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Transport(_) => true,
+            Error::Api { status, .. } => *status == 503,
+            _ => false,
+        }
+    }
+
     /// The server's error code, if the server answered with an error.
     pub fn code(&self) -> Option<&str> {
         match self {

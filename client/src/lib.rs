@@ -26,7 +26,7 @@ mod session;
 mod streams;
 
 pub use admin::Kind;
-pub use client::Client;
+pub use client::{Client, DEFAULT_TIMEOUT};
 pub use collections::{Batch, Event, Record, Updates};
 pub use consumers::{Message, Outcome};
 pub use error::Error;

@@ -33,6 +33,12 @@ use crate::{AppendAck, AppendOptions, AppendRecord, Client, Error};
 /// before [`AppendSession::submit`] waits: half the server's own budget,
 /// so the server never has to stop reading.
 const IN_FLIGHT_BYTES: usize = 8 * 1024 * 1024;
+/// The server's limits on one append.
+const MAX_APPEND_RECORDS: usize = 1000;
+const MAX_APPEND_BYTES: usize = 1024 * 1024;
+/// How long acknowledgements may stop coming while appends wait for them
+/// before the session is given up as hung.
+const ACK_SILENCE_LIMIT: std::time::Duration = std::time::Duration::from_secs(90);
 
 type AckResult = Result<AppendAck, Error>;
 
@@ -40,9 +46,17 @@ type AckResult = Result<AppendAck, Error>;
 /// budget each holds until then.
 type Waiting = Arc<Mutex<Waiters>>;
 
+/// A submitter waiting for its acknowledgement, the budget its append
+/// holds, and when it was sent.
+type Waiter = (
+    oneshot::Sender<AckResult>,
+    OwnedSemaphorePermit,
+    std::time::Instant,
+);
+
 #[derive(Default)]
 struct Waiters {
-    queue: VecDeque<(oneshot::Sender<AckResult>, OwnedSemaphorePermit)>,
+    queue: VecDeque<Waiter>,
     /// Set once the session has ended: why, for every later submitter.
     ended: Option<String>,
 }
@@ -91,10 +105,14 @@ impl Client {
     /// # Ok(()) }
     /// ```
     ///
-    /// Never retried, and it does not reconnect: when the connection
-    /// breaks, every append not yet acknowledged fails with
-    /// [`Error::Closed`], and may or may not have been applied (read the
-    /// tail, or use `match_seq_num`, to find out).
+    /// Never retried, and it does not reconnect. When the session ends
+    /// early, every append not yet acknowledged fails: the first with the
+    /// cause (the server's error for the append it refused, applying
+    /// nothing; or a transport error), the rest with [`Error::Closed`].
+    /// Unless the server refused it, an unacknowledged append may or may
+    /// not have been applied: read the tail, or use `match_seq_num`, to
+    /// find out. A session whose acknowledgements stop for 90 s while
+    /// appends wait is given up.
     pub async fn append_session(&self, stream: &str) -> Result<AppendSession, Error> {
         let (frames, frames_rx) = mpsc::channel::<Bytes>(64);
         let body = futures_util::stream::unfold(frames_rx, |mut rx| async move {
@@ -103,14 +121,22 @@ impl Client {
                 .map(|frame| (Ok::<_, std::io::Error>(frame), rx))
         });
         let path = format!("/v1/streams/{}/records", segment(stream));
-        let response = self
+        let request = self
             .request(Method::POST, &path)
             .header(header::CONTENT_TYPE, "s2s/proto")
             // No compression: the acknowledgements are small.
             .header(header::ACCEPT_ENCODING, "identity")
-            .body(reqwest::Body::wrap_stream(body))
-            .send()
-            .await?;
+            .body(reqwest::Body::wrap_stream(body));
+        // The session has no end, so no request timeout; but its answer
+        // (the response headers) must come in time.
+        let response = tokio::time::timeout(self.timeout(), request.send())
+            .await
+            .map_err(|_| {
+                Error::Closed(format!(
+                    "the server did not answer the session request within {:?}",
+                    self.timeout()
+                ))
+            })??;
         if !response.status().is_success() {
             return Err(answer(response)
                 .await
@@ -133,32 +159,48 @@ impl AppendSession {
     /// returns at once with a ticket for its acknowledgement; waits only
     /// when 8 MiB are already in flight. Acknowledgements come in
     /// submission order.
+    ///
+    /// An append over the server's limits (1000 records, 1 MiB metered) is
+    /// refused with [`Error::Invalid`] before anything is sent, so it does
+    /// not end the session. Safe to call from several tasks at once, and to
+    /// cancel: an append is either queued whole, with its ticket, or not
+    /// at all.
     pub async fn submit(
         &self,
         records: Vec<AppendRecord>,
         options: AppendOptions,
     ) -> Result<AppendTicket, Error> {
+        let metered: usize = records.iter().map(AppendRecord::metered_size).sum();
+        if records.len() > MAX_APPEND_RECORDS || metered > MAX_APPEND_BYTES {
+            return Err(Error::Invalid(format!(
+                "an append may hold at most {MAX_APPEND_RECORDS} records and \
+                 {MAX_APPEND_BYTES} metered bytes; this one has {} records, {metered} bytes",
+                records.len()
+            )));
+        }
         let message = append_input(records, &options).encode_to_vec();
         let frame = rill_s2s::encode(&message, Compression::None);
         let cost = frame.len().clamp(1, IN_FLIGHT_BYTES) as u32;
+        let ended = || Error::Closed("the session ended".into());
         let permit = self
             .budget
             .clone()
             .acquire_many_owned(cost)
             .await
-            .map_err(|_| Error::Closed("the session ended".into()))?;
+            .map_err(|_| ended())?;
+        let slot = self.frames.reserve().await.map_err(|_| ended())?;
+        // Registering the waiter and sending the frame under one lock keeps
+        // the waiters in the order the frames go out, whatever other tasks
+        // submit meanwhile.
         let (tx, rx) = oneshot::channel();
-        {
-            let mut waiting = lock(&self.waiting);
-            if let Some(why) = &waiting.ended {
-                return Err(Error::Closed(why.clone()));
-            }
-            waiting.queue.push_back((tx, permit));
+        let mut waiting = lock(&self.waiting);
+        if let Some(why) = &waiting.ended {
+            return Err(Error::Closed(why.clone()));
         }
-        if self.frames.send(frame).await.is_err() {
-            // The request body is gone; the reader fails the waiters.
-            return Err(Error::Closed("the session ended".into()));
-        }
+        waiting
+            .queue
+            .push_back((tx, permit, std::time::Instant::now()));
+        slot.send(frame);
         Ok(AppendTicket(rx))
     }
 
@@ -176,6 +218,14 @@ impl AppendSession {
 }
 
 const ENDED_CLEANLY: &str = "the session was closed";
+
+/// Whether the oldest waiting append has waited past the silence limit.
+fn acks_overdue(waiting: &Waiting) -> bool {
+    lock(waiting)
+        .queue
+        .front()
+        .is_some_and(|(_, _, sent)| sent.elapsed() >= ACK_SILENCE_LIMIT)
+}
 
 fn lock(waiting: &Waiting) -> std::sync::MutexGuard<'_, Waiters> {
     // A panic while holding this lock cannot leave the queue half-changed
@@ -200,7 +250,7 @@ async fn read_acks(mut response: reqwest::Response, waiting: Waiting) {
                         Ok(ack) => ack,
                         Err(err) => break 'session err,
                     };
-                    let Some((waiter, _permit)) = lock(&waiting).queue.pop_front() else {
+                    let Some((waiter, _permit, _)) = lock(&waiting).queue.pop_front() else {
                         break 'session Error::Decode("an acknowledgement nobody waits for".into());
                     };
                     let _ = waiter.send(Ok(ack));
@@ -212,7 +262,21 @@ async fn read_acks(mut response: reqwest::Response, waiting: Waiting) {
                 Err(err) => break 'session Error::Decode(err.to_string()),
             }
         }
-        match response.chunk().await {
+        // An idle session may stay silent for good; one with appends
+        // waiting may not. (`chunk` only polls the body, so timing it out
+        // loses nothing.)
+        let chunk = loop {
+            match tokio::time::timeout(ACK_SILENCE_LIMIT, response.chunk()).await {
+                Ok(chunk) => break chunk,
+                Err(_) if !acks_overdue(&waiting) => continue,
+                Err(_) => {
+                    break 'session Error::Closed(format!(
+                        "no acknowledgement for {ACK_SILENCE_LIMIT:?} while appends waited"
+                    ))
+                }
+            }
+        };
+        match chunk {
             Ok(Some(chunk)) => decoder.push(&chunk),
             Ok(None) => match decoder.finish() {
                 Ok(()) => break 'session Error::Closed(ENDED_CLEANLY.into()),
@@ -236,7 +300,7 @@ async fn read_acks(mut response: reqwest::Response, waiting: Waiting) {
     // The first waiter gets the error itself (the failed append), the rest
     // learn that the session ended before them.
     let mut failure = Some(failure);
-    for (waiter, _permit) in waiting.queue.drain(..) {
+    for (waiter, _permit, _) in waiting.queue.drain(..) {
         let err = match failure.take() {
             Some(Error::Closed(_)) | None => Error::Closed(why.clone()),
             Some(err) => err,

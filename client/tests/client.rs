@@ -140,11 +140,20 @@ async fn worker_acks_and_nacks() {
 }
 
 /// A proxy between the client and the server whose connections can all be
-/// cut at once, as a network failure would.
-async fn cuttable_proxy(server: String) -> (String, tokio::sync::watch::Sender<u64>) {
+/// cut at once, as a network failure would; while `true` is sent on its
+/// second channel it is down (new connections are dropped at once), as a
+/// restarting server would be.
+async fn cuttable_proxy(
+    server: String,
+) -> (
+    String,
+    tokio::sync::watch::Sender<u64>,
+    tokio::sync::watch::Sender<bool>,
+) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = format!("http://{}", listener.local_addr().unwrap());
     let (cut, _) = tokio::sync::watch::channel(0u64);
+    let (down, down_rx) = tokio::sync::watch::channel(false);
     let cuts = cut.clone();
     let upstream = server.trim_start_matches("http://").to_string();
     tokio::spawn(async move {
@@ -152,6 +161,9 @@ async fn cuttable_proxy(server: String) -> (String, tokio::sync::watch::Sender<u
             let Ok((mut inbound, _)) = listener.accept().await else {
                 return;
             };
+            if *down_rx.borrow() {
+                continue; // dropped: the connection is reset
+            }
             let upstream = upstream.clone();
             let mut cut_rx = cuts.subscribe();
             tokio::spawn(async move {
@@ -165,14 +177,48 @@ async fn cuttable_proxy(server: String) -> (String, tokio::sync::watch::Sender<u
             });
         }
     });
-    (addr, cut)
+    (addr, cut, down)
+}
+
+/// A follower rides out a server that is unreachable for a few seconds
+/// (longer than one request's retries) and resumes where it was.
+#[tokio::test]
+async fn follow_rides_out_an_outage() {
+    let direct = server().await;
+    direct.ensure_stream("outage").await.unwrap();
+    let (proxy, cut, down) = cuttable_proxy(direct.endpoint().to_string()).await;
+    let mut live = Client::new(&proxy)
+        .unwrap()
+        .with_basin(BASIN)
+        .follow("outage", rill_client::ReadStart::SeqNum(0))
+        .wait(1);
+    direct.append("outage", &["a"]).await.unwrap();
+    assert_eq!(live.next().await.unwrap().body_text(), "a");
+    down.send_replace(true);
+    cut.send_modify(|n| *n += 1);
+    let reader = tokio::spawn(async move {
+        let mut bodies = Vec::new();
+        for _ in 0..2 {
+            bodies.push(live.next().await.unwrap().body_text().into_owned());
+        }
+        bodies
+    });
+    direct.append("outage", &["b", "c"]).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(!reader.is_finished(), "nothing gets through while down");
+    down.send_replace(false);
+    let bodies = tokio::time::timeout(Duration::from_secs(15), reader)
+        .await
+        .expect("the follower came back")
+        .unwrap();
+    assert_eq!(bodies, ["b", "c"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follow_resumes_exactly_after_the_connection_is_cut() {
     let direct = server().await;
     direct.ensure_stream("live").await.unwrap();
-    let (proxy, cut) = cuttable_proxy(direct.endpoint().to_string()).await;
+    let (proxy, cut, _) = cuttable_proxy(direct.endpoint().to_string()).await;
     let via_proxy = Client::new(&proxy).unwrap().with_basin(BASIN);
     let mut live = via_proxy.follow("live", rill_client::ReadStart::SeqNum(0));
 
@@ -231,10 +277,25 @@ async fn append_session_pipelines_in_order_binary_safe() {
         let ack = ticket.await.unwrap();
         assert_eq!((ack.start, ack.end), (i as u64 * 5, i as u64 * 5 + 5));
     }
+    // Over the limits: refused before sending, and the session goes on.
+    let huge = vec![AppendRecord::new(vec![0u8; 1024 * 1024])];
+    let err = session.submit(huge, AppendOptions::default()).await.err();
+    assert!(matches!(err, Some(Error::Invalid(_))), "{err:?}");
+    let many = vec![AppendRecord::new("x"); 1001];
+    let err = session.submit(many, AppendOptions::default()).await.err();
+    assert!(matches!(err, Some(Error::Invalid(_))), "{err:?}");
+    let last = vec![
+        AppendRecord::new(1000u32.to_be_bytes().to_vec()).header(&b"k\xff"[..], &[0u8, 1][..])
+    ];
+    let ticket = session
+        .submit(last, AppendOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(ticket.await.unwrap().start, 1000);
     session.close().await.unwrap();
 
     let mut next = 0u32;
-    while next < 1000 {
+    while next < 1001 {
         let records = client.read("piped", next.into(), 1000).await.unwrap();
         assert!(!records.is_empty());
         for record in records {
@@ -251,7 +312,153 @@ async fn append_session_pipelines_in_order_binary_safe() {
             next += 1;
         }
     }
-    assert_eq!(client.check_tail("piped").await.unwrap(), 1000);
+    assert_eq!(client.check_tail("piped").await.unwrap(), 1001);
+}
+
+/// A follower that started from a timestamp (or a tail offset) and found
+/// nothing waits on from the tail it saw: a record appended between two
+/// polls, even one timestamped before the start, is not skipped. A proxy
+/// holds the second poll until the record is in.
+#[tokio::test]
+async fn follow_waits_on_from_the_tail_it_saw() {
+    let client = server().await;
+    client.ensure_stream("late").await.unwrap();
+    client.append("late", &["before"]).await.unwrap();
+    let (proxy, hold) = holding_proxy(client.endpoint().to_string()).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let mut live = Client::new(&proxy)
+        .unwrap()
+        .with_basin(BASIN)
+        .follow("late", rill_client::ReadStart::Timestamp(now + 3_600_000))
+        .wait(1);
+    let reader = tokio::spawn(async move { live.next().await.unwrap() });
+    // The first poll is at the server, waiting; hold what comes next.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    hold.send_replace(true);
+    // The first poll comes back empty; the second is held at the proxy.
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let record = AppendRecord::new("backdated").timestamp(now - 1_000);
+    client
+        .append_records("late", vec![record], &AppendOptions::default())
+        .await
+        .unwrap();
+    hold.send_replace(false);
+    let record = tokio::time::timeout(Duration::from_secs(5), reader)
+        .await
+        .expect("the follower saw the append")
+        .unwrap();
+    assert_eq!(
+        (record.seq_num, record.body_text()),
+        (1, "backdated".into())
+    );
+}
+
+/// A proxy that, while `true` is sent on its channel, holds the bytes
+/// clients send (answers still flow back).
+async fn holding_proxy(server: String) -> (String, tokio::sync::watch::Sender<bool>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = format!("http://{}", listener.local_addr().unwrap());
+    let (hold, _) = tokio::sync::watch::channel(false);
+    let holds = hold.clone();
+    let upstream = server.trim_start_matches("http://").to_string();
+    tokio::spawn(async move {
+        while let Ok((inbound, _)) = listener.accept().await {
+            let Ok(outbound) = tokio::net::TcpStream::connect(&upstream).await else {
+                return;
+            };
+            let ((mut from_client, mut to_client), (mut from_server, mut to_server)) =
+                (inbound.into_split(), outbound.into_split());
+            let mut gate = holds.subscribe();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 16 * 1024];
+                loop {
+                    let n = match from_client.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    while *gate.borrow_and_update() {
+                        if gate.changed().await.is_err() {
+                            return;
+                        }
+                    }
+                    if to_server.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut from_server, &mut to_client).await;
+            });
+        }
+    });
+    (addr, hold)
+}
+
+/// Many tasks share one session: each acknowledgement names where that
+/// task's own append landed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn append_session_shared_by_tasks_acks_each_its_own() {
+    let client = server().await;
+    client.ensure_stream("shared").await.unwrap();
+    let session = Arc::new(client.append_session("shared").await.unwrap());
+    let mut tasks = Vec::new();
+    for task in 0..8 {
+        let session = session.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut landed = Vec::new();
+            for i in 0..50 {
+                let bodies: Vec<String> = (0..3).map(|j| format!("{task}-{i}-{j}")).collect();
+                let records = bodies
+                    .iter()
+                    .map(|b| AppendRecord::new(b.clone()))
+                    .collect();
+                let ticket = session
+                    .submit(records, AppendOptions::default())
+                    .await
+                    .unwrap();
+                landed.push((ticket.await.unwrap(), bodies));
+            }
+            landed
+        }));
+    }
+    let mut landed = Vec::new();
+    for task in tasks {
+        landed.extend(task.await.unwrap());
+    }
+    let mut stored = Vec::new();
+    while stored.len() < 8 * 50 * 3 {
+        let records = client
+            .read("shared", stored.len() as u64, 1000)
+            .await
+            .unwrap();
+        assert!(!records.is_empty());
+        stored.extend(records.iter().map(|r| r.body_text().into_owned()));
+    }
+    for (ack, bodies) in landed {
+        assert_eq!(stored[ack.start as usize..ack.end as usize], bodies[..]);
+    }
+}
+
+/// A session lasts as long as it is used: the request timeout, meant for
+/// calls that end, does not cut it.
+#[tokio::test]
+async fn append_session_outlives_the_request_timeout() {
+    let client = server().await.with_timeout(Duration::from_millis(300));
+    client.ensure_stream("slow").await.unwrap();
+    let session = client.append_session("slow").await.unwrap();
+    for round in 0..3u64 {
+        let ticket = session
+            .submit(vec![AppendRecord::new("x")], AppendOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(ticket.await.unwrap().start, round);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    session.close().await.unwrap();
 }
 
 #[tokio::test]
@@ -303,7 +510,7 @@ async fn append_session_stops_at_the_first_failure() {
 async fn append_session_cut_mid_way_loses_and_repeats_nothing() {
     let direct = server().await;
     direct.ensure_stream("cut").await.unwrap();
-    let (proxy, cut) = cuttable_proxy(direct.endpoint().to_string()).await;
+    let (proxy, cut, _) = cuttable_proxy(direct.endpoint().to_string()).await;
     let via_proxy = Client::new(&proxy).unwrap().with_basin(BASIN);
     let session = via_proxy.append_session("cut").await.unwrap();
     let mut tickets = Vec::new();

@@ -131,11 +131,20 @@ async fn measure(
 
     let appended = append(client, stream, args, max_batch, nonce, started, &progress).await;
     let append_time = started.elapsed();
-    let _ = total_tx.send(Some(progress.sent.load(Ordering::Relaxed)));
+    let (appends, ack_latencies) = match appended {
+        Ok(appended) => appended,
+        Err(err) => {
+            reader.abort();
+            ticker.abort();
+            bar.finish_and_clear();
+            return Err(err);
+        }
+    };
+    // Every append was acknowledged: that many records are to be read.
+    let _ = total_tx.send(Some(progress.acked.load(Ordering::Relaxed)));
     let read = reader.await;
     ticker.abort();
     bar.finish_and_clear();
-    let (appends, ack_latencies) = appended?;
     let e2e_latencies = read.map_err(|e| format!("the reader failed: {e}"))??;
     let records = e2e_latencies.len() as u64;
     Ok(Report {
@@ -172,7 +181,7 @@ async fn append(
             latencies.push(sent_at.elapsed());
             // Acks come in order, each right after the one before.
             if expected_start.is_some_and(|start| start != ack.start)
-                || ack.end - ack.start != count
+                || ack.end.checked_sub(ack.start) != Some(count)
             {
                 return Err(format!(
                     "an append of {count} records was acknowledged at {}..{}, expected at {}",
@@ -203,14 +212,15 @@ async fn append(
         if count == 0 {
             continue;
         }
-        let sent_at = Instant::now();
-        let sent_us = sent_at.duration_since(started).as_micros() as u64;
+        // End to end counts from here, queueing for the in-flight budget
+        // included; the ack latency counts from when the append is sent.
+        let sent_us = started.elapsed().as_micros() as u64;
         let records = (index..index + count)
             .map(|i| AppendRecord::new(body(nonce, i, sent_us, args.record_size)))
             .collect();
         match session.submit(records, AppendOptions::default()).await {
             Ok(ticket) => {
-                if tickets_tx.send((ticket, sent_at, count)).is_err() {
+                if tickets_tx.send((ticket, Instant::now(), count)).is_err() {
                     break;
                 }
             }
@@ -247,7 +257,20 @@ async fn read_back(
     mut total: watch::Receiver<Option<u64>>,
     progress: Arc<Progress>,
 ) -> Result<Vec<Duration>, String> {
-    let mut live = client.follow(&stream, ReadStart::SeqNum(first_seq_num));
+    // The follower runs on its own, so waiting here for the end of the run
+    // never cancels a read half way.
+    let (records_tx, mut records) = mpsc::channel::<Result<StreamRecord, String>>(1024);
+    let follower = tokio::spawn(async move {
+        let mut live = client.follow(&stream, ReadStart::SeqNum(first_seq_num));
+        loop {
+            let record = live.next().await.map_err(fail);
+            let failed = record.is_err();
+            if records_tx.send(record).await.is_err() || failed {
+                return;
+            }
+        }
+    });
+    let _stop_follower = AbortOnDrop(follower);
     let mut latencies = Vec::new();
     let mut deadline = None;
     loop {
@@ -264,7 +287,10 @@ async fn read_back(
             }
         }
         let record = tokio::select! {
-            record = live.next() => record.map_err(fail)?,
+            record = records.recv() => match record {
+                Some(record) => record?,
+                None => return Err("the follower stopped".into()),
+            },
             // The writer finished: check whether everything is read.
             _ = total.changed() => continue,
             _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
@@ -273,6 +299,15 @@ async fn read_back(
         let now_us = started.elapsed().as_micros() as u64;
         latencies.push(Duration::from_micros(now_us.saturating_sub(sent_us)));
         progress.read.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Stops a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -411,11 +446,11 @@ impl Percentiles {
     fn of(samples: &[Duration]) -> Self {
         let mut ms: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
         ms.sort_by(f64::total_cmp);
+        // Nearest rank: the smallest sample with at least q of them at or
+        // below it.
         let at = |q: f64| {
-            if ms.is_empty() {
-                return 0.0;
-            }
-            ms[((ms.len() as f64 * q) as usize).min(ms.len() - 1)]
+            let rank = (ms.len() as f64 * q).ceil() as usize;
+            ms.get(rank.saturating_sub(1)).copied().unwrap_or(0.0)
         };
         Self([
             ("p50", at(0.50)),
@@ -481,7 +516,8 @@ mod tests {
     fn percentiles_pick_ranks() {
         let samples: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
         let p = Percentiles::of(&samples);
-        assert_eq!(p.0[0], ("p50", 51.0));
+        assert_eq!(p.0[0], ("p50", 50.0));
+        assert_eq!(p.0[1], ("p90", 90.0));
         assert_eq!(p.0[2], ("p99", 100.0));
         assert_eq!(p.0[4], ("max", 100.0));
     }

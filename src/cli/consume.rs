@@ -12,7 +12,7 @@ use super::fail;
 /// How long one receive waits for messages.
 const RECEIVE_WAIT_MS: u64 = 20_000;
 
-/// Receives until `count` messages were handled (or forever). Each message
+/// Receives until `count` messages were acked (or forever). Each message
 /// is printed as one JSON line and acked; with `exec`, it is written to the
 /// command's stdin instead, and acked if the command exits 0, nacked (for
 /// redelivery after `retry_delay_ms`) if not.
@@ -25,11 +25,12 @@ pub async fn run(
     retry_delay_ms: u64,
     out: &mut impl Write,
 ) -> Result<(), String> {
-    let mut handled = 0u64;
-    while count.is_none_or(|count| handled < count) {
-        let want = count.map_or(batch as u64, |c| (c - handled).min(batch as u64));
+    // Messages handled and acked; nacked ones come back and count then.
+    let mut acked = 0u64;
+    while count.is_none_or(|count| acked < count) {
+        let want = count.map_or(batch as u64, |c| (c - acked).min(batch as u64));
         let mut output_error = None;
-        handled += client
+        client
             .work(consumer, want as usize, RECEIVE_WAIT_MS, async |message| {
                 let line = message_json(message);
                 if let Some(command) = exec.clone() {
@@ -38,7 +39,10 @@ pub async fn run(
                         .await
                         .unwrap_or_else(|e| Err(format!("the command runner failed: {e}")));
                     return match ran {
-                        Ok(true) => Outcome::Ack,
+                        Ok(true) => {
+                            acked += 1;
+                            Outcome::Ack
+                        }
                         Ok(false) => Outcome::Nack {
                             delay_ms: retry_delay_ms,
                         },
@@ -49,7 +53,10 @@ pub async fn run(
                     };
                 }
                 match writeln!(out, "{line}") {
-                    Ok(()) => Outcome::Ack,
+                    Ok(()) => {
+                        acked += 1;
+                        Outcome::Ack
+                    }
                     // Output closed: give the message back.
                     Err(err) => {
                         output_error = Some(format!("cannot write output: {err}"));
@@ -58,7 +65,7 @@ pub async fn run(
                 }
             })
             .await
-            .map_err(fail)? as u64;
+            .map_err(fail)?;
         if let Some(err) = output_error {
             return Err(err);
         }

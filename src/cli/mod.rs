@@ -224,7 +224,7 @@ pub async fn run(connection: Connection, command: ClientCommand) -> Result<(), S
                 until,
                 wait_secs: 0,
             };
-            streams::print_records(&client, &stream, options, false, format, json_out, out).await
+            streams::print_records(&client, &stream, options, format, json_out, out).await
         }
         ClientCommand::Tail {
             stream,
@@ -232,14 +232,19 @@ pub async fn run(connection: Connection, command: ClientCommand) -> Result<(), S
             follow,
             format,
         } => {
+            let start = ReadStart::TailOffset(lines);
+            if follow {
+                return streams::follow_records(&client, &stream, start, format, json_out, out)
+                    .await;
+            }
             let options = ReadOptions {
-                start: ReadStart::TailOffset(lines),
-                count: (!follow).then_some(lines),
+                start,
+                count: Some(lines),
                 bytes: None,
                 until: None,
                 wait_secs: 0,
             };
-            streams::print_records(&client, &stream, options, follow, format, json_out, out).await
+            streams::print_records(&client, &stream, options, format, json_out, out).await
         }
         ClientCommand::CheckTail { stream } => {
             let tail = client.check_tail(&stream).await.map_err(fail)?;

@@ -34,16 +34,22 @@ pub async fn append(
     // input early rather than at its end.
     let (tickets, mut pending) = mpsc::unbounded_channel::<rill_client::AppendTicket>();
     let acks = tokio::spawn(async move {
-        let (mut first, mut last) = (None, None);
+        let mut done = Appended::default();
         while let Some(ticket) = pending.recv().await {
-            let ack = ticket.await?;
-            first.get_or_insert(ack.start);
-            last = Some(ack.end);
+            match ticket.await {
+                Ok(ack) => {
+                    done.first.get_or_insert(ack.start);
+                    done.last = ack.end;
+                    done.records += ack.end.saturating_sub(ack.start);
+                }
+                Err(err) => return (done, Some(err)),
+            }
         }
-        Ok::<_, rill_client::Error>((first, last))
+        (done, None)
     });
 
     let mut carried: Option<AppendRecord> = None;
+    let mut line_number = 0u64;
     let mut input_error = None;
     let mut submit_error = None;
     'input: loop {
@@ -62,10 +68,19 @@ pub async fn append(
                 lines.try_recv().ok()
             };
             let Some(next) = next else { break };
+            line_number += 1;
             let record = match next.and_then(|text| format.decode_line(&text)) {
+                Ok(body) if body.len() + 8 > MAX_BATCH_BYTES => {
+                    input_error = Some(format!(
+                        "line {line_number} is {} bytes; a record may be at most {}",
+                        body.len(),
+                        MAX_BATCH_BYTES - 8
+                    ));
+                    break;
+                }
                 Ok(body) => AppendRecord::new(body),
                 Err(err) => {
-                    input_error = Some(err);
+                    input_error = Some(format!("line {line_number}: {err}"));
                     break;
                 }
             };
@@ -94,27 +109,49 @@ pub async fn append(
         }
     }
     drop(tickets);
-    let acked = acks
+    let (done, ack_error) = acks
         .await
         .map_err(|e| format!("the append task failed: {e}"))?;
-    let closed = session.close().await;
-    let (first, last) = acked.map_err(fail)?;
-    closed.map_err(fail)?;
-    if let Some(err) = submit_error {
-        return Err(fail(err));
+    let closed = session.close().await.err();
+    // The first failure is the cause; say how far the input got before it.
+    let failure = ack_error
+        .or(closed)
+        .or(submit_error)
+        .map(fail)
+        .or(input_error.map(|err| format!("stopped at a bad input: {err}")));
+    if let Some(failure) = failure {
+        return Err(match done.first {
+            Some(first) => format!(
+                "{failure} (appended {} records before it, seq nums {first}..{})",
+                done.records, done.last
+            ),
+            None => format!("{failure} (nothing appended)"),
+        });
     }
-    if let Some(err) = input_error {
-        return Err(format!("stopped at a bad input line: {err}"));
-    }
-    let (start, end) = (first.unwrap_or(0), last.unwrap_or(0));
+    let (start, end) = (done.first.unwrap_or(0), done.last);
     if json_out {
-        line(out, json!({ "start": start, "end": end }))
+        line(
+            out,
+            json!({ "records": done.records, "start": start, "end": end }),
+        )
     } else {
         line(
             out,
-            format!("appended {} records: seq nums {start}..{end}", end - start),
+            format!("appended {} records: seq nums {start}..{end}", done.records),
         )
     }
+}
+
+/// What the acknowledgements of an input's appends say.
+#[derive(Default)]
+struct Appended {
+    /// The first record's seq num.
+    first: Option<u64>,
+    /// After the last record.
+    last: u64,
+    /// Records appended (fewer than `last - first` if another writer
+    /// appended between two of ours).
+    records: u64,
 }
 
 impl BodyFormat {
@@ -165,13 +202,12 @@ fn read_lines(file: Option<PathBuf>) -> Result<mpsc::Receiver<Result<Vec<u8>, St
     Ok(rx)
 }
 
-/// Reads page after page from `options.start` until a limit is reached
-/// (or, with `follow`, forever), printing each record.
+/// Reads page after page from `options.start` until a limit is reached or
+/// the tail, printing each record.
 pub async fn print_records(
     client: &Client,
     stream: &str,
     mut options: ReadOptions,
-    follow: bool,
     format: BodyFormat,
     json_out: bool,
     out: &mut impl Write,
@@ -180,16 +216,14 @@ pub async fn print_records(
         if options.count == Some(0) {
             return Ok(());
         }
-        options.wait_secs = if follow { 30 } else { 0 };
         let records = client.read_with(stream, &options).await.map_err(fail)?;
         let Some(last) = records.last() else {
-            if follow {
-                continue;
-            }
             return Ok(());
         };
         options.start = ReadStart::SeqNum(last.seq_num + 1);
-        options.count = options.count.map(|c| c - records.len() as u64);
+        options.count = options
+            .count
+            .map(|c| c.saturating_sub(records.len() as u64));
         let used: u64 = records.iter().map(StreamRecord::metered_size).sum();
         options.bytes = options.bytes.map(|b| b.saturating_sub(used));
         for record in &records {
@@ -199,6 +233,25 @@ pub async fn print_records(
         if options.bytes == Some(0) {
             return Ok(());
         }
+    }
+}
+
+/// Prints every record from `start` on, waiting for new ones, until
+/// interrupted (`tail -f`). The follower reconnects by itself and resumes
+/// at the next seq num.
+pub async fn follow_records(
+    client: &Client,
+    stream: &str,
+    start: ReadStart,
+    format: BodyFormat,
+    json_out: bool,
+    out: &mut impl Write,
+) -> Result<(), String> {
+    let mut live = client.follow(stream, start);
+    loop {
+        let record = live.next().await.map_err(fail)?;
+        print_record(out, &record, format, json_out)?;
+        let _ = out.flush();
     }
 }
 
