@@ -181,6 +181,7 @@ async fn data_commands() {
         (vec!["get", "users", "ghost"], "not found"),
         (vec!["delete", "users", "ghost"], "record_not_found"),
         (vec!["put", "users", "u3", "{not json"], "not JSON"),
+        (vec!["read", "log", "--basin", ""], "RILL_BASIN"),
         (
             vec!["updated", "users", "--after-id", "x"],
             "--updated-after",

@@ -22,6 +22,7 @@ mod client;
 mod collections;
 mod consumers;
 mod error;
+mod follow;
 mod session;
 mod streams;
 
@@ -30,7 +31,6 @@ pub use client::{Client, DEFAULT_TIMEOUT};
 pub use collections::{Batch, Event, Record, Updates};
 pub use consumers::{Message, Outcome};
 pub use error::Error;
+pub use follow::Follow;
 pub use session::{AppendSession, AppendTicket};
-pub use streams::{
-    AppendAck, AppendOptions, AppendRecord, Follow, ReadOptions, ReadStart, StreamRecord,
-};
+pub use streams::{AppendAck, AppendOptions, AppendRecord, ReadOptions, ReadStart, StreamRecord};

@@ -2,7 +2,6 @@
 //! protobuf (the S2 v1 binary format), so bodies and headers are bytes.
 
 use std::borrow::Cow;
-use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use reqwest::Method;
@@ -265,16 +264,6 @@ impl Client {
         stream: &str,
         options: &ReadOptions,
     ) -> Result<Vec<StreamRecord>, Error> {
-        Ok(self.read_batch(stream, options).await?.0)
-    }
-
-    /// [`Self::read_with`], and the stream's tail when the read reached
-    /// it (an empty read always does).
-    async fn read_batch(
-        &self,
-        stream: &str,
-        options: &ReadOptions,
-    ) -> Result<(Vec<StreamRecord>, Option<u64>), Error> {
         let mut query = match options.start {
             ReadStart::SeqNum(n) => format!("seq_num={n}"),
             ReadStart::Timestamp(t) => format!("timestamp={t}"),
@@ -290,18 +279,10 @@ impl Client {
         if let Some(until) = options.until {
             query.push_str(&format!("&until={until}"));
         }
-        self.read_query_batch(stream, &query).await
+        self.read_query(stream, &query).await
     }
 
     async fn read_query(&self, stream: &str, query: &str) -> Result<Vec<StreamRecord>, Error> {
-        Ok(self.read_query_batch(stream, query).await?.0)
-    }
-
-    async fn read_query_batch(
-        &self,
-        stream: &str,
-        query: &str,
-    ) -> Result<(Vec<StreamRecord>, Option<u64>), Error> {
         let path = format!("/v1/streams/{}/records?{query}", segment(stream));
         let batch = self.call_proto::<proto::ReadBatch>(
             Method::GET,
@@ -310,30 +291,10 @@ impl Client {
             Retry::Safe,
         );
         match batch.await {
-            Ok(batch) => Ok((
-                batch.records.into_iter().map(StreamRecord::from).collect(),
-                batch.tail.map(|tail| tail.seq_num),
-            )),
+            Ok(batch) => Ok(batch.records.into_iter().map(StreamRecord::from).collect()),
             // At the tail with nothing to wait for.
-            Err(Error::Api { status: 416, .. }) => Ok((Vec::new(), None)),
+            Err(Error::Api { status: 416, .. }) => Ok(Vec::new()),
             Err(err) => Err(err),
-        }
-    }
-
-    /// Follows the stream from `start`: [`Follow::next`] returns every record
-    /// in order, waiting for new ones. Each wait is a long poll from the
-    /// next seq num, so a broken connection or a restarting server is
-    /// retried (with backoff, for up to a minute of failures in a row) and
-    /// the read resumes exactly where it left off: nothing missed, nothing
-    /// repeated.
-    pub fn follow(&self, stream: &str, start: ReadStart) -> Follow {
-        Follow {
-            client: self.clone(),
-            stream: stream.to_string(),
-            start,
-            buffer: std::collections::VecDeque::new(),
-            wait_secs: 30,
-            failing_since: None,
         }
     }
 
@@ -344,94 +305,5 @@ impl Client {
         tail["tail"]["seq_num"]
             .as_u64()
             .ok_or_else(|| Error::Decode(format!("tail without a seq num: {tail}")))
-    }
-}
-
-/// A live read; see [`Client::follow`].
-///
-/// ```no_run
-/// # async fn demo(client: rill_client::Client) -> Result<(), rill_client::Error> {
-/// let mut live = client.follow("orders", rill_client::ReadStart::TailOffset(0));
-/// loop {
-///     let record = live.next().await?;
-///     println!("{}: {}", record.seq_num, record.body_text());
-/// }
-/// # }
-/// ```
-pub struct Follow {
-    client: Client,
-    stream: String,
-    start: ReadStart,
-    buffer: std::collections::VecDeque<StreamRecord>,
-    wait_secs: u32,
-    /// When reads started failing, while they do.
-    failing_since: Option<Instant>,
-}
-
-/// How long a follower keeps retrying failed reads before giving up, and
-/// the bounds of its backoff (a quarter of the time failed so far).
-const FOLLOW_RETRY_LIMIT: Duration = Duration::from_secs(60);
-const FOLLOW_MIN_BACKOFF: Duration = Duration::from_millis(100);
-const FOLLOW_MAX_BACKOFF: Duration = Duration::from_secs(5);
-
-impl Follow {
-    /// How long each long poll waits (default 30 s, at most 60); keep it
-    /// below the client's timeout.
-    pub fn wait(mut self, secs: u32) -> Self {
-        self.wait_secs = secs.clamp(1, 60);
-        self
-    }
-
-    /// The next record, waiting as long as it takes for one.
-    pub async fn next(&mut self) -> Result<StreamRecord, Error> {
-        while self.buffer.is_empty() {
-            let options = ReadOptions {
-                start: self.start,
-                count: None,
-                bytes: None,
-                until: None,
-                wait_secs: self.wait_secs,
-            };
-            let (records, tail) = match self.client.read_batch(&self.stream, &options).await {
-                Ok(batch) => {
-                    self.failing_since = None;
-                    batch
-                }
-                // A restarting server or a broken network: keep trying for
-                // a while, from the same position.
-                Err(err) if err.is_transient() => {
-                    let since = *self.failing_since.get_or_insert_with(Instant::now);
-                    if since.elapsed() >= FOLLOW_RETRY_LIMIT {
-                        return Err(err);
-                    }
-                    let backoff =
-                        (since.elapsed() / 4).clamp(FOLLOW_MIN_BACKOFF, FOLLOW_MAX_BACKOFF);
-                    tokio::time::sleep(backoff).await;
-                    continue;
-                }
-                Err(err) => return Err(err),
-            };
-            match (records.last(), tail) {
-                (Some(last), _) => self.start = ReadStart::SeqNum(last.seq_num + 1),
-                // Nothing yet: wait on from the tail this read saw, not from
-                // a timestamp or tail offset resolved anew (which would skip
-                // what is appended between two polls).
-                (None, Some(tail)) => self.start = ReadStart::SeqNum(tail),
-                (None, None) => {}
-            }
-            self.buffer.extend(records);
-        }
-        self.buffer
-            .pop_front()
-            .ok_or_else(|| Error::Decode("empty read".into()))
-    }
-
-    /// The seq num of the next record to return, once known.
-    pub fn position(&self) -> Option<u64> {
-        match (self.buffer.front(), self.start) {
-            (Some(record), _) => Some(record.seq_num),
-            (None, ReadStart::SeqNum(n)) => Some(n),
-            _ => None,
-        }
     }
 }

@@ -190,8 +190,7 @@ async fn follow_rides_out_an_outage() {
     let mut live = Client::new(&proxy)
         .unwrap()
         .with_basin(BASIN)
-        .follow("outage", rill_client::ReadStart::SeqNum(0))
-        .wait(1);
+        .follow("outage", rill_client::ReadStart::SeqNum(0));
     direct.append("outage", &["a"]).await.unwrap();
     assert_eq!(live.next().await.unwrap().body_text(), "a");
     down.send_replace(true);
@@ -316,15 +315,14 @@ async fn append_session_pipelines_in_order_binary_safe() {
 }
 
 /// A follower that started from a timestamp (or a tail offset) and found
-/// nothing waits on from the tail it saw: a record appended between two
-/// polls, even one timestamped before the start, is not skipped. A proxy
-/// holds the second poll until the record is in.
+/// nothing resumes, after a cut, from the tail it saw: a record appended
+/// meanwhile, even one timestamped before the start, is not skipped.
 #[tokio::test]
-async fn follow_waits_on_from_the_tail_it_saw() {
+async fn follow_resumes_from_the_tail_it_saw() {
     let client = server().await;
     client.ensure_stream("late").await.unwrap();
     client.append("late", &["before"]).await.unwrap();
-    let (proxy, hold) = holding_proxy(client.endpoint().to_string()).await;
+    let (proxy, cut, down) = cuttable_proxy(client.endpoint().to_string()).await;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -332,21 +330,19 @@ async fn follow_waits_on_from_the_tail_it_saw() {
     let mut live = Client::new(&proxy)
         .unwrap()
         .with_basin(BASIN)
-        .follow("late", rill_client::ReadStart::Timestamp(now + 3_600_000))
-        .wait(1);
+        .follow("late", rill_client::ReadStart::Timestamp(now + 3_600_000));
     let reader = tokio::spawn(async move { live.next().await.unwrap() });
-    // The first poll is at the server, waiting; hold what comes next.
+    // The session is open and caught up; then the network goes.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    hold.send_replace(true);
-    // The first poll comes back empty; the second is held at the proxy.
-    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    down.send_replace(true);
+    cut.send_modify(|n| *n += 1);
     let record = AppendRecord::new("backdated").timestamp(now - 1_000);
     client
         .append_records("late", vec![record], &AppendOptions::default())
         .await
         .unwrap();
-    hold.send_replace(false);
-    let record = tokio::time::timeout(Duration::from_secs(5), reader)
+    down.send_replace(false);
+    let record = tokio::time::timeout(Duration::from_secs(10), reader)
         .await
         .expect("the follower saw the append")
         .unwrap();
@@ -354,48 +350,6 @@ async fn follow_waits_on_from_the_tail_it_saw() {
         (record.seq_num, record.body_text()),
         (1, "backdated".into())
     );
-}
-
-/// A proxy that, while `true` is sent on its channel, holds the bytes
-/// clients send (answers still flow back).
-async fn holding_proxy(server: String) -> (String, tokio::sync::watch::Sender<bool>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = format!("http://{}", listener.local_addr().unwrap());
-    let (hold, _) = tokio::sync::watch::channel(false);
-    let holds = hold.clone();
-    let upstream = server.trim_start_matches("http://").to_string();
-    tokio::spawn(async move {
-        while let Ok((inbound, _)) = listener.accept().await {
-            let Ok(outbound) = tokio::net::TcpStream::connect(&upstream).await else {
-                return;
-            };
-            let ((mut from_client, mut to_client), (mut from_server, mut to_server)) =
-                (inbound.into_split(), outbound.into_split());
-            let mut gate = holds.subscribe();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 16 * 1024];
-                loop {
-                    let n = match from_client.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => n,
-                    };
-                    while *gate.borrow_and_update() {
-                        if gate.changed().await.is_err() {
-                            return;
-                        }
-                    }
-                    if to_server.write_all(&buf[..n]).await.is_err() {
-                        return;
-                    }
-                }
-            });
-            tokio::spawn(async move {
-                let _ = tokio::io::copy(&mut from_server, &mut to_client).await;
-            });
-        }
-    });
-    (addr, hold)
 }
 
 /// Many tasks share one session: each acknowledgement names where that

@@ -518,7 +518,7 @@ mod tests {
         let p = Percentiles::of(&samples);
         assert_eq!(p.0[0], ("p50", 50.0));
         assert_eq!(p.0[1], ("p90", 90.0));
-        assert_eq!(p.0[2], ("p99", 100.0));
+        assert_eq!(p.0[2], ("p99", 99.0));
         assert_eq!(p.0[4], ("max", 100.0));
     }
 }

@@ -164,7 +164,8 @@ pub enum ClientCommand {
 
 pub async fn run(connection: Connection, command: ClientCommand) -> Result<(), String> {
     let mut client = Client::new(&connection.endpoint).map_err(fail)?;
-    if let Some(basin) = &connection.basin {
+    // An empty basin (`RILL_BASIN=`) is no basin.
+    if let Some(basin) = connection.basin.as_deref().filter(|b| !b.is_empty()) {
         client = client.with_basin(basin);
     }
     if let Some(token) = &connection.token {
@@ -287,5 +288,13 @@ pub async fn run(connection: Connection, command: ClientCommand) -> Result<(), S
 
 /// A client error as the one line the command fails with.
 fn fail(err: rill_client::Error) -> String {
-    err.to_string()
+    match &err {
+        // The server asks for a header; on the command line it is a flag.
+        rill_client::Error::Api { code, message, .. }
+            if code == "bad_header" && message.starts_with("no basin given") =>
+        {
+            "no basin given: pass --basin NAME or set RILL_BASIN".into()
+        }
+        _ => err.to_string(),
+    }
 }
