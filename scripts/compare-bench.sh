@@ -15,7 +15,11 @@ SECS="${1:-10}"
 PORT=18474
 BASIN=bench-compare
 DATA="$(mktemp -d)"
-trap 'kill "$SERVER" 2>/dev/null || true; rm -rf "$DATA"' EXIT
+stop() {
+    if [ -n "${SERVER:-}" ]; then kill "$SERVER" 2>/dev/null || true; wait "$SERVER" 2>/dev/null || true; fi
+    rm -rf "$DATA"
+}
+trap stop EXIT
 
 cargo build --release --locked --quiet
 RILL=target/release/rill

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
 use crate::engine::Engine;
@@ -66,6 +67,14 @@ pub async fn run(
     let app = crate::api::router(engine.clone());
     let closing = engine.clone();
     let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
+    // Session frames and acks are small and latency-bound: send each at
+    // once instead of letting Nagle's algorithm hold it for the peer's
+    // delayed ACK.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::debug!(%err, "cannot set TCP_NODELAY");
+        }
+    });
     let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown.await;
         // Live sessions never end by themselves; end them so the server
