@@ -9,9 +9,13 @@ use crate::{Client, Error};
 /// The kinds of named things a basin holds (and basins themselves).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
+    /// A basin: a namespace of streams, collections and consumers.
     Basin,
+    /// A stream of records.
     Stream,
+    /// A collection of keyed records.
     Collection,
+    /// A consumer the server tracks.
     Consumer,
 }
 
@@ -101,6 +105,8 @@ impl Client {
         self.call(Method::PUT, &path, config, Retry::Safe).await
     }
 
+    /// Deletes a resource (a basin with everything in it; a collection
+    /// with its events stream; a consumer with its state). Not retried.
     pub async fn delete_resource(&self, kind: Kind, name: &str) -> Result<(), Error> {
         let path = format!("{}/{}", kind.path(), segment(name));
         self.call::<Value>(Method::DELETE, &path, None, Retry::Never)

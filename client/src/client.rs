@@ -86,6 +86,7 @@ impl Client {
         self.timeout
     }
 
+    /// The server this client talks to.
     pub fn endpoint(&self) -> &str {
         &self.endpoint
     }

@@ -12,23 +12,34 @@ use crate::{Client, Error};
 /// A collection record: its latest version.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 pub struct Record {
+    /// The collection it belongs to (where the server says).
     #[serde(default)]
     pub collection: String,
+    /// Its key.
     pub id: String,
+    /// Its data, a JSON object (for a tombstone: the data deleted).
     pub data: Value,
+    /// 1 when created, one more with every change (a delete included).
     pub version: u64,
+    /// When it was created (epoch ms).
     pub created_at: u64,
+    /// When it last changed (epoch ms), as assigned by the server: its
+    /// place in the records stream.
     pub updated_at: u64,
+    /// A tombstone: the record was deleted.
     pub deleted: bool,
 }
 
 /// A change event from a collection's events stream.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 pub struct Event {
+    /// Its seq num in the events stream.
     pub seq_num: u64,
+    /// Its timestamp in the events stream (epoch ms).
     pub timestamp: u64,
     /// `created`, `updated` or `deleted`.
     pub event: String,
+    /// The record's key.
     pub id: String,
     /// The new version (for a delete: the version deleted).
     pub data: Value,
@@ -36,7 +47,9 @@ pub struct Event {
     /// changed (`null` for fields that were added).
     #[serde(default)]
     pub changes: Option<Value>,
+    /// The record's version after the change.
     pub version: u64,
+    /// The record's `updated_at` after the change (epoch ms).
     pub updated_at: u64,
 }
 
@@ -48,6 +61,7 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// Creates or replaces the record `id` with `data` (a JSON object).
     pub fn upsert(mut self, id: &str, data: Value) -> Self {
         self.upserts.push(json!({ "id": id, "data": data }));
         self
@@ -61,21 +75,26 @@ impl Batch {
         self
     }
 
+    /// Deletes the record `id` (the batch fails with 404 if it does not
+    /// exist).
     pub fn delete(mut self, id: &str) -> Self {
         self.deletes.push(json!(id));
         self
     }
 
+    /// A delete that applies only if the record is at `expected_version`.
     pub fn delete_if(mut self, id: &str, expected_version: u64) -> Self {
         self.deletes
             .push(json!({ "id": id, "expected_version": expected_version }));
         self
     }
 
+    /// How many operations the batch holds (at most 1000 are accepted).
     pub fn len(&self) -> usize {
         self.upserts.len() + self.deletes.len()
     }
 
+    /// Whether the batch holds no operation.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -114,6 +133,7 @@ impl Client {
         }
     }
 
+    /// Deletes a record; answers its tombstone. Not retried.
     pub async fn delete(&self, collection: &str, id: &str) -> Result<Record, Error> {
         self.call(
             Method::DELETE,

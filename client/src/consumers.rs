@@ -14,11 +14,13 @@ use crate::{Client, Error};
 pub struct Message {
     /// Acks this delivery (explicit ack policy).
     pub ack_id: Option<String>,
+    /// 1 on the first delivery, one more on every redelivery.
     pub delivery_count: u32,
     /// Streams and events feeds.
     pub seq_num: Option<u64>,
     /// Records feeds: commit this to move past the message.
     pub cursor: Option<String>,
+    /// The message's timestamp in its source (epoch ms).
     pub timestamp: u64,
     /// A stream record, or a collection record (records feed).
     pub record: Option<Value>,
@@ -29,9 +31,11 @@ pub struct Message {
 /// What a handler decided about a message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
+    /// Done with it: it is not delivered again.
     Ack,
-    /// Deliver it again after this many milliseconds.
+    /// Give it back, to be delivered again.
     Nack {
+        /// After this many milliseconds.
         delay_ms: u64,
     },
 }

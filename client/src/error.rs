@@ -7,8 +7,11 @@ pub enum Error {
     /// `code` (e.g. `stream_not_found`, `ack_expired`) and its message.
     #[error("{status} {code}: {message}")]
     Api {
+        /// The HTTP status.
         status: u16,
+        /// The stable error code, to match on.
         code: String,
+        /// What went wrong, for people.
         message: String,
     },
     /// The request did not get an answer (connection refused, reset, timed

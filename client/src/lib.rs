@@ -17,6 +17,8 @@
 //! other writes are never retried, so a write is never applied twice
 //! behind your back.
 
+#![warn(missing_docs)]
+
 mod admin;
 mod client;
 mod collections;

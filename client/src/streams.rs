@@ -14,9 +14,13 @@ use crate::{Client, Error};
 /// A record read from a stream.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StreamRecord {
+    /// Its place in the stream.
     pub seq_num: u64,
+    /// Its timestamp (epoch ms).
     pub timestamp: u64,
+    /// Header names and values, in order.
     pub headers: Vec<(Bytes, Bytes)>,
+    /// The body.
     pub body: Bytes,
 }
 
@@ -55,11 +59,14 @@ impl From<proto::SequencedRecord> for StreamRecord {
 pub struct AppendRecord {
     /// Epoch ms; the server's timestamping mode decides whether it is used.
     pub timestamp: Option<u64>,
+    /// Header names and values, in order.
     pub headers: Vec<(Bytes, Bytes)>,
+    /// The body.
     pub body: Bytes,
 }
 
 impl AppendRecord {
+    /// A record with this body, no headers and no timestamp.
     pub fn new(body: impl Into<Bytes>) -> Self {
         Self {
             body: body.into(),
@@ -67,11 +74,13 @@ impl AppendRecord {
         }
     }
 
+    /// The same record with one more header.
     pub fn header(mut self, name: impl Into<Bytes>, value: impl Into<Bytes>) -> Self {
         self.headers.push((name.into(), value.into()));
         self
     }
 
+    /// The same record with a client timestamp (epoch ms).
     pub fn timestamp(mut self, epoch_ms: u64) -> Self {
         self.timestamp = Some(epoch_ms);
         self
@@ -120,6 +129,7 @@ pub(crate) fn append_input(
 /// Where a read starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReadStart {
+    /// The record with this seq num (or the first after it, if trimmed).
     SeqNum(u64),
     /// The first record with a timestamp at or after this (epoch ms).
     Timestamp(u64),
@@ -130,6 +140,7 @@ pub enum ReadStart {
 /// A read: where it starts and when it stops (each limit optional).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ReadOptions {
+    /// Where the read starts.
     pub start: ReadStart,
     /// At most this many records (the server returns at most 1000).
     pub count: Option<u64>,
@@ -145,7 +156,9 @@ pub struct ReadOptions {
 /// Where an append landed: seq nums `start..end`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AppendAck {
+    /// The first record's seq num.
     pub start: u64,
+    /// One past the last record's seq num.
     pub end: u64,
     /// The stream's next seq num after the append.
     pub tail: u64,
@@ -188,6 +201,7 @@ impl Client {
             .map(drop)
     }
 
+    /// Deletes the stream and its records. Not retried.
     pub async fn delete_stream(&self, stream: &str) -> Result<(), Error> {
         let path = format!("/v1/streams/{}", segment(stream));
         self.call::<Value>(Method::DELETE, &path, None, Retry::Never)

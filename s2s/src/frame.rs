@@ -20,11 +20,15 @@ const TERMINAL_BIT: u8 = 0b1000_0000;
 const COMPRESSION_MASK: u8 = 0b0110_0000;
 const RESERVED_MASK: u8 = 0b0000_1111;
 
+/// How a message body is compressed (the flag byte's CC bits).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Compression {
+    /// Sent as is.
     #[default]
     None,
+    /// zstd.
     Zstd,
+    /// gzip.
     Gzip,
 }
 
@@ -71,6 +75,8 @@ impl Compression {
     }
 }
 
+/// Why bytes are not a valid message; each ends the session.
+#[allow(missing_docs)] // each variant's message says it
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum FrameError {
     #[error("a message declared length 0; every message has at least a flag byte")]
@@ -92,8 +98,16 @@ pub enum FrameError {
 /// One decoded message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Frame {
+    /// A regular message: a protobuf message's bytes, decompressed.
     Message(Bytes),
-    Terminal { status: u16, body: Bytes },
+    /// The last message of a session that failed: the HTTP status it
+    /// would have had, and the JSON error body.
+    Terminal {
+        /// The HTTP status code.
+        status: u16,
+        /// The JSON error.
+        body: Bytes,
+    },
 }
 
 /// Encodes a regular message, compressing it if it is large enough.
@@ -195,6 +209,7 @@ pub struct Decoder {
 }
 
 impl Decoder {
+    /// Adds bytes as they arrive.
     pub fn push(&mut self, chunk: &[u8]) {
         self.buffer.extend_from_slice(chunk);
     }

@@ -3,7 +3,11 @@
 //! [`frame`] is the framing (length, flags, optional compression, terminal
 //! messages) and [`messages`] the protobuf messages it carries.
 
+#![warn(missing_docs)]
+
 pub mod frame;
+// The messages mirror `s2.proto` field for field; the proto documents them.
+#[allow(missing_docs)]
 pub mod messages;
 
 pub use frame::{encode, encode_terminal, Compression, Decoder, Frame, FrameError};
