@@ -111,28 +111,82 @@ impl Client {
                 "consumer `{name}` commits positions (ack_policy cursor); `work` needs explicit acks"
             )));
         }
-        // Acks are sent together, but not held long: a slow handler must
-        // not let the batch's earlier messages pass their ack wait and be
-        // delivered again.
-        let mut acks = Vec::new();
-        let mut held_since = Instant::now();
+        // Acks are sent together, but never held long, even while a slow
+        // handler runs: an ack held past the consumer's ack wait would let
+        // the message go to another worker.
+        let mut acks: Vec<String> = Vec::new();
+        let mut flush_at: Option<Instant> = None;
         for message in &messages {
             let ack_id = message.ack_id.clone().unwrap_or_default();
-            match handler(message).await {
-                Outcome::Ack => acks.push(ack_id),
+            let outcome = {
+                let handling = handler(message);
+                let mut handling = std::pin::pin!(handling);
+                loop {
+                    let flush = async {
+                        match flush_at {
+                            Some(at) => tokio::time::sleep_until(at.into()).await,
+                            None => std::future::pending().await,
+                        }
+                    };
+                    tokio::select! {
+                        outcome = &mut handling => break outcome,
+                        () = flush => {
+                            flush_at = None;
+                            self.settle_leniently(name, &std::mem::take(&mut acks), None).await?;
+                        }
+                    }
+                }
+            };
+            match outcome {
+                Outcome::Ack => {
+                    acks.push(ack_id);
+                    flush_at.get_or_insert_with(|| Instant::now() + MAX_ACK_HOLD);
+                }
                 Outcome::Nack { delay_ms } => {
-                    self.nack(name, &[ack_id], delay_ms).await?;
+                    // What is held goes first, so a failing nack loses no ack.
+                    flush_at = None;
+                    self.settle_leniently(name, &std::mem::take(&mut acks), None)
+                        .await?;
+                    self.settle_leniently(name, &[ack_id], Some(delay_ms))
+                        .await?;
                 }
             }
-            if !acks.is_empty() && held_since.elapsed() >= MAX_ACK_HOLD {
-                self.ack(name, &std::mem::take(&mut acks)).await?;
-                held_since = Instant::now();
+        }
+        self.settle_leniently(name, &acks, None).await?;
+        Ok(messages.len())
+    }
+
+    /// Acks (or, with a delay, nacks) `ack_ids`. If some have expired (their
+    /// messages went to another worker), the server refuses the whole
+    /// request; then each is sent alone and the expired ones are skipped,
+    /// so the others still count.
+    async fn settle_leniently(
+        &self,
+        name: &str,
+        ack_ids: &[String],
+        nack_delay_ms: Option<u64>,
+    ) -> Result<(), Error> {
+        let settle = async |ids: &[String]| match nack_delay_ms {
+            None => self.ack(name, ids).await,
+            Some(delay_ms) => self.nack(name, ids, delay_ms).await,
+        };
+        if ack_ids.is_empty() {
+            return Ok(());
+        }
+        match settle(ack_ids).await {
+            Err(err) if err.code() == Some("ack_expired") && ack_ids.len() > 1 => {}
+            Err(err) if err.code() == Some("ack_expired") => return Ok(()),
+            other => return other.map(drop),
+        }
+        for id in ack_ids {
+            match settle(std::slice::from_ref(id)).await {
+                Err(err) if err.code() == Some("ack_expired") => {}
+                other => {
+                    other?;
+                }
             }
         }
-        if !acks.is_empty() {
-            self.ack(name, &acks).await?;
-        }
-        Ok(messages.len())
+        Ok(())
     }
 
     /// The worker loop: [`Self::work`] rounds, for good. A lost connection

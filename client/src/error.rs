@@ -21,7 +21,7 @@ pub enum Error {
     /// An append session ended before this append was acknowledged (the
     /// connection broke, or an earlier append in it failed): it may or may
     /// not have been applied.
-    #[error("append session ended: {0}")]
+    #[error("session ended: {0}")]
     Closed(String),
     /// The server's answer was not what this client understands.
     #[error("unexpected response: {0}")]
@@ -33,11 +33,11 @@ pub enum Error {
 
 impl Error {
     /// Whether trying again later may succeed: no answer came, or the
-    /// server was unavailable (503).
+    /// server (or a proxy in front of it) was unavailable: 502, 503, 504.
     pub fn is_transient(&self) -> bool {
         match self {
             Error::Transport(_) => true,
-            Error::Api { status, .. } => *status == 503,
+            Error::Api { status, .. } => matches!(status, 502..=504),
             _ => false,
         }
     }

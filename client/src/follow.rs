@@ -44,6 +44,8 @@ impl Client {
             buffer: VecDeque::new(),
             session: None,
             failing_since: None,
+            retry_at: None,
+            opened: false,
         }
     }
 }
@@ -68,6 +70,12 @@ pub struct Follow {
     session: Option<Session>,
     /// When reads started failing, while they do.
     failing_since: Option<Instant>,
+    /// No new session before this (backoff), kept here so that a caller
+    /// cancelling `next` cannot skip it.
+    retry_at: Option<Instant>,
+    /// Whether a session was opened before: only the first may clamp a
+    /// start past the tail to the tail.
+    opened: bool,
 }
 
 /// An open S2S read session.
@@ -98,7 +106,7 @@ impl Follow {
                         return Err(err);
                     }
                     let backoff = (since.elapsed() / 4).clamp(MIN_BACKOFF, MAX_BACKOFF);
-                    tokio::time::sleep(backoff).await;
+                    self.retry_at = Some(Instant::now() + backoff);
                 }
             }
         }
@@ -118,7 +126,15 @@ impl Follow {
     async fn receive(&mut self) -> Result<(), Error> {
         let session = match self.session.take() {
             Some(session) => session,
-            None => self.open().await?,
+            None => {
+                if let Some(at) = self.retry_at {
+                    tokio::time::sleep_until(at.into()).await;
+                    self.retry_at = None;
+                }
+                let session = self.open().await?;
+                self.opened = true;
+                session
+            }
         };
         let session = self.session.insert(session);
         let batch = session.next_batch().await?;
@@ -143,9 +159,13 @@ impl Follow {
             ReadStart::Timestamp(t) => format!("timestamp={t}"),
             ReadStart::TailOffset(n) => format!("tail_offset={n}"),
         };
+        // Resuming, the position is one the stream had: if it is now past
+        // the tail, the stream was recreated, and clamping would repeat seq
+        // nums. Let that be an error (416) instead.
         let path = format!(
-            "/v1/streams/{}/records?{query}&clamp=true",
-            segment(&self.stream)
+            "/v1/streams/{}/records?{query}&clamp={}",
+            segment(&self.stream),
+            !self.opened
         );
         let request = self
             .client

@@ -171,9 +171,9 @@ impl AppendSession {
         options: AppendOptions,
     ) -> Result<AppendTicket, Error> {
         let metered: usize = records.iter().map(AppendRecord::metered_size).sum();
-        if records.len() > MAX_APPEND_RECORDS || metered > MAX_APPEND_BYTES {
+        if records.is_empty() || records.len() > MAX_APPEND_RECORDS || metered > MAX_APPEND_BYTES {
             return Err(Error::Invalid(format!(
-                "an append may hold at most {MAX_APPEND_RECORDS} records and \
+                "an append holds 1 to {MAX_APPEND_RECORDS} records and at most \
                  {MAX_APPEND_BYTES} metered bytes; this one has {} records, {metered} bytes",
                 records.len()
             )));
@@ -207,9 +207,19 @@ impl AppendSession {
     /// Ends the session after every submitted append is acknowledged (the
     /// tickets still receive their acknowledgements). Fails if the session
     /// ended with an error instead.
+    /// Gives up after 90 s without the end of the session.
     pub async fn close(self) -> Result<(), Error> {
         drop(self.frames);
-        let _ = self.reader.await;
+        let mut reader = self.reader;
+        if tokio::time::timeout(ACK_SILENCE_LIMIT, &mut reader)
+            .await
+            .is_err()
+        {
+            reader.abort();
+            return Err(Error::Closed(format!(
+                "the server did not end the session within {ACK_SILENCE_LIMIT:?}"
+            )));
+        }
         match lock(&self.waiting).ended.take() {
             Some(why) if why != ENDED_CLEANLY => Err(Error::Closed(why)),
             _ => Ok(()),

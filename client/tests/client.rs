@@ -139,6 +139,51 @@ async fn worker_acks_and_nacks() {
     );
 }
 
+/// A slow handler does not hold the acks of messages handled before it
+/// past their ack wait; and an ack that expired meanwhile (its message went
+/// to another worker) does not fail the round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_handler_does_not_hold_earlier_acks() {
+    let client = server().await;
+    client.ensure_stream("slow-jobs").await.unwrap();
+    let config = json!({ "source": { "stream": "slow-jobs" }, "ack_wait_ms": 1500 });
+    client.ensure_consumer("sw", &config).await.unwrap();
+    client
+        .append("slow-jobs", &["quick", "slow"])
+        .await
+        .unwrap();
+    let other = client.clone();
+    let second_worker = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(2_000)).await;
+        other.receive("sw", 10, 0).await.unwrap()
+    });
+    let handled = client
+        .work("sw", 10, 1_000, async |m| {
+            if m.record.as_ref().unwrap()["body"] == "slow" {
+                tokio::time::sleep(Duration::from_millis(2_500)).await;
+            }
+            Outcome::Ack
+        })
+        .await
+        .unwrap();
+    assert_eq!(handled, 2);
+    let taken = second_worker.await.unwrap();
+    let taken: Vec<(&str, u32)> = taken
+        .iter()
+        .map(|m| {
+            (
+                m.record.as_ref().unwrap()["body"].as_str().unwrap(),
+                m.delivery_count,
+            )
+        })
+        .collect();
+    assert_eq!(
+        taken,
+        [("slow", 2)],
+        "only the slow message went past its ack wait"
+    );
+}
+
 /// A proxy between the client and the server whose connections can all be
 /// cut at once, as a network failure would; while `true` is sent on its
 /// second channel it is down (new connections are dropped at once), as a
@@ -279,6 +324,8 @@ async fn append_session_pipelines_in_order_binary_safe() {
     // Over the limits: refused before sending, and the session goes on.
     let huge = vec![AppendRecord::new(vec![0u8; 1024 * 1024])];
     let err = session.submit(huge, AppendOptions::default()).await.err();
+    assert!(matches!(err, Some(Error::Invalid(_))), "{err:?}");
+    let err = session.submit(vec![], AppendOptions::default()).await.err();
     assert!(matches!(err, Some(Error::Invalid(_))), "{err:?}");
     let many = vec![AppendRecord::new("x"); 1001];
     let err = session.submit(many, AppendOptions::default()).await.err();

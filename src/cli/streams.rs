@@ -63,7 +63,13 @@ pub async fn append(
             // Wait for the first line of a batch; take the rest only if
             // they are already there.
             let next = if batch.is_empty() {
-                lines.recv().await
+                // While waiting for input, notice a session that ended (the
+                // acks task stops at the first failure): a slow producer
+                // should hear of it now, not at its next line.
+                tokio::select! {
+                    line = lines.recv() => line,
+                    () = tickets.closed() => None,
+                }
             } else {
                 lines.try_recv().ok()
             };
