@@ -192,6 +192,38 @@ impl Client {
     }
 }
 
+impl Client {
+    /// Starts an S2S session (`request` plus the session headers) and
+    /// waits for its answer. A session has no end, so it gets no request
+    /// timeout; but its answer (the response headers) must come within the
+    /// client's timeout. Never retried.
+    pub(crate) async fn open_session(
+        &self,
+        request: RequestBuilder,
+    ) -> Result<reqwest::Response, Error> {
+        let request = request
+            .header(header::CONTENT_TYPE, "s2s/proto")
+            // No compression offered, so none is sent: the client is built
+            // without it.
+            .header(header::ACCEPT_ENCODING, "identity");
+        let response = tokio::time::timeout(self.timeout, request.send())
+            .await
+            .map_err(|_| {
+                Error::Closed(format!(
+                    "the server did not answer the session request within {:?}",
+                    self.timeout
+                ))
+            })??;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        Err(answer(response)
+            .await
+            .err()
+            .unwrap_or_else(|| Error::Decode("the session was refused".into())))
+    }
+}
+
 /// A request body, kept as bytes so a retry can send it again.
 struct Payload {
     content_type: &'static str,
@@ -199,7 +231,7 @@ struct Payload {
 }
 
 /// The body of a success answer, or the error the server answered with.
-pub(crate) async fn answer(resp: reqwest::Response) -> Result<Bytes, Error> {
+async fn answer(resp: reqwest::Response) -> Result<Bytes, Error> {
     let status = resp.status();
     let bytes = resp.bytes().await?;
     if status.is_success() {

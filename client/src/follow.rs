@@ -14,11 +14,11 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use prost::Message;
-use reqwest::{header, Method};
+use reqwest::Method;
 use rill_s2s::messages as proto;
 use rill_s2s::{Decoder, Frame};
 
-use crate::client::{answer, api_error, segment};
+use crate::client::{api_error, segment};
 use crate::{Client, Error, ReadStart, StreamRecord};
 
 /// How long a follower keeps reconnecting before giving up, and the bounds
@@ -167,26 +167,10 @@ impl Follow {
             segment(&self.stream),
             !self.opened
         );
-        let request = self
+        let response = self
             .client
-            .request(Method::GET, &path)
-            .header(header::CONTENT_TYPE, "s2s/proto")
-            .header(header::ACCEPT_ENCODING, "identity");
-        // The session has no end: only its answer must come in time.
-        let timeout = self.client.timeout();
-        let response = tokio::time::timeout(timeout, request.send())
-            .await
-            .map_err(|_| {
-                Error::Closed(format!(
-                    "the server did not answer the read session within {timeout:?}"
-                ))
-            })??;
-        if !response.status().is_success() {
-            return Err(answer(response)
-                .await
-                .err()
-                .unwrap_or_else(|| Error::Decode("read session refused".into())));
-        }
+            .open_session(self.client.request(Method::GET, &path))
+            .await?;
         Ok(Session {
             response,
             decoder: Decoder::default(),

@@ -20,12 +20,12 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use prost::Message;
-use reqwest::{header, Method};
+use reqwest::Method;
 use rill_s2s::messages as proto;
 use rill_s2s::{Compression, Decoder, Frame};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
-use crate::client::{answer, api_error, segment};
+use crate::client::{api_error, segment};
 use crate::streams::append_input;
 use crate::{AppendAck, AppendOptions, AppendRecord, Client, Error};
 
@@ -123,26 +123,8 @@ impl Client {
         let path = format!("/v1/streams/{}/records", segment(stream));
         let request = self
             .request(Method::POST, &path)
-            .header(header::CONTENT_TYPE, "s2s/proto")
-            // No compression: the acknowledgements are small.
-            .header(header::ACCEPT_ENCODING, "identity")
             .body(reqwest::Body::wrap_stream(body));
-        // The session has no end, so no request timeout; but its answer
-        // (the response headers) must come in time.
-        let response = tokio::time::timeout(self.timeout(), request.send())
-            .await
-            .map_err(|_| {
-                Error::Closed(format!(
-                    "the server did not answer the session request within {:?}",
-                    self.timeout()
-                ))
-            })??;
-        if !response.status().is_success() {
-            return Err(answer(response)
-                .await
-                .err()
-                .unwrap_or_else(|| Error::Decode("session refused".into())));
-        }
+        let response = self.open_session(request).await?;
         let waiting = Waiting::default();
         let reader = tokio::spawn(read_acks(response, waiting.clone()));
         Ok(AppendSession {
