@@ -369,6 +369,60 @@ async fn admin_commands_and_consume() {
     assert!(!ok && err.contains("not JSON"), "{err}");
 }
 
+/// Big inputs are split into appends by the byte limit as well as the
+/// record limit, and land whole and in order; a line too big for any
+/// append stops the input there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn append_splits_big_inputs() {
+    let server = TestServer::start().await;
+    server.with_stream("big").await;
+    // Runs of five 300 KiB lines (three fit in an append) among small ones.
+    let lines: Vec<String> = (0..3_000)
+        .map(|i| {
+            if (7..12).contains(&(i % 500)) {
+                format!("{i}-{}", "x".repeat(300 * 1024))
+            } else {
+                format!("line {i}")
+            }
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("input");
+    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+    let (ok, out, err) = rill(
+        &server,
+        &["append", "big", "--file", file.to_str().unwrap(), "--json"],
+        "",
+    )
+    .await;
+    assert!(ok, "{err}");
+    let ack: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(
+        (ack["records"].as_u64(), ack["end"].as_u64()),
+        (Some(3_000), Some(3_000))
+    );
+    let mut stored = Vec::new();
+    while stored.len() < lines.len() {
+        let (ok, out, err) = rill(
+            &server,
+            &["read", "big", "--seq-num", &stored.len().to_string()],
+            "",
+        )
+        .await;
+        assert!(ok && !out.is_empty(), "{err}");
+        stored.extend(out.lines().map(str::to_owned));
+    }
+    assert!(stored == lines, "every line, in order");
+
+    let too_big = format!("ok\n{}\nnever\n", "y".repeat(1024 * 1024));
+    let (ok, _, err) = rill(&server, &["append", "big"], &too_big).await;
+    assert!(!ok, "a line over 1 MiB is refused");
+    assert!(err.contains("line 2 is"), "{err}");
+    assert!(err.contains("appended 1 records"), "{err}");
+    let (_, out, _) = rill(&server, &["check-tail", "big"], "").await;
+    assert_eq!(out.trim(), "3001");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_options_and_tail_follow() {
     let server = TestServer::start().await;
