@@ -41,7 +41,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 // Caught up: everything before the cursor is in the copy.
                 if let Some(cursor) = updates.cursor() {
                     let snapshot = json!({ "cursor": cursor, "records": copy });
-                    std::fs::write(&file, serde_json::to_vec(&snapshot)?)?;
+                    // Written aside and renamed over: a crash leaves the
+                    // old snapshot or the new one, never half of one.
+                    let temporary = format!("{file}.tmp");
+                    std::fs::write(&temporary, serde_json::to_vec(&snapshot)?)?;
+                    std::fs::rename(&temporary, &file)?;
                 }
                 println!("{} records in sync", copy.len());
             }

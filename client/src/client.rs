@@ -108,7 +108,7 @@ impl Client {
 
     /// Sends a request and decodes its JSON answer; an empty answer reads
     /// as `null`. `Retry::Safe` requests are retried with backoff on
-    /// transport errors and 503s.
+    /// transport errors and 502–504s.
     pub(crate) async fn call<T: DeserializeOwned>(
         &self,
         method: Method,

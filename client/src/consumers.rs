@@ -190,7 +190,7 @@ impl Client {
     }
 
     /// The worker loop: [`Self::work`] rounds, for good. A lost connection
-    /// or a `503` is waited out (backoff up to 30 s; messages whose acks
+    /// or a `502`–`504` is waited out (backoff up to 30 s; messages whose acks
     /// were lost come back after the consumer's `ack_wait_ms`); any other
     /// error ends the loop.
     ///
@@ -220,7 +220,7 @@ impl Client {
         loop {
             match self.work(name, batch_size, 20_000, &mut handler).await {
                 Ok(_) => backoff = WORKER_FIRST_BACKOFF,
-                Err(Error::Transport(_)) | Err(Error::Api { status: 503, .. }) => {
+                Err(err) if err.is_transient() => {
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(WORKER_MAX_BACKOFF);
                 }

@@ -12,10 +12,23 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Requests that only read (and admin `PUT`s, which are idempotent) are
-//! retried with backoff on connection failures and `503`s; appends and
-//! other writes are never retried, so a write is never applied twice
-//! behind your back.
+//! Where to look:
+//! - streams: [`Client::append`], [`Client::append_session`] (pipelined,
+//!   acknowledged in order), [`Client::read_with`], [`Client::follow`] (a
+//!   live read that reconnects and resumes exactly), [`Client::check_tail`];
+//! - collections: [`Client::put`], [`Client::write_batch`],
+//!   [`Client::updates`] (the `/updated` cursor as an iterator),
+//!   [`Client::read_events`];
+//! - consumers: [`Client::run_worker`], or [`Client::receive`] and
+//!   [`Client::ack`] by hand;
+//! - admin: [`Client::list`], [`Client::create`], [`Client::reconfigure`]
+//!   and [`Client::delete_resource`] for every [`Kind`].
+//!
+//! Requests that only read (and admin `PUT`s and `PATCH`es, which are
+//! idempotent) are retried with backoff on connection failures and
+//! `502`–`504`s; appends and other writes are never retried, so a write is
+//! never applied twice behind your back. Every error carries what the
+//! server said: [`Error::code`] is its stable code.
 
 #![warn(missing_docs)]
 
