@@ -206,8 +206,8 @@ async fn admin_commands_and_consume() {
         .lines()
         .map(|l| l.split_whitespace().collect())
         .collect();
-    assert_eq!(rows[0], ["NAME", "CREATED_AT", "STATE"], "{out}");
-    assert_eq!((rows.len(), rows[1][0], rows[1][2]), (2, BASIN, "active"));
+    assert_eq!(rows[0], ["NAME", "STATE", "CREATED"], "{out}");
+    assert_eq!((rows.len(), rows[1][0], rows[1][1]), (2, BASIN, "active"));
     for kind in ["streams", "collections"] {
         let (ok, _, err) = rill(&server, &[kind, "create", "things"], "").await;
         assert!(ok, "{kind}: {err}");
@@ -278,6 +278,10 @@ async fn admin_commands_and_consume() {
     )
     .await;
     assert!(ok, "{err}");
+    let (_, out, _) = rill(&server, &["consumers", "list"], "").await;
+    let row: Vec<&str> = out.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(row[..4], ["c1", "stream", "things", "explicit"], "{out}");
+    assert!(row[4].ends_with('Z'), "created, RFC 3339: {out}");
     rill(&server, &["append", "things"], "x\ny\nz\n").await;
     let (ok, out, err) = rill(&server, &["consume", "c1", "--count", "3"], "").await;
     assert!(ok, "{err}");

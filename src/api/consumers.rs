@@ -19,7 +19,7 @@ use crate::engine::consumers::{
     ConsumerConfig, ConsumerConfigPatch, ConsumerInfo, Delivery, Frontier, Payload, Position,
     Settle,
 };
-use crate::wire::json::{Format, Record};
+use crate::wire::json::{rfc3339, Format, Record};
 
 /// A frontier as the API shows it: a seq num, or a records-feed cursor.
 fn frontier_json(frontier: &Frontier) -> Value {
@@ -50,7 +50,7 @@ fn position_json(position: &Position) -> Value {
 fn info_json(info: &ConsumerInfo) -> Value {
     let mut out = json!({
         "name": info.name,
-        "created_at": info.created_at,
+        "created_at": rfc3339(info.created_at),
         "config": info.config,
         "dead_letter_stream": info.dead_letter_stream,
     });

@@ -7,7 +7,7 @@ use rill_client::{Client, Kind};
 use serde_json::Value;
 
 use super::fail;
-use super::output::{items_table, key_values, line};
+use super::output::{key_values, line, table};
 
 /// What to do with basins, streams, collections or consumers.
 #[derive(Subcommand, Debug)]
@@ -54,7 +54,7 @@ pub async fn run(
                     line(out, item)?;
                 }
             } else if !items.is_empty() {
-                items_table(out, &items)?;
+                list_table(out, kind, &items)?;
             }
             return Ok(());
         }
@@ -84,6 +84,68 @@ pub async fn run(
     } else {
         key_values(out, &described)
     }
+}
+
+/// The columns people want in a list, per kind (`get` shows the rest).
+fn list_table(out: &mut impl Write, kind: Kind, items: &[Value]) -> Result<(), String> {
+    let text = |value: &Value| match value {
+        Value::Null => "-".to_string(),
+        Value::String(text) => text.clone(),
+        other => other.to_string(),
+    };
+    let (headers, rows): (&[&str], Vec<Vec<String>>) = match kind {
+        Kind::Basin => (
+            &["NAME", "STATE", "CREATED"],
+            items
+                .iter()
+                .map(|i| vec![text(&i["name"]), text(&i["state"]), text(&i["created_at"])])
+                .collect(),
+        ),
+        Kind::Stream => (
+            &["NAME", "CREATED"],
+            items
+                .iter()
+                .map(|i| vec![text(&i["name"]), text(&i["created_at"])])
+                .collect(),
+        ),
+        Kind::Collection => (
+            &["NAME", "CREATED", "EVENTS STREAM"],
+            items
+                .iter()
+                .map(|i| {
+                    vec![
+                        text(&i["name"]),
+                        text(&i["created_at"]),
+                        text(&i["events_stream"]),
+                    ]
+                })
+                .collect(),
+        ),
+        Kind::Consumer => (
+            &["NAME", "SOURCE", "ACK POLICY", "CREATED"],
+            items
+                .iter()
+                .map(|i| {
+                    let source = &i["config"]["source"];
+                    let source = match (source["stream"].as_str(), source["collection"].as_str()) {
+                        (Some(stream), _) => format!("stream {stream}"),
+                        (None, Some(collection)) => {
+                            format!("collection {collection} ({})", text(&source["feed"]))
+                        }
+                        _ => text(source),
+                    };
+                    vec![
+                        text(&i["name"]),
+                        source,
+                        text(&i["config"]["ack_policy"]),
+                        text(&i["created_at"]),
+                    ]
+                })
+                .collect(),
+        ),
+    };
+    let headers: Vec<String> = headers.iter().map(|h| h.to_string()).collect();
+    table(out, &headers, &rows)
 }
 
 fn parse_config(text: &str) -> Result<Value, String> {

@@ -66,35 +66,6 @@ pub fn table(out: &mut impl Write, headers: &[String], rows: &[Vec<String>]) -> 
     Ok(())
 }
 
-/// A table of list items: a NAME column, then every other field the items
-/// have (nested objects flattened to `a.b`), in the order first seen.
-pub fn items_table(out: &mut impl Write, items: &[Value]) -> Result<(), String> {
-    let flat: Vec<Vec<(String, String)>> = items.iter().map(flatten).collect();
-    let mut columns = vec!["name".to_string()];
-    for item in &flat {
-        for (key, _) in item {
-            if !columns.contains(key) {
-                columns.push(key.clone());
-            }
-        }
-    }
-    let rows: Vec<Vec<String>> = flat
-        .iter()
-        .map(|item| {
-            columns
-                .iter()
-                .map(|column| {
-                    item.iter()
-                        .find(|(key, _)| key == column)
-                        .map_or_else(|| "-".to_string(), |(_, value)| value.clone())
-                })
-                .collect()
-        })
-        .collect();
-    let headers: Vec<String> = columns.iter().map(|c| c.to_uppercase()).collect();
-    table(out, &headers, &rows)
-}
-
 /// One `key  value` line per leaf of a JSON object.
 pub fn key_values(out: &mut impl Write, value: &Value) -> Result<(), String> {
     let pairs = flatten(value);
@@ -141,17 +112,18 @@ mod tests {
 
     #[test]
     fn tables_align_and_flatten() {
-        let items = [
-            json!({ "name": "a", "config": { "age": 5 } }),
-            json!({ "name": "longer", "state": "active" }),
-        ];
         let mut out = Vec::new();
-        items_table(&mut out, &items).unwrap();
+        let rows = [
+            vec!["a".to_string(), "5".to_string(), "-".to_string()],
+            vec!["longer".to_string(), "-".to_string(), "active".to_string()],
+        ];
+        let headers = ["NAME", "AGE", "STATE"].map(String::from);
+        table(&mut out, &headers, &rows).unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "NAME    CONFIG.AGE  STATE\n\
-             a       5           -\n\
-             longer  -           active\n"
+            "NAME    AGE  STATE\n\
+             a       5    -\n\
+             longer  -    active\n"
         );
         let mut out = Vec::new();
         key_values(
