@@ -183,6 +183,14 @@ async fn data_commands() {
         (vec!["put", "users", "u3", "{not json"], "not JSON"),
         (vec!["read", "log", "--basin", ""], "RILL_BASIN"),
         (
+            vec!["check-tail", "log", "--endpoint", "http://127.0.0.1:1"],
+            "Connection refused",
+        ),
+        (
+            vec!["check-tail", "log", "--endpoint", "https://127.0.0.1:1"],
+            "--features tls",
+        ),
+        (
             vec!["updated", "users", "--after-id", "x"],
             "--updated-after",
         ),

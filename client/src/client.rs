@@ -49,6 +49,13 @@ impl Client {
                 "endpoint `{endpoint}` must start with http:// or https://"
             )));
         }
+        if endpoint.starts_with("https://") && !cfg!(feature = "tls") {
+            return Err(Error::Invalid(format!(
+                "endpoint `{endpoint}` needs TLS, and this build has none: enable \
+                 rill-client's `tls` feature (for the `rill` binary: build it with \
+                 `--features tls`)"
+            )));
+        }
         let http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .build()?;
@@ -273,4 +280,34 @@ pub(crate) fn segment(s: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_are_checked_up_front() {
+        assert!(Client::new("http://127.0.0.1:8080/").is_ok());
+        assert!(matches!(
+            Client::new("127.0.0.1:8080"),
+            Err(Error::Invalid(_))
+        ));
+        let https = Client::new("https://rill.example.com");
+        if cfg!(feature = "tls") {
+            assert!(https.is_ok());
+        } else {
+            assert!(matches!(https, Err(Error::Invalid(m)) if m.contains("`tls` feature")));
+        }
+    }
+
+    #[test]
+    fn segments_escape_everything_but_unreserved() {
+        assert_eq!(segment("a-b_c.d~e"), "a-b_c.d~e");
+        assert_eq!(
+            segment("_collections/users/events"),
+            "_collections%2Fusers%2Fevents"
+        );
+        assert_eq!(segment("é ?"), "%C3%A9%20%3F");
+    }
 }

@@ -16,7 +16,7 @@ pub enum Error {
     },
     /// The request did not get an answer (connection refused, reset, timed
     /// out). A write may or may not have been applied.
-    #[error("request failed: {0}")]
+    #[error("request failed: {}", with_causes(.0))]
     Transport(#[from] reqwest::Error),
     /// An append session ended before this append was acknowledged (the
     /// connection broke, or an earlier append in it failed): it may or may
@@ -49,4 +49,21 @@ impl Error {
             _ => None,
         }
     }
+}
+
+/// An error and what caused it, down to the root ("error sending request:
+/// client error (Connect): tcp connect error: Connection refused"): the
+/// top level alone rarely says what went wrong.
+fn with_causes(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
