@@ -117,6 +117,17 @@ async fn append_until_failure(
 }
 
 /// Reads the whole stream and checks it against what was acknowledged.
+/// GETs `url` from the basin and decodes the JSON answer.
+async fn get_json(client: &reqwest::Client, url: String) -> Value {
+    let resp = client
+        .get(url)
+        .header("s2-basin", BASIN)
+        .send()
+        .await
+        .unwrap();
+    resp.json().await.unwrap()
+}
+
 async fn verify(client: &reqwest::Client, base: &str, acked: &[(u64, u64, String)]) -> u64 {
     let mut records: Vec<(u64, u64, String)> = Vec::new();
     loop {
@@ -339,15 +350,11 @@ async fn verify_collection(
         let query = cursor.as_ref().map_or("limit=1000".to_string(), |c| {
             format!("cursor={c}&limit=1000")
         });
-        let page: Value = client
-            .get(format!("{base}/v1/collections/crashc/updated?{query}"))
-            .header("s2-basin", BASIN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let page: Value = get_json(
+            client,
+            format!("{base}/v1/collections/crashc/updated?{query}"),
+        )
+        .await;
         let batch = page["records"].as_array().unwrap();
         if batch.is_empty() {
             break;
@@ -506,15 +513,8 @@ async fn consumer_state_survives_sigkill() {
                             // Done once the server has nothing pending or
                             // unread. (An ack whose answer a kill cut off
                             // is known only to the server.)
-                            let state: Value = client
-                                .get(format!("{base}/v1/consumers/crashq"))
-                                .header("s2-basin", BASIN)
-                                .send()
-                                .await
-                                .unwrap()
-                                .json()
-                                .await
-                                .unwrap();
+                            let state: Value =
+                                get_json(&client, format!("{base}/v1/consumers/crashq")).await;
                             if state["state"]["pending"] == 0 && state["state"]["lag"] == 0 {
                                 return;
                             }
@@ -575,15 +575,7 @@ async fn consumer_state_survives_sigkill() {
             w.await.unwrap();
         }
         if last {
-            let state: Value = client
-                .get(format!("{base}/v1/consumers/crashq"))
-                .header("s2-basin", BASIN)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let state: Value = get_json(&client, format!("{base}/v1/consumers/crashq")).await;
             assert_eq!(state["state"]["pending"], 0, "{state}");
             assert_eq!(state["state"]["lag"], 0, "{state}");
         }

@@ -48,4 +48,7 @@ pub use consumers::{Message, Outcome};
 pub use error::Error;
 pub use follow::Follow;
 pub use session::{AppendSession, AppendTicket};
-pub use streams::{AppendAck, AppendOptions, AppendRecord, ReadOptions, ReadStart, StreamRecord};
+pub use streams::{
+    AppendAck, AppendOptions, AppendRecord, ReadOptions, ReadStart, StreamRecord, MAX_APPEND_BYTES,
+    MAX_APPEND_RECORDS,
+};

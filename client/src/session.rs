@@ -26,16 +26,13 @@ use rill_s2s::{Compression, Decoder, Frame};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::client::{api_error, segment};
-use crate::streams::append_input;
+use crate::streams::{append_input, MAX_APPEND_BYTES, MAX_APPEND_RECORDS};
 use crate::{AppendAck, AppendOptions, AppendRecord, Client, Error};
 
 /// Bytes of appends a session keeps in flight (sent, not yet acknowledged)
 /// before [`AppendSession::submit`] waits: half the server's own budget,
 /// so the server never has to stop reading.
 const IN_FLIGHT_BYTES: usize = 8 * 1024 * 1024;
-/// The server's limits on one append.
-const MAX_APPEND_RECORDS: usize = 1000;
-const MAX_APPEND_BYTES: usize = 1024 * 1024;
 /// How long acknowledgements may stop coming while appends wait for them
 /// before the session is given up as hung.
 const ACK_SILENCE_LIMIT: std::time::Duration = std::time::Duration::from_secs(90);
@@ -57,8 +54,8 @@ type Waiter = (
 #[derive(Default)]
 struct Waiters {
     queue: VecDeque<Waiter>,
-    /// Set once the session has ended: why, for every later submitter.
-    ended: Option<String>,
+    /// Set once the session has ended: cleanly, or why it failed.
+    ended: Option<Result<(), String>>,
 }
 
 /// A pipelined append session on one stream; see [`Client::append_session`].
@@ -176,8 +173,10 @@ impl AppendSession {
         // submit meanwhile.
         let (tx, rx) = oneshot::channel();
         let mut waiting = lock(&self.waiting);
-        if let Some(why) = &waiting.ended {
-            return Err(Error::Closed(why.clone()));
+        match &waiting.ended {
+            Some(Ok(())) => return Err(ended()),
+            Some(Err(why)) => return Err(Error::Closed(why.clone())),
+            None => {}
         }
         waiting
             .queue
@@ -203,13 +202,11 @@ impl AppendSession {
             )));
         }
         match lock(&self.waiting).ended.take() {
-            Some(why) if why != ENDED_CLEANLY => Err(Error::Closed(why)),
+            Some(Err(why)) => Err(Error::Closed(why)),
             _ => Ok(()),
         }
     }
 }
-
-const ENDED_CLEANLY: &str = "the session was closed";
 
 /// Whether the oldest waiting append has waited past the silence limit.
 fn acks_overdue(waiting: &Waiting) -> bool {
@@ -231,7 +228,8 @@ fn lock(waiting: &Waiting) -> std::sync::MutexGuard<'_, Waiters> {
 /// order; on a terminal message or a broken connection, fails all of them.
 async fn read_acks(mut response: reqwest::Response, waiting: Waiting) {
     let mut decoder = Decoder::default();
-    let failure = 'session: loop {
+    // `None`: the server ended the session cleanly.
+    let failure: Option<Error> = 'session: loop {
         loop {
             match decoder.next_frame() {
                 Ok(Some(Frame::Message(bytes))) => {
@@ -240,18 +238,20 @@ async fn read_acks(mut response: reqwest::Response, waiting: Waiting) {
                         .and_then(AppendAck::try_from);
                     let ack = match ack {
                         Ok(ack) => ack,
-                        Err(err) => break 'session err,
+                        Err(err) => break 'session Some(err),
                     };
                     let Some((waiter, _permit, _)) = lock(&waiting).queue.pop_front() else {
-                        break 'session Error::Decode("an acknowledgement nobody waits for".into());
+                        break 'session Some(Error::Decode(
+                            "an acknowledgement nobody waits for".into(),
+                        ));
                     };
                     let _ = waiter.send(Ok(ack));
                 }
                 Ok(Some(Frame::Terminal { status, body })) => {
-                    break 'session api_error(status, &body);
+                    break 'session Some(api_error(status, &body));
                 }
                 Ok(None) => break,
-                Err(err) => break 'session Error::Decode(err.to_string()),
+                Err(err) => break 'session Some(Error::Decode(err.to_string())),
             }
         }
         // An idle session may stay silent for good; one with appends
@@ -262,33 +262,37 @@ async fn read_acks(mut response: reqwest::Response, waiting: Waiting) {
                 Ok(chunk) => break chunk,
                 Err(_) if !acks_overdue(&waiting) => continue,
                 Err(_) => {
-                    break 'session Error::Closed(format!(
+                    break 'session Some(Error::Closed(format!(
                         "no acknowledgement for {ACK_SILENCE_LIMIT:?} while appends waited"
-                    ))
+                    )))
                 }
             }
         };
         match chunk {
             Ok(Some(chunk)) => decoder.push(&chunk),
             Ok(None) => match decoder.finish() {
-                Ok(()) => break 'session Error::Closed(ENDED_CLEANLY.into()),
-                Err(err) => break 'session Error::Decode(err.to_string()),
+                Ok(()) => break 'session None,
+                Err(err) => break 'session Some(Error::Decode(err.to_string())),
             },
-            Err(err) => break 'session Error::Transport(err),
+            Err(err) => break 'session Some(Error::Transport(err)),
         }
     };
     let mut waiting = lock(&waiting);
     let failure = match failure {
-        Error::Closed(_) if !waiting.queue.is_empty() => {
-            Error::Closed("the server ended the session before acknowledging every append".into())
-        }
+        None if !waiting.queue.is_empty() => Some(Error::Closed(
+            "the server ended the session before acknowledging every append".into(),
+        )),
         other => other,
+    };
+    let Some(failure) = failure else {
+        waiting.ended = Some(Ok(()));
+        return;
     };
     let why = match &failure {
         Error::Closed(why) => why.clone(),
         other => other.to_string(),
     };
-    waiting.ended = Some(why.clone());
+    waiting.ended = Some(Err(why.clone()));
     // The first waiter gets the error itself (the failed append), the rest
     // learn that the session ended before them.
     let mut failure = Some(failure);

@@ -32,8 +32,7 @@ impl StreamRecord {
 
     /// The record's size as the server meters it (for `bytes` limits).
     pub fn metered_size(&self) -> u64 {
-        let headers: usize = self.headers.iter().map(|(n, v)| n.len() + v.len()).sum();
-        (8 + 2 * self.headers.len() + headers + self.body.len()) as u64
+        metered_size(&self.headers, &self.body) as u64
     }
 }
 
@@ -88,9 +87,21 @@ impl AppendRecord {
 
     /// The record's size as the server meters it (1 MiB per append at most).
     pub fn metered_size(&self) -> usize {
-        let headers: usize = self.headers.iter().map(|(n, v)| n.len() + v.len()).sum();
-        8 + 2 * self.headers.len() + headers + self.body.len()
+        metered_size(&self.headers, &self.body)
     }
+}
+
+/// The most records one append may hold.
+pub const MAX_APPEND_RECORDS: usize = 1000;
+/// The most metered bytes one append may hold ([`AppendRecord::metered_size`]
+/// summed): so a single record's body is at most this less 8 bytes.
+pub const MAX_APPEND_BYTES: usize = 1024 * 1024;
+
+/// S2's metering: 8 bytes per record, 2 per header, plus every name, value
+/// and body byte.
+fn metered_size(headers: &[(Bytes, Bytes)], body: &[u8]) -> usize {
+    let named: usize = headers.iter().map(|(n, v)| n.len() + v.len()).sum();
+    8 + 2 * headers.len() + named + body.len()
 }
 
 /// Conditions on an append; the server refuses the append, applying

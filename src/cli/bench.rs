@@ -15,7 +15,10 @@ use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use indicatif::{ProgressBar, ProgressStyle};
-use rill_client::{AppendOptions, AppendRecord, AppendTicket, Client, ReadStart, StreamRecord};
+use rill_client::{
+    AppendOptions, AppendRecord, AppendTicket, Client, ReadStart, StreamRecord, MAX_APPEND_BYTES,
+    MAX_APPEND_RECORDS,
+};
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
 
@@ -26,8 +29,6 @@ use super::output::line;
 const HEADER_LEN: usize = 24;
 /// How long the reader may lag behind the last acknowledgement at the end.
 const CATCH_UP_LIMIT: Duration = Duration::from_secs(30);
-/// The most records per append (the server's limit).
-const MAX_BATCH_RECORDS: usize = 1000;
 
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
@@ -64,13 +65,13 @@ pub async fn run(
     json_out: bool,
     out: &mut impl Write,
 ) -> Result<(), String> {
-    if args.record_size < HEADER_LEN || args.record_size > 1024 * 1024 - 8 {
+    if args.record_size < HEADER_LEN || args.record_size > MAX_APPEND_BYTES - 8 {
         return Err(format!(
             "--record-size must be between {HEADER_LEN} and {} bytes",
-            1024 * 1024 - 8
+            MAX_APPEND_BYTES - 8
         ));
     }
-    let max_batch = MAX_BATCH_RECORDS.min((1024 * 1024) / (args.record_size + 8));
+    let max_batch = MAX_APPEND_RECORDS.min(MAX_APPEND_BYTES / (args.record_size + 8));
     if args.batch == 0 || args.batch > max_batch {
         return Err(format!(
             "--batch must be between 1 and {max_batch} for {}-byte records",

@@ -3,16 +3,15 @@
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 
-use rill_client::{AppendOptions, AppendRecord, Client, ReadOptions, ReadStart, StreamRecord};
+use rill_client::{
+    AppendOptions, AppendRecord, Client, ReadOptions, ReadStart, StreamRecord, MAX_APPEND_BYTES,
+    MAX_APPEND_RECORDS,
+};
 use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::fail;
 use super::output::{line, BodyFormat};
-
-/// The most records, and metered bytes, one append may carry.
-const MAX_BATCH_RECORDS: usize = 1000;
-const MAX_BATCH_BYTES: usize = 1024 * 1024;
 
 /// Appends one record per input line through a pipelined session: lines are
 /// batched as they come (a batch is sent as soon as no more input is
@@ -59,7 +58,7 @@ pub async fn append(
             size += record.metered_size();
             batch.push(record);
         }
-        while batch.len() < MAX_BATCH_RECORDS {
+        while batch.len() < MAX_APPEND_RECORDS {
             // Wait for the first line of a batch; take the rest only if
             // they are already there.
             let next = if batch.is_empty() {
@@ -76,11 +75,11 @@ pub async fn append(
             let Some(next) = next else { break };
             line_number += 1;
             let record = match next.and_then(|text| format.decode_line(&text)) {
-                Ok(body) if body.len() + 8 > MAX_BATCH_BYTES => {
+                Ok(body) if body.len() + 8 > MAX_APPEND_BYTES => {
                     input_error = Some(format!(
                         "line {line_number} is {} bytes; a record may be at most {}",
                         body.len(),
-                        MAX_BATCH_BYTES - 8
+                        MAX_APPEND_BYTES - 8
                     ));
                     break;
                 }
@@ -90,7 +89,7 @@ pub async fn append(
                     break;
                 }
             };
-            if size + record.metered_size() > MAX_BATCH_BYTES && !batch.is_empty() {
+            if size + record.metered_size() > MAX_APPEND_BYTES && !batch.is_empty() {
                 carried = Some(record);
                 break;
             }
@@ -180,7 +179,7 @@ fn read_lines(file: Option<PathBuf>) -> Result<mpsc::Receiver<Result<Vec<u8>, St
         )),
         None => Box::new(std::io::BufReader::new(std::io::stdin())),
     };
-    let (tx, rx) = mpsc::channel(4 * MAX_BATCH_RECORDS);
+    let (tx, rx) = mpsc::channel(4 * MAX_APPEND_RECORDS);
     std::thread::spawn(move || {
         let mut input = input;
         loop {
