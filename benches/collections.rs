@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rill::engine::collections::WriteOp;
-use rill::engine::config::BasinConfigPatch;
+use rill::engine::streams::config::BasinConfigPatch;
 use rill::engine::Engine;
 use rill::storage::FjallStorage;
 use serde_json::{json, Map, Value};
@@ -72,9 +72,9 @@ fn main() {
     runtime.block_on(async {
         let storage = Arc::new(FjallStorage::open(&root).unwrap());
         let engine = Engine::open(storage).unwrap();
-        engine.ensure_basin(BASIN, &BasinConfigPatch::default()).await.unwrap();
+        engine.streams().ensure_basin(BASIN, &BasinConfigPatch::default()).await.unwrap();
         for coll in ["single", "batched", "paged"] {
-            engine.ensure_collection(BASIN, coll, &Default::default()).await.unwrap();
+            engine.collections().ensure_collection(BASIN, coll, &Default::default()).await.unwrap();
         }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -103,7 +103,7 @@ fn main() {
                     expected_version: None,
                 })
                 .collect();
-            engine.write_records(BASIN, "paged", ops).await.unwrap();
+            engine.collections().write_records(BASIN, "paged", ops).await.unwrap();
         }
         println!(
             "loaded {PAGED_RECORDS} records in {:.1} s ({:.0} records/s, 1000 per write, engine)",

@@ -15,8 +15,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rill::engine::config::BasinConfigPatch;
-use rill::engine::types::{AppendInput, AppendRecord};
+use rill::engine::streams::config::BasinConfigPatch;
+use rill::engine::streams::types::{AppendInput, AppendRecord};
 use rill::engine::Engine;
 use rill::storage::FjallStorage;
 use serde_json::{json, Value};
@@ -233,14 +233,15 @@ fn main() {
         let fsync_p50 = fsync_reference(&root, RECORD_BYTES);
         let storage = Arc::new(FjallStorage::open(&root.join("data")).unwrap());
         let engine = Engine::open(storage).unwrap();
-        engine.ensure_basin(BASIN, &BasinConfigPatch::default()).await.unwrap();
-        engine.ensure_stream(BASIN, "load", &Default::default()).await.unwrap();
+        engine.streams().ensure_basin(BASIN, &BasinConfigPatch::default()).await.unwrap();
+        engine.streams().ensure_stream(BASIN, "load", &Default::default()).await.unwrap();
         let body = Bytes::from(vec![b'x'; RECORD_BYTES]);
         for _ in 0..PRELOADED / 1000 {
             let records = (0..1000)
                 .map(|_| AppendRecord { timestamp: None, headers: Vec::new(), body: body.clone() })
                 .collect();
             engine
+                .streams()
                 .append(BASIN, "load", AppendInput { records, ..Default::default() })
                 .await
                 .unwrap();

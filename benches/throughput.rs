@@ -15,8 +15,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rill::engine::config::{BasinConfigPatch, StreamConfigPatch};
-use rill::engine::types::{AppendInput, AppendRecord};
+use rill::engine::streams::config::{BasinConfigPatch, StreamConfigPatch};
+use rill::engine::streams::types::{AppendInput, AppendRecord};
 use rill::engine::Engine;
 use rill::storage::FjallStorage;
 use serde_json::json;
@@ -136,7 +136,11 @@ async fn engine_appends(
                         records: records.clone(),
                         ..Default::default()
                     };
-                    engine.append(BASIN, &stream, input).await.expect("append");
+                    engine
+                        .streams()
+                        .append(BASIN, &stream, input)
+                        .await
+                        .expect("append");
                     latencies.push(sent.elapsed());
                 }
                 latencies
@@ -227,6 +231,7 @@ fn main() {
         let storage = Arc::new(FjallStorage::open(&root.join("db")).unwrap());
         let engine = Engine::open(storage).unwrap();
         engine
+            .streams()
             .ensure_basin(BASIN, &BasinConfigPatch::default())
             .await
             .unwrap();
@@ -242,6 +247,7 @@ fn main() {
             for appenders in [1usize, 16, 256] {
                 let stream = format!("http-{batch}-{appenders}");
                 engine
+                    .streams()
                     .create_stream(BASIN, &stream, &StreamConfigPatch::default(), None)
                     .await
                     .unwrap();
@@ -255,6 +261,7 @@ fn main() {
             for appenders in [1usize, 16, 256] {
                 let stream = format!("engine-{batch}-{appenders}");
                 engine
+                    .streams()
                     .create_stream(BASIN, &stream, &StreamConfigPatch::default(), None)
                     .await
                     .unwrap();
@@ -266,6 +273,7 @@ fn main() {
         }
 
         let tail = engine
+            .streams()
             .check_tail(BASIN, "http-100-16")
             .await
             .unwrap()

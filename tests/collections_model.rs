@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use rill::engine::collections::{Cursor, WriteOp};
-use rill::engine::config::BasinConfigPatch;
 use rill::engine::error::EngineError;
+use rill::engine::streams::config::BasinConfigPatch;
 use rill::engine::Engine;
 use rill::storage::FjallStorage;
 use serde_json::{json, Map, Value};
@@ -56,10 +56,12 @@ fn data(v: u8) -> Map<String, Value> {
 async fn open(dir: &std::path::Path) -> Arc<Engine> {
     let engine = Engine::open(Arc::new(FjallStorage::open(dir).unwrap())).unwrap();
     engine
+        .streams()
         .ensure_basin(BASIN, &BasinConfigPatch::default())
         .await
         .unwrap();
     engine
+        .collections()
         .ensure_collection(BASIN, COLL, &Default::default())
         .await
         .unwrap();
@@ -111,7 +113,7 @@ async fn run(ops: Vec<Op>) {
                         },
                     });
                 }
-                let result = engine.write_records(BASIN, COLL, ops).await;
+                let result = engine.collections().write_records(BASIN, COLL, ops).await;
                 match (expected_error, result) {
                     (None, Ok(views)) => {
                         for ((id, value, _), view) in writes.iter().zip(views) {
@@ -144,7 +146,10 @@ async fn run(ops: Vec<Op>) {
             }
             Op::Get(id) => {
                 let id = format!("id-{id}");
-                match (model.get(&id), engine.get_record(BASIN, COLL, &id).await) {
+                match (
+                    model.get(&id),
+                    engine.collections().get_record(BASIN, COLL, &id).await,
+                ) {
                     (Some(m), Ok(view)) => assert_eq!(
                         (view.version, Value::Object(view.data), view.deleted),
                         m.clone()
@@ -160,6 +165,7 @@ async fn run(ops: Vec<Op>) {
                 let mut walked: Vec<(u64, String, (u64, Value, bool))> = Vec::new();
                 loop {
                     let (page, next) = engine
+                        .collections()
                         .updated(BASIN, COLL, &cursor, 2, Duration::ZERO)
                         .await
                         .unwrap();
@@ -221,7 +227,12 @@ async fn concurrent_writes_to_one_record_get_distinct_versions() {
                     data: json!({ "writer": i }).as_object().unwrap().clone(),
                     expected_version: None,
                 };
-                engine.write_records(BASIN, COLL, vec![op]).await.unwrap()[0].version
+                engine
+                    .collections()
+                    .write_records(BASIN, COLL, vec![op])
+                    .await
+                    .unwrap()[0]
+                    .version
             })
         })
         .collect();
@@ -231,7 +242,11 @@ async fn concurrent_writes_to_one_record_get_distinct_versions() {
     }
     versions.sort();
     assert_eq!(versions, (1..=64).collect::<Vec<_>>());
-    let record = engine.get_record(BASIN, COLL, "x").await.unwrap();
+    let record = engine
+        .collections()
+        .get_record(BASIN, COLL, "x")
+        .await
+        .unwrap();
     assert_eq!(record.version, 64);
     engine.shutdown().await;
 }

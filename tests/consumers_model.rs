@@ -11,11 +11,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use proptest::prelude::*;
-use rill::engine::config::BasinConfigPatch;
 use rill::engine::consumers::{AckPolicy, ConsumerConfig, Position, Settle, Source, Start};
 use rill::engine::error::EngineError;
-use rill::engine::types::{AppendInput, AppendRecord, Header};
-use rill::engine::{Engine, ReadRequest};
+use rill::engine::streams::config::BasinConfigPatch;
+use rill::engine::streams::types::{AppendInput, AppendRecord, Header};
+use rill::engine::streams::ReadRequest;
+use rill::engine::Engine;
 use rill::storage::FjallStorage;
 
 const BASIN: &str = "model-basin";
@@ -143,10 +144,12 @@ impl Model {
 async fn open(dir: &std::path::Path, s: &Settings) -> Arc<Engine> {
     let engine = Engine::open(Arc::new(FjallStorage::open(dir).unwrap())).unwrap();
     engine
+        .streams()
         .ensure_basin(BASIN, &BasinConfigPatch::default())
         .await
         .unwrap();
     engine
+        .streams()
         .ensure_stream(BASIN, STREAM, &Default::default())
         .await
         .unwrap();
@@ -163,6 +166,7 @@ async fn open(dir: &std::path::Path, s: &Settings) -> Arc<Engine> {
         ordered_by_key: s.ordered,
     };
     engine
+        .consumers()
         .ensure_consumer(BASIN, CONSUMER, config)
         .await
         .unwrap();
@@ -193,11 +197,12 @@ async fn run(s: Settings, ops: Vec<Op>) {
                     records,
                     ..Default::default()
                 };
-                engine.append(BASIN, STREAM, input).await.unwrap();
+                engine.streams().append(BASIN, STREAM, input).await.unwrap();
                 model.keys.extend(keys);
             }
             Op::Receive(batch) => {
                 let got = engine
+                    .consumers()
                     .receive(BASIN, CONSUMER, batch, Duration::ZERO)
                     .await
                     .unwrap();
@@ -234,7 +239,10 @@ async fn run(s: Settings, ops: Vec<Op>) {
                     .map(|&i| model.standing(held[i].1, held[i].2))
                     .collect();
                 let expired = standings.iter().any(|s| matches!(s, Standing::Expired));
-                let result = engine.settle(BASIN, CONSUMER, &ids, action).await;
+                let result = engine
+                    .consumers()
+                    .settle(BASIN, CONSUMER, &ids, action)
+                    .await;
                 if expired {
                     assert!(
                         matches!(result, Err(EngineError::AckExpired(_))),
@@ -276,18 +284,23 @@ async fn run(s: Settings, ops: Vec<Op>) {
                 engine = open(dir.path(), &s).await;
             }
         }
-        let info = engine.consumer_info(BASIN, CONSUMER).await.unwrap();
+        let info = engine
+            .consumers()
+            .consumer_info(BASIN, CONSUMER)
+            .await
+            .unwrap();
         let stats = info.stats.unwrap();
         assert_eq!(stats.pending, model.pending.len());
         assert_eq!(stats.progress.dead_lettered, model.dead.len() as u64);
     }
     // The dead-letter stream holds the model's dead letters, in order.
     let batch = engine
+        .streams()
         .read(
             BASIN,
             &rill::engine::consumers::dead_letter_stream(CONSUMER),
             ReadRequest {
-                start: Some(rill::engine::types::ReadStart::SeqNum(0)),
+                start: Some(rill::engine::streams::types::ReadStart::SeqNum(0)),
                 clamp: true,
                 ..Default::default()
             },

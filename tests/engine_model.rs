@@ -7,12 +7,13 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use proptest::prelude::*;
-use rill::engine::config::{
+use rill::engine::error::EngineError;
+use rill::engine::streams::config::{
     BasinConfigPatch, InfiniteRetention, RetentionPolicy, StreamConfigPatch, TimestampingPatch,
 };
-use rill::engine::error::EngineError;
-use rill::engine::types::{AppendInput, AppendRecord, Header, ReadLimits, ReadStart};
-use rill::engine::{Engine, ReadRequest};
+use rill::engine::streams::types::{AppendInput, AppendRecord, Header, ReadLimits, ReadStart};
+use rill::engine::streams::ReadRequest;
+use rill::engine::Engine;
 use rill::storage::FjallStorage;
 
 const BASIN: &str = "model-basin";
@@ -183,6 +184,7 @@ async fn run(ops: Vec<Op>) {
     let mut harness = Harness::open(tempfile::tempdir().unwrap()).await;
     harness
         .engine()
+        .streams()
         .ensure_basin(BASIN, &BasinConfigPatch::default())
         .await
         .unwrap();
@@ -196,6 +198,7 @@ async fn run(ops: Vec<Op>) {
     };
     harness
         .engine()
+        .streams()
         .create_stream(BASIN, STREAM, &config, None)
         .await
         .unwrap();
@@ -221,7 +224,11 @@ async fn run(ops: Vec<Op>) {
                         Condition::Wrong => Some(format!("{}-wrong", model.token)),
                     },
                 };
-                let result = harness.engine().append(BASIN, STREAM, input).await;
+                let result = harness
+                    .engine()
+                    .streams()
+                    .append(BASIN, STREAM, input)
+                    .await;
                 match (fencing, match_seq) {
                     (Condition::Wrong, _) => match result {
                         Err(EngineError::FencingTokenMismatch(token)) => {
@@ -253,6 +260,7 @@ async fn run(ops: Vec<Op>) {
                 };
                 harness
                     .engine()
+                    .streams()
                     .append(BASIN, STREAM, input)
                     .await
                     .expect("fence");
@@ -266,6 +274,7 @@ async fn run(ops: Vec<Op>) {
                 };
                 harness
                     .engine()
+                    .streams()
                     .append(BASIN, STREAM, input)
                     .await
                     .expect("trim");
@@ -283,7 +292,7 @@ async fn run(ops: Vec<Op>) {
                     },
                     wait: None,
                 };
-                let result = harness.engine().read(BASIN, STREAM, req).await;
+                let result = harness.engine().streams().read(BASIN, STREAM, req).await;
                 match (model.read(start, count), result) {
                     (Err(()), Err(EngineError::BeyondTail(tail))) => {
                         assert_eq!(tail.seq_num, model.tail());
@@ -309,7 +318,12 @@ async fn run(ops: Vec<Op>) {
 
     // After a final restart the whole stream still matches.
     harness = harness.restart().await;
-    let tail = harness.engine().check_tail(BASIN, STREAM).await.unwrap();
+    let tail = harness
+        .engine()
+        .streams()
+        .check_tail(BASIN, STREAM)
+        .await
+        .unwrap();
     assert_eq!(tail.seq_num, model.tail());
     assert_eq!(tail.timestamp, model.last_ts());
     if model.tail() > 0 {
@@ -317,7 +331,12 @@ async fn run(ops: Vec<Op>) {
             start: Some(ReadStart::SeqNum(0)),
             ..Default::default()
         };
-        let batch = harness.engine().read(BASIN, STREAM, req).await.unwrap();
+        let batch = harness
+            .engine()
+            .streams()
+            .read(BASIN, STREAM, req)
+            .await
+            .unwrap();
         let expected = model.read(ReadStart::SeqNum(0), None).unwrap();
         let got: Vec<_> = batch
             .records
@@ -349,10 +368,12 @@ proptest! {
 async fn a_session_applies_nothing_after_a_failed_append() {
     let engine = Engine::open(Arc::new(rill::storage::MemoryStorage::default())).unwrap();
     engine
+        .streams()
         .ensure_basin(BASIN, &BasinConfigPatch::default())
         .await
         .unwrap();
     engine
+        .streams()
         .create_stream(BASIN, STREAM, &StreamConfigPatch::default(), None)
         .await
         .unwrap();
@@ -361,18 +382,39 @@ async fn a_session_applies_nothing_after_a_failed_append() {
         match_seq_num,
         fencing_token: None,
     };
-    let session = engine.append_session(BASIN, STREAM).await.unwrap();
+    let session = engine
+        .streams()
+        .append_session(BASIN, STREAM)
+        .await
+        .unwrap();
     let ok = session.submit(input(b"ok", Some(0))).await.unwrap();
     let bad = session.submit(input(b"bad", Some(7))).await.unwrap();
     let after = session.submit(input(b"after", None)).await.unwrap();
     assert_eq!(ok.await.unwrap().end.seq_num, 1);
     assert!(matches!(bad.await, Err(EngineError::SeqNumMismatch(1))));
     assert!(matches!(after.await, Err(EngineError::SessionAborted)));
-    assert_eq!(engine.check_tail(BASIN, STREAM).await.unwrap().seq_num, 1);
+    assert_eq!(
+        engine
+            .streams()
+            .check_tail(BASIN, STREAM)
+            .await
+            .unwrap()
+            .seq_num,
+        1
+    );
     // Other appenders are unaffected.
     engine
+        .streams()
         .append(BASIN, STREAM, input(b"next", None))
         .await
         .unwrap();
-    assert_eq!(engine.check_tail(BASIN, STREAM).await.unwrap().seq_num, 2);
+    assert_eq!(
+        engine
+            .streams()
+            .check_tail(BASIN, STREAM)
+            .await
+            .unwrap()
+            .seq_num,
+        2
+    );
 }

@@ -18,7 +18,7 @@ pub async fn list_tokens(
     State(state): State<AppState>,
     Query(params): Query<ListParams>,
 ) -> ApiResult<axum::Json<Value>> {
-    let (tokens, has_more) = state.engine.list_access_tokens(&params.into())?;
+    let (tokens, has_more) = state.engine.streams().list_access_tokens(&params.into())?;
     Ok(axum::Json(
         json!({ "access_tokens": tokens, "has_more": has_more }),
     ))
@@ -29,7 +29,7 @@ pub async fn issue_token(
     Json(info): Json<Value>,
 ) -> ApiResult<Response> {
     let engine = state.engine;
-    let token = detached(async move { engine.issue_access_token(info).await }).await?;
+    let token = detached(async move { engine.streams().issue_access_token(info).await }).await?;
     Ok((
         StatusCode::CREATED,
         axum::Json(json!({ "access_token": token })),
@@ -42,7 +42,7 @@ pub async fn revoke_token(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     let engine = state.engine;
-    detached(async move { engine.revoke_access_token(&id).await }).await?;
+    detached(async move { engine.streams().revoke_access_token(&id).await }).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -80,7 +80,7 @@ pub async fn account_metrics(
     if params.set != "active-basins" {
         return Ok(empty());
     }
-    let (basins, _) = state.engine.list_basins(&Default::default())?;
+    let (basins, _) = state.engine.streams().list_basins(&Default::default())?;
     let names: Vec<String> = basins.into_iter().map(|b| b.name).collect();
     Ok(axum::Json(json!({
         "values": [{ "label": { "name": "active-basins", "values": names } }]
@@ -103,7 +103,7 @@ pub async fn basin_metrics(
             "basin-ops",
         ],
     )?;
-    state.engine.basin_config(&basin)?;
+    state.engine.streams().basin_config(&basin)?;
     Ok(empty())
 }
 
@@ -113,6 +113,6 @@ pub async fn stream_metrics(
     Query(params): Query<MetricParams>,
 ) -> ApiResult<axum::Json<Value>> {
     check_set(&params.set, &["storage"])?;
-    state.engine.stream_config(&basin, &stream)?;
+    state.engine.streams().stream_config(&basin, &stream)?;
     Ok(empty())
 }

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use super::error::ApiResult;
 use super::extract::{Json, OptionalJson, Path, Query, RequestToken};
 use super::{created_response, detached, provision_response, AppState, ListParams};
-use crate::engine::config::{BasinConfig, BasinConfigPatch};
+use crate::engine::streams::config::{BasinConfig, BasinConfigPatch};
 use crate::wire::json::{BasinInfoJson, ListBasinsResponse};
 
 /// Other fields (`scope`, `location`: where the basin should live) are
@@ -30,7 +30,7 @@ pub async fn list(
     State(state): State<AppState>,
     Query(params): Query<ListParams>,
 ) -> ApiResult<axum::Json<ListBasinsResponse>> {
-    let (basins, has_more) = state.engine.list_basins(&params.into())?;
+    let (basins, has_more) = state.engine.streams().list_basins(&params.into())?;
     Ok(axum::Json(ListBasinsResponse {
         basins: basins.into_iter().map(Into::into).collect(),
         has_more,
@@ -46,6 +46,7 @@ pub async fn create(
     let (info, provision) = detached(async move {
         let patch = req.config.unwrap_or_default();
         engine
+            .streams()
             .create_basin(&req.basin, &patch, token.as_deref())
             .await
     })
@@ -61,7 +62,7 @@ pub async fn ensure(
     let patch = req.unwrap_or_default().config.unwrap_or_default();
     let engine = state.engine;
     let (info, provision) =
-        detached(async move { engine.ensure_basin(&basin, &patch).await }).await?;
+        detached(async move { engine.streams().ensure_basin(&basin, &patch).await }).await?;
     Ok(provision_response(provision, BasinInfoJson::from(info)))
 }
 
@@ -69,7 +70,7 @@ pub async fn get_config(
     State(state): State<AppState>,
     Path(basin): Path<String>,
 ) -> ApiResult<axum::Json<BasinConfig>> {
-    Ok(axum::Json(state.engine.basin_config(&basin)?))
+    Ok(axum::Json(state.engine.streams().basin_config(&basin)?))
 }
 
 pub async fn reconfigure(
@@ -78,7 +79,11 @@ pub async fn reconfigure(
     Json(patch): Json<BasinConfigPatch>,
 ) -> ApiResult<axum::Json<BasinConfig>> {
     Ok(axum::Json(
-        state.engine.reconfigure_basin(&basin, &patch).await?,
+        state
+            .engine
+            .streams()
+            .reconfigure_basin(&basin, &patch)
+            .await?,
     ))
 }
 

@@ -17,7 +17,7 @@ use crate::engine::collections::{
     DEFAULT_PAGE,
 };
 use crate::engine::collections::{RawRecord, UnifiedCursor};
-use crate::engine::types::ReadBatch;
+use crate::engine::streams::types::ReadBatch;
 use crate::wire::json::rfc3339;
 
 #[derive(Serialize)]
@@ -45,7 +45,10 @@ pub async fn list(
     Basin(basin): Basin,
     Query(params): Query<ListParams>,
 ) -> ApiResult<axum::Json<Value>> {
-    let (collections, has_more) = state.engine.list_collections(&basin, &params.into())?;
+    let (collections, has_more) = state
+        .engine
+        .collections()
+        .list_collections(&basin, &params.into())?;
     let collections: Vec<CollectionJson> = collections.into_iter().map(Into::into).collect();
     Ok(axum::Json(
         json!({ "collections": collections, "has_more": has_more }),
@@ -61,6 +64,7 @@ pub async fn ensure(
     let engine = state.engine;
     let (info, provision) = detached(async move {
         engine
+            .collections()
             .ensure_collection(&basin, &name, &patch.unwrap_or_default())
             .await
     })
@@ -75,8 +79,13 @@ pub async fn reconfigure(
     Json(patch): Json<CollectionConfigPatch>,
 ) -> ApiResult<axum::Json<CollectionJson>> {
     let engine = state.engine;
-    let info =
-        detached(async move { engine.reconfigure_collection(&basin, &name, &patch).await }).await?;
+    let info = detached(async move {
+        engine
+            .collections()
+            .reconfigure_collection(&basin, &name, &patch)
+            .await
+    })
+    .await?;
     Ok(axum::Json(info.into()))
 }
 
@@ -86,7 +95,11 @@ pub async fn get(
     Path(name): Path<String>,
 ) -> ApiResult<axum::Json<CollectionJson>> {
     Ok(axum::Json(
-        state.engine.collection_info(&basin, &name)?.into(),
+        state
+            .engine
+            .collections()
+            .collection_info(&basin, &name)?
+            .into(),
     ))
 }
 
@@ -96,7 +109,7 @@ pub async fn delete(
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
     let engine = state.engine;
-    detached(async move { engine.delete_collection(&basin, &name).await }).await?;
+    detached(async move { engine.collections().delete_collection(&basin, &name).await }).await?;
     Ok(StatusCode::ACCEPTED)
 }
 
@@ -130,8 +143,13 @@ async fn write_one(
     op: WriteOp,
 ) -> ApiResult<axum::Json<RecordView>> {
     let engine = state.engine;
-    let mut views =
-        detached(async move { engine.write_records(&basin, &collection, vec![op]).await }).await?;
+    let mut views = detached(async move {
+        engine
+            .collections()
+            .write_records(&basin, &collection, vec![op])
+            .await
+    })
+    .await?;
     Ok(axum::Json(views.remove(0)))
 }
 
@@ -169,7 +187,11 @@ pub async fn get_record(
     Path((collection, id)): Path<(String, String)>,
 ) -> ApiResult<axum::Json<RecordView>> {
     Ok(axum::Json(
-        state.engine.get_record(&basin, &collection, &id).await?,
+        state
+            .engine
+            .collections()
+            .get_record(&basin, &collection, &id)
+            .await?,
     ))
 }
 
@@ -230,8 +252,13 @@ pub async fn write_batch(
         });
     }
     let engine = state.engine;
-    let records =
-        detached(async move { engine.write_records(&basin, &collection, ops).await }).await?;
+    let records = detached(async move {
+        engine
+            .collections()
+            .write_records(&basin, &collection, ops)
+            .await
+    })
+    .await?;
     Ok(axum::Json(json!({ "records": records })))
 }
 
@@ -284,7 +311,7 @@ pub(super) fn decode_cursor(text: &str) -> ApiResult<Cursor> {
 /// elsewhere carries no start time (0): see `Horizon` in the engine.
 fn stamp_start(started_at: &mut u64, is_start: bool) {
     if is_start {
-        *started_at = crate::engine::types::now_ms();
+        *started_at = crate::engine::streams::types::now_ms();
     }
 }
 
@@ -322,6 +349,7 @@ pub async fn updated(
     let wait = std::time::Duration::from_secs(params.wait.unwrap_or(0).into());
     let (records, next) = state
         .engine
+        .collections()
         .updated(&basin, &collection, &cursor, limit, wait)
         .await?;
     let next_json = json!({ "updated_after": next.updated_after, "after_id": next.after_id });
@@ -387,7 +415,10 @@ pub async fn events(
             Some(kinds)
         }
     };
-    let info = state.engine.collection_info(&basin, &collection)?;
+    let info = state
+        .engine
+        .collections()
+        .collection_info(&basin, &collection)?;
     let req = super::records::ReadParams {
         seq_num: params.seq_num,
         timestamp: params.timestamp,
@@ -405,6 +436,7 @@ pub async fn events(
         resume.apply(&mut req);
         let session = state
             .engine
+            .streams()
             .read_session(&basin, &info.events_stream, req)
             .await?;
         let render: super::sse::RenderBatch = Box::new(move |batch| {
@@ -414,7 +446,11 @@ pub async fn events(
         });
         return Ok(super::sse::respond(session, render, resume));
     }
-    let batch = state.engine.read(&basin, &info.events_stream, req).await?;
+    let batch = state
+        .engine
+        .streams()
+        .read(&basin, &info.events_stream, req)
+        .await?;
     let events = decode_events(&batch, wanted.as_deref())?;
     let next_seq_num = batch.records.last().map(|r| r.seq_num + 1);
     Ok(axum::Json(json!({
@@ -529,6 +565,7 @@ pub async fn updated_across(
     let wait = std::time::Duration::from_secs(params.wait.unwrap_or(0).into());
     let (records, next) = state
         .engine
+        .collections()
         .updated_across(&basin, names, &cursor, limit, wait)
         .await?;
     let token = URL_SAFE_NO_PAD

@@ -114,7 +114,10 @@ pub async fn list(
     Basin(basin): Basin,
     Query(params): Query<ListParams>,
 ) -> ApiResult<axum::Json<Value>> {
-    let (consumers, has_more) = state.engine.list_consumers(&basin, &params.into())?;
+    let (consumers, has_more) = state
+        .engine
+        .consumers()
+        .list_consumers(&basin, &params.into())?;
     let consumers: Vec<Value> = consumers.iter().map(info_json).collect();
     Ok(axum::Json(
         json!({ "consumers": consumers, "has_more": has_more }),
@@ -128,8 +131,13 @@ pub async fn ensure(
     Json(config): Json<ConsumerConfig>,
 ) -> ApiResult<Response> {
     let engine = state.engine;
-    let (info, provision) =
-        detached(async move { engine.ensure_consumer(&basin, &name, config).await }).await?;
+    let (info, provision) = detached(async move {
+        engine
+            .consumers()
+            .ensure_consumer(&basin, &name, config)
+            .await
+    })
+    .await?;
     Ok(provision_response(provision, info_json(&info)))
 }
 
@@ -138,7 +146,11 @@ pub async fn get(
     Basin(basin): Basin,
     Path(name): Path<String>,
 ) -> ApiResult<axum::Json<Value>> {
-    let info = state.engine.consumer_info(&basin, &name).await?;
+    let info = state
+        .engine
+        .consumers()
+        .consumer_info(&basin, &name)
+        .await?;
     Ok(axum::Json(info_json(&info)))
 }
 
@@ -149,8 +161,13 @@ pub async fn reconfigure(
     Json(patch): Json<ConsumerConfigPatch>,
 ) -> ApiResult<axum::Json<Value>> {
     let engine = state.engine;
-    let info =
-        detached(async move { engine.reconfigure_consumer(&basin, &name, &patch).await }).await?;
+    let info = detached(async move {
+        engine
+            .consumers()
+            .reconfigure_consumer(&basin, &name, &patch)
+            .await
+    })
+    .await?;
     Ok(axum::Json(info_json(&info)))
 }
 
@@ -160,7 +177,7 @@ pub async fn delete(
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
     let engine = state.engine;
-    detached(async move { engine.delete_consumer(&basin, &name).await }).await?;
+    detached(async move { engine.consumers().delete_consumer(&basin, &name).await }).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -183,8 +200,13 @@ pub async fn receive(
     let batch_size = req.batch_size.unwrap_or(1);
     let wait = std::time::Duration::from_millis(req.wait_ms.unwrap_or(0));
     let engine = state.engine;
-    let deliveries =
-        detached(async move { engine.receive(&basin, &name, batch_size, wait).await }).await?;
+    let deliveries = detached(async move {
+        engine
+            .consumers()
+            .receive(&basin, &name, batch_size, wait)
+            .await
+    })
+    .await?;
     let messages = deliveries
         .iter()
         .map(|d| delivery_json(d, format))
@@ -209,7 +231,13 @@ async fn settle(
     action: Settle,
 ) -> ApiResult<(usize, Option<u64>)> {
     let engine = state.engine;
-    Ok(detached(async move { engine.settle(&basin, &name, &req.ack_ids, action).await }).await?)
+    Ok(detached(async move {
+        engine
+            .consumers()
+            .settle(&basin, &name, &req.ack_ids, action)
+            .await
+    })
+    .await?)
 }
 
 pub async fn ack(
@@ -282,8 +310,13 @@ pub async fn commit(
         }
     };
     let engine = state.engine;
-    let committed =
-        detached(async move { engine.commit_consumer(&basin, &name, position).await }).await?;
+    let committed = detached(async move {
+        engine
+            .consumers()
+            .commit_consumer(&basin, &name, position)
+            .await
+    })
+    .await?;
     Ok(axum::Json(
         json!({ "committed": frontier_json(&committed) }),
     ))

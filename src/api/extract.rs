@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
 use super::MAX_BODY_BYTES;
-use crate::engine::names::validate_basin_name;
+use crate::engine::streams::names::validate_basin_name;
 use crate::wire::json::Format;
 
 /// The basin a stream request is for: the `s2-basin` header, or else the

@@ -24,7 +24,8 @@ use axum::routing::{delete, get, post};
 use axum::Router;
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{Engine, ListRequest, Provision};
+use crate::engine::streams::{ListRequest, Provision};
+use crate::engine::Engine;
 use error::ApiError;
 
 /// Request bodies larger than this are refused before parsing. A full

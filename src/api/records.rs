@@ -14,8 +14,8 @@ use super::extract::{read_body, Basin, Path, Query, RecordFormat};
 use super::s2s;
 use super::sse::{self, SessionResume};
 use super::AppState;
-use crate::engine::types::{ReadLimits, ReadStart};
-use crate::engine::ReadRequest;
+use crate::engine::streams::types::{ReadLimits, ReadStart};
+use crate::engine::streams::ReadRequest;
 use crate::wire::json::{self, Ack, Batch, TailResponse};
 
 /// The body formats of the records endpoints, by `Content-Type`/`Accept`.
@@ -71,7 +71,11 @@ pub async fn append(
 ) -> ApiResult<Response> {
     let input = match request_encoding(&headers) {
         Encoding::Session => {
-            let session = state.engine.append_session(&basin, &stream).await?;
+            let session = state
+                .engine
+                .streams()
+                .append_session(&basin, &stream)
+                .await?;
             return Ok(s2s::append_session(
                 session,
                 body,
@@ -90,7 +94,11 @@ pub async fn append(
             input.into_engine(format).map_err(ApiError::invalid)?
         }
     };
-    let ack = state.engine.append(&basin, &stream, input).await?;
+    let ack = state
+        .engine
+        .streams()
+        .append(&basin, &stream, input)
+        .await?;
     if wants_proto(&headers) {
         return Ok(proto_response(&crate::wire::proto::AppendAck::from(ack)));
     }
@@ -102,7 +110,7 @@ pub async fn check_tail(
     Basin(basin): Basin,
     Path(stream): Path<String>,
 ) -> ApiResult<axum::Json<TailResponse>> {
-    let tail = state.engine.check_tail(&basin, &stream).await?;
+    let tail = state.engine.streams().check_tail(&basin, &stream).await?;
     Ok(axum::Json(TailResponse { tail: tail.into() }))
 }
 
@@ -156,7 +164,11 @@ pub async fn read(
 ) -> ApiResult<Response> {
     let mut req = params.into_request()?;
     if request_encoding(&headers) == Encoding::Session {
-        let session = state.engine.read_session(&basin, &stream, req).await?;
+        let session = state
+            .engine
+            .streams()
+            .read_session(&basin, &stream, req)
+            .await?;
         return Ok(s2s::read_session(
             session,
             s2s::response_compression(&headers),
@@ -165,10 +177,14 @@ pub async fn read(
     if header_has(&headers, header::ACCEPT, "text/event-stream") {
         let resume = SessionResume::from_headers(&headers)?;
         resume.apply(&mut req);
-        let session = state.engine.read_session(&basin, &stream, req).await?;
+        let session = state
+            .engine
+            .streams()
+            .read_session(&basin, &stream, req)
+            .await?;
         return Ok(sse::respond(session, sse::render_records(format), resume));
     }
-    let batch = state.engine.read(&basin, &stream, req).await?;
+    let batch = state.engine.streams().read(&basin, &stream, req).await?;
     if wants_proto(&headers) {
         return Ok(proto_response(&crate::wire::proto::ReadBatch::from(&batch)));
     }

@@ -26,8 +26,8 @@ use tokio::sync::{mpsc, Semaphore};
 
 use super::error::ApiError;
 use crate::engine::error::EngineResult;
-use crate::engine::types::AppendAck;
-use crate::engine::{AppendSession, ReadSession, SessionEvent};
+use crate::engine::streams::types::AppendAck;
+use crate::engine::streams::{AppendSession, ReadSession, SessionEvent};
 use crate::wire::proto;
 use crate::wire::s2s::{self, Compression, Frame};
 

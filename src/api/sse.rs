@@ -20,9 +20,9 @@ use futures::stream::{self, Stream};
 use serde_json::json;
 
 use super::error::{ApiError, ApiResult};
-use crate::engine::types::ReadBatch;
-use crate::engine::types::{now_ms, ReadStart};
-use crate::engine::{ReadRequest, ReadSession, SessionEvent};
+use crate::engine::streams::types::ReadBatch;
+use crate::engine::streams::types::{now_ms, ReadStart};
+use crate::engine::streams::{ReadRequest, ReadSession, SessionEvent};
 use crate::wire::json::{Batch, Format, Position};
 
 /// Where a resumed session left off, from `Last-Event-ID`.

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use super::error::ApiResult;
 use super::extract::{Basin, Json, OptionalJson, Path, Query, RequestToken};
 use super::{created_response, detached, provision_response, AppState, ListParams};
-use crate::engine::config::{StreamConfig, StreamConfigPatch};
+use crate::engine::streams::config::{StreamConfig, StreamConfigPatch};
 use crate::wire::json::{ListStreamsResponse, StreamInfoJson};
 
 #[derive(Deserialize)]
@@ -25,7 +25,10 @@ pub async fn list(
     Basin(basin): Basin,
     Query(params): Query<ListParams>,
 ) -> ApiResult<axum::Json<ListStreamsResponse>> {
-    let (streams, has_more) = state.engine.list_streams(&basin, &params.into())?;
+    let (streams, has_more) = state
+        .engine
+        .streams()
+        .list_streams(&basin, &params.into())?;
     Ok(axum::Json(ListStreamsResponse {
         streams: streams.into_iter().map(Into::into).collect(),
         has_more,
@@ -42,6 +45,7 @@ pub async fn create(
     let (info, provision) = detached(async move {
         let patch = req.config.unwrap_or_default();
         engine
+            .streams()
             .create_stream(&basin, &req.stream, &patch, token.as_deref())
             .await
     })
@@ -58,6 +62,7 @@ pub async fn ensure(
     let engine = state.engine;
     let (info, provision) = detached(async move {
         engine
+            .streams()
             .ensure_stream(&basin, &stream, &patch.unwrap_or_default())
             .await
     })
@@ -70,7 +75,9 @@ pub async fn get_config(
     Basin(basin): Basin,
     Path(stream): Path<String>,
 ) -> ApiResult<axum::Json<StreamConfig>> {
-    Ok(axum::Json(state.engine.stream_config(&basin, &stream)?))
+    Ok(axum::Json(
+        state.engine.streams().stream_config(&basin, &stream)?,
+    ))
 }
 
 pub async fn reconfigure(
@@ -82,6 +89,7 @@ pub async fn reconfigure(
     Ok(axum::Json(
         state
             .engine
+            .streams()
             .reconfigure_stream(&basin, &stream, &patch)
             .await?,
     ))
@@ -93,6 +101,6 @@ pub async fn delete(
     Path(stream): Path<String>,
 ) -> ApiResult<StatusCode> {
     let engine = state.engine;
-    detached(async move { engine.delete_stream(&basin, &stream).await }).await?;
+    detached(async move { engine.streams().delete_stream(&basin, &stream).await }).await?;
     Ok(StatusCode::ACCEPTED)
 }

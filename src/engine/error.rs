@@ -1,7 +1,7 @@
 //! Everything that can go wrong in the engine, in terms a client can act on.
 //! The HTTP layer maps each variant to a status and a stable error code.
 
-use super::types::StreamPosition;
+use super::streams::types::StreamPosition;
 use crate::storage::StorageError;
 
 #[derive(Debug, thiserror::Error)]

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use fjall::{Database, KeyspaceCreateOptions, PersistMode};
 
-use super::{Keyspace, Storage, StorageError, StorageResult, Visitor, WriteBatch, WriteOp};
+use super::{BatchOp, Keyspace, Storage, StorageError, StorageResult, Visitor, WriteBatch};
 
 pub struct FjallStorage {
     db: Database,
@@ -56,8 +56,8 @@ impl Storage for FjallStorage {
         let mut fjall_batch = self.db.batch().durability(Some(PersistMode::SyncData));
         for op in batch.ops {
             match op {
-                WriteOp::Put(ks, k, v) => fjall_batch.insert(self.keyspace(ks), k, v),
-                WriteOp::Delete(ks, k) => fjall_batch.remove(self.keyspace(ks), k),
+                BatchOp::Put(ks, k, v) => fjall_batch.insert(self.keyspace(ks), k, v),
+                BatchOp::Delete(ks, k) => fjall_batch.remove(self.keyspace(ks), k),
             }
         }
         fjall_batch.commit().map_err(|err| {

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::RwLock;
 
-use super::{Keyspace, Storage, StorageError, StorageResult, Visitor, WriteBatch, WriteOp};
+use super::{BatchOp, Keyspace, Storage, StorageError, StorageResult, Visitor, WriteBatch};
 
 type Tree = BTreeMap<Vec<u8>, Vec<u8>>;
 
@@ -22,10 +22,10 @@ impl Storage for MemoryStorage {
         let mut trees = self.trees.write().map_err(|_| poisoned())?;
         for op in batch.ops {
             match op {
-                WriteOp::Put(ks, k, v) => {
+                BatchOp::Put(ks, k, v) => {
                     trees[ks.index()].insert(k, v);
                 }
-                WriteOp::Delete(ks, k) => {
+                BatchOp::Delete(ks, k) => {
                     trees[ks.index()].remove(&k);
                 }
             }

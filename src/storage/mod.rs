@@ -24,36 +24,37 @@ use std::ops::ControlFlow;
 pub enum Keyspace {
     /// Basin and stream metadata, stream tails, id counters.
     Meta = 0,
-    /// Records by (stream id, seq num).
-    Records = 1,
+    /// Stream records by (stream id, seq num).
+    StreamRecords = 1,
     /// Sparse index by (stream id, record timestamp, seq num).
     Timestamps = 2,
     /// Sparse index by (stream id, arrival time, seq num), for retention.
     Arrivals = 3,
     /// Collection documents by (collection id, record id).
     Docs = 4,
-    /// A collection's records stream: (collection id, updated_at, record id).
-    Changes = 5,
+    /// A collection's records stream: (collection id, updated_at, record
+    /// id). Stored under the name "changes", which it had first.
+    RecordsStream = 5,
 }
 
 impl Keyspace {
     pub const ALL: [Keyspace; 6] = [
         Keyspace::Meta,
-        Keyspace::Records,
+        Keyspace::StreamRecords,
         Keyspace::Timestamps,
         Keyspace::Arrivals,
         Keyspace::Docs,
-        Keyspace::Changes,
+        Keyspace::RecordsStream,
     ];
 
     pub fn name(self) -> &'static str {
         match self {
             Keyspace::Meta => "meta",
-            Keyspace::Records => "records",
+            Keyspace::StreamRecords => "records",
             Keyspace::Timestamps => "timestamps",
             Keyspace::Arrivals => "arrivals",
             Keyspace::Docs => "docs",
-            Keyspace::Changes => "changes",
+            Keyspace::RecordsStream => "changes",
         }
     }
 
@@ -65,7 +66,7 @@ impl Keyspace {
 
 /// One mutation in a [`WriteBatch`].
 #[derive(Clone, Debug)]
-pub enum WriteOp {
+pub enum BatchOp {
     Put(Keyspace, Vec<u8>, Vec<u8>),
     Delete(Keyspace, Vec<u8>),
 }
@@ -73,16 +74,16 @@ pub enum WriteOp {
 /// A set of mutations applied all together or not at all.
 #[derive(Clone, Debug, Default)]
 pub struct WriteBatch {
-    pub ops: Vec<WriteOp>,
+    pub ops: Vec<BatchOp>,
 }
 
 impl WriteBatch {
     pub fn put(&mut self, keyspace: Keyspace, key: Vec<u8>, value: Vec<u8>) {
-        self.ops.push(WriteOp::Put(keyspace, key, value));
+        self.ops.push(BatchOp::Put(keyspace, key, value));
     }
 
     pub fn delete(&mut self, keyspace: Keyspace, key: Vec<u8>) {
-        self.ops.push(WriteOp::Delete(keyspace, key));
+        self.ops.push(BatchOp::Delete(keyspace, key));
     }
 
     pub fn extend(&mut self, other: WriteBatch) {
@@ -98,8 +99,8 @@ impl WriteBatch {
         self.ops
             .iter()
             .map(|op| match op {
-                WriteOp::Put(_, k, v) => k.len() + v.len(),
-                WriteOp::Delete(_, k) => k.len(),
+                BatchOp::Put(_, k, v) => k.len() + v.len(),
+                BatchOp::Delete(_, k) => k.len(),
             })
             .sum()
     }
@@ -149,20 +150,34 @@ pub trait Storage: Send + Sync + 'static {
     ) -> StorageResult<Option<(Vec<u8>, Vec<u8>)>>;
 }
 
+/// The smallest key greater than every key that starts with `prefix`: the
+/// exclusive end of a prefix scan.
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    // All 0xFF: no finite upper bound; use a key longer than any real one.
+    vec![u8::MAX; prefix.len() + 1024]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn exercise(store: &dyn Storage) {
         let mut batch = WriteBatch::default();
-        batch.put(Keyspace::Records, b"a2".to_vec(), b"2".to_vec());
-        batch.put(Keyspace::Records, b"a1".to_vec(), b"1".to_vec());
-        batch.put(Keyspace::Records, b"b1".to_vec(), b"3".to_vec());
+        batch.put(Keyspace::StreamRecords, b"a2".to_vec(), b"2".to_vec());
+        batch.put(Keyspace::StreamRecords, b"a1".to_vec(), b"1".to_vec());
+        batch.put(Keyspace::StreamRecords, b"b1".to_vec(), b"3".to_vec());
         batch.put(Keyspace::Meta, b"a1".to_vec(), b"meta".to_vec());
         store.write(batch).unwrap();
 
         assert_eq!(
-            store.get(Keyspace::Records, b"a1").unwrap(),
+            store.get(Keyspace::StreamRecords, b"a1").unwrap(),
             Some(b"1".to_vec())
         );
         assert_eq!(
@@ -173,7 +188,7 @@ mod tests {
 
         let mut seen = Vec::new();
         store
-            .scan(Keyspace::Records, b"a", b"b", &mut |k, v| {
+            .scan(Keyspace::StreamRecords, b"a", b"b", &mut |k, v| {
                 seen.push((k.to_vec(), v.to_vec()));
                 ControlFlow::Continue(())
             })
@@ -188,24 +203,28 @@ mod tests {
 
         let mut first = None;
         store
-            .scan(Keyspace::Records, b"a", b"z", &mut |k, _| {
+            .scan(Keyspace::StreamRecords, b"a", b"z", &mut |k, _| {
                 first = Some(k.to_vec());
                 ControlFlow::Break(())
             })
             .unwrap();
         assert_eq!(first, Some(b"a1".to_vec()));
 
-        let last = store.last_in_range(Keyspace::Records, b"a", b"b").unwrap();
+        let last = store
+            .last_in_range(Keyspace::StreamRecords, b"a", b"b")
+            .unwrap();
         assert_eq!(last, Some((b"a2".to_vec(), b"2".to_vec())));
         assert_eq!(
-            store.last_in_range(Keyspace::Records, b"c", b"d").unwrap(),
+            store
+                .last_in_range(Keyspace::StreamRecords, b"c", b"d")
+                .unwrap(),
             None
         );
 
         let mut batch = WriteBatch::default();
-        batch.delete(Keyspace::Records, b"a1".to_vec());
+        batch.delete(Keyspace::StreamRecords, b"a1".to_vec());
         store.write(batch).unwrap();
-        assert_eq!(store.get(Keyspace::Records, b"a1").unwrap(), None);
+        assert_eq!(store.get(Keyspace::StreamRecords, b"a1").unwrap(), None);
     }
 
     #[test]
@@ -222,9 +241,9 @@ mod tests {
         }
         let store = FjallStorage::open(dir.path()).unwrap();
         assert_eq!(
-            store.get(Keyspace::Records, b"a2").unwrap(),
+            store.get(Keyspace::StreamRecords, b"a2").unwrap(),
             Some(b"2".to_vec())
         );
-        assert_eq!(store.get(Keyspace::Records, b"a1").unwrap(), None);
+        assert_eq!(store.get(Keyspace::StreamRecords, b"a1").unwrap(), None);
     }
 }

@@ -9,8 +9,10 @@ use base64::Engine as _;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::engine::types::{self, AppendAck, Header, ReadBatch, SequencedRecord, StreamPosition};
-use crate::engine::{BasinInfo, StreamInfo};
+use crate::engine::streams::types::{
+    self, AppendAck, Header, ReadBatch, SequencedRecord, StreamPosition,
+};
+use crate::engine::streams::{BasinInfo, StreamInfo};
 
 /// How record data is written in JSON (`s2-format`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

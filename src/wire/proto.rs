@@ -6,7 +6,7 @@ use bytes::Bytes;
 
 pub use rill_s2s::messages::*;
 
-use crate::engine::types;
+use crate::engine::streams::types;
 
 impl From<types::StreamPosition> for StreamPosition {
     fn from(p: types::StreamPosition) -> Self {

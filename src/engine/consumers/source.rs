@@ -13,13 +13,13 @@ use serde_json::{Map, Value};
 
 use super::config::{Feed, Source};
 use super::position::{Frontier, Position};
-use crate::engine::collections::{CollectionHandle, RawRecord};
+use super::Consumers;
+use crate::engine::collections::{self, CollectionHandle, RawRecord};
 use crate::engine::error::{EngineError, EngineResult};
-use crate::engine::keys;
-use crate::engine::read::scan_records;
-use crate::engine::streamer::StreamHandle;
-use crate::engine::types::{ReadLimits, SequencedRecord, MAX_BATCH_BYTES};
-use crate::engine::{CreateIf, Engine};
+use crate::engine::streams::keys;
+use crate::engine::streams::streamer::{StreamHandle, Visible};
+use crate::engine::streams::types::{ReadLimits, SequencedRecord, MAX_BATCH_BYTES};
+use crate::engine::streams::{scan_records, CreateIf};
 use crate::storage::{Keyspace, StorageError};
 
 /// A consumer's source, resolved to the running handles that serve it.
@@ -109,26 +109,26 @@ impl SourceHandle {
 }
 
 pub enum SourceMark {
-    Stream(tokio::sync::watch::Receiver<crate::engine::streamer::Visible>),
+    Stream(tokio::sync::watch::Receiver<Visible>),
     Records(tokio::sync::watch::Receiver<u64>),
 }
 
-impl Engine {
+impl Consumers {
     /// The running handle of `source` and its id (stream id, or collection
     /// id for collection sources).
-    pub(super) async fn resolve_source(
+    pub(crate) async fn resolve_source(
         &self,
         basin: &str,
         source: &Source,
     ) -> EngineResult<(SourceHandle, u64)> {
         Ok(match source {
             Source::Stream { stream } => {
-                let handle = self.stream(basin, stream, CreateIf::Never).await?;
+                let handle = self.core.stream(basin, stream, CreateIf::Never).await?;
                 let id = handle.id;
                 (SourceHandle::Stream(handle), id)
             }
             Source::Collection { collection, feed } => {
-                let handle = self.collection(basin, collection).await?;
+                let handle = self.collections.handle(basin, collection).await?;
                 let id = handle.id;
                 match feed {
                     Feed::Events => (SourceHandle::Events(handle.events.clone()), id),
@@ -140,7 +140,7 @@ impl Engine {
 
     /// Up to `limit` messages after `frontier`, and the frontier to read
     /// from (moved past trimmed records, if any).
-    pub(super) async fn fetch(
+    pub(crate) async fn fetch(
         &self,
         source: &SourceHandle,
         frontier: &Frontier,
@@ -168,7 +168,7 @@ impl Engine {
             }
             (SourceHandle::Records(h), Frontier::Change { .. }) => {
                 let cursor = frontier.to_cursor(started_at);
-                let (records, _) = self.updated_page(h, &cursor, limit)?;
+                let (records, _) = self.collections.updated_page(h, &cursor, limit)?;
                 let messages = records.into_iter().map(doc_message).collect();
                 Ok((messages, frontier.clone()))
             }
@@ -178,7 +178,7 @@ impl Engine {
 
     /// The message at `position`, if the source still holds it: a stream
     /// record not yet trimmed, or a collection record not changed since.
-    pub(super) async fn load(
+    pub(crate) async fn load(
         &self,
         source: &SourceHandle,
         position: &Position,
@@ -190,7 +190,7 @@ impl Engine {
                 }
                 let Some(value) = self
                     .storage
-                    .get(Keyspace::Records, &keys::record_key(h.id, *seq))?
+                    .get(Keyspace::StreamRecords, &keys::record_key(h.id, *seq))?
                 else {
                     return Ok(None);
                 };
@@ -203,14 +203,17 @@ impl Engine {
             (SourceHandle::Records(h), Position::Change(updated_at, id)) => {
                 // The changes index holds each record once, at its latest
                 // change: if it is still there, this is the latest version.
-                let key = keys::change_key(h.id, *updated_at, id);
-                Ok(self.storage.get(Keyspace::Changes, &key)?.map(|json| {
-                    doc_message(RawRecord {
-                        updated_at: *updated_at,
-                        id: id.clone(),
-                        json: Bytes::from(json),
-                    })
-                }))
+                let key = collections::keys::records_stream_key(h.id, *updated_at, id);
+                Ok(self
+                    .storage
+                    .get(Keyspace::RecordsStream, &key)?
+                    .map(|json| {
+                        doc_message(RawRecord {
+                            updated_at: *updated_at,
+                            id: id.clone(),
+                            json: Bytes::from(json),
+                        })
+                    }))
             }
             _ => Err(mismatch()),
         }

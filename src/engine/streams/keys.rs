@@ -12,18 +12,25 @@ use super::config::{BasinConfig, StreamConfig};
 use super::types::{Header, SequencedRecord};
 use crate::storage::StorageError;
 
-// Tags that open every key in the meta keyspace.
+// Tags that open every key of the core in the meta keyspace. The layers
+// above keep their own tags in their own `keys.rs`; `engine::tests` checks
+// that no two layers share one.
 const BASIN_TAG: u8 = b'B';
 const STREAM_TAG: u8 = b'S';
 const STATE_TAG: u8 = b'T';
 const PURGE_TAG: u8 = b'P';
 const ACCESS_TOKEN_TAG: u8 = b'A';
-const COLLECTION_TAG: u8 = b'C';
-const TOMBSTONE_HORIZON_TAG: u8 = b'K';
-const CONSUMER_TAG: u8 = b'Q';
-const CONSUMER_PROGRESS_TAG: u8 = b'R';
-const CONSUMER_PENDING_TAG: u8 = b'D';
-const NEXT_STREAM_ID_KEY: &[u8] = b"N";
+const NEXT_ID_KEY: &[u8] = b"N";
+
+/// Every meta-keyspace tag the core uses.
+pub const META_TAGS: &[u8] = &[
+    BASIN_TAG,
+    STREAM_TAG,
+    STATE_TAG,
+    PURGE_TAG,
+    ACCESS_TOKEN_TAG,
+    NEXT_ID_KEY[0],
+];
 
 /// `B{basin}` → [`BasinMeta`] as JSON.
 pub fn basin_key(basin: &str) -> Vec<u8> {
@@ -44,14 +51,26 @@ pub fn basin_name_from_key(key: &[u8]) -> Option<&str> {
 /// `S{basin}\0{stream}` → [`StreamMeta`] as JSON. Basin names never hold a
 /// NUL byte, so all streams of a basin share the prefix `S{basin}\0`.
 pub fn stream_key(basin: &str, stream: &str) -> Vec<u8> {
-    let mut key = stream_prefix(basin);
-    key.extend_from_slice(stream.as_bytes());
-    key
+    basin_scoped_key(STREAM_TAG, basin, stream)
 }
 
 pub fn stream_prefix(basin: &str) -> Vec<u8> {
+    basin_scoped_prefix(STREAM_TAG, basin)
+}
+
+/// `{tag}{basin}\0{name}`: the key of a named object in a basin (streams
+/// here; collections and consumers in their layers).
+pub(crate) fn basin_scoped_key(tag: u8, basin: &str, name: &str) -> Vec<u8> {
+    let mut key = basin_scoped_prefix(tag, basin);
+    key.extend_from_slice(name.as_bytes());
+    key
+}
+
+/// `{tag}{basin}\0`: what every [`basin_scoped_key`] of `tag` in `basin`
+/// starts with. Basin names never hold a NUL, so no other basin's keys do.
+pub(crate) fn basin_scoped_prefix(tag: u8, basin: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(2 + basin.len());
-    key.push(STREAM_TAG);
+    key.push(tag);
     key.extend_from_slice(basin.as_bytes());
     key.push(0);
     key
@@ -63,8 +82,11 @@ pub fn state_key(stream_id: u64) -> Vec<u8> {
     tagged_id(STATE_TAG, stream_id)
 }
 
-/// `P{stream id}` → empty: a deleted stream whose records are still being
-/// removed in the background. Survives restarts so removal resumes.
+/// `P{id}` → empty: a deleted stream (or collection) whose keys are still
+/// being removed in the background. Every key of a stream starts with its
+/// id, in every keyspace but meta, and so do the keys upper layers keep
+/// for their objects; upkeep removes them all. Survives restarts so
+/// removal resumes.
 pub fn purge_key(stream_id: u64) -> Vec<u8> {
     tagged_id(PURGE_TAG, stream_id)
 }
@@ -77,86 +99,6 @@ pub fn purge_id_from_key(key: &[u8]) -> Option<u64> {
     read_u64(key.strip_prefix(&[PURGE_TAG])?)
 }
 
-/// `C{basin}\0{collection}` → [`CollectionMeta`] as JSON.
-pub fn collection_key(basin: &str, collection: &str) -> Vec<u8> {
-    let mut key = collection_prefix(basin);
-    key.extend_from_slice(collection.as_bytes());
-    key
-}
-
-pub fn collection_prefix(basin: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(2 + basin.len());
-    key.push(COLLECTION_TAG);
-    key.extend_from_slice(basin.as_bytes());
-    key.push(0);
-    key
-}
-
-/// `K{collection id}` → the collection's tombstone horizon (JSON): how far
-/// tombstones have been removed, and when.
-pub fn tombstone_horizon_key(collection_id: u64) -> Vec<u8> {
-    tagged_id(TOMBSTONE_HORIZON_TAG, collection_id)
-}
-
-/// Docs keyspace: `{collection id}{record id}` → [`Doc`] as JSON.
-pub fn doc_key(collection_id: u64, record_id: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(8 + record_id.len());
-    key.extend_from_slice(&collection_id.to_be_bytes());
-    key.extend_from_slice(record_id.as_bytes());
-    key
-}
-
-/// Changes keyspace: `{collection id}{updated_at}{record id}` → empty. One
-/// entry per record, at its latest change: this is the records stream,
-/// ordered by `(updated_at, id)` as the `/updated` cursor pages it.
-pub fn change_key(collection_id: u64, updated_at: u64, record_id: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(16 + record_id.len());
-    key.extend_from_slice(&collection_id.to_be_bytes());
-    key.extend_from_slice(&updated_at.to_be_bytes());
-    key.extend_from_slice(record_id.as_bytes());
-    key
-}
-
-/// The (updated_at, record id) of a changes key.
-pub fn parse_change_key(key: &[u8]) -> Option<(u64, String)> {
-    let updated_at = read_u64(key.get(8..16)?)?;
-    let id = std::str::from_utf8(key.get(16..)?).ok()?.to_string();
-    Some((updated_at, id))
-}
-
-/// `Q{basin}\0{consumer}` → [`ConsumerMeta`] as JSON.
-pub fn consumer_key(basin: &str, consumer: &str) -> Vec<u8> {
-    let mut key = consumer_prefix(basin);
-    key.extend_from_slice(consumer.as_bytes());
-    key
-}
-
-pub fn consumer_prefix(basin: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(2 + basin.len());
-    key.push(CONSUMER_TAG);
-    key.extend_from_slice(basin.as_bytes());
-    key.push(0);
-    key
-}
-
-/// `R{consumer id}` → the consumer's progress (JSON): its frontier (or
-/// committed position) and counters. Rewritten with every change.
-pub fn consumer_progress_key(consumer_id: u64) -> Vec<u8> {
-    tagged_id(CONSUMER_PROGRESS_TAG, consumer_id)
-}
-
-/// `D{consumer id}{position}` → a pending message's entry (JSON). One key
-/// per message delivered (or held back) and not yet acked.
-pub fn consumer_pending_key(consumer_id: u64, position: &[u8]) -> Vec<u8> {
-    let mut key = consumer_pending_prefix(consumer_id);
-    key.extend_from_slice(position);
-    key
-}
-
-pub fn consumer_pending_prefix(consumer_id: u64) -> Vec<u8> {
-    tagged_id(CONSUMER_PENDING_TAG, consumer_id)
-}
-
 /// `A{token id}` → the token's `AccessTokenInfo` as JSON.
 pub fn access_token_key(id: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(1 + id.len());
@@ -165,12 +107,14 @@ pub fn access_token_key(id: &str) -> Vec<u8> {
     key
 }
 
-/// `N` → the next stream id to hand out (u64).
-pub fn next_stream_id_key() -> Vec<u8> {
-    NEXT_STREAM_ID_KEY.to_vec()
+/// `N` → the next id to hand out (u64). Streams, collections and consumers
+/// all take their ids from this one counter, so an id names one object.
+pub fn next_id_key() -> Vec<u8> {
+    NEXT_ID_KEY.to_vec()
 }
 
-fn tagged_id(tag: u8, id: u64) -> Vec<u8> {
+/// `{tag}{id}`: the key of a per-object record in the meta keyspace.
+pub(crate) fn tagged_id(tag: u8, id: u64) -> Vec<u8> {
     let mut key = Vec::with_capacity(9);
     key.push(tag);
     key.extend_from_slice(&id.to_be_bytes());
@@ -214,7 +158,7 @@ pub fn parse_record_key(key: &[u8]) -> Option<u64> {
     read_u64(&key[8..16])
 }
 
-fn read_u64(bytes: &[u8]) -> Option<u64> {
+pub(crate) fn read_u64(bytes: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(bytes.try_into().ok()?))
 }
 
@@ -237,39 +181,6 @@ pub struct StreamMeta {
     /// As in [`BasinMeta`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_token: Option<String>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CollectionMeta {
-    pub id: u64,
-    pub config: super::collections::CollectionConfig,
-    pub created_at: u64,
-    /// The stream that holds the collection's change events.
-    pub events_stream: String,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ConsumerMeta {
-    pub id: u64,
-    pub config: super::consumers::ConsumerConfig,
-    pub created_at: u64,
-    /// The id of the source (stream or collection) when the consumer was
-    /// made; a source made again under the same name has another.
-    pub source_id: u64,
-}
-
-/// A collection record as stored: its latest version.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Doc {
-    pub data: serde_json::Map<String, serde_json::Value>,
-    pub version: u64,
-    pub created_at: u64,
-    pub updated_at: u64,
-    pub deleted: bool,
-    /// A deleted record whose tombstone has expired: only its version is
-    /// kept, so that a later create continues from it.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub expired: bool,
 }
 
 /// Everything about a stream that changes as records are appended.

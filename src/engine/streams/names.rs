@@ -1,6 +1,6 @@
 //! Naming rules for basins and streams, as in S2.
 
-use super::error::{EngineError, EngineResult};
+use crate::engine::error::{EngineError, EngineResult};
 
 pub const BASIN_NAME_MIN: usize = 8;
 pub const BASIN_NAME_MAX: usize = 48;

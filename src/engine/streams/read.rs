@@ -12,11 +12,11 @@ use rand::Rng;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::error::{EngineError, EngineResult};
 use super::keys;
 use super::streamer::{StreamHandle, Visible};
 use super::types::*;
-use super::{CreateIf, Engine};
+use super::{CreateIf, StreamCore};
+use crate::engine::error::{EngineError, EngineResult};
 use crate::storage::{Keyspace, Storage};
 
 /// Longest long poll for a unary read.
@@ -48,7 +48,7 @@ pub enum SessionEvent {
     Heartbeat(StreamPosition),
 }
 
-impl Engine {
+impl StreamCore {
     /// A unary read: at most 1000 records or 1 MiB.
     pub async fn read(
         &self,
@@ -338,7 +338,7 @@ async fn resolve_start(
 
 /// The seq num of the first record whose time in `index` (Timestamps or
 /// Arrivals) is at or after `time`, or `tail` if there is none.
-pub(super) fn first_seq_at_or_after(
+pub(crate) fn first_seq_at_or_after(
     storage: &dyn Storage,
     index: Keyspace,
     id: u64,
@@ -358,8 +358,8 @@ pub(super) fn first_seq_at_or_after(
     Ok(found.unwrap_or(tail).min(tail))
 }
 
-pub(super) struct Scan {
-    pub(super) records: Vec<SequencedRecord>,
+pub(crate) struct Scan {
+    pub(crate) records: Vec<SequencedRecord>,
     /// The scan ended at a record at or past `until`.
     hit_until: bool,
     /// The scan ended at a record that did not fit in the bytes limit.
@@ -367,7 +367,7 @@ pub(super) struct Scan {
 }
 
 /// Reads records `[from, to)` within `limits` (count and bytes must be set).
-pub(super) async fn scan_records(
+pub(crate) async fn scan_records(
     storage: &Arc<dyn Storage>,
     id: u64,
     from: u64,
@@ -390,7 +390,7 @@ pub(super) async fn scan_records(
             });
         }
         storage.scan(
-            Keyspace::Records,
+            Keyspace::StreamRecords,
             &keys::record_key(id, from),
             &keys::record_key(id, to),
             &mut |key, value| {

@@ -30,20 +30,20 @@ pub type Completion = Box<dyn FnOnce(StorageResult<()>) + Send>;
 /// delay the first acknowledgement in them.
 const MAX_GROUP_BYTES: usize = 32 * 1024 * 1024;
 
-struct Pending {
+struct QueuedBatch {
     batch: WriteBatch,
     completion: Completion,
 }
 
-enum Message {
-    Write(Pending),
+enum Request {
+    Write(QueuedBatch),
     /// Finish everything queued before this, then exit the thread.
     Close,
 }
 
 #[derive(Clone)]
 pub struct Committer {
-    tx: mpsc::UnboundedSender<Message>,
+    tx: mpsc::UnboundedSender<Request>,
 }
 
 impl Committer {
@@ -60,8 +60,8 @@ impl Committer {
 
     /// Queues `batch`; `completion` runs after it is durable or has failed.
     pub fn submit(&self, batch: WriteBatch, completion: Completion) {
-        let message = Message::Write(Pending { batch, completion });
-        if let Err(mpsc::error::SendError(Message::Write(pending))) = self.tx.send(message) {
+        let message = Request::Write(QueuedBatch { batch, completion });
+        if let Err(mpsc::error::SendError(Request::Write(pending))) = self.tx.send(message) {
             (pending.completion)(Err(StorageError::Closed));
         }
     }
@@ -69,11 +69,22 @@ impl Committer {
     /// Asks the thread to exit once everything submitted so far is durable.
     /// Later submissions fail with [`StorageError::Closed`].
     pub fn close(&self) {
-        let _ = self.tx.send(Message::Close);
+        let _ = self.tx.send(Request::Close);
     }
 
     /// Queues `batch` and waits until it is durable.
     pub async fn commit(&self, batch: WriteBatch) -> StorageResult<()> {
+        self.queue(batch).await
+    }
+
+    /// Queues `batch` now and returns a future of its durability. Batches
+    /// become durable in the order they are queued, so a caller that queues
+    /// under its own lock and waits outside it keeps its place in line
+    /// without holding the lock across an fsync.
+    pub fn queue(
+        &self,
+        batch: WriteBatch,
+    ) -> impl std::future::Future<Output = StorageResult<()>> + use<> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.submit(
             batch,
@@ -81,27 +92,33 @@ impl Committer {
                 let _ = tx.send(result);
             }),
         );
-        rx.await.unwrap_or(Err(StorageError::Closed))
+        async move { rx.await.unwrap_or(Err(StorageError::Closed)) }
+    }
+
+    /// A future that resolves once everything queued before this call is
+    /// durable (or has failed): an empty batch through the queue.
+    pub fn barrier(&self) -> impl std::future::Future<Output = StorageResult<()>> + use<> {
+        self.queue(WriteBatch::default())
     }
 }
 
-fn run(storage: Arc<dyn Storage>, mut rx: mpsc::UnboundedReceiver<Message>) {
+fn run(storage: Arc<dyn Storage>, mut rx: mpsc::UnboundedReceiver<Request>) {
     let mut failed = false;
     let mut closing = false;
     while !closing {
         let first = match rx.blocking_recv() {
-            Some(Message::Write(pending)) => pending,
-            Some(Message::Close) | None => break,
+            Some(Request::Write(pending)) => pending,
+            Some(Request::Close) | None => break,
         };
         let mut group = vec![first];
         let mut size = group[0].batch.approximate_size();
         while size < MAX_GROUP_BYTES {
             match rx.try_recv() {
-                Ok(Message::Write(next)) => {
+                Ok(Request::Write(next)) => {
                     size += next.batch.approximate_size();
                     group.push(next);
                 }
-                Ok(Message::Close) => {
+                Ok(Request::Close) => {
                     closing = true;
                     break;
                 }
@@ -139,7 +156,7 @@ fn run(storage: Arc<dyn Storage>, mut rx: mpsc::UnboundedReceiver<Message>) {
     // Fail whatever raced in after the close instead of leaving it hanging.
     rx.close();
     while let Ok(message) = rx.try_recv() {
-        if let Message::Write(pending) = message {
+        if let Request::Write(pending) = message {
             (pending.completion)(Err(StorageError::Closed));
         }
     }

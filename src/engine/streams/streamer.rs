@@ -21,9 +21,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::committer::Committer;
 use super::config::{RetentionPolicy, StreamConfig, TimestampingMode};
-use super::error::{EngineError, EngineResult};
 use super::keys::{self, StreamState};
 use super::types::*;
+use crate::engine::error::{EngineError, EngineResult};
 use crate::storage::{Keyspace, WriteBatch};
 
 /// The part of a stream's state that readers may rely on: all durable.
@@ -132,6 +132,16 @@ impl StreamHandle {
         .await?;
         let name = self.name.clone();
         Ok(async move { rx.await.map_err(|_| EngineError::StreamNotFound(name))? })
+    }
+
+    /// Stops the task once everything it accepted has been handed to the
+    /// committer and is durable (or has failed). Stopping a task that has
+    /// already ended does nothing.
+    pub async fn stop(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.send(Command::Stop(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
     }
 
     pub async fn send(&self, command: Command) -> EngineResult<()> {
@@ -362,7 +372,7 @@ impl StreamTask {
                 }
             }
             batch.put(
-                Keyspace::Records,
+                Keyspace::StreamRecords,
                 keys::record_key(self.id, seq_num),
                 keys::encode_record(timestamp, &record.headers, &record.body),
             );

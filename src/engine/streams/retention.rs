@@ -8,48 +8,24 @@
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
-use std::time::Duration;
 
 use super::config::RetentionPolicy;
-use super::error::EngineResult;
 use super::keys::{self, StreamMeta, StreamState};
 use super::read::first_seq_at_or_after;
-use super::streamer::Command;
-use super::{lock, prefix_end, CreateIf, Engine};
-use crate::storage::{Keyspace, WriteBatch};
+use super::streamer::{Command, StreamHandle};
+use super::{CreateIf, StreamCore};
+use crate::engine::error::EngineResult;
+use crate::engine::locks::lock;
+use crate::storage::{prefix_end, Keyspace, WriteBatch};
 
 /// Keys removed per committed batch while purging.
 const PURGE_CHUNK: usize = 4096;
 
-impl Engine {
-    /// Runs upkeep every `interval` until the engine is dropped or the task
-    /// aborted. Upkeep does blocking storage scans, so each pass runs on a
-    /// blocking thread rather than on the async workers that serve requests.
-    pub fn spawn_upkeep(self: &Arc<Self>, interval: Duration) -> tokio::task::JoinHandle<()> {
-        let engine = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(interval);
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                ticker.tick().await;
-                let Some(engine) = engine.upgrade() else {
-                    return;
-                };
-                let runtime = tokio::runtime::Handle::current();
-                let pass =
-                    tokio::task::spawn_blocking(move || runtime.block_on(engine.upkeep_once()));
-                if pass.await.is_err() {
-                    tracing::error!("an upkeep pass panicked");
-                }
-            }
-        })
-    }
-
+impl StreamCore {
     /// One pass of upkeep over every stream. A failure on one stream is
     /// logged and does not stop the others.
     pub async fn upkeep_once(&self) {
-        let basins: Vec<String> = super::read_lock(&self.basins).keys().cloned().collect();
-        for basin in basins {
+        for basin in self.basin_names() {
             let streams = match self.scan_stream_metas(&basin, "", "", usize::MAX) {
                 Ok(streams) => streams,
                 Err(err) => {
@@ -57,12 +33,6 @@ impl Engine {
                     continue;
                 }
             };
-            let collections = self.collection_ids(&basin).unwrap_or_default();
-            for (name, _) in collections {
-                if let Err(err) = self.expire_tombstones(&basin, &name).await {
-                    tracing::warn!(basin, collection = name, error = %err, "expiring tombstones failed; retrying next round");
-                }
-            }
             for (name, meta) in streams {
                 if *self.closing.borrow() {
                     return; // shutting down: no new work
@@ -85,15 +55,13 @@ impl Engine {
         basin: &str,
         name: &str,
         meta: &StreamMeta,
-    ) -> EngineResult<Option<Arc<super::StreamHandle>>> {
+    ) -> EngineResult<Option<Arc<StreamHandle>>> {
         let handle = self.stream(basin, name, CreateIf::Never).await?;
         Ok((handle.id == meta.id).then_some(handle))
     }
 
     async fn upkeep_stream(&self, basin: &str, name: &str, meta: &StreamMeta) -> EngineResult<()> {
-        let running = lock(&self.streams)
-            .get(&(basin.to_string(), name.to_string()))
-            .cloned();
+        let running = self.running_stream(basin, name);
         if running.as_ref().is_some_and(|h| h.id != meta.id) {
             return Ok(()); // stale entry: the name now belongs to a new stream
         }
@@ -107,12 +75,8 @@ impl Engine {
                 )
             }
             None => {
-                let state: StreamState = match self
-                    .storage
-                    .get(Keyspace::Meta, &keys::state_key(meta.id))?
-                {
-                    Some(bytes) => keys::decode_json(&bytes)?,
-                    None => return Ok(()),
+                let Some(state) = self.get_meta::<StreamState>(&keys::state_key(meta.id))? else {
+                    return Ok(());
                 };
                 (state.next_seq_num, state.trim_point, state.last_write_at)
             }
@@ -178,7 +142,7 @@ impl Engine {
             return Ok(());
         }
         let key = (basin.to_string(), name.to_string());
-        let current = lock(&self.streams).get(&key).cloned();
+        let current = lock(&self.tasks).get(&key).cloned();
         if !current.is_some_and(|c| Arc::ptr_eq(&c, &handle)) {
             return Ok(()); // deleted or restarted meanwhile; next round decides
         }
@@ -189,10 +153,10 @@ impl Engine {
         if !stopped.await.unwrap_or(false) {
             return Ok(());
         }
-        lock(&self.streams).remove(&key);
+        lock(&self.tasks).remove(&key);
         tracing::info!(basin, stream = name, "deleting empty stream");
         let mut batch = WriteBatch::default();
-        super::delete_stream_ops(&mut batch, basin, name, id);
+        super::admin::delete_stream_ops(&mut batch, basin, name, id);
         self.committer.commit(batch).await?;
         Ok(())
     }
@@ -210,11 +174,11 @@ impl Engine {
         loop {
             let mut batch = WriteBatch::default();
             self.storage.scan(
-                Keyspace::Records,
+                Keyspace::StreamRecords,
                 &keys::record_key(id, already),
                 &keys::record_key(id, trim_point),
                 &mut |key, _| {
-                    batch.delete(Keyspace::Records, key.to_vec());
+                    batch.delete(Keyspace::StreamRecords, key.to_vec());
                     if batch.ops.len() >= PURGE_CHUNK {
                         ControlFlow::Break(())
                     } else {
@@ -257,7 +221,8 @@ impl Engine {
         Ok(())
     }
 
-    /// Removes everything left of streams and collections that were deleted.
+    /// Removes everything keyed by the id of a deleted stream (or of an
+    /// upper layer's deleted object: see [`keys::purge_key`]).
     async fn purge_deleted_streams(&self) -> EngineResult<()> {
         let mut ids = Vec::new();
         self.storage.scan(
@@ -274,15 +239,12 @@ impl Engine {
         for id in ids {
             // Every key of a stream starts with its id, in every keyspace.
             let (start, end) = (id.to_be_bytes().to_vec(), prefix_end(&id.to_be_bytes()));
-            // (A deleted collection's documents and changes too: stream and
-            // collection ids come from one counter.)
-            for keyspace in [
-                Keyspace::Records,
-                Keyspace::Timestamps,
-                Keyspace::Arrivals,
-                Keyspace::Docs,
-                Keyspace::Changes,
-            ] {
+            // Upper layers key their data by ids from the same counter and
+            // purge it with the same marker, so every keyspace is swept.
+            for keyspace in Keyspace::ALL {
+                if keyspace == Keyspace::Meta {
+                    continue;
+                }
                 loop {
                     let mut batch = WriteBatch::default();
                     self.storage.scan(keyspace, &start, &end, &mut |key, _| {

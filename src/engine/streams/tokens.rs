@@ -6,14 +6,13 @@ use base64::Engine as _;
 use rand::RngCore;
 use serde_json::Value;
 
-use super::error::{EngineError, EngineResult};
-use super::keys;
-use super::{Engine, ListRequest};
+use super::{keys, ListRequest, StreamCore};
+use crate::engine::error::{EngineError, EngineResult};
 use crate::storage::{Keyspace, WriteBatch};
 
 const MAX_TOKEN_ID_BYTES: usize = 96;
 
-impl Engine {
+impl StreamCore {
     /// Records `info` (an S2 `AccessTokenInfo`) and returns a new secret.
     pub async fn issue_access_token(&self, info: Value) -> EngineResult<String> {
         let id = info
@@ -67,15 +66,7 @@ impl Engine {
     }
 
     pub fn list_access_tokens(&self, req: &ListRequest) -> EngineResult<(Vec<Value>, bool)> {
-        let limit = req.validate()?;
-        let mut found: Vec<(String, Value)> = self.scan_named_meta(
-            &keys::access_token_key(""),
-            &req.prefix,
-            &req.start_after,
-            limit + 1,
-        )?;
-        let has_more = found.len() > limit;
-        found.truncate(limit);
+        let (found, has_more) = self.list_named_meta::<Value>(&keys::access_token_key(""), req)?;
         Ok((found.into_iter().map(|(_, info)| info).collect(), has_more))
     }
 }

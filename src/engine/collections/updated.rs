@@ -1,0 +1,231 @@
+//! The records stream: `/updated` pages of one collection, and of
+//! several at once, below the watermark (see the module docs of
+//! [`super`] for the cursor rule).
+
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::handle::CollectionHandle;
+use super::keys;
+use super::types::{Cursor, RawRecord, UnifiedCursor};
+use super::{Collections, MAX_PAGE};
+use crate::engine::error::{EngineError, EngineResult};
+use crate::engine::locks::lock;
+use crate::engine::streams::types::now_ms;
+use crate::engine::streams::MAX_UNARY_WAIT;
+use crate::storage::Keyspace;
+
+impl Collections {
+    /// A page of the records stream strictly after `cursor`, at most
+    /// `limit` records, and the cursor to continue from. With a `wait`, an
+    /// empty page is held until something is written (long poll).
+    pub async fn updated(
+        &self,
+        basin: &str,
+        collection: &str,
+        cursor: &Cursor,
+        limit: usize,
+        wait: std::time::Duration,
+    ) -> EngineResult<(Vec<RawRecord>, Cursor)> {
+        let handle = self.handle(basin, collection).await?;
+        let deadline = tokio::time::Instant::now() + wait.min(MAX_UNARY_WAIT);
+        let mut written = handle.written.subscribe();
+        let mut closing = self.core.closing();
+        loop {
+            written.borrow_and_update();
+            let page = self.updated_page(&handle, cursor, limit)?;
+            if !page.0.is_empty() || tokio::time::Instant::now() >= deadline || *closing.borrow() {
+                return Ok(page);
+            }
+            tokio::select! {
+                _ = written.changed() => {}
+                _ = closing.changed() => {}
+                // A write in a millisecond the clock has not reached yet
+                // shows once it has.
+                _ = tokio::time::sleep(std::time::Duration::from_millis(1)), if lock(&handle.clock).last > now_ms() => {}
+                _ = tokio::time::sleep_until(deadline) => {}
+            }
+        }
+    }
+
+    pub(crate) fn updated_page(
+        &self,
+        handle: &CollectionHandle,
+        cursor: &Cursor,
+        limit: usize,
+    ) -> EngineResult<(Vec<RawRecord>, Cursor)> {
+        let check = |cursor: &Cursor| {
+            let horizon = *lock(&handle.horizon);
+            horizon.check(cursor.updated_after, cursor.started_at, cursor.is_start())
+        };
+        check(cursor)?;
+        let limit = limit.clamp(1, MAX_PAGE);
+        let watermark = handle.watermark();
+        let start = match &cursor.after_id {
+            Some(id) => {
+                let mut key = keys::records_stream_key(handle.id, cursor.updated_after, id);
+                key.push(0); // strictly after this id
+                key
+            }
+            None => match cursor.updated_after.checked_add(1) {
+                Some(t) => keys::records_stream_key(handle.id, t, ""),
+                None => return Ok((Vec::new(), cursor.clone())),
+            },
+        };
+        let end = keys::records_stream_key(handle.id, watermark, "");
+        let mut records = Vec::new();
+        self.storage
+            .scan(Keyspace::RecordsStream, &start, &end, &mut |key, value| {
+                if let Some((updated_at, id)) = keys::parse_records_stream_key(key) {
+                    records.push(RawRecord {
+                        updated_at,
+                        id,
+                        json: Bytes::copy_from_slice(value),
+                    });
+                }
+                if records.len() >= limit {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            })?;
+        // Expiry publishes its horizon before removing anything, so a scan
+        // that raced with a removal sees the new horizon here.
+        check(cursor)?;
+        let next = match records.last() {
+            Some(last) => Cursor {
+                updated_after: last.updated_at,
+                after_id: Some(last.id.clone()),
+                started_at: cursor.started_at,
+            },
+            None => cursor.clone(),
+        };
+        Ok((records, next))
+    }
+
+    /// One page across several collections (all of the basin's if `names`
+    /// is `None`), ordered by `(updated_at, collection, id)`, strictly after
+    /// `cursor`. Only records below every collection's watermark (and below
+    /// the wall clock, for collections created later) are served, so no
+    /// write to any of them can land behind the returned cursor.
+    pub async fn updated_across(
+        &self,
+        basin: &str,
+        names: Option<Vec<String>>,
+        cursor: &UnifiedCursor,
+        limit: usize,
+        wait: std::time::Duration,
+    ) -> EngineResult<(Vec<RawRecord>, UnifiedCursor)> {
+        let deadline = tokio::time::Instant::now() + wait.min(MAX_UNARY_WAIT);
+        loop {
+            let page = self
+                .updated_across_page(basin, names.as_deref(), cursor, limit)
+                .await?;
+            if !page.0.is_empty()
+                || tokio::time::Instant::now() >= deadline
+                || self.core.is_closing()
+            {
+                return Ok(page);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+    }
+
+    async fn updated_across_page(
+        &self,
+        basin: &str,
+        names: Option<&[String]>,
+        cursor: &UnifiedCursor,
+        limit: usize,
+    ) -> EngineResult<(Vec<RawRecord>, UnifiedCursor)> {
+        self.core.basin_meta(basin)?;
+        let limit = limit.clamp(1, MAX_PAGE);
+        let explicit = names.is_some();
+        let mut names: Vec<String> = match names {
+            Some(names) => names.to_vec(),
+            None => self
+                .collection_ids(basin)?
+                .into_iter()
+                .map(|(n, _)| n)
+                .collect(),
+        };
+        names.sort();
+        names.dedup();
+        let mut handles: Vec<(String, Arc<CollectionHandle>)> = Vec::with_capacity(names.len());
+        let mut watermark = now_ms();
+        for name in &names {
+            let handle = match self.handle(basin, name).await {
+                Ok(handle) => handle,
+                // Deleted since the listing: nothing of it to serve.
+                Err(EngineError::CollectionNotFound(_)) if !explicit => continue,
+                Err(err) => return Err(err),
+            };
+            watermark = watermark.min(handle.watermark());
+            handles.push((name.clone(), handle));
+        }
+        let check = |handles: &[(String, Arc<CollectionHandle>)]| -> EngineResult<()> {
+            for (_, handle) in handles {
+                let horizon = *lock(&handle.horizon);
+                horizon.check(cursor.updated_after, cursor.started_at, cursor.is_start())?;
+            }
+            Ok(())
+        };
+        check(&handles)?;
+        // Up to `limit` candidates from each collection, then merge.
+        let mut entries: Vec<(u64, String, RawRecord)> = Vec::new();
+        for (name, handle) in &handles {
+            let start = match &cursor.after {
+                Some((after_collection, after_id)) if name == after_collection => {
+                    let mut key =
+                        keys::records_stream_key(handle.id, cursor.updated_after, after_id);
+                    key.push(0);
+                    key
+                }
+                Some((after_collection, _)) if name > after_collection => {
+                    keys::records_stream_key(handle.id, cursor.updated_after, "")
+                }
+                _ => match cursor.updated_after.checked_add(1) {
+                    Some(t) => keys::records_stream_key(handle.id, t, ""),
+                    None => continue,
+                },
+            };
+            let end = keys::records_stream_key(handle.id, watermark, "");
+            let mut taken = 0;
+            self.storage
+                .scan(Keyspace::RecordsStream, &start, &end, &mut |key, value| {
+                    if let Some((updated_at, id)) = keys::parse_records_stream_key(key) {
+                        let json = Bytes::copy_from_slice(value);
+                        entries.push((
+                            updated_at,
+                            name.clone(),
+                            RawRecord {
+                                updated_at,
+                                id,
+                                json,
+                            },
+                        ));
+                        taken += 1;
+                    }
+                    if taken >= limit {
+                        ControlFlow::Break(())
+                    } else {
+                        ControlFlow::Continue(())
+                    }
+                })?;
+        }
+        check(&handles)?;
+        entries.sort_by(|a, b| (a.0, &a.1, &a.2.id).cmp(&(b.0, &b.1, &b.2.id)));
+        entries.truncate(limit);
+        let next = match entries.last() {
+            Some((t, name, record)) => UnifiedCursor {
+                updated_after: *t,
+                after: Some((name.clone(), record.id.clone())),
+                started_at: cursor.started_at,
+            },
+            None => cursor.clone(),
+        };
+        Ok((entries.into_iter().map(|(_, _, r)| r).collect(), next))
+    }
+}

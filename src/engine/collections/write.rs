@@ -1,0 +1,344 @@
+//! Writes: point reads, and atomic batches of upserts and deletes whose
+//! change events go to the events stream in the same atomic batch.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use serde_json::{Map, Value};
+
+use super::handle::{CollectionHandle, PendingWrite, PreparedWrite};
+use super::keys::{self, Doc};
+use super::types::{Event, EventKind, RecordView, WriteOp};
+use super::{Collections, MAX_RECORD_BYTES, MAX_RECORD_ID_BYTES, MAX_WRITE_OPS};
+use crate::engine::error::{EngineError, EngineResult};
+use crate::engine::locks::lock;
+use crate::engine::streams::types::{AppendInput, AppendRecord, Header, MAX_BATCH_BYTES};
+use crate::storage::{Keyspace, WriteBatch};
+
+impl Collections {
+    pub async fn get_record(
+        &self,
+        basin: &str,
+        collection: &str,
+        id: &str,
+    ) -> EngineResult<RecordView> {
+        let handle = self.handle(basin, collection).await?;
+        match self
+            .storage
+            .get(Keyspace::Docs, &keys::doc_key(handle.id, id))?
+        {
+            Some(bytes) => {
+                let doc: Doc = keys::decode_json(&bytes)?;
+                if doc.expired {
+                    return Err(EngineError::RecordNotFound(id.into()));
+                }
+                Ok(RecordView::new(collection, id, doc))
+            }
+            None => Err(EngineError::RecordNotFound(id.into())),
+        }
+    }
+
+    /// Applies `ops` atomically: all of them, with their events, or none.
+    /// Returns the resulting record for each op, in order.
+    pub async fn write_records(
+        &self,
+        basin: &str,
+        collection: &str,
+        ops: Vec<WriteOp>,
+    ) -> EngineResult<Vec<RecordView>> {
+        if ops.is_empty() {
+            return Err(EngineError::Invalid(
+                "a write needs at least one upsert or delete".into(),
+            ));
+        }
+        if ops.len() > MAX_WRITE_OPS {
+            return Err(EngineError::Invalid(format!(
+                "a write may hold at most {MAX_WRITE_OPS} upserts and deletes, got {}",
+                ops.len()
+            )));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for op in &ops {
+            validate_record_id(op.id())?;
+            if !seen.insert(op.id()) {
+                return Err(EngineError::Invalid(format!(
+                    "record `{}` appears twice in one write",
+                    op.id()
+                )));
+            }
+            if let WriteOp::Upsert { data, id, .. } = op {
+                let size = serde_json::to_vec(data).map_or(0, |v| v.len());
+                if size > MAX_RECORD_BYTES {
+                    return Err(EngineError::Invalid(format!(
+                        "record `{id}` is {size} bytes; at most {MAX_RECORD_BYTES} are allowed"
+                    )));
+                }
+            }
+        }
+
+        let handle = self.handle(basin, collection).await?;
+        let write = handle.write_lock.lock().await;
+
+        // Current versions (pending writes first), and the conditions on them.
+        let mut current: HashMap<String, Option<Doc>> = HashMap::new();
+        for op in &ops {
+            let pending = lock(&handle.pending)
+                .get(op.id())
+                .map(|(doc, _)| doc.clone());
+            let doc = match pending {
+                Some(doc) => Some(doc),
+                None => match self
+                    .storage
+                    .get(Keyspace::Docs, &keys::doc_key(handle.id, op.id()))?
+                {
+                    Some(bytes) => Some(keys::decode_json::<Doc>(&bytes)?),
+                    None => None,
+                },
+            };
+            let (expected, is_delete) = match op {
+                WriteOp::Upsert {
+                    expected_version, ..
+                } => (*expected_version, false),
+                WriteOp::Delete {
+                    expected_version, ..
+                } => (*expected_version, true),
+            };
+            let live = doc.as_ref().filter(|d| !d.deleted);
+            if is_delete && live.is_none() {
+                return Err(EngineError::RecordNotFound(op.id().into()));
+            }
+            if let Some(expected) = expected {
+                // A deleted record counts as absent: version 0.
+                let actual = live.map_or(0, |d| d.version);
+                if expected != actual {
+                    return Err(EngineError::VersionMismatch {
+                        id: op.id().into(),
+                        expected,
+                        actual,
+                    });
+                }
+            }
+            current.insert(op.id().to_string(), doc);
+        }
+
+        // In flight from the moment it has a time, so readers' watermark
+        // stays below it until it is durable (or, dropped, until it is not
+        // going to happen).
+        let mut guard = PendingWrite::begin(&handle);
+        let prepared = self.prepare_write(&handle, ops, current, guard.updated_at)?;
+        let Some((input, extra, written)) = prepared.commit else {
+            return Ok(prepared.views);
+        };
+        guard.hold_docs(written);
+        let ack = handle.events.submit_with(input, extra).await?;
+        // The next write may be prepared while this one commits: it reads
+        // the pending documents, and its events queue behind these.
+        drop(write);
+        // The write is queued and will commit (or fail) whatever the caller
+        // does now, so its bookkeeping must not hang on the caller's future:
+        // it is released by a task of its own once the write's fate is known.
+        let finish = tokio::spawn(async move {
+            let result = ack.await;
+            drop(guard);
+            if result.is_ok() {
+                handle.written.send_modify(|n| *n += 1);
+            }
+            result
+        });
+        match finish.await {
+            Ok(result) => result.map(|_| prepared.views),
+            Err(err) => std::panic::resume_unwind(err.into_panic()),
+        }
+    }
+
+    /// Builds one write: the records to return, and (unless nothing
+    /// changes) the events and the document and index updates to commit.
+    fn prepare_write(
+        &self,
+        handle: &CollectionHandle,
+        ops: Vec<WriteOp>,
+        current: HashMap<String, Option<Doc>>,
+        updated_at: u64,
+    ) -> EngineResult<PreparedWrite> {
+        let mut extra = WriteBatch::default();
+        let mut events = Vec::new();
+        let mut written = Vec::new();
+        let mut views = Vec::with_capacity(ops.len());
+        for op in ops {
+            let id = op.id().to_string();
+            let old = current.get(&id).cloned().flatten();
+            let (doc, event) = match op {
+                WriteOp::Upsert { data, .. } => match &old {
+                    Some(old) if !old.deleted && old.data == data => {
+                        // Nothing changes: no new version, no event.
+                        views.push(RecordView::new(&handle.name, &id, old.clone()));
+                        continue;
+                    }
+                    Some(old) if !old.deleted => {
+                        let changes = changed_fields(&old.data, &data);
+                        let doc = Doc {
+                            data,
+                            version: old.version + 1,
+                            created_at: old.created_at,
+                            updated_at,
+                            deleted: false,
+                            expired: false,
+                        };
+                        (doc, (EventKind::Updated, Some(changes)))
+                    }
+                    _ => {
+                        let doc = Doc {
+                            data,
+                            version: old.as_ref().map_or(1, |o| o.version + 1),
+                            created_at: updated_at,
+                            updated_at,
+                            deleted: false,
+                            expired: false,
+                        };
+                        (doc, (EventKind::Created, None))
+                    }
+                },
+                WriteOp::Delete { .. } => {
+                    let Some(old) = &old else {
+                        return Err(EngineError::RecordNotFound(id));
+                    };
+                    let doc = Doc {
+                        data: old.data.clone(),
+                        version: old.version + 1,
+                        created_at: old.created_at,
+                        updated_at,
+                        deleted: true,
+                        expired: false,
+                    };
+                    (doc, (EventKind::Deleted, None))
+                }
+            };
+            if let Some(old) = &old {
+                extra.delete(
+                    Keyspace::RecordsStream,
+                    keys::records_stream_key(handle.id, old.updated_at, &id),
+                );
+            }
+            written.push((id.clone(), doc.clone()));
+            let view = RecordView::new(&handle.name, &id, doc.clone());
+            extra.put(
+                Keyspace::RecordsStream,
+                keys::records_stream_key(handle.id, updated_at, &id),
+                keys::encode_json(&view),
+            );
+            extra.put(
+                Keyspace::Docs,
+                keys::doc_key(handle.id, &id),
+                keys::encode_json(&doc),
+            );
+            let (kind, changes) = event;
+            events.push(Event {
+                event: kind,
+                id: id.clone(),
+                data: doc.data.clone(),
+                changes,
+                version: doc.version,
+                updated_at,
+            });
+            views.push(view);
+        }
+        if events.is_empty() {
+            return Ok(PreparedWrite {
+                views,
+                commit: None,
+            });
+        }
+        let records: Vec<AppendRecord> = events
+            .iter()
+            .map(|event| AppendRecord {
+                timestamp: None,
+                headers: vec![Header {
+                    name: Bytes::from_static(b"event"),
+                    value: Bytes::from(
+                        serde_json::to_string(&event.event)
+                            .unwrap_or_default()
+                            .trim_matches('"')
+                            .to_string(),
+                    ),
+                }],
+                body: Bytes::from(keys::encode_json(event)),
+            })
+            .collect();
+        let size: usize = records.iter().map(AppendRecord::metered_size).sum();
+        if size > MAX_BATCH_BYTES {
+            return Err(EngineError::Invalid(format!(
+                "this write's change events come to {size} bytes; one write may produce at most \
+                 {MAX_BATCH_BYTES} (1 MiB): split it into smaller writes"
+            )));
+        }
+        let input = AppendInput {
+            records,
+            ..Default::default()
+        };
+        Ok(PreparedWrite {
+            views,
+            commit: Some((input, extra, written)),
+        })
+    }
+}
+
+fn validate_record_id(id: &str) -> EngineResult<()> {
+    if id.is_empty() || id.len() > MAX_RECORD_ID_BYTES {
+        return Err(EngineError::Invalid(format!(
+            "a record id must be 1 to {MAX_RECORD_ID_BYTES} bytes"
+        )));
+    }
+    if id.chars().any(char::is_control) {
+        return Err(EngineError::Invalid(
+            "a record id may not contain control characters".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The previous values of the top-level fields that differ.
+fn changed_fields(old: &Map<String, Value>, new: &Map<String, Value>) -> Map<String, Value> {
+    let mut changes = Map::new();
+    for (key, old_value) in old {
+        if new.get(key) != Some(old_value) {
+            changes.insert(key.clone(), old_value.clone());
+        }
+    }
+    for key in new.keys() {
+        if !old.contains_key(key) {
+            changes.insert(key.clone(), Value::Null);
+        }
+    }
+    changes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn changes_hold_previous_values() {
+        let old = json!({"a": 1, "b": 2, "gone": true})
+            .as_object()
+            .unwrap()
+            .clone();
+        let new = json!({"a": 1, "b": 3, "added": "x"})
+            .as_object()
+            .unwrap()
+            .clone();
+        let changes = changed_fields(&old, &new);
+        assert_eq!(
+            Value::Object(changes),
+            json!({"b": 2, "gone": true, "added": null})
+        );
+    }
+
+    #[test]
+    fn record_ids() {
+        assert!(validate_record_id("user-1").is_ok());
+        assert!(validate_record_id("").is_err());
+        assert!(validate_record_id(&"x".repeat(513)).is_err());
+        assert!(validate_record_id("a\nb").is_err());
+    }
+}

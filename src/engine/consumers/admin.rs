@@ -1,0 +1,340 @@
+//! Consumers: create, get (with their state), list, reconfigure, delete.
+
+use std::ops::ControlFlow;
+
+use super::config::{AckPolicy, ConsumerConfig, ConsumerConfigPatch, Start};
+use super::keys::{self, ConsumerMeta};
+use super::position::{Frontier, Position};
+use super::source::SourceHandle;
+use super::state::{ConsumerInfo, ConsumerProgress, ConsumerStats};
+use super::{dead_letter_config, dead_letter_stream, Consumers, MAX_CONSUMER_NAME_BYTES};
+use crate::engine::error::{EngineError, EngineResult};
+use crate::engine::locks::lock;
+use crate::engine::streams::types::now_ms;
+use crate::engine::streams::{
+    delete_stream_ops, first_seq_at_or_after, stream_creation_ops, ListRequest, Provision,
+};
+use crate::storage::{prefix_end, Keyspace, WriteBatch};
+
+impl Consumers {
+    /// Creates the consumer, or brings an existing one's adjustable settings
+    /// in line with `config`.
+    pub async fn ensure_consumer(
+        &self,
+        basin: &str,
+        name: &str,
+        config: ConsumerConfig,
+    ) -> EngineResult<(ConsumerInfo, Provision)> {
+        validate_consumer_name(name)?;
+        config.validate()?;
+        self.core.basin_meta(basin)?;
+        // A conflict is a conflict even if the new source does not exist.
+        if let Some(meta) = self.consumer_meta(basin, name)? {
+            if !meta.config.same_identity(&config) {
+                return Err(EngineError::ConsumerConflict(name.into()));
+            }
+        }
+        // Resolving may start the source's task, which takes the admin lock.
+        let (source, source_id) = self.resolve_source(basin, &config.source).await?;
+        let _admin = self.core.lock_admin().await;
+        let basin_meta = self.core.basin_meta(basin)?;
+        if let Some(meta) = self.consumer_meta(basin, name)? {
+            if !meta.config.same_identity(&config) {
+                return Err(EngineError::ConsumerConflict(name.into()));
+            }
+            if meta.config == config {
+                return Ok((ConsumerInfo::new(name, &meta), Provision::Unchanged));
+            }
+            let meta = self.put_consumer_config(basin, name, meta, config).await?;
+            return Ok((ConsumerInfo::new(name, &meta), Provision::Updated));
+        }
+        let frontier = self.start_frontier(&source, &config.start)?;
+        let mut batch = WriteBatch::default();
+        let [id, dead_letter_id] = self.core.allocate_ids(&mut batch)?;
+        let meta = ConsumerMeta {
+            id,
+            config,
+            created_at: now_ms(),
+            source_id,
+        };
+        batch.put(
+            Keyspace::Meta,
+            keys::consumer_key(basin, name),
+            keys::encode_json(&meta),
+        );
+        batch.put(
+            Keyspace::Meta,
+            keys::consumer_progress_key(id),
+            keys::encode_json(&ConsumerProgress {
+                frontier,
+                delivered: 0,
+                redelivered: 0,
+                acked: 0,
+                nacked: 0,
+                dead_lettered: 0,
+                dropped: 0,
+            }),
+        );
+        let dead_letters = dead_letter_stream(name);
+        if self.core.stream_meta(basin, &dead_letters)?.is_none() {
+            stream_creation_ops(
+                &mut batch,
+                basin,
+                &dead_letters,
+                dead_letter_config(basin_meta.config.default_stream_config),
+                None,
+                dead_letter_id,
+            );
+        }
+        self.committer.commit(batch).await?;
+        Ok((ConsumerInfo::new(name, &meta), Provision::Created))
+    }
+
+    /// The consumer, with its current state.
+    pub async fn consumer_info(&self, basin: &str, name: &str) -> EngineResult<ConsumerInfo> {
+        let handle = self.consumer(basin, name).await?;
+        let tail = match self.resolve_source(basin, &handle.source).await {
+            Ok((source, id)) if id == handle.source_id => source.tail_seq(),
+            _ => None,
+        };
+        let state = handle.state.lock().await;
+        state.check_live(name)?;
+        let now = now_ms();
+        let ack_floor = match state.config.ack_policy {
+            AckPolicy::Explicit => state.pending.floor().cloned(),
+            AckPolicy::Cursor => None,
+        };
+        let done_below = match (&ack_floor, &state.progress.frontier) {
+            (Some(Position::Seq(seq)), _) => Some(*seq),
+            (None, Frontier::Seq(seq)) => Some(*seq),
+            _ => None,
+        };
+        let stats = ConsumerStats {
+            ack_floor,
+            frontier: state.progress.frontier.clone(),
+            pending: state.pending.len(),
+            in_flight: state.pending.in_flight(now),
+            progress: state.progress.clone(),
+            lag: tail
+                .zip(done_below)
+                .map(|(tail, done)| tail.saturating_sub(done)),
+        };
+        Ok(ConsumerInfo {
+            name: name.into(),
+            created_at: handle.created_at,
+            config: state.config.clone(),
+            dead_letter_stream: dead_letter_stream(name),
+            stats: Some(stats),
+        })
+    }
+
+    pub fn list_consumers(
+        &self,
+        basin: &str,
+        req: &ListRequest,
+    ) -> EngineResult<(Vec<ConsumerInfo>, bool)> {
+        self.core.basin_meta(basin)?;
+        let (found, has_more) = self
+            .core
+            .list_named_meta::<ConsumerMeta>(&keys::consumer_prefix(basin), req)?;
+        Ok((
+            found
+                .iter()
+                .map(|(name, meta)| ConsumerInfo::new(name, meta))
+                .collect(),
+            has_more,
+        ))
+    }
+
+    pub async fn reconfigure_consumer(
+        &self,
+        basin: &str,
+        name: &str,
+        patch: &ConsumerConfigPatch,
+    ) -> EngineResult<ConsumerInfo> {
+        let _admin = self.core.lock_admin().await;
+        self.core.basin_meta(basin)?;
+        let meta = self
+            .consumer_meta(basin, name)?
+            .ok_or_else(|| EngineError::ConsumerNotFound(name.into()))?;
+        let config = meta.config.apply(patch)?;
+        let meta = self.put_consumer_config(basin, name, meta, config).await?;
+        Ok(ConsumerInfo::new(name, &meta))
+    }
+
+    /// Deletes the consumer, its pending state and its dead-letter stream.
+    pub async fn delete_consumer(&self, basin: &str, name: &str) -> EngineResult<()> {
+        let _admin = self.core.lock_admin().await;
+        self.core.basin_meta(basin)?;
+        let meta = self
+            .consumer_meta(basin, name)?
+            .ok_or_else(|| EngineError::ConsumerNotFound(name.into()))?;
+        let mut batch = WriteBatch::default();
+        self.delete_consumer_ops(&mut batch, basin, name, meta.id)
+            .await?;
+        let dead_letters = dead_letter_stream(name);
+        if let Some(stream) = self.core.stream_meta(basin, &dead_letters)? {
+            self.core.stop_stream(basin, &dead_letters).await;
+            delete_stream_ops(&mut batch, basin, &dead_letters, stream.id);
+        }
+        self.committer.commit(batch).await?;
+        Ok(())
+    }
+
+    /// The writes that delete a consumer's keys; also retires its handle,
+    /// so that operations waiting on it fail with "not found". The caller
+    /// holds the admin lock.
+    pub(crate) async fn delete_consumer_ops(
+        &self,
+        batch: &mut WriteBatch,
+        basin: &str,
+        name: &str,
+        id: u64,
+    ) -> EngineResult<()> {
+        let handle = lock(&self.handles).remove(&(basin.to_string(), name.to_string()));
+        if let Some(handle) = handle {
+            let mut state = handle.state.lock().await;
+            state.deleted = true;
+            // Pending keys queued but not yet on disk are not in the scan
+            // below; delete them by what memory holds.
+            for position in state.pending.positions() {
+                batch.delete(
+                    Keyspace::Meta,
+                    keys::consumer_pending_key(id, &position.to_bytes()),
+                );
+            }
+            drop(state);
+            handle.changed.send_modify(|n| *n += 1);
+        }
+        batch.delete(Keyspace::Meta, keys::consumer_key(basin, name));
+        batch.delete(Keyspace::Meta, keys::consumer_progress_key(id));
+        let prefix = keys::consumer_pending_prefix(id);
+        self.storage.scan(
+            Keyspace::Meta,
+            &prefix,
+            &prefix_end(&prefix),
+            &mut |key, _| {
+                batch.delete(Keyspace::Meta, key.to_vec());
+                ControlFlow::Continue(())
+            },
+        )?;
+        Ok(())
+    }
+
+    /// The consumers of `basin`, by name and id.
+    pub(crate) fn consumer_ids(&self, basin: &str) -> EngineResult<Vec<(String, u64)>> {
+        let found: Vec<(String, ConsumerMeta)> =
+            self.core
+                .scan_named_meta(&keys::consumer_prefix(basin), "", "", usize::MAX)?;
+        Ok(found
+            .into_iter()
+            .map(|(name, meta)| (name, meta.id))
+            .collect())
+    }
+
+    async fn put_consumer_config(
+        &self,
+        basin: &str,
+        name: &str,
+        mut meta: ConsumerMeta,
+        config: ConsumerConfig,
+    ) -> EngineResult<ConsumerMeta> {
+        let handle = lock(&self.handles)
+            .get(&(basin.to_string(), name.to_string()))
+            .cloned();
+        // Under the consumer's mutex, so that no operation runs with the
+        // old settings after the new ones are durable.
+        let mut state = match &handle {
+            Some(handle) => Some(handle.state.lock().await),
+            None => None,
+        };
+        meta.config = config;
+        let mut batch = WriteBatch::default();
+        batch.put(
+            Keyspace::Meta,
+            keys::consumer_key(basin, name),
+            keys::encode_json(&meta),
+        );
+        self.committer.commit(batch).await?;
+        if let (Some(state), Some(handle)) = (state.as_mut(), &handle) {
+            state.config = meta.config.clone();
+            handle.changed.send_modify(|n| *n += 1);
+        }
+        Ok(meta)
+    }
+
+    pub(super) fn consumer_meta(
+        &self,
+        basin: &str,
+        name: &str,
+    ) -> EngineResult<Option<ConsumerMeta>> {
+        self.core.get_meta(&keys::consumer_key(basin, name))
+    }
+
+    /// Where a new consumer starts reading.
+    fn start_frontier(&self, source: &SourceHandle, start: &Start) -> EngineResult<Frontier> {
+        Ok(match source {
+            SourceHandle::Stream(h) | SourceHandle::Events(h) => {
+                let tail = h.visible().tail.seq_num;
+                Frontier::Seq(match start {
+                    Start::Beginning => 0,
+                    Start::Tail => tail,
+                    Start::SeqNum { seq_num } if *seq_num > tail => {
+                        return Err(EngineError::Invalid(format!(
+                            "start seq_num {seq_num} is beyond the tail ({tail})"
+                        )))
+                    }
+                    Start::SeqNum { seq_num } => *seq_num,
+                    Start::Timestamp { timestamp } => first_seq_at_or_after(
+                        &*self.storage,
+                        Keyspace::Timestamps,
+                        h.id,
+                        *timestamp,
+                        tail,
+                    )?,
+                })
+            }
+            SourceHandle::Records(h) => Frontier::Change {
+                updated_after: match start {
+                    Start::Beginning => 0,
+                    // Everything below the watermark is final: what comes
+                    // later lands above it.
+                    Start::Tail => h.watermark().saturating_sub(1),
+                    Start::Timestamp { timestamp } => timestamp.saturating_sub(1),
+                    Start::SeqNum { .. } => {
+                        return Err(EngineError::Invalid(
+                            "the records feed has no seq nums".into(),
+                        ))
+                    }
+                },
+                after_id: None,
+            },
+        })
+    }
+}
+
+fn validate_consumer_name(name: &str) -> EngineResult<()> {
+    if name.is_empty() || name.len() > MAX_CONSUMER_NAME_BYTES {
+        return Err(EngineError::Invalid(format!(
+            "a consumer name must be 1 to {MAX_CONSUMER_NAME_BYTES} bytes"
+        )));
+    }
+    if name == "." || name == ".." || name.chars().any(char::is_control) || name.contains('/') {
+        return Err(EngineError::Invalid(
+            "a consumer name may not be `.` or `..`, or contain `/` or control characters".into(),
+        ));
+    }
+    Ok(())
+}
+
+impl ConsumerInfo {
+    fn new(name: &str, meta: &ConsumerMeta) -> Self {
+        Self {
+            name: name.into(),
+            created_at: meta.created_at,
+            config: meta.config.clone(),
+            dead_letter_stream: dead_letter_stream(name),
+            stats: None,
+        }
+    }
+}
