@@ -2,11 +2,12 @@
 //! loopback port, a small S2 JSON client, and an SSE reader.
 #![allow(dead_code)] // each test binary uses a different subset
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use reqwest::{Client, Response, StatusCode};
+use reqwest::{Client, Method, RequestBuilder, Response, StatusCode};
 use rill::engine::Engine;
 use rill::storage::{MemoryStorage, Storage};
 use serde_json::{json, Value};
@@ -86,9 +87,33 @@ impl TestServer {
         self.client.delete(self.url(path)).header("s2-basin", BASIN)
     }
 
+    /// A request without the `s2-basin` header: the account-level
+    /// endpoints (basins, access tokens, metrics) and paths outside the API.
+    pub fn bare(&self, method: Method, path: &str) -> RequestBuilder {
+        self.client.request(method, self.url(path))
+    }
+
     /// Creates the test basin and a stream in it.
     pub async fn with_stream(&self, stream: &str) {
         self.create_basin(BASIN).await;
+        self.ensure_stream(stream).await;
+    }
+
+    pub async fn create_basin(&self, basin: &str) {
+        let resp = self
+            .bare(Method::PUT, &format!("/v1/basins/{basin}"))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            resp.status().is_success(),
+            "ensure basin: {}",
+            resp.status()
+        );
+    }
+
+    /// Ensures a stream with the default config exists in the test basin.
+    pub async fn ensure_stream(&self, stream: &str) {
         let resp = self
             .put(&format!("/v1/streams/{stream}"))
             .send()
@@ -101,39 +126,58 @@ impl TestServer {
         );
     }
 
-    pub async fn create_basin(&self, basin: &str) {
-        let resp = self
-            .client
-            .put(self.url(&format!("/v1/basins/{basin}")))
-            .send()
+    /// Creates a stream in the test basin with `config`; asserts 201 and
+    /// returns the body.
+    pub async fn create_stream(&self, stream: &str, config: Value) -> Value {
+        self.put(&format!("/v1/streams/{stream}"))
+            .json(&config)
+            .expect_status(StatusCode::CREATED)
             .await
-            .unwrap();
-        assert!(
-            resp.status().is_success(),
-            "ensure basin: {}",
-            resp.status()
-        );
+    }
+
+    /// An append request with `body` as the JSON body, not yet sent.
+    pub fn append_request(&self, stream: &str, body: Value) -> RequestBuilder {
+        self.post(&format!("/v1/streams/{stream}/records"))
+            .json(&body)
+    }
+
+    /// A read request (`GET .../records?{query}`), not yet sent.
+    pub fn read_request(&self, stream: &str, query: &str) -> RequestBuilder {
+        self.get(&format!("/v1/streams/{stream}/records?{query}"))
+    }
+
+    /// A read request asking for an SSE session, not yet sent.
+    pub fn sse_request(&self, stream: &str, query: &str) -> RequestBuilder {
+        self.read_request(stream, query)
+            .header("accept", "text/event-stream")
     }
 
     /// Appends text bodies; returns the ack.
     pub async fn append(&self, stream: &str, bodies: &[&str]) -> Value {
         let records: Vec<Value> = bodies.iter().map(|b| json!({ "body": b })).collect();
-        let resp = self
-            .post(&format!("/v1/streams/{stream}/records"))
-            .json(&json!({ "records": records }))
-            .send()
+        self.append_request(stream, json!({ "records": records }))
+            .expect_status(StatusCode::OK)
             .await
-            .unwrap();
-        expect_status(resp, StatusCode::OK).await
     }
 
     pub async fn read(&self, stream: &str, query: &str) -> Value {
-        let resp = self
-            .get(&format!("/v1/streams/{stream}/records?{query}"))
-            .send()
+        self.read_request(stream, query)
+            .expect_status(StatusCode::OK)
             .await
-            .unwrap();
-        expect_status(resp, StatusCode::OK).await
+    }
+
+    /// The bodies of the records a read returns; asserts 200.
+    pub async fn read_bodies(&self, stream: &str, query: &str) -> Vec<String> {
+        bodies(&self.read(stream, query).await)
+    }
+
+    /// The stream's tail sequence number; asserts 200.
+    pub async fn tail(&self, stream: &str) -> u64 {
+        self.get(&format!("/v1/streams/{stream}/records/tail"))
+            .expect_status(StatusCode::OK)
+            .await["tail"]["seq_num"]
+            .as_u64()
+            .unwrap()
     }
 }
 
@@ -168,6 +212,34 @@ pub async fn expect_error(resp: Response, status: StatusCode, code: &str) -> Val
     body
 }
 
+/// Sends a request and checks the answer in one step (panics on a
+/// transport error): the [`expect_status`] and [`expect_error`] checks.
+pub trait SendAndExpect {
+    /// Sends, asserts the status and returns the JSON body.
+    fn expect_status(self, status: StatusCode) -> impl Future<Output = Value>;
+    /// Sends and asserts an error response: status, `code`, a message.
+    fn expect_error(self, status: StatusCode, code: &str) -> impl Future<Output = Value>;
+    /// Sends, asserts the `s2-provision-result` header of an ensure or
+    /// create, then the status; returns the JSON body.
+    fn expect_provision(self, result: &str, status: StatusCode) -> impl Future<Output = Value>;
+}
+
+impl SendAndExpect for RequestBuilder {
+    async fn expect_status(self, status: StatusCode) -> Value {
+        expect_status(self.send().await.unwrap(), status).await
+    }
+
+    async fn expect_error(self, status: StatusCode, code: &str) -> Value {
+        expect_error(self.send().await.unwrap(), status, code).await
+    }
+
+    async fn expect_provision(self, result: &str, status: StatusCode) -> Value {
+        let resp = self.send().await.unwrap();
+        assert_eq!(resp.headers()["s2-provision-result"], result);
+        expect_status(resp, status).await
+    }
+}
+
 /// The bodies of the records in a read batch.
 pub fn bodies(batch: &Value) -> Vec<String> {
     batch["records"]
@@ -175,6 +247,35 @@ pub fn bodies(batch: &Value) -> Vec<String> {
         .expect("records array")
         .iter()
         .map(|r| r["body"].as_str().expect("text body").to_string())
+        .collect()
+}
+
+/// The sequence numbers of the records in a read batch.
+pub fn seq_nums(batch: &Value) -> Vec<u64> {
+    record_u64s(batch, "seq_num")
+}
+
+/// The timestamps of the records in a read batch.
+pub fn timestamps(batch: &Value) -> Vec<u64> {
+    record_u64s(batch, "timestamp")
+}
+
+fn record_u64s(batch: &Value, field: &str) -> Vec<u64> {
+    batch["records"]
+        .as_array()
+        .expect("records array")
+        .iter()
+        .map(|r| r[field].as_u64().expect("a number"))
+        .collect()
+}
+
+/// The `name` of each item of a list page (`key` is e.g. `"basins"`).
+pub fn names(page: &Value, key: &str) -> Vec<String> {
+    page[key]
+        .as_array()
+        .expect("list array")
+        .iter()
+        .map(|item| item["name"].as_str().expect("a name").to_string())
         .collect()
 }
 
@@ -186,6 +287,13 @@ pub struct SseEvent {
     pub data: String,
 }
 
+impl SseEvent {
+    /// The data parsed as JSON.
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.data).unwrap()
+    }
+}
+
 /// Reads SSE events off a streaming response.
 pub struct SseReader {
     stream: futures::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
@@ -193,6 +301,13 @@ pub struct SseReader {
 }
 
 impl SseReader {
+    /// Sends `request` and asserts it opened a session (200).
+    pub async fn open(request: RequestBuilder) -> Self {
+        let resp = request.send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        Self::new(resp)
+    }
+
     pub fn new(resp: Response) -> Self {
         Self {
             stream: resp.bytes_stream().boxed(),
@@ -234,5 +349,13 @@ impl SseReader {
         tokio::time::timeout(timeout, self.next())
             .await
             .expect("no SSE event in time")
+    }
+
+    /// The next event within 5 s, panicking if none comes or the
+    /// response ends.
+    pub async fn expect_next(&mut self) -> SseEvent {
+        self.next_within(Duration::from_secs(5))
+            .await
+            .expect("an SSE event, not the end")
     }
 }

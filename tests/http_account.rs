@@ -1,0 +1,65 @@
+//! HTTP tests of the S2 v1 JSON API's account-level access tokens (issue,
+//! list, revoke, bad input) and metrics (account, basin and stream sets,
+//! unknown streams and sets).
+
+mod common;
+
+use common::*;
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+#[tokio::test]
+async fn access_tokens_and_metrics_answer_as_the_spec_says() {
+    let server = TestServer::start().await;
+    let tokens =
+        |method: Method, path: &str| server.bare(method, &format!("/v1/access-tokens{path}"));
+    let info = json!({"id": "ci-token", "scope": {"basins": {"prefix": ""}, "ops": ["read"]}});
+    let issued = tokens(Method::POST, "")
+        .json(&info)
+        .expect_status(StatusCode::CREATED)
+        .await;
+    assert!(issued["access_token"]
+        .as_str()
+        .is_some_and(|t| t.len() >= 32));
+    tokens(Method::POST, "")
+        .json(&info)
+        .expect_error(StatusCode::CONFLICT, "resource_already_exists")
+        .await;
+    tokens(Method::POST, "")
+        .json(&json!({"id": ""}))
+        .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid")
+        .await;
+    let list = tokens(Method::GET, "?prefix=ci")
+        .expect_status(StatusCode::OK)
+        .await;
+    assert_eq!(list["access_tokens"][0], info);
+    assert_eq!(list["has_more"], false);
+    let resp = tokens(Method::DELETE, "/ci-token").send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    tokens(Method::DELETE, "/ci-token")
+        .expect_error(StatusCode::NOT_FOUND, "access_token_not_found")
+        .await;
+
+    server.with_stream("m").await;
+    let metrics = |path: &str| server.bare(Method::GET, &format!("/v1/metrics{path}"));
+    let active = metrics("?set=active-basins")
+        .expect_status(StatusCode::OK)
+        .await;
+    assert_eq!(active["values"][0]["label"]["values"], json!([BASIN]));
+    let storage = metrics(&format!("/{BASIN}?set=storage"))
+        .expect_status(StatusCode::OK)
+        .await;
+    assert_eq!(storage["values"], json!([]));
+    metrics(&format!("/{BASIN}/m?set=storage"))
+        .expect_status(StatusCode::OK)
+        .await;
+    metrics(&format!("/{BASIN}/nope?set=storage"))
+        .expect_error(StatusCode::NOT_FOUND, "stream_not_found")
+        .await;
+    metrics("?set=bogus")
+        .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid")
+        .await;
+    metrics("")
+        .expect_error(StatusCode::BAD_REQUEST, "bad_query")
+        .await;
+}
