@@ -4,41 +4,20 @@
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
-use serde::{Deserialize, Serialize};
-use serde_json::{json, Map, Value};
+use serde::Deserialize;
+use serde_json::{json, Value};
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{Basin, Json, OptionalJson, Path, Query};
 use super::{detached, provision_response, AppState, ListParams};
 use crate::engine::collections::{
-    CollectionConfig, CollectionConfigPatch, CollectionInfo, Cursor, RecordView, WriteOp,
-    DEFAULT_PAGE,
+    CollectionConfigPatch, Cursor, RecordView, UnifiedCursor, WriteOp, DEFAULT_PAGE, MAX_PAGE,
 };
-use crate::engine::collections::{RawRecord, UnifiedCursor};
-use crate::engine::streams::types::ReadBatch;
-use crate::wire::json::rfc3339;
-
-#[derive(Serialize)]
-pub struct CollectionJson {
-    name: String,
-    config: CollectionConfig,
-    created_at: String,
-    /// The stream of change events, readable with the stream API.
-    events_stream: String,
-}
-
-impl From<CollectionInfo> for CollectionJson {
-    fn from(info: CollectionInfo) -> Self {
-        Self {
-            name: info.name,
-            config: info.config,
-            created_at: rfc3339(info.created_at),
-            events_stream: info.events_stream,
-        }
-    }
-}
+use crate::wire::collections::{
+    events_batch, events_page, parse_event_kinds, record_data, records_page, unified_page,
+    BatchWrite, CollectionJson,
+};
+use crate::wire::cursor::{decode_cursor, decode_unified_cursor, parse_time};
 
 pub async fn list(
     State(state): State<AppState>,
@@ -119,23 +98,6 @@ pub struct WriteParams {
     expected_version: Option<u64>,
 }
 
-fn object(data: Value) -> ApiResult<Map<String, Value>> {
-    match data {
-        Value::Object(map) => Ok(map),
-        other => Err(ApiError::invalid(format!(
-            "record data must be a JSON object, got {}",
-            match other {
-                Value::Null => "null",
-                Value::Bool(_) => "a boolean",
-                Value::Number(_) => "a number",
-                Value::String(_) => "a string",
-                Value::Array(_) => "an array",
-                Value::Object(_) => "an object",
-            }
-        ))),
-    }
-}
-
 async fn write_one(
     state: AppState,
     basin: String,
@@ -162,7 +124,7 @@ pub async fn put_record(
 ) -> ApiResult<axum::Json<RecordView>> {
     let op = WriteOp::Upsert {
         id,
-        data: object(data)?,
+        data: record_data(data)?,
         expected_version: params.expected_version,
     };
     write_one(state, basin, collection, op).await
@@ -195,62 +157,13 @@ pub async fn get_record(
     ))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BatchWrite {
-    #[serde(default)]
-    upserts: Vec<BatchUpsert>,
-    #[serde(default)]
-    deletes: Vec<BatchDelete>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct BatchUpsert {
-    id: String,
-    data: Value,
-    #[serde(default)]
-    expected_version: Option<u64>,
-}
-
-/// A record id, or `{"id", "expected_version"}`.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum BatchDelete {
-    Id(String),
-    Conditional {
-        id: String,
-        expected_version: Option<u64>,
-    },
-}
-
 pub async fn write_batch(
     State(state): State<AppState>,
     Basin(basin): Basin,
     Path(collection): Path<String>,
     Json(batch): Json<BatchWrite>,
 ) -> ApiResult<axum::Json<Value>> {
-    let mut ops = Vec::with_capacity(batch.upserts.len() + batch.deletes.len());
-    for upsert in batch.upserts {
-        ops.push(WriteOp::Upsert {
-            id: upsert.id,
-            data: object(upsert.data)?,
-            expected_version: upsert.expected_version,
-        });
-    }
-    for delete in batch.deletes {
-        let (id, expected_version) = match delete {
-            BatchDelete::Id(id) => (id, None),
-            BatchDelete::Conditional {
-                id,
-                expected_version,
-            } => (id, expected_version),
-        };
-        ops.push(WriteOp::Delete {
-            id,
-            expected_version,
-        });
-    }
+    let ops = batch.into_ops()?;
     let engine = state.engine;
     let records = detached(async move {
         engine
@@ -271,40 +184,6 @@ pub struct UpdatedParams {
     limit: Option<usize>,
     /// Seconds to wait for changes when caught up (at most 60).
     wait: Option<u32>,
-}
-
-/// Epoch milliseconds, or an RFC 3339 time.
-fn parse_time(text: &str) -> ApiResult<u64> {
-    if let Ok(ms) = text.parse::<u64>() {
-        return Ok(ms);
-    }
-    let time = humantime::parse_rfc3339_weak(text).map_err(|_| {
-        ApiError::invalid(format!(
-            "updated_after `{text}` is neither epoch milliseconds nor an RFC 3339 time"
-        ))
-    })?;
-    let since_epoch = time
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_err(|_| ApiError::invalid("updated_after is before 1970"))?;
-    Ok(since_epoch.as_millis() as u64)
-}
-
-/// The opaque cursor: base64url of `[updated_after, after_id]`.
-pub(super) fn encode_cursor(cursor: &Cursor) -> String {
-    URL_SAFE_NO_PAD
-        .encode(json!([cursor.updated_after, cursor.after_id, cursor.started_at]).to_string())
-}
-
-pub(super) fn decode_cursor(text: &str) -> ApiResult<Cursor> {
-    let bad = || ApiError::invalid("malformed cursor: pass back a `cursor` exactly as returned");
-    let bytes = URL_SAFE_NO_PAD.decode(text).map_err(|_| bad())?;
-    let (updated_after, after_id, started_at): (u64, Option<String>, u64) =
-        serde_json::from_slice(&bytes).map_err(|_| bad())?;
-    Ok(Cursor {
-        updated_after,
-        after_id,
-        started_at,
-    })
 }
 
 /// A sync that starts at the very beginning starts now; a cursor pair from
@@ -340,10 +219,10 @@ pub async fn updated(
     let is_start = cursor.is_start();
     stamp_start(&mut cursor.started_at, is_start);
     let limit = params.limit.unwrap_or(DEFAULT_PAGE);
-    if limit == 0 || limit > crate::engine::collections::MAX_PAGE {
+    if limit == 0 || limit > MAX_PAGE {
         return Err(ApiError::invalid(format!(
             "limit must be 1 to {}",
-            crate::engine::collections::MAX_PAGE
+            MAX_PAGE
         )));
     }
     let wait = std::time::Duration::from_secs(params.wait.unwrap_or(0).into());
@@ -352,28 +231,7 @@ pub async fn updated(
         .collections()
         .updated(&basin, &collection, &cursor, limit, wait)
         .await?;
-    let next_json = json!({ "updated_after": next.updated_after, "after_id": next.after_id });
-    Ok(page_response(&records, &next_json, &encode_cursor(&next)))
-}
-
-/// `{"records": [...], "next": ..., "cursor": ...}`, with each record's
-/// stored JSON copied in as it is: paging never decodes a record.
-fn page_response(records: &[RawRecord], next: &Value, cursor: &str) -> Response {
-    let size: usize = records.iter().map(|r| r.json.len() + 1).sum();
-    let mut body = Vec::with_capacity(size + 256);
-    body.extend_from_slice(b"{\"records\":[");
-    for (i, record) in records.iter().enumerate() {
-        if i > 0 {
-            body.push(b',');
-        }
-        body.extend_from_slice(&record.json);
-    }
-    body.extend_from_slice(b"],\"next\":");
-    body.extend_from_slice(next.to_string().as_bytes());
-    body.extend_from_slice(b",\"cursor\":");
-    body.extend_from_slice(json!(cursor).to_string().as_bytes());
-    body.push(b'}');
-    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+    Ok(json_response(records_page(&records, &next)))
 }
 
 /// The read parameters of a stream read, plus an event-type filter.
@@ -400,21 +258,7 @@ pub async fn events(
     Query(params): Query<EventsParams>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let wanted: Option<Vec<String>> = match &params.event {
-        None => None,
-        Some(list) => {
-            let kinds: Vec<String> = list.split(',').map(|k| k.trim().to_string()).collect();
-            if let Some(bad) = kinds
-                .iter()
-                .find(|k| !["created", "updated", "deleted"].contains(&k.as_str()))
-            {
-                return Err(ApiError::invalid(format!(
-                    "unknown event type `{bad}`; expected created, updated or deleted"
-                )));
-            }
-            Some(kinds)
-        }
-    };
+    let wanted = params.event.as_deref().map(parse_event_kinds).transpose()?;
     let info = state
         .engine
         .collections()
@@ -439,11 +283,8 @@ pub async fn events(
             .streams()
             .read_session(&basin, &info.events_stream, req)
             .await?;
-        let render: super::sse::RenderBatch = Box::new(move |batch| {
-            let events = decode_events(batch, wanted.as_deref()).unwrap_or_default();
-            json!({ "events": events, "tail": batch.tail.map(crate::wire::json::Position::from) })
-                .to_string()
-        });
+        let render: super::sse::RenderBatch =
+            Box::new(move |batch| events_batch(batch, wanted.as_deref()).to_string());
         return Ok(super::sse::respond(session, render, resume));
     }
     let batch = state
@@ -451,39 +292,7 @@ pub async fn events(
         .streams()
         .read(&basin, &info.events_stream, req)
         .await?;
-    let events = decode_events(&batch, wanted.as_deref())?;
-    let next_seq_num = batch.records.last().map(|r| r.seq_num + 1);
-    Ok(axum::Json(json!({
-        "events": events,
-        "next_seq_num": next_seq_num,
-        "tail": batch.tail.map(crate::wire::json::Position::from),
-    }))
-    .into_response())
-}
-
-/// The change events of a batch of events-stream records, with their seq
-/// nums and timestamps, keeping only the `wanted` types.
-fn decode_events(batch: &ReadBatch, wanted: Option<&[String]>) -> ApiResult<Vec<Value>> {
-    let mut events = Vec::with_capacity(batch.records.len());
-    for record in &batch.records {
-        let mut event: Value = serde_json::from_slice(&record.body).map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "storage",
-                format!("a stored event is malformed: {e}"),
-            )
-        })?;
-        let kind = event["event"].as_str().unwrap_or_default();
-        if wanted.is_some_and(|w| !w.iter().any(|k| k == kind)) {
-            continue;
-        }
-        if let Value::Object(map) = &mut event {
-            map.insert("seq_num".into(), json!(record.seq_num));
-            map.insert("timestamp".into(), json!(record.timestamp));
-        }
-        events.push(event);
-    }
-    Ok(events)
+    Ok(axum::Json(events_page(&batch, wanted.as_deref())?).into_response())
 }
 
 #[derive(Deserialize, Default)]
@@ -507,15 +316,7 @@ pub async fn updated_across(
 ) -> ApiResult<Response> {
     let cursor = match (&params.cursor, &params.updated_after) {
         (Some(token), None) if params.after_id.is_none() && params.after_collection.is_none() => {
-            let bad = || ApiError::invalid("malformed cursor: pass back a `cursor` exactly as returned");
-            let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?;
-            let (updated_after, after, started_at): (u64, Option<(String, String)>, u64) =
-                serde_json::from_slice(&bytes).map_err(|_| bad())?;
-            UnifiedCursor {
-                updated_after,
-                after,
-                started_at,
-            }
+            decode_unified_cursor(token)?
         }
         (Some(_), _) => {
             return Err(ApiError::invalid(
@@ -550,10 +351,10 @@ pub async fn updated_across(
     let is_start = cursor.is_start();
     stamp_start(&mut cursor.started_at, is_start);
     let limit = params.limit.unwrap_or(DEFAULT_PAGE);
-    if limit == 0 || limit > crate::engine::collections::MAX_PAGE {
+    if limit == 0 || limit > MAX_PAGE {
         return Err(ApiError::invalid(format!(
             "limit must be 1 to {}",
-            crate::engine::collections::MAX_PAGE
+            MAX_PAGE
         )));
     }
     let names = params.collections.as_ref().map(|list| {
@@ -568,16 +369,10 @@ pub async fn updated_across(
         .collections()
         .updated_across(&basin, names, &cursor, limit, wait)
         .await?;
-    let token = URL_SAFE_NO_PAD
-        .encode(json!([next.updated_after, next.after, next.started_at]).to_string());
-    let (after_collection, after_id) = match next.after {
-        Some((c, i)) => (Some(c), Some(i)),
-        None => (None, None),
-    };
-    let next_json = json!({
-        "updated_after": next.updated_after,
-        "after_collection": after_collection,
-        "after_id": after_id,
-    });
-    Ok(page_response(&records, &next_json, &token))
+    Ok(json_response(unified_page(&records, &next)))
+}
+
+/// A JSON body built by the wire layer.
+fn json_response(body: Vec<u8>) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }

@@ -7,107 +7,15 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::collections::{decode_cursor, encode_cursor};
 use super::error::{ApiError, ApiResult};
 use super::extract::{Basin, Json, OptionalJson, Path, Query, RecordFormat};
 use super::{detached, provision_response, AppState, ListParams};
-use crate::engine::collections::Cursor;
-use crate::engine::consumers::{
-    ConsumerConfig, ConsumerConfigPatch, ConsumerInfo, Delivery, Frontier, Payload, Position,
-    Settle,
+use crate::engine::consumers::{ConsumerConfig, ConsumerConfigPatch, Settle};
+use crate::wire::consumers::{
+    consumer_json, delivery_json, frontier_json, CommitRequest, ReceiveRequest, SettleRequest,
 };
-use crate::wire::json::{rfc3339, Format, Record};
-
-/// A frontier as the API shows it: a seq num, or a records-feed cursor.
-fn frontier_json(frontier: &Frontier) -> Value {
-    match frontier {
-        Frontier::Seq(seq) => json!({ "seq_num": seq }),
-        Frontier::Change {
-            updated_after,
-            after_id,
-        } => json!({
-            "updated_after": updated_after,
-            "after_id": after_id,
-            "cursor": encode_cursor(&Cursor {
-                updated_after: *updated_after,
-                after_id: after_id.clone(),
-                started_at: 0,
-            }),
-        }),
-    }
-}
-
-fn position_json(position: &Position) -> Value {
-    match position {
-        Position::Seq(seq) => json!({ "seq_num": seq }),
-        Position::Change(updated_at, id) => json!({ "updated_at": updated_at, "id": id }),
-    }
-}
-
-fn info_json(info: &ConsumerInfo) -> Value {
-    let mut out = json!({
-        "name": info.name,
-        "created_at": rfc3339(info.created_at),
-        "config": info.config,
-        "dead_letter_stream": info.dead_letter_stream,
-    });
-    if let Some(stats) = &info.stats {
-        let p = &stats.progress;
-        out["state"] = json!({
-            "ack_floor": stats.ack_floor.as_ref().map(position_json),
-            "frontier": frontier_json(&stats.frontier),
-            "pending": stats.pending,
-            "in_flight": stats.in_flight,
-            "delivered": p.delivered,
-            "redelivered": p.redelivered,
-            "acked": p.acked,
-            "nacked": p.nacked,
-            "dead_lettered": p.dead_lettered,
-            "dropped": p.dropped,
-            "lag": stats.lag,
-        });
-    }
-    out
-}
-
-fn delivery_json(delivery: &Delivery, format: Format) -> ApiResult<Value> {
-    let message = &delivery.message;
-    let mut out = json!({
-        "delivery_count": delivery.delivery_count,
-        "timestamp": message.timestamp,
-    });
-    if let Some(ack_id) = &delivery.ack_id {
-        out["ack_id"] = json!(ack_id);
-    }
-    match &message.payload {
-        Payload::Record(record) => {
-            out["seq_num"] = json!(record.seq_num);
-            out["record"] = json!(Record::from_engine(record, format));
-        }
-        Payload::Event(event) => {
-            out["seq_num"] = event.get("seq_num").cloned().unwrap_or(Value::Null);
-            out["event"] = Value::Object(event.clone());
-        }
-        Payload::Doc(record) => {
-            out["cursor"] = json!(encode_cursor(&Cursor {
-                updated_after: record.updated_at,
-                after_id: Some(record.id.clone()),
-                started_at: 0,
-            }));
-            out["record"] = serde_json::from_slice(&record.json).map_err(|e| {
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "storage",
-                    format!("a stored record is malformed: {e}"),
-                )
-            })?;
-        }
-    }
-    Ok(out)
-}
 
 pub async fn list(
     State(state): State<AppState>,
@@ -118,7 +26,7 @@ pub async fn list(
         .engine
         .consumers()
         .list_consumers(&basin, &params.into())?;
-    let consumers: Vec<Value> = consumers.iter().map(info_json).collect();
+    let consumers: Vec<Value> = consumers.iter().map(consumer_json).collect();
     Ok(axum::Json(
         json!({ "consumers": consumers, "has_more": has_more }),
     ))
@@ -138,7 +46,7 @@ pub async fn ensure(
             .await
     })
     .await?;
-    Ok(provision_response(provision, info_json(&info)))
+    Ok(provision_response(provision, consumer_json(&info)))
 }
 
 pub async fn get(
@@ -151,7 +59,7 @@ pub async fn get(
         .consumers()
         .consumer_info(&basin, &name)
         .await?;
-    Ok(axum::Json(info_json(&info)))
+    Ok(axum::Json(consumer_json(&info)))
 }
 
 pub async fn reconfigure(
@@ -168,7 +76,7 @@ pub async fn reconfigure(
             .await
     })
     .await?;
-    Ok(axum::Json(info_json(&info)))
+    Ok(axum::Json(consumer_json(&info)))
 }
 
 pub async fn delete(
@@ -179,14 +87,6 @@ pub async fn delete(
     let engine = state.engine;
     detached(async move { engine.consumers().delete_consumer(&basin, &name).await }).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct ReceiveRequest {
-    batch_size: Option<usize>,
-    /// How long to wait for messages when there are none (at most 60 000).
-    wait_ms: Option<u64>,
 }
 
 pub async fn receive(
@@ -210,17 +110,8 @@ pub async fn receive(
     let messages = deliveries
         .iter()
         .map(|d| delivery_json(d, format))
-        .collect::<ApiResult<Vec<_>>>()?;
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(axum::Json(json!({ "messages": messages })))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SettleRequest {
-    ack_ids: Vec<String>,
-    /// For a nack: how long before the messages may be delivered again.
-    #[serde(default)]
-    delay_ms: Option<u64>,
 }
 
 async fn settle(
@@ -279,36 +170,13 @@ pub async fn extend(
     ))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CommitRequest {
-    /// Streams and events feeds: the seq num after the last one processed.
-    seq_num: Option<u64>,
-    /// Records feeds: the `cursor` of the last message processed.
-    cursor: Option<String>,
-}
-
 pub async fn commit(
     State(state): State<AppState>,
     Basin(basin): Basin,
     Path(name): Path<String>,
     Json(req): Json<CommitRequest>,
 ) -> ApiResult<axum::Json<Value>> {
-    let position = match (req.seq_num, req.cursor) {
-        (Some(seq), None) => Frontier::Seq(seq),
-        (None, Some(token)) => {
-            let cursor = decode_cursor(&token)?;
-            Frontier::Change {
-                updated_after: cursor.updated_after,
-                after_id: cursor.after_id,
-            }
-        }
-        _ => {
-            return Err(ApiError::invalid(
-                "pass exactly one of `seq_num` and `cursor`",
-            ))
-        }
-    };
+    let position = req.position()?;
     let engine = state.engine;
     let committed = detached(async move {
         engine

@@ -114,7 +114,7 @@ pub struct CollectionHandle {
     pub(crate) pending: Mutex<PendingDocs>,
     /// Bumped after every durable write, for long polls.
     pub(crate) written: tokio::sync::watch::Sender<u64>,
-    /// See [`Horizon`]; persisted at [`keys::tombstone_horizon_key`].
+    /// See [`Horizon`]; persisted at [`super::keys::tombstone_horizon_key`].
     pub(crate) horizon: Mutex<Horizon>,
     /// How far (by `updated_at`) expiry has looked for tombstones; in
     /// memory only, so a restart looks again from the horizon.

@@ -36,8 +36,8 @@ use std::sync::{Arc, Mutex};
 
 pub use handle::CollectionHandle;
 pub use types::{
-    CollectionConfig, CollectionConfigPatch, CollectionInfo, Cursor, Event, EventKind, Horizon,
-    RawRecord, RecordView, UnifiedCursor, WriteOp,
+    event_json, CollectionConfig, CollectionConfigPatch, CollectionInfo, Cursor, Event, EventKind,
+    Horizon, RawRecord, RecordView, UnifiedCursor, WriteOp,
 };
 
 use crate::engine::error::{EngineError, EngineResult};
@@ -79,7 +79,7 @@ pub fn events_stream_name(collection: &str) -> String {
 impl Collections {
     /// The collections layer over `core`; reserves the events streams'
     /// names, which only collections write.
-    pub fn new(core: Arc<StreamCore>) -> Arc<Self> {
+    pub(crate) fn new(core: Arc<StreamCore>) -> Arc<Self> {
         core.reserve_names(
             EVENTS_STREAM_PREFIX,
             "holds a collection's events and is written only through the collection",
@@ -111,9 +111,12 @@ impl Collections {
 
     /// One pass of upkeep: expires tombstones in every collection. A
     /// failure on one is logged and does not stop the others.
-    pub async fn upkeep_once(&self) {
+    pub(crate) async fn upkeep_once(&self) {
         for basin in self.core.basin_names() {
             for (name, _) in self.collection_ids(&basin).unwrap_or_default() {
+                if self.core.is_closing() {
+                    return; // shutting down: no new work
+                }
                 if let Err(err) = self.expire_tombstones(&basin, &name).await {
                     tracing::warn!(basin, collection = name, error = %err, "expiring tombstones failed; retrying next round");
                 }
@@ -122,7 +125,7 @@ impl Collections {
     }
 
     /// Every collection of `basin`, by name, with its id.
-    pub(crate) fn collection_ids(&self, basin: &str) -> EngineResult<Vec<(String, u64)>> {
+    fn collection_ids(&self, basin: &str) -> EngineResult<Vec<(String, u64)>> {
         let all: Vec<(String, CollectionMeta)> =
             self.core.all_named_meta(&keys::collection_prefix(basin))?;
         Ok(all
@@ -131,7 +134,7 @@ impl Collections {
             .collect())
     }
 
-    pub(crate) fn collection_meta(
+    pub(super) fn collection_meta(
         &self,
         basin: &str,
         name: &str,

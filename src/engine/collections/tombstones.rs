@@ -21,7 +21,7 @@ impl Collections {
     /// then removes the tombstones, keeping a small stub of each record so
     /// that versions never restart. The horizon moves only past tombstones
     /// actually removed.
-    pub(crate) async fn expire_tombstones(&self, basin: &str, name: &str) -> EngineResult<()> {
+    pub(super) async fn expire_tombstones(&self, basin: &str, name: &str) -> EngineResult<()> {
         use std::sync::atomic::Ordering;
         let Some(meta) = self.collection_meta(basin, name)? else {
             return Ok(());

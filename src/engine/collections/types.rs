@@ -7,6 +7,8 @@ use serde_json::{Map, Value};
 
 use super::keys::{self, Doc};
 use crate::engine::error::{EngineError, EngineResult};
+use crate::engine::streams::types::SequencedRecord;
+use crate::storage::StorageError;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CollectionConfig {
@@ -124,6 +126,17 @@ pub struct Event {
     pub changes: Option<Map<String, Value>>,
     pub version: u64,
     pub updated_at: u64,
+}
+
+/// An events-stream record as the event clients see: the stored event
+/// with the record's `seq_num` and `timestamp` added. The events endpoint
+/// and consumers of an events feed both read events this way.
+pub fn event_json(record: &SequencedRecord) -> EngineResult<Map<String, Value>> {
+    let mut event: Map<String, Value> = serde_json::from_slice(&record.body)
+        .map_err(|e| StorageError::Corrupt(format!("a stored event is malformed: {e}")))?;
+    event.insert("seq_num".into(), record.seq_num.into());
+    event.insert("timestamp".into(), record.timestamp.into());
+    Ok(event)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -184,7 +184,7 @@ impl Consumers {
     /// The writes that delete a consumer's keys; also retires its handle,
     /// so that operations waiting on it fail with "not found". The caller
     /// holds the admin lock.
-    pub(crate) async fn delete_consumer_ops(
+    pub(super) async fn delete_consumer_ops(
         &self,
         batch: &mut WriteBatch,
         basin: &str,
@@ -222,10 +222,9 @@ impl Consumers {
     }
 
     /// The consumers of `basin`, by name and id.
-    pub(crate) fn consumer_ids(&self, basin: &str) -> EngineResult<Vec<(String, u64)>> {
+    pub(super) fn consumer_ids(&self, basin: &str) -> EngineResult<Vec<(String, u64)>> {
         let found: Vec<(String, ConsumerMeta)> =
-            self.core
-                .scan_named_meta(&keys::consumer_prefix(basin), "", "", usize::MAX)?;
+            self.core.all_named_meta(&keys::consumer_prefix(basin))?;
         Ok(found
             .into_iter()
             .map(|(name, meta)| (name, meta.id))

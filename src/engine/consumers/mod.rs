@@ -107,7 +107,7 @@ pub struct Consumers {
 impl Consumers {
     /// The consumers layer; reserves the dead-letter streams' names, which
     /// only consumers write.
-    pub fn new(core: Arc<StreamCore>, collections: Arc<Collections>) -> Arc<Self> {
+    pub(crate) fn new(core: Arc<StreamCore>, collections: Arc<Collections>) -> Arc<Self> {
         core.reserve_names(
             DEAD_LETTER_PREFIX,
             "holds a consumer's dead letters and is written only by the consumer",

@@ -116,7 +116,7 @@ pub enum SourceMark {
 impl Consumers {
     /// The running handle of `source` and its id (stream id, or collection
     /// id for collection sources).
-    pub(crate) async fn resolve_source(
+    pub(super) async fn resolve_source(
         &self,
         basin: &str,
         source: &Source,
@@ -140,7 +140,7 @@ impl Consumers {
 
     /// Up to `limit` messages after `frontier`, and the frontier to read
     /// from (moved past trimmed records, if any).
-    pub(crate) async fn fetch(
+    pub(super) async fn fetch(
         &self,
         source: &SourceHandle,
         frontier: &Frontier,
@@ -178,7 +178,7 @@ impl Consumers {
 
     /// The message at `position`, if the source still holds it: a stream
     /// record not yet trimmed, or a collection record not changed since.
-    pub(crate) async fn load(
+    pub(super) async fn load(
         &self,
         source: &SourceHandle,
         position: &Position,
@@ -230,11 +230,8 @@ fn stream_message(record: SequencedRecord, events: bool) -> EngineResult<Message
     let position = Position::Seq(record.seq_num);
     let timestamp = record.timestamp;
     if events {
-        let mut event: Map<String, Value> = serde_json::from_slice(&record.body)
-            .map_err(|e| StorageError::Corrupt(format!("a stored event is malformed: {e}")))?;
+        let event = collections::event_json(&record)?;
         let key = event.get("id").and_then(Value::as_str).map(str::to_owned);
-        event.insert("seq_num".into(), record.seq_num.into());
-        event.insert("timestamp".into(), record.timestamp.into());
         return Ok(Message {
             position,
             timestamp,

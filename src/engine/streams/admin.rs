@@ -201,16 +201,9 @@ impl StreamCore {
             .ok_or_else(|| EngineError::StreamNotFound(name.into()))
     }
 
-    /// Streams of `basin` whose names start with `prefix` and sort after
-    /// `start_after`, in name order, at most `limit`.
-    pub(crate) fn scan_stream_metas(
-        &self,
-        basin: &str,
-        prefix: &str,
-        start_after: &str,
-        limit: usize,
-    ) -> EngineResult<Vec<(String, StreamMeta)>> {
-        self.scan_named_meta(&keys::stream_prefix(basin), prefix, start_after, limit)
+    /// Every stream of `basin`, in name order.
+    pub(super) fn all_stream_metas(&self, basin: &str) -> EngineResult<Vec<(String, StreamMeta)>> {
+        self.all_named_meta(&keys::stream_prefix(basin))
     }
 
     /// The running task of a stream, started from its durable state if need
@@ -270,7 +263,7 @@ impl StreamCore {
     }
 
     /// The running task of `(basin, name)`, if one runs; starts none.
-    pub(crate) fn running_stream(&self, basin: &str, name: &str) -> Option<Arc<StreamHandle>> {
+    pub(super) fn running_stream(&self, basin: &str, name: &str) -> Option<Arc<StreamHandle>> {
         lock(&self.tasks)
             .get(&(basin.to_string(), name.to_string()))
             .cloned()

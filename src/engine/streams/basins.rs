@@ -122,14 +122,14 @@ impl StreamCore {
     /// keep things in a basin too: `members` adds the writes that delete
     /// those to the same atomic batch. It runs under the admin lock, after
     /// the basin's stream tasks have stopped, and must not take the lock.
-    pub async fn delete_basin(
+    pub(crate) async fn delete_basin(
         &self,
         name: &str,
         members: impl AsyncFnOnce(&mut WriteBatch) -> EngineResult<()>,
     ) -> EngineResult<()> {
         let _admin = self.admin.lock().await;
         self.basin_meta(name)?;
-        let streams = self.scan_stream_metas(name, "", "", usize::MAX)?;
+        let streams = self.all_stream_metas(name)?;
         let mut batch = WriteBatch::default();
         for (stream, meta) in &streams {
             self.stop_stream(name, stream).await;

@@ -100,7 +100,7 @@ pub(crate) type AdminGuard<'a> = tokio::sync::MutexGuard<'a, ()>;
 impl StreamCore {
     /// Opens the core over `storage`, recovering basins from it. Stream
     /// tasks start lazily, on first use, from their durable state.
-    pub fn open(storage: Arc<dyn Storage>) -> EngineResult<Arc<Self>> {
+    pub(crate) fn open(storage: Arc<dyn Storage>) -> EngineResult<Arc<Self>> {
         let mut basins = BTreeMap::new();
         let mut corrupt = None;
         storage.scan(
@@ -137,14 +137,14 @@ impl StreamCore {
 
     /// Ends every read session and long poll (with `unavailable`), so that
     /// their connections close. Appends still work until [`Self::shutdown`].
-    pub fn begin_shutdown(&self) {
+    pub(crate) fn begin_shutdown(&self) {
         self.closing.send_replace(true);
     }
 
     /// Stops every stream task and waits until everything they accepted is
     /// durable, then stops the committer. Writes that arrive afterwards fail
     /// with `unavailable`; the storage is released once the core drops.
-    pub async fn shutdown(&self) {
+    pub(crate) async fn shutdown(&self) {
         self.begin_shutdown();
         let _admin = self.admin.lock().await;
         let handles: Vec<_> = lock(&self.tasks).drain().map(|(_, h)| h).collect();

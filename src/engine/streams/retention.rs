@@ -24,9 +24,9 @@ const PURGE_CHUNK: usize = 4096;
 impl StreamCore {
     /// One pass of upkeep over every stream. A failure on one stream is
     /// logged and does not stop the others.
-    pub async fn upkeep_once(&self) {
+    pub(crate) async fn upkeep_once(&self) {
         for basin in self.basin_names() {
-            let streams = match self.scan_stream_metas(&basin, "", "", usize::MAX) {
+            let streams = match self.all_stream_metas(&basin) {
                 Ok(streams) => streams,
                 Err(err) => {
                     tracing::warn!(basin, error = %err, "upkeep could not list streams");
@@ -141,8 +141,7 @@ impl StreamCore {
         if min_idle_ms == 0 {
             return Ok(());
         }
-        let key = (basin.to_string(), name.to_string());
-        let current = lock(&self.tasks).get(&key).cloned();
+        let current = self.running_stream(basin, name);
         if !current.is_some_and(|c| Arc::ptr_eq(&c, &handle)) {
             return Ok(()); // deleted or restarted meanwhile; next round decides
         }
@@ -153,7 +152,7 @@ impl StreamCore {
         if !stopped.await.unwrap_or(false) {
             return Ok(());
         }
-        lock(&self.tasks).remove(&key);
+        lock(&self.tasks).remove(&(basin.to_string(), name.to_string()));
         tracing::info!(basin, stream = name, "deleting empty stream");
         let mut batch = WriteBatch::default();
         super::admin::delete_stream_ops(&mut batch, basin, name, id);

@@ -48,7 +48,7 @@ impl SequencedRecord {
 ///
 /// ```
 /// use bytes::Bytes;
-/// use rill::engine::types::{metered_size, Header};
+/// use rill::engine::streams::types::{metered_size, Header};
 ///
 /// let header = Header { name: Bytes::from("k"), value: Bytes::from("vv") };
 /// assert_eq!(metered_size(&[header], b"body"), 8 + 2 + 3 + 4);

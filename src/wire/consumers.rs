@@ -1,0 +1,145 @@
+//! The JSON shapes of consumers: a consumer with its state, deliveries,
+//! positions, and the request bodies of the data operations.
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::cursor::{decode_cursor, encode_cursor};
+use super::json::{rfc3339, Format, Record};
+use crate::engine::collections::Cursor;
+use crate::engine::consumers::{ConsumerInfo, Delivery, Frontier, Payload, Position};
+use crate::engine::error::{EngineError, EngineResult};
+use crate::storage::StorageError;
+
+/// A frontier as the API shows it: a seq num, or a records-feed cursor.
+pub fn frontier_json(frontier: &Frontier) -> Value {
+    match frontier {
+        Frontier::Seq(seq) => json!({ "seq_num": seq }),
+        Frontier::Change {
+            updated_after,
+            after_id,
+        } => json!({
+            "updated_after": updated_after,
+            "after_id": after_id,
+            "cursor": encode_cursor(&Cursor {
+                updated_after: *updated_after,
+                after_id: after_id.clone(),
+                started_at: 0,
+            }),
+        }),
+    }
+}
+
+fn position_json(position: &Position) -> Value {
+    match position {
+        Position::Seq(seq) => json!({ "seq_num": seq }),
+        Position::Change(updated_at, id) => json!({ "updated_at": updated_at, "id": id }),
+    }
+}
+
+/// A consumer: its config, and its `state` when got one by one.
+pub fn consumer_json(info: &ConsumerInfo) -> Value {
+    let mut out = json!({
+        "name": info.name,
+        "created_at": rfc3339(info.created_at),
+        "config": info.config,
+        "dead_letter_stream": info.dead_letter_stream,
+    });
+    if let Some(stats) = &info.stats {
+        let p = &stats.progress;
+        out["state"] = json!({
+            "ack_floor": stats.ack_floor.as_ref().map(position_json),
+            "frontier": frontier_json(&stats.frontier),
+            "pending": stats.pending,
+            "in_flight": stats.in_flight,
+            "delivered": p.delivered,
+            "redelivered": p.redelivered,
+            "acked": p.acked,
+            "nacked": p.nacked,
+            "dead_lettered": p.dead_lettered,
+            "dropped": p.dropped,
+            "lag": stats.lag,
+        });
+    }
+    out
+}
+
+/// A message handed to a worker, its record in `format`.
+pub fn delivery_json(delivery: &Delivery, format: Format) -> EngineResult<Value> {
+    let message = &delivery.message;
+    let mut out = json!({
+        "delivery_count": delivery.delivery_count,
+        "timestamp": message.timestamp,
+    });
+    if let Some(ack_id) = &delivery.ack_id {
+        out["ack_id"] = json!(ack_id);
+    }
+    match &message.payload {
+        Payload::Record(record) => {
+            out["seq_num"] = json!(record.seq_num);
+            out["record"] = json!(Record::from_engine(record, format));
+        }
+        Payload::Event(event) => {
+            out["seq_num"] = event.get("seq_num").cloned().unwrap_or(Value::Null);
+            out["event"] = Value::Object(event.clone());
+        }
+        Payload::Doc(record) => {
+            out["cursor"] = json!(encode_cursor(&Cursor {
+                updated_after: record.updated_at,
+                after_id: Some(record.id.clone()),
+                started_at: 0,
+            }));
+            out["record"] = serde_json::from_slice(&record.json)
+                .map_err(|e| StorageError::Corrupt(format!("a stored record is malformed: {e}")))?;
+        }
+    }
+    Ok(out)
+}
+
+/// `POST /v1/consumers/{name}/receive`.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiveRequest {
+    pub batch_size: Option<usize>,
+    /// How long to wait for messages when there are none (at most 60 000).
+    pub wait_ms: Option<u64>,
+}
+
+/// `POST /v1/consumers/{name}/ack`, `/nack` and `/extend`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SettleRequest {
+    pub ack_ids: Vec<String>,
+    /// For a nack: how long before the messages may be delivered again.
+    #[serde(default)]
+    pub delay_ms: Option<u64>,
+}
+
+/// `POST /v1/consumers/{name}/commit`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommitRequest {
+    /// Streams and events feeds: the seq num after the last one processed.
+    seq_num: Option<u64>,
+    /// Records feeds: the `cursor` of the last message processed.
+    cursor: Option<String>,
+}
+
+impl CommitRequest {
+    /// The position the commit names.
+    pub fn position(self) -> EngineResult<Frontier> {
+        match (self.seq_num, self.cursor) {
+            (Some(seq), None) => Ok(Frontier::Seq(seq)),
+            (None, Some(token)) => {
+                let cursor = decode_cursor(&token)?;
+                Ok(Frontier::Change {
+                    updated_after: cursor.updated_after,
+                    after_id: cursor.after_id,
+                })
+            }
+            _ => Err(EngineError::Invalid(
+                "pass exactly one of `seq_num` and `cursor`".into(),
+            )),
+        }
+    }
+}
