@@ -5,8 +5,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rill::engine::collections::CollectionName;
 use rill::engine::collections::WriteOp;
 use rill::engine::streams::config::BasinConfigPatch;
+use rill::engine::streams::names::BasinName;
 use rill::engine::Engine;
 use rill::storage::FjallStorage;
 use serde_json::{json, Map, Value};
@@ -72,9 +74,9 @@ fn main() {
     runtime.block_on(async {
         let storage = Arc::new(FjallStorage::open(&root).unwrap());
         let engine = Engine::open(storage).unwrap();
-        engine.streams().ensure_basin(BASIN, &BasinConfigPatch::default()).await.unwrap();
+        engine.streams().ensure_basin(&BasinName::parse(BASIN).unwrap(), &BasinConfigPatch::default()).await.unwrap();
         for coll in ["single", "batched", "paged"] {
-            engine.collections().ensure_collection(BASIN, coll, &Default::default()).await.unwrap();
+            engine.collections().ensure_collection(BASIN, &CollectionName::parse(coll).unwrap(), &Default::default()).await.unwrap();
         }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());

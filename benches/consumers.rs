@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rill::engine::streams::config::BasinConfigPatch;
+use rill::engine::streams::names::BasinName;
+use rill::engine::streams::names::StreamName;
 use rill::engine::streams::types::{AppendInput, AppendRecord};
 use rill::engine::Engine;
 use rill::storage::FjallStorage;
@@ -233,8 +235,8 @@ fn main() {
         let fsync_p50 = fsync_reference(&root, RECORD_BYTES);
         let storage = Arc::new(FjallStorage::open(&root.join("data")).unwrap());
         let engine = Engine::open(storage).unwrap();
-        engine.streams().ensure_basin(BASIN, &BasinConfigPatch::default()).await.unwrap();
-        engine.streams().ensure_stream(BASIN, "load", &Default::default()).await.unwrap();
+        engine.streams().ensure_basin(&BasinName::parse(BASIN).unwrap(), &BasinConfigPatch::default()).await.unwrap();
+        engine.streams().ensure_stream(BASIN, &StreamName::parse("load").unwrap(), &Default::default()).await.unwrap();
         let body = Bytes::from(vec![b'x'; RECORD_BYTES]);
         for _ in 0..PRELOADED / 1000 {
             let records = (0..1000)

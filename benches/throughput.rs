@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rill::engine::streams::config::{BasinConfigPatch, StreamConfigPatch};
+use rill::engine::streams::names::{BasinName, StreamName};
 use rill::engine::streams::types::{AppendInput, AppendRecord};
 use rill::engine::Engine;
 use rill::storage::FjallStorage;
@@ -232,7 +233,10 @@ fn main() {
         let engine = Engine::open(storage).unwrap();
         engine
             .streams()
-            .ensure_basin(BASIN, &BasinConfigPatch::default())
+            .ensure_basin(
+                &BasinName::parse(BASIN).unwrap(),
+                &BasinConfigPatch::default(),
+            )
             .await
             .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -248,7 +252,12 @@ fn main() {
                 let stream = format!("http-{batch}-{appenders}");
                 engine
                     .streams()
-                    .create_stream(BASIN, &stream, &StreamConfigPatch::default(), None)
+                    .create_stream(
+                        BASIN,
+                        &StreamName::parse(stream.as_str()).unwrap(),
+                        &StreamConfigPatch::default(),
+                        None,
+                    )
                     .await
                     .unwrap();
                 let label = format!("http   {appenders:>3} appenders x {batch:>3} rec/append");
@@ -262,7 +271,12 @@ fn main() {
                 let stream = format!("engine-{batch}-{appenders}");
                 engine
                     .streams()
-                    .create_stream(BASIN, &stream, &StreamConfigPatch::default(), None)
+                    .create_stream(
+                        BASIN,
+                        &StreamName::parse(stream.as_str()).unwrap(),
+                        &StreamConfigPatch::default(),
+                        None,
+                    )
                     .await
                     .unwrap();
                 let label = format!("engine {appenders:>3} appenders x {batch:>3} rec/append");

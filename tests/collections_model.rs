@@ -7,9 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use proptest::prelude::*;
+use rill::engine::collections::CollectionName;
 use rill::engine::collections::{Cursor, WriteOp};
 use rill::engine::error::EngineError;
 use rill::engine::streams::config::BasinConfigPatch;
+use rill::engine::streams::names::BasinName;
 use rill::engine::Engine;
 use rill::storage::FjallStorage;
 use serde_json::{json, Map, Value};
@@ -57,12 +59,19 @@ async fn open(dir: &std::path::Path) -> Arc<Engine> {
     let engine = Engine::open(Arc::new(FjallStorage::open(dir).unwrap())).unwrap();
     engine
         .streams()
-        .ensure_basin(BASIN, &BasinConfigPatch::default())
+        .ensure_basin(
+            &BasinName::parse(BASIN).unwrap(),
+            &BasinConfigPatch::default(),
+        )
         .await
         .unwrap();
     engine
         .collections()
-        .ensure_collection(BASIN, COLL, &Default::default())
+        .ensure_collection(
+            BASIN,
+            &CollectionName::parse(COLL).unwrap(),
+            &Default::default(),
+        )
         .await
         .unwrap();
     engine

@@ -401,7 +401,17 @@ async fn redelivery_nack_extend_and_expired_ack_ids() {
         json!({ "ack_ids": [first[2]["ack_id"], again[0]["ack_id"]] }),
     )
     .await;
-    expect_error(resp, StatusCode::CONFLICT, "ack_expired").await;
+    let body = expect_error(resp, StatusCode::CONFLICT, "ack_expired").await;
+    // The message names the expired id as the worker sent it, and only it.
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.ends_with(first[2]["ack_id"].as_str().unwrap()),
+        "{message}"
+    );
+    assert!(
+        !message.contains(again[0]["ack_id"].as_str().unwrap()),
+        "{message}"
+    );
     assert_eq!(state(&server, "w").await["pending"], 2);
 
     // j1 after its delay (~2000 ms).

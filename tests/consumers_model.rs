@@ -11,9 +11,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use proptest::prelude::*;
-use rill::engine::consumers::{AckPolicy, ConsumerConfig, Position, Settle, Source, Start};
+use rill::engine::consumers::{
+    AckId, AckPolicy, ConsumerConfig, ConsumerName, Position, Settle, Source, Start,
+};
 use rill::engine::error::EngineError;
 use rill::engine::streams::config::BasinConfigPatch;
+use rill::engine::streams::names::BasinName;
+use rill::engine::streams::names::StreamName;
 use rill::engine::streams::types::{AppendInput, AppendRecord, Header};
 use rill::engine::streams::ReadRequest;
 use rill::engine::Engine;
@@ -145,12 +149,19 @@ async fn open(dir: &std::path::Path, s: &Settings) -> Arc<Engine> {
     let engine = Engine::open(Arc::new(FjallStorage::open(dir).unwrap())).unwrap();
     engine
         .streams()
-        .ensure_basin(BASIN, &BasinConfigPatch::default())
+        .ensure_basin(
+            &BasinName::parse(BASIN).unwrap(),
+            &BasinConfigPatch::default(),
+        )
         .await
         .unwrap();
     engine
         .streams()
-        .ensure_stream(BASIN, STREAM, &Default::default())
+        .ensure_stream(
+            BASIN,
+            &StreamName::parse(STREAM).unwrap(),
+            &Default::default(),
+        )
         .await
         .unwrap();
     let config = ConsumerConfig {
@@ -167,7 +178,7 @@ async fn open(dir: &std::path::Path, s: &Settings) -> Arc<Engine> {
     };
     engine
         .consumers()
-        .ensure_consumer(BASIN, CONSUMER, config)
+        .ensure_consumer(BASIN, &ConsumerName::parse(CONSUMER).unwrap(), config)
         .await
         .unwrap();
     engine
@@ -178,7 +189,7 @@ async fn run(s: Settings, ops: Vec<Op>) {
     let mut engine = open(dir.path(), &s).await;
     let mut model = Model::default();
     // Deliveries a client holds: (ack id, seq num, delivery count).
-    let mut held: Vec<(String, u64, u32)> = Vec::new();
+    let mut held: Vec<(AckId, u64, u32)> = Vec::new();
     for op in ops {
         match op {
             Op::Append(keys) => {
@@ -206,7 +217,7 @@ async fn run(s: Settings, ops: Vec<Op>) {
                     .receive(BASIN, CONSUMER, batch, Duration::ZERO)
                     .await
                     .unwrap();
-                let got: Vec<(String, u64, u32)> = got
+                let got: Vec<(AckId, u64, u32)> = got
                     .into_iter()
                     .map(|d| {
                         let Position::Seq(seq) = d.message.position else {
@@ -228,7 +239,7 @@ async fn run(s: Settings, ops: Vec<Op>) {
                 let mut chosen: Vec<usize> = picks.iter().map(|i| i % held.len()).collect();
                 chosen.sort();
                 chosen.dedup();
-                let ids: Vec<String> = chosen.iter().map(|&i| held[i].0.clone()).collect();
+                let ids: Vec<AckId> = chosen.iter().map(|&i| held[i].0.clone()).collect();
                 let action = if nack {
                     Settle::Nack { delay_ms: 0 }
                 } else {
@@ -245,7 +256,7 @@ async fn run(s: Settings, ops: Vec<Op>) {
                     .await;
                 if expired {
                     assert!(
-                        matches!(result, Err(EngineError::AckExpired(_))),
+                        matches!(result, Err(EngineError::AckExpired { .. })),
                         "{result:?}"
                     );
                     // Drop the stale ids; nothing was applied.

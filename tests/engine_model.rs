@@ -11,6 +11,7 @@ use rill::engine::error::EngineError;
 use rill::engine::streams::config::{
     BasinConfigPatch, InfiniteRetention, RetentionPolicy, StreamConfigPatch, TimestampingPatch,
 };
+use rill::engine::streams::names::{BasinName, StreamName};
 use rill::engine::streams::types::{AppendInput, AppendRecord, Header, ReadLimits, ReadStart};
 use rill::engine::streams::ReadRequest;
 use rill::engine::Engine;
@@ -185,7 +186,10 @@ async fn run(ops: Vec<Op>) {
     harness
         .engine()
         .streams()
-        .ensure_basin(BASIN, &BasinConfigPatch::default())
+        .ensure_basin(
+            &BasinName::parse(BASIN).unwrap(),
+            &BasinConfigPatch::default(),
+        )
         .await
         .unwrap();
     let config = StreamConfigPatch {
@@ -199,7 +203,7 @@ async fn run(ops: Vec<Op>) {
     harness
         .engine()
         .streams()
-        .create_stream(BASIN, STREAM, &config, None)
+        .create_stream(BASIN, &StreamName::parse(STREAM).unwrap(), &config, None)
         .await
         .unwrap();
     let mut model = Model::default();
@@ -369,12 +373,20 @@ async fn a_session_applies_nothing_after_a_failed_append() {
     let engine = Engine::open(Arc::new(rill::storage::MemoryStorage::default())).unwrap();
     engine
         .streams()
-        .ensure_basin(BASIN, &BasinConfigPatch::default())
+        .ensure_basin(
+            &BasinName::parse(BASIN).unwrap(),
+            &BasinConfigPatch::default(),
+        )
         .await
         .unwrap();
     engine
         .streams()
-        .create_stream(BASIN, STREAM, &StreamConfigPatch::default(), None)
+        .create_stream(
+            BASIN,
+            &StreamName::parse(STREAM).unwrap(),
+            &StreamConfigPatch::default(),
+            None,
+        )
         .await
         .unwrap();
     let input = |body: &[u8], match_seq_num| AppendInput {

@@ -1,56 +1,49 @@
 //! Collections: keyed JSON records, and the `/updated` cursor.
 
 use std::collections::VecDeque;
+use std::ops::Deref;
 
 use reqwest::Method;
+use rill_protocol::collections;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::client::{segment, Retry};
 use crate::{Client, Error};
 
-/// A collection record: its latest version.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-pub struct Record {
-    /// The collection it belongs to (where the server says).
-    #[serde(default)]
-    pub collection: String,
-    /// Its key.
-    pub id: String,
-    /// Its data, a JSON object (for a tombstone: the data deleted).
-    pub data: Value,
-    /// 1 when created, one more with every change (a delete included).
-    pub version: u64,
-    /// When it was created (epoch ms).
-    pub created_at: u64,
-    /// When it last changed (epoch ms), as assigned by the server: its
-    /// place in the records stream.
-    pub updated_at: u64,
-    /// A tombstone: the record was deleted.
-    pub deleted: bool,
-}
+/// A collection record: its latest version (for a deleted record, its
+/// tombstone), with its data as a JSON [`Value`]. The shape is the
+/// server's, from `rill-protocol`.
+pub type Record = collections::Record<Value>;
 
-/// A change event from a collection's events stream.
+/// A change to one record, as stored in a collection's events stream: what
+/// an [`Event`] carries. The shape is the server's, from `rill-protocol`.
+pub type Change = collections::Event<Value>;
+
+/// A change event from a collection's events stream: the [`Change`] and
+/// where it sits in the stream. Its fields read through to the change:
+/// `event.id`, `event.data`, `event.event` (an [`EventKind`]).
+///
+/// [`EventKind`]: crate::EventKind
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 pub struct Event {
     /// Its seq num in the events stream.
     pub seq_num: u64,
     /// Its timestamp in the events stream (epoch ms).
     pub timestamp: u64,
-    /// `created`, `updated` or `deleted`.
-    pub event: String,
-    /// The record's key.
-    pub id: String,
-    /// The new version (for a delete: the version deleted).
-    pub data: Value,
-    /// For updates: the previous values of the top-level fields that
-    /// changed (`null` for fields that were added).
-    #[serde(default)]
-    pub changes: Option<Value>,
-    /// The record's version after the change.
-    pub version: u64,
-    /// The record's `updated_at` after the change (epoch ms).
-    pub updated_at: u64,
+    /// The change: `created`, `updated` or `deleted`, the record's key,
+    /// data, version and `updated_at`, and for updates the changed fields'
+    /// previous values.
+    #[serde(flatten)]
+    pub change: Change,
+}
+
+impl Deref for Event {
+    type Target = Change;
+
+    fn deref(&self) -> &Change {
+        &self.change
+    }
 }
 
 /// Upserts and deletes applied together by [`Client::write_batch`].

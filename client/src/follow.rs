@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use prost::Message;
 use reqwest::Method;
-use rill_s2s::messages as proto;
-use rill_s2s::{Decoder, Frame};
+use rill_protocol::messages as proto;
+use rill_protocol::{Decoder, Frame};
 
 use crate::client::{api_error, segment};
 use crate::{Client, Error, ReadStart, StreamRecord};

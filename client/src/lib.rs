@@ -43,10 +43,11 @@ mod streams;
 
 pub use admin::Kind;
 pub use client::{Client, DEFAULT_TIMEOUT};
-pub use collections::{Batch, Event, Record, Updates};
+pub use collections::{Batch, Change, Event, Record, Updates};
 pub use consumers::{Message, Outcome};
 pub use error::Error;
 pub use follow::Follow;
+pub use rill_protocol::collections::EventKind;
 pub use session::{AppendSession, AppendTicket};
 pub use streams::{
     AppendAck, AppendOptions, AppendRecord, ReadOptions, ReadStart, StreamRecord, MAX_APPEND_BYTES,

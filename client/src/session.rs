@@ -21,8 +21,8 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use prost::Message;
 use reqwest::Method;
-use rill_s2s::messages as proto;
-use rill_s2s::{Compression, Decoder, Frame};
+use rill_protocol::messages as proto;
+use rill_protocol::{Compression, Decoder, Frame};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::client::{api_error, segment};
@@ -158,7 +158,7 @@ impl AppendSession {
             )));
         }
         let message = append_input(records, &options).encode_to_vec();
-        let frame = rill_s2s::encode(&message, Compression::None);
+        let frame = rill_protocol::encode(&message, Compression::None);
         let cost = frame.len().clamp(1, IN_FLIGHT_BYTES) as u32;
         let ended = || Error::Closed("the session ended".into());
         let permit = self

@@ -5,7 +5,7 @@ use std::borrow::Cow;
 
 use bytes::Bytes;
 use reqwest::Method;
-use rill_s2s::messages as proto;
+use rill_protocol::messages as proto;
 use serde_json::Value;
 
 use crate::client::{segment, Retry};
@@ -91,17 +91,16 @@ impl AppendRecord {
     }
 }
 
-/// The most records one append may hold.
-pub const MAX_APPEND_RECORDS: usize = 1000;
-/// The most metered bytes one append may hold ([`AppendRecord::metered_size`]
-/// summed): so a single record's body is at most this less 8 bytes.
-pub const MAX_APPEND_BYTES: usize = 1024 * 1024;
+// S2's limits on one append: the most records, and the most metered bytes
+// (`AppendRecord::metered_size` summed).
+pub use rill_protocol::limits::{
+    MAX_BATCH_BYTES as MAX_APPEND_BYTES, MAX_BATCH_RECORDS as MAX_APPEND_RECORDS,
+};
 
-/// S2's metering: 8 bytes per record, 2 per header, plus every name, value
-/// and body byte.
+/// S2's metering (`rill-protocol`'s): 8 bytes per record, 2 per header,
+/// plus every name, value and body byte.
 fn metered_size(headers: &[(Bytes, Bytes)], body: &[u8]) -> usize {
-    let named: usize = headers.iter().map(|(n, v)| n.len() + v.len()).sum();
-    8 + 2 * headers.len() + named + body.len()
+    rill_protocol::limits::metered_size(headers.iter().map(|(n, v)| (n, v)), body)
 }
 
 /// Conditions on an append; the server refuses the append, applying

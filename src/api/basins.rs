@@ -9,6 +9,7 @@ use super::error::ApiResult;
 use super::extract::{Json, OptionalJson, Path, Query, RequestToken};
 use super::{created_response, detached, provision_response, AppState, ListParams};
 use crate::engine::streams::config::{BasinConfig, BasinConfigPatch};
+use crate::engine::streams::names::BasinName;
 use crate::wire::json::{BasinInfoJson, ListBasinsResponse};
 
 /// Other fields (`scope`, `location`: where the basin should live) are
@@ -42,12 +43,13 @@ pub async fn create(
     RequestToken(token): RequestToken,
     Json(req): Json<CreateBasinRequest>,
 ) -> ApiResult<Response> {
+    let basin = BasinName::parse(req.basin)?;
     let engine = state.engine;
     let (info, provision) = detached(async move {
         let patch = req.config.unwrap_or_default();
         engine
             .streams()
-            .create_basin(&req.basin, &patch, token.as_deref())
+            .create_basin(&basin, &patch, token.as_deref())
             .await
     })
     .await?;
@@ -59,6 +61,7 @@ pub async fn ensure(
     Path(basin): Path<String>,
     OptionalJson(req): OptionalJson<EnsureBasinRequest>,
 ) -> ApiResult<Response> {
+    let basin = BasinName::parse(basin)?;
     let patch = req.unwrap_or_default().config.unwrap_or_default();
     let engine = state.engine;
     let (info, provision) =

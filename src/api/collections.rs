@@ -11,7 +11,8 @@ use super::error::{ApiError, ApiResult};
 use super::extract::{Basin, Json, OptionalJson, Path, Query};
 use super::{detached, provision_response, AppState, ListParams};
 use crate::engine::collections::{
-    CollectionConfigPatch, Cursor, RecordView, UnifiedCursor, WriteOp, DEFAULT_PAGE, MAX_PAGE,
+    CollectionConfigPatch, CollectionName, Cursor, RecordView, UnifiedCursor, WriteOp,
+    DEFAULT_PAGE, MAX_PAGE,
 };
 use crate::wire::collections::{
     events_batch, events_page, parse_event_kinds, record_data, records_page, unified_page,
@@ -40,6 +41,7 @@ pub async fn ensure(
     Path(name): Path<String>,
     OptionalJson(patch): OptionalJson<CollectionConfigPatch>,
 ) -> ApiResult<Response> {
+    let name = CollectionName::parse(name)?;
     let engine = state.engine;
     let (info, provision) = detached(async move {
         engine

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use super::error::{ApiError, ApiResult};
 use super::extract::{Basin, Json, OptionalJson, Path, Query, RecordFormat};
 use super::{detached, provision_response, AppState, ListParams};
-use crate::engine::consumers::{ConsumerConfig, ConsumerConfigPatch, Settle};
+use crate::engine::consumers::{ConsumerConfig, ConsumerConfigPatch, ConsumerName, Settle};
 use crate::wire::consumers::{
     consumer_json, delivery_json, frontier_json, CommitRequest, ReceiveRequest, SettleRequest,
 };
@@ -38,6 +38,7 @@ pub async fn ensure(
     Path(name): Path<String>,
     Json(config): Json<ConsumerConfig>,
 ) -> ApiResult<Response> {
+    let name = ConsumerName::parse(name)?;
     let engine = state.engine;
     let (info, provision) = detached(async move {
         engine
@@ -121,14 +122,11 @@ async fn settle(
     req: SettleRequest,
     action: Settle,
 ) -> ApiResult<(usize, Option<u64>)> {
+    let ids = req.decoded_ids()?;
     let engine = state.engine;
-    Ok(detached(async move {
-        engine
-            .consumers()
-            .settle(&basin, &name, &req.ack_ids, action)
-            .await
-    })
-    .await?)
+    let settled =
+        detached(async move { engine.consumers().settle(&basin, &name, &ids, action).await }).await;
+    Ok(settled.map_err(|err| req.explain(err))?)
 }
 
 pub async fn ack(

@@ -105,7 +105,7 @@ impl From<EngineError> for ApiError {
             EngineError::ConsumerSourceGone(_) => {
                 ApiError::new(StatusCode::GONE, "source_deleted", message)
             }
-            EngineError::AckExpired(_) => {
+            EngineError::AckExpired { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "ack_expired", message)
             }
             EngineError::AccessTokenNotFound(_) => {
@@ -116,7 +116,7 @@ impl From<EngineError> for ApiError {
             | EngineError::AccessTokenExists(_) => {
                 ApiError::new(StatusCode::CONFLICT, "resource_already_exists", message)
             }
-            EngineError::Invalid(_) => ApiError::invalid(message),
+            EngineError::Invalid(_) | EngineError::BadAckId { .. } => ApiError::invalid(message),
             EngineError::SeqNumMismatch(seq) => ApiError::SeqNumMismatch(seq),
             EngineError::FencingTokenMismatch(token) => ApiError::FencingTokenMismatch(token),
             EngineError::BeyondTail(tail) => ApiError::BeyondTail(tail.into()),

@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
 use super::MAX_BODY_BYTES;
-use crate::engine::streams::names::validate_basin_name;
+use crate::engine::streams::names::BasinName;
 use crate::wire::json::Format;
 
 /// The basin a stream request is for: the `s2-basin` header, or else the
@@ -41,7 +41,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Basin {
 fn basin_from_host(headers: &HeaderMap) -> Option<String> {
     let host = headers.get(axum::http::header::HOST)?.to_str().ok()?;
     let (label, rest) = host.split_once('.')?;
-    if rest.is_empty() || validate_basin_name(label).is_err() {
+    if rest.is_empty() || BasinName::parse(label).is_err() {
         return None;
     }
     Some(label.to_string())

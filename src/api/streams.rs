@@ -10,6 +10,7 @@ use super::error::ApiResult;
 use super::extract::{Basin, Json, OptionalJson, Path, Query, RequestToken};
 use super::{created_response, detached, provision_response, AppState, ListParams};
 use crate::engine::streams::config::{StreamConfig, StreamConfigPatch};
+use crate::engine::streams::names::StreamName;
 use crate::wire::json::{ListStreamsResponse, StreamInfoJson};
 
 #[derive(Deserialize)]
@@ -41,12 +42,13 @@ pub async fn create(
     RequestToken(token): RequestToken,
     Json(req): Json<CreateStreamRequest>,
 ) -> ApiResult<Response> {
+    let stream = StreamName::parse(req.stream)?;
     let engine = state.engine;
     let (info, provision) = detached(async move {
         let patch = req.config.unwrap_or_default();
         engine
             .streams()
-            .create_stream(&basin, &req.stream, &patch, token.as_deref())
+            .create_stream(&basin, &stream, &patch, token.as_deref())
             .await
     })
     .await?;
@@ -59,6 +61,7 @@ pub async fn ensure(
     Path(stream): Path<String>,
     OptionalJson(patch): OptionalJson<StreamConfigPatch>,
 ) -> ApiResult<Response> {
+    let stream = StreamName::parse(stream)?;
     let engine = state.engine;
     let (info, provision) = detached(async move {
         engine

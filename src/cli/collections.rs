@@ -46,6 +46,36 @@ pub async fn delete(
     print_record(out, &record, json_out)
 }
 
+/// `rill updated`.
+#[derive(clap::Args, Debug)]
+pub struct UpdatedArgs {
+    pub collection: String,
+    /// Resume from a cursor printed before.
+    #[arg(long, conflicts_with_all = ["updated_after", "after_id"])]
+    pub cursor: Option<String>,
+    /// Records changed after this time (epoch ms or RFC 3339)…
+    #[arg(long)]
+    pub updated_after: Option<String>,
+    /// …or at that time, with an id after this one.
+    #[arg(long, requires = "updated_after")]
+    pub after_id: Option<String>,
+}
+
+impl UpdatedArgs {
+    /// The collection, and where to start.
+    pub fn into_parts(self) -> (String, UpdatedFrom) {
+        let from = match (self.cursor, self.updated_after) {
+            (Some(cursor), _) => UpdatedFrom::Cursor(cursor),
+            (None, Some(updated_after)) => UpdatedFrom::Pair {
+                updated_after,
+                after_id: self.after_id,
+            },
+            (None, None) => UpdatedFrom::Beginning,
+        };
+        (self.collection, from)
+    }
+}
+
 /// Where `rill updated` starts.
 pub enum UpdatedFrom {
     Beginning,

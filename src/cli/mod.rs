@@ -18,7 +18,7 @@ mod streams;
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
-use rill_client::{AppendOptions, Client, Kind, ReadOptions, ReadStart};
+use rill_client::{AppendOptions, Client, Kind};
 
 use output::{line, BodyFormat};
 
@@ -97,37 +97,9 @@ pub enum ClientCommand {
     /// Print records, one body per line: from a seq num (default 0), a
     /// timestamp or an offset back from the tail, until a count, a number of
     /// bytes or a timestamp.
-    Read {
-        stream: String,
-        #[arg(long, conflicts_with_all = ["timestamp", "tail_offset"])]
-        seq_num: Option<u64>,
-        /// Start at the first record at or after this time (epoch ms).
-        #[arg(long, conflicts_with = "tail_offset")]
-        timestamp: Option<u64>,
-        /// Start this many records before the tail.
-        #[arg(long)]
-        tail_offset: Option<u64>,
-        #[arg(long)]
-        count: Option<u64>,
-        #[arg(long)]
-        bytes: Option<u64>,
-        /// Stop before records with timestamps at or after this (epoch ms).
-        #[arg(long)]
-        until: Option<u64>,
-        /// How bodies are printed: as text, or base64 (for binary data).
-        #[arg(long, value_enum, default_value_t)]
-        format: BodyFormat,
-    },
+    Read(streams::ReadArgs),
     /// Print the last records of a stream; with -f, keep following it.
-    Tail {
-        stream: String,
-        #[arg(short = 'n', long, default_value_t = 10)]
-        lines: u64,
-        #[arg(short, long)]
-        follow: bool,
-        #[arg(long, value_enum, default_value_t)]
-        format: BodyFormat,
-    },
+    Tail(streams::TailArgs),
     /// Print the stream's next seq num.
     CheckTail { stream: String },
     /// Upsert a collection record from JSON.
@@ -144,18 +116,7 @@ pub enum ClientCommand {
     Delete { collection: String, id: String },
     /// Print the records changed after a position (by default, all), then
     /// the cursor to resume with (on stderr, or in the JSON).
-    Updated {
-        collection: String,
-        /// Resume from a cursor printed before.
-        #[arg(long, conflicts_with_all = ["updated_after", "after_id"])]
-        cursor: Option<String>,
-        /// Records changed after this time (epoch ms or RFC 3339)…
-        #[arg(long)]
-        updated_after: Option<String>,
-        /// …or at that time, with an id after this one.
-        #[arg(long, requires = "updated_after")]
-        after_id: Option<String>,
-    },
+    Updated(collections::UpdatedArgs),
     /// Append at a target rate or flat out while reading live; print
     /// throughput and ack and end-to-end latency, and check that every
     /// record read back is the one written.
@@ -203,50 +164,8 @@ pub async fn run(connection: Connection, command: ClientCommand) -> Result<(), S
             };
             streams::append(&client, &stream, file, format, options, json_out, out).await
         }
-        ClientCommand::Read {
-            stream,
-            seq_num,
-            timestamp,
-            tail_offset,
-            count,
-            bytes,
-            until,
-            format,
-        } => {
-            let start = match (seq_num, timestamp, tail_offset) {
-                (_, Some(t), _) => ReadStart::Timestamp(t),
-                (_, _, Some(n)) => ReadStart::TailOffset(n),
-                (n, _, _) => ReadStart::SeqNum(n.unwrap_or(0)),
-            };
-            let options = ReadOptions {
-                start,
-                count,
-                bytes,
-                until,
-                wait_secs: 0,
-            };
-            streams::print_records(&client, &stream, options, format, json_out, out).await
-        }
-        ClientCommand::Tail {
-            stream,
-            lines,
-            follow,
-            format,
-        } => {
-            let start = ReadStart::TailOffset(lines);
-            if follow {
-                return streams::follow_records(&client, &stream, start, format, json_out, out)
-                    .await;
-            }
-            let options = ReadOptions {
-                start,
-                count: Some(lines),
-                bytes: None,
-                until: None,
-                wait_secs: 0,
-            };
-            streams::print_records(&client, &stream, options, format, json_out, out).await
-        }
+        ClientCommand::Read(args) => streams::read(&client, args, json_out, out).await,
+        ClientCommand::Tail(args) => streams::tail(&client, args, json_out, out).await,
         ClientCommand::CheckTail { stream } => {
             let tail = client.check_tail(&stream).await.map_err(fail)?;
             if json_out {
@@ -266,20 +185,8 @@ pub async fn run(connection: Connection, command: ClientCommand) -> Result<(), S
         ClientCommand::Delete { collection, id } => {
             collections::delete(&client, &collection, &id, json_out, out).await
         }
-        ClientCommand::Updated {
-            collection,
-            cursor,
-            updated_after,
-            after_id,
-        } => {
-            let from = match (cursor, updated_after) {
-                (Some(cursor), _) => collections::UpdatedFrom::Cursor(cursor),
-                (None, Some(updated_after)) => collections::UpdatedFrom::Pair {
-                    updated_after,
-                    after_id,
-                },
-                (None, None) => collections::UpdatedFrom::Beginning,
-            };
+        ClientCommand::Updated(args) => {
+            let (collection, from) = args.into_parts();
             collections::updated(&client, &collection, from, json_out, out).await
         }
         ClientCommand::Bench(args) => bench::run(&client, args, json_out, out).await,

@@ -27,7 +27,7 @@ pub async fn append(
     json_out: bool,
     out: &mut impl Write,
 ) -> Result<(), String> {
-    let mut lines = read_lines(file)?;
+    let lines = read_lines(file)?;
     let session = client.append_session(stream).await.map_err(fail)?;
     // Acks are awaited in order beside the sending, so a failure stops the
     // input early rather than at its end.
@@ -47,57 +47,19 @@ pub async fn append(
         (done, None)
     });
 
-    let mut carried: Option<AppendRecord> = None;
-    let mut line_number = 0u64;
-    let mut input_error = None;
+    let mut batcher = Batcher {
+        lines,
+        format,
+        carried: None,
+        line_number: 0,
+    };
+    let mut input_error: Option<String>;
     let mut submit_error = None;
-    'input: loop {
-        let mut batch = Vec::new();
-        let mut size = 0;
-        if let Some(record) = carried.take() {
-            size += record.metered_size();
-            batch.push(record);
-        }
-        while batch.len() < MAX_APPEND_RECORDS {
-            // Wait for the first line of a batch; take the rest only if
-            // they are already there.
-            let next = if batch.is_empty() {
-                // While waiting for input, notice a session that ended (the
-                // acks task stops at the first failure): a slow producer
-                // should hear of it now, not at its next line.
-                tokio::select! {
-                    line = lines.recv() => line,
-                    () = tickets.closed() => None,
-                }
-            } else {
-                lines.try_recv().ok()
-            };
-            let Some(next) = next else { break };
-            line_number += 1;
-            let record = match next.and_then(|text| format.decode_line(&text)) {
-                Ok(body) if body.len() + 8 > MAX_APPEND_BYTES => {
-                    input_error = Some(format!(
-                        "line {line_number} is {} bytes; a record may be at most {}",
-                        body.len(),
-                        MAX_APPEND_BYTES - 8
-                    ));
-                    break;
-                }
-                Ok(body) => AppendRecord::new(body),
-                Err(err) => {
-                    input_error = Some(format!("line {line_number}: {err}"));
-                    break;
-                }
-            };
-            if size + record.metered_size() > MAX_APPEND_BYTES && !batch.is_empty() {
-                carried = Some(record);
-                break;
-            }
-            size += record.metered_size();
-            batch.push(record);
-        }
+    loop {
+        let (batch, bad_line) = batcher.next(&tickets).await;
+        input_error = bad_line;
         if batch.is_empty() {
-            break 'input;
+            break;
         }
         let count = batch.len() as u64;
         let ticket = match session.submit(batch, options.clone()).await {
@@ -105,12 +67,12 @@ pub async fn append(
             // The session ended: the acks say why, or else this does.
             Err(err) => {
                 submit_error = Some(err);
-                break 'input;
+                break;
             }
         };
         options.match_seq_num = options.match_seq_num.map(|n| n + count);
         if tickets.send(ticket).is_err() || input_error.is_some() {
-            break 'input;
+            break;
         }
     }
     drop(tickets);
@@ -124,6 +86,17 @@ pub async fn append(
         .or(submit_error)
         .map(fail)
         .or(input_error.map(|err| format!("stopped at a bad input: {err}")));
+    report(done, failure, json_out, out)
+}
+
+/// What `rill append` prints: how much landed, and on failure the cause
+/// with how far the input got before it.
+fn report(
+    done: Appended,
+    failure: Option<String>,
+    json_out: bool,
+    out: &mut impl Write,
+) -> Result<(), String> {
     if let Some(failure) = failure {
         return Err(match done.first {
             Some(first) => format!(
@@ -144,6 +117,67 @@ pub async fn append(
             out,
             format!("appended {} records: seq nums {start}..{end}", done.records),
         )
+    }
+}
+
+/// Input lines made into batches of records, each within S2's limits.
+struct Batcher {
+    lines: mpsc::Receiver<Result<Vec<u8>, String>>,
+    format: BodyFormat,
+    /// A record that did not fit in the last batch: the next one starts
+    /// with it.
+    carried: Option<AppendRecord>,
+    line_number: u64,
+}
+
+impl Batcher {
+    /// The next batch: waits for its first line, then takes only lines
+    /// already there. Empty at the end of the input, or when the session
+    /// ends while waiting (the acks task holding `tickets` stops at the
+    /// first failure: a slow producer should hear of it now, not at its
+    /// next line). A bad line ends the batch before it and is returned.
+    async fn next(
+        &mut self,
+        tickets: &mpsc::UnboundedSender<rill_client::AppendTicket>,
+    ) -> (Vec<AppendRecord>, Option<String>) {
+        let mut batch = Vec::new();
+        let mut size = 0;
+        if let Some(record) = self.carried.take() {
+            size += record.metered_size();
+            batch.push(record);
+        }
+        while batch.len() < MAX_APPEND_RECORDS {
+            let next = if batch.is_empty() {
+                tokio::select! {
+                    line = self.lines.recv() => line,
+                    () = tickets.closed() => None,
+                }
+            } else {
+                self.lines.try_recv().ok()
+            };
+            let Some(next) = next else { break };
+            self.line_number += 1;
+            let line_number = self.line_number;
+            let record = match next.and_then(|text| self.format.decode_line(&text)) {
+                Ok(body) if body.len() + 8 > MAX_APPEND_BYTES => {
+                    let error = format!(
+                        "line {line_number} is {} bytes; a record may be at most {}",
+                        body.len(),
+                        MAX_APPEND_BYTES - 8
+                    );
+                    return (batch, Some(error));
+                }
+                Ok(body) => AppendRecord::new(body),
+                Err(err) => return (batch, Some(format!("line {line_number}: {err}"))),
+            };
+            if size + record.metered_size() > MAX_APPEND_BYTES && !batch.is_empty() {
+                self.carried = Some(record);
+                break;
+            }
+            size += record.metered_size();
+            batch.push(record);
+        }
+        (batch, None)
     }
 }
 
@@ -205,6 +239,86 @@ fn read_lines(file: Option<PathBuf>) -> Result<mpsc::Receiver<Result<Vec<u8>, St
         }
     });
     Ok(rx)
+}
+
+/// `rill read`.
+#[derive(clap::Args, Debug)]
+pub struct ReadArgs {
+    pub stream: String,
+    #[arg(long, conflicts_with_all = ["timestamp", "tail_offset"])]
+    pub seq_num: Option<u64>,
+    /// Start at the first record at or after this time (epoch ms).
+    #[arg(long, conflicts_with = "tail_offset")]
+    pub timestamp: Option<u64>,
+    /// Start this many records before the tail.
+    #[arg(long)]
+    pub tail_offset: Option<u64>,
+    #[arg(long)]
+    pub count: Option<u64>,
+    #[arg(long)]
+    pub bytes: Option<u64>,
+    /// Stop before records with timestamps at or after this (epoch ms).
+    #[arg(long)]
+    pub until: Option<u64>,
+    /// How bodies are printed: as text, or base64 (for binary data).
+    #[arg(long, value_enum, default_value_t)]
+    pub format: BodyFormat,
+}
+
+/// `rill tail`.
+#[derive(clap::Args, Debug)]
+pub struct TailArgs {
+    pub stream: String,
+    #[arg(short = 'n', long, default_value_t = 10)]
+    pub lines: u64,
+    #[arg(short, long)]
+    pub follow: bool,
+    #[arg(long, value_enum, default_value_t)]
+    pub format: BodyFormat,
+}
+
+/// `rill read`: from a seq num (default 0), a timestamp or an offset back
+/// from the tail.
+pub async fn read(
+    client: &Client,
+    args: ReadArgs,
+    json_out: bool,
+    out: &mut impl Write,
+) -> Result<(), String> {
+    let start = match (args.seq_num, args.timestamp, args.tail_offset) {
+        (_, Some(t), _) => ReadStart::Timestamp(t),
+        (_, _, Some(n)) => ReadStart::TailOffset(n),
+        (n, _, _) => ReadStart::SeqNum(n.unwrap_or(0)),
+    };
+    let options = ReadOptions {
+        start,
+        count: args.count,
+        bytes: args.bytes,
+        until: args.until,
+        wait_secs: 0,
+    };
+    print_records(client, &args.stream, options, args.format, json_out, out).await
+}
+
+/// `rill tail`: the last records, then with `-f` everything after.
+pub async fn tail(
+    client: &Client,
+    args: TailArgs,
+    json_out: bool,
+    out: &mut impl Write,
+) -> Result<(), String> {
+    let start = ReadStart::TailOffset(args.lines);
+    if args.follow {
+        return follow_records(client, &args.stream, start, args.format, json_out, out).await;
+    }
+    let options = ReadOptions {
+        start,
+        count: Some(args.lines),
+        bytes: None,
+        until: None,
+        wait_secs: 0,
+    };
+    print_records(client, &args.stream, options, args.format, json_out, out).await
 }
 
 /// Reads page after page from `options.start` until a limit is reached or

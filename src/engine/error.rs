@@ -35,11 +35,19 @@ pub enum EngineError {
     ConsumerConflict(String),
     #[error("the source of consumer `{0}` was deleted; delete the consumer and make a new one")]
     ConsumerSourceGone(String),
+    /// The engine names the ids by their places in the request; the wire
+    /// layer, which knows them as the client wrote them, fills in `ids`.
     #[error(
         "these ack ids are expired (their messages were delivered again since), so nothing was applied: {}",
-        .0.join(", ")
+        .ids.join(", ")
     )]
-    AckExpired(Vec<String>),
+    AckExpired {
+        indexes: Vec<usize>,
+        ids: Vec<String>,
+    },
+    /// The ack id at this place in the request is no use here.
+    #[error("ack id #{index} {problem}")]
+    BadAckId { index: usize, problem: &'static str },
     #[error("access token `{0}` already exists")]
     AccessTokenExists(String),
     #[error("access token `{0}` not found")]

@@ -1,13 +1,15 @@
 //! The JSON shapes of consumers: a consumer with its state, deliveries,
 //! positions, and the request bodies of the data operations.
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::cursor::{decode_cursor, encode_cursor};
 use super::json::{rfc3339, Format, Record};
 use crate::engine::collections::Cursor;
-use crate::engine::consumers::{ConsumerInfo, Delivery, Frontier, Payload, Position};
+use crate::engine::consumers::{AckId, ConsumerInfo, Delivery, Frontier, Payload, Position};
 use crate::engine::error::{EngineError, EngineResult};
 use crate::storage::StorageError;
 
@@ -64,6 +66,29 @@ pub fn consumer_json(info: &ConsumerInfo) -> Value {
     out
 }
 
+/// The opaque id a worker passes back to settle a delivery: base64url of
+/// the JSON `[consumer id, delivery count, position]`.
+pub fn encode_ack_id(id: &AckId) -> String {
+    let json = serde_json::to_vec(&(id.consumer_id, id.deliveries, &id.position));
+    URL_SAFE_NO_PAD.encode(json.unwrap_or_default())
+}
+
+pub fn decode_ack_id(text: &str) -> EngineResult<AckId> {
+    let bad = || {
+        EngineError::Invalid(format!(
+            "malformed ack id `{text}`: pass it back exactly as received"
+        ))
+    };
+    let bytes = URL_SAFE_NO_PAD.decode(text).map_err(|_| bad())?;
+    let (consumer_id, deliveries, position): (u64, u32, Position) =
+        serde_json::from_slice(&bytes).map_err(|_| bad())?;
+    Ok(AckId {
+        consumer_id,
+        deliveries,
+        position,
+    })
+}
+
 /// A message handed to a worker, its record in `format`.
 pub fn delivery_json(delivery: &Delivery, format: Format) -> EngineResult<Value> {
     let message = &delivery.message;
@@ -72,7 +97,7 @@ pub fn delivery_json(delivery: &Delivery, format: Format) -> EngineResult<Value>
         "timestamp": message.timestamp,
     });
     if let Some(ack_id) = &delivery.ack_id {
-        out["ack_id"] = json!(ack_id);
+        out["ack_id"] = json!(encode_ack_id(ack_id));
     }
     match &message.payload {
         Payload::Record(record) => {
@@ -115,6 +140,32 @@ pub struct SettleRequest {
     pub delay_ms: Option<u64>,
 }
 
+impl SettleRequest {
+    /// The ack ids, decoded.
+    pub fn decoded_ids(&self) -> EngineResult<Vec<AckId>> {
+        self.ack_ids
+            .iter()
+            .map(|text| decode_ack_id(text))
+            .collect()
+    }
+
+    /// An engine error about some of this request's ack ids, told with the
+    /// ids as the client wrote them.
+    pub fn explain(&self, err: EngineError) -> EngineError {
+        let text = |index: usize| self.ack_ids.get(index).cloned().unwrap_or_default();
+        match err {
+            EngineError::BadAckId { index, problem } => {
+                EngineError::Invalid(format!("ack id `{}` {problem}", text(index)))
+            }
+            EngineError::AckExpired { indexes, .. } => EngineError::AckExpired {
+                ids: indexes.iter().map(|&i| text(i)).collect(),
+                indexes,
+            },
+            other => other,
+        }
+    }
+}
+
 /// `POST /v1/consumers/{name}/commit`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -141,5 +192,24 @@ impl CommitRequest {
                 "pass exactly one of `seq_num` and `cursor`".into(),
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ack_ids_round_trip_and_refuse_garbage() {
+        for position in [Position::Seq(42), Position::Change(7, "u/1".into())] {
+            let id = AckId {
+                consumer_id: 3,
+                deliveries: 2,
+                position,
+            };
+            assert_eq!(decode_ack_id(&encode_ack_id(&id)).unwrap(), id);
+        }
+        assert!(decode_ack_id("not-an-ack-id").is_err());
+        assert!(decode_ack_id(&URL_SAFE_NO_PAD.encode("[1, 2]")).is_err());
     }
 }

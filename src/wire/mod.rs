@@ -6,5 +6,5 @@ pub mod consumers;
 pub mod cursor;
 pub mod json;
 pub mod proto;
-/// S2S framing lives in the `rill-s2s` crate, shared with the client.
-pub use rill_s2s::frame as s2s;
+/// S2S framing lives in the `rill-protocol` crate, shared with the client.
+pub use rill_protocol::frame as s2s;

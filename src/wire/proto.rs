@@ -1,10 +1,10 @@
 //! The protobuf messages of the S2 v1 API (defined in the shared
-//! `rill-s2s` crate, which the client uses too) and their conversions to
-//! and from engine types.
+//! `rill-protocol` crate, which the client uses too) and their conversions
+//! to and from engine types.
 
 use bytes::Bytes;
 
-pub use rill_s2s::messages::*;
+pub use rill_protocol::messages::*;
 
 use crate::engine::streams::types;
 

@@ -2,7 +2,7 @@
 //! get and delete.
 
 use super::keys::{self, CollectionMeta};
-use super::types::{CollectionConfig, CollectionConfigPatch, CollectionInfo};
+use super::types::{CollectionConfig, CollectionConfigPatch, CollectionInfo, CollectionName};
 use super::{events_stream_name, Collections};
 use crate::engine::error::{EngineError, EngineResult};
 use crate::engine::locks::lock;
@@ -10,9 +10,7 @@ use crate::engine::streams::config::{
     InfiniteRetention, RetentionPolicy, StreamConfig, StreamConfigPatch,
 };
 use crate::engine::streams::types::now_ms;
-use crate::engine::streams::{
-    delete_stream_ops, names, stream_creation_ops, ListRequest, Provision,
-};
+use crate::engine::streams::{delete_stream_ops, stream_creation_ops, ListRequest, Provision};
 use crate::storage::{Keyspace, WriteBatch};
 
 impl Collections {
@@ -58,15 +56,9 @@ impl Collections {
     pub async fn ensure_collection(
         &self,
         basin: &str,
-        name: &str,
+        name: &CollectionName,
         patch: &CollectionConfigPatch,
     ) -> EngineResult<(CollectionInfo, Provision)> {
-        names::validate_stream_name(name)?;
-        if name.contains('/') {
-            return Err(EngineError::Invalid(
-                "a collection name may not contain `/`".into(),
-            ));
-        }
         let _admin = self.core.lock_admin().await;
         self.core.basin_meta(basin)?;
         if let Some(meta) = self.collection_meta(basin, name)? {

@@ -36,8 +36,8 @@ use std::sync::{Arc, Mutex};
 
 pub use handle::CollectionHandle;
 pub use types::{
-    event_json, CollectionConfig, CollectionConfigPatch, CollectionInfo, Cursor, Event, EventKind,
-    Horizon, RawRecord, RecordView, UnifiedCursor, WriteOp,
+    event_json, CollectionConfig, CollectionConfigPatch, CollectionInfo, CollectionName, Cursor,
+    Event, EventKind, Horizon, RawRecord, RecordView, UnifiedCursor, WriteOp,
 };
 
 use crate::engine::error::{EngineError, EngineResult};

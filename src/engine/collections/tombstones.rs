@@ -14,6 +14,9 @@ use crate::engine::locks::lock;
 use crate::engine::streams::types::now_ms;
 use crate::storage::{Keyspace, WriteBatch};
 
+/// A tombstone on the records stream: its key and the deleted record.
+type Tombstone = (Vec<u8>, RecordView);
+
 impl Collections {
     /// Removes tombstones older than the collection's retention, in bounded
     /// chunks under the write lock. Each chunk first publishes the new
@@ -50,27 +53,7 @@ impl Collections {
         let mut start = keys::records_stream_key(meta.id, scanned, "");
         let end = keys::records_stream_key(meta.id, cutoff, "");
         loop {
-            // One chunk of tombstones, and where the scan got to.
-            let mut doomed: Vec<(Vec<u8>, RecordView)> = Vec::new();
-            let mut last_key = None;
-            let mut corrupt = None;
-            self.storage
-                .scan(Keyspace::RecordsStream, &start, &end, &mut |key, value| {
-                    last_key = Some(key.to_vec());
-                    match keys::decode_json::<RecordView>(value) {
-                        Ok(view) if view.deleted => doomed.push((key.to_vec(), view)),
-                        Ok(_) => {}
-                        Err(err) => corrupt = Some(err),
-                    }
-                    if doomed.len() >= EXPIRY_CHUNK || corrupt.is_some() {
-                        ControlFlow::Break(())
-                    } else {
-                        ControlFlow::Continue(())
-                    }
-                })?;
-            if let Some(err) = corrupt {
-                return Err(err.into());
-            }
+            let (doomed, last_key) = self.tombstone_chunk(&start, &end)?;
             let Some(last_removed) = doomed.last().map(|(_, v)| v.updated_at) else {
                 break; // no more tombstones below the cutoff
             };
@@ -79,28 +62,7 @@ impl Collections {
                 moved_at: now_ms(),
             };
             *lock(&handle.horizon) = horizon;
-            let mut batch = WriteBatch::default();
-            for (key, view) in &doomed {
-                batch.delete(Keyspace::RecordsStream, key.clone());
-                let stub = Doc {
-                    data: Map::new(),
-                    version: view.version,
-                    created_at: view.created_at,
-                    updated_at: view.updated_at,
-                    deleted: true,
-                    expired: true,
-                };
-                batch.put(
-                    Keyspace::Docs,
-                    keys::doc_key(meta.id, &view.id),
-                    keys::encode_json(&stub),
-                );
-            }
-            batch.put(
-                Keyspace::Meta,
-                keys::tombstone_horizon_key(meta.id),
-                keys::encode_json(&horizon),
-            );
+            let batch = removal_batch(meta.id, &doomed, &horizon);
             self.committer.commit(batch).await?;
             match last_key {
                 Some(mut key) => {
@@ -113,4 +75,63 @@ impl Collections {
         handle.expiry_scanned.store(cutoff, Ordering::Release);
         Ok(())
     }
+
+    /// Up to [`EXPIRY_CHUNK`] tombstones of the records stream in
+    /// `[start, end)`, with their keys, and the last key the scan looked at.
+    fn tombstone_chunk(
+        &self,
+        start: &[u8],
+        end: &[u8],
+    ) -> EngineResult<(Vec<Tombstone>, Option<Vec<u8>>)> {
+        let mut doomed: Vec<Tombstone> = Vec::new();
+        let mut last_key = None;
+        let mut corrupt = None;
+        self.storage
+            .scan(Keyspace::RecordsStream, start, end, &mut |key, value| {
+                last_key = Some(key.to_vec());
+                match keys::decode_json::<RecordView>(value) {
+                    Ok(view) if view.deleted => doomed.push((key.to_vec(), view)),
+                    Ok(_) => {}
+                    Err(err) => corrupt = Some(err),
+                }
+                if doomed.len() >= EXPIRY_CHUNK || corrupt.is_some() {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            })?;
+        match corrupt {
+            Some(err) => Err(err.into()),
+            None => Ok((doomed, last_key)),
+        }
+    }
+}
+
+/// The writes that remove `doomed` tombstones of collection `id` and
+/// persist the new `horizon`: each record keeps a stub with its version,
+/// so a later create continues the version sequence.
+fn removal_batch(id: u64, doomed: &[Tombstone], horizon: &Horizon) -> WriteBatch {
+    let mut batch = WriteBatch::default();
+    for (key, view) in doomed {
+        batch.delete(Keyspace::RecordsStream, key.clone());
+        let stub = Doc {
+            data: Map::new(),
+            version: view.version,
+            created_at: view.created_at,
+            updated_at: view.updated_at,
+            deleted: true,
+            expired: true,
+        };
+        batch.put(
+            Keyspace::Docs,
+            keys::doc_key(id, &view.id),
+            keys::encode_json(&stub),
+        );
+    }
+    batch.put(
+        Keyspace::Meta,
+        keys::tombstone_horizon_key(id),
+        keys::encode_json(horizon),
+    );
+    batch
 }

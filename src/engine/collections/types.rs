@@ -7,8 +7,26 @@ use serde_json::{Map, Value};
 
 use super::keys::{self, Doc};
 use crate::engine::error::{EngineError, EngineResult};
+use crate::engine::streams::names::{name_type, validate_stream_name};
 use crate::engine::streams::types::SequencedRecord;
 use crate::storage::StorageError;
+
+name_type!(
+    /// A collection name: a stream name without `/` (its events stream is
+    /// `_collections/{name}/events`).
+    CollectionName,
+    validate_collection_name
+);
+
+fn validate_collection_name(name: &str) -> EngineResult<()> {
+    validate_stream_name(name)?;
+    if name.contains('/') {
+        return Err(EngineError::Invalid(
+            "a collection name may not contain `/`".into(),
+        ));
+    }
+    Ok(())
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CollectionConfig {
@@ -48,28 +66,22 @@ pub struct CollectionInfo {
     pub events_stream: String,
 }
 
-/// A record as clients see it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct RecordView {
-    pub collection: String,
-    pub id: String,
-    pub data: Map<String, Value>,
-    pub version: u64,
-    pub created_at: u64,
-    pub updated_at: u64,
-    pub deleted: bool,
-}
+// A record as clients see it, and as the records stream stores it; and a
+// change event, as the events stream stores it (the record body). Their
+// JSON is shared with the client: `rill-protocol` defines it.
+pub use rill_protocol::collections::{Event, EventKind, Record as RecordView};
 
-impl RecordView {
-    pub(super) fn new(collection: &str, id: &str, doc: Doc) -> Self {
-        Self {
+impl Doc {
+    /// The record `id` of `collection` as clients see it, in this version.
+    pub(super) fn view(self, collection: &str, id: &str) -> RecordView {
+        RecordView {
             collection: collection.to_string(),
             id: id.to_string(),
-            data: doc.data,
-            version: doc.version,
-            created_at: doc.created_at,
-            updated_at: doc.updated_at,
-            deleted: doc.deleted,
+            data: self.data,
+            version: self.version,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            deleted: self.deleted,
         }
     }
 }
@@ -113,21 +125,6 @@ impl WriteOp {
     }
 }
 
-/// A change event, as stored in the events stream (the record body).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Event {
-    pub event: EventKind,
-    pub id: String,
-    /// The new version, or for a delete the version deleted.
-    pub data: Map<String, Value>,
-    /// For updates: the previous values of the top-level fields that
-    /// changed (`null` for fields that were added).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub changes: Option<Map<String, Value>>,
-    pub version: u64,
-    pub updated_at: u64,
-}
-
 /// An events-stream record as the event clients see: the stored event
 /// with the record's `seq_num` and `timestamp` added. The events endpoint
 /// and consumers of an events feed both read events this way.
@@ -137,14 +134,6 @@ pub fn event_json(record: &SequencedRecord) -> EngineResult<Map<String, Value>> 
     event.insert("seq_num".into(), record.seq_num.into());
     event.insert("timestamp".into(), record.timestamp.into());
     Ok(event)
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum EventKind {
-    Created,
-    Updated,
-    Deleted,
 }
 
 /// A position in the records stream: strictly after `(updated_at, id)`;
@@ -199,6 +188,67 @@ impl Horizon {
             Ok(())
         } else {
             Err(EngineError::CursorExpired(self.below))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn object(value: Value) -> Map<String, Value> {
+        value.as_object().cloned().expect("an object")
+    }
+
+    /// Records-stream entries and stored events are this JSON on disk: the
+    /// bytes must not change (field names and order included).
+    #[test]
+    fn stored_json_is_unchanged() {
+        let view = RecordView {
+            collection: "users".into(),
+            id: "u1".into(),
+            data: object(json!({ "name": "Ada", "age": 36 })),
+            version: 2,
+            created_at: 1_700_000_000_000,
+            updated_at: 1_700_000_000_005,
+            deleted: false,
+        };
+        let view_json = r#"{"collection":"users","id":"u1","data":{"age":36,"name":"Ada"},"version":2,"created_at":1700000000000,"updated_at":1700000000005,"deleted":false}"#;
+        assert_eq!(serde_json::to_string(&view).unwrap(), view_json);
+        assert_eq!(serde_json::from_str::<RecordView>(view_json).unwrap(), view);
+
+        let updated = Event {
+            event: EventKind::Updated,
+            id: "u1".into(),
+            data: object(json!({ "name": "Ada", "age": 36 })),
+            changes: Some(object(json!({ "age": 35, "email": null }))),
+            version: 2,
+            updated_at: 1_700_000_000_005,
+        };
+        let updated_json = r#"{"event":"updated","id":"u1","data":{"age":36,"name":"Ada"},"changes":{"age":35,"email":null},"version":2,"updated_at":1700000000005}"#;
+        assert_eq!(serde_json::to_string(&updated).unwrap(), updated_json);
+        assert_eq!(
+            serde_json::from_str::<Event>(updated_json).unwrap(),
+            updated
+        );
+
+        for (kind, name) in [
+            (EventKind::Created, "created"),
+            (EventKind::Deleted, "deleted"),
+        ] {
+            let event = Event {
+                event: kind,
+                id: "u2".into(),
+                data: Map::new(),
+                changes: None,
+                version: 1,
+                updated_at: 7,
+            };
+            let json =
+                format!(r#"{{"event":"{name}","id":"u2","data":{{}},"version":1,"updated_at":7}}"#);
+            assert_eq!(serde_json::to_string(&event).unwrap(), json);
+            assert_eq!(serde_json::from_str::<Event>(&json).unwrap(), event);
         }
     }
 }

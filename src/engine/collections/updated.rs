@@ -75,22 +75,7 @@ impl Collections {
             },
         };
         let end = keys::records_stream_key(handle.id, watermark, "");
-        let mut records = Vec::new();
-        self.storage
-            .scan(Keyspace::RecordsStream, &start, &end, &mut |key, value| {
-                if let Some((updated_at, id)) = keys::parse_records_stream_key(key) {
-                    records.push(RawRecord {
-                        updated_at,
-                        id,
-                        json: Bytes::copy_from_slice(value),
-                    });
-                }
-                if records.len() >= limit {
-                    ControlFlow::Break(())
-                } else {
-                    ControlFlow::Continue(())
-                }
-            })?;
+        let records = self.scan_records_stream(&start, &end, limit)?;
         // Expiry publishes its horizon before removing anything, so a scan
         // that raced with a removal sees the new horizon here.
         check(cursor)?;
@@ -142,29 +127,7 @@ impl Collections {
     ) -> EngineResult<(Vec<RawRecord>, UnifiedCursor)> {
         self.core.basin_meta(basin)?;
         let limit = limit.clamp(1, MAX_PAGE);
-        let explicit = names.is_some();
-        let mut names: Vec<String> = match names {
-            Some(names) => names.to_vec(),
-            None => self
-                .collection_ids(basin)?
-                .into_iter()
-                .map(|(n, _)| n)
-                .collect(),
-        };
-        names.sort();
-        names.dedup();
-        let mut handles: Vec<(String, Arc<CollectionHandle>)> = Vec::with_capacity(names.len());
-        let mut watermark = now_ms();
-        for name in &names {
-            let handle = match self.handle(basin, name).await {
-                Ok(handle) => handle,
-                // Deleted since the listing: nothing of it to serve.
-                Err(EngineError::CollectionNotFound(_)) if !explicit => continue,
-                Err(err) => return Err(err),
-            };
-            watermark = watermark.min(handle.watermark());
-            handles.push((name.clone(), handle));
-        }
+        let (handles, watermark) = self.handles_for(basin, names).await?;
         let check = |handles: &[(String, Arc<CollectionHandle>)]| -> EngineResult<()> {
             for (_, handle) in handles {
                 let horizon = *lock(&handle.horizon);
@@ -192,28 +155,9 @@ impl Collections {
                 },
             };
             let end = keys::records_stream_key(handle.id, watermark, "");
-            let mut taken = 0;
-            self.storage
-                .scan(Keyspace::RecordsStream, &start, &end, &mut |key, value| {
-                    if let Some((updated_at, id)) = keys::parse_records_stream_key(key) {
-                        let json = Bytes::copy_from_slice(value);
-                        entries.push((
-                            updated_at,
-                            name.clone(),
-                            RawRecord {
-                                updated_at,
-                                id,
-                                json,
-                            },
-                        ));
-                        taken += 1;
-                    }
-                    if taken >= limit {
-                        ControlFlow::Break(())
-                    } else {
-                        ControlFlow::Continue(())
-                    }
-                })?;
+            for record in self.scan_records_stream(&start, &end, limit)? {
+                entries.push((record.updated_at, name.clone(), record));
+            }
         }
         check(&handles)?;
         entries.sort_by(|a, b| (a.0, &a.1, &a.2.id).cmp(&(b.0, &b.1, &b.2.id)));
@@ -227,5 +171,66 @@ impl Collections {
             None => cursor.clone(),
         };
         Ok((entries.into_iter().map(|(_, _, r)| r).collect(), next))
+    }
+
+    /// The handles of the named collections (all of the basin's if `names`
+    /// is `None`), in name order, and the smallest of their watermarks and
+    /// the wall clock. A collection deleted since the listing is left out;
+    /// one named explicitly must exist.
+    async fn handles_for(
+        &self,
+        basin: &str,
+        names: Option<&[String]>,
+    ) -> EngineResult<(Vec<(String, Arc<CollectionHandle>)>, u64)> {
+        let explicit = names.is_some();
+        let mut names: Vec<String> = match names {
+            Some(names) => names.to_vec(),
+            None => self
+                .collection_ids(basin)?
+                .into_iter()
+                .map(|(n, _)| n)
+                .collect(),
+        };
+        names.sort();
+        names.dedup();
+        let mut handles = Vec::with_capacity(names.len());
+        let mut watermark = now_ms();
+        for name in names {
+            let handle = match self.handle(basin, &name).await {
+                Ok(handle) => handle,
+                // Deleted since the listing: nothing of it to serve.
+                Err(EngineError::CollectionNotFound(_)) if !explicit => continue,
+                Err(err) => return Err(err),
+            };
+            watermark = watermark.min(handle.watermark());
+            handles.push((name, handle));
+        }
+        Ok((handles, watermark))
+    }
+
+    /// Up to `limit` entries of the records stream in `[start, end)`.
+    fn scan_records_stream(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+    ) -> EngineResult<Vec<RawRecord>> {
+        let mut records = Vec::new();
+        self.storage
+            .scan(Keyspace::RecordsStream, start, end, &mut |key, value| {
+                if let Some((updated_at, id)) = keys::parse_records_stream_key(key) {
+                    records.push(RawRecord {
+                        updated_at,
+                        id,
+                        json: Bytes::copy_from_slice(value),
+                    });
+                }
+                if records.len() >= limit {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            })?;
+        Ok(records)
     }
 }

@@ -32,7 +32,7 @@ impl Collections {
                 if doc.expired {
                     return Err(EngineError::RecordNotFound(id.into()));
                 }
-                Ok(RecordView::new(collection, id, doc))
+                Ok(doc.view(collection, id))
             }
             None => Err(EngineError::RecordNotFound(id.into())),
         }
@@ -46,42 +46,52 @@ impl Collections {
         collection: &str,
         ops: Vec<WriteOp>,
     ) -> EngineResult<Vec<RecordView>> {
-        if ops.is_empty() {
-            return Err(EngineError::Invalid(
-                "a write needs at least one upsert or delete".into(),
-            ));
-        }
-        if ops.len() > MAX_WRITE_OPS {
-            return Err(EngineError::Invalid(format!(
-                "a write may hold at most {MAX_WRITE_OPS} upserts and deletes, got {}",
-                ops.len()
-            )));
-        }
-        let mut seen = std::collections::HashSet::new();
-        for op in &ops {
-            validate_record_id(op.id())?;
-            if !seen.insert(op.id()) {
-                return Err(EngineError::Invalid(format!(
-                    "record `{}` appears twice in one write",
-                    op.id()
-                )));
-            }
-            if let WriteOp::Upsert { data, id, .. } = op {
-                let size = serde_json::to_vec(data).map_or(0, |v| v.len());
-                if size > MAX_RECORD_BYTES {
-                    return Err(EngineError::Invalid(format!(
-                        "record `{id}` is {size} bytes; at most {MAX_RECORD_BYTES} are allowed"
-                    )));
-                }
-            }
-        }
-
+        validate_ops(&ops)?;
         let handle = self.handle(basin, collection).await?;
         let write = handle.write_lock.lock().await;
 
-        // Current versions (pending writes first), and the conditions on them.
+        let current = self.current_docs(&handle, &ops)?;
+
+        // In flight from the moment it has a time, so readers' watermark
+        // stays below it until it is durable (or, dropped, until it is not
+        // going to happen).
+        let mut guard = PendingWrite::begin(&handle);
+        let prepared = self.prepare_write(&handle, ops, current, guard.updated_at)?;
+        let Some((input, extra, written)) = prepared.commit else {
+            return Ok(prepared.views);
+        };
+        guard.hold_docs(written);
+        let ack = handle.events.submit_with(input, extra).await?;
+        // The next write may be prepared while this one commits: it reads
+        // the pending documents, and its events queue behind these.
+        drop(write);
+        // The write is queued and will commit (or fail) whatever the caller
+        // does now, so its bookkeeping must not hang on the caller's future:
+        // it is released by a task of its own once the write's fate is known.
+        let finish = tokio::spawn(async move {
+            let result = ack.await;
+            drop(guard);
+            if result.is_ok() {
+                handle.written.send_modify(|n| *n += 1);
+            }
+            result
+        });
+        match finish.await {
+            Ok(result) => result.map(|_| prepared.views),
+            Err(err) => std::panic::resume_unwind(err.into_panic()),
+        }
+    }
+
+    /// The current version of each record `ops` touch (a pending write's
+    /// first, then storage), with the ops' conditions checked against them.
+    /// The caller holds the write lock.
+    fn current_docs(
+        &self,
+        handle: &CollectionHandle,
+        ops: &[WriteOp],
+    ) -> EngineResult<HashMap<String, Option<Doc>>> {
         let mut current: HashMap<String, Option<Doc>> = HashMap::new();
-        for op in &ops {
+        for op in ops {
             let pending = lock(&handle.pending)
                 .get(op.id())
                 .map(|(doc, _)| doc.clone());
@@ -120,35 +130,7 @@ impl Collections {
             }
             current.insert(op.id().to_string(), doc);
         }
-
-        // In flight from the moment it has a time, so readers' watermark
-        // stays below it until it is durable (or, dropped, until it is not
-        // going to happen).
-        let mut guard = PendingWrite::begin(&handle);
-        let prepared = self.prepare_write(&handle, ops, current, guard.updated_at)?;
-        let Some((input, extra, written)) = prepared.commit else {
-            return Ok(prepared.views);
-        };
-        guard.hold_docs(written);
-        let ack = handle.events.submit_with(input, extra).await?;
-        // The next write may be prepared while this one commits: it reads
-        // the pending documents, and its events queue behind these.
-        drop(write);
-        // The write is queued and will commit (or fail) whatever the caller
-        // does now, so its bookkeeping must not hang on the caller's future:
-        // it is released by a task of its own once the write's fate is known.
-        let finish = tokio::spawn(async move {
-            let result = ack.await;
-            drop(guard);
-            if result.is_ok() {
-                handle.written.send_modify(|n| *n += 1);
-            }
-            result
-        });
-        match finish.await {
-            Ok(result) => result.map(|_| prepared.views),
-            Err(err) => std::panic::resume_unwind(err.into_panic()),
-        }
+        Ok(current)
     }
 
     /// Builds one write: the records to return, and (unless nothing
@@ -167,51 +149,14 @@ impl Collections {
         for op in ops {
             let id = op.id().to_string();
             let old = current.get(&id).cloned().flatten();
-            let (doc, event) = match op {
-                WriteOp::Upsert { data, .. } => match &old {
-                    Some(old) if !old.deleted && old.data == data => {
-                        // Nothing changes: no new version, no event.
-                        views.push(RecordView::new(&handle.name, &id, old.clone()));
-                        continue;
-                    }
-                    Some(old) if !old.deleted => {
-                        let changes = changed_fields(&old.data, &data);
-                        let doc = Doc {
-                            data,
-                            version: old.version + 1,
-                            created_at: old.created_at,
-                            updated_at,
-                            deleted: false,
-                            expired: false,
-                        };
-                        (doc, (EventKind::Updated, Some(changes)))
-                    }
-                    _ => {
-                        let doc = Doc {
-                            data,
-                            version: old.as_ref().map_or(1, |o| o.version + 1),
-                            created_at: updated_at,
-                            updated_at,
-                            deleted: false,
-                            expired: false,
-                        };
-                        (doc, (EventKind::Created, None))
-                    }
-                },
-                WriteOp::Delete { .. } => {
-                    let Some(old) = &old else {
-                        return Err(EngineError::RecordNotFound(id));
-                    };
-                    let doc = Doc {
-                        data: old.data.clone(),
-                        version: old.version + 1,
-                        created_at: old.created_at,
-                        updated_at,
-                        deleted: true,
-                        expired: false,
-                    };
-                    (doc, (EventKind::Deleted, None))
+            let Some(NewVersion { doc, kind, changes }) =
+                next_version(op, old.as_ref(), updated_at)?
+            else {
+                // Nothing changes: no new version, no event.
+                if let Some(old) = old {
+                    views.push(old.view(&handle.name, &id));
                 }
+                continue;
             };
             if let Some(old) = &old {
                 extra.delete(
@@ -220,7 +165,7 @@ impl Collections {
                 );
             }
             written.push((id.clone(), doc.clone()));
-            let view = RecordView::new(&handle.name, &id, doc.clone());
+            let view = doc.clone().view(&handle.name, &id);
             extra.put(
                 Keyspace::RecordsStream,
                 keys::records_stream_key(handle.id, updated_at, &id),
@@ -231,7 +176,6 @@ impl Collections {
                 keys::doc_key(handle.id, &id),
                 keys::encode_json(&doc),
             );
-            let (kind, changes) = event;
             events.push(Event {
                 event: kind,
                 id: id.clone(),
@@ -248,38 +192,137 @@ impl Collections {
                 commit: None,
             });
         }
-        let records: Vec<AppendRecord> = events
-            .iter()
-            .map(|event| AppendRecord {
-                timestamp: None,
-                headers: vec![Header {
-                    name: Bytes::from_static(b"event"),
-                    value: Bytes::from(
-                        serde_json::to_string(&event.event)
-                            .unwrap_or_default()
-                            .trim_matches('"')
-                            .to_string(),
-                    ),
-                }],
-                body: Bytes::from(keys::encode_json(event)),
-            })
-            .collect();
-        let size: usize = records.iter().map(AppendRecord::metered_size).sum();
-        if size > MAX_BATCH_BYTES {
-            return Err(EngineError::Invalid(format!(
-                "this write's change events come to {size} bytes; one write may produce at most \
-                 {MAX_BATCH_BYTES} (1 MiB): split it into smaller writes"
-            )));
-        }
-        let input = AppendInput {
-            records,
-            ..Default::default()
-        };
+        let input = events_input(&events)?;
         Ok(PreparedWrite {
             views,
             commit: Some((input, extra, written)),
         })
     }
+}
+
+/// What `op` makes of the record whose current version is `old`: the new
+/// version, its event kind and, for an update, the previous values of the
+/// fields it changes; `None` if it changes nothing.
+fn next_version(
+    op: WriteOp,
+    old: Option<&Doc>,
+    updated_at: u64,
+) -> EngineResult<Option<NewVersion>> {
+    let (doc, kind, changes) = match op {
+        WriteOp::Upsert { data, .. } => match old {
+            Some(old) if !old.deleted && old.data == data => return Ok(None),
+            Some(old) if !old.deleted => {
+                let changes = changed_fields(&old.data, &data);
+                let doc = Doc {
+                    data,
+                    version: old.version + 1,
+                    created_at: old.created_at,
+                    updated_at,
+                    deleted: false,
+                    expired: false,
+                };
+                (doc, EventKind::Updated, Some(changes))
+            }
+            _ => {
+                let doc = Doc {
+                    data,
+                    version: old.map_or(1, |o| o.version + 1),
+                    created_at: updated_at,
+                    updated_at,
+                    deleted: false,
+                    expired: false,
+                };
+                (doc, EventKind::Created, None)
+            }
+        },
+        WriteOp::Delete { id, .. } => {
+            let Some(old) = old else {
+                return Err(EngineError::RecordNotFound(id));
+            };
+            let doc = Doc {
+                data: old.data.clone(),
+                version: old.version + 1,
+                created_at: old.created_at,
+                updated_at,
+                deleted: true,
+                expired: false,
+            };
+            (doc, EventKind::Deleted, None)
+        }
+    };
+    Ok(Some(NewVersion { doc, kind, changes }))
+}
+
+/// A record's next version, as [`next_version`] makes it.
+struct NewVersion {
+    doc: Doc,
+    kind: EventKind,
+    /// For an update: the previous values of the fields it changes.
+    changes: Option<Map<String, Value>>,
+}
+
+/// The events stream append that carries `events`: one record each, with
+/// an `event` header naming its kind. All of a write's events go in one
+/// append, so they must fit in one batch.
+fn events_input(events: &[Event]) -> EngineResult<AppendInput> {
+    let records: Vec<AppendRecord> = events
+        .iter()
+        .map(|event| AppendRecord {
+            timestamp: None,
+            headers: vec![Header {
+                name: Bytes::from_static(b"event"),
+                value: Bytes::from_static(event.event.as_str().as_bytes()),
+            }],
+            body: Bytes::from(keys::encode_json(event)),
+        })
+        .collect();
+    let size: usize = records.iter().map(AppendRecord::metered_size).sum();
+    if size > MAX_BATCH_BYTES {
+        return Err(EngineError::Invalid(format!(
+            "this write's change events come to {size} bytes; one write may produce at most \
+             {MAX_BATCH_BYTES} (1 MiB): split it into smaller writes"
+        )));
+    }
+    Ok(AppendInput {
+        records,
+        ..Default::default()
+    })
+}
+
+/// The checks a write passes before it touches anything: op count, record
+/// ids (valid, each once) and record sizes.
+fn validate_ops(ops: &[WriteOp]) -> EngineResult<()> {
+    if ops.is_empty() {
+        return Err(EngineError::Invalid(
+            "a write needs at least one upsert or delete".into(),
+        ));
+    }
+    if ops.len() > MAX_WRITE_OPS {
+        return Err(EngineError::Invalid(format!(
+            "a write may hold at most {MAX_WRITE_OPS} upserts and deletes, got {}",
+            ops.len()
+        )));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for op in ops {
+        validate_record_id(op.id())?;
+        if !seen.insert(op.id()) {
+            return Err(EngineError::Invalid(format!(
+                "record `{}` appears twice in one write",
+                op.id()
+            )));
+        }
+        if let WriteOp::Upsert { data, id, .. } = op {
+            let size = serde_json::to_vec(data).map_or(0, |v| v.len());
+            if size > MAX_RECORD_BYTES {
+                return Err(EngineError::Invalid(format!(
+                    "record `{id}` is {size} bytes; at most {MAX_RECORD_BYTES} are allowed"
+                )));
+            }
+        }
+    }
+
+    Ok(())
 }
 
 fn validate_record_id(id: &str) -> EngineResult<()> {

@@ -7,7 +7,7 @@ use super::keys::{self, ConsumerMeta};
 use super::position::{Frontier, Position};
 use super::source::SourceHandle;
 use super::state::{ConsumerInfo, ConsumerProgress, ConsumerStats};
-use super::{dead_letter_config, dead_letter_stream, Consumers, MAX_CONSUMER_NAME_BYTES};
+use super::{dead_letter_config, dead_letter_stream, ConsumerName, Consumers};
 use crate::engine::error::{EngineError, EngineResult};
 use crate::engine::locks::lock;
 use crate::engine::streams::types::now_ms;
@@ -22,10 +22,9 @@ impl Consumers {
     pub async fn ensure_consumer(
         &self,
         basin: &str,
-        name: &str,
+        name: &ConsumerName,
         config: ConsumerConfig,
     ) -> EngineResult<(ConsumerInfo, Provision)> {
-        validate_consumer_name(name)?;
         config.validate()?;
         self.core.basin_meta(basin)?;
         // A conflict is a conflict even if the new source does not exist.
@@ -310,20 +309,6 @@ impl Consumers {
             },
         })
     }
-}
-
-fn validate_consumer_name(name: &str) -> EngineResult<()> {
-    if name.is_empty() || name.len() > MAX_CONSUMER_NAME_BYTES {
-        return Err(EngineError::Invalid(format!(
-            "a consumer name must be 1 to {MAX_CONSUMER_NAME_BYTES} bytes"
-        )));
-    }
-    if name == "." || name == ".." || name.chars().any(char::is_control) || name.contains('/') {
-        return Err(EngineError::Invalid(
-            "a consumer name may not be `.` or `..`, or contain `/` or control characters".into(),
-        ));
-    }
-    Ok(())
 }
 
 impl ConsumerInfo {

@@ -3,9 +3,9 @@
 
 use super::config::AckPolicy;
 use super::position::Frontier;
-use super::receive::{passes, Round};
+use super::receive::{passes, Pass, Round};
 use super::source::SourceHandle;
-use super::state::{ConsumerHandle, Delivery, State, StateWrites};
+use super::state::{Delivery, State, StateWrites};
 use super::Consumers;
 use crate::engine::error::{EngineError, EngineResult};
 use crate::engine::streams::types::now_ms;
@@ -13,12 +13,10 @@ use crate::engine::streams::types::now_ms;
 impl Consumers {
     pub(super) async fn receive_cursor(
         &self,
-        handle: &ConsumerHandle,
+        pass: &Pass<'_>,
         state: &mut State,
-        source: &SourceHandle,
-        batch_size: usize,
-        now: u64,
     ) -> EngineResult<Round> {
+        let (batch_size, now) = (pass.batch_size, pass.now);
         let mut round = Round::default();
         let ack_wait = state.config.ack_wait_ms;
         let State {
@@ -40,7 +38,7 @@ impl Consumers {
         'fetch: while round.deliveries.len() < batch_size {
             let want = batch_size - round.deliveries.len();
             let (messages, from) = match self
-                .fetch(source, &lease.fetch, handle.created_at, want)
+                .fetch(pass.source, &lease.fetch, pass.handle.created_at, want)
                 .await
             {
                 Ok(fetched) => fetched,

@@ -30,7 +30,6 @@
 //! other way round; so everything that may take the admin lock (resolving
 //! streams and collections) happens before the mutex is taken.
 
-mod ack_id;
 mod admin;
 mod config;
 mod cursor;
@@ -51,7 +50,7 @@ use tokio::sync::watch;
 pub use config::{AckPolicy, ConsumerConfig, ConsumerConfigPatch, Feed, Filter, Source, Start};
 pub use position::{Frontier, Position};
 pub use source::{Message, Payload};
-pub use state::{ConsumerInfo, ConsumerProgress, ConsumerStats, Delivery, Settle};
+pub use state::{AckId, ConsumerInfo, ConsumerProgress, ConsumerStats, Delivery, Settle};
 
 use pending::{Entry, Pending};
 use source::SourceHandle;
@@ -90,6 +89,28 @@ fn dead_letter_config(mut config: StreamConfig) -> StreamConfig {
         uncapped: false,
     };
     config
+}
+
+crate::engine::streams::names::name_type!(
+    /// A consumer name: 1–256 bytes, not `.` or `..`, without `/` or
+    /// control characters (its dead letters go to
+    /// `_consumers/{name}/dead_letters`).
+    ConsumerName,
+    validate_consumer_name
+);
+
+fn validate_consumer_name(name: &str) -> EngineResult<()> {
+    if name.is_empty() || name.len() > MAX_CONSUMER_NAME_BYTES {
+        return Err(EngineError::Invalid(format!(
+            "a consumer name must be 1 to {MAX_CONSUMER_NAME_BYTES} bytes"
+        )));
+    }
+    if name == "." || name == ".." || name.chars().any(char::is_control) || name.contains('/') {
+        return Err(EngineError::Invalid(
+            "a consumer name may not be `.` or `..`, or contain `/` or control characters".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// The consumers layer, over the stream core and the collections layer

@@ -7,14 +7,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use super::ack_id::encode_ack_id;
 use super::config::{AckPolicy, ConsumerConfig};
 use super::pending::Entry;
 use super::source::{Message, Payload, SourceHandle};
-use super::state::{ConsumerHandle, Delivery, State, StateWrites};
+use super::state::{AckId, ConsumerHandle, Delivery, State, StateWrites};
 use super::{dead_letter_stream, Consumers, MAX_EXAMINED_PER_PASS, MAX_RECEIVE_BATCH};
 use crate::engine::error::{EngineError, EngineResult};
 use crate::engine::locks::lock;
+use crate::engine::streams::streamer::StreamHandle;
 use crate::engine::streams::types::{
     metered_size, now_ms, AppendInput, AppendRecord, Header, MAX_BATCH_BYTES, MAX_BATCH_RECORDS,
 };
@@ -54,60 +54,13 @@ impl Consumers {
             let mut source_mark = source.mark();
             changed.borrow_and_update();
 
-            let now = now_ms();
-            let mut state = handle.state.lock().await;
-            state.check_live(name)?;
-            let round = match state.config.ack_policy {
-                AckPolicy::Explicit => {
-                    let can_dead_letter = dead_letters.is_some();
-                    self.receive_explicit(
-                        &handle,
-                        &mut state,
-                        &source,
-                        batch_size,
-                        now,
-                        can_dead_letter,
-                    )
-                    .await
-                }
-                AckPolicy::Cursor => {
-                    self.receive_cursor(&handle, &mut state, &source, batch_size, now)
-                        .await
-                }
+            let pass = Pass {
+                handle: &handle,
+                source: &source,
+                batch_size,
+                now: now_ms(),
             };
-            // A pass that fails has changed nothing in memory.
-            let round = round?;
-            if !round.changes.is_empty() || !round.dead.is_empty() {
-                let batch = round.changes.batch(handle.id, &state);
-                if round.dead.is_empty() {
-                    let durable = self.committer.queue(batch);
-                    drop(state);
-                    durable.await?;
-                } else {
-                    let dead_letters = dead_letters.ok_or(EngineError::Unavailable)?;
-                    let input = AppendInput {
-                        records: round.dead,
-                        ..Default::default()
-                    };
-                    // Waited for under the mutex: see the module docs.
-                    let appended = match dead_letters.submit_with(input, batch).await {
-                        Ok(ack) => ack.await.map(|_| ()),
-                        Err(err) => Err(err),
-                    };
-                    if let Err(err) = appended {
-                        // The state in memory is ahead of the disk: retire
-                        // it, so the next operation reloads what is durable.
-                        self.retire(basin, name, &handle, &mut state).await;
-                        return Err(err);
-                    }
-                    drop(state);
-                }
-                if round.freed {
-                    handle.changed.send_modify(|n| *n += 1);
-                }
-            } else {
-                drop(state);
-            }
+            let round = self.run_pass(basin, name, &pass, dead_letters).await?;
             if !round.deliveries.is_empty() || Instant::now() >= deadline || *closing.borrow() {
                 return Ok(round.deliveries);
             }
@@ -130,29 +83,97 @@ impl Consumers {
         }
     }
 
+    /// One pass under the consumer's mutex: decides what to deliver,
+    /// queues the state change (with any dead letters, in one atomic
+    /// batch) and waits until it is durable — outside the mutex, unless
+    /// dead letters are appended (see the module docs).
+    async fn run_pass(
+        &self,
+        basin: &str,
+        name: &str,
+        pass: &Pass<'_>,
+        dead_letters: Option<Arc<StreamHandle>>,
+    ) -> EngineResult<Round> {
+        let mut state = pass.handle.state.lock().await;
+        state.check_live(name)?;
+        // A pass that fails has changed nothing in memory.
+        let mut round = match state.config.ack_policy {
+            AckPolicy::Explicit => {
+                self.receive_explicit(pass, &mut state, dead_letters.is_some())
+                    .await?
+            }
+            AckPolicy::Cursor => self.receive_cursor(pass, &mut state).await?,
+        };
+        if round.changes.is_empty() && round.dead.is_empty() {
+            return Ok(round);
+        }
+        let batch = round.changes.batch(pass.handle.id, &state);
+        let dead = std::mem::take(&mut round.dead);
+        if dead.is_empty() {
+            let durable = self.committer.queue(batch);
+            drop(state);
+            durable.await?;
+        } else {
+            let dead_letters = dead_letters.ok_or(EngineError::Unavailable)?;
+            let input = AppendInput {
+                records: dead,
+                ..Default::default()
+            };
+            // Waited for under the mutex: see the module docs.
+            let appended = match dead_letters.submit_with(input, batch).await {
+                Ok(ack) => ack.await.map(|_| ()),
+                Err(err) => Err(err),
+            };
+            if let Err(err) = appended {
+                // The state in memory is ahead of the disk: retire it, so
+                // the next operation reloads what is durable.
+                self.retire(basin, name, pass.handle, &mut state).await;
+                return Err(err);
+            }
+            drop(state);
+        }
+        if round.freed {
+            pass.handle.changed.send_modify(|n| *n += 1);
+        }
+        Ok(round)
+    }
+
     /// One pass of an explicit-ack receive. Fails only before it changes
     /// anything; a failure after that ends the pass early instead, so what
     /// was changed is always queued.
     async fn receive_explicit(
         &self,
-        handle: &ConsumerHandle,
+        pass: &Pass<'_>,
         state: &mut State,
-        source: &SourceHandle,
-        batch_size: usize,
-        now: u64,
         can_dead_letter: bool,
     ) -> EngineResult<Round> {
         let mut round = Round::default();
+        self.deliver_due(pass, state, &mut round, can_dead_letter)
+            .await?;
+        self.deliver_new(pass, state, &mut round).await?;
+        // Removing a message may have freed its key for the next one.
+        round.more |= round.freed && round.deliveries.is_empty();
+        round.full = state.pending.len() >= state.config.max_ack_pending as usize;
+        round.next_due = state.pending.next_due(pass.now);
+        Ok(round)
+    }
+
+    /// Delivers what is due: redeliveries, nacked messages after their
+    /// delay, and messages that waited for their key; dead-letters those
+    /// past `max_deliver`, and drops those the source no longer holds.
+    async fn deliver_due(
+        &self,
+        pass: &Pass<'_>,
+        state: &mut State,
+        round: &mut Round,
+        can_dead_letter: bool,
+    ) -> EngineResult<()> {
         let ack_wait = state.config.ack_wait_ms;
         let ordered = state.config.ordered_by_key;
-        let max_pending = state.config.max_ack_pending as usize;
         let max_deliver = state.config.max_deliver;
         let mut dead_bytes = 0usize;
-
-        // Due messages first: redeliveries, and messages that waited for
-        // their key.
-        for position in state.pending.deliverable(now, ordered) {
-            if round.deliveries.len() >= batch_size {
+        for position in state.pending.deliverable(pass.now, ordered) {
+            if round.deliveries.len() >= pass.batch_size {
                 break;
             }
             let Some(entry) = state.pending.get(&position).cloned() else {
@@ -164,7 +185,7 @@ impl Consumers {
                 round.more = true;
                 continue;
             }
-            let message = match self.load(source, &position).await {
+            let message = match self.load(pass.source, &position).await {
                 Ok(Some(message)) => message,
                 Ok(None) => {
                     state.pending.remove(&position);
@@ -178,7 +199,7 @@ impl Consumers {
                 Err(_) => break,
             };
             if exhausted {
-                let record = dead_letter(handle.id, &message, entry.deliveries);
+                let record = dead_letter(pass.handle.id, &message, entry.deliveries);
                 let size = record.metered_size();
                 if round.dead.len() >= MAX_BATCH_RECORDS || dead_bytes + size > MAX_BATCH_BYTES {
                     round.more = true;
@@ -195,24 +216,36 @@ impl Consumers {
             }
             round
                 .deliveries
-                .push(self.deliver(handle, state, message, now, ack_wait));
+                .push(self.deliver(pass.handle, state, message, pass.now, ack_wait));
             round.changes.positions.push(position);
             round.changes.progress = true;
         }
+        Ok(())
+    }
 
-        // Then new messages from the source, while there is room. A pass
-        // looks at a bounded number of messages, so that a filter that
-        // passes over a long backlog does not hold the mutex throughout.
+    /// Reads new messages from the source while there is room. A pass
+    /// looks at a bounded number of messages, so that a filter that
+    /// passes over a long backlog does not hold the mutex throughout.
+    async fn deliver_new(
+        &self,
+        pass: &Pass<'_>,
+        state: &mut State,
+        round: &mut Round,
+    ) -> EngineResult<()> {
+        let ack_wait = state.config.ack_wait_ms;
+        let ordered = state.config.ordered_by_key;
+        let max_pending = state.config.max_ack_pending as usize;
         let mut examined = 0usize;
-        'fetch: while round.deliveries.len() < batch_size && state.pending.len() < max_pending {
+        'fetch: while round.deliveries.len() < pass.batch_size && state.pending.len() < max_pending
+        {
             if examined >= MAX_EXAMINED_PER_PASS {
                 round.more = true;
                 break;
             }
-            let want = (batch_size - round.deliveries.len()).max(16);
-            let started_at = handle.created_at;
+            let want = (pass.batch_size - round.deliveries.len()).max(16);
+            let started_at = pass.handle.created_at;
             let (messages, from) = match self
-                .fetch(source, &state.progress.frontier, started_at, want)
+                .fetch(pass.source, &state.progress.frontier, started_at, want)
                 .await
             {
                 Ok(fetched) => fetched,
@@ -227,7 +260,7 @@ impl Consumers {
                 break;
             }
             for message in messages {
-                if round.deliveries.len() >= batch_size || state.pending.len() >= max_pending {
+                if round.deliveries.len() >= pass.batch_size || state.pending.len() >= max_pending {
                     break 'fetch;
                 }
                 examined += 1;
@@ -258,17 +291,17 @@ impl Consumers {
                 );
                 round.changes.positions.push(position);
                 if !held {
-                    round
-                        .deliveries
-                        .push(self.deliver(handle, state, message, now, ack_wait));
+                    round.deliveries.push(self.deliver(
+                        pass.handle,
+                        state,
+                        message,
+                        pass.now,
+                        ack_wait,
+                    ));
                 }
             }
         }
-        // Removing a message may have freed its key for the next one.
-        round.more |= round.freed && round.deliveries.is_empty();
-        round.full = state.pending.len() >= max_pending;
-        round.next_due = state.pending.next_due(now);
-        Ok(round)
+        Ok(())
     }
 
     /// Marks `message` delivered (it is pending) and makes its delivery.
@@ -289,7 +322,11 @@ impl Consumers {
             state.progress.redelivered += 1;
         }
         Delivery {
-            ack_id: Some(encode_ack_id(handle.id, deliveries, &message.position)),
+            ack_id: Some(AckId {
+                consumer_id: handle.id,
+                deliveries,
+                position: message.position.clone(),
+            }),
             delivery_count: deliveries,
             message,
         }
@@ -315,6 +352,16 @@ impl Consumers {
         drop(consumers);
         handle.changed.send_modify(|n| *n += 1);
     }
+}
+
+/// What one receive pass works on.
+pub(super) struct Pass<'a> {
+    pub(super) handle: &'a Arc<ConsumerHandle>,
+    pub(super) source: &'a SourceHandle,
+    /// Messages to deliver, at most.
+    pub(super) batch_size: usize,
+    /// The pass's time (epoch ms).
+    pub(super) now: u64,
 }
 
 /// What one pass of a receive did.

@@ -1,10 +1,10 @@
 //! Settling explicit-ack deliveries: ack, nack (deliver again after a
 //! delay) and extend.
 
-use super::ack_id::decode_ack_id;
 use super::config::{self, AckPolicy};
 use super::pending::Standing;
-use super::state::{Settle, StateWrites};
+use super::position::Position;
+use super::state::{AckId, Settle, State, StateWrites};
 use super::{Consumers, MAX_RECEIVE_BATCH};
 use crate::engine::error::{EngineError, EngineResult};
 use crate::engine::streams::types::now_ms;
@@ -17,7 +17,7 @@ impl Consumers {
         &self,
         basin: &str,
         name: &str,
-        ack_ids: &[String],
+        ack_ids: &[AckId],
         action: Settle,
     ) -> EngineResult<(usize, Option<u64>)> {
         if ack_ids.len() > MAX_RECEIVE_BATCH {
@@ -34,10 +34,12 @@ impl Consumers {
             }
         }
         let handle = self.consumer(basin, name).await?;
-        let parsed = ack_ids
-            .iter()
-            .map(|id| decode_ack_id(handle.id, id))
-            .collect::<EngineResult<Vec<_>>>()?;
+        if let Some(index) = ack_ids.iter().position(|id| id.consumer_id != handle.id) {
+            return Err(EngineError::BadAckId {
+                index,
+                problem: "belongs to another consumer",
+            });
+        }
         let now = now_ms();
         let mut state = handle.state.lock().await;
         state.check_live(name)?;
@@ -46,51 +48,8 @@ impl Consumers {
                 "this consumer has ack_policy \"cursor\": commit a position instead".into(),
             ));
         }
-        let mut current = Vec::new();
-        let mut expired = Vec::new();
-        for ((deliveries, position), text) in parsed.into_iter().zip(ack_ids) {
-            let read = state.progress.frontier.is_past(&position);
-            match state.pending.standing(&position, deliveries, read) {
-                Standing::Current => current.push(position),
-                Standing::Done => {}
-                Standing::Superseded => expired.push(text.clone()),
-                Standing::Unknown => {
-                    return Err(EngineError::Invalid(format!(
-                        "ack id `{text}` names no message this consumer delivered"
-                    )))
-                }
-            }
-        }
-        if !expired.is_empty() {
-            return Err(EngineError::AckExpired(expired));
-        }
-        let mut changes = StateWrites {
-            progress: true,
-            ..Default::default()
-        };
-        let mut affected = 0;
-        let mut deadline = None;
-        for position in current {
-            let done = match action {
-                Settle::Ack => state.pending.remove(&position).is_some().then(|| {
-                    state.progress.acked += 1;
-                }),
-                Settle::Nack { delay_ms } => state.pending.get(&position).is_some().then(|| {
-                    state.pending.nack(&position, now, delay_ms);
-                    state.progress.nacked += 1;
-                }),
-                Settle::Extend => {
-                    let ack_wait = state.config.ack_wait_ms;
-                    state.pending.extend(&position, now, ack_wait).map(|due| {
-                        deadline = Some(due);
-                    })
-                }
-            };
-            if done.is_some() {
-                affected += 1;
-                changes.positions.push(position);
-            }
-        }
+        let current = current_positions(&state, ack_ids)?;
+        let (changes, affected, deadline) = apply(&mut state, current, action, now);
         if affected == 0 {
             // Repeats of settled ids: answer once the first settling (maybe
             // still on its way to disk) is durable.
@@ -105,4 +64,71 @@ impl Consumers {
         handle.changed.send_modify(|n| *n += 1);
         Ok((affected, deadline))
     }
+}
+
+/// The positions of the ack ids that name a current delivery. An id whose
+/// message was delivered again since fails the whole request (all such
+/// ids are named); ids of messages already settled count as none.
+fn current_positions(state: &State, ack_ids: &[AckId]) -> EngineResult<Vec<Position>> {
+    let mut current = Vec::new();
+    let mut expired = Vec::new();
+    for (index, id) in ack_ids.iter().enumerate() {
+        let read = state.progress.frontier.is_past(&id.position);
+        match state.pending.standing(&id.position, id.deliveries, read) {
+            Standing::Current => current.push(id.position.clone()),
+            Standing::Done => {}
+            Standing::Superseded => expired.push(index),
+            Standing::Unknown => {
+                return Err(EngineError::BadAckId {
+                    index,
+                    problem: "names no message this consumer delivered",
+                })
+            }
+        }
+    }
+    if !expired.is_empty() {
+        return Err(EngineError::AckExpired {
+            indexes: expired,
+            ids: Vec::new(),
+        });
+    }
+    Ok(current)
+}
+
+/// Applies `action` to each position; returns the writes to queue, how
+/// many messages it affected, and for an extend the new deadline.
+fn apply(
+    state: &mut State,
+    positions: Vec<Position>,
+    action: Settle,
+    now: u64,
+) -> (StateWrites, usize, Option<u64>) {
+    let mut changes = StateWrites {
+        progress: true,
+        ..Default::default()
+    };
+    let mut affected = 0;
+    let mut deadline = None;
+    for position in positions {
+        let done = match action {
+            Settle::Ack => state.pending.remove(&position).is_some().then(|| {
+                state.progress.acked += 1;
+            }),
+            Settle::Nack { delay_ms } => state.pending.get(&position).is_some().then(|| {
+                state.pending.nack(&position, now, delay_ms);
+                state.progress.nacked += 1;
+            }),
+            Settle::Extend => {
+                let ack_wait = state.config.ack_wait_ms;
+                state.pending.extend(&position, now, ack_wait).map(|due| {
+                    deadline = Some(due);
+                })
+            }
+        };
+        if done.is_some() {
+            affected += 1;
+            changes.positions.push(position);
+        }
+    }
+    (changes, affected, deadline)
 }

@@ -60,11 +60,21 @@ pub struct ConsumerStats {
     pub lag: Option<u64>,
 }
 
+/// Which delivery an ack settles: the consumer, the message, and which
+/// delivery of it. Once the message is delivered again, the id is
+/// expired. The wire layer makes it the opaque id workers pass back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AckId {
+    pub consumer_id: u64,
+    pub deliveries: u32,
+    pub position: Position,
+}
+
 /// A message handed to a worker.
 #[derive(Clone, Debug)]
 pub struct Delivery {
     /// What acks, nacks or extends this delivery (explicit ack policy).
-    pub ack_id: Option<String>,
+    pub ack_id: Option<AckId>,
     pub delivery_count: u32,
     pub message: Message,
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use super::config::{StreamConfig, StreamConfigPatch};
 use super::keys::{self, StreamMeta, StreamState};
+use super::names::StreamName;
 use super::streamer::{self, Command, StreamHandle};
 use super::types::now_ms;
 use super::{CreateIf, ListRequest, Provision, StreamCore};
@@ -48,11 +49,10 @@ impl StreamCore {
     pub async fn create_stream(
         &self,
         basin: &str,
-        name: &str,
+        name: &StreamName,
         patch: &StreamConfigPatch,
         request_token: Option<&str>,
     ) -> EngineResult<(StreamInfo, Provision)> {
-        super::names::validate_stream_name(name)?;
         self.check_writable(name)?;
         let _admin = self.admin.lock().await;
         let basin_meta = self.basin_meta(basin)?;
@@ -78,10 +78,9 @@ impl StreamCore {
     pub async fn ensure_stream(
         &self,
         basin: &str,
-        name: &str,
+        name: &StreamName,
         patch: &StreamConfigPatch,
     ) -> EngineResult<(StreamInfo, Provision)> {
-        super::names::validate_stream_name(name)?;
         self.check_writable(name)?;
         let _admin = self.admin.lock().await;
         let basin_meta = self.basin_meta(basin)?;
@@ -241,7 +240,7 @@ impl StreamCore {
                 if !allowed || self.check_writable(name).is_err() {
                     return Err(EngineError::StreamNotFound(name.into()));
                 }
-                super::names::validate_stream_name(name)?;
+                StreamName::parse(name)?;
                 self.insert_stream(basin, name, basin_meta.config.default_stream_config, None)
                     .await?;
                 self.stream_meta(basin, name)?

@@ -2,6 +2,7 @@
 
 use super::config::{BasinConfig, BasinConfigPatch};
 use super::keys::{self, BasinMeta};
+use super::names::BasinName;
 use super::types::now_ms;
 use super::{is_retry, ListRequest, Provision, StreamCore};
 use crate::engine::error::{EngineError, EngineResult};
@@ -47,11 +48,10 @@ impl StreamCore {
     /// create that made the basin succeeds with [`Provision::Unchanged`].
     pub async fn create_basin(
         &self,
-        name: &str,
+        name: &BasinName,
         patch: &BasinConfigPatch,
         request_token: Option<&str>,
     ) -> EngineResult<(BasinInfo, Provision)> {
-        super::names::validate_basin_name(name)?;
         let _admin = self.admin.lock().await;
         if let Ok(meta) = self.basin_meta(name) {
             if is_retry(meta.request_token.as_deref(), request_token) {
@@ -73,10 +73,9 @@ impl StreamCore {
     /// `patch`.
     pub async fn ensure_basin(
         &self,
-        name: &str,
+        name: &BasinName,
         patch: &BasinConfigPatch,
     ) -> EngineResult<(BasinInfo, Provision)> {
-        super::names::validate_basin_name(name)?;
         let _admin = self.admin.lock().await;
         match self.basin_meta(name) {
             Ok(meta) => {

@@ -181,57 +181,10 @@ impl ReadSession {
             let visible = *self.visible.borrow_and_update();
             let from = self.next_seq.max(visible.trim_point);
             if from < visible.tail.seq_num {
-                let limits = ReadLimits {
-                    count: Some(cap(self.remaining.count, MAX_BATCH_RECORDS)),
-                    bytes: Some(cap(self.remaining.bytes, MAX_BATCH_BYTES)),
-                    until: self.remaining.until,
-                };
-                let scan = match scan_records(
-                    &self.storage,
-                    self.handle.id,
-                    from,
-                    visible.tail.seq_num,
-                    limits,
-                )
-                .await
-                {
-                    Ok(scan) => scan,
-                    Err(err) => {
-                        self.done = true;
-                        return Some(Err(err));
-                    }
-                };
-                // `until` reached, or the next record exceeds what the session
-                // has left (not merely what fits in one batch).
-                let bytes_left_exhausted = scan.hit_bytes
-                    && self
-                        .remaining
-                        .bytes
-                        .is_some_and(|b| b <= MAX_BATCH_BYTES as u64);
-                if scan.hit_until || bytes_left_exhausted {
-                    self.done = true;
+                match self.read_batch(from, visible).await {
+                    ControlFlow::Break(event) => return event,
+                    ControlFlow::Continue(()) => continue,
                 }
-                if scan.records.is_empty() {
-                    // Either a bound ended the session, or background purging
-                    // removed the range after a newer trim point was
-                    // published: then look again from that trim point.
-                    let trim_point = self.visible.borrow().trim_point;
-                    if !self.done && trim_point > from {
-                        continue;
-                    }
-                    self.done = true;
-                    return None;
-                }
-                let bytes: u64 = scan.records.iter().map(|r| r.metered_size() as u64).sum();
-                self.remaining.count = self.remaining.count.map(|c| c - scan.records.len() as u64);
-                self.remaining.bytes = self.remaining.bytes.map(|b| b - bytes);
-                self.next_seq = scan.records.last().map_or(from, |r| r.seq_num + 1);
-                self.deadline = self.wait.map(|w| Instant::now() + w);
-                self.following = false;
-                return Some(Ok(SessionEvent::Batch(batch_with_tail(
-                    scan.records,
-                    visible,
-                ))));
             }
 
             // Caught up with the tail.
@@ -263,6 +216,67 @@ impl ReadSession {
                 }
             }
         }
+    }
+
+    /// Reads the next batch from `from` up to the visible tail. Breaks with
+    /// what [`Self::next`] returns, or continues when purging removed the
+    /// range under a newer trim point (look again from there).
+    async fn read_batch(
+        &mut self,
+        from: u64,
+        visible: Visible,
+    ) -> ControlFlow<Option<EngineResult<SessionEvent>>> {
+        let limits = ReadLimits {
+            count: Some(cap(self.remaining.count, MAX_BATCH_RECORDS)),
+            bytes: Some(cap(self.remaining.bytes, MAX_BATCH_BYTES)),
+            until: self.remaining.until,
+        };
+        let scan = match scan_records(
+            &self.storage,
+            self.handle.id,
+            from,
+            visible.tail.seq_num,
+            limits,
+        )
+        .await
+        {
+            Ok(scan) => scan,
+            Err(err) => {
+                self.done = true;
+                return ControlFlow::Break(Some(Err(err)));
+            }
+        };
+        // `until` reached, or the next record exceeds what the session
+        // has left (not merely what fits in one batch).
+        let bytes_left_exhausted = scan.hit_bytes
+            && self
+                .remaining
+                .bytes
+                .is_some_and(|b| b <= MAX_BATCH_BYTES as u64);
+        if scan.hit_until || bytes_left_exhausted {
+            self.done = true;
+        }
+        if scan.records.is_empty() {
+            // Either a bound ended the session, or background purging
+            // removed the range after a newer trim point was
+            // published: then look again from that trim point.
+            let trim_point = self.visible.borrow().trim_point;
+            if !self.done && trim_point > from {
+                return ControlFlow::Continue(());
+            }
+            self.done = true;
+            return ControlFlow::Break(None);
+        }
+        let bytes: u64 = scan.records.iter().map(|r| r.metered_size() as u64).sum();
+        self.remaining.count = self.remaining.count.map(|c| c - scan.records.len() as u64);
+        self.remaining.bytes = self.remaining.bytes.map(|b| b - bytes);
+        self.next_seq = scan.records.last().map_or(from, |r| r.seq_num + 1);
+        self.deadline = self.wait.map(|w| Instant::now() + w);
+        self.following = false;
+        ControlFlow::Break(Some(Ok(SessionEvent::Batch(batch_with_tail(
+            scan.records,
+            visible,
+        )))))
     }
 }
 

@@ -2,12 +2,8 @@
 
 use bytes::Bytes;
 
-/// Records per append batch and per unary read, as in S2.
-pub const MAX_BATCH_RECORDS: usize = 1000;
-/// Metered bytes per append batch and per unary read, as in S2.
-pub const MAX_BATCH_BYTES: usize = 1024 * 1024;
-/// Longest fencing token, in bytes.
-pub const MAX_FENCING_TOKEN_BYTES: usize = 36;
+// S2's limits on an append or a unary read, shared with the client.
+pub use rill_protocol::limits::{MAX_BATCH_BYTES, MAX_BATCH_RECORDS, MAX_FENCING_TOKEN_BYTES};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Header {
@@ -44,7 +40,8 @@ impl SequencedRecord {
     }
 }
 
-/// S2's metering: a fixed 8 bytes per record, 2 per header, plus the payload.
+/// S2's metering ([`rill_protocol::limits::metered_size`]): a fixed 8
+/// bytes per record, 2 per header, plus the payload.
 ///
 /// ```
 /// use bytes::Bytes;
@@ -55,12 +52,7 @@ impl SequencedRecord {
 /// assert_eq!(metered_size(&[], b""), 8);
 /// ```
 pub fn metered_size(headers: &[Header], body: &[u8]) -> usize {
-    8 + 2 * headers.len()
-        + headers
-            .iter()
-            .map(|h| h.name.len() + h.value.len())
-            .sum::<usize>()
-        + body.len()
+    rill_protocol::limits::metered_size(headers.iter().map(|h| (&h.name, &h.value)), body)
 }
 
 /// A seq num and the timestamp that goes with it.

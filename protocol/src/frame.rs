@@ -113,7 +113,7 @@ pub enum Frame {
 /// Encodes a regular message, compressing it if it is large enough.
 ///
 /// ```
-/// use rill_s2s::{encode, Compression, Decoder, Frame};
+/// use rill_protocol::{encode, Compression, Decoder, Frame};
 ///
 /// let bytes = encode(b"hello", Compression::Zstd); // small: sent as is
 /// assert_eq!(&bytes[..4], &[0, 0, 6, 0]); // length 6 = flag + 5, no flags
