@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{Json, Path, Query};
-use super::{detached, AppState, ListParams};
+use super::shared::{detached, AppState, ListParams};
 
 pub async fn list_tokens(
     State(state): State<AppState>,

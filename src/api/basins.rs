@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use super::error::ApiResult;
 use super::extract::{Json, OptionalJson, Path, Query, RequestToken};
-use super::{created_response, detached, provision_response, AppState, ListParams};
+use super::shared::{created_response, detached, provision_response, AppState, ListParams};
 use crate::engine::streams::config::{BasinConfig, BasinConfigPatch};
 use crate::engine::streams::names::BasinName;
 use crate::wire::json::{BasinInfoJson, ListBasinsResponse};

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{Basin, Json, OptionalJson, Path, Query};
-use super::{detached, provision_response, AppState, ListParams};
+use super::shared::{detached, provision_response, AppState, ListParams};
 use crate::engine::collections::{
     CollectionConfigPatch, CollectionName, Cursor, RecordView, UnifiedCursor, WriteOp,
     DEFAULT_PAGE, MAX_PAGE,

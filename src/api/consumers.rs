@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{Basin, Json, OptionalJson, Path, Query, RecordFormat};
-use super::{detached, provision_response, AppState, ListParams};
+use super::shared::{detached, provision_response, AppState, ListParams};
 use crate::engine::consumers::{ConsumerConfig, ConsumerConfigPatch, ConsumerName, Settle};
 use crate::wire::consumers::{
     consumer_json, delivery_json, frontier_json, CommitRequest, ReceiveRequest, SettleRequest,

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
-use super::MAX_BODY_BYTES;
+use super::shared::MAX_BODY_BYTES;
 use crate::engine::streams::names::BasinName;
 use crate::wire::json::Format;
 

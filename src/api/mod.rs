@@ -12,30 +12,21 @@ pub mod error;
 mod extract;
 mod records;
 mod s2s;
+mod shared;
 mod sse;
 mod streams;
 
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
 use axum::Router;
-use serde::{Deserialize, Serialize};
 
-use crate::engine::streams::{ListRequest, Provision};
 use crate::engine::Engine;
 use error::ApiError;
-
-/// Request bodies larger than this are refused before parsing. A full
-/// append (1 MiB metered) in base64 JSON stays well under it.
-pub(crate) const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
-
-#[derive(Clone)]
-pub struct AppState {
-    pub engine: Arc<Engine>,
-}
+pub use shared::AppState;
+use shared::MAX_BODY_BYTES;
 
 pub fn router(engine: Arc<Engine>) -> Router {
     let v1 = Router::new()
@@ -114,21 +105,6 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .with_state(AppState { engine })
 }
 
-/// Runs an engine operation to completion even if the client goes away.
-/// axum drops a handler's future when its connection closes; admin
-/// operations take several steps (stop a stream task, commit metadata,
-/// update caches) and must not stop half way.
-async fn detached<T: Send + 'static>(
-    operation: impl std::future::Future<Output = T> + Send + 'static,
-) -> T {
-    match tokio::spawn(operation).await {
-        Ok(value) => value,
-        // Only when the runtime shuts down, and the caller with it.
-        Err(err) if err.is_cancelled() => std::future::pending().await,
-        Err(err) => std::panic::resume_unwind(err.into_panic()),
-    }
-}
-
 async fn health() -> axum::Json<serde_json::Value> {
     axum::Json(serde_json::json!({ "status": "ok" }))
 }
@@ -143,56 +119,4 @@ async fn method_not_allowed() -> ApiError {
         "method_not_allowed",
         "this endpoint does not support that method",
     )
-}
-
-/// `prefix`, `start_after`, `limit` of the list endpoints.
-#[derive(Debug, Default, Deserialize)]
-pub struct ListParams {
-    #[serde(default)]
-    prefix: String,
-    #[serde(default)]
-    start_after: String,
-    limit: Option<usize>,
-}
-
-impl From<ListParams> for ListRequest {
-    fn from(p: ListParams) -> Self {
-        ListRequest {
-            prefix: p.prefix,
-            start_after: p.start_after,
-            limit: p.limit,
-        }
-    }
-}
-
-/// An ensure (`PUT`): 201 for a new resource, 200 otherwise, with S2's
-/// `s2-provision-result`.
-fn provision_response<T: Serialize>(provision: Provision, body: T) -> Response {
-    let status = match provision {
-        Provision::Created => StatusCode::CREATED,
-        Provision::Updated | Provision::Unchanged => StatusCode::OK,
-    };
-    with_provision_result(status, provision, body)
-}
-
-/// A create (`POST`): 201, also for a retry with the same request token.
-fn created_response<T: Serialize>(provision: Provision, body: T) -> Response {
-    with_provision_result(StatusCode::CREATED, provision, body)
-}
-
-fn with_provision_result<T: Serialize>(
-    status: StatusCode,
-    provision: Provision,
-    body: T,
-) -> Response {
-    let result = match provision {
-        Provision::Created => "created",
-        Provision::Updated => "updated",
-        Provision::Unchanged => "noop",
-    };
-    let mut response = (status, axum::Json(body)).into_response();
-    response
-        .headers_mut()
-        .insert("s2-provision-result", HeaderValue::from_static(result));
-    response
 }

@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use super::error::ApiResult;
 use super::extract::{Basin, Json, OptionalJson, Path, Query, RequestToken};
-use super::{created_response, detached, provision_response, AppState, ListParams};
+use super::shared::{created_response, detached, provision_response, AppState, ListParams};
 use crate::engine::streams::config::{StreamConfig, StreamConfigPatch};
 use crate::engine::streams::names::StreamName;
 use crate::wire::json::{ListStreamsResponse, StreamInfoJson};

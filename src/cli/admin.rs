@@ -6,8 +6,7 @@ use clap::Subcommand;
 use rill_client::{Client, Kind};
 use serde_json::Value;
 
-use super::fail;
-use super::output::{key_values, line, table};
+use super::output::{fail, key_values, line, table};
 
 /// What to do with basins, streams, collections or consumers.
 #[derive(Subcommand, Debug)]

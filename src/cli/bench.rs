@@ -22,8 +22,7 @@ use rill_client::{
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
 
-use super::fail;
-use super::output::line;
+use super::output::{fail, line};
 
 /// nonce, index, sent-at: the smallest body a bench record can have.
 const HEADER_LEN: usize = 24;

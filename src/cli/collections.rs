@@ -5,8 +5,7 @@ use std::io::Write;
 use rill_client::{Client, Record};
 use serde_json::{json, Value};
 
-use super::fail;
-use super::output::line;
+use super::output::{fail, line};
 
 pub async fn put(
     client: &Client,

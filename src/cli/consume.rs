@@ -4,10 +4,10 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
+use super::output::fail;
+
 use rill_client::{Client, Message, Outcome};
 use serde_json::{json, Value};
-
-use super::fail;
 
 /// How long one receive waits for messages.
 const RECEIVE_WAIT_MS: u64 = 20_000;

@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 use rill_client::{AppendOptions, Client, Kind};
 
-use output::{line, BodyFormat};
+use output::{fail, line, BodyFormat};
 
 /// Where to connect; flags or environment variables.
 #[derive(Args, Clone, Debug)]
@@ -190,18 +190,5 @@ pub async fn run(connection: Connection, command: ClientCommand) -> Result<(), S
             collections::updated(&client, &collection, from, json_out, out).await
         }
         ClientCommand::Bench(args) => bench::run(&client, args, json_out, out).await,
-    }
-}
-
-/// A client error as the one line the command fails with.
-fn fail(err: rill_client::Error) -> String {
-    match &err {
-        // The server asks for a header; on the command line it is a flag.
-        rill_client::Error::Api { code, message, .. }
-            if code == "bad_header" && message.starts_with("no basin given") =>
-        {
-            "no basin given: pass --basin NAME or set RILL_BASIN".into()
-        }
-        _ => err.to_string(),
     }
 }

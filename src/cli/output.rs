@@ -1,6 +1,6 @@
 //! How the command line prints: aligned tables and `key  value` lines for
-//! people, one JSON value per line for scripts, and record bodies as text
-//! or base64.
+//! people, one JSON value per line for scripts, record bodies as text or
+//! base64, and the one line a failed command prints.
 
 use std::io::Write;
 
@@ -103,6 +103,19 @@ fn flatten(value: &Value) -> Vec<(String, String)> {
     let mut out = Vec::new();
     walk("", value, &mut out);
     out
+}
+
+/// A client error as the one line the command fails with.
+pub fn fail(err: rill_client::Error) -> String {
+    match &err {
+        // The server asks for a header; on the command line it is a flag.
+        rill_client::Error::Api { code, message, .. }
+            if code == "bad_header" && message.starts_with("no basin given") =>
+        {
+            "no basin given: pass --basin NAME or set RILL_BASIN".into()
+        }
+        _ => err.to_string(),
+    }
 }
 
 #[cfg(test)]

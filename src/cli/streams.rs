@@ -10,8 +10,7 @@ use rill_client::{
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use super::fail;
-use super::output::{line, BodyFormat};
+use super::output::{fail, line, BodyFormat};
 
 /// Appends one record per input line through a pipelined session: lines are
 /// batched as they come (a batch is sent as soon as no more input is

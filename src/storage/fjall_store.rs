@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use fjall::{Database, KeyspaceCreateOptions, PersistMode};
 
-use super::{BatchOp, Keyspace, Storage, StorageError, StorageResult, Visitor, WriteBatch};
+use super::kv::{BatchOp, Keyspace, Storage, StorageError, StorageResult, Visitor, WriteBatch};
 
 pub struct FjallStorage {
     db: Database,

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::RwLock;
 
-use super::{BatchOp, Keyspace, Storage, StorageError, StorageResult, Visitor, WriteBatch};
+use super::kv::{BatchOp, Keyspace, Storage, StorageError, StorageResult, Visitor, WriteBatch};
 
 type Tree = BTreeMap<Vec<u8>, Vec<u8>>;
 

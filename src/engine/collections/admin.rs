@@ -2,8 +2,9 @@
 //! get and delete.
 
 use super::keys::{self, CollectionMeta};
+use super::layer::Collections;
+use super::types::events_stream_name;
 use super::types::{CollectionConfig, CollectionConfigPatch, CollectionInfo, CollectionName};
-use super::{events_stream_name, Collections};
 use crate::engine::error::{EngineError, EngineResult};
 use crate::engine::locks::lock;
 use crate::engine::streams::config::{

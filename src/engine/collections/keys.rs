@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::types::CollectionConfig;
+use super::types::{CollectionConfig, RecordView};
 use crate::engine::streams::keys::{basin_scoped_key, basin_scoped_prefix, read_u64, tagged_id};
 
 pub use crate::engine::streams::keys::{decode_json, encode_json};
@@ -82,4 +82,19 @@ pub struct Doc {
     /// kept, so that a later create continues from it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub expired: bool,
+}
+
+impl Doc {
+    /// The record `id` of `collection` as clients see it, in this version.
+    pub(super) fn view(self, collection: &str, id: &str) -> RecordView {
+        RecordView {
+            collection: collection.to_string(),
+            id: id.to_string(),
+            data: self.data,
+            version: self.version,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            deleted: self.deleted,
+        }
+    }
 }

@@ -7,8 +7,9 @@ use std::ops::ControlFlow;
 use serde_json::Map;
 
 use super::keys::{self, Doc};
+use super::layer::Collections;
+use super::types::EXPIRY_CHUNK;
 use super::types::{Horizon, RecordView};
-use super::{Collections, EXPIRY_CHUNK};
 use crate::engine::error::EngineResult;
 use crate::engine::locks::lock;
 use crate::engine::streams::types::now_ms;

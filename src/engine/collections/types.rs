@@ -5,11 +5,29 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::keys::{self, Doc};
 use crate::engine::error::{EngineError, EngineResult};
 use crate::engine::streams::names::{name_type, validate_stream_name};
 use crate::engine::streams::types::SequencedRecord;
 use crate::storage::StorageError;
+
+/// Writes per batch request.
+pub const MAX_WRITE_OPS: usize = 1000;
+/// Longest record id, in bytes.
+pub const MAX_RECORD_ID_BYTES: usize = 512;
+/// Largest record data, as JSON.
+pub const MAX_RECORD_BYTES: usize = 256 * 1024;
+/// Records per `/updated` page.
+pub const MAX_PAGE: usize = 1000;
+pub const DEFAULT_PAGE: usize = 100;
+/// Tombstones removed per committed batch.
+pub(super) const EXPIRY_CHUNK: usize = 4096;
+/// Streams whose names start with this belong to collections.
+pub const EVENTS_STREAM_PREFIX: &str = "_collections/";
+
+/// The stream that holds `collection`'s change events.
+pub fn events_stream_name(collection: &str) -> String {
+    format!("{EVENTS_STREAM_PREFIX}{collection}/events")
+}
 
 name_type!(
     /// A collection name: a stream name without `/` (its events stream is
@@ -71,21 +89,6 @@ pub struct CollectionInfo {
 // JSON is shared with the client: `rill-protocol` defines it.
 pub use rill_protocol::collections::{Event, EventKind, Record as RecordView};
 
-impl Doc {
-    /// The record `id` of `collection` as clients see it, in this version.
-    pub(super) fn view(self, collection: &str, id: &str) -> RecordView {
-        RecordView {
-            collection: collection.to_string(),
-            id: id.to_string(),
-            data: self.data,
-            version: self.version,
-            created_at: self.created_at,
-            updated_at: self.updated_at,
-            deleted: self.deleted,
-        }
-    }
-}
-
 /// A record as the records stream stores it: its position, and the JSON a
 /// client gets, kept ready so that paging copies bytes instead of decoding
 /// and re-encoding every record.
@@ -99,7 +102,7 @@ pub struct RawRecord {
 
 impl RawRecord {
     pub fn view(&self) -> EngineResult<RecordView> {
-        Ok(keys::decode_json(&self.json)?)
+        Ok(crate::engine::streams::keys::decode_json(&self.json)?)
     }
 }
 

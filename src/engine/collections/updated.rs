@@ -9,8 +9,9 @@ use bytes::Bytes;
 
 use super::handle::CollectionHandle;
 use super::keys;
+use super::layer::Collections;
+use super::types::MAX_PAGE;
 use super::types::{Cursor, RawRecord, UnifiedCursor};
-use super::{Collections, MAX_PAGE};
 use crate::engine::error::{EngineError, EngineResult};
 use crate::engine::locks::lock;
 use crate::engine::streams::types::now_ms;

@@ -8,8 +8,9 @@ use serde_json::{Map, Value};
 
 use super::handle::{CollectionHandle, PendingWrite, PreparedWrite};
 use super::keys::{self, Doc};
+use super::layer::Collections;
 use super::types::{Event, EventKind, RecordView, WriteOp};
-use super::{Collections, MAX_RECORD_BYTES, MAX_RECORD_ID_BYTES, MAX_WRITE_OPS};
+use super::types::{MAX_RECORD_BYTES, MAX_RECORD_ID_BYTES, MAX_WRITE_OPS};
 use crate::engine::error::{EngineError, EngineResult};
 use crate::engine::locks::lock;
 use crate::engine::streams::types::{AppendInput, AppendRecord, Header, MAX_BATCH_BYTES};

@@ -2,12 +2,13 @@
 
 use std::ops::ControlFlow;
 
+use super::config::{dead_letter_config, dead_letter_stream, ConsumerName};
 use super::config::{AckPolicy, ConsumerConfig, ConsumerConfigPatch, Start};
 use super::keys::{self, ConsumerMeta};
+use super::layer::Consumers;
 use super::position::{Frontier, Position};
 use super::source::SourceHandle;
 use super::state::{ConsumerInfo, ConsumerProgress, ConsumerStats};
-use super::{dead_letter_config, dead_letter_stream, ConsumerName, Consumers};
 use crate::engine::error::{EngineError, EngineResult};
 use crate::engine::locks::lock;
 use crate::engine::streams::types::now_ms;

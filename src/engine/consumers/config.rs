@@ -6,6 +6,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::engine::error::{EngineError, EngineResult};
+use crate::engine::streams::config::{
+    DeleteOnEmptyConfig, StreamConfig, TimestampingConfig, TimestampingMode,
+};
 
 pub const DEFAULT_ACK_WAIT_MS: u64 = 30_000;
 /// Longest `ack_wait_ms`: 12 hours, as SQS's visibility timeout.
@@ -244,6 +247,53 @@ impl ConsumerConfig {
             && self.filter == other.filter
             && self.ack_policy == other.ack_policy
     }
+}
+
+/// Messages per receive, at most.
+pub const MAX_RECEIVE_BATCH: usize = 1000;
+/// Source messages one receive pass looks at, at most.
+pub(super) const MAX_EXAMINED_PER_PASS: usize = 10_000;
+/// Streams whose names start with this belong to consumers.
+pub const DEAD_LETTER_PREFIX: &str = "_consumers/";
+pub(super) const MAX_CONSUMER_NAME_BYTES: usize = 256;
+
+/// The stream where `consumer` puts messages that reached `max_deliver`.
+pub fn dead_letter_stream(consumer: &str) -> String {
+    format!("{DEAD_LETTER_PREFIX}{consumer}/dead_letters")
+}
+
+/// The dead-letter stream keeps the basin's retention but is never deleted
+/// for being empty, and stamps records on arrival (its records are made by
+/// the server, never with client timestamps).
+pub(super) fn dead_letter_config(mut config: StreamConfig) -> StreamConfig {
+    config.delete_on_empty = DeleteOnEmptyConfig::default();
+    config.timestamping = TimestampingConfig {
+        mode: TimestampingMode::Arrival,
+        uncapped: false,
+    };
+    config
+}
+
+crate::engine::streams::names::name_type!(
+    /// A consumer name: 1–256 bytes, not `.` or `..`, without `/` or
+    /// control characters (its dead letters go to
+    /// `_consumers/{name}/dead_letters`).
+    ConsumerName,
+    validate_consumer_name
+);
+
+fn validate_consumer_name(name: &str) -> EngineResult<()> {
+    if name.is_empty() || name.len() > MAX_CONSUMER_NAME_BYTES {
+        return Err(EngineError::Invalid(format!(
+            "a consumer name must be 1 to {MAX_CONSUMER_NAME_BYTES} bytes"
+        )));
+    }
+    if name == "." || name == ".." || name.chars().any(char::is_control) || name.contains('/') {
+        return Err(EngineError::Invalid(
+            "a consumer name may not be `.` or `..`, or contain `/` or control characters".into(),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -2,11 +2,11 @@
 //! commit comes in time, and commit a position.
 
 use super::config::AckPolicy;
+use super::layer::Consumers;
 use super::position::Frontier;
 use super::receive::{passes, Pass, Round};
 use super::source::SourceHandle;
 use super::state::{Delivery, State, StateWrites};
-use super::Consumers;
 use crate::engine::error::{EngineError, EngineResult};
 use crate::engine::streams::types::now_ms;
 

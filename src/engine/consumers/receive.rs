@@ -7,11 +7,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::time::Instant;
 
+use super::config::{dead_letter_stream, MAX_EXAMINED_PER_PASS, MAX_RECEIVE_BATCH};
 use super::config::{AckPolicy, ConsumerConfig};
+use super::layer::Consumers;
+use super::message::{Message, Payload};
 use super::pending::Entry;
-use super::source::{Message, Payload, SourceHandle};
+use super::source::SourceHandle;
 use super::state::{AckId, ConsumerHandle, Delivery, State, StateWrites};
-use super::{dead_letter_stream, Consumers, MAX_EXAMINED_PER_PASS, MAX_RECEIVE_BATCH};
 use crate::engine::error::{EngineError, EngineResult};
 use crate::engine::locks::lock;
 use crate::engine::streams::streamer::StreamHandle;

@@ -1,11 +1,12 @@
 //! Settling explicit-ack deliveries: ack, nack (deliver again after a
 //! delay) and extend.
 
+use super::config::MAX_RECEIVE_BATCH;
 use super::config::{self, AckPolicy};
+use super::layer::Consumers;
 use super::pending::Standing;
 use super::position::Position;
 use super::state::{AckId, Settle, State, StateWrites};
-use super::{Consumers, MAX_RECEIVE_BATCH};
 use crate::engine::error::{EngineError, EngineResult};
 use crate::engine::streams::types::now_ms;
 

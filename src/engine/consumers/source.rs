@@ -9,11 +9,13 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::config::{Feed, Source};
+use super::layer::Consumers;
+use super::message::{Message, Payload};
 use super::position::{Frontier, Position};
-use super::Consumers;
+use super::state::ConsumerHandle;
 use crate::engine::collections::{self, CollectionHandle, RawRecord};
 use crate::engine::error::{EngineError, EngineResult};
 use crate::engine::streams::keys;
@@ -28,27 +30,6 @@ pub enum SourceHandle {
     Stream(Arc<StreamHandle>),
     Events(Arc<StreamHandle>),
     Records(Arc<CollectionHandle>),
-}
-
-/// One message read from a source.
-#[derive(Clone, Debug)]
-pub struct Message {
-    pub position: Position,
-    /// The record's timestamp; for the records feed, its `updated_at`.
-    pub timestamp: u64,
-    /// The ordering key: the record id, or a stream record's `key` header.
-    pub key: Option<String>,
-    pub payload: Payload,
-}
-
-#[derive(Clone, Debug)]
-pub enum Payload {
-    /// A stream record, as a stream read returns it.
-    Record(SequencedRecord),
-    /// A change event, with its `seq_num` and `timestamp` filled in.
-    Event(Map<String, Value>),
-    /// The latest version of a collection record, as `/updated` returns it.
-    Doc(RawRecord),
 }
 
 /// The header whose value orders a stream consumer's messages by key.
@@ -114,6 +95,24 @@ pub enum SourceMark {
 }
 
 impl Consumers {
+    /// The consumer's source, checked to be the one it was made on.
+    pub(super) async fn consumer_source(
+        &self,
+        basin: &str,
+        name: &str,
+        handle: &ConsumerHandle,
+    ) -> EngineResult<SourceHandle> {
+        match self.resolve_source(basin, &handle.source).await {
+            Ok((source, id)) if id == handle.source_id => Ok(source),
+            Ok(_)
+            | Err(EngineError::StreamNotFound(_))
+            | Err(EngineError::CollectionNotFound(_)) => {
+                Err(EngineError::ConsumerSourceGone(name.into()))
+            }
+            Err(err) => Err(err),
+        }
+    }
+
     /// The running handle of `source` and its id (stream id, or collection
     /// id for collection sources).
     pub(super) async fn resolve_source(
@@ -258,34 +257,5 @@ fn doc_message(record: RawRecord) -> Message {
         timestamp: record.updated_at,
         key: Some(record.id.clone()),
         payload: Payload::Doc(record),
-    }
-}
-
-impl Message {
-    /// The event type (events feed), record id and data, for filters.
-    pub fn filter_fields(&self) -> EngineResult<(Option<String>, String, Map<String, Value>)> {
-        match &self.payload {
-            Payload::Event(event) => Ok((
-                event
-                    .get("event")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned),
-                event
-                    .get("id")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_owned(),
-                event
-                    .get("data")
-                    .and_then(Value::as_object)
-                    .cloned()
-                    .unwrap_or_default(),
-            )),
-            Payload::Doc(record) => {
-                let view = record.view()?;
-                Ok((None, view.id, view.data))
-            }
-            Payload::Record(_) => Ok((None, String::new(), Map::new())),
-        }
     }
 }

@@ -6,9 +6,9 @@ use tokio::sync::watch;
 
 use super::config::{ConsumerConfig, Source};
 use super::keys;
+use super::message::Message;
 use super::pending::Pending;
 use super::position::{Frontier, Position};
-use super::source::Message;
 use crate::engine::error::{EngineError, EngineResult};
 use crate::storage::{Keyspace, WriteBatch};
 

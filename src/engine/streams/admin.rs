@@ -4,11 +4,12 @@
 use std::sync::Arc;
 
 use super::config::{StreamConfig, StreamConfigPatch};
+use super::core::{is_retry, CreateIf, Provision, StreamCore};
 use super::keys::{self, StreamMeta, StreamState};
+use super::list::ListRequest;
 use super::names::StreamName;
 use super::streamer::{self, Command, StreamHandle};
 use super::types::now_ms;
-use super::{CreateIf, ListRequest, Provision, StreamCore};
 use crate::engine::error::{EngineError, EngineResult};
 use crate::engine::locks::lock;
 use crate::storage::{Keyspace, WriteBatch};
@@ -57,7 +58,7 @@ impl StreamCore {
         let _admin = self.admin.lock().await;
         let basin_meta = self.basin_meta(basin)?;
         if let Some(meta) = self.stream_meta(basin, name)? {
-            if super::is_retry(meta.request_token.as_deref(), request_token) {
+            if is_retry(meta.request_token.as_deref(), request_token) {
                 return Ok((StreamInfo::new(name, &meta), Provision::Unchanged));
             }
             return Err(EngineError::StreamExists(name.into()));

@@ -3,9 +3,10 @@
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
+use super::config;
+use super::core::{CreateIf, StreamCore};
 use super::streamer::{self, StreamHandle};
 use super::types::{AppendAck, AppendInput, StreamPosition};
-use super::{config, CreateIf, StreamCore};
 use crate::engine::error::EngineResult;
 
 impl StreamCore {

@@ -1,10 +1,11 @@
 //! Basins: list, create, ensure, reconfigure and delete.
 
 use super::config::{BasinConfig, BasinConfigPatch};
+use super::core::{is_retry, Provision, StreamCore};
 use super::keys::{self, BasinMeta};
+use super::list::ListRequest;
 use super::names::BasinName;
 use super::types::now_ms;
-use super::{is_retry, ListRequest, Provision, StreamCore};
 use crate::engine::error::{EngineError, EngineResult};
 use crate::engine::locks::{read_lock, write_lock};
 use crate::storage::{Keyspace, WriteBatch};

@@ -4,7 +4,8 @@
 
 use std::ops::ControlFlow;
 
-use super::{keys, StreamCore};
+use super::core::StreamCore;
+use super::keys;
 use crate::engine::error::{EngineError, EngineResult};
 use crate::storage::{prefix_end, Keyspace};
 

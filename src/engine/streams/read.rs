@@ -12,10 +12,10 @@ use rand::Rng;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::core::{CreateIf, StreamCore};
 use super::keys;
 use super::streamer::{StreamHandle, Visible};
 use super::types::*;
-use super::{CreateIf, StreamCore};
 use crate::engine::error::{EngineError, EngineResult};
 use crate::storage::{Keyspace, Storage};
 

@@ -10,10 +10,10 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use super::config::RetentionPolicy;
+use super::core::{CreateIf, StreamCore};
 use super::keys::{self, StreamMeta, StreamState};
 use super::read::first_seq_at_or_after;
 use super::streamer::{Command, StreamHandle};
-use super::{CreateIf, StreamCore};
 use crate::engine::error::EngineResult;
 use crate::engine::locks::lock;
 use crate::storage::{prefix_end, Keyspace, WriteBatch};

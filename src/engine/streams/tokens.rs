@@ -6,7 +6,9 @@ use base64::Engine as _;
 use rand::RngCore;
 use serde_json::Value;
 
-use super::{keys, ListRequest, StreamCore};
+use super::core::StreamCore;
+use super::keys;
+use super::list::ListRequest;
 use crate::engine::error::{EngineError, EngineResult};
 use crate::storage::{Keyspace, WriteBatch};
 

@@ -1,0 +1,210 @@
+//! The stream core's state and the calls the layers above it use: the
+//! admin lock, id allocation, the committer, metadata reads, reserved
+//! names, shutdown.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::ControlFlow;
+use std::sync::{Arc, Mutex, RwLock};
+
+use super::committer::Committer;
+use super::keys::{self, BasinMeta};
+use super::streamer::StreamHandle;
+use crate::engine::error::{EngineError, EngineResult};
+use crate::engine::locks::{lock, read_lock, write_lock};
+use crate::storage::{prefix_end, Keyspace, Storage};
+
+/// What an ensure (`PUT`) did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Provision {
+    Created,
+    Updated,
+    Unchanged,
+}
+
+/// A name within a basin: `(basin, name)`. Keys the in-memory maps of
+/// streams, collections and consumers.
+pub(crate) type ScopedName = (String, String);
+
+/// Whether [`StreamCore::stream`] may create a missing stream.
+#[derive(Clone, Copy)]
+pub(crate) enum CreateIf {
+    Never,
+    OnAppend,
+    OnRead,
+}
+
+/// Stream names that belong to an upper layer: streams under `prefix` are
+/// written only by it, and are never created implicitly.
+struct Reservation {
+    prefix: &'static str,
+    /// Completes "stream `name` …" in the error a client gets.
+    why: &'static str,
+}
+
+pub struct StreamCore {
+    pub(super) storage: Arc<dyn Storage>,
+    pub(super) committer: Committer,
+    pub(super) committer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Serializes admin operations and the starting of stream tasks, so
+    /// metadata read-modify-writes never interleave. Upper layers take it
+    /// for their own admin operations ([`Self::lock_admin`]).
+    pub(super) admin: tokio::sync::Mutex<()>,
+    /// All basins; there are few, and every request checks one.
+    pub(super) basins: RwLock<BTreeMap<String, BasinMeta>>,
+    /// Streams with a running task.
+    pub(super) tasks: Mutex<HashMap<ScopedName, Arc<StreamHandle>>>,
+    /// Set when shutdown begins, so long polls and sessions end and let the
+    /// HTTP server drain.
+    pub(super) closing: tokio::sync::watch::Sender<bool>,
+    /// Per stream id, the trim point up to which records are already
+    /// removed (in memory only: after a restart the first pass redoes it).
+    pub(super) purged: Mutex<HashMap<u64, u64>>,
+    /// See [`Self::reserve_names`].
+    reserved: RwLock<Vec<Reservation>>,
+}
+
+/// Held while an admin operation runs; see [`StreamCore::lock_admin`].
+pub(crate) type AdminGuard<'a> = tokio::sync::MutexGuard<'a, ()>;
+
+impl StreamCore {
+    /// Opens the core over `storage`, recovering basins from it. Stream
+    /// tasks start lazily, on first use, from their durable state.
+    pub(crate) fn open(storage: Arc<dyn Storage>) -> EngineResult<Arc<Self>> {
+        let mut basins = BTreeMap::new();
+        let mut corrupt = None;
+        storage.scan(
+            Keyspace::Meta,
+            &keys::basin_prefix(),
+            &prefix_end(&keys::basin_prefix()),
+            &mut |key, value| {
+                match (keys::basin_name_from_key(key), keys::decode_json(value)) {
+                    (Some(name), Ok(meta)) => {
+                        basins.insert(name.to_string(), meta);
+                    }
+                    (_, Err(err)) => corrupt = Some(err),
+                    (None, _) => {}
+                }
+                ControlFlow::Continue(())
+            },
+        )?;
+        if let Some(err) = corrupt {
+            return Err(err.into());
+        }
+        let (committer, thread) = Committer::start(storage.clone());
+        Ok(Arc::new(Self {
+            storage,
+            committer,
+            committer_thread: Mutex::new(Some(thread)),
+            admin: tokio::sync::Mutex::new(()),
+            basins: RwLock::new(basins),
+            tasks: Mutex::new(HashMap::new()),
+            purged: Mutex::new(HashMap::new()),
+            closing: tokio::sync::watch::Sender::new(false),
+            reserved: RwLock::new(Vec::new()),
+        }))
+    }
+
+    /// Ends every read session and long poll (with `unavailable`), so that
+    /// their connections close. Appends still work until [`Self::shutdown`].
+    pub(crate) fn begin_shutdown(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// Stops every stream task and waits until everything they accepted is
+    /// durable, then stops the committer. Writes that arrive afterwards fail
+    /// with `unavailable`; the storage is released once the core drops.
+    pub(crate) async fn shutdown(&self) {
+        self.begin_shutdown();
+        let _admin = self.admin.lock().await;
+        let handles: Vec<_> = lock(&self.tasks).drain().map(|(_, h)| h).collect();
+        for handle in handles {
+            handle.stop().await;
+        }
+        // The committer runs in order: it exits only after everything
+        // submitted before the close is durable.
+        self.committer.close();
+        let thread = lock(&self.committer_thread).take();
+        if let Some(thread) = thread {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
+
+    /// Reserves the stream names under `prefix` for an upper layer: clients
+    /// cannot append to, reconfigure, delete or implicitly create them.
+    /// `why` completes the error message "stream `name` …".
+    pub(crate) fn reserve_names(&self, prefix: &'static str, why: &'static str) {
+        write_lock(&self.reserved).push(Reservation { prefix, why });
+    }
+
+    /// Refuses streams that an upper layer reserved.
+    pub(super) fn check_writable(&self, stream: &str) -> EngineResult<()> {
+        let reserved = read_lock(&self.reserved);
+        match reserved.iter().find(|r| stream.starts_with(r.prefix)) {
+            Some(r) => Err(EngineError::Invalid(format!("stream `{stream}` {}", r.why))),
+            None => Ok(()),
+        }
+    }
+
+    /// Takes the admin lock. Upper layers hold it while they change their
+    /// metadata, so it never interleaves with stream and basin changes.
+    pub(crate) async fn lock_admin(&self) -> AdminGuard<'_> {
+        self.admin.lock().await
+    }
+
+    pub(crate) fn storage(&self) -> &Arc<dyn Storage> {
+        &self.storage
+    }
+
+    pub(crate) fn committer(&self) -> &Committer {
+        &self.committer
+    }
+
+    /// Whether shutdown has begun.
+    pub(crate) fn is_closing(&self) -> bool {
+        *self.closing.borrow()
+    }
+
+    /// A receiver that changes to `true` when shutdown begins.
+    pub(crate) fn closing(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.closing.subscribe()
+    }
+
+    /// Takes `N` fresh ids from the counter shared by streams, collections
+    /// and consumers; the counter's update goes into `batch`. Callers hold
+    /// the admin lock, so no two batches take the same ids.
+    pub(crate) fn allocate_ids<const N: usize>(
+        &self,
+        batch: &mut crate::storage::WriteBatch,
+    ) -> EngineResult<[u64; N]> {
+        let next = match self.storage.get(Keyspace::Meta, &keys::next_id_key())? {
+            Some(bytes) => u64::from_be_bytes(bytes.as_slice().try_into().map_err(|_| {
+                crate::storage::StorageError::Corrupt("next id is malformed".into())
+            })?),
+            None => 1,
+        };
+        batch.put(
+            Keyspace::Meta,
+            keys::next_id_key(),
+            (next + N as u64).to_be_bytes().to_vec(),
+        );
+        Ok(std::array::from_fn(|i| next + i as u64))
+    }
+
+    /// Reads one JSON value from the meta keyspace.
+    pub(crate) fn get_meta<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &[u8],
+    ) -> EngineResult<Option<T>> {
+        match self.storage.get(Keyspace::Meta, key)? {
+            Some(bytes) => Ok(Some(keys::decode_json(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+}
+
+/// Whether a create carrying `given` repeats the create that stored
+/// `stored`: the same `s2-request-token` makes a retry succeed instead of
+/// failing with "already exists".
+pub(super) fn is_retry(stored: Option<&str>, given: Option<&str>) -> bool {
+    given.is_some() && stored == given
+}
