@@ -196,6 +196,14 @@ fn stamp_start(started_at: &mut u64, is_start: bool) {
     }
 }
 
+/// A page size: 1 to [`MAX_PAGE`], [`DEFAULT_PAGE`] if not given.
+fn page_limit(limit: Option<usize>) -> ApiResult<usize> {
+    match limit.unwrap_or(DEFAULT_PAGE) {
+        limit @ 1..=MAX_PAGE => Ok(limit),
+        _ => Err(ApiError::invalid(format!("limit must be 1 to {MAX_PAGE}"))),
+    }
+}
+
 pub async fn updated(
     State(state): State<AppState>,
     Basin(basin): Basin,
@@ -220,13 +228,7 @@ pub async fn updated(
     let mut cursor = cursor;
     let is_start = cursor.is_start();
     stamp_start(&mut cursor.started_at, is_start);
-    let limit = params.limit.unwrap_or(DEFAULT_PAGE);
-    if limit == 0 || limit > MAX_PAGE {
-        return Err(ApiError::invalid(format!(
-            "limit must be 1 to {}",
-            MAX_PAGE
-        )));
-    }
+    let limit = page_limit(params.limit)?;
     let wait = std::time::Duration::from_secs(params.wait.unwrap_or(0).into());
     let (records, next) = state
         .engine
@@ -352,13 +354,7 @@ pub async fn updated_across(
     let mut cursor = cursor;
     let is_start = cursor.is_start();
     stamp_start(&mut cursor.started_at, is_start);
-    let limit = params.limit.unwrap_or(DEFAULT_PAGE);
-    if limit == 0 || limit > MAX_PAGE {
-        return Err(ApiError::invalid(format!(
-            "limit must be 1 to {}",
-            MAX_PAGE
-        )));
-    }
+    let limit = page_limit(params.limit)?;
     let names = params.collections.as_ref().map(|list| {
         list.split(',')
             .map(|n| n.trim().to_string())
