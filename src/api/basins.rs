@@ -6,7 +6,7 @@ use axum::response::Response;
 use serde::Deserialize;
 
 use super::error::ApiResult;
-use super::extract::{Json, OptionalJson, Path, Query, RequestToken};
+use super::extract::{Json, NamePath, OptionalJson, Path, Query, RequestToken};
 use super::shared::{created_response, detached, provision_response, AppState, ListParams};
 use crate::engine::streams::config::{BasinConfig, BasinConfigPatch};
 use crate::engine::streams::names::BasinName;
@@ -58,10 +58,9 @@ pub async fn create(
 
 pub async fn ensure(
     State(state): State<AppState>,
-    Path(basin): Path<String>,
+    NamePath(basin): NamePath<BasinName>,
     OptionalJson(req): OptionalJson<EnsureBasinRequest>,
 ) -> ApiResult<Response> {
-    let basin = BasinName::parse(basin)?;
     let patch = req.unwrap_or_default().config.unwrap_or_default();
     let engine = state.engine;
     let (info, provision) =

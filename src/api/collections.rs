@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::{ApiError, ApiResult};
-use super::extract::{Basin, Json, OptionalJson, Path, Query};
+use super::extract::{Basin, Json, NamePath, OptionalJson, Path, Query};
 use super::shared::{detached, provision_response, AppState, ListParams};
 use crate::engine::collections::{
     CollectionConfigPatch, CollectionName, Cursor, RecordView, UnifiedCursor, WriteOp,
@@ -38,10 +38,9 @@ pub async fn list(
 pub async fn ensure(
     State(state): State<AppState>,
     Basin(basin): Basin,
-    Path(name): Path<String>,
+    NamePath(name): NamePath<CollectionName>,
     OptionalJson(patch): OptionalJson<CollectionConfigPatch>,
 ) -> ApiResult<Response> {
-    let name = CollectionName::parse(name)?;
     let engine = state.engine;
     let (info, provision) = detached(async move {
         engine

@@ -10,7 +10,7 @@ use axum::response::Response;
 use serde_json::{json, Value};
 
 use super::error::{ApiError, ApiResult};
-use super::extract::{Basin, Json, OptionalJson, Path, Query, RecordFormat};
+use super::extract::{Basin, Json, NamePath, OptionalJson, Path, Query, RecordFormat};
 use super::shared::{detached, provision_response, AppState, ListParams};
 use crate::engine::consumers::{ConsumerConfig, ConsumerConfigPatch, ConsumerName, Settle};
 use crate::wire::consumers::{
@@ -35,10 +35,9 @@ pub async fn list(
 pub async fn ensure(
     State(state): State<AppState>,
     Basin(basin): Basin,
-    Path(name): Path<String>,
+    NamePath(name): NamePath<ConsumerName>,
     Json(config): Json<ConsumerConfig>,
 ) -> ApiResult<Response> {
-    let name = ConsumerName::parse(name)?;
     let engine = state.engine;
     let (info, provision) = detached(async move {
         engine

@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
 use super::shared::MAX_BODY_BYTES;
-use crate::engine::streams::names::BasinName;
+use crate::engine::streams::names::{BasinName, ValidName};
 use crate::wire::json::Format;
 
 /// The basin a stream request is for: the `s2-basin` header, or else the
@@ -184,5 +184,18 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T>
         let axum::extract::Path(value) =
             axum::extract::Path::<T>::from_request_parts(parts, state).await?;
         Ok(Path(value))
+    }
+}
+
+/// A path segment naming something to create, parsed into its name type:
+/// `invalid` (422) if it is not a valid name of that kind.
+pub struct NamePath<T>(pub T);
+
+impl<T: ValidName + Send, S: Send + Sync> FromRequestParts<S> for NamePath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Path(text) = Path::<String>::from_request_parts(parts, state).await?;
+        Ok(NamePath(T::parse_text(text)?))
     }
 }

@@ -7,7 +7,7 @@ use axum::response::Response;
 use serde::Deserialize;
 
 use super::error::ApiResult;
-use super::extract::{Basin, Json, OptionalJson, Path, Query, RequestToken};
+use super::extract::{Basin, Json, NamePath, OptionalJson, Path, Query, RequestToken};
 use super::shared::{created_response, detached, provision_response, AppState, ListParams};
 use crate::engine::streams::config::{StreamConfig, StreamConfigPatch};
 use crate::engine::streams::names::StreamName;
@@ -58,10 +58,9 @@ pub async fn create(
 pub async fn ensure(
     State(state): State<AppState>,
     Basin(basin): Basin,
-    Path(stream): Path<String>,
+    NamePath(stream): NamePath<StreamName>,
     OptionalJson(patch): OptionalJson<StreamConfigPatch>,
 ) -> ApiResult<Response> {
-    let stream = StreamName::parse(stream)?;
     let engine = state.engine;
     let (info, provision) = detached(async move {
         engine

@@ -10,6 +10,13 @@ pub const BASIN_NAME_MIN: usize = 8;
 pub const BASIN_NAME_MAX: usize = 48;
 pub const STREAM_NAME_MAX: usize = 512;
 
+/// A validated name type, for code that parses names of any kind (the
+/// HTTP extractors).
+pub trait ValidName: Sized {
+    /// The name, if `text` is a valid one; `invalid` otherwise.
+    fn parse_text(text: String) -> EngineResult<Self>;
+}
+
 /// Declares a validated name type: a `String` that only `parse` makes.
 macro_rules! name_type {
     ($(#[$doc:meta])* $name:ident, $validate:path) => {
@@ -34,6 +41,12 @@ macro_rules! name_type {
             type Target = str;
             fn deref(&self) -> &str {
                 &self.0
+            }
+        }
+
+        impl $crate::engine::streams::names::ValidName for $name {
+            fn parse_text(text: String) -> $crate::engine::error::EngineResult<Self> {
+                Self::parse(text)
             }
         }
 
