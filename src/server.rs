@@ -44,6 +44,7 @@ pub async fn serve(
     config: ServeConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
+    raise_open_file_limit();
     let storage = open_storage(config.data_dir.as_deref())?;
     let engine = Engine::open(storage).map_err(|e| format!("cannot recover the engine: {e}"))?;
     let listener = TcpListener::bind(config.listen)
@@ -55,6 +56,16 @@ pub async fn serve(
         None => tracing::info!(addr = %local, "rill is listening (in memory: nothing is kept)"),
     }
     run(listener, engine, shutdown).await
+}
+
+/// Raises the soft limit on open files to the hard limit. Every connection
+/// is a file, and the common default soft limit (1,024) would cap Rill at
+/// about a thousand clients while the hard limit allows far more.
+fn raise_open_file_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::info!(limit, "open file limit"),
+        Err(err) => tracing::warn!(%err, "cannot raise the open file limit"),
+    }
 }
 
 /// Serves on an already bound listener; tests use this with port 0.

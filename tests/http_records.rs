@@ -260,6 +260,18 @@ async fn append_bad_input_appends_nothing() {
     post(json!({"records": [{"body": huge}]}))
         .expect_error(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
         .await;
+    // A body that is not valid HTTP (a malformed chunk size) is a bad
+    // request, not a large one.
+    let (status, body) = raw_request(
+        &server,
+        "POST /v1/streams/s/records HTTP/1.1\r\nhost: localhost\r\n\
+         s2-basin: test-basin\r\ncontent-type: application/json\r\n\
+         transfer-encoding: chunked\r\nconnection: close\r\n\r\n\
+         zz\r\n{\"records\": []}\r\n0\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("\"bad_body\""), "{body}");
 
     assert_eq!(server.tail("s").await, 1);
     assert_eq!(server.read_bodies("s", "seq_num=0").await, ["keep"]);
@@ -425,4 +437,25 @@ async fn compressed_request_bodies() {
         .expect_status(StatusCode::OK)
         .await;
     assert_eq!(config["retention_policy"]["age"], 60);
+}
+
+/// Sends `request` as raw bytes (what a well-behaved client never sends)
+/// and returns the response's status and everything after the status line.
+async fn raw_request(server: &TestServer, request: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = server.base.trim_start_matches("http://");
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut response))
+        .await
+        .expect("the server answers and closes")
+        .unwrap();
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, text)
 }

@@ -102,7 +102,21 @@ pub async fn read_body(headers: &HeaderMap, body: axum::body::Body) -> Result<By
     };
     let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
         .await
-        .map_err(|_| too_large())?;
+        .map_err(|err| {
+            // Over the limit, or not readable as HTTP at all (a malformed
+            // chunked encoding, a connection cut mid-body): different
+            // faults, different answers.
+            let err = err.into_inner();
+            if err.is::<http_body_util::LengthLimitError>() {
+                too_large()
+            } else {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_body",
+                    format!("the request body could not be read: {err}"),
+                )
+            }
+        })?;
     let encoding = headers
         .get(header::CONTENT_ENCODING)
         .map(|v| v.to_str().unwrap_or("").trim().to_ascii_lowercase());
