@@ -6,6 +6,7 @@
 //! `docs/ARCHITECTURE.md` explains each part and the on-disk format.
 
 pub mod api;
+pub mod connections;
 pub mod engine;
 pub mod server;
 pub mod storage;

@@ -39,6 +39,13 @@ enum Command {
         /// Keep everything in memory; nothing survives a restart.
         #[arg(long)]
         in_memory: bool,
+        /// Connections served at once; more get a 503 and are closed.
+        #[arg(long, env = "RILL_MAX_CONNECTIONS", default_value_t = 10_000)]
+        max_connections: usize,
+        /// How long a client has to send a request's header; an idle
+        /// HTTP/1 connection is closed after it too (e.g. `30s`).
+        #[arg(long, env = "RILL_HEADER_READ_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+        header_read_timeout: std::time::Duration,
     },
     #[command(flatten)]
     Client(cli::ClientCommand),
@@ -67,10 +74,16 @@ fn main() -> std::process::ExitCode {
             listen,
             data_dir,
             in_memory,
+            max_connections,
+            header_read_timeout,
         } => {
             let config = ServeConfig {
                 listen,
                 data_dir: (!in_memory).then_some(data_dir),
+                limits: rill::connections::ConnectionLimits {
+                    header_read_timeout,
+                    max_connections,
+                },
             };
             match tokio::runtime::Runtime::new() {
                 Ok(runtime) => runtime.block_on(server::serve(config, server::shutdown_signal())),

@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
+use crate::connections::{self, ConnectionLimits};
 use crate::engine::Engine;
 use crate::storage::{FjallStorage, MemoryStorage, Storage};
 
@@ -22,6 +22,7 @@ pub struct ServeConfig {
     pub listen: SocketAddr,
     /// `None` keeps everything in memory.
     pub data_dir: Option<PathBuf>,
+    pub limits: ConnectionLimits,
 }
 
 pub fn open_storage(data_dir: Option<&std::path::Path>) -> Result<Arc<dyn Storage>, String> {
@@ -55,7 +56,7 @@ pub async fn serve(
         Some(dir) => tracing::info!(addr = %local, data_dir = %dir.display(), "rill is listening"),
         None => tracing::info!(addr = %local, "rill is listening (in memory: nothing is kept)"),
     }
-    run(listener, engine, shutdown).await
+    run_with_limits(listener, engine, config.limits, shutdown).await
 }
 
 /// Raises the soft limit on open files to the hard limit. Every connection
@@ -68,25 +69,28 @@ fn raise_open_file_limit() {
     }
 }
 
-/// Serves on an already bound listener; tests use this with port 0.
+/// Serves on an already bound listener with the default limits; tests use
+/// this with port 0.
 pub async fn run(
     listener: TcpListener,
     engine: Arc<Engine>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
+    run_with_limits(listener, engine, ConnectionLimits::default(), shutdown).await
+}
+
+/// [`run`] with the given connection limits.
+pub async fn run_with_limits(
+    listener: TcpListener,
+    engine: Arc<Engine>,
+    limits: ConnectionLimits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
     let upkeep = engine.spawn_upkeep(UPKEEP_INTERVAL);
     let app = crate::api::router(engine.clone());
     let closing = engine.clone();
     let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
-    // Session frames and acks are small and latency-bound: send each at
-    // once instead of letting Nagle's algorithm hold it for the peer's
-    // delayed ACK.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(err) = tcp.set_nodelay(true) {
-            tracing::debug!(%err, "cannot set TCP_NODELAY");
-        }
-    });
-    let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+    let serve = connections::serve(listener, app, limits, async move {
         shutdown.await;
         // Live sessions never end by themselves; end them so the server
         // can drain.
@@ -103,7 +107,7 @@ pub async fn run(
         }
     };
     let result = tokio::select! {
-        result = std::future::IntoFuture::into_future(serve) => result.map_err(|e| e.to_string()),
+        () = serve => Ok(()),
         () = drain_deadline => {
             tracing::warn!("connections did not drain within {DRAIN_TIMEOUT:?}; closing them");
             Ok(())

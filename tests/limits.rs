@@ -57,3 +57,161 @@ fn serve_raises_a_low_open_file_limit() {
         "the soft limit stayed at {soft} (hard limit {hard})"
     );
 }
+
+/// A server with `limits`, on a loopback port; stops when dropped.
+struct LimitedServer {
+    addr: std::net::SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl LimitedServer {
+    async fn start(limits: rill::connections::ConnectionLimits) -> Self {
+        let storage = std::sync::Arc::new(rill::storage::MemoryStorage::default());
+        let engine = rill::engine::Engine::open(storage).expect("engine opens");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(rill::server::run_with_limits(
+            listener,
+            engine,
+            limits,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        Self {
+            addr,
+            stop: Some(stop),
+        }
+    }
+}
+
+impl Drop for LimitedServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Reads until the server closes the connection (or `within` passes);
+/// returns what it sent and whether it closed in time.
+async fn read_until_closed(tcp: &mut tokio::net::TcpStream, within: Duration) -> (String, bool) {
+    use tokio::io::AsyncReadExt;
+    let mut received = Vec::new();
+    let closed = tokio::time::timeout(within, async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => received.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
+    .is_ok();
+    (String::from_utf8_lossy(&received).into_owned(), closed)
+}
+
+#[tokio::test]
+async fn a_slow_header_or_an_idle_connection_is_cut_off() {
+    use tokio::io::AsyncWriteExt;
+    let server = LimitedServer::start(rill::connections::ConnectionLimits {
+        header_read_timeout: Duration::from_secs(1),
+        max_connections: 100,
+    })
+    .await;
+
+    // Slow loris: a header trickling in a byte every 200 ms, for up to 6 s.
+    let mut slow = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    slow.write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut cut_off = false;
+    for _ in 0..30 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if slow.write_all(b"x").await.is_err() {
+            cut_off = true;
+            break;
+        }
+        let (_, closed) = read_until_closed(&mut slow, Duration::from_millis(1)).await;
+        if closed {
+            cut_off = true;
+            break;
+        }
+    }
+    assert!(cut_off, "a slow-loris header was still open after 6 s");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "cut off only after {:?}",
+        started.elapsed()
+    );
+
+    // An idle connection that never sends a thing.
+    let mut idle = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let (_, closed) = read_until_closed(&mut idle, Duration::from_secs(4)).await;
+    assert!(closed, "an idle connection was still open after 4 s");
+
+    // A prompt client is served as usual; kept alive and then idle, its
+    // connection is closed like any idle one.
+    let mut prompt = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    prompt
+        .write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let (response, closed) = read_until_closed(&mut prompt, Duration::from_secs(4)).await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(
+        closed,
+        "an idle kept-alive connection was still open after 4 s"
+    );
+}
+
+#[tokio::test]
+async fn connections_over_the_limit_get_a_503_and_the_rest_are_served() {
+    use tokio::io::AsyncWriteExt;
+    let server = LimitedServer::start(rill::connections::ConnectionLimits {
+        header_read_timeout: Duration::from_secs(30),
+        max_connections: 3,
+    })
+    .await;
+    // Three clients hold every slot (a request each, kept alive).
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        tcp.write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let (response, _) = read_until_closed(&mut tcp, Duration::from_millis(500)).await;
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        held.push(tcp);
+    }
+    // The fourth is told to come back, and closed.
+    let mut extra = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let _ = extra
+        .write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await;
+    let (response, closed) = read_until_closed(&mut extra, Duration::from_secs(4)).await;
+    assert!(closed, "a refused connection was left open");
+    assert!(response.starts_with("HTTP/1.1 503"), "{response}");
+    assert!(response.contains("retry-after: 1"), "{response}");
+    assert!(response.contains("\"code\":\"unavailable\""), "{response}");
+
+    // One leaves; a new client gets its slot (within a few seconds).
+    drop(held.pop());
+    let mut served = false;
+    for _ in 0..40 {
+        let mut tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        let _ = tcp
+            .write_all(b"GET /health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .await;
+        let (response, _) = read_until_closed(&mut tcp, Duration::from_secs(2)).await;
+        if response.starts_with("HTTP/1.1 200") {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(served, "no slot came free after a client left");
+}
