@@ -1,8 +1,13 @@
-//! Accepting connections within limits no client can push past: a request's
-//! header must arrive within a timeout (so a slow-loris client, or an idle
-//! HTTP/1 connection, is cut off), and at most so many connections are
-//! served at once (the next ones get a quick 503 and are closed, instead of
-//! the server running out of file descriptors and failing `accept`).
+//! Accepting connections within limits: a client must say which protocol
+//! it speaks and send each request's header within a timeout (so a
+//! slow-loris client, or a silent or idle HTTP/1 connection, is cut off),
+//! an HTTP/2 peer that stops answering pings is dropped, and at most so
+//! many connections are served at once (the next ones get a quick 503 and
+//! are closed, instead of the server running out of file descriptors).
+//!
+//! Not bounded here yet: a request body that trickles in, a client that
+//! stops reading its responses, and an HTTP/2 connection that stays open
+//! idle but alive; each holds one connection slot.
 
 use std::pin::pin;
 use std::sync::Arc;
@@ -11,17 +16,18 @@ use std::time::Duration;
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
+use tokio::time::Instant;
 
 /// What one client connection may hold. Each is a `rill serve` flag.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConnectionLimits {
-    /// A request's header must arrive whole within this; an HTTP/1
-    /// connection waiting for its next request is closed after it too.
+    /// A connection must show its protocol, and a request its whole header,
+    /// within this; an HTTP/1 connection waiting for its next request is
+    /// closed after it too.
     pub header_read_timeout: Duration,
     /// Connections served at once.
     pub max_connections: usize,
@@ -38,13 +44,22 @@ impl Default for ConnectionLimits {
 
 /// How long a refused connection gets to take its 503.
 const REFUSAL_TIMEOUT: Duration = Duration::from_secs(1);
+/// Refusals in progress at once; past this, extra connections are closed
+/// without a word (each refusal holds a file descriptor for a moment).
+const MAX_REFUSALS: usize = 256;
 /// A pause after an `accept` that failed for want of resources (file
 /// descriptors, memory), so the loop does not spin while they are short.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// HTTP/2: ping an idle peer this often, and drop it if a ping goes
+/// unanswered this long (a peer that vanished without closing).
+const H2_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const H2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+/// What an HTTP/2 client sends first (prior knowledge).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Serves `app` on `listener` until `shutdown` resolves, then stops
-/// accepting and waits for open connections to finish (each is asked to
-/// close once its current request is answered).
+/// accepting, asks every connection to close once its current requests are
+/// answered, and waits for them (the caller bounds the wait).
 pub async fn serve(
     listener: TcpListener,
     app: Router,
@@ -56,29 +71,39 @@ pub async fn serve(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout);
-    builder.http2().timer(TokioTimer::new());
-    let graceful = GracefulShutdown::new();
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(H2_KEEP_ALIVE_INTERVAL)
+        .keep_alive_timeout(H2_KEEP_ALIVE_TIMEOUT);
+    let max = limits
+        .max_connections
+        .clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
+    let slots = Arc::new(Semaphore::new(max));
+    let refusals = Arc::new(Semaphore::new(MAX_REFUSALS));
+    let (closing_tx, closing) = watch::channel(false);
     let mut shutdown = pin!(shutdown);
     loop {
         let tcp = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((tcp, _)) => tcp,
+                Err(err) if is_connection_error(&err) => continue,
                 Err(err) => {
-                    // A connection that failed before it was accepted is
-                    // the client's business; anything else means resources
-                    // are short: wait a little rather than spin.
-                    if !is_connection_error(&err) {
-                        tracing::warn!(%err, "accept failed");
-                        tokio::time::sleep(ACCEPT_BACKOFF).await;
-                    }
+                    // Resources are short: wait a little rather than spin.
+                    tracing::warn!(%err, "accept failed");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
                     continue;
                 }
             },
             () = &mut shutdown => break,
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
-            tokio::spawn(refuse(tcp));
+            if let Ok(refusal) = refusals.clone().try_acquire_owned() {
+                tokio::spawn(async move {
+                    refuse(tcp).await;
+                    drop(refusal);
+                });
+            }
             continue;
         };
         // Session frames and acks are small and latency-bound: send each at
@@ -89,27 +114,63 @@ pub async fn serve(
         }
         let service = TowerToHyperService::new(app.clone());
         let builder = builder.clone();
-        let watcher = graceful.watcher();
-        let first_byte_timeout = limits.header_read_timeout;
+        let mut closing = closing.clone();
+        let deadline = Instant::now() + limits.header_read_timeout;
         tokio::spawn(async move {
-            // The protocol (HTTP/1 or HTTP/2) is told by the first bytes;
-            // a client that sends none would hold its slot forever.
-            let mut probe = [0u8; 1];
-            if !matches!(
-                tokio::time::timeout(first_byte_timeout, tcp.peek(&mut probe)).await,
-                Ok(Ok(1..))
-            ) {
-                return; // silent, closed or failed: drop it (and the slot)
+            // Until the protocol is known, hyper has no timer running: a
+            // client that sends nothing, or half an HTTP/2 preface, would
+            // hold its slot forever.
+            tokio::select! {
+                known = tokio::time::timeout_at(deadline, sniff_protocol(&tcp)) => {
+                    if !matches!(known, Ok(Ok(()))) {
+                        return; // silent, closed or failed: drop it and its slot
+                    }
+                }
+                _ = closing.wait_for(|closing| *closing) => return,
             }
             let connection = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
-            if let Err(err) = watcher.watch(connection.into_owned()).await {
-                tracing::debug!(%err, "connection ended with an error");
+            let mut connection = pin!(connection);
+            let mut asked_to_close = false;
+            loop {
+                tokio::select! {
+                    result = connection.as_mut() => {
+                        if let Err(err) = result {
+                            tracing::debug!(%err, "connection ended with an error");
+                        }
+                        break;
+                    }
+                    _ = closing.wait_for(|closing| *closing), if !asked_to_close => {
+                        connection.as_mut().graceful_shutdown();
+                        asked_to_close = true;
+                    }
+                }
             }
             drop(slot);
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    closing_tx.send_replace(true);
+    // Every slot back means every connection is done.
+    let _ = slots.acquire_many(max as u32).await;
+}
+
+/// Waits until the first bytes tell HTTP/1 from HTTP/2: a first byte that
+/// cannot start the HTTP/2 preface, a byte that departs from it, or the
+/// whole preface. Fails if the client closes first.
+async fn sniff_protocol(tcp: &TcpStream) -> std::io::Result<()> {
+    let mut head = [0u8; H2_PREFACE.len()];
+    loop {
+        let n = tcp.peek(&mut head).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        if head[..n] != H2_PREFACE[..n] || n == H2_PREFACE.len() {
+            return Ok(());
+        }
+        // A prefix of the preface: `peek` returns at once while those bytes
+        // wait unread, so pause before looking again.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// Answers a connection over the limit with a 503 and closes it.
@@ -131,10 +192,17 @@ async fn refuse(mut tcp: TcpStream) {
     .await;
 }
 
+/// An `accept` error that concerns one connection, not the server.
 fn is_connection_error(err: &std::io::Error) -> bool {
     use std::io::ErrorKind::*;
     matches!(
         err.kind(),
-        ConnectionRefused | ConnectionAborted | ConnectionReset
+        ConnectionRefused
+            | ConnectionAborted
+            | ConnectionReset
+            | Interrupted
+            | NetworkDown
+            | NetworkUnreachable
+            | HostUnreachable
     )
 }

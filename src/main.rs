@@ -40,11 +40,12 @@ enum Command {
         #[arg(long)]
         in_memory: bool,
         /// Connections served at once; more get a 503 and are closed.
-        #[arg(long, env = "RILL_MAX_CONNECTIONS", default_value_t = 10_000)]
-        max_connections: usize,
+        #[arg(long, env = "RILL_MAX_CONNECTIONS", default_value_t = 10_000,
+              value_parser = clap::value_parser!(u32).range(1..))]
+        max_connections: u32,
         /// How long a client has to send a request's header; an idle
         /// HTTP/1 connection is closed after it too (e.g. `30s`).
-        #[arg(long, env = "RILL_HEADER_READ_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+        #[arg(long, env = "RILL_HEADER_READ_TIMEOUT", default_value = "30s", value_parser = positive_duration)]
         header_read_timeout: std::time::Duration,
     },
     #[command(flatten)]
@@ -82,7 +83,7 @@ fn main() -> std::process::ExitCode {
                 data_dir: (!in_memory).then_some(data_dir),
                 limits: rill::connections::ConnectionLimits {
                     header_read_timeout,
-                    max_connections,
+                    max_connections: max_connections as usize,
                 },
             };
             match tokio::runtime::Runtime::new() {
@@ -113,4 +114,13 @@ fn one_line(message: &str) -> String {
         .take_while(|line| !line.is_empty() && !line.starts_with("Usage:"))
         .collect();
     parts.join(" ").trim_start_matches("error: ").to_string()
+}
+
+/// A duration flag that must be more than zero (e.g. `30s`).
+fn positive_duration(text: &str) -> Result<std::time::Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err("must be more than zero".into()),
+        Err(err) => Err(err.to_string()),
+    }
 }

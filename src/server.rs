@@ -14,6 +14,8 @@ use crate::storage::{FjallStorage, MemoryStorage, Storage};
 
 /// How often retention, delete-on-empty and record removal run.
 const UPKEEP_INTERVAL: Duration = Duration::from_secs(1);
+/// File descriptors kept back from connections, for storage and the rest.
+const FILE_RESERVE: u64 = 256;
 /// How long shutdown waits for open connections to finish.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -45,7 +47,20 @@ pub async fn serve(
     config: ServeConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
-    raise_open_file_limit();
+    let mut limits = config.limits;
+    if let Some(files) = raise_open_file_limit() {
+        // Storage, sessions' own files and the listener need descriptors
+        // too: keep a reserve so the cap is met before the fd limit is.
+        let room = files.saturating_sub(FILE_RESERVE).max(1);
+        if (limits.max_connections as u64) > room {
+            tracing::warn!(
+                max_connections = limits.max_connections,
+                open_file_limit = files,
+                "lowering max connections to fit the open file limit"
+            );
+            limits.max_connections = room as usize;
+        }
+    }
     let storage = open_storage(config.data_dir.as_deref())?;
     let engine = Engine::open(storage).map_err(|e| format!("cannot recover the engine: {e}"))?;
     let listener = TcpListener::bind(config.listen)
@@ -56,16 +71,23 @@ pub async fn serve(
         Some(dir) => tracing::info!(addr = %local, data_dir = %dir.display(), "rill is listening"),
         None => tracing::info!(addr = %local, "rill is listening (in memory: nothing is kept)"),
     }
-    run_with_limits(listener, engine, config.limits, shutdown).await
+    run_with_limits(listener, engine, limits, shutdown).await
 }
 
 /// Raises the soft limit on open files to the hard limit. Every connection
 /// is a file, and the common default soft limit (1,024) would cap Rill at
 /// about a thousand clients while the hard limit allows far more.
-fn raise_open_file_limit() {
+/// Returns the limit now in force, if it could be read.
+fn raise_open_file_limit() -> Option<u64> {
     match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(limit) => tracing::info!(limit, "open file limit"),
-        Err(err) => tracing::warn!(%err, "cannot raise the open file limit"),
+        Ok(limit) => {
+            tracing::info!(limit, "open file limit");
+            Some(limit)
+        }
+        Err(err) => {
+            tracing::warn!(%err, "cannot raise the open file limit");
+            None
+        }
     }
 }
 

@@ -16,6 +16,8 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 /// How long a request may take, answer included, unless changed with
 /// [`Client::with_timeout`]: longer than the longest long poll (60 s).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long an idle pooled connection is kept for reuse.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long connecting may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -58,6 +60,9 @@ impl Client {
         }
         let http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
+            // Below the server's idle cut-off (30 s by default), so a pooled
+            // connection is not reused just as the server closes it.
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .build()?;
         Ok(Self {
             http,
