@@ -29,10 +29,17 @@ async fn access_tokens_and_metrics_answer_as_the_spec_says() {
         .json(&json!({"id": ""}))
         .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid")
         .await;
+    tokens(Method::POST, "")
+        .json(&json!({"id": "x", "scope": {}, "auto_prefix_streams": "yes"}))
+        .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid")
+        .await;
     let list = tokens(Method::GET, "?prefix=ci")
         .expect_status(StatusCode::OK)
         .await;
-    assert_eq!(list["access_tokens"][0], info);
+    // As issued, with S2's default for what was left out.
+    let mut listed = info.clone();
+    listed["auto_prefix_streams"] = json!(false);
+    assert_eq!(list["access_tokens"][0], listed);
     assert_eq!(list["has_more"], false);
     let resp = tokens(Method::DELETE, "/ci-token").send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::NO_CONTENT);

@@ -331,4 +331,23 @@ async fn the_official_cli_works_against_rill() {
     );
     cli.ok(&["delete-basin", BASIN]).await;
     assert!(!cli.ok(&["ls"]).await.stdout.contains(BASIN));
+
+    // Access tokens: issued, listed (the CLI decodes every field as S2's
+    // types), revoked.
+    let issued = cli
+        .ok(&[
+            "issue-access-token",
+            "cli-token",
+            "--basins-prefix",
+            "",
+            "--op-group-perms",
+            "basin=r",
+        ])
+        .await;
+    assert!(issued.stdout.trim().len() >= 32, "{}", issued.all);
+    let listed = cli.ok(&["list-access-tokens"]).await;
+    assert!(listed.stdout.contains("cli-token"), "{}", listed.all);
+    cli.ok(&["revoke-access-token", "cli-token"]).await;
+    let listed = cli.ok(&["list-access-tokens"]).await;
+    assert!(!listed.stdout.contains("cli-token"), "{}", listed.all);
 }

@@ -16,7 +16,16 @@ const MAX_TOKEN_ID_BYTES: usize = 96;
 
 impl StreamCore {
     /// Records `info` (an S2 `AccessTokenInfo`) and returns a new secret.
-    pub async fn issue_access_token(&self, info: Value) -> EngineResult<String> {
+    pub async fn issue_access_token(&self, mut info: Value) -> EngineResult<String> {
+        if info
+            .get("auto_prefix_streams")
+            .is_some_and(|v| !v.is_null() && !v.is_boolean())
+        {
+            return Err(EngineError::Invalid(
+                "`auto_prefix_streams` must be a boolean".into(),
+            ));
+        }
+        with_defaults(&mut info);
         let id = info
             .get("id")
             .and_then(Value::as_str)
@@ -69,6 +78,26 @@ impl StreamCore {
 
     pub fn list_access_tokens(&self, req: &ListRequest) -> EngineResult<(Vec<Value>, bool)> {
         let (found, has_more) = self.list_named_meta::<Value>(&keys::access_token_key(""), req)?;
-        Ok((found.into_iter().map(|(_, info)| info).collect(), has_more))
+        let tokens = found
+            .into_iter()
+            .map(|(_, mut info)| {
+                with_defaults(&mut info); // tokens stored before the defaults were
+                info
+            })
+            .collect();
+        Ok((tokens, has_more))
+    }
+}
+
+/// Fills in what S2's `AccessTokenInfo` defaults: `auto_prefix_streams`
+/// is a boolean, `false` unless given (clients decode it as one, and some
+/// send `null`).
+fn with_defaults(info: &mut Value) {
+    if let Some(info) = info.as_object_mut() {
+        let auto_prefix = info.get("auto_prefix_streams").and_then(Value::as_bool);
+        info.insert(
+            "auto_prefix_streams".into(),
+            Value::Bool(auto_prefix.unwrap_or(false)),
+        );
     }
 }
