@@ -1,9 +1,11 @@
 //! Rill: a durable streams server that speaks the S2 v1 API.
 //!
 //! The modules depend on each other in one direction only:
-//! `server` → `api` (HTTP handlers) → `wire` (wire formats) → `engine`
-//! (streams, the commit protocol) → `storage` (ordered key-value stores).
-//! `docs/ARCHITECTURE.md` explains each part and the on-disk format.
+//! `server` (with `connections`, the accept loop) → `api` (HTTP handlers)
+//! → `wire` (wire formats) → `engine` (consumers → collections → the
+//! stream core) → `storage` (ordered key-value stores); `tests/layering.rs`
+//! checks it. `docs/ARCHITECTURE.md` explains each part and the on-disk
+//! format.
 
 pub mod api;
 pub mod connections;

@@ -9,7 +9,7 @@
 //!   delay), goes to the dead-letter stream after `max_deliver` deliveries,
 //!   and at most `max_ack_pending` are pending at once. With
 //!   `ordered_by_key`, a message waits while an earlier one of its key is
-//!   pending. See [`pending`].
+//!   pending. See `pending.rs`.
 //! - **cursor** ack policy: workers commit a position; everything before it
 //!   is done. Positions handed out but not committed within `ack_wait_ms`
 //!   are handed out again, as a Kafka consumer group rebalances.

@@ -1,4 +1,5 @@
-//! The stream core: basins, streams, appends and reads over [`Storage`].
+//! The stream core: basins, streams, appends and reads over
+//! [`Storage`](crate::storage::Storage).
 //!
 //! Admin operations (create, reconfigure, delete) are serialized by one
 //! lock and write metadata through the committer; appends go to the
@@ -8,7 +9,7 @@
 //! The core knows nothing of the layers built on it (collections,
 //! consumers). They reach in through a few crate-visible calls: the admin
 //! lock, id allocation, the committer, stream metadata and tasks, and
-//! [`StreamCore::reserve_names`] for streams that only they may write.
+//! `StreamCore::reserve_names` for streams that only they may write.
 
 mod admin;
 mod append;
