@@ -5,9 +5,10 @@
 //! many connections are served at once (the next ones get a quick 503 and
 //! are closed, instead of the server running out of file descriptors).
 //!
-//! Not bounded here yet: a request body that trickles in, a client that
-//! stops reading its responses, and an HTTP/2 connection that stays open
-//! idle but alive; each holds one connection slot.
+//! A unary request's body must arrive within its own timeout (see
+//! `api::router_with`). Not bounded yet: a client that stops reading its
+//! responses, and an HTTP/2 connection that stays open idle but alive;
+//! each holds one connection slot.
 
 use std::pin::pin;
 use std::sync::Arc;
@@ -31,6 +32,9 @@ pub struct ConnectionLimits {
     pub header_read_timeout: Duration,
     /// Connections served at once.
     pub max_connections: usize,
+    /// A unary request's whole body must arrive within this (`408`
+    /// otherwise); sessions stream theirs and are not bound by it.
+    pub body_read_timeout: Duration,
 }
 
 impl Default for ConnectionLimits {
@@ -38,6 +42,7 @@ impl Default for ConnectionLimits {
         Self {
             header_read_timeout: Duration::from_secs(30),
             max_connections: 10_000,
+            body_read_timeout: crate::api::DEFAULT_BODY_READ_TIMEOUT,
         }
     }
 }

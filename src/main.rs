@@ -47,6 +47,9 @@ enum Command {
         /// HTTP/1 connection is closed after it too (e.g. `30s`).
         #[arg(long, env = "RILL_HEADER_READ_TIMEOUT", default_value = "30s", value_parser = positive_duration)]
         header_read_timeout: std::time::Duration,
+        /// How long a request's body has to arrive (sessions excepted).
+        #[arg(long, env = "RILL_BODY_READ_TIMEOUT", default_value = "60s", value_parser = positive_duration)]
+        body_read_timeout: std::time::Duration,
     },
     #[command(flatten)]
     Client(cli::ClientCommand),
@@ -77,6 +80,7 @@ fn main() -> std::process::ExitCode {
             in_memory,
             max_connections,
             header_read_timeout,
+            body_read_timeout,
         } => {
             let config = ServeConfig {
                 listen,
@@ -84,6 +88,7 @@ fn main() -> std::process::ExitCode {
                 limits: rill::connections::ConnectionLimits {
                     header_read_timeout,
                     max_connections: max_connections as usize,
+                    body_read_timeout,
                 },
             };
             match tokio::runtime::Runtime::new() {

@@ -137,6 +137,7 @@ async fn a_slow_header_or_an_idle_connection_is_cut_off() {
     let server = LimitedServer::start(rill::connections::ConnectionLimits {
         header_read_timeout: Duration::from_secs(1),
         max_connections: 100,
+        body_read_timeout: Duration::from_secs(1),
     })
     .await;
 
@@ -177,6 +178,35 @@ async fn a_slow_header_or_an_idle_connection_is_cut_off() {
     let (_, closed) = read_until_closed(&mut idle, Duration::from_secs(4)).await;
     assert!(closed, "an idle connection was still open after 4 s");
 
+    // A body that trickles in: the request is answered 408 once the body
+    // timeout passes, however slowly bytes keep coming.
+    let mut trickle = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    trickle
+        .write_all(
+            b"POST /v1/basins HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+              content-length: 100\r\n\r\n{",
+        )
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut answered = String::new();
+    for _ in 0..30 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let _ = trickle.write_all(b" ").await;
+        let (got, _) = read_until_closed(&mut trickle, Duration::from_millis(1)).await;
+        answered.push_str(&got);
+        if !answered.is_empty() {
+            break;
+        }
+    }
+    assert!(answered.starts_with("HTTP/1.1 408"), "{answered}");
+    assert!(answered.contains("request_timeout"), "{answered}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+
     // A prompt client is served as usual; kept alive and then idle, its
     // connection is closed like any idle one.
     let mut prompt = tokio::net::TcpStream::connect(server.addr).await.unwrap();
@@ -198,6 +228,7 @@ async fn connections_over_the_limit_get_a_503_and_the_rest_are_served() {
     let server = LimitedServer::start(rill::connections::ConnectionLimits {
         header_read_timeout: Duration::from_secs(30),
         max_connections: 3,
+        ..Default::default()
     })
     .await;
     // Three clients hold every slot (a request each, kept alive).
@@ -274,6 +305,7 @@ async fn a_silent_connection_does_not_hold_up_shutdown() {
     let server = LimitedServer::start(rill::connections::ConnectionLimits {
         header_read_timeout: Duration::from_secs(30),
         max_connections: 100,
+        ..Default::default()
     })
     .await;
     let _silent = tokio::net::TcpStream::connect(server.addr).await.unwrap();

@@ -3,6 +3,7 @@
 //! with our error bodies instead of axum's plain-text ones.
 
 use std::io::Read;
+use std::time::Duration;
 
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
@@ -11,7 +12,7 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
-use super::shared::MAX_BODY_BYTES;
+use super::shared::{AppState, MAX_BODY_BYTES};
 use crate::engine::streams::names::{BasinName, ValidName};
 use crate::wire::json::Format;
 
@@ -92,7 +93,11 @@ impl<S: Send + Sync> FromRequestParts<S> for RecordFormat {
 /// Reads a whole request body, at most `MAX_BODY_BYTES`, and undoes its
 /// `Content-Encoding` (`gzip` or `zstd`, what S2 clients send when asked to
 /// compress), with the same limit on the decompressed size.
-pub async fn read_body(headers: &HeaderMap, body: axum::body::Body) -> Result<Bytes, ApiError> {
+pub async fn read_body(
+    headers: &HeaderMap,
+    timeout: Duration,
+    body: axum::body::Body,
+) -> Result<Bytes, ApiError> {
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -100,8 +105,16 @@ pub async fn read_body(headers: &HeaderMap, body: axum::body::Body) -> Result<By
             format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
         )
     };
-    let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
+    let read = tokio::time::timeout(timeout, axum::body::to_bytes(body, MAX_BODY_BYTES));
+    let bytes = read
         .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                format!("the request body did not arrive within {timeout:?}"),
+            )
+        })?
         .map_err(|err| {
             // Over the limit, or not readable as HTTP at all (a malformed
             // chunked encoding, a connection cut mid-body): different
@@ -145,12 +158,12 @@ pub async fn read_body(headers: &HeaderMap, body: axum::body::Body) -> Result<By
 /// A JSON body, with our error bodies on failure.
 pub struct Json<T>(pub T);
 
-impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
+impl<T: DeserializeOwned> FromRequest<AppState> for Json<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, _: &S) -> Result<Self, ApiError> {
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
         let (parts, body) = req.into_parts();
-        let bytes = read_body(&parts.headers, body).await?;
+        let bytes = read_body(&parts.headers, state.body_read_timeout, body).await?;
         serde_json::from_slice(&bytes)
             .map(Json)
             .map_err(|e| ApiError::bad_json(format!("invalid JSON body: {e}")))
@@ -160,12 +173,12 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
 /// A JSON body that may be absent or `null` (ensure requests).
 pub struct OptionalJson<T>(pub Option<T>);
 
-impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for OptionalJson<T> {
+impl<T: DeserializeOwned> FromRequest<AppState> for OptionalJson<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, _: &S) -> Result<Self, ApiError> {
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
         let (parts, body) = req.into_parts();
-        let bytes = read_body(&parts.headers, body).await?;
+        let bytes = read_body(&parts.headers, state.body_read_timeout, body).await?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(OptionalJson(None));
         }

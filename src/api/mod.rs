@@ -17,6 +17,7 @@ mod sse;
 mod streams;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
@@ -28,7 +29,18 @@ use error::ApiError;
 pub use shared::AppState;
 use shared::MAX_BODY_BYTES;
 
+/// The router, with a request body timeout of [`DEFAULT_BODY_READ_TIMEOUT`].
 pub fn router(engine: Arc<Engine>) -> Router {
+    router_with(engine, DEFAULT_BODY_READ_TIMEOUT)
+}
+
+/// How long a unary request's body may take to arrive, by default.
+pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The router, with a request body timeout: a unary request whose body
+/// has not fully arrived within `body_read_timeout` gets `408` (sessions
+/// stream their bodies and are not bound by it).
+pub fn router_with(engine: Arc<Engine>, body_read_timeout: Duration) -> Router {
     let v1 = Router::new()
         .route("/basins", get(basins::list).post(basins::create))
         .route(
@@ -102,7 +114,10 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(AppState { engine })
+        .with_state(AppState {
+            engine,
+            body_read_timeout,
+        })
 }
 
 async fn health() -> axum::Json<serde_json::Value> {

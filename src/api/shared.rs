@@ -2,6 +2,7 @@
 //! from its request, list parameters, and the responses of creates.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -17,6 +18,8 @@ pub(crate) const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 #[derive(Clone)]
 pub struct AppState {
     pub engine: Arc<Engine>,
+    /// A unary request's whole body must arrive within this.
+    pub body_read_timeout: Duration,
 }
 
 /// Runs an engine operation to completion even if the client goes away.
