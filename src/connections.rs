@@ -6,7 +6,7 @@
 //! are closed, instead of the server running out of file descriptors).
 //!
 //! A unary request's body must arrive within its own timeout (see
-//! `api::router_with`). Not bounded yet: a client that stops reading its
+//! `api::router`). Not bounded yet: a client that stops reading its
 //! responses, and an HTTP/2 connection that stays open idle but alive;
 //! each holds one connection slot.
 

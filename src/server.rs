@@ -109,7 +109,7 @@ pub async fn run_with_limits(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
     let upkeep = engine.spawn_upkeep(UPKEEP_INTERVAL);
-    let app = crate::api::router_with(engine.clone(), limits.body_read_timeout);
+    let app = crate::api::router(engine.clone(), limits.body_read_timeout);
     let closing = engine.clone();
     let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
     let serve = connections::serve(listener, app, limits, async move {

@@ -29,18 +29,13 @@ use error::ApiError;
 pub use shared::AppState;
 use shared::MAX_BODY_BYTES;
 
-/// The router, with a request body timeout of [`DEFAULT_BODY_READ_TIMEOUT`].
-pub fn router(engine: Arc<Engine>) -> Router {
-    router_with(engine, DEFAULT_BODY_READ_TIMEOUT)
-}
-
 /// How long a unary request's body may take to arrive, by default.
 pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The router, with a request body timeout: a unary request whose body
 /// has not fully arrived within `body_read_timeout` gets `408` (sessions
 /// stream their bodies and are not bound by it).
-pub fn router_with(engine: Arc<Engine>, body_read_timeout: Duration) -> Router {
+pub fn router(engine: Arc<Engine>, body_read_timeout: Duration) -> Router {
     let v1 = Router::new()
         .route("/basins", get(basins::list).post(basins::create))
         .route(

@@ -50,7 +50,7 @@ impl Collections {
             keys::collection_key(basin, name),
             keys::encode_json(&meta),
         );
-        self.committer.commit(batch).await?;
+        self.core.committer().commit(batch).await?;
         Ok((CollectionInfo::new(name, &meta), Provision::Updated))
     }
 
@@ -103,7 +103,7 @@ impl Collections {
             keys::collection_key(basin, name),
             keys::encode_json(&meta),
         );
-        self.committer.commit(batch).await?;
+        self.core.committer().commit(batch).await?;
         Ok((CollectionInfo::new(name, &meta), Provision::Created))
     }
 
@@ -155,7 +155,7 @@ impl Collections {
         if let Some(stream) = self.core.stream_meta(basin, &meta.events_stream)? {
             delete_stream_ops(&mut batch, basin, &meta.events_stream, stream.id);
         }
-        self.committer.commit(batch).await?;
+        self.core.committer().commit(batch).await?;
         lock(&self.handles).remove(&(basin.to_string(), name.to_string()));
         Ok(())
     }

@@ -9,16 +9,12 @@ use super::keys::{self, CollectionMeta};
 use super::types::{Horizon, EVENTS_STREAM_PREFIX};
 use crate::engine::error::{EngineError, EngineResult};
 use crate::engine::locks::lock;
-use crate::engine::streams::committer::Committer;
 use crate::engine::streams::{CreateIf, ScopedName, StreamCore};
-use crate::storage::{prefix_end, Keyspace, Storage, WriteBatch};
+use crate::storage::{prefix_end, Keyspace, WriteBatch};
 
 /// The collections layer, over the stream core.
 pub struct Collections {
     pub(super) core: Arc<StreamCore>,
-    /// The core's storage and committer, at hand.
-    pub(super) storage: Arc<dyn Storage>,
-    pub(super) committer: Committer,
     /// Collections in use.
     pub(super) handles: Mutex<HashMap<ScopedName, Arc<CollectionHandle>>>,
 }
@@ -32,8 +28,6 @@ impl Collections {
             "holds a collection's events and is written only through the collection",
         );
         Arc::new(Self {
-            storage: core.storage().clone(),
-            committer: core.committer().clone(),
             core,
             handles: Mutex::new(HashMap::new()),
         })
@@ -114,7 +108,8 @@ impl Collections {
             .await?;
         // The newest entry of the records stream is the last write.
         let last = self
-            .storage
+            .core
+            .storage()
             .last_in_range(
                 Keyspace::RecordsStream,
                 &meta.id.to_be_bytes(),

@@ -64,7 +64,7 @@ impl Collections {
             };
             *lock(&handle.horizon) = horizon;
             let batch = removal_batch(meta.id, &doomed, &horizon);
-            self.committer.commit(batch).await?;
+            self.core.committer().commit(batch).await?;
             match last_key {
                 Some(mut key) => {
                     key.push(0);
@@ -87,7 +87,8 @@ impl Collections {
         let mut doomed: Vec<Tombstone> = Vec::new();
         let mut last_key = None;
         let mut corrupt = None;
-        self.storage
+        self.core
+            .storage()
             .scan(Keyspace::RecordsStream, start, end, &mut |key, value| {
                 last_key = Some(key.to_vec());
                 match keys::decode_json::<RecordView>(value) {

@@ -217,7 +217,8 @@ impl Collections {
         limit: usize,
     ) -> EngineResult<Vec<RawRecord>> {
         let mut records = Vec::new();
-        self.storage
+        self.core
+            .storage()
             .scan(Keyspace::RecordsStream, start, end, &mut |key, value| {
                 if let Some((updated_at, id)) = keys::parse_records_stream_key(key) {
                     records.push(RawRecord {

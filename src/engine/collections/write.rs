@@ -25,7 +25,8 @@ impl Collections {
     ) -> EngineResult<RecordView> {
         let handle = self.handle(basin, collection).await?;
         match self
-            .storage
+            .core
+            .storage()
             .get(Keyspace::Docs, &keys::doc_key(handle.id, id))?
         {
             Some(bytes) => {
@@ -99,7 +100,8 @@ impl Collections {
             let doc = match pending {
                 Some(doc) => Some(doc),
                 None => match self
-                    .storage
+                    .core
+                    .storage()
                     .get(Keyspace::Docs, &keys::doc_key(handle.id, op.id()))?
                 {
                     Some(bytes) => Some(keys::decode_json::<Doc>(&bytes)?),

@@ -86,7 +86,7 @@ impl Consumers {
                 dead_letter_id,
             );
         }
-        self.committer.commit(batch).await?;
+        self.core.committer().commit(batch).await?;
         Ok((ConsumerInfo::new(name, &meta), Provision::Created))
     }
 
@@ -177,7 +177,7 @@ impl Consumers {
             self.core.stop_stream(basin, &dead_letters).await;
             delete_stream_ops(&mut batch, basin, &dead_letters, stream.id);
         }
-        self.committer.commit(batch).await?;
+        self.core.committer().commit(batch).await?;
         Ok(())
     }
 
@@ -209,7 +209,7 @@ impl Consumers {
         batch.delete(Keyspace::Meta, keys::consumer_key(basin, name));
         batch.delete(Keyspace::Meta, keys::consumer_progress_key(id));
         let prefix = keys::consumer_pending_prefix(id);
-        self.storage.scan(
+        self.core.storage().scan(
             Keyspace::Meta,
             &prefix,
             &prefix_end(&prefix),
@@ -254,7 +254,7 @@ impl Consumers {
             keys::consumer_key(basin, name),
             keys::encode_json(&meta),
         );
-        self.committer.commit(batch).await?;
+        self.core.committer().commit(batch).await?;
         if let (Some(state), Some(handle)) = (state.as_mut(), &handle) {
             state.config = meta.config.clone();
             handle.changed.send_modify(|n| *n += 1);
@@ -285,7 +285,7 @@ impl Consumers {
                     }
                     Start::SeqNum { seq_num } => *seq_num,
                     Start::Timestamp { timestamp } => first_seq_at_or_after(
-                        &*self.storage,
+                        &**self.core.storage(),
                         Keyspace::Timestamps,
                         h.id,
                         *timestamp,

@@ -133,7 +133,7 @@ impl Consumers {
             // As for repeated acks: answer once the commit it repeats is
             // durable.
             let committed = state.progress.frontier.clone();
-            let durable = self.committer.barrier();
+            let durable = self.core.committer().barrier();
             drop(state);
             durable.await?;
             return Ok(committed);
@@ -154,7 +154,10 @@ impl Consumers {
             progress: true,
             ..Default::default()
         };
-        let durable = self.committer.queue(changes.batch(handle.id, &state));
+        let durable = self
+            .core
+            .committer()
+            .queue(changes.batch(handle.id, &state));
         drop(state);
         durable.await?;
         handle.changed.send_modify(|n| *n += 1);

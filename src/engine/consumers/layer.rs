@@ -15,18 +15,14 @@ use super::state::{ConsumerHandle, ConsumerProgress, CursorLease, State};
 use crate::engine::collections::Collections;
 use crate::engine::error::{EngineError, EngineResult};
 use crate::engine::locks::lock;
-use crate::engine::streams::committer::Committer;
 use crate::engine::streams::{ScopedName, StreamCore};
-use crate::storage::{prefix_end, Keyspace, Storage, WriteBatch};
+use crate::storage::{prefix_end, Keyspace, WriteBatch};
 
 /// The consumers layer, over the stream core and the collections layer
 /// (whose feeds consumers read).
 pub struct Consumers {
     pub(super) core: Arc<StreamCore>,
     pub(super) collections: Arc<Collections>,
-    /// The core's storage and committer, at hand.
-    pub(super) storage: Arc<dyn Storage>,
-    pub(super) committer: Committer,
     /// Consumers in use.
     pub(super) handles: Mutex<HashMap<ScopedName, Arc<ConsumerHandle>>>,
 }
@@ -40,8 +36,6 @@ impl Consumers {
             "holds a consumer's dead letters and is written only by the consumer",
         );
         Arc::new(Self {
-            storage: core.storage().clone(),
-            committer: core.committer().clone(),
             core,
             collections,
             handles: Mutex::new(HashMap::new()),
@@ -92,7 +86,7 @@ impl Consumers {
         let prefix = keys::consumer_pending_prefix(meta.id);
         let mut entries = Vec::new();
         let mut corrupt = None;
-        self.storage.scan(
+        self.core.storage().scan(
             Keyspace::Meta,
             &prefix,
             &prefix_end(&prefix),

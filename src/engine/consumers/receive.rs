@@ -112,7 +112,7 @@ impl Consumers {
         let batch = round.changes.batch(pass.handle.id, &state);
         let dead = std::mem::take(&mut round.dead);
         if dead.is_empty() {
-            let durable = self.committer.queue(batch);
+            let durable = self.core.committer().queue(batch);
             drop(state);
             durable.await?;
         } else {
@@ -344,7 +344,7 @@ impl Consumers {
         handle: &Arc<ConsumerHandle>,
         state: &mut State,
     ) {
-        let _ = self.committer.barrier().await;
+        let _ = self.core.committer().barrier().await;
         state.retired = true;
         let key = (basin.to_string(), name.to_string());
         let mut consumers = lock(&self.handles);

@@ -54,12 +54,15 @@ impl Consumers {
         if affected == 0 {
             // Repeats of settled ids: answer once the first settling (maybe
             // still on its way to disk) is durable.
-            let durable = self.committer.barrier();
+            let durable = self.core.committer().barrier();
             drop(state);
             durable.await?;
             return Ok((0, deadline));
         }
-        let durable = self.committer.queue(changes.batch(handle.id, &state));
+        let durable = self
+            .core
+            .committer()
+            .queue(changes.batch(handle.id, &state));
         drop(state);
         durable.await?;
         handle.changed.send_modify(|n| *n += 1);

@@ -155,8 +155,14 @@ impl Consumers {
                     bytes: Some(MAX_BATCH_BYTES as u64),
                     until: None,
                 };
-                let scan =
-                    scan_records(&self.storage, h.id, from, visible.tail.seq_num, limits).await?;
+                let scan = scan_records(
+                    self.core.storage(),
+                    h.id,
+                    from,
+                    visible.tail.seq_num,
+                    limits,
+                )
+                .await?;
                 let events = matches!(source, SourceHandle::Events(_));
                 let messages = scan
                     .records
@@ -188,7 +194,8 @@ impl Consumers {
                     return Ok(None);
                 }
                 let Some(value) = self
-                    .storage
+                    .core
+                    .storage()
                     .get(Keyspace::StreamRecords, &keys::record_key(h.id, *seq))?
                 else {
                     return Ok(None);
@@ -204,7 +211,8 @@ impl Consumers {
                 // change: if it is still there, this is the latest version.
                 let key = collections::keys::records_stream_key(h.id, *updated_at, id);
                 Ok(self
-                    .storage
+                    .core
+                    .storage()
                     .get(Keyspace::RecordsStream, &key)?
                     .map(|json| {
                         doc_message(RawRecord {
