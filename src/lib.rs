@@ -10,6 +10,7 @@
 pub mod api;
 pub mod connections;
 pub mod engine;
+pub mod root_token;
 pub mod server;
 pub mod storage;
 pub mod wire;

@@ -50,6 +50,15 @@ enum Command {
         /// How long a request's body has to arrive (sessions excepted).
         #[arg(long, env = "RILL_BODY_READ_TIMEOUT", default_value = "60s", value_parser = positive_duration)]
         body_read_timeout: std::time::Duration,
+        /// A file holding the root token; turns auth on. (`RILL_ROOT_TOKEN`
+        /// gives the token itself; there is no flag for it, so that it
+        /// never shows in the process list.)
+        #[arg(long, value_name = "FILE")]
+        root_token_file: Option<PathBuf>,
+        /// Turn auth on; with no root token given, generate one (printed
+        /// once, kept in `DATA_DIR/root-token`).
+        #[arg(long)]
+        auth: bool,
     },
     #[command(flatten)]
     Client(cli::ClientCommand),
@@ -81,15 +90,33 @@ fn main() -> std::process::ExitCode {
             max_connections,
             header_read_timeout,
             body_read_timeout,
+            root_token_file,
+            auth,
         } => {
+            let data_dir = (!in_memory).then_some(data_dir);
+            let flags = rill::root_token::RootTokenFlags {
+                token: std::env::var("RILL_ROOT_TOKEN")
+                    .ok()
+                    .filter(|t| !t.is_empty()),
+                file: root_token_file,
+                generate: auth,
+            };
+            let auth = match rill::root_token::auth_from_flags(&flags, data_dir.as_deref()) {
+                Ok(auth) => auth,
+                Err(message) => {
+                    eprintln!("rill: {message}");
+                    return std::process::ExitCode::FAILURE;
+                }
+            };
             let config = ServeConfig {
                 listen,
-                data_dir: (!in_memory).then_some(data_dir),
+                data_dir,
                 limits: rill::connections::ConnectionLimits {
                     header_read_timeout,
                     max_connections: max_connections as usize,
                     body_read_timeout,
                 },
+                auth,
             };
             match tokio::runtime::Runtime::new() {
                 Ok(runtime) => runtime.block_on(server::serve(config, server::shutdown_signal())),

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
+use crate::api::{ApiConfig, Auth};
 use crate::connections::{self, ConnectionLimits};
 use crate::engine::Engine;
 use crate::storage::{FjallStorage, MemoryStorage, Storage};
@@ -25,6 +26,7 @@ pub struct ServeConfig {
     /// `None` keeps everything in memory.
     pub data_dir: Option<PathBuf>,
     pub limits: ConnectionLimits,
+    pub auth: Auth,
 }
 
 pub fn open_storage(data_dir: Option<&std::path::Path>) -> Result<Arc<dyn Storage>, String> {
@@ -71,7 +73,18 @@ pub async fn serve(
         Some(dir) => tracing::info!(addr = %local, data_dir = %dir.display(), "rill is listening"),
         None => tracing::info!(addr = %local, "rill is listening (in memory: nothing is kept)"),
     }
-    run_with_limits(listener, engine, limits, shutdown).await
+    match config.auth {
+        Auth::On { .. } => tracing::info!("auth is on: every request needs an access token"),
+        Auth::Off => tracing::warn!(
+            "auth is off: anyone who can reach this port can read, write and delete everything \
+             (give --root-token-file, RILL_ROOT_TOKEN or --auth to turn it on)"
+        ),
+    }
+    let options = ServerOptions {
+        limits,
+        auth: config.auth,
+    };
+    run_with(listener, engine, options, shutdown).await
 }
 
 /// Raises the soft limit on open files to the hard limit. Every connection
@@ -98,18 +111,30 @@ pub async fn run(
     engine: Arc<Engine>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
-    run_with_limits(listener, engine, ConnectionLimits::default(), shutdown).await
+    run_with(listener, engine, ServerOptions::default(), shutdown).await
 }
 
-/// [`run`] with the given connection limits.
-pub async fn run_with_limits(
+/// How a server runs: its limits, and whether it checks tokens.
+#[derive(Clone, Default)]
+pub struct ServerOptions {
+    pub limits: ConnectionLimits,
+    pub auth: Auth,
+}
+
+/// [`run`] with the given options.
+pub async fn run_with(
     listener: TcpListener,
     engine: Arc<Engine>,
-    limits: ConnectionLimits,
+    options: ServerOptions,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
+    let ServerOptions { limits, auth } = options;
     let upkeep = engine.spawn_upkeep(UPKEEP_INTERVAL);
-    let app = crate::api::router(engine.clone(), limits.body_read_timeout);
+    let api = ApiConfig {
+        body_read_timeout: limits.body_read_timeout,
+        auth,
+    };
+    let app = crate::api::router(engine.clone(), api);
     let closing = engine.clone();
     let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
     let serve = connections::serve(listener, app, limits, async move {

@@ -25,12 +25,34 @@ async fn access_tokens_and_metrics_answer_as_the_spec_says() {
         .json(&info)
         .expect_error(StatusCode::CONFLICT, "resource_already_exists")
         .await;
+    // Shape errors are 400 `bad_json`; a well-formed token S2 would
+    // refuse is 422 `invalid`.
     tokens(Method::POST, "")
-        .json(&json!({"id": ""}))
-        .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid")
+        .json(&json!({"id": "x"}))
+        .expect_error(StatusCode::BAD_REQUEST, "bad_json")
+        .await;
+    tokens(Method::POST, "")
+        .json(&json!({"id": "x", "scope": {"ops": ["rule-all"]}}))
+        .expect_error(StatusCode::BAD_REQUEST, "bad_json")
         .await;
     tokens(Method::POST, "")
         .json(&json!({"id": "x", "scope": {}, "auto_prefix_streams": "yes"}))
+        .expect_error(StatusCode::BAD_REQUEST, "bad_json")
+        .await;
+    tokens(Method::POST, "")
+        .json(&json!({"id": "", "scope": {"ops": ["read"]}}))
+        .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid")
+        .await;
+    tokens(Method::POST, "")
+        .json(&json!({"id": "x", "scope": {}}))
+        .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid")
+        .await;
+    tokens(Method::POST, "")
+        .json(&json!({"id": "x", "scope": {"ops": ["read"], "streams": {"exact": "s"}}, "auto_prefix_streams": true}))
+        .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid")
+        .await;
+    tokens(Method::POST, "")
+        .json(&json!({"id": "x", "scope": {"ops": ["read"]}, "expires_at": "2001-01-01T00:00:00Z"}))
         .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid")
         .await;
     let list = tokens(Method::GET, "?prefix=ci")

@@ -79,10 +79,13 @@ impl LimitedServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(rill::server::run_with_limits(
+        let task = tokio::spawn(rill::server::run_with(
             listener,
             engine,
-            limits,
+            rill::server::ServerOptions {
+                limits,
+                ..Default::default()
+            },
             async move {
                 let _ = stopped.await;
             },

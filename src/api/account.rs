@@ -1,6 +1,7 @@
 //! Account-level endpoints: access tokens and metrics.
 //!
-//! Tokens are recorded and listed as S2 does, but not yet enforced. Metrics
+//! Tokens are issued, listed and revoked as S2 does (the authorization
+//! layer has checked the operation; these check the names). Metrics
 //! answer every metric set of the spec; sets Rill does not track yet come
 //! back as an empty list of values, never as an error.
 
@@ -10,24 +11,60 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::auth::{permission_denied, Principal, Resource};
 use super::error::{ApiError, ApiResult};
 use super::extract::{Json, Path, Query};
 use super::shared::{detached, AppState, ListParams};
+use crate::engine::streams::token_index::AccessTokenInfo;
 
 pub async fn list_tokens(
     State(state): State<AppState>,
+    principal: Principal,
     Query(params): Query<ListParams>,
 ) -> ApiResult<axum::Json<Value>> {
-    let (tokens, has_more) = state.engine.streams().list_access_tokens(&params.into())?;
+    let (tokens, has_more) = principal.list(
+        Resource::AccessTokens,
+        params.into(),
+        |info: &Value| info["id"].as_str().unwrap_or_default(),
+        |req| state.engine.streams().list_access_tokens(req),
+    )?;
     Ok(axum::Json(
         json!({ "access_tokens": tokens, "has_more": has_more }),
     ))
 }
 
+/// Issues a token no wider than the issuer's: its id within the issuer's
+/// `access_tokens`, its scope within the issuer's scope, and its expiry no
+/// later than the issuer's (the issuer's when not given).
 pub async fn issue_token(
     State(state): State<AppState>,
-    Json(info): Json<Value>,
+    principal: Principal,
+    Json(mut info): Json<AccessTokenInfo>,
 ) -> ApiResult<Response> {
+    principal.check(Resource::AccessTokens, &info.id)?;
+    let expires = info.validate()?;
+    if let Principal::Token(issuer) = &principal {
+        if let Some(what) = issuer.info.scope.uncovered(&info.scope) {
+            return Err(permission_denied(format_args!(
+                "issuing a token wider than itself ({what} is outside its scope)"
+            )));
+        }
+        match (expires, issuer.expires) {
+            (_, None) => {}
+            (None, Some(limit)) => {
+                info.expires_at = Some(humantime::format_rfc3339_seconds(limit).to_string());
+            }
+            (Some(wanted), Some(limit)) if wanted > limit => {
+                return Err(permission_denied(
+                    "issuing a token that outlives it (`expires_at` is after its own)",
+                ));
+            }
+            (Some(_), Some(_)) => {}
+        }
+    }
+    if expires.is_some_and(|at| at <= std::time::SystemTime::now()) {
+        return Err(ApiError::invalid("`expires_at` is in the past"));
+    }
     let engine = state.engine;
     let token = detached(async move { engine.streams().issue_access_token(info).await }).await?;
     Ok((
@@ -74,6 +111,7 @@ fn empty() -> axum::Json<Value> {
 
 pub async fn account_metrics(
     State(state): State<AppState>,
+    principal: Principal,
     Query(params): Query<MetricParams>,
 ) -> ApiResult<axum::Json<Value>> {
     check_set(&params.set, &["active-basins", "account-ops"])?;
@@ -81,7 +119,11 @@ pub async fn account_metrics(
         return Ok(empty());
     }
     let (basins, _) = state.engine.streams().list_basins(&Default::default())?;
-    let names: Vec<String> = basins.into_iter().map(|b| b.name).collect();
+    let names: Vec<String> = basins
+        .into_iter()
+        .map(|b| b.name)
+        .filter(|name| principal.can_see(Resource::Basins, name))
+        .collect();
     Ok(axum::Json(json!({
         "values": [{ "label": { "name": "active-basins", "values": names } }]
     })))

@@ -5,11 +5,13 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
 
+use super::auth::{Principal, Resource};
 use super::error::ApiResult;
 use super::extract::{Json, NamePath, OptionalJson, Path, Query, RequestToken};
 use super::shared::{created_response, detached, provision_response, AppState, ListParams};
 use crate::engine::streams::config::{BasinConfig, BasinConfigPatch};
 use crate::engine::streams::names::BasinName;
+use crate::engine::streams::BasinInfo;
 use crate::wire::json::{BasinInfoJson, ListBasinsResponse};
 
 /// Other fields (`scope`, `location`: where the basin should live) are
@@ -29,9 +31,15 @@ pub struct EnsureBasinRequest {
 
 pub async fn list(
     State(state): State<AppState>,
+    principal: Principal,
     Query(params): Query<ListParams>,
 ) -> ApiResult<axum::Json<ListBasinsResponse>> {
-    let (basins, has_more) = state.engine.streams().list_basins(&params.into())?;
+    let (basins, has_more) = principal.list(
+        Resource::Basins,
+        params.into(),
+        |b: &BasinInfo| &b.name,
+        |req| state.engine.streams().list_basins(req),
+    )?;
     Ok(axum::Json(ListBasinsResponse {
         basins: basins.into_iter().map(Into::into).collect(),
         has_more,
@@ -40,9 +48,11 @@ pub async fn list(
 
 pub async fn create(
     State(state): State<AppState>,
+    principal: Principal,
     RequestToken(token): RequestToken,
     Json(req): Json<CreateBasinRequest>,
 ) -> ApiResult<Response> {
+    principal.check(Resource::Basins, &req.basin)?;
     let basin = BasinName::parse(req.basin)?;
     let engine = state.engine;
     let (info, provision) = detached(async move {

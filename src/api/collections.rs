@@ -7,12 +7,13 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::auth::{permission_denied, GuardedSession, Principal, Resource};
 use super::error::{ApiError, ApiResult};
 use super::extract::{Basin, Json, NamePath, OptionalJson, Path, Query};
 use super::shared::{detached, provision_response, AppState, ListParams};
 use crate::engine::collections::{
-    CollectionConfigPatch, CollectionName, Cursor, RecordView, UnifiedCursor, WriteOp,
-    DEFAULT_PAGE, MAX_PAGE,
+    CollectionConfigPatch, CollectionInfo, CollectionName, Cursor, RecordView, UnifiedCursor,
+    WriteOp, DEFAULT_PAGE, MAX_PAGE,
 };
 use crate::wire::collections::{
     events_batch, events_page, parse_event_kinds, record_data, records_page, unified_page,
@@ -22,13 +23,16 @@ use crate::wire::cursor::{decode_cursor, decode_unified_cursor, parse_time};
 
 pub async fn list(
     State(state): State<AppState>,
+    principal: Principal,
     Basin(basin): Basin,
     Query(params): Query<ListParams>,
 ) -> ApiResult<axum::Json<Value>> {
-    let (collections, has_more) = state
-        .engine
-        .collections()
-        .list_collections(&basin, &params.into())?;
+    let (collections, has_more) = principal.list(
+        Resource::Collections,
+        params.into(),
+        |c: &CollectionInfo| &c.name,
+        |req| state.engine.collections().list_collections(&basin, req),
+    )?;
     let collections: Vec<CollectionJson> = collections.into_iter().map(Into::into).collect();
     Ok(axum::Json(
         json!({ "collections": collections, "has_more": has_more }),
@@ -256,6 +260,7 @@ pub struct EventsParams {
 /// `wait`), each record decoded into its event.
 pub async fn events(
     State(state): State<AppState>,
+    principal: Principal,
     Basin(basin): Basin,
     Path(collection): Path<String>,
     Query(params): Query<EventsParams>,
@@ -288,6 +293,7 @@ pub async fn events(
             .await?;
         let render: super::sse::RenderBatch =
             Box::new(move |batch| events_batch(batch, wanted.as_deref()).to_string());
+        let session = GuardedSession::new(session, principal);
         return Ok(super::sse::respond(session, render, resume));
     }
     let batch = state
@@ -314,6 +320,7 @@ pub struct UnifiedParams {
 /// `(updated_at, collection, id)`.
 pub async fn updated_across(
     State(state): State<AppState>,
+    principal: Principal,
     Basin(basin): Basin,
     Query(params): Query<UnifiedParams>,
 ) -> ApiResult<Response> {
@@ -360,6 +367,21 @@ pub async fn updated_across(
             .filter(|n| !n.is_empty())
             .collect::<Vec<_>>()
     });
+    // Every collection named must be readable; all of them (no list) only
+    // by a token whose scope covers every collection.
+    match &names {
+        Some(names) => {
+            for name in names {
+                principal.check(Resource::Collections, name)?;
+            }
+        }
+        None if !principal.sees_all_collections() => {
+            return Err(permission_denied(
+                "reading every collection: name the ones it may read with `collections=`",
+            ))
+        }
+        None => {}
+    }
     let wait = std::time::Duration::from_secs(params.wait.unwrap_or(0).into());
     let (records, next) = state
         .engine

@@ -9,6 +9,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{json, Value};
 
+use super::auth::{check_source, Principal};
 use super::error::{ApiError, ApiResult};
 use super::extract::{Basin, Json, NamePath, OptionalJson, Path, Query, RecordFormat};
 use super::shared::{detached, provision_response, AppState, ListParams};
@@ -34,10 +35,12 @@ pub async fn list(
 
 pub async fn ensure(
     State(state): State<AppState>,
+    principal: Principal,
     Basin(basin): Basin,
     NamePath(name): NamePath<ConsumerName>,
     Json(config): Json<ConsumerConfig>,
 ) -> ApiResult<Response> {
+    check_source(&principal, &config.source)?;
     let engine = state.engine;
     let (info, provision) = detached(async move {
         engine

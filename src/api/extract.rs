@@ -24,19 +24,24 @@ impl<S: Send + Sync> FromRequestParts<S> for Basin {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        if let Some(value) = parts.headers.get("s2-basin") {
-            let name = value
-                .to_str()
-                .map_err(|_| ApiError::bad_header("the s2-basin header is not valid text"))?;
-            return Ok(Basin(name.to_string()));
-        }
-        if let Some(basin) = basin_from_host(&parts.headers) {
-            return Ok(Basin(basin));
-        }
-        Err(ApiError::bad_header(
-            "no basin given: send the `s2-basin` header, or address the server as `{basin}.HOST`",
-        ))
+        basin_from_headers(&parts.headers).map(Basin)
     }
+}
+
+/// The basin a request is addressed to; see [`Basin`].
+pub fn basin_from_headers(headers: &HeaderMap) -> Result<String, ApiError> {
+    if let Some(value) = headers.get("s2-basin") {
+        let name = value
+            .to_str()
+            .map_err(|_| ApiError::bad_header("the s2-basin header is not valid text"))?;
+        return Ok(name.to_string());
+    }
+    if let Some(basin) = basin_from_host(headers) {
+        return Ok(basin);
+    }
+    Err(ApiError::bad_header(
+        "no basin given: send the `s2-basin` header, or address the server as `{basin}.HOST`",
+    ))
 }
 
 fn basin_from_host(headers: &HeaderMap) -> Option<String> {

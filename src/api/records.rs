@@ -9,8 +9,9 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
+use super::auth::{GuardedSession, Principal, StreamPath};
 use super::error::{ApiError, ApiResult};
-use super::extract::{read_body, Basin, Path, Query, RecordFormat};
+use super::extract::{read_body, Basin, Query, RecordFormat};
 use super::s2s;
 use super::shared::AppState;
 use super::sse::{self, SessionResume};
@@ -63,8 +64,9 @@ fn proto_response(message: &impl prost::Message) -> Response {
 
 pub async fn append(
     State(state): State<AppState>,
+    principal: Principal,
     Basin(basin): Basin,
-    Path(stream): Path<String>,
+    StreamPath(stream): StreamPath,
     RecordFormat(format): RecordFormat,
     headers: HeaderMap,
     body: Body,
@@ -78,6 +80,7 @@ pub async fn append(
                 .await?;
             return Ok(s2s::append_session(
                 session,
+                principal,
                 body,
                 s2s::response_compression(&headers),
             ));
@@ -94,6 +97,7 @@ pub async fn append(
             input.into_engine(format).map_err(ApiError::invalid)?
         }
     };
+    principal.check_commands(&input)?;
     let ack = state
         .engine
         .streams()
@@ -108,7 +112,7 @@ pub async fn append(
 pub async fn check_tail(
     State(state): State<AppState>,
     Basin(basin): Basin,
-    Path(stream): Path<String>,
+    StreamPath(stream): StreamPath,
 ) -> ApiResult<axum::Json<TailResponse>> {
     let tail = state.engine.streams().check_tail(&basin, &stream).await?;
     Ok(axum::Json(TailResponse { tail: tail.into() }))
@@ -156,8 +160,9 @@ impl ReadParams {
 
 pub async fn read(
     State(state): State<AppState>,
+    principal: Principal,
     Basin(basin): Basin,
-    Path(stream): Path<String>,
+    StreamPath(stream): StreamPath,
     RecordFormat(format): RecordFormat,
     Query(params): Query<ReadParams>,
     headers: HeaderMap,
@@ -170,7 +175,7 @@ pub async fn read(
             .read_session(&basin, &stream, req)
             .await?;
         return Ok(s2s::read_session(
-            session,
+            GuardedSession::new(session, principal),
             s2s::response_compression(&headers),
         ));
     }
@@ -182,6 +187,7 @@ pub async fn read(
             .streams()
             .read_session(&basin, &stream, req)
             .await?;
+        let session = GuardedSession::new(session, principal);
         return Ok(sse::respond(session, sse::render_records(format), resume));
     }
     let batch = state.engine.streams().read(&basin, &stream, req).await?;

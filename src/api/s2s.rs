@@ -24,10 +24,11 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, Semaphore};
 
+use super::auth::{revoked, GuardedSession, Principal};
 use super::error::ApiError;
 use crate::engine::error::EngineResult;
 use crate::engine::streams::types::AppendAck;
-use crate::engine::streams::{AppendSession, ReadSession, SessionEvent};
+use crate::engine::streams::{AppendSession, SessionEvent};
 use crate::wire::proto;
 use crate::wire::s2s::{self, Compression, Frame};
 
@@ -65,13 +66,18 @@ fn bad_frame(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "bad_frame", message)
 }
 
-pub fn append_session(session: AppendSession, body: Body, compression: Compression) -> Response {
+pub fn append_session(
+    session: AppendSession,
+    principal: Principal,
+    body: Body,
+    compression: Compression,
+) -> Response {
     let (frames_tx, frames_rx) = mpsc::channel::<Bytes>(16);
     let (acks_tx, mut acks_rx) = mpsc::channel(MAX_IN_FLIGHT);
 
     // Reader: decode inputs and queue them to the stream, in order.
     tokio::spawn(async move {
-        if let Some(error) = read_inputs(&session, body, &acks_tx).await {
+        if let Some(error) = read_inputs(&session, &principal, body, &acks_tx).await {
             // Behind the acks queued so far, so those go out first.
             let _ = acks_tx.send(Err(error)).await;
         }
@@ -113,6 +119,7 @@ type PendingAck =
 /// ended the session early, if any.
 async fn read_inputs(
     session: &AppendSession,
+    principal: &Principal,
     body: Body,
     acks: &mpsc::Sender<Result<PendingAck, ApiError>>,
 ) -> Option<ApiError> {
@@ -136,6 +143,12 @@ async fn read_inputs(
                 Ok(input) => input,
                 Err(err) => return Some(ApiError::new(StatusCode::BAD_REQUEST, "bad_proto", err)),
             };
+            if !principal.is_live() {
+                return Some(revoked());
+            }
+            if let Err(err) = principal.check_commands(&input) {
+                return Some(err);
+            }
             // Held until the append is acknowledged (or fails).
             let size: usize = input.records.iter().map(|r| r.metered_size()).sum();
             let Ok(permit) = budget
@@ -161,6 +174,7 @@ async fn read_inputs(
         }
         let next = tokio::select! {
             next = stream.next() => next,
+            () = principal.lost() => return Some(revoked()),
             () = session.shutting_down() => {
                 return Some(ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -177,7 +191,7 @@ async fn read_inputs(
     }
 }
 
-pub fn read_session(session: ReadSession, compression: Compression) -> Response {
+pub fn read_session(session: GuardedSession, compression: Compression) -> Response {
     let frames = futures::stream::unfold(Some(session), move |session| async move {
         let mut session = session?;
         match session.next().await {
@@ -189,7 +203,7 @@ pub fn read_session(session: ReadSession, compression: Compression) -> Response 
                 let bytes = proto::heartbeat(tail).encode_to_vec();
                 Some((s2s::encode(&bytes, compression), Some(session)))
             }
-            Some(Err(err)) => Some((terminal(&ApiError::from(err)), None)),
+            Some(Err(err)) => Some((terminal(&err), None)),
             None => None,
         }
     });

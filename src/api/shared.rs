@@ -20,6 +20,7 @@ pub struct AppState {
     pub engine: Arc<Engine>,
     /// A unary request's whole body must arrive within this.
     pub body_read_timeout: Duration,
+    pub auth: super::auth::mode::Auth,
 }
 
 /// Runs an engine operation to completion even if the client goes away.

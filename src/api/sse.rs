@@ -19,10 +19,11 @@ use axum::response::{IntoResponse, Response};
 use futures::stream::{self, Stream};
 use serde_json::json;
 
+use super::auth::GuardedSession;
 use super::error::{ApiError, ApiResult};
 use crate::engine::streams::types::ReadBatch;
 use crate::engine::streams::types::{now_ms, ReadStart};
-use crate::engine::streams::{ReadRequest, ReadSession, SessionEvent};
+use crate::engine::streams::{ReadRequest, SessionEvent};
 use crate::wire::json::{Batch, Format, Position};
 
 /// Where a resumed session left off, from `Last-Event-ID`.
@@ -76,14 +77,14 @@ pub fn render_records(format: Format) -> RenderBatch {
 }
 
 struct SessionState {
-    session: ReadSession,
+    session: GuardedSession,
     render: RenderBatch,
     count: u64,
     bytes: u64,
     finished: bool,
 }
 
-pub fn respond(session: ReadSession, render: RenderBatch, resume: SessionResume) -> Response {
+pub fn respond(session: GuardedSession, render: RenderBatch, resume: SessionResume) -> Response {
     let state = SessionState {
         session,
         render,
@@ -123,9 +124,7 @@ fn events(state: SessionState) -> impl Stream<Item = Result<Event, Infallible>> 
                 .data(json!({ "timestamp": now_ms(), "tail": Position::from(tail) }).to_string()),
             Some(Err(err)) => {
                 state.finished = true;
-                Event::default()
-                    .event("error")
-                    .data(ApiError::from(err).body().to_string())
+                Event::default().event("error").data(err.body().to_string())
             }
             None => {
                 state.finished = true;

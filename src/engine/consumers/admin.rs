@@ -3,7 +3,7 @@
 use std::ops::ControlFlow;
 
 use super::config::{dead_letter_config, dead_letter_stream, ConsumerName};
-use super::config::{AckPolicy, ConsumerConfig, ConsumerConfigPatch, Start};
+use super::config::{AckPolicy, ConsumerConfig, ConsumerConfigPatch, Source, Start};
 use super::keys::{self, ConsumerMeta};
 use super::layer::Consumers;
 use super::position::{Frontier, Position};
@@ -88,6 +88,12 @@ impl Consumers {
         }
         self.core.committer().commit(batch).await?;
         Ok((ConsumerInfo::new(name, &meta), Provision::Created))
+    }
+
+    /// Where the consumer's messages come from: what a client must be
+    /// allowed to read to receive them.
+    pub async fn source_of(&self, basin: &str, name: &str) -> EngineResult<Source> {
+        Ok(self.consumer(basin, name).await?.source.clone())
     }
 
     /// The consumer, with its current state.

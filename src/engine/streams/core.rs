@@ -61,6 +61,8 @@ pub struct StreamCore {
     pub(super) purged: Mutex<HashMap<u64, u64>>,
     /// See [`Self::reserve_names`].
     reserved: RwLock<Vec<Reservation>>,
+    /// Access tokens by their secret's digest.
+    pub(super) tokens: super::token_index::TokenIndex,
 }
 
 /// Held while an admin operation runs; see [`StreamCore::lock_admin`].
@@ -91,7 +93,7 @@ impl StreamCore {
             return Err(err.into());
         }
         let (committer, thread) = Committer::start(storage.clone());
-        Ok(Arc::new(Self {
+        let core = Arc::new(Self {
             storage,
             committer,
             committer_thread: Mutex::new(Some(thread)),
@@ -101,7 +103,10 @@ impl StreamCore {
             purged: Mutex::new(HashMap::new()),
             closing: tokio::sync::watch::Sender::new(false),
             reserved: RwLock::new(Vec::new()),
-        }))
+            tokens: Default::default(),
+        });
+        core.load_access_tokens()?;
+        Ok(core)
     }
 
     /// Ends every read session and long poll (with `unavailable`), so that

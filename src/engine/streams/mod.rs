@@ -22,7 +22,9 @@ mod list;
 pub mod names;
 mod read;
 mod retention;
+pub mod scope;
 pub mod streamer;
+pub mod token_index;
 mod tokens;
 pub mod types;
 

@@ -1,103 +1,125 @@
-//! Access tokens: issued, listed and revoked as S2 does. Rill does not yet
-//! enforce them (any bearer token is accepted); this keeps the API whole so
-//! S2 tools that manage tokens work, and gives enforcement a place to live.
+//! Access tokens: issued, listed and revoked as S2 does, and looked up by
+//! secret on every request when auth is on.
+//!
+//! A secret is 256 random bits, shown once when issued. Only its SHA-256
+//! digest is stored (`A{id}` → [`StoredToken`]); the in-memory
+//! [`TokenIndex`](super::token_index::TokenIndex) answers lookups.
+//! Revoking removes the token from the index and marks it revoked, so
+//! sessions that hold it can notice and end.
 
-use base64::Engine as _;
-use rand::RngCore;
-use serde_json::Value;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
 
 use super::core::StreamCore;
 use super::keys;
 use super::list::ListRequest;
+use super::token_index::{digest, from_hex, hex, new_secret, AccessToken, AccessTokenInfo};
 use crate::engine::error::{EngineError, EngineResult};
 use crate::storage::{Keyspace, WriteBatch};
 
-const MAX_TOKEN_ID_BYTES: usize = 96;
+/// How a token is stored: its info and its secret's digest, never the
+/// secret.
+#[derive(Serialize, Deserialize)]
+struct StoredToken {
+    info: AccessTokenInfo,
+    /// Hex SHA-256 of the secret.
+    secret_sha256: String,
+}
 
 impl StreamCore {
-    /// Records `info` (an S2 `AccessTokenInfo`) and returns a new secret.
-    pub async fn issue_access_token(&self, mut info: Value) -> EngineResult<String> {
-        if info
-            .get("auto_prefix_streams")
-            .is_some_and(|v| !v.is_null() && !v.is_boolean())
-        {
-            return Err(EngineError::Invalid(
-                "`auto_prefix_streams` must be a boolean".into(),
-            ));
+    /// Loads every stored token into the index (at open).
+    pub(super) fn load_access_tokens(&self) -> EngineResult<()> {
+        let stored = self.all_named_meta::<serde_json::Value>(&keys::access_token_key(""))?;
+        for (id, value) in stored {
+            // Tokens recorded before secrets were kept (as digests) cannot
+            // be used, and are only listed.
+            let Ok(token) = serde_json::from_value::<StoredToken>(value) else {
+                tracing::debug!(id, "access token without a secret digest");
+                continue;
+            };
+            let (Some(digest), Ok(expires)) =
+                (from_hex(&token.secret_sha256), token.info.validate())
+            else {
+                tracing::warn!(id, "access token record is malformed; it is ignored");
+                continue;
+            };
+            self.tokens
+                .insert(digest, AccessToken::new(token.info, expires));
         }
-        with_defaults(&mut info);
-        let id = info
-            .get("id")
-            .and_then(Value::as_str)
-            .ok_or_else(|| EngineError::Invalid("an access token needs a string `id`".into()))?
-            .to_string();
-        if id.is_empty() || id.len() > MAX_TOKEN_ID_BYTES {
-            return Err(EngineError::Invalid(format!(
-                "an access token id must be 1 to {MAX_TOKEN_ID_BYTES} bytes"
-            )));
-        }
-        if !info.get("scope").is_some_and(Value::is_object) {
-            return Err(EngineError::Invalid(
-                "an access token needs a `scope` object".into(),
-            ));
-        }
+        Ok(())
+    }
+
+    /// The live token whose secret this is, if any.
+    pub fn find_access_token(&self, secret: &str) -> Option<Arc<AccessToken>> {
+        self.tokens
+            .find(secret)
+            .filter(|token| token.is_live(SystemTime::now()))
+    }
+
+    /// Records `info` and returns the new token's secret (the only time it
+    /// is ever seen). Whether the issuer may issue it is the caller's call.
+    pub async fn issue_access_token(&self, info: AccessTokenInfo) -> EngineResult<String> {
+        let expires = info.validate()?;
         let _admin = self.admin.lock().await;
-        if self
-            .storage
-            .get(Keyspace::Meta, &keys::access_token_key(&id))?
-            .is_some()
-        {
-            return Err(EngineError::AccessTokenExists(id));
+        let key = keys::access_token_key(&info.id);
+        if self.storage.get(Keyspace::Meta, &key)?.is_some() {
+            return Err(EngineError::AccessTokenExists(info.id));
         }
+        let secret = new_secret();
+        let digest = digest(&secret);
+        let stored = StoredToken {
+            info,
+            secret_sha256: hex(&digest),
+        };
         let mut batch = WriteBatch::default();
-        batch.put(
-            Keyspace::Meta,
-            keys::access_token_key(&id),
-            keys::encode_json(&info),
-        );
+        batch.put(Keyspace::Meta, key, keys::encode_json(&stored));
         self.committer.commit(batch).await?;
-        let mut secret = [0u8; 32];
-        rand::rng().fill_bytes(&mut secret);
-        Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret))
+        self.tokens
+            .insert(digest, AccessToken::new(stored.info, expires));
+        Ok(secret)
     }
 
     pub async fn revoke_access_token(&self, id: &str) -> EngineResult<()> {
         let _admin = self.admin.lock().await;
-        if self
-            .storage
-            .get(Keyspace::Meta, &keys::access_token_key(id))?
-            .is_none()
-        {
+        let key = keys::access_token_key(id);
+        if self.storage.get(Keyspace::Meta, &key)?.is_none() {
             return Err(EngineError::AccessTokenNotFound(id.into()));
         }
         let mut batch = WriteBatch::default();
-        batch.delete(Keyspace::Meta, keys::access_token_key(id));
+        batch.delete(Keyspace::Meta, key);
         self.committer.commit(batch).await?;
+        self.tokens.remove(id);
         Ok(())
     }
 
-    pub fn list_access_tokens(&self, req: &ListRequest) -> EngineResult<(Vec<Value>, bool)> {
-        let (found, has_more) = self.list_named_meta::<Value>(&keys::access_token_key(""), req)?;
-        let tokens = found
+    /// One page of tokens' info (never their digests).
+    pub fn list_access_tokens(
+        &self,
+        req: &ListRequest,
+    ) -> EngineResult<(Vec<serde_json::Value>, bool)> {
+        let (found, has_more) =
+            self.list_named_meta::<serde_json::Value>(&keys::access_token_key(""), req)?;
+        let infos = found
             .into_iter()
-            .map(|(_, mut info)| {
-                with_defaults(&mut info); // tokens stored before the defaults were
+            .map(|(_, mut value)| {
+                let mut info = if value.get("secret_sha256").is_some() {
+                    value
+                        .get_mut("info")
+                        .map(serde_json::Value::take)
+                        .unwrap_or_default()
+                } else {
+                    value // recorded before digests were kept
+                };
+                // S2 clients decode `auto_prefix_streams` as a boolean.
+                if let Some(info) = info.as_object_mut() {
+                    let on = info.get("auto_prefix_streams").and_then(|v| v.as_bool());
+                    info.insert("auto_prefix_streams".into(), on.unwrap_or(false).into());
+                }
                 info
             })
             .collect();
-        Ok((tokens, has_more))
-    }
-}
-
-/// Fills in what S2's `AccessTokenInfo` defaults: `auto_prefix_streams`
-/// is a boolean, `false` unless given (clients decode it as one, and some
-/// send `null`).
-fn with_defaults(info: &mut Value) {
-    if let Some(info) = info.as_object_mut() {
-        let auto_prefix = info.get("auto_prefix_streams").and_then(Value::as_bool);
-        info.insert(
-            "auto_prefix_streams".into(),
-            Value::Bool(auto_prefix.unwrap_or(false)),
-        );
+        Ok((infos, has_more))
     }
 }

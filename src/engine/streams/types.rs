@@ -70,6 +70,17 @@ pub struct AppendInput {
     pub fencing_token: Option<String>,
 }
 
+impl AppendInput {
+    /// Whether the input holds a command record of this kind (`fence`,
+    /// `trim`): one whose only header has an empty name and this value.
+    pub fn has_command(&self, kind: &[u8]) -> bool {
+        self.records.iter().any(|record| {
+            matches!(record.headers.as_slice(),
+                [header] if header.name.is_empty() && header.value.as_ref() == kind)
+        })
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AppendAck {
     pub start: StreamPosition,
