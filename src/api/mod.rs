@@ -22,8 +22,9 @@ use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::routing::{delete, get, post, MethodRouter};
+use axum::handler::Handler;
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::routing::{get, on, MethodFilter};
 use axum::Router;
 
 use crate::engine::Engine;
@@ -77,90 +78,124 @@ pub fn router(engine: Arc<Engine>, config: ApiConfig) -> Router {
         .with_state(state)
 }
 
-/// Every path the router serves, `/health` included. The access matrix
-/// test walks these, so that no route escapes it.
-pub fn route_paths() -> Vec<String> {
-    let (_, paths) = v1_routes();
-    let mut all: Vec<String> = paths.iter().map(|p| format!("/v1{p}")).collect();
-    all.push("/health".into());
+/// Every route the router serves, as `(method, path)`, `/health`
+/// included. The access matrix test walks these, so that no route escapes
+/// it.
+pub fn routes() -> Vec<(Method, String)> {
+    let (_, routes) = v1_routes();
+    let mut all: Vec<(Method, String)> = routes
+        .into_iter()
+        .map(|(method, path)| (method, format!("/v1{path}")))
+        .collect();
+    all.push((Method::GET, "/health".into()));
     all
 }
 
-/// The `/v1` routes, and their paths as registered.
-fn v1_routes() -> (Router<AppState>, Vec<&'static str>) {
-    let mut paths = Vec::new();
-    let mut router = Router::new();
-    let mut route = |path: &'static str, methods: MethodRouter<AppState>| {
-        paths.push(path);
-        router = std::mem::take(&mut router).route(path, methods);
-    };
-    route("/basins", get(basins::list).post(basins::create));
-    route(
-        "/basins/{basin}",
-        get(basins::get_config)
-            .put(basins::ensure)
-            .patch(basins::reconfigure)
-            .delete(basins::delete),
-    );
-    route("/streams", get(streams::list).post(streams::create));
-    route(
-        "/streams/{stream}",
-        get(streams::get_config)
-            .put(streams::ensure)
-            .patch(streams::reconfigure)
-            .delete(streams::delete),
-    );
-    route(
-        "/streams/{stream}/records",
-        get(records::read).post(records::append),
-    );
-    route("/streams/{stream}/records/tail", get(records::check_tail));
-    route(
-        "/access-tokens",
-        get(account::list_tokens).post(account::issue_token),
-    );
-    route("/access-tokens/{id}", delete(account::revoke_token));
-    route("/collections", get(collections::list));
-    route(
-        "/collections/{collection}",
-        get(collections::get)
-            .put(collections::ensure)
-            .patch(collections::reconfigure)
-            .delete(collections::delete),
-    );
-    route(
-        "/collections/{collection}/records",
-        post(collections::write_batch),
-    );
-    route(
-        "/collections/{collection}/records/{id}",
-        get(collections::get_record)
-            .put(collections::put_record)
-            .delete(collections::delete_record),
-    );
-    route(
-        "/collections/{collection}/updated",
-        get(collections::updated),
-    );
-    route("/collections/{collection}/events", get(collections::events));
-    route("/updated", get(collections::updated_across));
-    route("/consumers", get(consumers::list));
-    route(
-        "/consumers/{consumer}",
-        get(consumers::get)
-            .put(consumers::ensure)
-            .patch(consumers::reconfigure)
-            .delete(consumers::delete),
-    );
-    route("/consumers/{consumer}/receive", post(consumers::receive));
-    route("/consumers/{consumer}/ack", post(consumers::ack));
-    route("/consumers/{consumer}/nack", post(consumers::nack));
-    route("/consumers/{consumer}/extend", post(consumers::extend));
-    route("/consumers/{consumer}/commit", post(consumers::commit));
-    route("/metrics", get(account::account_metrics));
-    route("/metrics/{basin}", get(account::basin_metrics));
-    route("/metrics/{basin}/{stream}", get(account::stream_metrics));
-    (router, paths)
+/// The `/v1` routes, one per method, each with an access policy.
+fn v1_routes() -> (Router<AppState>, Vec<(Method, &'static str)>) {
+    use Method as M;
+    let routes = Routes::default()
+        .add(M::GET, "/basins", basins::list)
+        .add(M::POST, "/basins", basins::create)
+        .add(M::GET, "/basins/{basin}", basins::get_config)
+        .add(M::PUT, "/basins/{basin}", basins::ensure)
+        .add(M::PATCH, "/basins/{basin}", basins::reconfigure)
+        .add(M::DELETE, "/basins/{basin}", basins::delete)
+        .add(M::GET, "/streams", streams::list)
+        .add(M::POST, "/streams", streams::create)
+        .add(M::GET, "/streams/{stream}", streams::get_config)
+        .add(M::PUT, "/streams/{stream}", streams::ensure)
+        .add(M::PATCH, "/streams/{stream}", streams::reconfigure)
+        .add(M::DELETE, "/streams/{stream}", streams::delete)
+        .add(M::GET, "/streams/{stream}/records", records::read)
+        .add(M::POST, "/streams/{stream}/records", records::append)
+        .add(
+            M::GET,
+            "/streams/{stream}/records/tail",
+            records::check_tail,
+        )
+        .add(M::GET, "/access-tokens", account::list_tokens)
+        .add(M::POST, "/access-tokens", account::issue_token)
+        .add(M::DELETE, "/access-tokens/{id}", account::revoke_token)
+        .add(M::GET, "/collections", collections::list)
+        .add(M::GET, "/collections/{collection}", collections::get)
+        .add(M::PUT, "/collections/{collection}", collections::ensure)
+        .add(
+            M::PATCH,
+            "/collections/{collection}",
+            collections::reconfigure,
+        )
+        .add(M::DELETE, "/collections/{collection}", collections::delete)
+        .add(
+            M::POST,
+            "/collections/{collection}/records",
+            collections::write_batch,
+        )
+        .add(
+            M::GET,
+            "/collections/{collection}/records/{id}",
+            collections::get_record,
+        )
+        .add(
+            M::PUT,
+            "/collections/{collection}/records/{id}",
+            collections::put_record,
+        )
+        .add(
+            M::DELETE,
+            "/collections/{collection}/records/{id}",
+            collections::delete_record,
+        )
+        .add(
+            M::GET,
+            "/collections/{collection}/updated",
+            collections::updated,
+        )
+        .add(
+            M::GET,
+            "/collections/{collection}/events",
+            collections::events,
+        )
+        .add(M::GET, "/updated", collections::updated_across)
+        .add(M::GET, "/consumers", consumers::list)
+        .add(M::GET, "/consumers/{consumer}", consumers::get)
+        .add(M::PUT, "/consumers/{consumer}", consumers::ensure)
+        .add(M::PATCH, "/consumers/{consumer}", consumers::reconfigure)
+        .add(M::DELETE, "/consumers/{consumer}", consumers::delete)
+        .add(M::POST, "/consumers/{consumer}/receive", consumers::receive)
+        .add(M::POST, "/consumers/{consumer}/ack", consumers::ack)
+        .add(M::POST, "/consumers/{consumer}/nack", consumers::nack)
+        .add(M::POST, "/consumers/{consumer}/extend", consumers::extend)
+        .add(M::POST, "/consumers/{consumer}/commit", consumers::commit)
+        .add(M::GET, "/metrics", account::account_metrics)
+        .add(M::GET, "/metrics/{basin}", account::basin_metrics)
+        .add(M::GET, "/metrics/{basin}/{stream}", account::stream_metrics);
+    (routes.router, routes.list)
+}
+
+/// Builds the router one route at a time, refusing (at build time, so
+/// any test shows it) a route without an access policy.
+#[derive(Default)]
+struct Routes {
+    router: Router<AppState>,
+    list: Vec<(Method, &'static str)>,
+}
+
+impl Routes {
+    fn add<H, T>(mut self, method: Method, path: &'static str, handler: H) -> Self
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        assert!(
+            auth::policy(&method, &format!("/v1{path}")).is_some(),
+            "route {method} /v1{path} has no access policy"
+        );
+        let filter = MethodFilter::try_from(method.clone()).expect("a standard method");
+        self.router = self.router.route(path, on(filter, handler));
+        self.list.push((method, path));
+        self
+    }
 }
 
 /// Whether the server is up, and whether it checks tokens.

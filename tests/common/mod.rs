@@ -30,12 +30,29 @@ impl TestServer {
     }
 
     pub async fn start_on(storage: Arc<dyn Storage>) -> Self {
+        Self::start_with(storage, rill::server::ServerOptions::default()).await
+    }
+
+    /// A server that checks tokens, with `root` as its root token. The
+    /// client sends no token: each request says which it carries.
+    pub async fn start_with_root_token(root: &str) -> Self {
+        let options = rill::server::ServerOptions {
+            auth: rill::api::Auth::with_root_token(root),
+            ..Default::default()
+        };
+        Self::start_with(Arc::new(MemoryStorage::default()), options).await
+    }
+
+    pub async fn start_with(
+        storage: Arc<dyn Storage>,
+        options: rill::server::ServerOptions,
+    ) -> Self {
         let engine = Engine::open(storage).expect("engine opens");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            rill::server::run(listener, engine, async {
+            rill::server::run_with(listener, engine, options, async {
                 let _ = rx.await;
             })
             .await
