@@ -706,10 +706,12 @@ async fn every_route_answers_every_caller_as_its_scope_says() {
                     assert!(!message.contains(name), "the refusal names `{name}`: {at}");
                 }
             }
-            // Whether the resource exists makes no difference to a refusal.
-            if !allowed
-                && !(route.via_consumer && !caller.refuses_before_lookup(route, &names.basin))
-            {
+            // Whether the resource exists makes no difference to a refusal
+            // (but a consumer's existence shows to a token allowed its
+            // basin: its source is found through it).
+            let decided_by_names =
+                !route.via_consumer || caller.refuses_before_lookup(route, &names.basin);
+            if !allowed && decided_by_names {
                 let missing = Names::missing();
                 let (again, _, body) = send(&server, caller, route, &missing).await;
                 assert_eq!(again, status, "{at}; for missing resources: {again} {body}");
