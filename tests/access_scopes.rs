@@ -58,11 +58,7 @@ impl Auth {
             .unwrap();
         for stream in streams {
             let path = format!("/v1/streams/{}", stream.replace('/', "%2F"));
-            let resp = self
-                .root(Method::PUT, &path, basin)
-                .send()
-                .await
-                .unwrap();
+            let resp = self.root(Method::PUT, &path, basin).send().await.unwrap();
             assert!(resp.status().is_success());
         }
     }
@@ -325,11 +321,16 @@ async fn every_encoding_is_refused_alike() {
     read("application/protobuf", None).await;
     read("text/event-stream", None).await;
     read("s2s/proto", Some("s2s/proto")).await;
-    auth.as_(&outsider, Method::POST, "/v1/streams/s/records", "enc-basin")
-        .header("content-type", "s2s/proto")
-        .body(Vec::<u8>::new())
-        .expect_error(StatusCode::FORBIDDEN, "permission_denied")
-        .await;
+    auth.as_(
+        &outsider,
+        Method::POST,
+        "/v1/streams/s/records",
+        "enc-basin",
+    )
+    .header("content-type", "s2s/proto")
+    .body(Vec::<u8>::new())
+    .expect_error(StatusCode::FORBIDDEN, "permission_denied")
+    .await;
     // No token at all: 401 with the challenge, on every encoding.
     let resp = auth
         .server
@@ -413,7 +414,12 @@ async fn live_sessions_end_when_their_token_is_revoked_or_expires() {
         "unauthenticated"
     );
     // And the token is refused from then on.
-    auth.as_(&expiring, Method::GET, "/v1/streams/s/records", "live-basin")
-        .expect_error(StatusCode::UNAUTHORIZED, "unauthenticated")
-        .await;
+    auth.as_(
+        &expiring,
+        Method::GET,
+        "/v1/streams/s/records",
+        "live-basin",
+    )
+    .expect_error(StatusCode::UNAUTHORIZED, "unauthenticated")
+    .await;
 }

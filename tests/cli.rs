@@ -554,3 +554,43 @@ async fn bench_verifies_and_reports() {
     let (ok, _, err) = rill(&server, &["bench", "--record-size", "8"], "").await;
     assert!(!ok && err.contains("--record-size"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_are_one_clear_line() {
+    const ROOT: &str = "cli-root-token-0123456789abcdefghijklmnop";
+    let server = TestServer::start_with_root_token(ROOT).await;
+    server
+        .bare(reqwest::Method::PUT, &format!("/v1/basins/{BASIN}"))
+        .bearer_auth(ROOT)
+        .expect_status(reqwest::StatusCode::CREATED)
+        .await;
+    let (ok, _, err) = rill(&server, &["--token", ROOT, "streams", "create", "log"], "").await;
+    assert!(ok, "{err}");
+    let issued = server
+        .bare(reqwest::Method::POST, "/v1/access-tokens")
+        .bearer_auth(ROOT)
+        .json(&serde_json::json!({ "id": "reader", "scope": {
+            "basins": { "prefix": "" }, "streams": { "prefix": "" }, "ops": ["read"] } }))
+        .expect_status(reqwest::StatusCode::CREATED)
+        .await;
+    let reader = issued["access_token"].as_str().unwrap();
+
+    let (ok, _, err) = rill(&server, &["append", "log"], "one\n").await;
+    assert!(!ok);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with("rill: 401 unauthenticated:"), "{err}");
+    assert!(err.contains("--token"), "{err}");
+
+    let (ok, _, err) = rill(&server, &["--token", reader, "append", "log"], "one\n").await;
+    assert!(!ok);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with("rill: 403 permission_denied:"), "{err}");
+
+    let (ok, _, err) = rill(
+        &server,
+        &["--token", reader, "read", "log", "--seq-num", "0"],
+        "",
+    )
+    .await;
+    assert!(ok, "reading is allowed: {err}");
+}

@@ -35,6 +35,8 @@ struct Cli {
     home: tempfile::TempDir,
     /// `S2_COMPRESSION`: the CLI then compresses request bodies and frames.
     compression: Option<&'static str>,
+    /// `S2_ACCESS_TOKEN`.
+    token: String,
 }
 
 struct Run {
@@ -54,7 +56,7 @@ impl Cli {
             .env("HOME", self.home.path())
             .env("S2_ACCOUNT_ENDPOINT", &self.endpoint)
             .env("S2_BASIN_ENDPOINT", &self.endpoint)
-            .env("S2_ACCESS_TOKEN", "not-checked")
+            .env("S2_ACCESS_TOKEN", &self.token)
             .env("S2_NO_UPDATE_CHECK", "1")
             .env("NO_COLOR", "1")
             .envs(self.compression.map(|c| ("S2_COMPRESSION", c)))
@@ -117,6 +119,7 @@ async fn the_official_cli_works_against_rill() {
         endpoint: server.base.clone(),
         home: tempfile::tempdir().unwrap(),
         compression: None,
+        token: "not-checked".into(),
     };
     let uri = format!("s2://{BASIN}/logs");
     let uri = uri.as_str();
@@ -306,6 +309,7 @@ async fn the_official_cli_works_against_rill() {
         home: tempfile::tempdir().unwrap(),
         binary: cli.binary.clone(),
         endpoint: cli.endpoint.clone(),
+        token: cli.token.clone(),
     };
     let squeezed = format!("s2://{BASIN}/squeezed");
     zstd_cli.ok(&["create-stream", &squeezed]).await;
@@ -350,4 +354,92 @@ async fn the_official_cli_works_against_rill() {
     cli.ok(&["revoke-access-token", "cli-token"]).await;
     let listed = cli.ok(&["list-access-tokens"]).await;
     assert!(!listed.stdout.contains("cli-token"), "{}", listed.all);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_cli_issues_uses_and_revokes_scoped_tokens() {
+    const ROOT: &str = "s2-cli-root-token-0123456789abcdefghijklmnop";
+    const SCOPED: &str = "scoped-cli-basin";
+    let server = TestServer::start_with_root_token(ROOT).await;
+    let cli = |token: &str| Cli {
+        binary: s2_binary(),
+        endpoint: server.base.clone(),
+        home: tempfile::tempdir().unwrap(),
+        compression: None,
+        token: token.into(),
+    };
+    let admin = cli(ROOT);
+    let feed = format!("s2://{SCOPED}/feeds/a");
+    let other = format!("s2://{SCOPED}/private");
+    admin.ok(&["create-basin", SCOPED]).await;
+    admin.ok(&["create-stream", &feed]).await;
+    admin.ok(&["create-stream", &other]).await;
+    let run = admin.run(&["append", &feed], Some("hello\n")).await;
+    assert!(run.ok, "{}", run.all);
+
+    let issued = admin
+        .ok(&[
+            "issue-access-token",
+            "feed-reader",
+            "--basins-exact",
+            SCOPED,
+            "--streams-prefix",
+            "feeds/",
+            "--op-group-perms",
+            "basin=r,stream=r",
+        ])
+        .await;
+    let token = issued.stdout.trim().to_string();
+    assert!(token.len() >= 32, "{}", issued.all);
+    let reader = cli(&token);
+
+    // Allowed: reading and checking the tail of a stream in scope.
+    let read = reader.ok(&["read", &feed, "-s", "0", "-n", "1"]).await;
+    assert_eq!(read.stdout, "hello\n");
+    reader.ok(&["check-tail", &feed]).await;
+    // Refused: writing, other streams, other basins, admin.
+    for (args, stdin) in [
+        (vec!["append", feed.as_str()], Some("no\n")),
+        (vec!["read", other.as_str(), "-s", "0", "-n", "1"], None),
+        (vec!["create-basin", "another-cli-basin"], None),
+        (vec!["delete-stream", feed.as_str()], None),
+        (
+            vec![
+                "issue-access-token",
+                "escalated",
+                "--op-group-perms",
+                "account=rw",
+            ],
+            None,
+        ),
+    ] {
+        let run = reader.run(&args, stdin).await;
+        assert!(
+            !run.ok,
+            "`s2 {}` should be refused: {}",
+            args.join(" "),
+            run.all
+        );
+        assert!(
+            run.all.contains("does not allow"),
+            "`s2 {}`: {}",
+            args.join(" "),
+            run.all
+        );
+    }
+    // Listing shows only the scope: the basin, and the stream under its
+    // prefix.
+    let streams = reader.ok(&["ls", &format!("s2://{SCOPED}")]).await;
+    assert!(streams.stdout.contains("feeds/a"), "{}", streams.all);
+    assert!(!streams.stdout.contains("private"), "{}", streams.all);
+    // Listing basins is an account read, which it was not given.
+    let basins = reader.run(&["ls"], None).await;
+    assert!(!basins.ok && basins.all.contains("list-basins"), "{}", basins.all);
+
+    admin.ok(&["revoke-access-token", "feed-reader"]).await;
+    let run = reader
+        .run(&["read", &feed, "-s", "0", "-n", "1"], None)
+        .await;
+    assert!(!run.ok, "a revoked token still reads: {}", run.all);
+    assert!(run.all.contains("revoked"), "{}", run.all);
 }

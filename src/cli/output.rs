@@ -114,6 +114,9 @@ pub fn fail(err: rill_client::Error) -> String {
         {
             "no basin given: pass --basin NAME or set RILL_BASIN".into()
         }
+        rill_client::Error::Api { code, .. } if code == "unauthenticated" => {
+            format!("{err} (pass --token TOKEN or set RILL_TOKEN)")
+        }
         _ => err.to_string(),
     }
 }
