@@ -5,6 +5,9 @@
 //! many connections are served at once (the next ones get a quick 503 and
 //! are closed, instead of the server running out of file descriptors).
 //!
+//! With TLS, the handshake must finish within the same timeout, and plain
+//! HTTP sent to the port gets a 400 saying to use https.
+//!
 //! A unary request's body must arrive within its own timeout (see
 //! `api::router`). Not bounded yet: a client that stops reading its
 //! responses, and an HTTP/2 connection that stays open idle but alive;
@@ -22,6 +25,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::time::Instant;
+use tokio_rustls::server::TlsStream;
+
+use crate::prefixed::Prefixed;
+use crate::tls::Tls;
 
 /// What one client connection may hold. Each is a `rill serve` flag.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,16 +66,20 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// unanswered this long (a peer that vanished without closing).
 const H2_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
 const H2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+/// The first byte of a TLS connection (a handshake record).
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 /// What an HTTP/2 client sends first (prior knowledge).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// Serves `app` on `listener` until `shutdown` resolves, then stops
-/// accepting, asks every connection to close once its current requests are
-/// answered, and waits for them (the caller bounds the wait).
+/// Serves `app` on `listener` (over TLS if `tls` is given) until
+/// `shutdown` resolves, then stops accepting, asks every connection to
+/// close once its current requests are answered, and waits for them (the
+/// caller bounds the wait).
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: ConnectionLimits,
+    tls: Option<Tls>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let mut builder = Builder::new(TokioExecutor::new());
@@ -121,34 +132,24 @@ pub async fn serve(
         let builder = builder.clone();
         let mut closing = closing.clone();
         let deadline = Instant::now() + limits.header_read_timeout;
+        let tls = tls.clone();
         tokio::spawn(async move {
             // Until the protocol is known, hyper has no timer running: a
             // client that sends nothing, or half an HTTP/2 preface, would
             // hold its slot forever.
-            tokio::select! {
-                known = tokio::time::timeout_at(deadline, sniff_protocol(&tcp)) => {
-                    if !matches!(known, Ok(Ok(()))) {
-                        return; // silent, closed or failed: drop it and its slot
-                    }
-                }
+            let accepted = tokio::select! {
+                accepted = tokio::time::timeout_at(deadline, accept(tcp, tls.as_ref())) => accepted,
                 _ = closing.wait_for(|closing| *closing) => return,
-            }
-            let connection = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
-            let mut connection = pin!(connection);
-            let mut asked_to_close = false;
-            loop {
-                tokio::select! {
-                    result = connection.as_mut() => {
-                        if let Err(err) = result {
-                            tracing::debug!(%err, "connection ended with an error");
-                        }
-                        break;
-                    }
-                    _ = closing.wait_for(|closing| *closing), if !asked_to_close => {
-                        connection.as_mut().graceful_shutdown();
-                        asked_to_close = true;
-                    }
+            };
+            match accepted {
+                Ok(Some(Accepted::Plain(tcp))) => {
+                    serve_connection(&builder, tcp, service, closing).await
                 }
+                Ok(Some(Accepted::Tls(stream))) => {
+                    serve_connection(&builder, stream, service, closing).await
+                }
+                // Silent, closed, failed or refused: drop it and its slot.
+                Ok(None) | Err(_) => {}
             }
             drop(slot);
         });
@@ -157,6 +158,86 @@ pub async fn serve(
     closing_tx.send_replace(true);
     // Every slot back means every connection is done.
     let _ = slots.acquire_many(max as u32).await;
+}
+
+/// A connection ready for HTTP: its protocol can be told from what is
+/// buffered or peeked.
+enum Accepted {
+    Plain(TcpStream),
+    Tls(Box<Prefixed<TlsStream<TcpStream>>>),
+}
+
+/// Takes a connection up to the point where HTTP can start: for TLS, the
+/// handshake and the first decrypted bytes; for plain TCP, the first
+/// bytes. `None` if the client closed, failed the handshake or spoke
+/// plain HTTP to the TLS port (it gets a 400 saying so).
+async fn accept(tcp: TcpStream, tls: Option<&Tls>) -> Option<Accepted> {
+    let Some(tls) = tls else {
+        sniff_protocol(&tcp).await.ok()?;
+        return Some(Accepted::Plain(tcp));
+    };
+    let mut first = [0u8; 1];
+    if tcp.peek(&mut first).await.ok()? == 0 {
+        return None;
+    }
+    if first[0] != TLS_HANDSHAKE_RECORD {
+        refuse_plain_text(tcp).await;
+        return None;
+    }
+    let mut stream = match tls.acceptor().accept(tcp).await {
+        Ok(stream) => stream,
+        Err(err) => {
+            tracing::debug!(%err, "TLS handshake failed");
+            return None;
+        }
+    };
+    let mut head = Vec::with_capacity(H2_PREFACE.len());
+    while !protocol_known(&head) {
+        let mut byte = [0u8; H2_PREFACE.len()];
+        let want = H2_PREFACE.len() - head.len();
+        let n = stream.read(&mut byte[..want]).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        head.extend_from_slice(&byte[..n]);
+    }
+    Some(Accepted::Tls(Box::new(Prefixed::new(head, stream))))
+}
+
+/// Serves HTTP on a connection until it ends, closing it gracefully when
+/// the server shuts down.
+async fn serve_connection<I>(
+    builder: &Builder<TokioExecutor>,
+    io: I,
+    service: TowerToHyperService<Router>,
+    mut closing: watch::Receiver<bool>,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    let mut connection = pin!(connection);
+    let mut asked_to_close = false;
+    loop {
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(err) = result {
+                    tracing::debug!(%err, "connection ended with an error");
+                }
+                break;
+            }
+            _ = closing.wait_for(|closing| *closing), if !asked_to_close => {
+                connection.as_mut().graceful_shutdown();
+                asked_to_close = true;
+            }
+        }
+    }
+}
+
+/// Whether these first bytes tell HTTP/1 from HTTP/2: a byte that departs
+/// from the HTTP/2 preface, or the whole preface.
+fn protocol_known(head: &[u8]) -> bool {
+    let n = head.len().min(H2_PREFACE.len());
+    n > 0 && (head[..n] != H2_PREFACE[..n] || n == H2_PREFACE.len())
 }
 
 /// Waits until the first bytes tell HTTP/1 from HTTP/2: a first byte that
@@ -169,7 +250,7 @@ async fn sniff_protocol(tcp: &TcpStream) -> std::io::Result<()> {
         if n == 0 {
             return Err(std::io::ErrorKind::UnexpectedEof.into());
         }
-        if head[..n] != H2_PREFACE[..n] || n == H2_PREFACE.len() {
+        if protocol_known(&head[..n]) {
             return Ok(());
         }
         // A prefix of the preface: `peek` returns at once while those bytes
@@ -191,6 +272,23 @@ async fn refuse(mut tcp: TcpStream) {
         let _ = tcp.shutdown().await;
         // Take what the client sent before closing: closing with unread
         // input resets the connection, and the client may lose the 503.
+        let mut buf = [0u8; 4096];
+        while matches!(tcp.read(&mut buf).await, Ok(n) if n > 0) {}
+    })
+    .await;
+}
+
+/// Answers plain HTTP sent to the TLS port with a 400 that says so.
+async fn refuse_plain_text(mut tcp: TcpStream) {
+    const BODY: &str = r#"{"code":"tls_required","message":"this port speaks TLS: use https://"}"#;
+    let response = format!(
+        "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n\
+         connection: close\r\ncontent-length: {}\r\n\r\n{BODY}",
+        BODY.len()
+    );
+    let _ = tokio::time::timeout(REFUSAL_TIMEOUT, async {
+        let _ = tcp.write_all(response.as_bytes()).await;
+        let _ = tcp.shutdown().await;
         let mut buf = [0u8; 4096];
         while matches!(tcp.read(&mut buf).await, Ok(n) if n > 0) {}
     })

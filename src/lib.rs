@@ -10,7 +10,9 @@
 pub mod api;
 pub mod connections;
 pub mod engine;
+mod prefixed;
 pub mod root_token;
 pub mod server;
 pub mod storage;
+pub mod tls;
 pub mod wire;

@@ -55,6 +55,13 @@ enum Command {
         /// never shows in the process list.)
         #[arg(long, value_name = "FILE")]
         root_token_file: Option<PathBuf>,
+        /// Serve over TLS with this certificate chain (PEM); reloaded on
+        /// SIGHUP and when the file changes.
+        #[arg(long, env = "RILL_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The private key of --tls-cert (PEM).
+        #[arg(long, env = "RILL_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
         /// Turn auth on; with no root token given, generate one (printed
         /// once, kept in `DATA_DIR/root-token`).
         #[arg(long)]
@@ -92,6 +99,8 @@ fn main() -> std::process::ExitCode {
             body_read_timeout,
             root_token_file,
             auth,
+            tls_cert,
+            tls_key,
         } => {
             let data_dir = (!in_memory).then_some(data_dir);
             let flags = rill::root_token::RootTokenFlags {
@@ -117,6 +126,9 @@ fn main() -> std::process::ExitCode {
                     body_read_timeout,
                 },
                 auth,
+                tls: tls_cert
+                    .zip(tls_key)
+                    .map(|(cert, key)| rill::tls::TlsFiles { cert, key }),
             };
             match tokio::runtime::Runtime::new() {
                 Ok(runtime) => runtime.block_on(server::serve(config, server::shutdown_signal())),

@@ -12,6 +12,7 @@ use crate::api::{ApiConfig, Auth};
 use crate::connections::{self, ConnectionLimits};
 use crate::engine::Engine;
 use crate::storage::{FjallStorage, MemoryStorage, Storage};
+use crate::tls::Tls;
 
 /// How often retention, delete-on-empty and record removal run.
 const UPKEEP_INTERVAL: Duration = Duration::from_secs(1);
@@ -27,6 +28,8 @@ pub struct ServeConfig {
     pub data_dir: Option<PathBuf>,
     pub limits: ConnectionLimits,
     pub auth: Auth,
+    /// Serve over TLS with these certificate and key files.
+    pub tls: Option<crate::tls::TlsFiles>,
 }
 
 pub fn open_storage(data_dir: Option<&std::path::Path>) -> Result<Arc<dyn Storage>, String> {
@@ -80,9 +83,14 @@ pub async fn serve(
              (give --root-token-file, RILL_ROOT_TOKEN or --auth to turn it on)"
         ),
     }
+    let tls = config.tls.map(Tls::load).transpose()?;
+    if let Some(tls) = &tls {
+        tracing::info!(?tls, "serving over TLS (HTTP/2 and HTTP/1.1)");
+    }
     let options = ServerOptions {
         limits,
         auth: config.auth,
+        tls,
     };
     run_with(listener, engine, options, shutdown).await
 }
@@ -114,11 +122,13 @@ pub async fn run(
     run_with(listener, engine, ServerOptions::default(), shutdown).await
 }
 
-/// How a server runs: its limits, and whether it checks tokens.
+/// How a server runs: its limits, whether it checks tokens, and whether
+/// it speaks TLS.
 #[derive(Clone, Default)]
 pub struct ServerOptions {
     pub limits: ConnectionLimits,
     pub auth: Auth,
+    pub tls: Option<Tls>,
 }
 
 /// [`run`] with the given options.
@@ -128,8 +138,9 @@ pub async fn run_with(
     options: ServerOptions,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
-    let ServerOptions { limits, auth } = options;
+    let ServerOptions { limits, auth, tls } = options;
     let upkeep = engine.spawn_upkeep(UPKEEP_INTERVAL);
+    let reloader = tls.as_ref().map(Tls::spawn_reloader);
     let api = ApiConfig {
         body_read_timeout: limits.body_read_timeout,
         auth,
@@ -137,7 +148,7 @@ pub async fn run_with(
     let app = crate::api::router(engine.clone(), api);
     let closing = engine.clone();
     let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
-    let serve = connections::serve(listener, app, limits, async move {
+    let serve = connections::serve(listener, app, limits, tls, async move {
         shutdown.await;
         // Live sessions never end by themselves; end them so the server
         // can drain.
@@ -161,6 +172,9 @@ pub async fn run_with(
         }
     };
     upkeep.abort();
+    if let Some(reloader) = reloader {
+        reloader.abort();
+    }
     engine.shutdown().await;
     tracing::info!("rill stopped; all acknowledged writes are durable");
     result

@@ -434,7 +434,11 @@ async fn the_official_cli_issues_uses_and_revokes_scoped_tokens() {
     assert!(!streams.stdout.contains("private"), "{}", streams.all);
     // Listing basins is an account read, which it was not given.
     let basins = reader.run(&["ls"], None).await;
-    assert!(!basins.ok && basins.all.contains("list-basins"), "{}", basins.all);
+    assert!(
+        !basins.ok && basins.all.contains("list-basins"),
+        "{}",
+        basins.all
+    );
 
     admin.ok(&["revoke-access-token", "feed-reader"]).await;
     let run = reader

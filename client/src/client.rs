@@ -45,6 +45,30 @@ impl Client {
     /// Requests time out after [`DEFAULT_TIMEOUT`]; append sessions, which
     /// last as long as you keep them, only time out connecting.
     pub fn new(endpoint: &str) -> Result<Self, Error> {
+        Self::build(endpoint, |builder| Ok(builder))
+    }
+
+    /// A client that also trusts the CA certificates in `pem`: for a
+    /// server whose certificate a private CA signed.
+    #[cfg(feature = "tls")]
+    pub fn with_root_certificates(endpoint: &str, pem: &[u8]) -> Result<Self, Error> {
+        let certs = reqwest::Certificate::from_pem_bundle(pem)
+            .map_err(|e| Error::Invalid(format!("the CA certificates are not valid PEM: {e}")))?;
+        if certs.is_empty() {
+            return Err(Error::Invalid("no CA certificate in the PEM given".into()));
+        }
+        Self::build(endpoint, |mut builder| {
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+            Ok(builder)
+        })
+    }
+
+    fn build(
+        endpoint: &str,
+        configure: impl FnOnce(reqwest::ClientBuilder) -> Result<reqwest::ClientBuilder, Error>,
+    ) -> Result<Self, Error> {
         let endpoint = endpoint.trim_end_matches('/').to_string();
         if !endpoint.starts_with("http://") && !endpoint.starts_with("https://") {
             return Err(Error::Invalid(format!(
@@ -58,12 +82,12 @@ impl Client {
                  `--features tls`)"
             )));
         }
-        let http = reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             // Below the server's idle cut-off (30 s by default), so a pooled
             // connection is not reused just as the server closes it.
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .build()?;
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT);
+        let http = configure(builder)?.build()?;
         Ok(Self {
             http,
             endpoint,

@@ -37,8 +37,12 @@ pub struct Connection {
     #[arg(long, env = "RILL_BASIN", global = true)]
     basin: Option<String>,
     /// A bearer token to send.
-    #[arg(long, env = "RILL_TOKEN", global = true)]
+    #[arg(long, env = "RILL_TOKEN", global = true, hide_env_values = true)]
     token: Option<String>,
+    /// Also trust the CA certificates in this PEM file (for an https://
+    /// endpoint whose certificate a private CA signed).
+    #[arg(long, env = "RILL_CA_CERT", value_name = "FILE", global = true)]
+    ca_cert: Option<std::path::PathBuf>,
     /// Print JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
@@ -124,7 +128,15 @@ pub enum ClientCommand {
 }
 
 pub async fn run(connection: Connection, command: ClientCommand) -> Result<(), String> {
-    let mut client = Client::new(&connection.endpoint).map_err(fail)?;
+    let mut client = match &connection.ca_cert {
+        None => Client::new(&connection.endpoint),
+        Some(path) => {
+            let pem = std::fs::read(path)
+                .map_err(|e| format!("cannot read --ca-cert {}: {e}", path.display()))?;
+            Client::with_root_certificates(&connection.endpoint, &pem)
+        }
+    }
+    .map_err(fail)?;
     // An empty basin (`RILL_BASIN=`) is no basin.
     if let Some(basin) = connection.basin.as_deref().filter(|b| !b.is_empty()) {
         client = client.with_basin(basin);
