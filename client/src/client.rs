@@ -45,7 +45,7 @@ impl Client {
     /// Requests time out after [`DEFAULT_TIMEOUT`]; append sessions, which
     /// last as long as you keep them, only time out connecting.
     pub fn new(endpoint: &str) -> Result<Self, Error> {
-        Self::build(endpoint, |builder| Ok(builder))
+        Self::build(endpoint, Ok)
     }
 
     /// A client that also trusts the CA certificates in `pem`: for a
