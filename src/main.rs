@@ -55,6 +55,22 @@ enum Command {
         /// never shows in the process list.)
         #[arg(long, value_name = "FILE")]
         root_token_file: Option<PathBuf>,
+        /// Read sessions (S2S and SSE) open at once; more get 503.
+        #[arg(long, env = "RILL_MAX_READ_SESSIONS", default_value_t = 10_000,
+              value_parser = clap::value_parser!(u32).range(1..))]
+        max_read_sessions: u32,
+        /// Append sessions open at once; more get 503.
+        #[arg(long, env = "RILL_MAX_APPEND_SESSIONS", default_value_t = 10_000,
+              value_parser = clap::value_parser!(u32).range(1..))]
+        max_append_sessions: u32,
+        /// Long polls (reads, `/updated` and receives that wait) at once.
+        #[arg(long, env = "RILL_MAX_LONG_POLLS", default_value_t = 10_000,
+              value_parser = clap::value_parser!(u32).range(1..))]
+        max_long_polls: u32,
+        /// Of each of those, what one access token may hold; more get 429.
+        #[arg(long, env = "RILL_MAX_SESSIONS_PER_TOKEN", default_value_t = 1_000,
+              value_parser = clap::value_parser!(u32).range(1..))]
+        max_sessions_per_token: u32,
         /// Serve over TLS with this certificate chain (PEM); reloaded on
         /// SIGHUP and when the file changes.
         #[arg(long, env = "RILL_TLS_CERT", value_name = "FILE", requires = "tls_key")]
@@ -101,6 +117,10 @@ fn main() -> std::process::ExitCode {
             auth,
             tls_cert,
             tls_key,
+            max_read_sessions,
+            max_append_sessions,
+            max_long_polls,
+            max_sessions_per_token,
         } => {
             let data_dir = (!in_memory).then_some(data_dir);
             let flags = rill::root_token::RootTokenFlags {
@@ -126,6 +146,12 @@ fn main() -> std::process::ExitCode {
                     body_read_timeout,
                 },
                 auth,
+                sessions: rill::api::SessionLimits {
+                    read_sessions: max_read_sessions as usize,
+                    append_sessions: max_append_sessions as usize,
+                    long_polls: max_long_polls as usize,
+                    per_token: max_sessions_per_token as usize,
+                },
                 tls: tls_cert
                     .zip(tls_key)
                     .map(|(cert, key)| rill::tls::TlsFiles { cert, key }),

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
-use crate::api::{ApiConfig, Auth};
+use crate::api::{ApiConfig, Auth, SessionLimits};
 use crate::connections::{self, ConnectionLimits};
 use crate::engine::Engine;
 use crate::storage::{FjallStorage, MemoryStorage, Storage};
@@ -30,6 +30,7 @@ pub struct ServeConfig {
     pub auth: Auth,
     /// Serve over TLS with these certificate and key files.
     pub tls: Option<crate::tls::TlsFiles>,
+    pub sessions: SessionLimits,
 }
 
 pub fn open_storage(data_dir: Option<&std::path::Path>) -> Result<Arc<dyn Storage>, String> {
@@ -91,6 +92,7 @@ pub async fn serve(
         limits,
         auth: config.auth,
         tls,
+        sessions: config.sessions,
     };
     run_with(listener, engine, options, shutdown).await
 }
@@ -129,6 +131,7 @@ pub struct ServerOptions {
     pub limits: ConnectionLimits,
     pub auth: Auth,
     pub tls: Option<Tls>,
+    pub sessions: SessionLimits,
 }
 
 /// [`run`] with the given options.
@@ -138,12 +141,18 @@ pub async fn run_with(
     options: ServerOptions,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
-    let ServerOptions { limits, auth, tls } = options;
+    let ServerOptions {
+        limits,
+        auth,
+        tls,
+        sessions,
+    } = options;
     let upkeep = engine.spawn_upkeep(UPKEEP_INTERVAL);
     let reloader = tls.as_ref().map(Tls::spawn_reloader);
     let api = ApiConfig {
         body_read_timeout: limits.body_read_timeout,
         auth,
+        sessions,
     };
     let app = crate::api::router(engine.clone(), api);
     let closing = engine.clone();

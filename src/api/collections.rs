@@ -7,9 +7,11 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::admission::SessionKind;
 use super::auth::{permission_denied, GuardedSession, Principal, Resource};
 use super::error::{ApiError, ApiResult};
 use super::extract::{Basin, Json, NamePath, OptionalJson, Path, Query};
+use super::records::long_poll;
 use super::shared::{detached, provision_response, AppState, ListParams};
 use crate::engine::collections::{
     CollectionConfigPatch, CollectionInfo, CollectionName, Cursor, RecordView, UnifiedCursor,
@@ -209,6 +211,7 @@ fn page_limit(limit: Option<usize>) -> ApiResult<usize> {
 
 pub async fn updated(
     State(state): State<AppState>,
+    principal: Principal,
     Basin(basin): Basin,
     Path(collection): Path<String>,
     Query(params): Query<UpdatedParams>,
@@ -233,6 +236,7 @@ pub async fn updated(
     stamp_start(&mut cursor.started_at, is_start);
     let limit = page_limit(params.limit)?;
     let wait = std::time::Duration::from_secs(params.wait.unwrap_or(0).into());
+    let _poll = long_poll(&state, &principal, Some(wait))?;
     let (records, next) = state
         .engine
         .collections()
@@ -286,6 +290,7 @@ pub async fn events(
         let mut req = req;
         let resume = super::sse::SessionResume::from_headers(&headers)?;
         resume.apply(&mut req);
+        let permit = state.admission.admit(SessionKind::Read, &principal)?;
         let session = state
             .engine
             .streams()
@@ -293,9 +298,10 @@ pub async fn events(
             .await?;
         let render: super::sse::RenderBatch =
             Box::new(move |batch| events_batch(batch, wanted.as_deref()).to_string());
-        let session = GuardedSession::new(session, principal);
+        let session = GuardedSession::new(session, principal, permit);
         return Ok(super::sse::respond(session, render, resume));
     }
+    let _poll = long_poll(&state, &principal, req.wait)?;
     let batch = state
         .engine
         .streams()
@@ -383,6 +389,7 @@ pub async fn updated_across(
         None => {}
     }
     let wait = std::time::Duration::from_secs(params.wait.unwrap_or(0).into());
+    let _poll = long_poll(&state, &principal, Some(wait))?;
     let (records, next) = state
         .engine
         .collections()

@@ -94,6 +94,7 @@ pub async fn delete(
 
 pub async fn receive(
     State(state): State<AppState>,
+    principal: Principal,
     Basin(basin): Basin,
     Path(name): Path<String>,
     RecordFormat(format): RecordFormat,
@@ -102,6 +103,7 @@ pub async fn receive(
     let req = req.unwrap_or_default();
     let batch_size = req.batch_size.unwrap_or(1);
     let wait = std::time::Duration::from_millis(req.wait_ms.unwrap_or(0));
+    let _poll = super::records::long_poll(&state, &principal, Some(wait))?;
     let engine = state.engine;
     let deliveries = detached(async move {
         engine

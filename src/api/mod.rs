@@ -5,6 +5,7 @@
 //! Every routed request passes the authorization layer ([`auth`]) first.
 
 mod account;
+pub mod admission;
 pub mod auth;
 mod basins;
 mod collections;
@@ -28,6 +29,7 @@ use axum::routing::{get, on, MethodFilter};
 use axum::Router;
 
 use crate::engine::Engine;
+pub use admission::SessionLimits;
 pub use auth::Auth;
 use error::ApiError;
 pub use shared::AppState;
@@ -43,6 +45,7 @@ pub struct ApiConfig {
     /// `408` (sessions stream their bodies and are not bound by it).
     pub body_read_timeout: Duration,
     pub auth: Auth,
+    pub sessions: SessionLimits,
 }
 
 impl Default for ApiConfig {
@@ -50,6 +53,7 @@ impl Default for ApiConfig {
         Self {
             body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
             auth: Auth::Off,
+            sessions: SessionLimits::default(),
         }
     }
 }
@@ -61,6 +65,7 @@ pub fn router(engine: Arc<Engine>, config: ApiConfig) -> Router {
         engine,
         body_read_timeout: config.body_read_timeout,
         auth: config.auth,
+        admission: admission::Admission::new(config.sessions),
     };
     let (v1, _) = v1_routes();
     Router::new()

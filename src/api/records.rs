@@ -9,6 +9,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
+use super::admission::{SessionKind, SessionPermit};
 use super::auth::{GuardedSession, Principal, StreamPath};
 use super::error::{ApiError, ApiResult};
 use super::extract::{read_body, Basin, Query, RecordFormat};
@@ -73,6 +74,7 @@ pub async fn append(
 ) -> ApiResult<Response> {
     let input = match request_encoding(&headers) {
         Encoding::Session => {
+            let permit = state.admission.admit(SessionKind::Append, &principal)?;
             let session = state
                 .engine
                 .streams()
@@ -81,6 +83,7 @@ pub async fn append(
             return Ok(s2s::append_session(
                 session,
                 principal,
+                permit,
                 body,
                 s2s::response_compression(&headers),
             ));
@@ -169,30 +172,48 @@ pub async fn read(
 ) -> ApiResult<Response> {
     let mut req = params.into_request()?;
     if request_encoding(&headers) == Encoding::Session {
+        let permit = state.admission.admit(SessionKind::Read, &principal)?;
         let session = state
             .engine
             .streams()
             .read_session(&basin, &stream, req)
             .await?;
         return Ok(s2s::read_session(
-            GuardedSession::new(session, principal),
+            GuardedSession::new(session, principal, permit),
             s2s::response_compression(&headers),
         ));
     }
     if header_has(&headers, header::ACCEPT, "text/event-stream") {
         let resume = SessionResume::from_headers(&headers)?;
         resume.apply(&mut req);
+        let permit = state.admission.admit(SessionKind::Read, &principal)?;
         let session = state
             .engine
             .streams()
             .read_session(&basin, &stream, req)
             .await?;
-        let session = GuardedSession::new(session, principal);
+        let session = GuardedSession::new(session, principal, permit);
         return Ok(sse::respond(session, sse::render_records(format), resume));
     }
+    let _poll = long_poll(&state, &principal, req.wait)?;
     let batch = state.engine.streams().read(&basin, &stream, req).await?;
     if wants_proto(&headers) {
         return Ok(proto_response(&crate::wire::proto::ReadBatch::from(&batch)));
     }
     Ok(axum::Json(Batch::from_engine(&batch, format)).into_response())
+}
+
+/// A place among the server's long polls, if the request waits.
+pub(super) fn long_poll(
+    state: &AppState,
+    principal: &Principal,
+    wait: Option<Duration>,
+) -> ApiResult<Option<SessionPermit>> {
+    match wait {
+        Some(wait) if !wait.is_zero() => state
+            .admission
+            .admit(SessionKind::LongPoll, principal)
+            .map(Some),
+        _ => Ok(None),
+    }
 }

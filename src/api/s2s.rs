@@ -24,6 +24,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, Semaphore};
 
+use super::admission::SessionPermit;
 use super::auth::{revoked, GuardedSession, Principal};
 use super::error::ApiError;
 use crate::engine::error::EngineResult;
@@ -69,6 +70,7 @@ fn bad_frame(message: impl Into<String>) -> ApiError {
 pub fn append_session(
     session: AppendSession,
     principal: Principal,
+    permit: SessionPermit,
     body: Body,
     compression: Compression,
 ) -> Response {
@@ -83,8 +85,10 @@ pub fn append_session(
         }
     });
 
-    // Writer: acknowledgements, in order, as they become durable.
+    // Writer: acknowledgements, in order, as they become durable. It ends
+    // last, so it holds the session's place.
     tokio::spawn(async move {
+        let _permit = permit;
         while let Some(pending) = acks_rx.recv().await {
             let frame = match pending {
                 Ok(ack) => match ack.await {

@@ -21,6 +21,8 @@ pub struct AppState {
     /// A unary request's whole body must arrive within this.
     pub body_read_timeout: Duration,
     pub auth: super::auth::mode::Auth,
+    /// Open sessions and long polls, against their limits.
+    pub admission: std::sync::Arc<super::admission::Admission>,
 }
 
 /// Runs an engine operation to completion even if the client goes away.

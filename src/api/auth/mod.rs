@@ -12,7 +12,7 @@
 
 pub(super) mod mode;
 mod policy;
-mod principal;
+pub(super) mod principal;
 mod session;
 
 use std::collections::HashMap;

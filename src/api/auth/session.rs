@@ -5,6 +5,7 @@
 use std::time::{Duration, SystemTime};
 
 use super::principal::{unauthenticated, Principal};
+use crate::api::admission::SessionPermit;
 use crate::api::error::ApiError;
 use crate::engine::streams::{ReadSession, SessionEvent};
 
@@ -32,15 +33,21 @@ pub fn revoked() -> ApiError {
     unauthenticated("the access token was revoked or has expired")
 }
 
-/// A read session that ends when its principal's token stops being valid.
+/// A read session that ends when its principal's token stops being
+/// valid, holding its place among the server's sessions while it lasts.
 pub struct GuardedSession {
     session: ReadSession,
     principal: Principal,
+    _permit: SessionPermit,
 }
 
 impl GuardedSession {
-    pub fn new(session: ReadSession, principal: Principal) -> Self {
-        Self { session, principal }
+    pub fn new(session: ReadSession, principal: Principal, permit: SessionPermit) -> Self {
+        Self {
+            session,
+            principal,
+            _permit: permit,
+        }
     }
 
     /// The next event, or the error the session ends with.
