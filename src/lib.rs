@@ -10,7 +10,6 @@
 pub mod api;
 pub mod connections;
 pub mod engine;
-mod prefixed;
 pub mod root_token;
 pub mod server;
 pub mod storage;

@@ -50,6 +50,14 @@ enum Command {
         /// How long a request's body has to arrive (sessions excepted).
         #[arg(long, env = "RILL_BODY_READ_TIMEOUT", default_value = "60s", value_parser = positive_duration)]
         body_read_timeout: std::time::Duration,
+        /// A connection with no open request is closed after this (HTTP/2
+        /// included).
+        #[arg(long, env = "RILL_IDLE_TIMEOUT", default_value = "60s", value_parser = positive_duration)]
+        idle_timeout: std::time::Duration,
+        /// A connection whose client reads nothing of its responses for
+        /// this long is closed.
+        #[arg(long, env = "RILL_WRITE_STALL_TIMEOUT", default_value = "60s", value_parser = positive_duration)]
+        write_stall_timeout: std::time::Duration,
         /// A file holding the root token; turns auth on. (`RILL_ROOT_TOKEN`
         /// gives the token itself; there is no flag for it, so that it
         /// never shows in the process list.)
@@ -113,6 +121,8 @@ fn main() -> std::process::ExitCode {
             max_connections,
             header_read_timeout,
             body_read_timeout,
+            idle_timeout,
+            write_stall_timeout,
             root_token_file,
             auth,
             tls_cert,
@@ -144,6 +154,8 @@ fn main() -> std::process::ExitCode {
                     header_read_timeout,
                     max_connections: max_connections as usize,
                     body_read_timeout,
+                    idle_timeout,
+                    write_stall_timeout,
                 },
                 auth,
                 sessions: rill::api::SessionLimits {

@@ -141,6 +141,7 @@ async fn a_slow_header_or_an_idle_connection_is_cut_off() {
         header_read_timeout: Duration::from_secs(1),
         max_connections: 100,
         body_read_timeout: Duration::from_secs(1),
+        ..Default::default()
     })
     .await;
 
@@ -319,4 +320,114 @@ async fn a_silent_connection_does_not_hold_up_shutdown() {
         server.stop_within(Duration::from_secs(5)).await,
         "shutdown waited on a connection that never spoke"
     );
+}
+
+/// Whether a new client is served (not refused) within `within`.
+async fn served_within(addr: std::net::SocketAddr, within: Duration) -> bool {
+    use tokio::io::AsyncWriteExt;
+    let deadline = tokio::time::Instant::now() + within;
+    while tokio::time::Instant::now() < deadline {
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let _ = tcp
+            .write_all(b"GET /health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .await;
+        let (response, _) = read_until_closed(&mut tcp, Duration::from_secs(2)).await;
+        if response.starts_with("HTTP/1.1 200") {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_http2_connection_is_closed() {
+    let server = LimitedServer::start(rill::connections::ConnectionLimits {
+        header_read_timeout: Duration::from_secs(30),
+        max_connections: 1,
+        idle_timeout: Duration::from_secs(1),
+        ..Default::default()
+    })
+    .await;
+    // An HTTP/2 client that keeps its connection (and answers pings).
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let resp = h2
+        .get(format!("http://{}/health", server.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    assert_eq!(resp.status(), 200);
+    // While open it holds the only slot; idle for a second, it is closed.
+    assert!(
+        served_within(server.addr, Duration::from_secs(5)).await,
+        "the idle HTTP/2 connection kept its slot"
+    );
+    drop(h2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_cut_off() {
+    use tokio::io::AsyncWriteExt;
+    let server = LimitedServer::start(rill::connections::ConnectionLimits {
+        header_read_timeout: Duration::from_secs(30),
+        max_connections: 1,
+        write_stall_timeout: Duration::from_secs(1),
+        ..Default::default()
+    })
+    .await;
+    // Enough records that a reader which never reads fills every buffer
+    // between the server and itself (about 16 MB).
+    let setup = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let base = format!("http://{}", server.addr);
+    for path in ["/v1/basins/stall-basin", "/v1/streams/s"] {
+        let resp = setup
+            .put(format!("{base}{path}"))
+            .header("s2-basin", "stall-basin")
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success());
+    }
+    let body = "x".repeat(1000);
+    let records: Vec<_> = (0..1000)
+        .map(|_| serde_json::json!({ "body": body }))
+        .collect();
+    for _ in 0..16 {
+        let resp = setup
+            .post(format!("{base}/v1/streams/s/records"))
+            .header("s2-basin", "stall-basin")
+            .json(&serde_json::json!({ "records": records }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    let mut stalled = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    stalled
+        .write_all(
+            b"GET /v1/streams/s/records?seq_num=0 HTTP/1.1\r\nhost: x\r\n\
+              s2-basin: stall-basin\r\naccept: text/event-stream\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    // It holds the only slot, reading nothing; then it is cut off.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut refused = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let _ = refused
+        .write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await;
+    let (response, _) = read_until_closed(&mut refused, Duration::from_secs(2)).await;
+    assert!(response.starts_with("HTTP/1.1 503"), "{response}");
+    assert!(
+        served_within(server.addr, Duration::from_secs(6)).await,
+        "a client that reads nothing kept its connection"
+    );
+    drop(stalled);
 }

@@ -8,10 +8,17 @@
 //! With TLS, the handshake must finish within the same timeout, and plain
 //! HTTP sent to the port gets a 400 saying to use https.
 //!
+//! A connection with no request open for the idle timeout is closed
+//! (HTTP/2 included, whose peers may otherwise hold one open forever by
+//! answering pings), and so is one whose client stops reading: a write
+//! that makes no progress for the write-stall timeout ends it.
+//!
 //! A unary request's body must arrive within its own timeout (see
-//! `api::router`). Not bounded yet: a client that stops reading its
-//! responses, and an HTTP/2 connection that stays open idle but alive;
-//! each holds one connection slot.
+//! `api::router`).
+
+mod activity;
+mod prefixed;
+mod stall;
 
 use std::pin::pin;
 use std::sync::Arc;
@@ -27,8 +34,10 @@ use tokio::sync::{watch, Semaphore};
 use tokio::time::Instant;
 use tokio_rustls::server::TlsStream;
 
-use crate::prefixed::Prefixed;
 use crate::tls::Tls;
+use activity::{Activity, Tracked};
+use prefixed::Prefixed;
+use stall::StallGuard;
 
 /// What one client connection may hold. Each is a `rill serve` flag.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,6 +51,11 @@ pub struct ConnectionLimits {
     /// A unary request's whole body must arrive within this (`408`
     /// otherwise); sessions stream theirs and are not bound by it.
     pub body_read_timeout: Duration,
+    /// A connection with no open request is closed after this.
+    pub idle_timeout: Duration,
+    /// A connection whose writes make no progress for this is closed:
+    /// its client stopped reading.
+    pub write_stall_timeout: Duration,
 }
 
 impl Default for ConnectionLimits {
@@ -50,6 +64,8 @@ impl Default for ConnectionLimits {
             header_read_timeout: Duration::from_secs(30),
             max_connections: 10_000,
             body_read_timeout: crate::api::DEFAULT_BODY_READ_TIMEOUT,
+            idle_timeout: Duration::from_secs(60),
+            write_stall_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -141,12 +157,15 @@ pub async fn serve(
                 accepted = tokio::time::timeout_at(deadline, accept(tcp, tls.as_ref())) => accepted,
                 _ = closing.wait_for(|closing| *closing) => return,
             };
+            let stall = limits.write_stall_timeout;
             match accepted {
                 Ok(Some(Accepted::Plain(tcp))) => {
-                    serve_connection(&builder, tcp, service, closing).await
+                    let io = StallGuard::new(tcp, stall);
+                    serve_connection(&builder, io, service, limits.idle_timeout, closing).await
                 }
                 Ok(Some(Accepted::Tls(stream))) => {
-                    serve_connection(&builder, stream, service, closing).await
+                    let io = StallGuard::new(stream, stall);
+                    serve_connection(&builder, io, service, limits.idle_timeout, closing).await
                 }
                 // Silent, closed, failed or refused: drop it and its slot.
                 Ok(None) | Err(_) => {}
@@ -205,18 +224,25 @@ async fn accept(tcp: TcpStream, tls: Option<&Tls>) -> Option<Accepted> {
 }
 
 /// Serves HTTP on a connection until it ends, closing it gracefully when
-/// the server shuts down.
+/// the server shuts down or it has had no open request for `idle_timeout`.
 async fn serve_connection<I>(
     builder: &Builder<TokioExecutor>,
     io: I,
     service: TowerToHyperService<Router>,
+    idle_timeout: Duration,
     mut closing: watch::Receiver<bool>,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let activity = Activity::new();
+    let service = Tracked {
+        inner: service,
+        activity: activity.clone(),
+    };
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     let mut connection = pin!(connection);
     let mut asked_to_close = false;
+    let mut idle_check = tokio::time::interval((idle_timeout / 4).max(Duration::from_millis(100)));
     loop {
         tokio::select! {
             result = connection.as_mut() => {
@@ -228,6 +254,12 @@ async fn serve_connection<I>(
             _ = closing.wait_for(|closing| *closing), if !asked_to_close => {
                 connection.as_mut().graceful_shutdown();
                 asked_to_close = true;
+            }
+            _ = idle_check.tick(), if !asked_to_close => {
+                if activity.idle_for().is_some_and(|idle| idle >= idle_timeout) {
+                    connection.as_mut().graceful_shutdown();
+                    asked_to_close = true;
+                }
             }
         }
     }
