@@ -20,96 +20,12 @@ use rill::engine::streams::names::{BasinName, StreamName};
 use rill::engine::streams::types::{AppendInput, AppendRecord};
 use rill::engine::Engine;
 use rill::storage::FjallStorage;
-use serde_json::json;
 
-const RECORD_BYTES: usize = 1024;
 const RUN_FOR: Duration = Duration::from_secs(3);
-const BASIN: &str = "bench-basin";
 
 mod support;
+use support::appends::{body, http_appends, Outcome, BASIN, RECORD_BYTES};
 use support::{fsync_reference, ms, percentile};
-
-struct Outcome {
-    records: u64,
-    elapsed: Duration,
-    latencies: Vec<Duration>,
-}
-
-impl Outcome {
-    fn print(mut self, label: &str, fsync_p50: Duration) {
-        self.latencies.sort();
-        let secs = self.elapsed.as_secs_f64();
-        let rate = self.records as f64 / secs;
-        let p50 = percentile(&self.latencies, 0.5);
-        println!(
-            "{label:<40}{rate:>9.0} rec/s {:>7.1} MiB/s  p50 {}  p99 {}  (p50 = {:.1}x fsync)",
-            rate * RECORD_BYTES as f64 / (1024.0 * 1024.0),
-            ms(p50),
-            ms(percentile(&self.latencies, 0.99)),
-            p50.as_secs_f64() / fsync_p50.as_secs_f64().max(1e-9),
-        );
-    }
-}
-
-fn body(i: usize) -> String {
-    let mut s = format!("{i:08}-");
-    while s.len() < RECORD_BYTES {
-        s.push((b'a' + (s.len() % 26) as u8) as char);
-    }
-    s
-}
-
-async fn http_appends(base: &str, stream: &str, appenders: usize, batch: usize) -> Outcome {
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(appenders)
-        .build()
-        .unwrap();
-    let payload: Arc<str> = {
-        let records: Vec<_> = (0..batch).map(|i| json!({ "body": body(i) })).collect();
-        serde_json::to_string(&json!({ "records": records }))
-            .unwrap()
-            .into()
-    };
-    let url: Arc<str> = format!("{base}/v1/streams/{stream}/records").into();
-    let start = Instant::now();
-    let deadline = start + RUN_FOR;
-    let tasks: Vec<_> = (0..appenders)
-        .map(|_| {
-            let (client, payload, url) = (client.clone(), payload.clone(), url.clone());
-            tokio::spawn(async move {
-                let mut latencies = Vec::new();
-                while Instant::now() < deadline {
-                    let sent = Instant::now();
-                    let resp = client
-                        .post(&*url)
-                        .header("s2-basin", BASIN)
-                        .header("content-type", "application/json")
-                        .body(payload.to_string())
-                        .send()
-                        .await
-                        .expect("append request");
-                    assert!(
-                        resp.status().is_success(),
-                        "append failed: {}",
-                        resp.status()
-                    );
-                    resp.bytes().await.unwrap();
-                    latencies.push(sent.elapsed());
-                }
-                latencies
-            })
-        })
-        .collect();
-    let mut latencies = Vec::new();
-    for task in tasks {
-        latencies.extend(task.await.unwrap());
-    }
-    Outcome {
-        records: (latencies.len() * batch) as u64,
-        elapsed: start.elapsed(),
-        latencies,
-    }
-}
 
 async fn engine_appends(
     engine: &Arc<Engine>,
@@ -261,7 +177,7 @@ fn main() {
                     .await
                     .unwrap();
                 let label = format!("http   {appenders:>3} appenders x {batch:>3} rec/append");
-                http_appends(&base, &stream, appenders, batch)
+                http_appends(&base, &stream, appenders, batch, None, RUN_FOR)
                     .await
                     .print(&label, fsync_p50);
             }

@@ -1,6 +1,8 @@
 //! What the benchmarks share: the fsync reference and latency formatting.
 #![allow(dead_code)] // each bench uses a different subset
 
+pub mod appends;
+
 use std::io::Write;
 use std::time::{Duration, Instant};
 
