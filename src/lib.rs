@@ -1,7 +1,8 @@
 //! Rill: a durable streams server that speaks the S2 v1 API.
 //!
 //! The modules depend on each other in one direction only:
-//! `server` (with `connections`, the accept loop) → `api` (HTTP handlers)
+//! `server` (with `connections`, the accept loop, `tls` and `root_token`)
+//! → `api` (HTTP handlers, and access control in `api::auth`)
 //! → `wire` (wire formats) → `engine` (consumers → collections → the
 //! stream core) → `storage` (ordered key-value stores); `tests/layering.rs`
 //! checks it. `docs/ARCHITECTURE.md` explains each part and the on-disk

@@ -187,8 +187,8 @@ async fn data_commands() {
             "Connection refused",
         ),
         (
-            vec!["check-tail", "log", "--endpoint", "https://127.0.0.1:1"],
-            "--features tls",
+            vec!["check-tail", "log", "--ca-cert", "/nonexistent/ca.pem"],
+            "cannot read --ca-cert",
         ),
         (
             vec!["updated", "users", "--after-id", "x"],

@@ -43,7 +43,19 @@ const RULES: &[(&str, &[&str])] = &[
         &["crate::wire", "crate::api", "crate::server", "crate::cli"],
     ),
     ("wire/", &["crate::api", "crate::server", "crate::cli"]),
-    ("api/", &["crate::server", "crate::cli"]),
+    (
+        "api/",
+        &["crate::server", "crate::cli", "crate::connections"],
+    ),
+    (
+        "tls.rs",
+        &[
+            "crate::api",
+            "crate::engine",
+            "crate::server",
+            "crate::connections",
+        ],
+    ),
 ];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {

@@ -58,7 +58,7 @@ impl Default for ApiConfig {
     }
 }
 
-/// The router: every route of [`v1_routes`] and `/health`, behind the
+/// The router: every route of [`routes`] and `/health`, behind the
 /// authorization layer.
 pub fn router(engine: Arc<Engine>, config: ApiConfig) -> Router {
     let state = AppState {
