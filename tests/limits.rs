@@ -371,7 +371,7 @@ async fn an_idle_http2_connection_is_closed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_is_cut_off() {
-    use tokio::io::AsyncWriteExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let server = LimitedServer::start(rill::connections::ConnectionLimits {
         header_read_timeout: Duration::from_secs(30),
         max_connections: 1,
@@ -381,10 +381,8 @@ async fn a_client_that_stops_reading_is_cut_off() {
     .await;
     // Enough records that a reader which never reads fills every buffer
     // between the server and itself (about 16 MB).
-    let setup = reqwest::Client::builder()
-        .pool_max_idle_per_host(0)
-        .build()
-        .unwrap();
+    // One kept-alive connection for the setup: the server serves one.
+    let setup = reqwest::Client::builder().http1_only().build().unwrap();
     let base = format!("http://{}", server.addr);
     for path in ["/v1/basins/stall-basin", "/v1/streams/s"] {
         let resp = setup
@@ -409,6 +407,9 @@ async fn a_client_that_stops_reading_is_cut_off() {
             .unwrap();
         assert_eq!(resp.status(), 200);
     }
+    // The setup's connection is gone once a new client gets the slot.
+    drop(setup);
+    assert!(served_within(server.addr, Duration::from_secs(5)).await);
     let mut stalled = tokio::net::TcpStream::connect(server.addr).await.unwrap();
     stalled
         .write_all(
@@ -417,8 +418,18 @@ async fn a_client_that_stops_reading_is_cut_off() {
         )
         .await
         .unwrap();
-    // It holds the only slot, reading nothing; then it is cut off.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // It was served (its first bytes say so); from then on it reads
+    // nothing, holding the only slot, until it is cut off.
+    let mut first = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(5), stalled.read(&mut first))
+        .await
+        .expect("the session starts")
+        .unwrap();
+    assert!(
+        first[..n].starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&first[..n])
+    );
     let mut refused = tokio::net::TcpStream::connect(server.addr).await.unwrap();
     let _ = refused
         .write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n")
