@@ -151,6 +151,7 @@ pub async fn run_with(
     let reloader = tls.as_ref().map(Tls::spawn_reloader);
     let api = ApiConfig {
         body_read_timeout: limits.body_read_timeout,
+        write_stall_timeout: limits.write_stall_timeout,
         auth,
         sessions,
     };

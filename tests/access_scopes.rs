@@ -199,6 +199,23 @@ async fn auto_prefixed_tokens_see_streams_relative_to_their_prefix() {
         names(&all, "streams"),
         ["tenant-a/events", "tenant-a/old", "tenant-b/secret"]
     );
+    // Metrics name streams the same way.
+    auth.as_(
+        &token,
+        Method::GET,
+        "/v1/metrics/shared-basin/old?set=storage",
+        "",
+    )
+    .expect_status(StatusCode::OK)
+    .await;
+    auth.as_(
+        &token,
+        Method::GET,
+        "/v1/metrics/shared-basin/nope?set=storage",
+        "",
+    )
+    .expect_error(StatusCode::NOT_FOUND, "stream_not_found")
+    .await;
     // Another tenant's stream cannot be reached by climbing out.
     call(Method::GET, "/v1/streams/..%2Ftenant-b%2Fsecret/records")
         .expect_error(StatusCode::NOT_FOUND, "stream_not_found")
@@ -413,6 +430,28 @@ async fn live_sessions_end_when_their_token_is_revoked_or_expires() {
         last.expect("an error event").json()["code"],
         "unauthenticated"
     );
+    // A long poll waiting when its token is revoked ends too.
+    let polling = auth
+        .issue(ROOT, json!({ "id": "polling", "scope": scope }))
+        .await
+        .unwrap();
+    let poll = auth
+        .as_(
+            &polling,
+            Method::GET,
+            "/v1/streams/s/records?tail_offset=0&wait=30",
+            "live-basin",
+        )
+        .send();
+    let poll = tokio::spawn(poll);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let revoked_at = Instant::now();
+    auth.root(Method::DELETE, "/v1/access-tokens/polling", "")
+        .expect_status(StatusCode::NO_CONTENT)
+        .await;
+    let resp = poll.await.unwrap().unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert!(revoked_at.elapsed() < Duration::from_secs(3));
     // And the token is refused from then on.
     auth.as_(
         &expiring,

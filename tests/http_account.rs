@@ -43,6 +43,21 @@ async fn access_tokens_and_metrics_answer_as_the_spec_says() {
         .json(&json!({"id": "", "scope": {"ops": ["read"]}}))
         .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid")
         .await;
+    let many_ops: Vec<&str> = std::iter::repeat_n("read", 65).collect();
+    tokens(Method::POST, "")
+        .json(&json!({"id": "x", "scope": {"ops": many_ops}}))
+        .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid")
+        .await;
+    tokens(Method::POST, "")
+        .json(
+            &json!({"id": "x", "scope": {"ops": ["read"], "streams": {"prefix": "s".repeat(513)}}}),
+        )
+        .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid")
+        .await;
+    tokens(Method::POST, "")
+        .json(&json!({"id": "x", "scope": {"ops": ["read"]}, "expires_at": "9999-12-31T23:59:59-23:59"}))
+        .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid")
+        .await;
     tokens(Method::POST, "")
         .json(&json!({"id": "x", "scope": {}}))
         .expect_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid")

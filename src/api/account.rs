@@ -51,9 +51,7 @@ pub async fn issue_token(
         }
         match (expires, issuer.expires) {
             (_, None) => {}
-            (None, Some(limit)) => {
-                info.expires_at = Some(humantime::format_rfc3339_seconds(limit).to_string());
-            }
+            (None, Some(_)) => info.expires_at = issuer.info.expires_at.clone(),
             (Some(wanted), Some(limit)) if wanted > limit => {
                 return Err(permission_denied(
                     "issuing a token that outlives it (`expires_at` is after its own)",
@@ -118,12 +116,13 @@ pub async fn account_metrics(
     if params.set != "active-basins" {
         return Ok(empty());
     }
-    let (basins, _) = state.engine.streams().list_basins(&Default::default())?;
-    let names: Vec<String> = basins
-        .into_iter()
-        .map(|b| b.name)
-        .filter(|name| principal.can_see(Resource::Basins, name))
-        .collect();
+    let (basins, _) = principal.list(
+        Resource::Basins,
+        Default::default(),
+        |b: &crate::engine::streams::BasinInfo| &b.name,
+        |req| state.engine.streams().list_basins(req),
+    )?;
+    let names: Vec<String> = basins.into_iter().map(|b| b.name).collect();
     Ok(axum::Json(json!({
         "values": [{ "label": { "name": "active-basins", "values": names } }]
     })))
@@ -151,10 +150,13 @@ pub async fn basin_metrics(
 
 pub async fn stream_metrics(
     State(state): State<AppState>,
+    principal: Principal,
     Path((basin, stream)): Path<(String, String)>,
     Query(params): Query<MetricParams>,
 ) -> ApiResult<axum::Json<Value>> {
     check_set(&params.set, &["storage"])?;
+    // The name the access check saw: relative for auto-prefixed tokens.
+    let stream = principal.stream_name(stream);
     state.engine.streams().stream_config(&basin, &stream)?;
     Ok(empty())
 }

@@ -237,11 +237,13 @@ pub async fn updated(
     let limit = page_limit(params.limit)?;
     let wait = std::time::Duration::from_secs(params.wait.unwrap_or(0).into());
     let _poll = long_poll(&state, &principal, Some(wait))?;
-    let (records, next) = state
-        .engine
-        .collections()
-        .updated(&basin, &collection, &cursor, limit, wait)
-        .await?;
+    let updated = async {
+        let engine = state.engine.collections();
+        Ok(engine
+            .updated(&basin, &collection, &cursor, limit, wait)
+            .await?)
+    };
+    let (records, next) = principal.unless_lost(updated).await?;
     Ok(json_response(records_page(&records, &next)))
 }
 
@@ -299,14 +301,15 @@ pub async fn events(
         let render: super::sse::RenderBatch =
             Box::new(move |batch| events_batch(batch, wanted.as_deref()).to_string());
         let session = GuardedSession::new(session, principal, permit);
-        return Ok(super::sse::respond(session, render, resume));
+        let stall = state.write_stall_timeout;
+        return Ok(super::sse::respond(session, render, resume, stall));
     }
     let _poll = long_poll(&state, &principal, req.wait)?;
-    let batch = state
-        .engine
-        .streams()
-        .read(&basin, &info.events_stream, req)
-        .await?;
+    let read = async {
+        let engine = state.engine.streams();
+        Ok(engine.read(&basin, &info.events_stream, req).await?)
+    };
+    let batch = principal.unless_lost(read).await?;
     Ok(axum::Json(events_page(&batch, wanted.as_deref())?).into_response())
 }
 
@@ -390,11 +393,13 @@ pub async fn updated_across(
     }
     let wait = std::time::Duration::from_secs(params.wait.unwrap_or(0).into());
     let _poll = long_poll(&state, &principal, Some(wait))?;
-    let (records, next) = state
-        .engine
-        .collections()
-        .updated_across(&basin, names, &cursor, limit, wait)
-        .await?;
+    let updated = async {
+        let engine = state.engine.collections();
+        Ok(engine
+            .updated_across(&basin, names, &cursor, limit, wait)
+            .await?)
+    };
+    let (records, next) = principal.unless_lost(updated).await?;
     Ok(json_response(unified_page(&records, &next)))
 }
 

@@ -103,9 +103,11 @@ pub async fn receive(
     let req = req.unwrap_or_default();
     let batch_size = req.batch_size.unwrap_or(1);
     let wait = std::time::Duration::from_millis(req.wait_ms.unwrap_or(0));
-    let _poll = super::records::long_poll(&state, &principal, Some(wait))?;
+    // Held by the receive itself, which goes on if the client hangs up.
+    let poll = super::records::long_poll(&state, &principal, Some(wait))?;
     let engine = state.engine;
     let deliveries = detached(async move {
+        let _poll = poll;
         engine
             .consumers()
             .receive(&basin, &name, batch_size, wait)

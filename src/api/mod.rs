@@ -44,6 +44,8 @@ pub struct ApiConfig {
     /// A unary request whose body has not fully arrived within this gets
     /// `408` (sessions stream their bodies and are not bound by it).
     pub body_read_timeout: Duration,
+    /// A session whose client takes nothing for this long is cut off.
+    pub write_stall_timeout: Duration,
     pub auth: Auth,
     pub sessions: SessionLimits,
 }
@@ -52,6 +54,7 @@ impl Default for ApiConfig {
     fn default() -> Self {
         Self {
             body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
+            write_stall_timeout: Duration::from_secs(60),
             auth: Auth::Off,
             sessions: SessionLimits::default(),
         }
@@ -64,6 +67,7 @@ pub fn router(engine: Arc<Engine>, config: ApiConfig) -> Router {
     let state = AppState {
         engine,
         body_read_timeout: config.body_read_timeout,
+        write_stall_timeout: config.write_stall_timeout,
         auth: config.auth,
         admission: admission::Admission::new(config.sessions),
     };

@@ -86,6 +86,7 @@ pub async fn append(
                 permit,
                 body,
                 s2s::response_compression(&headers),
+                state.write_stall_timeout,
             ));
         }
         Encoding::Proto => {
@@ -181,6 +182,7 @@ pub async fn read(
         return Ok(s2s::read_session(
             GuardedSession::new(session, principal, permit),
             s2s::response_compression(&headers),
+            state.write_stall_timeout,
         ));
     }
     if header_has(&headers, header::ACCEPT, "text/event-stream") {
@@ -193,10 +195,17 @@ pub async fn read(
             .read_session(&basin, &stream, req)
             .await?;
         let session = GuardedSession::new(session, principal, permit);
-        return Ok(sse::respond(session, sse::render_records(format), resume));
+        let render = sse::render_records(format);
+        return Ok(sse::respond(
+            session,
+            render,
+            resume,
+            state.write_stall_timeout,
+        ));
     }
     let _poll = long_poll(&state, &principal, req.wait)?;
-    let batch = state.engine.streams().read(&basin, &stream, req).await?;
+    let read = async { Ok(state.engine.streams().read(&basin, &stream, req).await?) };
+    let batch = principal.unless_lost(read).await?;
     if wants_proto(&headers) {
         return Ok(proto_response(&crate::wire::proto::ReadBatch::from(&batch)));
     }

@@ -13,6 +13,7 @@
 //! is a heartbeat. A session that meets its stop condition simply ends.
 
 use std::convert::Infallible;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -25,7 +26,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, Semaphore};
 
 use super::admission::SessionPermit;
-use super::auth::{revoked, GuardedSession, Principal};
+use super::auth::{pumped, revoked, GuardedSession, Principal};
 use super::error::ApiError;
 use crate::engine::error::EngineResult;
 use crate::engine::streams::types::AppendAck;
@@ -73,7 +74,9 @@ pub fn append_session(
     permit: SessionPermit,
     body: Body,
     compression: Compression,
+    stall: Duration,
 ) -> Response {
+    let holder = principal.clone();
     let (frames_tx, frames_rx) = mpsc::channel::<Bytes>(16);
     let (acks_tx, mut acks_rx) = mpsc::channel(MAX_IN_FLIGHT);
 
@@ -105,8 +108,16 @@ pub fn append_session(
                     return;
                 }
             };
-            if frames_tx.send(frame).await.is_err() {
-                return; // the client went away
+            // A client that takes no acks for `stall`, or whose token is
+            // revoked, is cut off; so is one that went away.
+            tokio::select! {
+                biased;
+                sent = tokio::time::timeout(stall, frames_tx.send(frame)) => {
+                    if !matches!(sent, Ok(Ok(()))) {
+                        return;
+                    }
+                }
+                () = holder.lost() => return,
             }
         }
     });
@@ -195,7 +206,14 @@ async fn read_inputs(
     }
 }
 
-pub fn read_session(session: GuardedSession, compression: Compression) -> Response {
+/// A read session's S2S response; a client that takes nothing for
+/// `stall` is cut off.
+pub fn read_session(
+    session: GuardedSession,
+    compression: Compression,
+    stall: Duration,
+) -> Response {
+    let principal = session.principal().clone();
     let frames = futures::stream::unfold(Some(session), move |session| async move {
         let mut session = session?;
         match session.next().await {
@@ -211,5 +229,6 @@ pub fn read_session(session: GuardedSession, compression: Compression) -> Respon
             None => None,
         }
     });
+    let frames = pumped(frames, principal, stall);
     streaming_response(Body::from_stream(frames.map(Ok::<_, Infallible>)))
 }

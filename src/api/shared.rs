@@ -20,6 +20,8 @@ pub struct AppState {
     pub engine: Arc<Engine>,
     /// A unary request's whole body must arrive within this.
     pub body_read_timeout: Duration,
+    /// A session whose client takes nothing for this long is cut off.
+    pub write_stall_timeout: Duration,
     pub auth: super::auth::mode::Auth,
     /// Open sessions and long polls, against their limits.
     pub admission: std::sync::Arc<super::admission::Admission>,

@@ -12,6 +12,7 @@
 //! the running totals in the ids carry on from the resumed values.
 
 use std::convert::Infallible;
+use std::time::Duration;
 
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, Sse};
@@ -19,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use futures::stream::{self, Stream};
 use serde_json::json;
 
-use super::auth::GuardedSession;
+use super::auth::{pumped, GuardedSession};
 use super::error::{ApiError, ApiResult};
 use crate::engine::streams::types::ReadBatch;
 use crate::engine::streams::types::{now_ms, ReadStart};
@@ -84,7 +85,15 @@ struct SessionState {
     finished: bool,
 }
 
-pub fn respond(session: GuardedSession, render: RenderBatch, resume: SessionResume) -> Response {
+/// An SSE response for `session`; a client that takes nothing for `stall`
+/// is cut off.
+pub fn respond(
+    session: GuardedSession,
+    render: RenderBatch,
+    resume: SessionResume,
+    stall: Duration,
+) -> Response {
+    let principal = session.principal().clone();
     let state = SessionState {
         session,
         render,
@@ -92,7 +101,7 @@ pub fn respond(session: GuardedSession, render: RenderBatch, resume: SessionResu
         bytes: resume.bytes,
         finished: false,
     };
-    Sse::new(events(state)).into_response()
+    Sse::new(pumped(events(state), principal, stall)).into_response()
 }
 
 fn events(state: SessionState) -> impl Stream<Item = Result<Event, Infallible>> {

@@ -130,6 +130,11 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
+            // A TLS client cannot read a plain-text 503: it is just closed.
+            if tls.is_some() {
+                drop(tcp);
+                continue;
+            }
             if let Ok(refusal) = refusals.clone().try_acquire_owned() {
                 tokio::spawn(async move {
                     refuse(tcp).await;
@@ -153,18 +158,16 @@ pub async fn serve(
             // Until the protocol is known, hyper has no timer running: a
             // client that sends nothing, or half an HTTP/2 preface, would
             // hold its slot forever.
+            let stall = limits.write_stall_timeout;
             let accepted = tokio::select! {
-                accepted = tokio::time::timeout_at(deadline, accept(tcp, tls.as_ref())) => accepted,
+                accepted = tokio::time::timeout_at(deadline, accept(tcp, tls.as_ref(), stall)) => accepted,
                 _ = closing.wait_for(|closing| *closing) => return,
             };
-            let stall = limits.write_stall_timeout;
             match accepted {
-                Ok(Some(Accepted::Plain(tcp))) => {
-                    let io = StallGuard::new(tcp, stall);
+                Ok(Some(Accepted::Plain(io))) => {
                     serve_connection(&builder, io, service, limits.idle_timeout, closing).await
                 }
-                Ok(Some(Accepted::Tls(stream))) => {
-                    let io = StallGuard::new(stream, stall);
+                Ok(Some(Accepted::Tls(io))) => {
                     serve_connection(&builder, io, service, limits.idle_timeout, closing).await
                 }
                 // Silent, closed, failed or refused: drop it and its slot.
@@ -180,20 +183,21 @@ pub async fn serve(
 }
 
 /// A connection ready for HTTP: its protocol can be told from what is
-/// buffered or peeked.
+/// buffered or peeked. The stall guard sits on the TCP stream, under TLS,
+/// so that it sees the bytes that really go out.
 enum Accepted {
-    Plain(TcpStream),
-    Tls(Box<Prefixed<TlsStream<TcpStream>>>),
+    Plain(StallGuard<TcpStream>),
+    Tls(Box<Prefixed<TlsStream<StallGuard<TcpStream>>>>),
 }
 
 /// Takes a connection up to the point where HTTP can start: for TLS, the
 /// handshake and the first decrypted bytes; for plain TCP, the first
 /// bytes. `None` if the client closed, failed the handshake or spoke
 /// plain HTTP to the TLS port (it gets a 400 saying so).
-async fn accept(tcp: TcpStream, tls: Option<&Tls>) -> Option<Accepted> {
+async fn accept(tcp: TcpStream, tls: Option<&Tls>, stall: Duration) -> Option<Accepted> {
     let Some(tls) = tls else {
         sniff_protocol(&tcp).await.ok()?;
-        return Some(Accepted::Plain(tcp));
+        return Some(Accepted::Plain(StallGuard::new(tcp, stall)));
     };
     let mut first = [0u8; 1];
     if tcp.peek(&mut first).await.ok()? == 0 {
@@ -203,7 +207,7 @@ async fn accept(tcp: TcpStream, tls: Option<&Tls>) -> Option<Accepted> {
         refuse_plain_text(tcp).await;
         return None;
     }
-    let mut stream = match tls.acceptor().accept(tcp).await {
+    let mut stream = match tls.acceptor().accept(StallGuard::new(tcp, stall)).await {
         Ok(stream) => stream,
         Err(err) => {
             tracing::debug!(%err, "TLS handshake failed");

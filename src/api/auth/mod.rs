@@ -30,7 +30,7 @@ use crate::engine::consumers::Source;
 pub use mode::{Auth, RootDigest};
 pub use policy::{policy, Policy, Target};
 pub use principal::{permission_denied, unauthenticated, Narrowed, Principal, Resource};
-pub use session::{revoked, GuardedSession};
+pub use session::{pumped, revoked, GuardedSession};
 
 /// The authorization layer: runs after routing, before every handler.
 pub async fn authorize(State(state): State<AppState>, request: Request, next: Next) -> Response {

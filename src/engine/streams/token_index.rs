@@ -18,6 +18,10 @@ use crate::engine::error::{EngineError, EngineResult};
 use crate::engine::locks::{read_lock, write_lock};
 
 const MAX_TOKEN_ID_BYTES: usize = 96;
+/// The longest name a scope may hold (stream names are at most 512 bytes).
+const MAX_RESOURCE_NAME_BYTES: usize = 512;
+/// More than every operation there is, to allow for repeats.
+const MAX_SCOPE_OPS: usize = 64;
 
 /// What secrets start with, so that secret scanners and people can tell
 /// one when they see it.
@@ -59,6 +63,34 @@ impl AccessTokenInfo {
                 "`auto_prefix_streams` needs the scope's `streams` to be a prefix".into(),
             ));
         }
+        let sets = [
+            &self.scope.basins,
+            &self.scope.streams,
+            &self.scope.access_tokens,
+        ];
+        let longest = sets
+            .into_iter()
+            .flatten()
+            .map(|set| match set {
+                ResourceSet::Exact(name) | ResourceSet::Prefix(name) => name.len(),
+            })
+            .max()
+            .unwrap_or(0);
+        if longest > MAX_RESOURCE_NAME_BYTES {
+            return Err(EngineError::Invalid(format!(
+                "a scope's names and prefixes may be at most {MAX_RESOURCE_NAME_BYTES} bytes"
+            )));
+        }
+        if self
+            .scope
+            .ops
+            .as_ref()
+            .is_some_and(|ops| ops.len() > MAX_SCOPE_OPS)
+        {
+            return Err(EngineError::Invalid(format!(
+                "a scope lists at most {MAX_SCOPE_OPS} operations"
+            )));
+        }
         if self.scope.permitted().next().is_none() {
             return Err(EngineError::Invalid(
                 "the scope permits no operation: give `ops` or `op_groups`".into(),
@@ -96,6 +128,9 @@ pub fn parse_time(text: &str) -> EngineResult<SystemTime> {
         {
             let hours: u64 = offset[1..3].parse().map_err(|_| invalid())?;
             let minutes: u64 = offset[4..6].parse().map_err(|_| invalid())?;
+            if hours > 23 || minutes > 59 {
+                return Err(invalid());
+            }
             let secs = hours * 3600 + minutes * 60;
             let signed = if offset.starts_with('+') {
                 secs as i64
@@ -113,7 +148,10 @@ pub fn parse_time(text: &str) -> EngineResult<SystemTime> {
     } else {
         local.checked_add(shift)
     };
-    time.ok_or_else(invalid)
+    // Past the last second RFC 3339 can write, a time could not be
+    // shown again (a child token inherits its issuer's expiry as text).
+    let last = humantime::parse_rfc3339("9999-12-31T23:59:59Z").map_err(|_| invalid())?;
+    time.filter(|t| *t <= last).ok_or_else(invalid)
 }
 
 /// A token as the server holds it in memory.
@@ -239,5 +277,8 @@ mod tests {
         assert_eq!(parse_time("2026-12-31T23:30:00-00:30").unwrap(), utc);
         assert!(parse_time("tomorrow").is_err());
         assert!(parse_time("2027-01-01T00:00:00+2:000").is_err());
+        assert!(parse_time("2027-01-01T00:00:00+99:99").is_err());
+        assert!(parse_time("9999-12-31T23:59:59-23:59").is_err());
+        assert!(parse_time("9999-12-31T23:59:59Z").is_ok());
     }
 }
