@@ -63,6 +63,20 @@ enum Command {
         /// never shows in the process list.)
         #[arg(long, value_name = "FILE")]
         root_token_file: Option<PathBuf>,
+        /// The largest request head (request line and headers; an HTTP/2
+        /// header list) accepted; larger gets 431.
+        #[arg(long, env = "RILL_MAX_HEADER_BYTES", default_value_t = 64 * 1024,
+              value_parser = clap::value_parser!(u32).range(8192..))]
+        max_header_bytes: u32,
+        /// The most headers an HTTP/1.1 request may have; more gets 431.
+        #[arg(long, env = "RILL_MAX_HEADERS", default_value_t = 100,
+              value_parser = clap::value_parser!(u32).range(1..))]
+        max_headers: u32,
+        /// The largest request body (unary requests; decompressed too);
+        /// larger gets 413.
+        #[arg(long, env = "RILL_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024,
+              value_parser = clap::value_parser!(u32).range(65536..))]
+        max_body_bytes: u32,
         /// Read sessions (S2S and SSE) open at once; more get 503.
         #[arg(long, env = "RILL_MAX_READ_SESSIONS", default_value_t = 10_000,
               value_parser = clap::value_parser!(u32).range(1..))]
@@ -123,6 +137,9 @@ fn main() -> std::process::ExitCode {
             body_read_timeout,
             idle_timeout,
             write_stall_timeout,
+            max_header_bytes,
+            max_headers,
+            max_body_bytes,
             root_token_file,
             auth,
             tls_cert,
@@ -156,6 +173,9 @@ fn main() -> std::process::ExitCode {
                     body_read_timeout,
                     idle_timeout,
                     write_stall_timeout,
+                    max_header_bytes: max_header_bytes as usize,
+                    max_headers: max_headers as usize,
+                    max_body_bytes: max_body_bytes as usize,
                 },
                 auth,
                 sessions: rill::api::SessionLimits {

@@ -152,6 +152,7 @@ pub async fn run_with(
     let api = ApiConfig {
         body_read_timeout: limits.body_read_timeout,
         write_stall_timeout: limits.write_stall_timeout,
+        max_body_bytes: limits.max_body_bytes,
         auth,
         sessions,
     };

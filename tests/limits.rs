@@ -442,3 +442,31 @@ async fn a_client_that_stops_reading_is_cut_off() {
     );
     drop(stalled);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_heads_and_bodies_are_refused_by_the_flags() {
+    let server = LimitedServer::start(rill::connections::ConnectionLimits {
+        max_header_bytes: 8192,
+        max_headers: 10,
+        max_body_bytes: 65536,
+        ..Default::default()
+    })
+    .await;
+    let client = reqwest::Client::new();
+    let url = format!("http://{}/v1/basins", server.addr);
+    let mut many = client.get(&url);
+    for i in 0..11 {
+        many = many.header(format!("x-extra-{i}"), "1");
+    }
+    assert_eq!(many.send().await.unwrap().status(), 431);
+    let big = client.get(&url).header("x-big", "y".repeat(10_000));
+    assert_eq!(big.send().await.unwrap().status(), 431);
+    // Within the limits, served.
+    let fine = client.get(&url).header("x-small", "y".repeat(1000));
+    assert_eq!(fine.send().await.unwrap().status(), 200);
+    let body = serde_json::json!({ "basin": "x".repeat(70_000) });
+    let resp = client.post(&url).json(&body).send().await.unwrap();
+    assert_eq!(resp.status(), 413);
+    let error: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(error["code"], "payload_too_large");
+}

@@ -3,7 +3,6 @@
 //! with our error bodies instead of axum's plain-text ones.
 
 use std::io::Read;
-use std::time::Duration;
 
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
@@ -12,7 +11,7 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
-use super::shared::{AppState, MAX_BODY_BYTES};
+use super::shared::AppState;
 use crate::engine::streams::names::{BasinName, ValidName};
 use crate::wire::json::Format;
 
@@ -100,17 +99,18 @@ impl<S: Send + Sync> FromRequestParts<S> for RecordFormat {
 /// compress), with the same limit on the decompressed size.
 pub async fn read_body(
     headers: &HeaderMap,
-    timeout: Duration,
+    state: &AppState,
     body: axum::body::Body,
 ) -> Result<Bytes, ApiError> {
+    let (timeout, max_bytes) = (state.body_read_timeout, state.max_body_bytes);
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",
-            format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
+            format!("the request body is larger than {max_bytes} bytes"),
         )
     };
-    let read = tokio::time::timeout(timeout, axum::body::to_bytes(body, MAX_BODY_BYTES));
+    let read = tokio::time::timeout(timeout, axum::body::to_bytes(body, max_bytes));
     let bytes = read
         .await
         .map_err(|_| {
@@ -138,7 +138,7 @@ pub async fn read_body(
     let encoding = headers
         .get(header::CONTENT_ENCODING)
         .map(|v| v.to_str().unwrap_or("").trim().to_ascii_lowercase());
-    let limit = MAX_BODY_BYTES as u64 + 1;
+    let limit = max_bytes as u64 + 1;
     let mut decoded = Vec::new();
     let result = match encoding.as_deref() {
         None | Some("") | Some("identity") => return Ok(bytes),
@@ -154,7 +154,7 @@ pub async fn read_body(
         }
     };
     result.map_err(|e| ApiError::bad_header(format!("the body could not be decompressed: {e}")))?;
-    if decoded.len() > MAX_BODY_BYTES {
+    if decoded.len() > max_bytes {
         return Err(too_large());
     }
     Ok(Bytes::from(decoded))
@@ -168,7 +168,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for Json<T> {
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
         let (parts, body) = req.into_parts();
-        let bytes = read_body(&parts.headers, state.body_read_timeout, body).await?;
+        let bytes = read_body(&parts.headers, state, body).await?;
         serde_json::from_slice(&bytes)
             .map(Json)
             .map_err(|e| ApiError::bad_json(format!("invalid JSON body: {e}")))
@@ -183,7 +183,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for OptionalJson<T> {
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
         let (parts, body) = req.into_parts();
-        let bytes = read_body(&parts.headers, state.body_read_timeout, body).await?;
+        let bytes = read_body(&parts.headers, state, body).await?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(OptionalJson(None));
         }

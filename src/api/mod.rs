@@ -33,7 +33,7 @@ pub use admission::SessionLimits;
 pub use auth::Auth;
 use error::ApiError;
 pub use shared::AppState;
-use shared::MAX_BODY_BYTES;
+pub use shared::DEFAULT_MAX_BODY_BYTES;
 
 /// How long a unary request's body may take to arrive, by default.
 pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
@@ -46,6 +46,8 @@ pub struct ApiConfig {
     pub body_read_timeout: Duration,
     /// A session whose client takes nothing for this long is cut off.
     pub write_stall_timeout: Duration,
+    /// A unary request's body may be at most this (`413`).
+    pub max_body_bytes: usize,
     pub auth: Auth,
     pub sessions: SessionLimits,
 }
@@ -55,6 +57,7 @@ impl Default for ApiConfig {
         Self {
             body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
             write_stall_timeout: Duration::from_secs(60),
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             auth: Auth::Off,
             sessions: SessionLimits::default(),
         }
@@ -68,9 +71,11 @@ pub fn router(engine: Arc<Engine>, config: ApiConfig) -> Router {
         engine,
         body_read_timeout: config.body_read_timeout,
         write_stall_timeout: config.write_stall_timeout,
+        max_body_bytes: config.max_body_bytes,
         auth: config.auth,
         admission: admission::Admission::new(config.sessions),
     };
+    let max_body_bytes = state.max_body_bytes;
     let (v1, _) = v1_routes();
     Router::new()
         .nest("/v1", v1)
@@ -83,7 +88,7 @@ pub fn router(engine: Arc<Engine>, config: ApiConfig) -> Router {
         ))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
 }
 

@@ -90,12 +90,12 @@ pub async fn append(
             ));
         }
         Encoding::Proto => {
-            let bytes = read_body(&headers, state.body_read_timeout, body).await?;
+            let bytes = read_body(&headers, &state, body).await?;
             crate::wire::proto::decode_append_input(bytes)
                 .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_proto", e))?
         }
         Encoding::Json => {
-            let bytes = read_body(&headers, state.body_read_timeout, body).await?;
+            let bytes = read_body(&headers, &state, body).await?;
             let input: json::AppendInput = serde_json::from_slice(&bytes)
                 .map_err(|e| ApiError::bad_json(format!("invalid append JSON: {e}")))?;
             input.into_engine(format).map_err(ApiError::invalid)?

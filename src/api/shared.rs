@@ -11,9 +11,10 @@ use serde::{Deserialize, Serialize};
 use crate::engine::streams::{ListRequest, Provision};
 use crate::engine::Engine;
 
-/// Request bodies larger than this are refused before parsing. A full
-/// append (1 MiB metered) in base64 JSON stays well under it.
-pub(crate) const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+/// Request bodies larger than this are refused before parsing, by
+/// default (`--max-body-bytes`). A full append (1 MiB metered) in base64
+/// JSON stays well under it.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -22,6 +23,8 @@ pub struct AppState {
     pub body_read_timeout: Duration,
     /// A session whose client takes nothing for this long is cut off.
     pub write_stall_timeout: Duration,
+    /// A unary request's body (decompressed, too) may be at most this.
+    pub max_body_bytes: usize,
     pub auth: super::auth::mode::Auth,
     /// Open sessions and long polls, against their limits.
     pub admission: std::sync::Arc<super::admission::Admission>,

@@ -56,6 +56,13 @@ pub struct ConnectionLimits {
     /// A connection whose writes make no progress for this is closed:
     /// its client stopped reading.
     pub write_stall_timeout: Duration,
+    /// The largest request head (HTTP/1.1: request line and headers;
+    /// HTTP/2: the header list) accepted; larger gets `431`.
+    pub max_header_bytes: usize,
+    /// The most headers an HTTP/1.1 request may have (`431`).
+    pub max_headers: usize,
+    /// The largest unary request body (`413`).
+    pub max_body_bytes: usize,
 }
 
 impl Default for ConnectionLimits {
@@ -66,6 +73,9 @@ impl Default for ConnectionLimits {
             body_read_timeout: crate::api::DEFAULT_BODY_READ_TIMEOUT,
             idle_timeout: Duration::from_secs(60),
             write_stall_timeout: Duration::from_secs(60),
+            max_header_bytes: 64 * 1024,
+            max_headers: 100,
+            max_body_bytes: crate::api::DEFAULT_MAX_BODY_BYTES,
         }
     }
 }
@@ -102,12 +112,16 @@ pub async fn serve(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout);
+        .header_read_timeout(limits.header_read_timeout)
+        .max_headers(limits.max_headers)
+        // hyper's floor for its read buffer, which bounds a request head.
+        .max_buf_size(limits.max_header_bytes.max(8192));
     builder
         .http2()
         .timer(TokioTimer::new())
         .keep_alive_interval(H2_KEEP_ALIVE_INTERVAL)
-        .keep_alive_timeout(H2_KEEP_ALIVE_TIMEOUT);
+        .keep_alive_timeout(H2_KEEP_ALIVE_TIMEOUT)
+        .max_header_list_size(limits.max_header_bytes.min(u32::MAX as usize) as u32);
     let max = limits
         .max_connections
         .clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
