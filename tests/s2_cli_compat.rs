@@ -37,6 +37,8 @@ struct Cli {
     compression: Option<&'static str>,
     /// `S2_ACCESS_TOKEN`.
     token: String,
+    /// More environment (e.g. `SSL_CERT_FILE`).
+    env: Vec<(&'static str, String)>,
 }
 
 struct Run {
@@ -60,6 +62,7 @@ impl Cli {
             .env("S2_NO_UPDATE_CHECK", "1")
             .env("NO_COLOR", "1")
             .envs(self.compression.map(|c| ("S2_COMPRESSION", c)))
+            .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(if stdin.is_some() {
                 Stdio::piped()
             } else {
@@ -120,6 +123,7 @@ async fn the_official_cli_works_against_rill() {
         home: tempfile::tempdir().unwrap(),
         compression: None,
         token: "not-checked".into(),
+        env: Vec::new(),
     };
     let uri = format!("s2://{BASIN}/logs");
     let uri = uri.as_str();
@@ -310,6 +314,7 @@ async fn the_official_cli_works_against_rill() {
         binary: cli.binary.clone(),
         endpoint: cli.endpoint.clone(),
         token: cli.token.clone(),
+        env: Vec::new(),
     };
     let squeezed = format!("s2://{BASIN}/squeezed");
     zstd_cli.ok(&["create-stream", &squeezed]).await;
@@ -367,6 +372,7 @@ async fn the_official_cli_issues_uses_and_revokes_scoped_tokens() {
         home: tempfile::tempdir().unwrap(),
         compression: None,
         token: token.into(),
+        env: Vec::new(),
     };
     let admin = cli(ROOT);
     let feed = format!("s2://{SCOPED}/feeds/a");
@@ -446,4 +452,42 @@ async fn the_official_cli_issues_uses_and_revokes_scoped_tokens() {
         .await;
     assert!(!run.ok, "a revoked token still reads: {}", run.all);
     assert!(run.all.contains("revoked"), "{}", run.all);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_cli_works_over_tls_with_a_private_ca() {
+    const ROOT: &str = "s2-cli-tls-root-token-0123456789abcdefghijkl";
+    let dir = tempfile::tempdir().unwrap();
+    let pki = common::pki::make_pki(dir.path(), "cli");
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &pki.ca_pem).unwrap();
+    let options = rill::server::ServerOptions {
+        auth: rill::api::Auth::with_root_token(ROOT),
+        tls: Some(rill::tls::Tls::load(pki.files.clone()).unwrap()),
+        ..Default::default()
+    };
+    let storage = std::sync::Arc::new(rill::storage::MemoryStorage::default());
+    let server = TestServer::start_with(storage, options).await;
+    let endpoint = server.base.replace("http://", "https://");
+    // The CLI trusts what rustls-native-certs finds, which honours
+    // SSL_CERT_FILE: that is how it is pointed at a private CA.
+    let cli = |env: Vec<(&'static str, String)>| Cli {
+        binary: s2_binary(),
+        endpoint: endpoint.clone(),
+        home: tempfile::tempdir().unwrap(),
+        compression: None,
+        token: ROOT.into(),
+        env,
+    };
+    let trusting = cli(vec![("SSL_CERT_FILE", ca_file.display().to_string())]);
+    let uri = "s2://tls-cli-basin/events";
+    trusting.ok(&["create-basin", "tls-cli-basin"]).await;
+    trusting.ok(&["create-stream", uri]).await;
+    let run = trusting.run(&["append", uri], Some("over tls\n")).await;
+    assert!(run.ok, "{}", run.all);
+    let read = trusting.ok(&["read", uri, "-s", "0", "-n", "1"]).await;
+    assert_eq!(read.stdout, "over tls\n");
+    // Without the CA it does not get through.
+    let run = cli(Vec::new()).run(&["list-basins"], None).await;
+    assert!(!run.ok, "{}", run.all);
 }

@@ -7,43 +7,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use rill::engine::Engine;
 use rill::server::ServerOptions;
 use rill::storage::MemoryStorage;
 use rill::tls::{Tls, TlsFiles};
 use rill_client::{Client, ReadStart};
 
-/// A CA, and a server certificate it signed written to `dir`.
-struct Pki {
-    ca_pem: String,
-    files: TlsFiles,
-}
-
-fn make_pki(dir: &std::path::Path, name: &str) -> Pki {
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params, ca_key);
-    let key = KeyPair::generate().unwrap();
-    let params = CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
-    let cert = params.signed_by(&key, &issuer).unwrap();
-    let files = TlsFiles {
-        cert: dir.join(format!("{name}-cert.pem")),
-        key: dir.join(format!("{name}-key.pem")),
-    };
-    std::fs::write(&files.cert, cert.pem()).unwrap();
-    std::fs::write(&files.key, key.serialize_pem()).unwrap();
-    Pki {
-        ca_pem: ca_cert.pem(),
-        files,
-    }
-}
+mod common;
+use common::pki::make_pki;
 
 /// A TLS server on 127.0.0.1; returns its https base URL.
 async fn start(files: TlsFiles) -> (String, tokio::sync::oneshot::Sender<()>) {
@@ -245,4 +216,83 @@ async fn a_replaced_certificate_is_taken_up_without_dropping_connections() {
             .unwrap();
         text.push_str(&String::from_utf8_lossy(&chunk));
     }
+}
+
+/// The `rill` binary serving TLS on a free loopback port; killed on drop.
+struct Binary {
+    child: std::process::Child,
+    base: String,
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve_binary(files: &TlsFiles) -> Binary {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_rill"))
+        .args([
+            "serve",
+            "--in-memory",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .arg("--tls-cert")
+        .arg(&files.cert)
+        .arg("--tls-key")
+        .arg(&files.key)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    Binary {
+        child,
+        base: format!("https://127.0.0.1:{port}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = make_pki(dir.path(), "old");
+    let server = serve_binary(&old.files);
+    assert!(
+        trusted_within(&server.base, &old.ca_pem, Duration::from_secs(20)).await,
+        "the server did not come up"
+    );
+    // New files with the old modification times: only SIGHUP can tell.
+    let times = |path: &std::path::Path| std::fs::metadata(path).unwrap().modified().unwrap();
+    let (cert_time, key_time) = (times(&old.files.cert), times(&old.files.key));
+    let new = make_pki(dir.path(), "new");
+    std::fs::copy(&new.files.key, &old.files.key).unwrap();
+    std::fs::copy(&new.files.cert, &old.files.cert).unwrap();
+    for (path, time) in [(&old.files.cert, cert_time), (&old.files.key, key_time)] {
+        std::fs::File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(time)
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        trusted_within(&server.base, &old.ca_pem, Duration::from_secs(1)).await,
+        "reloaded without a signal"
+    );
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    assert!(
+        trusted_within(&server.base, &new.ca_pem, Duration::from_secs(5)).await,
+        "SIGHUP did not reload the certificate"
+    );
 }

@@ -2,6 +2,8 @@
 //! loopback port, a small S2 JSON client, and an SSE reader.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod pki;
+
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
