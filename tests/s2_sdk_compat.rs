@@ -329,3 +329,100 @@ async fn fencing_keeps_out_the_old_writer() {
         .collect();
     assert_eq!(bodies, ["from-old", "from-new"]);
 }
+
+/// A scoped token, issued and used through the SDK, gets what S2 would
+/// give it: reads in scope, and S2's `403` with `permission_denied`
+/// for the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scoped_tokens_issued_and_used_through_the_sdk() {
+    use s2_sdk::types::{
+        AccessTokenScopeInput, BasinMatcher, IssueAccessTokenInput, OperationGroupPermissions,
+        ReadWritePermissions, StreamMatcher,
+    };
+    const ROOT: &str = "sdk-root-token-0123456789abcdefghijklmnopq";
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let engine = Engine::open(Arc::new(rill::storage::MemoryStorage::default())).unwrap();
+    let options = rill::server::ServerOptions {
+        auth: rill::api::Auth::with_root_token(ROOT),
+        ..Default::default()
+    };
+    tokio::spawn(rill::server::run_with(
+        listener,
+        engine,
+        options,
+        std::future::pending(),
+    ));
+    let client = |token: &str| {
+        let config = S2Config::new(token)
+            .with_endpoints(S2Endpoints::for_endpoint(&endpoint).unwrap())
+            .with_request_timeout(Duration::from_secs(10));
+        S2::new(config).unwrap()
+    };
+    let root = client(ROOT);
+    let feed = setup(&root, "feeds-a").await;
+    let private = setup(&root, "private").await;
+    feed.append(AppendInput::new(batch(&["hello".into()])))
+        .await
+        .unwrap();
+
+    let scope = AccessTokenScopeInput::from_op_group_perms(
+        OperationGroupPermissions::new().with_stream(ReadWritePermissions::read_only()),
+    )
+    .with_basins(BasinMatcher::Exact(BASIN.parse().unwrap()))
+    .with_streams(StreamMatcher::Prefix("feeds-".parse().unwrap()));
+    let secret = root
+        .issue_access_token(IssueAccessTokenInput::new(
+            "sdk-reader".parse().unwrap(),
+            scope,
+        ))
+        .await
+        .unwrap();
+    let reader = client(&secret);
+    let basin = reader.basin(BASIN.parse().unwrap());
+    let from_start =
+        || ReadInput::new().with_start(ReadStart::new().with_from(ReadFrom::SeqNum(0)));
+    let read = basin
+        .stream("feeds-a".parse().unwrap())
+        .read(from_start())
+        .await
+        .unwrap();
+    assert_eq!(read.records.len(), 1);
+
+    let refused = [
+        basin
+            .stream("feeds-a".parse().unwrap())
+            .append(AppendInput::new(batch(&["no".into()])))
+            .await
+            .err()
+            .map(|e| e.to_string()),
+        basin
+            .stream("private".parse().unwrap())
+            .read(from_start())
+            .await
+            .err()
+            .map(|e| e.to_string()),
+        reader
+            .create_basin(CreateBasinInput::new("sdk-other".parse().unwrap()))
+            .await
+            .err()
+            .map(|e| e.to_string()),
+    ];
+    for error in refused {
+        let error = error.expect("refused");
+        assert!(error.contains("permission_denied"), "{error}");
+    }
+    drop(private);
+
+    root.revoke_access_token("sdk-reader".parse().unwrap())
+        .await
+        .unwrap();
+    let error = basin
+        .stream("feeds-a".parse().unwrap())
+        .read(from_start())
+        .await
+        .err()
+        .expect("a revoked token is refused")
+        .to_string();
+    assert!(error.contains("unauthenticated"), "{error}");
+}
