@@ -221,7 +221,7 @@ impl StreamTask {
                             if let Some(session) = session {
                                 session.store(true, Ordering::Release);
                             }
-                            let _ = reply.send(Err(err));
+                            self.refuse(reply, err);
                         }
                     }
                 }
@@ -317,6 +317,31 @@ impl StreamTask {
                         let _ = reply.send(Err(err.into()));
                     }
                 }
+            }),
+        );
+    }
+
+    /// Answers an append that was refused. A failed condition reports the
+    /// stream's state as sequenced, which may include appends not yet
+    /// durable: that answer waits until they are (an empty batch through
+    /// the FIFO committer), so that no one told "the next seq num is N"
+    /// can then read a tail below N. (The linearizability checker found
+    /// this.) If those appends fail instead, so does this answer.
+    fn refuse(&self, reply: oneshot::Sender<EngineResult<AppendAck>>, err: EngineError) {
+        if !matches!(
+            err,
+            EngineError::SeqNumMismatch(_) | EngineError::FencingTokenMismatch(_)
+        ) {
+            let _ = reply.send(Err(err));
+            return;
+        }
+        self.committer.submit(
+            WriteBatch::default(),
+            Box::new(move |result| {
+                let _ = reply.send(Err(match result {
+                    Ok(()) => err,
+                    Err(failed) => failed.into(),
+                }));
             }),
         );
     }

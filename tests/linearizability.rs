@@ -1,0 +1,462 @@
+//! Linearizability of a stream, checked on histories of ten concurrent
+//! clients against a live server (appends plain, with `match_seq_num` and
+//! with fencing tokens, fence commands, reads, check-tails), and shown to
+//! catch what it must: synthetic histories with a lost, duplicated or
+//! reordered record or a stale read, and a server over a storage that
+//! silently drops writes.
+//!
+//! `RILL_LIN_HISTORIES=N` runs N histories instead of the default 100.
+
+mod lin;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use lin::{check, Call, Op, Outcome, NEVER};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rill::engine::Engine;
+use rill::storage::{BatchOp, Keyspace, MemoryStorage, Storage, StorageResult, WriteBatch};
+use serde_json::{json, Value};
+
+const BASIN: &str = "lin-basin";
+const CLIENTS: usize = 10;
+const OPS_PER_CLIENT: usize = 15;
+
+// Synthetic histories: the checker accepts what is right and refuses
+// each kind of wrong.
+
+fn append(client: usize, records: &[&str], invoked: u64, completed: u64, at: u64) -> Op {
+    Op {
+        client,
+        call: Call::Append {
+            records: records.iter().map(|r| r.to_string()).collect(),
+            match_seq_num: None,
+            fencing_token: None,
+        },
+        invoked,
+        completed,
+        outcome: Outcome::Appended {
+            start: at,
+            end: at + records.len() as u64,
+        },
+    }
+}
+
+fn tail(client: usize, invoked: u64, completed: u64, tail: u64) -> Op {
+    Op {
+        client,
+        call: Call::CheckTail,
+        invoked,
+        completed,
+        outcome: Outcome::Tail(tail),
+    }
+}
+
+fn stream(records: &[&str]) -> Vec<String> {
+    records.iter().map(|r| r.to_string()).collect()
+}
+
+#[test]
+fn the_checker_accepts_a_correct_history() {
+    let history = [
+        append(0, &["a", "b"], 0, 10, 0),
+        append(1, &["c"], 5, 20, 2),
+        tail(2, 6, 8, 2),   // between the two appends
+        tail(2, 21, 30, 3), // after both
+        Op {
+            client: 3,
+            call: Call::Append {
+                records: vec!["lost?".into()],
+                match_seq_num: None,
+                fencing_token: None,
+            },
+            invoked: 25,
+            completed: NEVER,
+            outcome: Outcome::Unknown, // did not happen: allowed
+        },
+    ];
+    check(&history, &stream(&["a", "b", "c"])).unwrap();
+}
+
+#[test]
+fn the_checker_catches_lost_duplicated_and_reordered_records() {
+    let history = [append(0, &["a"], 0, 10, 0), append(1, &["b"], 20, 30, 1)];
+    // Lost: an acknowledged record is missing.
+    assert!(check(&history, &stream(&["b"])).is_err());
+    // Duplicated.
+    assert!(check(&history, &stream(&["a", "b", "a"])).is_err());
+    // Reordered: `b` was appended after `a` completed, yet comes first.
+    let moved = [append(0, &["a"], 0, 10, 1), append(1, &["b"], 20, 30, 0)];
+    let err = check(&moved, &stream(&["b", "a"])).unwrap_err();
+    assert!(err.contains("not linearizable"), "{err}");
+    // A phantom record nobody appended.
+    assert!(check(&history, &stream(&["a", "b", "x"])).is_err());
+}
+
+#[test]
+fn the_checker_catches_stale_reads_and_broken_conditions() {
+    let history = [append(0, &["a"], 0, 10, 0), tail(1, 20, 30, 0)];
+    let err = check(&history, &stream(&["a"])).unwrap_err();
+    assert!(err.contains("not linearizable"), "{err}");
+    let read = Op {
+        client: 1,
+        call: Call::Read { start: 0, count: 5 },
+        invoked: 20,
+        completed: 30,
+        outcome: Outcome::Read {
+            records: vec![(0, "z".into())],
+            tail: Some(1),
+        },
+    };
+    assert!(check(&[history[0].clone(), read], &stream(&["a"])).is_err());
+    // A failed condition whose records were applied anyway.
+    let failed = Op {
+        client: 2,
+        call: Call::Append {
+            records: vec!["b".into()],
+            match_seq_num: Some(0),
+            fencing_token: None,
+        },
+        invoked: 20,
+        completed: 30,
+        outcome: Outcome::SeqNumMismatch(1),
+    };
+    assert!(check(&[history[0].clone(), failed], &stream(&["a", "b"])).is_err());
+    // A fenced append that succeeded under another token.
+    let fence = append(0, &["FENCE(t1)"], 0, 10, 0);
+    let fenced = Op {
+        client: 1,
+        call: Call::Append {
+            records: vec!["b".into()],
+            match_seq_num: None,
+            fencing_token: Some("t2".into()),
+        },
+        invoked: 20,
+        completed: 30,
+        outcome: Outcome::Appended { start: 1, end: 2 },
+    };
+    assert!(check(&[fence, fenced], &stream(&["FENCE(t1)", "b"])).is_err());
+}
+
+// Histories from a live server.
+
+/// A record as the checker names it: its body, or `FENCE(token)`.
+fn record_name(record: &Value) -> String {
+    let body = record["body"].as_str().unwrap_or_default();
+    match record["headers"].as_array().map(Vec::as_slice) {
+        Some([header]) if header[0] == "" && header[1] == "fence" => format!("FENCE({body})"),
+        _ => body.to_string(),
+    }
+}
+
+struct Recorder {
+    started: Instant,
+    ops: Mutex<Vec<Op>>,
+}
+
+impl Recorder {
+    fn now(&self) -> u64 {
+        self.started.elapsed().as_nanos() as u64
+    }
+}
+
+/// What one client believes of the stream, to aim its conditions.
+#[derive(Default)]
+struct Belief {
+    tail: u64,
+    token: Option<String>,
+}
+
+async fn client_run(
+    base: String,
+    client: usize,
+    seed: u64,
+    recorder: Arc<Recorder>,
+    counter: Arc<AtomicUsize>,
+) {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut belief = Belief::default();
+    let url = format!("{base}/v1/streams/s/records");
+    for _ in 0..OPS_PER_CLIENT {
+        let roll = rng.random_range(0..100);
+        let (call, request) = if roll < 60 {
+            let n = counter.fetch_add(1, Ordering::Relaxed);
+            let (records, body): (Vec<String>, Value) = if roll < 5 {
+                let token = format!("t{client}-{n}");
+                belief.token = Some(token.clone());
+                (
+                    vec![format!("FENCE({token})")],
+                    json!([{ "headers": [["", "fence"]], "body": token }]),
+                )
+            } else {
+                let names: Vec<String> = (0..rng.random_range(1..=3))
+                    .map(|k| format!("c{client}-{n}-{k}"))
+                    .collect();
+                let body = names.iter().map(|b| json!({ "body": b })).collect();
+                (names, Value::Array(body))
+            };
+            let match_seq_num = (40..50).contains(&roll).then_some(belief.tail);
+            let fencing_token = if roll >= 50 {
+                belief.token.clone()
+            } else {
+                None
+            };
+            let mut input = json!({ "records": body });
+            if let Some(m) = match_seq_num {
+                input["match_seq_num"] = json!(m);
+            }
+            if let Some(t) = &fencing_token {
+                input["fencing_token"] = json!(t);
+            }
+            let call = Call::Append {
+                records,
+                match_seq_num,
+                fencing_token,
+            };
+            (call, http.post(&url).json(&input))
+        } else if roll < 85 {
+            let start = rng.random_range(0..=belief.tail);
+            let count = rng.random_range(1..=20);
+            let read = format!("{url}?seq_num={start}&count={count}&clamp=true");
+            (Call::Read { start, count }, http.get(read))
+        } else {
+            (Call::CheckTail, http.get(format!("{url}/tail")))
+        };
+        let invoked = recorder.now();
+        let response = request.header("s2-basin", BASIN).send().await;
+        let answer = match response {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                resp.json::<Value>().await.ok().map(|body| (status, body))
+            }
+            Err(_) => None,
+        };
+        let completed = recorder.now();
+        let outcome = match (&call, answer) {
+            (Call::Append { .. }, Some((200, ack))) => {
+                let end = ack["end"]["seq_num"].as_u64().unwrap();
+                belief.tail = end;
+                Outcome::Appended {
+                    start: ack["start"]["seq_num"].as_u64().unwrap(),
+                    end,
+                }
+            }
+            (Call::Append { .. }, Some((412, body))) => {
+                if let Some(next) = body["seq_num_mismatch"].as_u64() {
+                    belief.tail = next;
+                    Outcome::SeqNumMismatch(next)
+                } else {
+                    let current = body["fencing_token_mismatch"].as_str().unwrap_or_default();
+                    belief.token = Some(current.to_string());
+                    Outcome::FencingMismatch(current.to_string())
+                }
+            }
+            (Call::Read { .. }, Some((200, batch))) => {
+                let records: Vec<(u64, String)> = batch["records"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|r| (r["seq_num"].as_u64().unwrap(), record_name(r)))
+                    .collect();
+                let tail = batch["tail"]["seq_num"].as_u64();
+                if let Some(t) = tail {
+                    belief.tail = t;
+                }
+                Outcome::Read { records, tail }
+            }
+            (Call::CheckTail, Some((200, body))) => {
+                let t = body["tail"]["seq_num"].as_u64().unwrap();
+                belief.tail = t;
+                Outcome::Tail(t)
+            }
+            _ => Outcome::Unknown,
+        };
+        let completed = if matches!(outcome, Outcome::Unknown) {
+            NEVER
+        } else {
+            completed
+        };
+        recorder.ops.lock().unwrap().push(Op {
+            client,
+            call,
+            invoked,
+            completed,
+            outcome,
+        });
+    }
+}
+
+/// The whole stream, read by one careful reader after the run.
+async fn final_contents(base: &str) -> Vec<String> {
+    let http = reqwest::Client::new();
+    let mut contents = Vec::new();
+    loop {
+        let url = format!(
+            "{base}/v1/streams/s/records?seq_num={}&count=1000&clamp=true",
+            contents.len()
+        );
+        let batch: Value = http
+            .get(url)
+            .header("s2-basin", BASIN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let records = batch["records"].as_array().cloned().unwrap_or_default();
+        if records.is_empty() {
+            return contents;
+        }
+        contents.extend(records.iter().map(record_name));
+    }
+}
+
+/// Runs one history against a fresh server over `storage`; returns the
+/// history and the final contents.
+async fn run_history(storage: Arc<dyn Storage>, seed: u64) -> (Vec<Op>, Vec<String>) {
+    let engine = Engine::open(storage).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(rill::server::run(listener, engine, async move {
+        let _ = stopped.await;
+    }));
+    let http = reqwest::Client::new();
+    for path in [format!("/v1/basins/{BASIN}"), "/v1/streams/s".into()] {
+        let resp = http
+            .put(format!("{base}{path}"))
+            .header("s2-basin", BASIN)
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success());
+    }
+    let recorder = Arc::new(Recorder {
+        started: Instant::now(),
+        ops: Mutex::new(Vec::new()),
+    });
+    let counter = Arc::new(AtomicUsize::new(0));
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            tokio::spawn(client_run(
+                base.clone(),
+                c,
+                seed * 1000 + c as u64,
+                recorder.clone(),
+                counter.clone(),
+            ))
+        })
+        .collect();
+    for client in clients {
+        client.await.unwrap();
+    }
+    let contents = final_contents(&base).await;
+    let _ = stop.send(());
+    let _ = server.await;
+    let ops = std::mem::take(&mut *recorder.ops.lock().unwrap());
+    (ops, contents)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn histories_from_a_live_server_are_linearizable() {
+    let histories: u64 = std::env::var("RILL_LIN_HISTORIES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(100);
+    let (mut ops, mut conditions_failed) = (0, 0);
+    for seed in 0..histories {
+        let (history, contents) = run_history(Arc::new(MemoryStorage::default()), seed).await;
+        ops += history.len();
+        conditions_failed += history
+            .iter()
+            .filter(|op| {
+                matches!(
+                    op.outcome,
+                    Outcome::SeqNumMismatch(_) | Outcome::FencingMismatch(_)
+                )
+            })
+            .count();
+        if let Err(violation) = check(&history, &contents) {
+            if let Ok(path) = std::env::var("RILL_LIN_DUMP") {
+                let mut text = format!("{contents:?}\n");
+                for (i, op) in history.iter().enumerate() {
+                    text.push_str(&format!("{i}: {op:?}\n"));
+                }
+                std::fs::write(path, text).unwrap();
+            }
+            panic!("history {seed} is not linearizable: {violation}");
+        }
+    }
+    eprintln!(
+        "{histories} histories, {ops} operations, {conditions_failed} failed conditions: all linearizable"
+    );
+    assert!(
+        conditions_failed > 0,
+        "the histories exercised no condition"
+    );
+}
+
+/// A disk that silently loses one record write in `every`.
+struct LossyStorage {
+    inner: MemoryStorage,
+    every: usize,
+    writes: AtomicUsize,
+}
+
+impl Storage for LossyStorage {
+    fn write(&self, mut batch: WriteBatch) -> StorageResult<()> {
+        let n = self.writes.fetch_add(1, Ordering::Relaxed);
+        if n % self.every == self.every - 1 {
+            let first_record = batch
+                .ops
+                .iter()
+                .position(|op| matches!(op, BatchOp::Put(Keyspace::StreamRecords, ..)));
+            if let Some(at) = first_record {
+                batch.ops.remove(at);
+            }
+        }
+        self.inner.write(batch)
+    }
+
+    fn get(&self, keyspace: Keyspace, key: &[u8]) -> StorageResult<Option<Vec<u8>>> {
+        self.inner.get(keyspace, key)
+    }
+
+    fn scan(
+        &self,
+        keyspace: Keyspace,
+        start: &[u8],
+        end: &[u8],
+        visit: &mut rill::storage::Visitor<'_>,
+    ) -> StorageResult<()> {
+        self.inner.scan(keyspace, start, end, visit)
+    }
+
+    fn last_in_range(
+        &self,
+        keyspace: Keyspace,
+        start: &[u8],
+        end: &[u8],
+    ) -> StorageResult<Option<(Vec<u8>, Vec<u8>)>> {
+        self.inner.last_in_range(keyspace, start, end)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_loses_writes_fails_the_check() {
+    let storage = Arc::new(LossyStorage {
+        inner: MemoryStorage::default(),
+        every: 7,
+        writes: AtomicUsize::new(0),
+    });
+    let (history, contents) = run_history(storage, 42).await;
+    let violation = check(&history, &contents).expect_err("lost writes must be caught");
+    eprintln!("caught: {violation}");
+}
