@@ -5,63 +5,19 @@
 //! was not acknowledged must be whole.
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
 use serde_json::{json, Value};
 
+mod common;
+use common::binary::RillProcess as Server;
+
 const BASIN: &str = "crash-basin";
 const STREAM: &str = "crash";
 const ROUNDS: usize = 5;
 const CLIENTS: usize = 8;
-
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Server {
-    fn start(data_dir: &std::path::Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_rill"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("rill starts");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut sent = false;
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if !sent && line.contains("rill is listening") {
-                    if let Some(addr) = line.split("addr=").nth(1) {
-                        let addr = addr.split_whitespace().next().unwrap_or("").to_string();
-                        let _ = tx.send(addr);
-                        sent = true;
-                    }
-                }
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("server reports its address");
-        Server {
-            child,
-            base: format!("http://{addr}"),
-        }
-    }
-
-    fn kill(mut self) {
-        // SIGKILL: no shutdown handler runs.
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
 
 /// (seq num, timestamp, body) of every acknowledged record.
 type Acked = Arc<Mutex<Vec<(u64, u64, String)>>>;

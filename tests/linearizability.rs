@@ -7,6 +7,7 @@
 //!
 //! `RILL_LIN_HISTORIES=N` runs N histories instead of the default 100.
 
+mod common;
 mod lin;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -169,9 +170,13 @@ struct Belief {
     token: Option<String>,
 }
 
+/// Where the server is now (it moves when a killed one restarts).
+type Base = Arc<std::sync::RwLock<String>>;
+
 async fn client_run(
-    base: String,
+    base: Base,
     client: usize,
+    ops: usize,
     seed: u64,
     recorder: Arc<Recorder>,
     counter: Arc<AtomicUsize>,
@@ -182,8 +187,8 @@ async fn client_run(
         .unwrap();
     let mut rng = StdRng::seed_from_u64(seed);
     let mut belief = Belief::default();
-    let url = format!("{base}/v1/streams/s/records");
-    for _ in 0..OPS_PER_CLIENT {
+    for _ in 0..ops {
+        let url = format!("{}/v1/streams/s/records", base.read().unwrap());
         let roll = rng.random_range(0..100);
         let (call, request) = if roll < 60 {
             let n = counter.fetch_add(1, Ordering::Relaxed);
@@ -277,11 +282,8 @@ async fn client_run(
             }
             _ => Outcome::Unknown,
         };
-        let completed = if matches!(outcome, Outcome::Unknown) {
-            NEVER
-        } else {
-            completed
-        };
+        let unknown = matches!(outcome, Outcome::Unknown);
+        let completed = if unknown { NEVER } else { completed };
         recorder.ops.lock().unwrap().push(Op {
             client,
             call,
@@ -289,6 +291,10 @@ async fn client_run(
             completed,
             outcome,
         });
+        if unknown {
+            // The server may be down: give it a moment.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }
 
@@ -343,11 +349,13 @@ async fn run_history(storage: Arc<dyn Storage>, seed: u64) -> (Vec<Op>, Vec<Stri
         ops: Mutex::new(Vec::new()),
     });
     let counter = Arc::new(AtomicUsize::new(0));
+    let shared: Base = Arc::new(std::sync::RwLock::new(base.clone()));
     let clients: Vec<_> = (0..CLIENTS)
         .map(|c| {
             tokio::spawn(client_run(
-                base.clone(),
+                shared.clone(),
                 c,
+                OPS_PER_CLIENT,
                 seed * 1000 + c as u64,
                 recorder.clone(),
                 counter.clone(),
@@ -459,4 +467,72 @@ async fn a_server_that_loses_writes_fails_the_check() {
     let (history, contents) = run_history(storage, 42).await;
     let violation = check(&history, &contents).expect_err("lost writes must be caught");
     eprintln!("caught: {violation}");
+}
+
+/// Histories against the real binary, killed with SIGKILL mid-way and
+/// restarted on the same data: what was acknowledged must survive, and
+/// what was in flight counts as unknown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn histories_across_a_kill_are_linearizable() {
+    const KILLED_HISTORIES: u64 = 5;
+    const OPS: usize = 40;
+    let mut total = 0;
+    for seed in 0..KILLED_HISTORIES {
+        let dir = tempfile::tempdir().unwrap();
+        let server = common::binary::RillProcess::start(dir.path());
+        let http = reqwest::Client::new();
+        for path in [format!("/v1/basins/{BASIN}"), "/v1/streams/s".into()] {
+            let resp = http
+                .put(format!("{}{path}", server.base))
+                .header("s2-basin", BASIN)
+                .send()
+                .await
+                .unwrap();
+            assert!(resp.status().is_success());
+        }
+        let recorder = Arc::new(Recorder {
+            started: Instant::now(),
+            ops: Mutex::new(Vec::new()),
+        });
+        let counter = Arc::new(AtomicUsize::new(0));
+        let base: Base = Arc::new(std::sync::RwLock::new(server.base.clone()));
+        let clients: Vec<_> = (0..CLIENTS)
+            .map(|c| {
+                tokio::spawn(client_run(
+                    base.clone(),
+                    c,
+                    OPS,
+                    10_000 + seed * 1000 + c as u64,
+                    recorder.clone(),
+                    counter.clone(),
+                ))
+            })
+            .collect();
+        // Kill once a third of the operations are done, mid-flight.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while recorder.ops.lock().unwrap().len() < CLIENTS * OPS / 3 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        server.kill();
+        let restarted = common::binary::RillProcess::start(dir.path());
+        *base.write().unwrap() = restarted.base.clone();
+        for client in clients {
+            client.await.unwrap();
+        }
+        let contents = final_contents(&restarted.base).await;
+        restarted.kill();
+        let history = std::mem::take(&mut *recorder.ops.lock().unwrap());
+        let unknown = history
+            .iter()
+            .filter(|op| matches!(op.outcome, Outcome::Unknown))
+            .count();
+        assert!(unknown > 0, "history {seed}: the kill cut nothing off");
+        total += history.len();
+        if let Err(violation) = check(&history, &contents) {
+            panic!("killed history {seed} is not linearizable: {violation}");
+        }
+    }
+    eprintln!(
+        "{KILLED_HISTORIES} histories across a SIGKILL, {total} operations: all linearizable"
+    );
 }

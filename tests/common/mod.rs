@@ -2,6 +2,7 @@
 //! loopback port, a small S2 JSON client, and an SSE reader.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod binary;
 pub mod pki;
 
 use std::future::Future;

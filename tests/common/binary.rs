@@ -1,0 +1,52 @@
+//! The real `rill` binary serving a data directory on a loopback port it
+//! picks, for tests that kill it.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A `rill serve` process; its address is read from its log.
+pub struct RillProcess {
+    child: Child,
+    pub base: String,
+}
+
+impl RillProcess {
+    pub fn start(data_dir: &std::path::Path) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_rill"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("rill starts");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if !sent && line.contains("rill is listening") {
+                    if let Some(addr) = line.split("addr=").nth(1) {
+                        let addr = addr.split_whitespace().next().unwrap_or("").to_string();
+                        let _ = tx.send(addr);
+                        sent = true;
+                    }
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("server reports its address");
+        RillProcess {
+            child,
+            base: format!("http://{addr}"),
+        }
+    }
+
+    pub fn kill(mut self) {
+        // SIGKILL: no shutdown handler runs.
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
