@@ -67,8 +67,25 @@ pub async fn serve(
             limits.max_connections = room as usize;
         }
     }
+    // Opening replays the storage journal: logged, with how long it took,
+    // so a slow start is never a silent one.
+    tracing::info!("opening storage");
+    let started = std::time::Instant::now();
     let storage = open_storage(config.data_dir.as_deref())?;
+    let opened = started.elapsed();
     let engine = Engine::open(storage).map_err(|e| format!("cannot recover the engine: {e}"))?;
+    let (basins, streams, tokens) = engine
+        .streams()
+        .census()
+        .map_err(|e| format!("cannot read what was recovered: {e}"))?;
+    tracing::info!(
+        basins,
+        streams,
+        access_tokens = tokens,
+        storage_ms = opened.as_millis() as u64,
+        total_ms = started.elapsed().as_millis() as u64,
+        "recovered"
+    );
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;

@@ -16,7 +16,15 @@ use common::binary::RillProcess as Server;
 
 const BASIN: &str = "crash-basin";
 const STREAM: &str = "crash";
-const ROUNDS: usize = 5;
+/// Kill cycles of the streams and collections tests: 5, or
+/// `RILL_CRASH_ROUNDS` for a long run
+/// (`RILL_CRASH_ROUNDS=100 cargo test --release --test crash`).
+fn rounds() -> usize {
+    std::env::var("RILL_CRASH_ROUNDS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(5)
+}
 const CLIENTS: usize = 8;
 
 /// (seq num, timestamp, body) of every acknowledged record.
@@ -153,7 +161,8 @@ async fn acknowledged_appends_survive_sigkill() {
     let acked: Acked = Arc::default();
     let started = Instant::now();
 
-    for round in 0..=ROUNDS {
+    let rounds = rounds();
+    for round in 0..=rounds {
         let server = Server::start(dir.path());
         if round == 0 {
             let resp = client
@@ -178,7 +187,7 @@ async fn acknowledged_appends_survive_sigkill() {
         );
         let total = verify(&client, &server.base, &snapshot).await;
         assert!(total >= snapshot.len() as u64);
-        if round == ROUNDS {
+        if round == rounds {
             assert!(
                 snapshot.len() > 100,
                 "too few appends were acknowledged to mean anything: {}",
@@ -225,7 +234,8 @@ async fn collection_writes_survive_sigkill_and_streams_agree() {
     // Latest acknowledged (version, data) per record id.
     let acked: Arc<Mutex<HashMap<String, (u64, Value)>>> = Arc::default();
 
-    for round in 0..=4 {
+    let rounds = rounds();
+    for round in 0..=rounds {
         let server = Server::start(dir.path());
         if round == 0 {
             let resp = client
@@ -244,7 +254,7 @@ async fn collection_writes_survive_sigkill_and_streams_agree() {
         }
         let snapshot = acked.lock().unwrap().clone();
         verify_collection(&client, &server.base, &snapshot).await;
-        if round == 4 {
+        if round == rounds {
             assert!(
                 snapshot.len() >= 20,
                 "too few acknowledged writes: {}",

@@ -109,6 +109,28 @@ impl StreamCore {
         Ok(core)
     }
 
+    /// What the core holds, for the log at start: basins, streams, and
+    /// access tokens.
+    pub fn census(&self) -> EngineResult<(usize, usize, usize)> {
+        let basins = read_lock(&self.basins).len();
+        let count = |prefix: Vec<u8>| -> EngineResult<usize> {
+            let mut n = 0;
+            self.storage.scan(
+                Keyspace::Meta,
+                &prefix,
+                &prefix_end(&prefix),
+                &mut |_, _| {
+                    n += 1;
+                    ControlFlow::Continue(())
+                },
+            )?;
+            Ok(n)
+        };
+        let streams = count(keys::all_streams_prefix())?;
+        let tokens = count(keys::access_token_key(""))?;
+        Ok((basins, streams, tokens))
+    }
+
     /// Ends every read session and long poll (with `unavailable`), so that
     /// their connections close. Appends still work until [`Self::shutdown`].
     pub(crate) fn begin_shutdown(&self) {

@@ -40,6 +40,11 @@ pub fn basin_key(basin: &str) -> Vec<u8> {
     key
 }
 
+/// Every stream's `S` key, of every basin.
+pub fn all_streams_prefix() -> Vec<u8> {
+    vec![STREAM_TAG]
+}
+
 pub fn basin_prefix() -> Vec<u8> {
     vec![BASIN_TAG]
 }
