@@ -77,6 +77,7 @@ use Touches::*;
 /// resources that exist.
 const ROUTES: &[Route] = &[
     r("GET", "/health", &[], Public),
+    r("GET", "/ready", &[], Public),
     r("GET", "/v1/basins", &["list-basins"], Nothing),
     r("POST", "/v1/basins", &["create-basin"], Basin),
     r("GET", "/v1/basins/{basin}", &["get-basin-config"], Basin),

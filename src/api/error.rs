@@ -134,6 +134,15 @@ impl From<EngineError> for ApiError {
             EngineError::Unavailable => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
             }
+            EngineError::Storage(crate::storage::StorageError::Full(why)) => {
+                tracing::error!(error = %why, "the disk is full");
+                ApiError::new(
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    "insufficient_storage",
+                    "the disk is full: writes are refused until space is freed and the server \
+                     restarted; reads still work",
+                )
+            }
             EngineError::Storage(_) => {
                 tracing::error!(error = %message, "storage error");
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", message)

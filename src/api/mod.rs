@@ -80,6 +80,7 @@ pub fn router(engine: Arc<Engine>, config: ApiConfig) -> Router {
     Router::new()
         .nest("/v1", v1)
         .route("/health", get(health))
+        .route("/ready", get(ready))
         // Only matched routes pass through it; the fallbacks check
         // the token themselves.
         .route_layer(axum::middleware::from_fn_with_state(
@@ -102,6 +103,7 @@ pub fn routes() -> Vec<(Method, String)> {
         .map(|(method, path)| (method, format!("/v1{path}")))
         .collect();
     all.push((Method::GET, "/health".into()));
+    all.push((Method::GET, "/ready".into()));
     all
 }
 
@@ -212,9 +214,30 @@ impl Routes {
     }
 }
 
-/// Whether the server is up, and whether it checks tokens.
+/// Whether the server is up (always, if it answers), whether it can make
+/// writes durable, and whether it checks tokens.
 async fn health(State(state): State<AppState>) -> axum::Json<serde_json::Value> {
-    axum::Json(serde_json::json!({ "status": "ok", "auth": state.auth.is_on() }))
+    let failure = state.engine.streams().write_failure();
+    axum::Json(serde_json::json!({
+        "status": "ok",
+        "auth": state.auth.is_on(),
+        "writable": failure.is_none(),
+        "storage_error": failure.map(|e| e.to_string()),
+    }))
+}
+
+/// Ready to take writes: `200`, or `503 not_ready` while writes cannot be
+/// made durable (a full disk, a failed fsync), so that a load balancer
+/// stops sending writes and a supervisor can restart the server.
+async fn ready(State(state): State<AppState>) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    match state.engine.streams().write_failure() {
+        None => Ok(axum::Json(serde_json::json!({ "status": "ready" }))),
+        Some(failure) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            format!("writes cannot be made durable: {failure}"),
+        )),
+    }
 }
 
 /// An unknown path is `404` only to a client that could use a known one;

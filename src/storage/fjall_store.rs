@@ -21,6 +21,17 @@ pub struct FjallStorage {
 }
 
 fn io(err: fjall::Error) -> StorageError {
+    // A full disk is told apart, wherever in the chain of causes the I/O
+    // error sits: the client and the operator get a different answer.
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&err);
+    while let Some(current) = cause {
+        if let Some(io) = current.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::StorageFull || io.raw_os_error() == Some(28) {
+                return StorageError::Full(err.to_string());
+            }
+        }
+        cause = current.source();
+    }
     StorageError::Io(err.to_string())
 }
 
@@ -109,5 +120,18 @@ impl Storage for FjallStorage {
             }
             None => Ok(None),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_is_told_apart_from_other_io_errors() {
+        let full = fjall::Error::Io(std::io::Error::from_raw_os_error(28));
+        assert!(matches!(io(full), StorageError::Full(_)));
+        let other = fjall::Error::Io(std::io::Error::other("broken"));
+        assert!(matches!(io(other), StorageError::Io(_)));
     }
 }

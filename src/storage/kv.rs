@@ -91,10 +91,13 @@ impl WriteBatch {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum StorageError {
     #[error("storage I/O error: {0}")]
     Io(String),
+    /// The disk is full: a write could not be made durable.
+    #[error("no space left on the storage device: {0}")]
+    Full(String),
     #[error("storage is poisoned after an earlier write failure; restart the server")]
     Poisoned,
     #[error("corrupt data in storage: {0}")]

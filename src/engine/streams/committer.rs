@@ -44,6 +44,8 @@ enum Request {
 #[derive(Clone)]
 pub struct Committer {
     tx: mpsc::UnboundedSender<Request>,
+    /// The write failure that stopped the committer, if one did.
+    failure: Arc<std::sync::Mutex<Option<StorageError>>>,
 }
 
 impl Committer {
@@ -51,11 +53,22 @@ impl Committer {
     /// every `Committer` clone is dropped, after draining the queue.
     pub fn start(storage: Arc<dyn Storage>) -> (Self, thread::JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
+        let failure = Arc::new(std::sync::Mutex::new(None));
+        let recorded = failure.clone();
         let handle = thread::Builder::new()
             .name("rill-committer".into())
-            .spawn(move || run(storage, rx))
+            .spawn(move || run(storage, rx, recorded))
             .expect("failed to spawn the committer thread");
-        (Self { tx }, handle)
+        (Self { tx, failure }, handle)
+    }
+
+    /// The write failure that stopped durable writes, if any: until a
+    /// restart, every write fails.
+    pub fn failure(&self) -> Option<StorageError> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Queues `batch`; `completion` runs after it is durable or has failed.
@@ -102,8 +115,14 @@ impl Committer {
     }
 }
 
-fn run(storage: Arc<dyn Storage>, mut rx: mpsc::UnboundedReceiver<Request>) {
-    let mut failed = false;
+fn run(
+    storage: Arc<dyn Storage>,
+    mut rx: mpsc::UnboundedReceiver<Request>,
+    recorded: Arc<std::sync::Mutex<Option<StorageError>>>,
+) {
+    // The first failure; later writes fail with it (a full disk stays a
+    // full disk to the client), or as poisoned.
+    let mut failed: Option<StorageError> = None;
     let mut closing = false;
     while !closing {
         let first = match rx.blocking_recv() {
@@ -133,22 +152,22 @@ fn run(storage: Arc<dyn Storage>, mut rx: mpsc::UnboundedReceiver<Request>) {
             completions.push(pending.completion);
         }
 
-        let result = if failed {
-            Err(StorageError::Poisoned)
+        let result = if let Some(first) = &failed {
+            Err(first.clone())
         } else if combined.is_empty() {
             Ok(())
         } else {
             storage.write(combined)
         };
-        if let Err(err) = &result {
-            if !failed {
-                tracing::error!(error = %err, "durable write failed; refusing further writes until restart");
-            }
-            failed = true;
+        if let (Err(err), None) = (&result, &failed) {
+            tracing::error!(error = %err, "durable write failed; refusing further writes until restart");
+            *recorded.lock().unwrap_or_else(|e| e.into_inner()) = Some(err.clone());
+            failed = Some(err.clone());
         }
         for completion in completions {
             completion(match &result {
                 Ok(()) => Ok(()),
+                Err(StorageError::Full(why)) => Err(StorageError::Full(why.clone())),
                 Err(_) => Err(StorageError::Poisoned),
             });
         }

@@ -109,6 +109,11 @@ impl StreamCore {
         Ok(core)
     }
 
+    /// Why durable writes stopped, if they did (see the committer).
+    pub fn write_failure(&self) -> Option<crate::storage::StorageError> {
+        self.committer.failure()
+    }
+
     /// What the core holds, for the log at start: basins, streams, and
     /// access tokens.
     pub fn census(&self) -> EngineResult<(usize, usize, usize)> {
