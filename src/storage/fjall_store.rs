@@ -20,6 +20,9 @@ pub struct FjallStorage {
     poisoned: AtomicBool,
 }
 
+/// How much journal a restart may have to replay: fjall's floor.
+const MAX_JOURNALING_BYTES: u64 = 64 * 1024 * 1024;
+
 fn io(err: fjall::Error) -> StorageError {
     // A full disk is told apart, wherever in the chain of causes the I/O
     // error sits: the client and the operator get a different answer.
@@ -40,6 +43,9 @@ impl FjallStorage {
         let db = Database::builder(path)
             // We fsync explicitly per group commit; no background syncing.
             .manual_journal_persist(true)
+            // Journals past this force memtables to flush, so a restart
+            // replays at most this much (fjall's default is 512 MiB).
+            .max_journaling_size(MAX_JOURNALING_BYTES)
             .open()
             .map_err(io)?;
         let keyspaces = Keyspace::ALL
