@@ -105,6 +105,13 @@ enum Command {
         #[arg(long)]
         auth: bool,
     },
+    /// Accept that commits the store cannot recover (damage in its
+    /// journal) are gone, so that the server starts with what is intact.
+    Repair {
+        /// The data directory to repair.
+        #[arg(long, env = "RILL_DATA_DIR", default_value = "./rill-data")]
+        data_dir: PathBuf,
+    },
     #[command(flatten)]
     Client(cli::ClientCommand),
 }
@@ -193,6 +200,22 @@ fn main() -> std::process::ExitCode {
                 Err(e) => Err(format!("cannot start the runtime: {e}")),
             }
         }
+        Command::Repair { data_dir } => match rill::storage::FjallStorage::repair(&data_dir) {
+            Ok((recovered, Some(acknowledged))) if acknowledged > recovered => {
+                println!(
+                    "repaired {}: commits {} to {acknowledged} are gone for good; the store \
+                     keeps its first {recovered} commits and will start",
+                    data_dir.display(),
+                    recovered + 1
+                );
+                Ok(())
+            }
+            Ok((recovered, _)) => {
+                println!("{}: nothing lost ({recovered} commits)", data_dir.display());
+                Ok(())
+            }
+            Err(err) => Err(format!("cannot repair {}: {err}", data_dir.display())),
+        },
         Command::Client(command) => match tokio::runtime::Runtime::new() {
             Ok(runtime) => runtime.block_on(cli::run(cli.connection, command)),
             Err(e) => Err(format!("cannot start the runtime: {e}")),

@@ -12,6 +12,7 @@
 
 mod fjall_store;
 mod kv;
+pub mod ledger;
 mod memory;
 
 pub use fjall_store::FjallStorage;
