@@ -8,55 +8,22 @@ mod common;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use common::faulty::FaultyStorage;
 use common::*;
 use reqwest::{Method, StatusCode};
-use rill::storage::{Keyspace, MemoryStorage, Storage, StorageError, StorageResult, WriteBatch};
-
-/// A disk that fills up when told to.
-#[derive(Default)]
-struct FillingDisk {
-    inner: MemoryStorage,
-    full: AtomicBool,
-}
-
-impl Storage for FillingDisk {
-    fn write(&self, batch: WriteBatch) -> StorageResult<()> {
-        if self.full.load(Ordering::Acquire) {
-            return Err(StorageError::Full(
-                "No space left on device (os error 28)".into(),
-            ));
-        }
-        self.inner.write(batch)
-    }
-
-    fn get(&self, keyspace: Keyspace, key: &[u8]) -> StorageResult<Option<Vec<u8>>> {
-        self.inner.get(keyspace, key)
-    }
-
-    fn scan(
-        &self,
-        keyspace: Keyspace,
-        start: &[u8],
-        end: &[u8],
-        visit: &mut rill::storage::Visitor<'_>,
-    ) -> StorageResult<()> {
-        self.inner.scan(keyspace, start, end, visit)
-    }
-
-    fn last_in_range(
-        &self,
-        keyspace: Keyspace,
-        start: &[u8],
-        end: &[u8],
-    ) -> StorageResult<Option<(Vec<u8>, Vec<u8>)>> {
-        self.inner.last_in_range(keyspace, start, end)
-    }
-}
+use rill::storage::StorageError;
 
 #[tokio::test]
 async fn a_full_disk_refuses_writes_clearly_and_keeps_reads() {
-    let disk = Arc::new(FillingDisk::default());
-    let server = TestServer::start_on(disk.clone()).await;
+    // A disk that fills up when told to.
+    let full = Arc::new(AtomicBool::new(false));
+    let filling = full.clone();
+    let disk = Arc::new(FaultyStorage::new(move |_: &mut _| {
+        filling
+            .load(Ordering::Acquire)
+            .then(|| StorageError::Full("No space left on device (os error 28)".into()))
+    }));
+    let server = TestServer::start_on(disk).await;
     server.with_stream("s").await;
     server.append("s", &["before"]).await;
     server
@@ -64,7 +31,7 @@ async fn a_full_disk_refuses_writes_clearly_and_keeps_reads() {
         .expect_status(StatusCode::OK)
         .await;
 
-    disk.full.store(true, Ordering::Release);
+    full.store(true, Ordering::Release);
     let refused = server
         .append_request("s", serde_json::json!({ "records": [{ "body": "lost?" }] }))
         .expect_error(StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage")

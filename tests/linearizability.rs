@@ -18,7 +18,7 @@ use lin::{check, Call, Op, Outcome, NEVER};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rill::engine::Engine;
-use rill::storage::{BatchOp, Keyspace, MemoryStorage, Storage, StorageResult, WriteBatch};
+use rill::storage::{BatchOp, Keyspace, MemoryStorage, Storage, WriteBatch};
 use serde_json::{json, Value};
 
 const BASIN: &str = "lin-basin";
@@ -411,59 +411,24 @@ async fn histories_from_a_live_server_are_linearizable() {
     );
 }
 
-/// A disk that silently loses one record write in `every`.
-struct LossyStorage {
-    inner: MemoryStorage,
-    every: usize,
-    writes: AtomicUsize,
-}
-
-impl Storage for LossyStorage {
-    fn write(&self, mut batch: WriteBatch) -> StorageResult<()> {
-        let n = self.writes.fetch_add(1, Ordering::Relaxed);
-        if n % self.every == self.every - 1 {
-            let first_record = batch
-                .ops
-                .iter()
-                .position(|op| matches!(op, BatchOp::Put(Keyspace::StreamRecords, ..)));
-            if let Some(at) = first_record {
-                batch.ops.remove(at);
-            }
-        }
-        self.inner.write(batch)
-    }
-
-    fn get(&self, keyspace: Keyspace, key: &[u8]) -> StorageResult<Option<Vec<u8>>> {
-        self.inner.get(keyspace, key)
-    }
-
-    fn scan(
-        &self,
-        keyspace: Keyspace,
-        start: &[u8],
-        end: &[u8],
-        visit: &mut rill::storage::Visitor<'_>,
-    ) -> StorageResult<()> {
-        self.inner.scan(keyspace, start, end, visit)
-    }
-
-    fn last_in_range(
-        &self,
-        keyspace: Keyspace,
-        start: &[u8],
-        end: &[u8],
-    ) -> StorageResult<Option<(Vec<u8>, Vec<u8>)>> {
-        self.inner.last_in_range(keyspace, start, end)
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_that_loses_writes_fails_the_check() {
-    let storage = Arc::new(LossyStorage {
-        inner: MemoryStorage::default(),
-        every: 7,
-        writes: AtomicUsize::new(0),
-    });
+    // A disk that silently loses one record in every seventh write.
+    let writes = AtomicUsize::new(0);
+    let storage = Arc::new(common::faulty::FaultyStorage::new(
+        move |batch: &mut WriteBatch| {
+            if writes.fetch_add(1, Ordering::Relaxed) % 7 == 6 {
+                let first_record = batch
+                    .ops
+                    .iter()
+                    .position(|op| matches!(op, BatchOp::Put(Keyspace::StreamRecords, ..)));
+                if let Some(at) = first_record {
+                    batch.ops.remove(at);
+                }
+            }
+            None
+        },
+    ));
     let (history, contents) = run_history(storage, 42).await;
     let violation = check(&history, &contents).expect_err("lost writes must be caught");
     eprintln!("caught: {violation}");

@@ -112,13 +112,6 @@ impl Principal {
         Err(permission_denied(what))
     }
 
-    /// `op` on stream `stream` of `basin`.
-    pub fn check_stream(&self, op: Operation, basin: &str, stream: &str) -> ApiResult<()> {
-        self.require(op)?;
-        self.check(Resource::Basins, basin)?;
-        self.check(Resource::Streams, stream)
-    }
-
     /// Command records need their own operations besides `append`: a
     /// fence needs `fence`, a trim `trim`.
     pub fn check_commands(&self, input: &AppendInput) -> ApiResult<()> {

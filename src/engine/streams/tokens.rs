@@ -15,7 +15,9 @@ use serde::{Deserialize, Serialize};
 use super::core::StreamCore;
 use super::keys;
 use super::list::ListRequest;
-use super::token_index::{digest, from_hex, hex, new_secret, AccessToken, AccessTokenInfo};
+use super::token_index::{
+    digest, from_hex, hex, new_secret, AccessToken, AccessTokenInfo, SecretDigest,
+};
 use crate::engine::error::{EngineError, EngineResult};
 use crate::storage::{Keyspace, WriteBatch};
 
@@ -52,9 +54,10 @@ impl StreamCore {
     }
 
     /// The live token whose secret this is, if any.
-    pub fn find_access_token(&self, secret: &str) -> Option<Arc<AccessToken>> {
+    /// The live token whose secret has this digest, if any.
+    pub fn find_access_token(&self, digest: &SecretDigest) -> Option<Arc<AccessToken>> {
         self.tokens
-            .find(secret)
+            .find(digest)
             .filter(|token| token.is_live(SystemTime::now()))
     }
 
