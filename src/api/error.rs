@@ -139,9 +139,13 @@ impl From<EngineError> for ApiError {
                 ApiError::new(
                     StatusCode::INSUFFICIENT_STORAGE,
                     "insufficient_storage",
-                    "the disk is full: writes are refused until space is freed and the server \
-                     restarted; reads still work",
+                    "the disk is full: writes are refused until space is freed (they resume by \
+                     themselves); reads still work",
                 )
+            }
+            // The write was never tried: it is safe to send again.
+            EngineError::Storage(crate::storage::StorageError::Poisoned) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
             }
             EngineError::Storage(_) => {
                 tracing::error!(error = %message, "storage error");

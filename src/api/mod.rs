@@ -223,12 +223,13 @@ async fn health(State(state): State<AppState>) -> axum::Json<serde_json::Value> 
         "auth": state.auth.is_on(),
         "writable": failure.is_none(),
         "storage_error": failure.map(|e| e.to_string()),
+        "storage_restarts": state.engine.restarts(),
     }))
 }
 
 /// Ready to take writes: `200`, or `503 not_ready` while writes cannot be
 /// made durable (a full disk, a failed fsync), so that a load balancer
-/// stops sending writes and a supervisor can restart the server.
+/// stops sending writes until the engine has reopened its storage.
 async fn ready(State(state): State<AppState>) -> Result<axum::Json<serde_json::Value>, ApiError> {
     match state.engine.streams().write_failure() {
         None => Ok(axum::Json(serde_json::json!({ "status": "ready" }))),

@@ -16,11 +16,14 @@ pub mod collections;
 pub mod consumers;
 pub mod error;
 mod locks;
+mod restart;
 pub mod streams;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use collections::Collections;
 use consumers::Consumers;
 use error::EngineResult;
@@ -30,9 +33,34 @@ use crate::storage::Storage;
 
 /// The engine's layers, opened together over one storage.
 pub struct Engine {
+    storage: Arc<dyn Storage>,
+    /// Replaced whole when the engine restarts after a failed write (see
+    /// [`restart`]); callers take the current ones per call.
+    layers: ArcSwap<Layers>,
+    /// Held while a restart or shutdown runs, so they never interleave.
+    restarting: tokio::sync::Mutex<()>,
+    /// In-process restarts so far.
+    restarts: AtomicU64,
+}
+
+/// One opening of the three layers.
+struct Layers {
     core: Arc<StreamCore>,
     collections: Arc<Collections>,
     consumers: Arc<Consumers>,
+}
+
+impl Layers {
+    fn open(storage: Arc<dyn Storage>) -> EngineResult<Self> {
+        let core = StreamCore::open(storage)?;
+        let collections = Collections::new(core.clone());
+        let consumers = Consumers::new(core.clone(), collections.clone());
+        Ok(Self {
+            core,
+            collections,
+            consumers,
+        })
+    }
 }
 
 impl Engine {
@@ -40,36 +68,42 @@ impl Engine {
     /// tasks and collection and consumer handles start lazily, on first
     /// use, from their durable state.
     pub fn open(storage: Arc<dyn Storage>) -> EngineResult<Arc<Self>> {
-        let core = StreamCore::open(storage)?;
-        let collections = Collections::new(core.clone());
-        let consumers = Consumers::new(core.clone(), collections.clone());
+        let layers = Layers::open(storage.clone())?;
         Ok(Arc::new(Self {
-            core,
-            collections,
-            consumers,
+            storage,
+            layers: ArcSwap::from_pointee(layers),
+            restarting: tokio::sync::Mutex::new(()),
+            restarts: AtomicU64::new(0),
         }))
     }
 
     /// Basins, streams, records and access tokens.
-    pub fn streams(&self) -> &StreamCore {
-        &self.core
+    pub fn streams(&self) -> Arc<StreamCore> {
+        self.layers.load().core.clone()
     }
 
-    pub fn collections(&self) -> &Collections {
-        &self.collections
+    pub fn collections(&self) -> Arc<Collections> {
+        self.layers.load().collections.clone()
     }
 
-    pub fn consumers(&self) -> &Consumers {
-        &self.consumers
+    pub fn consumers(&self) -> Arc<Consumers> {
+        self.layers.load().consumers.clone()
+    }
+
+    /// How many times the engine restarted in-process after a failed write.
+    pub fn restarts(&self) -> u64 {
+        self.restarts.load(Ordering::Relaxed)
     }
 
     /// Deletes the basin with everything in it: its streams, collections
     /// and consumers, in one atomic batch.
     pub async fn delete_basin(&self, name: &str) -> EngineResult<()> {
-        self.core
+        let layers = self.layers.load_full();
+        layers
+            .core
             .delete_basin(name, async |batch: &mut crate::storage::WriteBatch| {
-                self.collections.delete_basin_ops(name, batch)?;
-                self.consumers.delete_basin_ops(name, batch).await
+                layers.collections.delete_basin_ops(name, batch)?;
+                layers.consumers.delete_basin_ops(name, batch).await
             })
             .await
     }
@@ -77,28 +111,34 @@ impl Engine {
     /// Ends every read session and long poll (with `unavailable`), so that
     /// their connections close. Appends still work until [`Self::shutdown`].
     pub fn begin_shutdown(&self) {
-        self.core.begin_shutdown();
+        self.layers.load().core.begin_shutdown();
     }
 
     /// Stops every stream task and waits until everything they accepted is
     /// durable, then stops the committer.
     pub async fn shutdown(&self) {
-        self.core.shutdown().await;
+        let _no_restart = self.restarting.lock().await;
+        self.layers.load_full().core.shutdown().await;
     }
 
     /// Runs upkeep every `interval` until the engine is dropped or the task
-    /// aborted. Upkeep does blocking storage scans, so each pass runs on a
-    /// blocking thread rather than on the async workers that serve requests.
+    /// aborted, restarting the engine first whenever a write has failed.
+    /// Upkeep does blocking storage scans, so each pass runs on a blocking
+    /// thread rather than on the async workers that serve requests.
     pub fn spawn_upkeep(self: &Arc<Self>, interval: Duration) -> tokio::task::JoinHandle<()> {
         let engine = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut ticker = tokio::time::interval(interval);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut restarts = restart::Backoff::default();
             loop {
                 ticker.tick().await;
                 let Some(engine) = engine.upgrade() else {
                     return;
                 };
+                if restarts.due() {
+                    restarts.record(engine.restart_if_failed().await);
+                }
                 let runtime = tokio::runtime::Handle::current();
                 let pass =
                     tokio::task::spawn_blocking(move || runtime.block_on(engine.upkeep_once()));
@@ -113,26 +153,8 @@ impl Engine {
     /// delete-on-empty and purging in the core. A failure on one object is
     /// logged and does not stop the others.
     pub async fn upkeep_once(&self) {
-        self.collections.upkeep_once().await;
-        self.core.upkeep_once().await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    /// Each layer picks its own tags for the meta keyspace; two layers
-    /// sharing one would mix their keys.
-    #[test]
-    fn layers_use_distinct_meta_tags() {
-        let all = [
-            super::streams::keys::META_TAGS,
-            super::collections::keys::META_TAGS,
-            super::consumers::keys::META_TAGS,
-        ]
-        .concat();
-        let mut unique = all.clone();
-        unique.sort_unstable();
-        unique.dedup();
-        assert_eq!(unique.len(), all.len(), "tags shared: {all:?}");
+        let layers = self.layers.load_full();
+        layers.collections.upkeep_once().await;
+        layers.core.upkeep_once().await;
     }
 }

@@ -9,10 +9,17 @@
 //! store refuses to open rather than serve less than was acknowledged.
 //! Its journals are capped at [`MAX_JOURNALING_BYTES`], so a restart
 //! replays at most that much.
+//!
+//! After a failed write the store is reopened in place (see
+//! [`FjallStorage::reopen`]) rather than written to again: a write cut
+//! short by a full disk leaves a torn entry at the journal's end, and a
+//! later commit appended after it would be dropped with it on the next
+//! recovery. Reopening replays the journal, which cuts the torn entry off.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock, RwLockReadGuard};
+use std::time::{Duration, Instant};
 
 use fjall::{Database, KeyspaceCreateOptions, PersistMode};
 
@@ -22,14 +29,40 @@ use super::ledger::Ledger;
 /// The commit counter's key in the meta keyspace (no engine tag is 0xFF).
 const COMMIT_KEY: &[u8] = b"\xffcommits";
 
+/// How much journal a restart may have to replay: fjall's floor.
+const MAX_JOURNALING_BYTES: u64 = 64 * 1024 * 1024;
+
+/// The file written and synced before a reopen, to see that the disk takes
+/// writes again before the open store is let go.
+const PROBE_FILE: &str = "reopen-probe";
+const PROBE_BYTES: usize = 1024 * 1024;
+
+/// How long a reopen waits for the recovered data to be flushed.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
+
 pub struct FjallStorage {
-    db: Database,
-    /// One fjall keyspace per [`Keyspace`], in [`Keyspace::ALL`] order.
-    keyspaces: Vec<fjall::Keyspace>,
-    poisoned: AtomicBool,
+    path: PathBuf,
+    /// The open database. `None` only after a reopen failed part-way,
+    /// until the next one succeeds.
+    open: RwLock<Option<Open>>,
     /// Commits made durable (the counter each batch carries).
     commits: AtomicU64,
     ledger: Mutex<Ledger>,
+}
+
+/// One opening of the database.
+struct Open {
+    db: Database,
+    /// One fjall keyspace per [`Keyspace`], in [`Keyspace::ALL`] order.
+    keyspaces: Vec<fjall::Keyspace>,
+    /// Set by a failed write: this opening takes no more (see the module).
+    failed: AtomicBool,
+}
+
+impl Open {
+    fn keyspace(&self, keyspace: Keyspace) -> &fjall::Keyspace {
+        &self.keyspaces[keyspace.index()]
+    }
 }
 
 /// Sizes of the journal files in `dir`, by name.
@@ -50,9 +83,6 @@ fn journal_sizes(dir: &Path) -> Vec<(String, u64)> {
     sizes
 }
 
-/// How much journal a restart may have to replay: fjall's floor.
-const MAX_JOURNALING_BYTES: u64 = 64 * 1024 * 1024;
-
 fn io(err: fjall::Error) -> StorageError {
     if matches!(err, fjall::Error::JournalRecovery(_)) {
         return StorageError::Corrupt(format!(
@@ -60,18 +90,27 @@ fn io(err: fjall::Error) -> StorageError {
              of the data directory: nothing was served"
         ));
     }
-    // A full disk is told apart, wherever in the chain of causes the I/O
-    // error sits: the client and the operator get a different answer.
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&err);
+    classify(&err, err.to_string())
+}
+
+/// A full disk is told apart, wherever in the chain of causes the I/O
+/// error sits: the client and the operator get a different answer.
+fn classify(err: &(dyn std::error::Error + 'static), message: String) -> StorageError {
+    let mut cause = Some(err);
     while let Some(current) = cause {
         if let Some(io) = current.downcast_ref::<std::io::Error>() {
             if io.kind() == std::io::ErrorKind::StorageFull || io.raw_os_error() == Some(28) {
-                return StorageError::Full(err.to_string());
+                return StorageError::Full(message);
             }
         }
         cause = current.source();
     }
-    StorageError::Io(err.to_string())
+    StorageError::Io(message)
+}
+
+fn file_error(err: std::io::Error) -> StorageError {
+    let message = err.to_string();
+    classify(&err, message)
 }
 
 impl FjallStorage {
@@ -83,39 +122,42 @@ impl FjallStorage {
         let recovered = storage.commits.load(Ordering::Acquire);
         if let Some(acknowledged) = acknowledged {
             if acknowledged > recovered {
-                let ledger = storage
-                    .ledger
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .path()
-                    .display()
-                    .to_string();
-                let cut: Vec<String> = journal_sizes(path)
-                    .into_iter()
-                    .filter_map(|(name, now)| {
-                        let before = journals_before.iter().find(|(n, _)| *n == name)?.1;
-                        (now < before)
-                            .then(|| format!("{name} was cut at byte {now} (of {before})"))
-                    })
-                    .collect();
-                let lost = acknowledged - recovered;
-                return Err(StorageError::Corrupt(format!(
-                    "the store recovered {recovered} commits but {acknowledged} were acknowledged \
-                     ({ledger}): {lost} acknowledged commits are unreadable, most likely damage \
-                     in the journal ({}). Nothing was served. Keep a copy of {} before anything \
-                     else; `rill repair --data-dir {}` accepts the loss and lets the server start \
-                     with what is intact",
-                    if cut.is_empty() {
-                        "no journal was cut on this start".to_string()
-                    } else {
-                        cut.join("; ")
-                    },
-                    path.display(),
-                    path.display()
-                )));
+                return Err(storage.lost_commits(recovered, acknowledged, &journals_before));
             }
         }
         Ok(storage)
+    }
+
+    /// The refusal for a store that recovered fewer commits than the
+    /// ledger says were acknowledged.
+    fn lost_commits(
+        &self,
+        recovered: u64,
+        acknowledged: u64,
+        journals_before: &[(String, u64)],
+    ) -> StorageError {
+        let ledger = self.lock_ledger().path().display().to_string();
+        let cut: Vec<String> = journal_sizes(&self.path)
+            .into_iter()
+            .filter_map(|(name, now)| {
+                let before = journals_before.iter().find(|(n, _)| *n == name)?.1;
+                (now < before).then(|| format!("{name} was cut at byte {now} (of {before})"))
+            })
+            .collect();
+        let lost = acknowledged - recovered;
+        let path = self.path.display();
+        StorageError::Corrupt(format!(
+            "the store recovered {recovered} commits but {acknowledged} were acknowledged \
+             ({ledger}): {lost} acknowledged commits are unreadable, most likely damage in the \
+             journal ({}). Nothing was served. Keep a copy of {path} before anything else; \
+             `rill repair --data-dir {path}` accepts the loss and lets the server start with \
+             what is intact",
+            if cut.is_empty() {
+                "no journal was cut on this start".to_string()
+            } else {
+                cut.join("; ")
+            },
+        ))
     }
 
     /// Accepts that the commits the store could not recover are gone:
@@ -125,9 +167,7 @@ impl FjallStorage {
         let (storage, acknowledged) = Self::open_unchecked(path)?;
         let recovered = storage.commits.load(Ordering::Acquire);
         storage
-            .ledger
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .lock_ledger()
             .reset(recovered)
             .map_err(|e| StorageError::Io(e.to_string()))?;
         Ok((recovered, acknowledged))
@@ -135,86 +175,214 @@ impl FjallStorage {
 
     /// The store, and the count of acknowledged commits its ledger held.
     fn open_unchecked(path: &Path) -> StorageResult<(Self, Option<u64>)> {
-        let open = || {
-            Database::builder(path)
-                // We fsync explicitly per group commit; no background syncing.
-                .manual_journal_persist(true)
-                // Journals past this force memtables to flush, so a restart
-                // replays at most this much (fjall's default is 512 MiB).
-                .max_journaling_size(MAX_JOURNALING_BYTES)
-                .open()
-        };
-        // fjall asserts on some damaged journal entries instead of
-        // returning an error: that is damage too, and is said so.
-        let db = std::panic::catch_unwind(std::panic::AssertUnwindSafe(open))
-            .map_err(|_| {
-                StorageError::Corrupt(
-                    "the storage journal is damaged: fjall failed while replaying it (see the \
-                     panic above); keep a copy of the data directory: nothing was served"
-                        .into(),
-                )
-            })?
-            .map_err(io)?;
-        let keyspaces = Keyspace::ALL
-            .iter()
-            .map(|ks| db.keyspace(ks.name(), KeyspaceCreateOptions::default))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(io)?;
-        let recovered = keyspaces[Keyspace::Meta.index()]
-            .get(COMMIT_KEY)
-            .map_err(io)?
-            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
-            .map_or(0, u64::from_be_bytes);
+        let (open, recovered) = open_database(path)?;
         let (ledger, acknowledged) =
             Ledger::open(path).map_err(|e| StorageError::Io(e.to_string()))?;
         let storage = Self {
-            db,
-            keyspaces,
-            poisoned: AtomicBool::new(false),
+            path: path.to_path_buf(),
+            open: RwLock::new(Some(open)),
             commits: AtomicU64::new(recovered),
             ledger: Mutex::new(ledger),
         };
         Ok((storage, acknowledged))
     }
 
-    fn keyspace(&self, keyspace: Keyspace) -> &fjall::Keyspace {
-        &self.keyspaces[keyspace.index()]
+    fn lock_ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
+        self.ledger.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// The open database, or the error that says why there is none.
+    fn opened(&self) -> StorageResult<OpenGuard<'_>> {
+        let guard = self.open.read().unwrap_or_else(|e| e.into_inner());
+        if guard.is_none() {
+            return Err(StorageError::Io(
+                "the store could not be reopened after a failed write; retrying".into(),
+            ));
+        }
+        Ok(OpenGuard(guard))
+    }
+
+    /// Writes what a reopen recovered from the journal out to table
+    /// files. After a failed `fsync` the page cache may hold journal pages
+    /// that never reached the disk, and recovery reads them back as if
+    /// they had; flushed to new, synced table files, what was recovered no
+    /// longer depends on them. It also makes a reopen wait for room to
+    /// flush, which fjall's next background flush would need anyway.
+    fn flush_recovered(&self, open: &Open) -> StorageResult<()> {
+        for keyspace in &open.keyspaces {
+            keyspace.rotate_memtable().map_err(|e| self.explain(e))?;
+        }
+        let deadline = Instant::now() + FLUSH_TIMEOUT;
+        while open.keyspaces.iter().any(|k| k.sealed_memtable_count() > 0) {
+            // A failed flush stops fjall's workers and poisons the
+            // database: no use waiting then.
+            open.db
+                .persist(PersistMode::Buffer)
+                .map_err(|e| self.explain(e))?;
+            if Instant::now() > deadline {
+                return Err(StorageError::Io(format!(
+                    "the recovered data was not flushed within {FLUSH_TIMEOUT:?}"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(())
+    }
+
+    /// A failed commit's error. fjall stops taking writes ("poisoned")
+    /// when one of its background flushes or compactions fails, and says
+    /// no more; a full disk is the common cause, and is found out here
+    /// with a probe, so that the client hears "full" rather than a bare
+    /// I/O error.
+    fn explain(&self, err: fjall::Error) -> StorageError {
+        if !matches!(err, fjall::Error::Poisoned) {
+            return io(err);
+        }
+        match self.probe() {
+            Err(StorageError::Full(why)) => StorageError::Full(format!(
+                "a background flush or compaction failed and the disk is full ({why})"
+            )),
+            _ => StorageError::Io(
+                "fjall refuses writes after a background flush or compaction failed (see the \
+                 log for why)"
+                    .into(),
+            ),
+        }
+    }
+
+    /// Writes and syncs a probe file: whether the disk takes writes again.
+    fn probe(&self) -> StorageResult<()> {
+        use std::io::Write;
+        let path = self.path.join(PROBE_FILE);
+        let result = (|| {
+            let mut file = std::fs::File::create(&path)?;
+            file.write_all(&vec![0u8; PROBE_BYTES])?;
+            file.sync_data()
+        })();
+        let _ = std::fs::remove_file(&path);
+        result.map_err(file_error)
+    }
+}
+
+/// A read guard on an open database (checked to be there).
+struct OpenGuard<'a>(RwLockReadGuard<'a, Option<Open>>);
+
+impl std::ops::Deref for OpenGuard<'_> {
+    type Target = Open;
+    fn deref(&self) -> &Open {
+        self.0.as_ref().expect("checked in FjallStorage::opened")
+    }
+}
+
+/// Opens the database in `path` (replaying its journal), with the commit
+/// counter it recovered.
+fn open_database(path: &Path) -> StorageResult<(Open, u64)> {
+    let open = || {
+        Database::builder(path)
+            // We fsync explicitly per group commit; no background syncing.
+            .manual_journal_persist(true)
+            // Journals past this force memtables to flush, so a restart
+            // replays at most this much (fjall's default is 512 MiB).
+            .max_journaling_size(MAX_JOURNALING_BYTES)
+            .open()
+    };
+    // fjall asserts on some damaged journal entries instead of returning
+    // an error: that is damage too, and is said so.
+    let db = std::panic::catch_unwind(std::panic::AssertUnwindSafe(open))
+        .map_err(|_| {
+            StorageError::Corrupt(
+                "the storage journal is damaged: fjall failed while replaying it (see the panic \
+                 above); keep a copy of the data directory: nothing was served"
+                    .into(),
+            )
+        })?
+        .map_err(io)?;
+    let keyspaces = Keyspace::ALL
+        .iter()
+        .map(|ks| db.keyspace(ks.name(), KeyspaceCreateOptions::default))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(io)?;
+    let recovered = keyspaces[Keyspace::Meta.index()]
+        .get(COMMIT_KEY)
+        .map_err(io)?
+        .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+        .map_or(0, u64::from_be_bytes);
+    let open = Open {
+        db,
+        keyspaces,
+        failed: AtomicBool::new(false),
+    };
+    Ok((open, recovered))
 }
 
 impl Storage for FjallStorage {
     fn write(&self, batch: WriteBatch) -> StorageResult<()> {
-        if self.poisoned.load(Ordering::Acquire) {
+        let open = self.opened()?;
+        if open.failed.load(Ordering::Acquire) {
             return Err(StorageError::Poisoned);
         }
         let commit = self.commits.load(Ordering::Acquire) + 1;
-        let mut fjall_batch = self.db.batch().durability(Some(PersistMode::SyncData));
+        let mut fjall_batch = open.db.batch().durability(Some(PersistMode::SyncData));
         fjall_batch.insert(
-            self.keyspace(Keyspace::Meta),
+            open.keyspace(Keyspace::Meta),
             COMMIT_KEY.to_vec(),
             commit.to_be_bytes().to_vec(),
         );
         for op in batch.ops {
             match op {
-                BatchOp::Put(ks, k, v) => fjall_batch.insert(self.keyspace(ks), k, v),
-                BatchOp::Delete(ks, k) => fjall_batch.remove(self.keyspace(ks), k),
+                BatchOp::Put(ks, k, v) => fjall_batch.insert(open.keyspace(ks), k, v),
+                BatchOp::Delete(ks, k) => fjall_batch.remove(open.keyspace(ks), k),
             }
         }
         fjall_batch.commit().map_err(|err| {
-            self.poisoned.store(true, Ordering::Release);
-            io(err)
+            open.failed.store(true, Ordering::Release);
+            self.explain(err)
         })?;
         self.commits.store(commit, Ordering::Release);
         // Only now, with the commit durable. Not fsynced: see the ledger.
-        let mut ledger = self.ledger.lock().unwrap_or_else(|e| e.into_inner());
-        if let Err(err) = ledger.record(commit) {
+        if let Err(err) = self.lock_ledger().record(commit) {
             tracing::warn!(%err, "cannot update the commit ledger");
         }
         Ok(())
     }
 
+    /// Lets the database go and opens it again, as a restart would: the
+    /// journal is replayed (a torn entry at its end cut off, files a
+    /// failed flush or compaction left behind deleted), checked against
+    /// the commits acknowledged so far, and flushed. Reads are served
+    /// again as soon as it is open; writes only once a probe file can be
+    /// written and synced and the flush went through: until then it is
+    /// an error, and the store stays refusing writes.
+    fn reopen(&self) -> StorageResult<()> {
+        let mut slot = self.open.write().unwrap_or_else(|e| e.into_inner());
+        let journals_before = journal_sizes(&self.path);
+        // Dropped first: it holds fjall's lock file, and its background
+        // threads stop with it.
+        *slot = None;
+        let (open, recovered) = open_database(&self.path)?;
+        let acknowledged = self.commits.load(Ordering::Acquire);
+        if recovered < acknowledged {
+            return Err(self.lost_commits(recovered, acknowledged, &journals_before));
+        }
+        // A failed write may have reached the disk after all: it counts.
+        self.commits.store(recovered, Ordering::Release);
+        if let Err(err) = self.lock_ledger().record(recovered) {
+            tracing::warn!(%err, "cannot update the commit ledger");
+        }
+        // Refusing writes until the checks below pass.
+        open.failed.store(true, Ordering::Release);
+        *slot = Some(open);
+        drop(slot);
+        let open = self.opened()?;
+        self.probe()?;
+        self.flush_recovered(&open)?;
+        open.failed.store(false, Ordering::Release);
+        Ok(())
+    }
+
     fn get(&self, keyspace: Keyspace, key: &[u8]) -> StorageResult<Option<Vec<u8>>> {
         Ok(self
+            .opened()?
             .keyspace(keyspace)
             .get(key)
             .map_err(io)?
@@ -231,7 +399,8 @@ impl Storage for FjallStorage {
         if start >= end {
             return Ok(());
         }
-        for guard in self.keyspace(keyspace).range(start..end) {
+        let open = self.opened()?;
+        for guard in open.keyspace(keyspace).range(start..end) {
             let (k, v) = guard.into_inner().map_err(io)?;
             if visit(&k, &v).is_break() {
                 break;
@@ -249,7 +418,9 @@ impl Storage for FjallStorage {
         if start >= end {
             return Ok(None);
         }
-        match self.keyspace(keyspace).range(start..end).next_back() {
+        let open = self.opened()?;
+        let last = open.keyspace(keyspace).range(start..end).next_back();
+        match last {
             Some(guard) => {
                 let (k, v) = guard.into_inner().map_err(io)?;
                 Ok(Some((k.to_vec(), v.to_vec())))
@@ -258,7 +429,6 @@ impl Storage for FjallStorage {
         }
     }
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;

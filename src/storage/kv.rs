@@ -98,7 +98,9 @@ pub enum StorageError {
     /// The disk is full: a write could not be made durable.
     #[error("no space left on the storage device: {0}")]
     Full(String),
-    #[error("storage is poisoned after an earlier write failure; restart the server")]
+    /// An earlier write failed; writes are refused until the store is
+    /// reopened (the engine does that by itself).
+    #[error("writes are paused after a storage failure, until the storage is reopened")]
     Poisoned,
     #[error("corrupt data in storage: {0}")]
     Corrupt(String),
@@ -114,9 +116,19 @@ pub type Visitor<'a> = dyn FnMut(&[u8], &[u8]) -> ControlFlow<()> + 'a;
 /// An ordered key-value store with durable atomic batches.
 pub trait Storage: Send + Sync + 'static {
     /// Applies `batch` atomically and makes it durable before returning.
-    /// After an error the store must refuse further writes (fail-stop): the
-    /// engine has already assigned sequence numbers past what is on disk.
+    /// After an error the store must refuse further writes (fail-stop)
+    /// until [`Storage::reopen`]: the engine has already assigned sequence
+    /// numbers past what is on disk, and a failed write may have left
+    /// part of itself behind.
     fn write(&self, batch: WriteBatch) -> StorageResult<()>;
+
+    /// Recovers from a failed write as a restart would: drops what the
+    /// store holds in memory and reads back what is durable, so that
+    /// writes can resume. The engine calls it once it has stopped writing
+    /// through its old state, and opens that state anew afterwards. An
+    /// error leaves the store refusing writes; the engine tries again
+    /// later.
+    fn reopen(&self) -> StorageResult<()>;
 
     fn get(&self, keyspace: Keyspace, key: &[u8]) -> StorageResult<Option<Vec<u8>>>;
 

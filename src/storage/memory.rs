@@ -33,6 +33,11 @@ impl Storage for MemoryStorage {
         Ok(())
     }
 
+    /// Nothing to recover: a batch is either applied whole or not at all.
+    fn reopen(&self) -> StorageResult<()> {
+        Ok(())
+    }
+
     fn get(&self, keyspace: Keyspace, key: &[u8]) -> StorageResult<Option<Vec<u8>>> {
         let trees = self.trees.read().map_err(|_| poisoned())?;
         Ok(trees[keyspace.index()].get(key).cloned())

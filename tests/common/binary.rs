@@ -25,7 +25,12 @@ impl RillProcess {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut sent = false;
+            // RILL_TEST_LOG=1 shows the server's log with the test's output.
+            let echo = std::env::var_os("RILL_TEST_LOG").is_some();
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if echo {
+                    eprintln!("rill: {line}");
+                }
                 if !sent && line.contains("rill is listening") {
                     if let Some(addr) = line.split("addr=").nth(1) {
                         let addr = addr.split_whitespace().next().unwrap_or("").to_string();

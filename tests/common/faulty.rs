@@ -1,38 +1,67 @@
 //! A storage that misbehaves on purpose: each write batch passes through a
-//! fault first, which may change it or fail it; reads are the memory
-//! store's.
+//! fault first, which may change it, fail it before it is written (a short
+//! write, a full disk), or fail it after it is written (a failed `fsync`:
+//! the data may be there, the writer is told it is not). Reads are the
+//! inner store's.
 
 use rill::storage::{
     Keyspace, MemoryStorage, Storage, StorageError, StorageResult, Visitor, WriteBatch,
 };
 
-pub struct FaultyStorage<F> {
-    inner: MemoryStorage,
+/// What a fault does to one write.
+pub enum Fault {
+    /// Fails the write; nothing of it is stored.
+    Refuse(StorageError),
+    /// Stores the write, then fails it anyway.
+    FailAfterWriting(StorageError),
+}
+
+pub struct FaultyStorage<F, S = MemoryStorage> {
+    inner: S,
     fault: F,
 }
 
 impl<F> FaultyStorage<F>
 where
-    F: Fn(&mut WriteBatch) -> Option<StorageError> + Send + Sync + 'static,
+    F: Fn(&mut WriteBatch) -> Option<Fault> + Send + Sync + 'static,
 {
-    /// `fault` sees every batch before it is written: it may alter it, or
-    /// return the error the write fails with instead.
+    /// Over a memory store. `fault` sees every batch before it is written:
+    /// it may alter it, or say how the write fails.
     pub fn new(fault: F) -> Self {
-        Self {
-            inner: MemoryStorage::default(),
-            fault,
-        }
+        Self::over(MemoryStorage::default(), fault)
     }
 }
 
-impl<F> Storage for FaultyStorage<F>
+impl<F, S: Storage> FaultyStorage<F, S>
 where
-    F: Fn(&mut WriteBatch) -> Option<StorageError> + Send + Sync + 'static,
+    F: Fn(&mut WriteBatch) -> Option<Fault> + Send + Sync + 'static,
+{
+    pub fn over(inner: S, fault: F) -> Self {
+        Self { inner, fault }
+    }
+}
+
+impl<F, S: Storage> Storage for FaultyStorage<F, S>
+where
+    F: Fn(&mut WriteBatch) -> Option<Fault> + Send + Sync + 'static,
 {
     fn write(&self, mut batch: WriteBatch) -> StorageResult<()> {
         match (self.fault)(&mut batch) {
-            Some(err) => Err(err),
             None => self.inner.write(batch),
+            Some(Fault::Refuse(err)) => Err(err),
+            Some(Fault::FailAfterWriting(err)) => {
+                self.inner.write(batch)?;
+                Err(err)
+            }
+        }
+    }
+
+    /// Refused while the fault would refuse an empty write (as a real
+    /// store's probe of the disk would be).
+    fn reopen(&self) -> StorageResult<()> {
+        match (self.fault)(&mut WriteBatch::default()) {
+            Some(Fault::Refuse(err)) => Err(err),
+            _ => self.inner.reopen(),
         }
     }
 

@@ -12,9 +12,11 @@
 //! nums before its earlier appends are durable: they become durable, and
 //! visible to readers, in the same order.
 //!
-//! A failed write is fatal (fail-stop): seq nums past it were already handed
-//! out, so the committer fails everything after it until restart, when
-//! recovery reads back what is really on disk.
+//! A failed write is fatal to this committer (fail-stop): seq nums past it
+//! were already handed out, so it fails everything after it, without
+//! touching the storage again, until the engine restarts over the reopened
+//! store and recovery reads back what is really on disk (see
+//! `engine/restart.rs`).
 
 use std::sync::Arc;
 use std::thread;
@@ -152,6 +154,8 @@ fn run(
             completions.push(pending.completion);
         }
 
+        // Whether this group reaches the storage (none does after a failure).
+        let tried = failed.is_none();
         let result = if let Some(first) = &failed {
             Err(first.clone())
         } else if combined.is_empty() {
@@ -160,14 +164,18 @@ fn run(
             storage.write(combined)
         };
         if let (Err(err), None) = (&result, &failed) {
-            tracing::error!(error = %err, "durable write failed; refusing further writes until restart");
+            tracing::error!(error = %err, "durable write failed; refusing further writes until the storage is reopened");
             *recorded.lock().unwrap_or_else(|e| e.into_inner()) = Some(err.clone());
             failed = Some(err.clone());
         }
+        // The group whose write failed learns why (its outcome is unknown:
+        // the write may have reached the disk); later groups were never
+        // tried, except that a full disk stays a full disk to the client.
         for completion in completions {
             completion(match &result {
                 Ok(()) => Ok(()),
                 Err(StorageError::Full(why)) => Err(StorageError::Full(why.clone())),
+                Err(err) if tried => Err(err.clone()),
                 Err(_) => Err(StorageError::Poisoned),
             });
         }
