@@ -246,10 +246,11 @@ fn newest_journal(dir: &Path) -> PathBuf {
     journals.pop().expect("a journal")
 }
 
-/// A write cut short leaves garbage at the end of the journal. Were later
-/// commits appended after it, the next recovery would stop at the garbage
-/// and drop them; the engine reopens the store instead, which cuts the
-/// garbage off first.
+/// A write cut short leaves garbage at the end of the journal, where the
+/// next entry goes. fjall refuses writes after a failed one; the engine
+/// reopens the store, whose recovery must cut the garbage off so that
+/// later commits do not land behind it, where the next recovery would stop
+/// and drop them (the commit ledger would refuse to start then).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_torn_write_at_the_journal_end_is_cut_off_before_writing_on() {
     let dir = tempfile::tempdir().unwrap();
@@ -262,12 +263,15 @@ async fn a_torn_write_at_the_journal_end_is_cut_off_before_writing_on() {
             if batch.is_empty() || !tearing.swap(false, Ordering::AcqRel) {
                 return None;
             }
-            // Half a batch's worth of bytes that do not decode.
-            let mut journal = std::fs::OpenOptions::new()
-                .append(true)
-                .open(newest_journal(&journal_dir))
-                .unwrap();
-            journal.write_all(&[0x5a; 300]).unwrap();
+            // Bytes that do not decode, where the next entry would go (the
+            // journal is preallocated: its written part ends at the last
+            // byte that is not zero).
+            use std::os::unix::fs::FileExt;
+            let path = newest_journal(&journal_dir);
+            let written = std::fs::read(&path).unwrap();
+            let end = written.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1);
+            let journal = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+            journal.write_all_at(&[0x5a; 300], end as u64).unwrap();
             journal.sync_all().unwrap();
             Some(Fault::Refuse(StorageError::Io("short write".into())))
         },
