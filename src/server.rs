@@ -165,6 +165,7 @@ pub async fn run_with(
         sessions,
     } = options;
     let upkeep = engine.spawn_upkeep(UPKEEP_INTERVAL);
+    let restarts = engine.spawn_restarts();
     let reloader = tls.as_ref().map(Tls::spawn_reloader);
     let api = ApiConfig {
         body_read_timeout: limits.body_read_timeout,
@@ -200,6 +201,7 @@ pub async fn run_with(
         }
     };
     upkeep.abort();
+    restarts.abort();
     if let Some(reloader) = reloader {
         reloader.abort();
     }

@@ -122,23 +122,18 @@ impl Engine {
     }
 
     /// Runs upkeep every `interval` until the engine is dropped or the task
-    /// aborted, restarting the engine first whenever a write has failed.
-    /// Upkeep does blocking storage scans, so each pass runs on a blocking
+    /// aborted. Upkeep does blocking storage scans, so each pass runs on a blocking
     /// thread rather than on the async workers that serve requests.
     pub fn spawn_upkeep(self: &Arc<Self>, interval: Duration) -> tokio::task::JoinHandle<()> {
         let engine = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut ticker = tokio::time::interval(interval);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut restarts = restart::Backoff::default();
             loop {
                 ticker.tick().await;
                 let Some(engine) = engine.upgrade() else {
                     return;
                 };
-                if restarts.due() {
-                    restarts.record(engine.restart_if_failed().await);
-                }
                 let runtime = tokio::runtime::Handle::current();
                 let pass =
                     tokio::task::spawn_blocking(move || runtime.block_on(engine.upkeep_once()));

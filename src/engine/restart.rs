@@ -29,8 +29,7 @@ use std::time::{Duration, Instant};
 use super::error::EngineResult;
 use super::{Engine, Layers};
 
-/// Waits between failed restart attempts: doubling from the upkeep interval
-/// to this, so a disk that stays full is probed, and logged, rarely.
+/// The longest wait between failed restart attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 impl Engine {
@@ -76,28 +75,47 @@ impl Engine {
     }
 }
 
-/// When the next restart attempt is due.
-pub(super) struct Backoff {
-    next: Instant,
+impl Engine {
+    /// Restarts the engine whenever a write fails, at once, then with
+    /// [`Backoff`] while the store cannot be reopened. Ends when the engine
+    /// is dropped or shuts down.
+    pub fn spawn_restarts(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let engine = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut backoff = Backoff::default();
+            loop {
+                // Waits on the current layers without holding the engine.
+                let Some(waiting) = engine
+                    .upgrade()
+                    .map(|e| e.streams().write_failed_or_closing())
+                else {
+                    return;
+                };
+                waiting.await;
+                tokio::time::sleep(backoff.wait).await;
+                let Some(engine) = engine.upgrade() else {
+                    return;
+                };
+                if engine.streams().is_closing() {
+                    return;
+                }
+                backoff.record(engine.restart_if_failed().await);
+            }
+        })
+    }
+}
+
+/// How long to wait before the next restart attempt: nothing at first,
+/// then doubling from a second to [`MAX_BACKOFF`] while attempts fail, so
+/// a disk that stays full is probed, and logged, only now and then.
+#[derive(Default)]
+struct Backoff {
     wait: Duration,
 }
 
-impl Default for Backoff {
-    fn default() -> Self {
-        Self {
-            next: Instant::now(),
-            wait: Duration::ZERO,
-        }
-    }
-}
-
 impl Backoff {
-    pub(super) fn due(&self) -> bool {
-        Instant::now() >= self.next
-    }
-
     /// Records an attempt's outcome: a failure pushes the next one back.
-    pub(super) fn record(&mut self, attempt: EngineResult<bool>) {
+    fn record(&mut self, attempt: EngineResult<bool>) {
         match attempt {
             Ok(_) => self.wait = Duration::ZERO,
             Err(err) => {
@@ -109,6 +127,5 @@ impl Backoff {
                 );
             }
         }
-        self.next = Instant::now() + self.wait;
     }
 }

@@ -243,8 +243,8 @@ impl FjallStorage {
                 "a background flush or compaction failed and the disk is full ({why})"
             )),
             _ => StorageError::Io(
-                "fjall refuses writes after a background flush or compaction failed (see the \
-                 log for why)"
+                "fjall refuses writes after an earlier write, flush or compaction failed (see \
+                 the log for why)"
                     .into(),
             ),
         }

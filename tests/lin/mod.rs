@@ -66,7 +66,10 @@ pub enum Outcome {
     SeqNumMismatch(u64),
     /// A fencing token that did not hold: the token in force then.
     FencingMismatch(String),
-    /// No answer (timeout, lost connection, server killed).
+    /// Refused as never tried (`503 unavailable`): it must not appear.
+    Refused,
+    /// No answer (timeout, lost connection, server killed), or an error
+    /// that leaves the outcome open (a failed write may have landed).
     Unknown,
 }
 
@@ -175,7 +178,9 @@ pub fn check(history: &[Op], stream: &[String]) -> Result<(), String> {
                     ));
                 }
             }
-            Outcome::SeqNumMismatch(_) | Outcome::FencingMismatch(_) if !none => {
+            Outcome::SeqNumMismatch(_) | Outcome::FencingMismatch(_) | Outcome::Refused
+                if !none =>
+            {
                 return Err(format!(
                     "append {i} failed, yet its records are in the stream"
                 ));
@@ -312,7 +317,7 @@ pub fn check(history: &[Op], stream: &[String]) -> Result<(), String> {
                     }
                 }
             }
-            Outcome::Unknown => {}
+            Outcome::Unknown | Outcome::Refused => {}
         }
     }
 

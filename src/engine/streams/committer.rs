@@ -21,7 +21,7 @@
 use std::sync::Arc;
 use std::thread;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::storage::{Storage, StorageError, StorageResult, WriteBatch};
 
@@ -47,7 +47,7 @@ enum Request {
 pub struct Committer {
     tx: mpsc::UnboundedSender<Request>,
     /// The write failure that stopped the committer, if one did.
-    failure: Arc<std::sync::Mutex<Option<StorageError>>>,
+    failure: Arc<watch::Sender<Option<StorageError>>>,
 }
 
 impl Committer {
@@ -55,7 +55,7 @@ impl Committer {
     /// every `Committer` clone is dropped, after draining the queue.
     pub fn start(storage: Arc<dyn Storage>) -> (Self, thread::JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let failure = Arc::new(std::sync::Mutex::new(None));
+        let failure = Arc::new(watch::Sender::new(None));
         let recorded = failure.clone();
         let handle = thread::Builder::new()
             .name("rill-committer".into())
@@ -64,13 +64,18 @@ impl Committer {
         (Self { tx, failure }, handle)
     }
 
-    /// The write failure that stopped durable writes, if any: until a
-    /// restart, every write fails.
+    /// The write failure that stopped durable writes, if any: from then
+    /// on, every write through this committer fails.
     pub fn failure(&self) -> Option<StorageError> {
-        self.failure
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.failure.borrow().clone()
+    }
+
+    /// Resolves once a write has failed (at once if one has).
+    pub fn failed(&self) -> impl std::future::Future<Output = ()> + use<> {
+        let mut failure = self.failure.subscribe();
+        async move {
+            let _ = failure.wait_for(Option::is_some).await;
+        }
     }
 
     /// Queues `batch`; `completion` runs after it is durable or has failed.
@@ -120,7 +125,7 @@ impl Committer {
 fn run(
     storage: Arc<dyn Storage>,
     mut rx: mpsc::UnboundedReceiver<Request>,
-    recorded: Arc<std::sync::Mutex<Option<StorageError>>>,
+    recorded: Arc<watch::Sender<Option<StorageError>>>,
 ) {
     // The first failure; later writes fail with it (a full disk stays a
     // full disk to the client), or as poisoned.
@@ -165,7 +170,7 @@ fn run(
         };
         if let (Err(err), None) = (&result, &failed) {
             tracing::error!(error = %err, "durable write failed; refusing further writes until the storage is reopened");
-            *recorded.lock().unwrap_or_else(|e| e.into_inner()) = Some(err.clone());
+            recorded.send_replace(Some(err.clone()));
             failed = Some(err.clone());
         }
         // The group whose write failed learns why (its outcome is unknown:

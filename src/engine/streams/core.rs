@@ -114,6 +114,18 @@ impl StreamCore {
         self.committer.failure()
     }
 
+    /// Resolves once a durable write has failed, or shutdown has begun.
+    pub(crate) fn write_failed_or_closing(&self) -> impl std::future::Future<Output = ()> + use<> {
+        let failed = self.committer.failed();
+        let mut closing = self.closing();
+        async move {
+            tokio::select! {
+                () = failed => {}
+                _ = closing.wait_for(|closing| *closing) => {}
+            }
+        }
+    }
+
     /// What the core holds, for the log at start: basins, streams, and
     /// access tokens.
     pub fn census(&self) -> EngineResult<(usize, usize, usize)> {
