@@ -1,8 +1,10 @@
-//! Damage to the journal is never silent: with one byte flipped anywhere
-//! in what was written, the real binary either starts with every
-//! acknowledged record, or refuses to start and says why; it never serves
-//! less than it acknowledged. `rill repair` then accepts the loss and the
-//! server starts with what is intact.
+//! Damage is never silent. With one byte flipped anywhere in what was
+//! written to the journal, the real binary either starts with every
+//! acknowledged record, or refuses to start and says why; `rill repair`
+//! then accepts the loss and the server starts with what is intact. With
+//! one byte flipped in a table file, it either refuses to start, or
+//! answers every read with exactly what was written or with an error that
+//! says the data is corrupt; it never serves wrong data or less of it.
 
 mod common;
 
@@ -69,18 +71,25 @@ fn try_start(dir: &Path) -> Result<RillProcess, String> {
 }
 
 async fn bodies(base: &str) -> Vec<String> {
-    let batch: Value = reqwest::Client::new()
+    try_bodies(base).await.unwrap()
+}
+
+/// The stream's bodies, or the error a read got.
+async fn try_bodies(base: &str) -> Result<Vec<String>, String> {
+    let resp = reqwest::Client::new()
         .get(format!(
             "{base}/v1/streams/s/records?seq_num=0&count=1000&clamp=true"
         ))
         .header("s2-basin", BASIN)
         .send()
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    batch["records"]
+        .map_err(|e| e.to_string())?;
+    let status = resp.status();
+    let batch: Value = resp.json().await.map_err(|e| e.to_string())?;
+    if status != 200 {
+        return Err(format!("{status} {batch}"));
+    }
+    Ok(batch["records"]
         .as_array()
         .map(|records| {
             records
@@ -88,7 +97,7 @@ async fn bodies(base: &str) -> Vec<String> {
                 .map(|r| r["body"].as_str().unwrap().to_string())
                 .collect()
         })
-        .unwrap_or_default()
+        .unwrap_or_default())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -184,5 +193,113 @@ async fn a_damaged_journal_is_never_served_silently() {
     assert!(
         by_ledger > 0,
         "no flip needed the ledger: it is not exercised"
+    );
+}
+
+/// Every table file under `dir`.
+fn table_files(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for keyspace in std::fs::read_dir(dir.join("keyspaces")).unwrap() {
+        let tables = keyspace.unwrap().path().join("tables");
+        if let Ok(entries) = std::fs::read_dir(tables) {
+            found.extend(entries.map(|e| e.unwrap().path()));
+        }
+    }
+    found.sort();
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_table_is_never_served_silently() {
+    use rill::storage::{FjallStorage, Storage};
+    const OFFSETS_PER_TABLE: usize = 10;
+    let original = tempfile::tempdir().unwrap();
+    let server = RillProcess::start(original.path());
+    let http = reqwest::Client::new();
+    for path in [format!("/v1/basins/{BASIN}"), "/v1/streams/s".into()] {
+        let resp = http
+            .put(format!("{}{path}", server.base))
+            .header("s2-basin", BASIN)
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success());
+    }
+    // Bodies that fill several blocks, each one different.
+    let expected: Vec<String> = (0..APPENDS)
+        .map(|i| format!("record-{i:04}-{}", "abcdefghij".repeat(1 + i as usize % 40)))
+        .collect();
+    for chunk in expected.chunks(20) {
+        let records: Vec<Value> = chunk.iter().map(|b| json!({ "body": b })).collect();
+        let resp = http
+            .post(format!("{}/v1/streams/s/records", server.base))
+            .header("s2-basin", BASIN)
+            .json(&json!({ "records": records }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    server.kill();
+    // Reopening flushes what the journal holds into table files.
+    FjallStorage::open(original.path())
+        .unwrap()
+        .reopen()
+        .unwrap();
+    let tables = table_files(original.path());
+    assert!(tables.len() >= 4, "too few tables: {tables:?}");
+
+    let (mut refused, mut read_errors, mut intact, mut cases) = (0, 0, 0, 0);
+    for table in &tables {
+        let relative = table.strip_prefix(original.path()).unwrap().to_owned();
+        let size = std::fs::metadata(table).unwrap().len() as usize;
+        let mut offsets: Vec<usize> = (0..OFFSETS_PER_TABLE)
+            .map(|k| size * k / OFFSETS_PER_TABLE)
+            .collect();
+        offsets.extend(
+            [size - 1, size - 8, size - 40]
+                .into_iter()
+                .filter(|&o| o < size),
+        );
+        for at in offsets {
+            cases += 1;
+            let copy = tempfile::tempdir().unwrap();
+            copy_dir(original.path(), copy.path());
+            let path = copy.path().join(&relative);
+            let mut bytes = std::fs::read(&path).unwrap();
+            bytes[at] ^= 0xff;
+            std::fs::write(&path, bytes).unwrap();
+            let case = format!("byte {at} of {} ({size} bytes) flipped", relative.display());
+            match try_start(copy.path()) {
+                Ok(server) => {
+                    match try_bodies(&server.base).await {
+                        Ok(found) => {
+                            assert_eq!(found, expected, "{case}: served wrong data");
+                            intact += 1;
+                        }
+                        Err(said) => {
+                            assert!(
+                                said.contains("corrupt"),
+                                "{case}: a read failed without saying why: {said}"
+                            );
+                            read_errors += 1;
+                        }
+                    }
+                    server.kill();
+                }
+                Err(said) => {
+                    assert!(
+                        said.contains("damaged") || said.contains("corrupt"),
+                        "{case}: refused without saying why: {said}"
+                    );
+                    refused += 1;
+                }
+            }
+        }
+    }
+    eprintln!(
+        "{cases} single-byte flips in {} table files: {refused} refused at start, {read_errors} \
+         reads refused as corrupt, {intact} served everything intact",
+        tables.len()
     );
 }

@@ -90,7 +90,37 @@ fn io(err: fjall::Error) -> StorageError {
              of the data directory: nothing was served"
         ));
     }
+    if is_damage(&err) {
+        return StorageError::Corrupt(format!(
+            "a storage file failed its checks ({err}): a table or journal file is damaged; keep \
+             a copy of the data directory"
+        ));
+    }
     classify(&err, err.to_string())
+}
+
+/// Errors that mean bytes on disk are not what fjall wrote: a checksum
+/// that does not match, a block or trailer that does not decode.
+fn is_damage(err: &fjall::Error) -> bool {
+    use fjall::LsmError;
+    match err {
+        fjall::Error::Storage(inner) => matches!(
+            inner,
+            LsmError::ChecksumMismatch { .. }
+                | LsmError::Decompress(_)
+                | LsmError::InvalidVersion(_)
+                | LsmError::Unrecoverable
+                | LsmError::InvalidTag(_)
+                | LsmError::InvalidTrailer
+                | LsmError::InvalidHeader(_)
+                | LsmError::Utf8(_)
+        ),
+        fjall::Error::InvalidVersion(_)
+        | fjall::Error::Decompress(_)
+        | fjall::Error::InvalidTrailer
+        | fjall::Error::InvalidTag(_) => true,
+        _ => false,
+    }
 }
 
 /// A full disk is told apart, wherever in the chain of causes the I/O
