@@ -201,17 +201,8 @@ fn main() -> std::process::ExitCode {
             }
         }
         Command::Repair { data_dir } => match rill::storage::FjallStorage::repair(&data_dir) {
-            Ok((recovered, Some(acknowledged))) if acknowledged > recovered => {
-                println!(
-                    "repaired {}: commits {} to {acknowledged} are gone for good; the store \
-                     keeps its first {recovered} commits and will start",
-                    data_dir.display(),
-                    recovered + 1
-                );
-                Ok(())
-            }
-            Ok((recovered, _)) => {
-                println!("{}: nothing lost ({recovered} commits)", data_dir.display());
+            Ok(repair) => {
+                print!("{}", repair_report(&data_dir, &repair));
                 Ok(())
             }
             Err(err) => Err(format!("cannot repair {}: {err}", data_dir.display())),
@@ -248,4 +239,45 @@ fn positive_duration(text: &str) -> Result<std::time::Duration, String> {
         Ok(_) => Err("must be more than zero".into()),
         Err(err) => Err(err.to_string()),
     }
+}
+
+/// What `rill repair` says: what the store keeps, what is gone for good
+/// (each lost commit's notes: which seq nums of which streams), and where
+/// the damaged journals were put aside.
+fn repair_report(data_dir: &std::path::Path, repair: &rill::storage::Repair) -> String {
+    let recovered = repair.recovered;
+    let Some((acknowledged, notes)) = &repair.lost else {
+        return format!(
+            "{}: nothing lost ({recovered} commits)\n",
+            data_dir.display()
+        );
+    };
+    let mut report = format!(
+        "repaired {}: commits {} to {acknowledged} are gone for good; the store keeps its first \
+         {recovered} commits and will start\n",
+        data_dir.display(),
+        recovered + 1
+    );
+    if notes.is_empty() {
+        report.push_str("no notes of the lost commits were kept\n");
+    } else {
+        report.push_str("lost:\n");
+        for (commit, note) in notes {
+            report.push_str(&format!("  commit {commit}: {note}\n"));
+        }
+    }
+    let kept: Vec<String> = std::fs::read_dir(data_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("damaged-"))
+        .map(|e| e.path().display().to_string())
+        .collect();
+    if !kept.is_empty() {
+        report.push_str(&format!(
+            "the journals as they were before the damage was found: {}\n",
+            kept.join(", ")
+        ));
+    }
+    report
 }

@@ -70,8 +70,13 @@ fn try_start(dir: &Path) -> Result<RillProcess, String> {
     }
 }
 
+/// The stream's bodies; none if the stream (or its basin) was lost.
 async fn bodies(base: &str) -> Vec<String> {
-    try_bodies(base).await.unwrap()
+    match try_bodies(base).await {
+        Ok(bodies) => bodies,
+        Err(said) if said.starts_with("404") => Vec::new(),
+        Err(said) => panic!("a read failed: {said}"),
+    }
 }
 
 /// The stream's bodies, or the error a read got.
@@ -132,7 +137,7 @@ async fn a_damaged_journal_is_never_served_silently() {
     let (journal, extent) = journal_extent(original.path());
     let name = journal.file_name().unwrap().to_owned();
 
-    let (mut by_ledger, mut by_checksum, mut intact) = (0, 0, 0);
+    let (mut by_ledger, mut by_checksum, mut by_order, mut intact) = (0, 0, 0, 0);
     // Flips spread over what was written, plus every byte of the first
     // batch's framing (where a flip makes fjall take the rest for a torn
     // tail: only the ledger catches that).
@@ -163,6 +168,8 @@ async fn a_damaged_journal_is_never_served_silently() {
                 );
                 if said.contains("acknowledged") {
                     by_ledger += 1;
+                } else if said.contains("out of order") {
+                    by_order += 1;
                 } else {
                     by_checksum += 1;
                 }
@@ -181,19 +188,66 @@ async fn a_damaged_journal_is_never_served_silently() {
                         report.contains("gone for good") || kept.len() == expected.len(),
                         "{report}"
                     );
+                    // It says exactly which seq nums are gone.
+                    let lost: Vec<u64> = lost_seq_nums(&report);
+                    let missing: Vec<u64> = (kept.len() as u64..APPENDS).collect();
+                    assert_eq!(
+                        lost, missing,
+                        "byte {at}: the report names the lost records: {report}"
+                    );
                     server.kill();
+                }
+                if said.contains("acknowledged") {
+                    // The journal as it was, damage and all, was put aside.
+                    assert!(said.contains("Lost: commit"), "{said}");
+                    let aside = damaged_copy(copy.path()).join(&name);
+                    assert_eq!(
+                        std::fs::metadata(aside).unwrap().len(),
+                        std::fs::metadata(original.path().join(&name))
+                            .unwrap()
+                            .len(),
+                        "byte {at}: the journal copy put aside is whole"
+                    );
                 }
             }
         }
     }
     eprintln!(
         "single-byte flips in {extent} journal bytes: {by_ledger} refused by the commit ledger, \
-         {by_checksum} by fjall's checksums, {intact} started with everything"
+         {by_checksum} by fjall's checksums, {by_order} by the commit keys (a damaged sequence \
+         number), {intact} started with everything"
     );
     assert!(
         by_ledger > 0,
         "no flip needed the ledger: it is not exercised"
     );
+}
+
+/// The seq nums named lost in a repair report ("… seq nums 5..8").
+fn lost_seq_nums(report: &str) -> Vec<u64> {
+    let mut lost = Vec::new();
+    for line in report.lines() {
+        if let Some((_, range)) = line.split_once("seq nums ") {
+            let (start, end) = range.trim().split_once("..").unwrap();
+            lost.extend(start.parse::<u64>().unwrap()..end.parse::<u64>().unwrap());
+        }
+    }
+    lost.sort_unstable();
+    lost
+}
+
+/// The directory a refused start put the journals aside in.
+fn damaged_copy(dir: &Path) -> PathBuf {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("damaged-")
+        })
+        .expect("the damaged journals were put aside")
 }
 
 /// Every table file under `dir`.

@@ -23,11 +23,10 @@ use std::time::{Duration, Instant};
 
 use fjall::{Database, KeyspaceCreateOptions, PersistMode};
 
+use super::commit_counter;
+use super::journal_copy::JournalCopy;
 use super::kv::{BatchOp, Keyspace, Storage, StorageError, StorageResult, Visitor, WriteBatch};
-use super::ledger::Ledger;
-
-/// The commit counter's key in the meta keyspace (no engine tag is 0xFF).
-const COMMIT_KEY: &[u8] = b"\xffcommits";
+use super::ledger::{self, Ledger};
 
 /// How much journal a restart may have to replay: fjall's floor.
 const MAX_JOURNALING_BYTES: u64 = 64 * 1024 * 1024;
@@ -146,7 +145,32 @@ fn file_error(err: std::io::Error) -> StorageError {
 impl FjallStorage {
     /// Opens the store, refusing one that recovered fewer commits than
     /// were acknowledged.
+    ///
+    /// fjall cuts a journal at the first entry it cannot decode, so the
+    /// journals are copied before the replay: if the store is refused,
+    /// the copy is kept (moved aside, see [`JournalCopy`]) with the bytes
+    /// past the damage; otherwise it is deleted.
     pub fn open(path: &Path) -> StorageResult<Self> {
+        let copy = JournalCopy::take(path);
+        let opened = Self::open_checked(path);
+        match (&opened, copy) {
+            (Ok(_), Some(copy)) => copy.discard(),
+            (Err(StorageError::Corrupt(why)), Some(copy)) => {
+                return Err(StorageError::Corrupt(match copy.keep() {
+                    Some(kept) => format!(
+                        "{why}. The journals as they were before this start are kept in {}",
+                        kept.display()
+                    ),
+                    None => why.clone(),
+                }));
+            }
+            (Err(_), Some(copy)) => copy.discard(),
+            (_, None) => {}
+        }
+        opened
+    }
+
+    fn open_checked(path: &Path) -> StorageResult<Self> {
         let journals_before = journal_sizes(path);
         let (storage, acknowledged) = Self::open_unchecked(path)?;
         let recovered = storage.commits.load(Ordering::Acquire);
@@ -179,28 +203,34 @@ impl FjallStorage {
         StorageError::Corrupt(format!(
             "the store recovered {recovered} commits but {acknowledged} were acknowledged \
              ({ledger}): {lost} acknowledged commits are unreadable, most likely damage in the \
-             journal ({}). Nothing was served. Keep a copy of {path} before anything else; \
-             `rill repair --data-dir {path}` accepts the loss and lets the server start with \
-             what is intact",
+             journal ({}). Lost: {}. Nothing was served. Keep a copy of {path} before anything \
+             else; `rill repair --data-dir {path}` accepts the loss and lets the server start \
+             with what is intact",
             if cut.is_empty() {
                 "no journal was cut on this start".to_string()
             } else {
                 cut.join("; ")
             },
+            describe_lost(&self.path, recovered, 10),
         ))
     }
 
     /// Accepts that the commits the store could not recover are gone:
-    /// sets the ledger to what it recovered. Returns (recovered,
-    /// acknowledged before).
-    pub fn repair(path: &Path) -> StorageResult<(u64, Option<u64>)> {
+    /// sets the ledger to what it recovered, and says what was lost.
+    pub fn repair(path: &Path) -> StorageResult<Repair> {
         let (storage, acknowledged) = Self::open_unchecked(path)?;
         let recovered = storage.commits.load(Ordering::Acquire);
+        let lost = match acknowledged {
+            Some(acknowledged) if acknowledged > recovered => {
+                Some((acknowledged, ledger::notes_after(path, recovered)))
+            }
+            _ => None,
+        };
         storage
             .lock_ledger()
             .reset(recovered)
             .map_err(|e| StorageError::Io(e.to_string()))?;
-        Ok((recovered, acknowledged))
+        Ok(Repair { recovered, lost })
     }
 
     /// The store, and the count of acknowledged commits its ledger held.
@@ -294,6 +324,35 @@ impl FjallStorage {
     }
 }
 
+/// What `rill repair` did.
+pub struct Repair {
+    /// Commits the store keeps.
+    pub recovered: u64,
+    /// If commits were lost: how many had been acknowledged, and the
+    /// notes of the lost ones (what they wrote).
+    pub lost: Option<(u64, Vec<(u64, String)>)>,
+}
+
+/// The notes of the commits after `recovered`, at most `max`, in a line.
+fn describe_lost(dir: &Path, recovered: u64, max: usize) -> String {
+    let notes = ledger::notes_after(dir, recovered);
+    if notes.is_empty() {
+        return "no notes of those commits were kept".into();
+    }
+    let mut said: Vec<String> = notes
+        .iter()
+        .take(max)
+        .map(|(commit, note)| format!("commit {commit}: {note}"))
+        .collect();
+    if notes.len() > max {
+        said.push(format!(
+            "and {} more (see `rill repair`)",
+            notes.len() - max
+        ));
+    }
+    said.join("; ")
+}
+
 /// A read guard on an open database (checked to be there).
 struct OpenGuard<'a>(RwLockReadGuard<'a, Option<Open>>);
 
@@ -332,11 +391,9 @@ fn open_database(path: &Path) -> StorageResult<(Open, u64)> {
         .map(|ks| db.keyspace(ks.name(), KeyspaceCreateOptions::default))
         .collect::<Result<Vec<_>, _>>()
         .map_err(io)?;
-    let recovered = keyspaces[Keyspace::Meta.index()]
-        .get(COMMIT_KEY)
-        .map_err(io)?
-        .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
-        .map_or(0, u64::from_be_bytes);
+    let meta = &keyspaces[Keyspace::Meta.index()];
+    let recovered = commit_counter::recover(meta)?;
+    commit_counter::migrate(&db, meta, recovered).map_err(io)?;
     let open = Open {
         db,
         keyspaces,
@@ -346,18 +403,15 @@ fn open_database(path: &Path) -> StorageResult<(Open, u64)> {
 }
 
 impl Storage for FjallStorage {
-    fn write(&self, batch: WriteBatch) -> StorageResult<()> {
+    fn write(&self, mut batch: WriteBatch) -> StorageResult<()> {
+        let notes = std::mem::take(&mut batch.notes);
         let open = self.opened()?;
         if open.failed.load(Ordering::Acquire) {
             return Err(StorageError::Poisoned);
         }
         let commit = self.commits.load(Ordering::Acquire) + 1;
         let mut fjall_batch = open.db.batch().durability(Some(PersistMode::SyncData));
-        fjall_batch.insert(
-            open.keyspace(Keyspace::Meta),
-            COMMIT_KEY.to_vec(),
-            commit.to_be_bytes().to_vec(),
-        );
+        commit_counter::add(&mut fjall_batch, open.keyspace(Keyspace::Meta), commit);
         for op in batch.ops {
             match op {
                 BatchOp::Put(ks, k, v) => fjall_batch.insert(open.keyspace(ks), k, v),
@@ -370,7 +424,7 @@ impl Storage for FjallStorage {
         })?;
         self.commits.store(commit, Ordering::Release);
         // Only now, with the commit durable. Not fsynced: see the ledger.
-        if let Err(err) = self.lock_ledger().record(commit) {
+        if let Err(err) = self.lock_ledger().record(commit, &notes) {
             tracing::warn!(%err, "cannot update the commit ledger");
         }
         Ok(())
@@ -396,7 +450,7 @@ impl Storage for FjallStorage {
         }
         // A failed write may have reached the disk after all: it counts.
         self.commits.store(recovered, Ordering::Release);
-        if let Err(err) = self.lock_ledger().record(recovered) {
+        if let Err(err) = self.lock_ledger().record(recovered, &[]) {
             tracing::warn!(%err, "cannot update the commit ledger");
         }
         // Refusing writes until the checks below pass.

@@ -60,9 +60,17 @@ pub enum BatchOp {
 #[derive(Clone, Debug, Default)]
 pub struct WriteBatch {
     pub ops: Vec<BatchOp>,
+    /// What the batch means, in words ("stream … seq nums 5..8"): a store
+    /// with a commit ledger keeps them beside it, so that a store found
+    /// damaged can say what it lost (see [`super::ledger`]).
+    pub notes: Vec<String>,
 }
 
 impl WriteBatch {
+    pub fn note(&mut self, note: String) {
+        self.notes.push(note);
+    }
+
     pub fn put(&mut self, keyspace: Keyspace, key: Vec<u8>, value: Vec<u8>) {
         self.ops.push(BatchOp::Put(keyspace, key, value));
     }
@@ -73,6 +81,7 @@ impl WriteBatch {
 
     pub fn extend(&mut self, other: WriteBatch) {
         self.ops.extend(other.ops);
+        self.notes.extend(other.notes);
     }
 
     pub fn is_empty(&self) -> bool {

@@ -10,12 +10,14 @@
 //! Calls are blocking; async callers go through `spawn_blocking` or the
 //! dedicated committer thread.
 
+mod commit_counter;
 mod fjall_store;
+mod journal_copy;
 mod kv;
 pub mod ledger;
 mod memory;
 
-pub use fjall_store::FjallStorage;
+pub use fjall_store::{FjallStorage, Repair};
 pub use kv::{
     prefix_end, BatchOp, Keyspace, Storage, StorageError, StorageResult, Visitor, WriteBatch,
 };

@@ -254,6 +254,7 @@ impl StreamCore {
         let handle = streamer::spawn(
             meta.id,
             name.into(),
+            format!("stream {name:?} of basin {basin:?}"),
             meta.config,
             state,
             self.committer.clone(),

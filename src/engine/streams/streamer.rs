@@ -159,6 +159,7 @@ const COMMAND_QUEUE: usize = 1024;
 pub fn spawn(
     id: u64,
     name: String,
+    label: String,
     config: StreamConfig,
     state: StreamState,
     committer: Committer,
@@ -175,6 +176,7 @@ pub fn spawn(
     let (visible_tx, visible_rx) = watch::channel(visible);
     let task = StreamTask {
         id,
+        label,
         config,
         state,
         committer,
@@ -191,6 +193,8 @@ pub fn spawn(
 
 struct StreamTask {
     id: u64,
+    /// Names the stream in the notes of its commits (see `WriteBatch`).
+    label: String,
     config: StreamConfig,
     /// Assigned state: includes appends that are not yet durable.
     state: StreamState,
@@ -287,10 +291,16 @@ impl StreamTask {
     /// it is now and acknowledges the append, if any.
     fn submit(
         &self,
-        batch: WriteBatch,
+        mut batch: WriteBatch,
         append: Option<(oneshot::Sender<EngineResult<AppendAck>>, AppendAck)>,
         session: Option<Arc<AtomicBool>>,
     ) {
+        if let Some((_, ack)) = &append {
+            batch.note(format!(
+                "{}: seq nums {}..{}",
+                self.label, ack.start.seq_num, ack.end.seq_num
+            ));
+        }
         let visible = Visible {
             tail: StreamPosition {
                 seq_num: self.state.next_seq_num,
