@@ -70,6 +70,24 @@ fn try_start(dir: &Path) -> Result<RillProcess, String> {
     }
 }
 
+/// Appends one record: the seq num it got. A store whose state hides a
+/// later write hands out a seq num that is taken.
+async fn append_one(base: &str) -> u64 {
+    let ack: Value = reqwest::Client::new()
+        .post(format!("{base}/v1/streams/s/records"))
+        .header("s2-basin", BASIN)
+        .json(&json!({ "records": [{ "body": "after" }] }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    ack["start"]["seq_num"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{ack}"))
+}
+
 /// The stream's bodies; none if the stream (or its basin) was lost.
 async fn bodies(base: &str) -> Vec<String> {
     match try_bodies(base).await {
@@ -158,6 +176,11 @@ async fn a_damaged_journal_is_never_served_silently() {
                     expected,
                     "byte {at} of {extent} flipped: started with less than was acknowledged"
                 );
+                assert_eq!(
+                    append_one(&server.base).await,
+                    APPENDS,
+                    "byte {at}: the tail"
+                );
                 server.kill();
                 intact += 1;
             }
@@ -195,6 +218,10 @@ async fn a_damaged_journal_is_never_served_silently() {
                         lost, missing,
                         "byte {at}: the report names the lost records: {report}"
                     );
+                    if !kept.is_empty() {
+                        let next = append_one(&server.base).await;
+                        assert_eq!(next, kept.len() as u64, "byte {at}: the tail");
+                    }
                     server.kill();
                 }
                 if said.contains("acknowledged") {
