@@ -524,4 +524,25 @@ mod tests {
         let other = fjall::Error::Io(std::io::Error::other("broken"));
         assert!(matches!(io(other), StorageError::Io(_)));
     }
+
+    #[test]
+    fn a_store_with_the_old_commit_counter_is_moved_onto_commit_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = Database::builder(dir.path()).open().unwrap();
+            let meta = db
+                .keyspace(Keyspace::Meta.name(), KeyspaceCreateOptions::default)
+                .unwrap();
+            meta.insert(b"\xffcommits", 5u64.to_be_bytes()).unwrap();
+            db.persist(PersistMode::SyncAll).unwrap();
+        }
+        let store = FjallStorage::open(dir.path()).unwrap();
+        assert_eq!(store.commits.load(Ordering::Acquire), 5);
+        store.write(WriteBatch::default()).unwrap();
+        drop(store);
+        let store = FjallStorage::open(dir.path()).unwrap();
+        assert_eq!(store.commits.load(Ordering::Acquire), 6);
+        let meta = store.opened().unwrap().keyspace(Keyspace::Meta).clone();
+        assert!(meta.get(b"\xffcommits").unwrap().is_none());
+    }
 }
