@@ -23,11 +23,20 @@ fi
 export PATH="$TOOLS/bin:$PATH"
 
 SECONDS_EACH="${1:-60}"
-shift || true
+if ! [[ "$SECONDS_EACH" =~ ^[1-9][0-9]*$ ]]; then
+  echo "usage: scripts/fuzz.sh [SECONDS] [TARGET...]  (SECONDS: a positive number)" >&2
+  exit 2
+fi
+[ "$#" -gt 0 ] && shift
 if [ "$#" -gt 0 ]; then
   TARGETS=("$@")
 else
-  mapfile -t TARGETS < <(cargo fuzz list)
+  LIST="$(cargo fuzz list)"
+  read -r -a TARGETS <<<"$(echo $LIST)"
+fi
+if [ "${#TARGETS[@]}" -eq 0 ]; then
+  echo "no fuzz targets found" >&2
+  exit 1
 fi
 
 echo "building the fuzz targets (instrumented; the first build takes minutes)" >&2
@@ -42,7 +51,12 @@ for target in "${TARGETS[@]}"; do
     echo "fuzz target $target failed: see above, and fuzz/artifacts/$target/" >&2
     exit 1
   fi
-  runs="$(grep -o 'Done [0-9]* runs in [0-9]* second' "$log" | tail -1)"
-  echo "$target: ${runs:-no summary} (corpus: $(ls "$corpus" | wc -l) inputs)"
+  runs="$(grep -o 'Done [0-9]* runs in [0-9]* second' "$log" | tail -1 || true)"
+  if [ -z "$runs" ]; then
+    tail -20 "$log"
+    echo "fuzz target $target ran, but said nothing of what it ran" >&2
+    exit 1
+  fi
+  echo "$target: $runs(s) (corpus: $(find "$corpus" -type f | wc -l) inputs)"
   rm -f "$log"
 done

@@ -383,4 +383,8 @@ async fn a_damaged_table_is_never_served_silently() {
          reads refused as corrupt, {intact} served everything intact",
         tables.len()
     );
+    assert!(
+        refused > 0 && read_errors > 0,
+        "the damage was never noticed"
+    );
 }

@@ -35,19 +35,25 @@ async fn a_full_disk_refuses_writes_clearly_and_keeps_reads() {
         .await;
 
     full.store(true, Ordering::Release);
-    let refused = server
+    // The write that met the full disk cannot know whether it landed.
+    let failed = server
         .append_request("s", serde_json::json!({ "records": [{ "body": "lost?" }] }))
+        .expect_error(StatusCode::INTERNAL_SERVER_ERROR, "storage")
+        .await;
+    let said = failed["message"].as_str().unwrap();
+    assert!(
+        said.contains("disk is full") && said.contains("may or may not"),
+        "{said}"
+    );
+    // Later writes were never tried: 507, not "poisoned".
+    let refused = server
+        .append_request("s", serde_json::json!({ "records": [{ "body": "again" }] }))
         .expect_error(StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage")
         .await;
     assert!(refused["message"]
         .as_str()
         .unwrap()
         .contains("disk is full"));
-    // Later writes say the same, not "poisoned".
-    server
-        .append_request("s", serde_json::json!({ "records": [{ "body": "again" }] }))
-        .expect_error(StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage")
-        .await;
     let not_ready = server
         .bare(Method::GET, "/ready")
         .expect_error(StatusCode::SERVICE_UNAVAILABLE, "not_ready")

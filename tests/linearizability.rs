@@ -265,6 +265,7 @@ async fn client_run(
             (Call::Append { .. }, Some((503, body))) if body["code"] == "unavailable" => {
                 Outcome::Refused
             }
+            (Call::Append { .. }, Some((507, _))) => Outcome::Refused,
             (Call::Read { .. }, Some((200, batch))) => {
                 let records: Vec<(u64, String)> = batch["records"]
                     .as_array()
@@ -439,10 +440,11 @@ async fn a_server_that_loses_writes_fails_the_check() {
 }
 
 /// Histories over a storage whose writes fail now and then, as a short
-/// write (nothing stored) or a failed fsync (stored, yet reported failed):
+/// write (nothing stored) or a failed fsync (stored, yet reported failed),
+/// each with an I/O error or a full disk:
 /// the engine restarts in-process after each, and every history must
 /// still be linearizable, with the failed writes' outcomes unknown and
-/// the writes refused meanwhile (`503`) absent.
+/// the writes refused meanwhile (`503`, `507`) absent.
 /// `RILL_LIN_FAULT_HISTORIES=N` runs N histories instead of 20.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn histories_with_failing_writes_are_linearizable() {
@@ -464,9 +466,13 @@ async fn histories_with_failing_writes_are_linearizable() {
             if batch.is_empty() || writes.fetch_add(1, Ordering::Relaxed) < 4 {
                 return None;
             }
-            let fault = match rng.lock().unwrap().random_range(0..20) {
+            let full = || StorageError::Full("No space left on device (os error 28)".into());
+            let fault = match rng.lock().unwrap().random_range(0..40) {
                 0 => Fault::Refuse(StorageError::Io("short write".into())),
                 1 => Fault::FailAfterWriting(StorageError::Io("fsync: EIO".into())),
+                2 => Fault::Refuse(full()),
+                // ENOSPC from fsync (XFS, NFS): the data may be there.
+                3 => Fault::FailAfterWriting(full()),
                 _ => return None,
             };
             injected.fetch_add(1, Ordering::Relaxed);

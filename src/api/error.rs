@@ -139,14 +139,14 @@ impl From<EngineError> for ApiError {
                 ApiError::new(
                     StatusCode::INSUFFICIENT_STORAGE,
                     "insufficient_storage",
-                    "the disk is full: writes are refused until space is freed (they resume by \
-                     themselves); reads still work",
+                    "the disk is full: this write was not made durable, and writes are refused \
+                     until space is freed (they resume by themselves); reads still work",
                 )
             }
             // The write was never tried: it is safe to send again.
-            EngineError::Storage(crate::storage::StorageError::Poisoned) => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
-            }
+            EngineError::Storage(
+                crate::storage::StorageError::Poisoned | crate::storage::StorageError::Reopening,
+            ) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message),
             EngineError::Storage(_) => {
                 tracing::error!(error = %message, "storage error");
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", message)

@@ -19,7 +19,7 @@ mod locks;
 mod restart;
 pub mod streams;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,6 +41,8 @@ pub struct Engine {
     restarting: tokio::sync::Mutex<()>,
     /// In-process restarts so far.
     restarts: AtomicU64,
+    /// Set when shutdown begins; a restart then tells the new layers too.
+    closing: AtomicBool,
 }
 
 /// One opening of the three layers.
@@ -74,6 +76,7 @@ impl Engine {
             layers: ArcSwap::from_pointee(layers),
             restarting: tokio::sync::Mutex::new(()),
             restarts: AtomicU64::new(0),
+            closing: AtomicBool::new(false),
         }))
     }
 
@@ -111,12 +114,14 @@ impl Engine {
     /// Ends every read session and long poll (with `unavailable`), so that
     /// their connections close. Appends still work until [`Self::shutdown`].
     pub fn begin_shutdown(&self) {
+        self.closing.store(true, Ordering::Release);
         self.layers.load().core.begin_shutdown();
     }
 
     /// Stops every stream task and waits until everything they accepted is
     /// durable, then stops the committer.
     pub async fn shutdown(&self) {
+        self.closing.store(true, Ordering::Release);
         let _no_restart = self.restarting.lock().await;
         self.layers.load_full().core.shutdown().await;
     }

@@ -26,23 +26,28 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::error::EngineResult;
+use super::error::{EngineError, EngineResult};
 use super::{Engine, Layers};
+use crate::storage::StorageError;
 
-/// The longest wait between failed restart attempts.
+/// The longest wait between restart attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// A restart this long after the previous one starts at once; sooner, it
+/// waits (a disk with just enough room would otherwise reopen in a loop).
+const SETTLED: Duration = Duration::from_secs(30);
 
 impl Engine {
     /// Restarts the engine over the reopened store if a write has failed.
     /// Returns whether it restarted; an error means the store could not be
-    /// reopened yet (writes stay refused, reads keep working).
+    /// reopened (writes stay refused; reads keep working unless the store
+    /// could not even be opened).
     pub async fn restart_if_failed(&self) -> EngineResult<bool> {
         let _one_at_a_time = self.restarting.lock().await;
         let old = self.layers.load_full();
         let Some(failure) = old.core.write_failure() else {
             return Ok(false);
         };
-        if old.core.is_closing() {
+        if self.closing.load(Ordering::Acquire) {
             return Ok(false);
         }
         let started = Instant::now();
@@ -53,14 +58,18 @@ impl Engine {
         })
         .await;
         let layers = match reopened {
-            Ok(layers) => layers?,
+            Ok(layers) => Arc::new(layers?),
             Err(_) => {
-                return Err(super::error::EngineError::Storage(
-                    crate::storage::StorageError::Io("reopening the storage panicked".into()),
-                ))
+                return Err(EngineError::Storage(StorageError::Io(
+                    "reopening the storage panicked".into(),
+                )))
             }
         };
-        self.layers.store(Arc::new(layers));
+        self.layers.store(layers.clone());
+        // A shutdown that began meanwhile told the old layers only.
+        if self.closing.load(Ordering::Acquire) {
+            layers.core.begin_shutdown();
+        }
         let restarts = self.restarts.fetch_add(1, Ordering::Relaxed) + 1;
         // The old layers' sessions end and their tasks stop; their writes
         // already fail without reaching the storage.
@@ -73,12 +82,12 @@ impl Engine {
         );
         Ok(true)
     }
-}
 
-impl Engine {
-    /// Restarts the engine whenever a write fails, at once, then with
-    /// [`Backoff`] while the store cannot be reopened. Ends when the engine
-    /// is dropped or shuts down.
+    /// Restarts the engine whenever a write fails, then again, with a
+    /// growing wait, while the store cannot be reopened. Gives up on a
+    /// store found damaged (it would be found so again; the operator is
+    /// told, and `/health` says so). Ends when the engine is dropped or
+    /// shuts down.
     pub fn spawn_restarts(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let engine = Arc::downgrade(self);
         tokio::spawn(async move {
@@ -92,40 +101,61 @@ impl Engine {
                     return;
                 };
                 waiting.await;
-                tokio::time::sleep(backoff.wait).await;
+                tokio::time::sleep(backoff.before_next()).await;
                 let Some(engine) = engine.upgrade() else {
                     return;
                 };
-                if engine.streams().is_closing() {
+                if engine.closing.load(Ordering::Acquire) {
                     return;
                 }
-                backoff.record(engine.restart_if_failed().await);
+                match engine.restart_if_failed().await {
+                    Ok(_) => backoff.succeeded(),
+                    Err(EngineError::Storage(StorageError::Corrupt(why))) => {
+                        tracing::error!(
+                            %why,
+                            "the storage is damaged: writes stay refused until the server is \
+                             restarted (which will refuse to start and say what to do)"
+                        );
+                        return;
+                    }
+                    Err(err) => {
+                        backoff.failed();
+                        tracing::warn!(
+                            error = %err,
+                            retry_in_s = backoff.wait.as_secs(),
+                            "writes are still refused: the storage cannot be reopened yet"
+                        );
+                    }
+                }
             }
         })
     }
 }
 
-/// How long to wait before the next restart attempt: nothing at first,
-/// then doubling from a second to [`MAX_BACKOFF`] while attempts fail, so
-/// a disk that stays full is probed, and logged, only now and then.
+/// How long to wait before the next restart attempt: nothing after a
+/// quiet spell, then doubling from a second to [`MAX_BACKOFF`] while
+/// attempts fail or failures come back soon after a restart.
 #[derive(Default)]
 struct Backoff {
     wait: Duration,
+    last_restart: Option<Instant>,
 }
 
 impl Backoff {
-    /// Records an attempt's outcome: a failure pushes the next one back.
-    fn record(&mut self, attempt: EngineResult<bool>) {
-        match attempt {
-            Ok(_) => self.wait = Duration::ZERO,
-            Err(err) => {
-                self.wait = (self.wait * 2).clamp(Duration::from_secs(1), MAX_BACKOFF);
-                tracing::warn!(
-                    error = %err,
-                    retry_in_s = self.wait.as_secs(),
-                    "writes are still refused: the storage cannot be reopened yet"
-                );
-            }
+    fn before_next(&mut self) -> Duration {
+        if self.last_restart.is_some_and(|at| at.elapsed() > SETTLED) {
+            self.wait = Duration::ZERO;
         }
+        self.wait
+    }
+
+    fn failed(&mut self) {
+        self.wait = (self.wait * 2).clamp(Duration::from_secs(1), MAX_BACKOFF);
+    }
+
+    fn succeeded(&mut self) {
+        // The next failure soon after this restart waits, and longer.
+        self.failed();
+        self.last_restart = Some(Instant::now());
     }
 }

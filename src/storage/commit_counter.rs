@@ -28,9 +28,7 @@ fn key(commit: u64) -> Vec<u8> {
 /// Adds commit `commit`'s counter to `batch`.
 pub(super) fn add(batch: &mut OwnedWriteBatch, meta: &FjallKeyspace, commit: u64) {
     batch.insert(meta, key(commit), Vec::new());
-    if commit > 1 {
-        batch.remove(meta, key(commit - 1));
-    }
+    batch.remove(meta, key(commit.saturating_sub(1)));
 }
 
 /// The number of the last commit the store holds (0 for a new store), or

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use fjall::{Database, KeyspaceCreateOptions, PersistMode};
 
 use super::commit_counter;
-use super::journal_copy::JournalCopy;
+use super::journal_copy;
 use super::kv::{BatchOp, Keyspace, Storage, StorageError, StorageResult, Visitor, WriteBatch};
 use super::ledger::{self, Ledger};
 
@@ -148,26 +148,10 @@ impl FjallStorage {
     ///
     /// fjall cuts a journal at the first entry it cannot decode, so the
     /// journals are copied before the replay: if the store is refused,
-    /// the copy is kept (moved aside, see [`JournalCopy`]) with the bytes
+    /// the copy is kept (moved aside, see `JournalCopy`) with the bytes
     /// past the damage; otherwise it is deleted.
     pub fn open(path: &Path) -> StorageResult<Self> {
-        let copy = JournalCopy::take(path);
-        let opened = Self::open_checked(path);
-        match (&opened, copy) {
-            (Ok(_), Some(copy)) => copy.discard(),
-            (Err(StorageError::Corrupt(why)), Some(copy)) => {
-                return Err(StorageError::Corrupt(match copy.keep() {
-                    Some(kept) => format!(
-                        "{why}. The journals as they were before this start are kept in {}",
-                        kept.display()
-                    ),
-                    None => why.clone(),
-                }));
-            }
-            (Err(_), Some(copy)) => copy.discard(),
-            (_, None) => {}
-        }
-        opened
+        journal_copy::guarded(path, || Self::open_checked(path))
     }
 
     fn open_checked(path: &Path) -> StorageResult<Self> {
@@ -230,6 +214,7 @@ impl FjallStorage {
             .lock_ledger()
             .reset(recovered)
             .map_err(|e| StorageError::Io(e.to_string()))?;
+        ledger::drop_notes_after(path, recovered).map_err(|e| StorageError::Io(e.to_string()))?;
         Ok(Repair { recovered, lost })
     }
 
@@ -255,9 +240,7 @@ impl FjallStorage {
     fn opened(&self) -> StorageResult<OpenGuard<'_>> {
         let guard = self.open.read().unwrap_or_else(|e| e.into_inner());
         if guard.is_none() {
-            return Err(StorageError::Io(
-                "the store could not be reopened after a failed write; retrying".into(),
-            ));
+            return Err(StorageError::Reopening);
         }
         Ok(OpenGuard(guard))
     }
@@ -443,11 +426,15 @@ impl Storage for FjallStorage {
         // Dropped first: it holds fjall's lock file, and its background
         // threads stop with it.
         *slot = None;
-        let (open, recovered) = open_database(&self.path)?;
-        let acknowledged = self.commits.load(Ordering::Acquire);
-        if recovered < acknowledged {
-            return Err(self.lost_commits(recovered, acknowledged, &journals_before));
-        }
+        // As at start: the journals are kept if the replay finds damage.
+        let (open, recovered) = journal_copy::guarded(&self.path, || {
+            let (open, recovered) = open_database(&self.path)?;
+            let acknowledged = self.commits.load(Ordering::Acquire);
+            if recovered < acknowledged {
+                return Err(self.lost_commits(recovered, acknowledged, &journals_before));
+            }
+            Ok((open, recovered))
+        })?;
         // A failed write may have reached the disk after all: it counts.
         self.commits.store(recovered, Ordering::Release);
         if let Err(err) = self.lock_ledger().record(recovered, &[]) {

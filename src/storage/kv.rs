@@ -111,6 +111,9 @@ pub enum StorageError {
     /// reopened (the engine does that by itself).
     #[error("writes are paused after a storage failure, until the storage is reopened")]
     Poisoned,
+    /// The store is closed between a failed write and its reopening.
+    #[error("the storage is being reopened after a failed write; try again shortly")]
+    Reopening,
     #[error("corrupt data in storage: {0}")]
     Corrupt(String),
     #[error("the server is shutting down")]

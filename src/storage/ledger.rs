@@ -15,7 +15,7 @@
 //!
 //! Beside the counter, the notes of each commit (what the engine says it
 //! wrote, see `WriteBatch::notes`) are appended to a notes log, one line
-//! per note: `{commit} {note}`. It is rotated at [`NOTES_BYTES`] (the
+//! per note: `{commit} {note}`. It is rotated at `NOTES_BYTES` (the
 //! previous log kept as `.old`), which covers far more commits than the
 //! journal that a damage can cut.
 
@@ -35,6 +35,8 @@ pub struct Ledger {
     path: PathBuf,
     notes: File,
     notes_len: u64,
+    /// Whether the notes log may end in a cut line (a write that failed).
+    notes_torn: bool,
 }
 
 impl Ledger {
@@ -58,43 +60,71 @@ impl Ledger {
             .append(true)
             .open(dir.join(NOTES_FILE))?;
         let notes_len = notes.metadata()?.len();
+        // A crash can cut the last line; the next note starts afresh.
+        let notes_torn = notes_len > 0 && !ends_with_newline(&dir.join(NOTES_FILE));
         let ledger = Self {
             file,
             path,
             notes,
             notes_len,
+            notes_torn,
         };
         Ok((ledger, count))
     }
 
     /// Records that `count` commits are durable, the last of them with
-    /// `notes`.
+    /// `notes`. The count comes first: the notes are best effort (a note
+    /// that cannot be written is said in the log, and costs nothing else).
     pub fn record(&mut self, count: u64, notes: &[String]) -> std::io::Result<()> {
         use std::os::unix::fs::FileExt;
+        self.file.write_all_at(&count.to_be_bytes(), 0)?;
         if !notes.is_empty() {
-            self.append_notes(count, notes)?;
+            if let Err(err) = self.append_notes(count, notes) {
+                tracing::warn!(%err, "cannot append to the commit notes");
+            }
         }
-        self.file.write_all_at(&count.to_be_bytes(), 0)
+        Ok(())
     }
 
     fn append_notes(&mut self, count: u64, notes: &[String]) -> std::io::Result<()> {
         if self.notes_len > NOTES_BYTES {
-            let dir = self.path.parent().unwrap_or(Path::new("."));
-            std::fs::rename(dir.join(NOTES_FILE), dir.join(format!("{NOTES_FILE}.old")))?;
-            self.notes = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(dir.join(NOTES_FILE))?;
-            self.notes_len = 0;
+            self.rotate_notes()?;
         }
-        let mut lines = String::new();
+        // A line cut short by an earlier failed write is ended first, so
+        // that it cannot swallow this one.
+        let mut lines = if self.notes_torn {
+            "\n".to_string()
+        } else {
+            String::new()
+        };
         for note in notes {
             // One line per note, whatever the note holds.
             lines.push_str(&format!("{count} {}\n", note.replace('\n', " ")));
         }
+        self.notes_torn = true;
         self.notes.write_all(lines.as_bytes())?;
+        self.notes_torn = false;
         self.notes_len += lines.len() as u64;
         Ok(())
+    }
+
+    /// Starts a new notes log, keeping the current one as `.old`.
+    fn rotate_notes(&mut self) -> std::io::Result<()> {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let (current, old) = (dir.join(NOTES_FILE), dir.join(format!("{NOTES_FILE}.old")));
+        std::fs::rename(&current, &old)?;
+        match OpenOptions::new().create(true).append(true).open(&current) {
+            Ok(file) => {
+                self.notes = file;
+                self.notes_len = 0;
+                Ok(())
+            }
+            Err(err) => {
+                // Back as it was: the next note tries again.
+                let _ = std::fs::rename(&old, &current);
+                Err(err)
+            }
+        }
     }
 
     /// Overwrites the count, accepting that the commits past it are gone.
@@ -106,6 +136,35 @@ impl Ledger {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+fn ends_with_newline(path: &Path) -> bool {
+    use std::io::{Seek, SeekFrom};
+    let mut last = [0u8; 1];
+    File::open(path)
+        .and_then(|mut f| {
+            f.seek(SeekFrom::End(-1))?;
+            f.read_exact(&mut last)
+        })
+        .is_ok_and(|()| last[0] == b'\n')
+}
+
+/// Keeps only the notes of commits up to `count`: after a repair, later
+/// commit numbers are used again, and the notes of the lost ones would
+/// be taken for theirs.
+pub fn drop_notes_after(dir: &Path, count: u64) -> std::io::Result<()> {
+    let kept: String = notes_after(dir, 0)
+        .into_iter()
+        .filter(|(commit, _)| *commit <= count)
+        .map(|(commit, note)| format!("{commit} {note}\n"))
+        .collect();
+    let staged = dir.join(format!("{NOTES_FILE}.new"));
+    std::fs::write(&staged, kept)?;
+    std::fs::rename(&staged, dir.join(NOTES_FILE))?;
+    match std::fs::remove_file(dir.join(format!("{NOTES_FILE}.old"))) {
+        Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(err),
+        _ => Ok(()),
     }
 }
 
@@ -159,5 +218,22 @@ mod tests {
             ]
         );
         assert!(dir.path().join(format!("{NOTES_FILE}.old")).exists());
+
+        // After a repair to commit 3, the lost commits' notes are gone.
+        drop_notes_after(dir.path(), 3).unwrap();
+        assert_eq!(notes_after(dir.path(), 0).len(), 3);
+        assert!(!dir.path().join(format!("{NOTES_FILE}.old")).exists());
+    }
+
+    #[test]
+    fn a_note_cut_short_by_a_crash_does_not_swallow_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(NOTES_FILE), "5 cut sh").unwrap();
+        let (mut ledger, _) = Ledger::open(dir.path()).unwrap();
+        ledger.record(6, &["six".into()]).unwrap();
+        assert_eq!(
+            notes_after(dir.path(), 0),
+            vec![(5, "cut sh".to_string()), (6, "six".to_string())]
+        );
     }
 }

@@ -55,3 +55,12 @@ impl RillProcess {
         self.child.wait().unwrap();
     }
 }
+
+/// A test that fails midway leaves no server running (or holding a
+/// mount busy).
+impl Drop for RillProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

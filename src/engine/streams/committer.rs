@@ -173,14 +173,19 @@ fn run(
             recorded.send_replace(Some(err.clone()));
             failed = Some(err.clone());
         }
-        // The group whose write failed learns why (its outcome is unknown:
-        // the write may have reached the disk); later groups were never
-        // tried, except that a full disk stays a full disk to the client.
+        // The group whose write failed learns that it failed, and that its
+        // outcome is unknown (the write may have reached the disk, even on
+        // a full one); later groups were never tried, and hear why: a full
+        // disk, or writes paused until the storage is reopened.
         for completion in completions {
             completion(match &result {
                 Ok(()) => Ok(()),
-                Err(StorageError::Full(why)) => Err(StorageError::Full(why.clone())),
+                Err(StorageError::Full(why)) if tried => Err(StorageError::Io(format!(
+                    "the disk is full, and this write may or may not have been made durable \
+                     ({why})"
+                ))),
                 Err(err) if tried => Err(err.clone()),
+                Err(StorageError::Full(why)) => Err(StorageError::Full(why.clone())),
                 Err(_) => Err(StorageError::Poisoned),
             });
         }
