@@ -410,26 +410,35 @@ async fn a_client_that_stops_reading_is_cut_off() {
     // The setup's connection is gone once a new client gets the slot.
     drop(setup);
     assert!(served_within(server.addr, Duration::from_secs(5)).await);
-    let mut stalled = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    stalled
-        .write_all(
-            b"GET /v1/streams/s/records?seq_num=0 HTTP/1.1\r\nhost: x\r\n\
-              s2-basin: stall-basin\r\naccept: text/event-stream\r\n\r\n",
-        )
-        .await
-        .unwrap();
-    // It was served (its first bytes say so); from then on it reads
-    // nothing, holding the only slot, until it is cut off.
-    let mut first = [0u8; 64];
-    let n = tokio::time::timeout(Duration::from_secs(5), stalled.read(&mut first))
-        .await
-        .expect("the session starts")
-        .unwrap();
-    assert!(
-        first[..n].starts_with(b"HTTP/1.1 200"),
-        "{:?}",
-        String::from_utf8_lossy(&first[..n])
-    );
+    // The probe's slot is released a moment after its connection closes:
+    // until then a new connection is over the limit (503), so try again.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let stalled = loop {
+        let mut stalled = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        stalled
+            .write_all(
+                b"GET /v1/streams/s/records?seq_num=0 HTTP/1.1\r\nhost: x\r\n\
+                  s2-basin: stall-basin\r\naccept: text/event-stream\r\n\r\n",
+            )
+            .await
+            .unwrap();
+        // Served (its first bytes say so); from then on it reads nothing,
+        // holding the only slot, until it is cut off.
+        let mut first = [0u8; 64];
+        let n = tokio::time::timeout(Duration::from_secs(5), stalled.read(&mut first))
+            .await
+            .expect("the session starts")
+            .unwrap();
+        if first[..n].starts_with(b"HTTP/1.1 200") {
+            break stalled;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            String::from_utf8_lossy(&first[..n])
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     let mut refused = tokio::net::TcpStream::connect(server.addr).await.unwrap();
     let _ = refused
         .write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n")
