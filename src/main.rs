@@ -12,7 +12,8 @@ use rill::server::{self, ServeConfig};
 #[command(
     name = "rill",
     version,
-    about = "A durable streams server that speaks the S2 v1 API"
+    about = "A durable streams server that speaks the S2 v1 API",
+    arg_required_else_help = true
 )]
 struct Cli {
     #[command(subcommand)]
@@ -25,8 +26,8 @@ struct Cli {
 enum Command {
     /// Run the server.
     Serve {
-        /// Address to listen on.
-        #[arg(long, env = "RILL_LISTEN", default_value = "127.0.0.1:8080")]
+        /// Address to listen on (`HOST:PORT`; a host name is resolved).
+        #[arg(long, env = "RILL_LISTEN", default_value = "127.0.0.1:8080", value_parser = listen_address)]
         listen: SocketAddr,
         /// Where data is kept.
         #[arg(
@@ -126,14 +127,9 @@ fn main() -> std::process::ExitCode {
             }),
         )
         .init();
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
-        Err(err) if !err.use_stderr() => err.exit(), // --help, --version
-        Err(err) => {
-            eprintln!("rill: {}", one_line(&err.to_string()));
-            return std::process::ExitCode::from(2);
-        }
-    };
+    // Usage errors as clap renders them: what is wrong, a "did you mean"
+    // tip, the usage and a pointer to --help (exit code 2).
+    let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve {
             listen,
@@ -221,15 +217,16 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-/// A usage error as one line: clap's message without its `error:` prefix,
-/// usage block and help hint.
-fn one_line(message: &str) -> String {
-    let parts: Vec<&str> = message
-        .lines()
-        .map(str::trim)
-        .take_while(|line| !line.is_empty() && !line.starts_with("Usage:"))
-        .collect();
-    parts.join(" ").trim_start_matches("error: ").to_string()
+/// `--listen`: `HOST:PORT`, the host an address or a name (the first
+/// address it resolves to).
+fn listen_address(text: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    let mut addresses = text
+        .to_socket_addrs()
+        .map_err(|e| format!("`{text}` is not HOST:PORT, or its host does not resolve: {e}"))?;
+    addresses
+        .next()
+        .ok_or_else(|| format!("`{text}` resolves to no address"))
 }
 
 /// A duration flag that must be more than zero (e.g. `30s`).

@@ -67,6 +67,11 @@ pub async fn serve(
             limits.max_connections = room as usize;
         }
     }
+    // Bound first: an address that cannot be had fails the start before
+    // anything is created on disk.
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     // Opening replays the storage journal: logged, with how long it took,
     // so a slow start is never a silent one.
     tracing::info!("opening storage");
@@ -86,9 +91,6 @@ pub async fn serve(
         total_ms = started.elapsed().as_millis() as u64,
         "recovered"
     );
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     match &config.data_dir {
         Some(dir) => tracing::info!(addr = %local, data_dir = %dir.display(), "rill is listening"),

@@ -1,5 +1,6 @@
 //! The `rill` command line against a server on loopback: each command's
-//! output is checked, and errors are one line with a non-zero exit code.
+//! output is checked, errors are one line with a non-zero exit code, and
+//! usage errors are clap's (what is wrong, a tip, the usage; exit code 2).
 
 mod common;
 
@@ -189,10 +190,6 @@ async fn data_commands() {
         (
             vec!["check-tail", "log", "--ca-cert", "/nonexistent/ca.pem"],
             "cannot read --ca-cert",
-        ),
-        (
-            vec!["updated", "users", "--after-id", "x"],
-            "--updated-after",
         ),
     ] {
         let (ok, _, err) = rill(&server, &args, "").await;
@@ -593,4 +590,144 @@ async fn refusals_are_one_clear_line() {
     )
     .await;
     assert!(ok, "reading is allowed: {err}");
+}
+
+/// Runs `rill ARGS` with no server in mind: (exit code, stdout, stderr).
+fn rill_alone(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_rill"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn usage_errors_help() {
+    // No command: the list of commands.
+    let (code, _, err) = rill_alone(&[]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("Commands:") && err.contains("serve"), "{err}");
+    let (code, _, err) = rill_alone(&["basins"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("list") && err.contains("create"), "{err}");
+    // A typo: what was meant, and where to look.
+    let (code, _, err) = rill_alone(&["apend", "x"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("'append'") && err.contains("--help"), "{err}");
+    let (code, _, err) = rill_alone(&["updated", "users", "--after-id", "x"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--updated-after"), "{err}");
+}
+
+#[test]
+fn server_start_up_errors_say_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    // A host name in --listen is resolved.
+    let server = Command::new(env!("CARGO_BIN_EXE_rill"))
+        .args(["serve", "--listen", "localhost:0", "--data-dir"])
+        .arg(dir.path().join("named"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (listening, mut server) = wait_for_line(server, "rill is listening");
+    assert!(listening, "--listen localhost:0 did not start");
+
+    // A second server on the same directory says who holds it.
+    let (code, _, err) = rill_alone(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        dir.path().join("named").to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("another rill serve"), "{err}");
+    server.kill().unwrap();
+    let _ = server.wait();
+
+    // An address that cannot be had creates nothing on disk.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let fresh = dir.path().join("never");
+    let (code, _, err) = rill_alone(&[
+        "serve",
+        "--listen",
+        &taken.local_addr().unwrap().to_string(),
+        "--data-dir",
+        fresh.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("cannot listen"), "{err}");
+    assert!(
+        !fresh.exists(),
+        "a failed start created {}",
+        fresh.display()
+    );
+}
+
+/// Reads `child`'s stderr until a line containing `needle` (true) or its
+/// end (false), at most 60 s; the rest is drained in the background.
+fn wait_for_line(mut child: std::process::Child, needle: &str) -> (bool, std::process::Child) {
+    use std::io::BufRead;
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let needle = needle.to_string();
+    std::thread::spawn(move || {
+        let mut found = false;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if !found && line.contains(&needle) {
+                found = true;
+                let _ = tx.send(true);
+            }
+        }
+        let _ = tx.send(false);
+    });
+    let found = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .unwrap_or(false);
+    (found, child)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_into_a_closed_pipe_ends_quietly() {
+    let server = TestServer::start().await;
+    server.create_basin(BASIN).await;
+    server.ensure_stream("many").await;
+    let body = "x".repeat(200);
+    for _ in 0..10 {
+        let bodies: Vec<&str> = (0..100).map(|_| body.as_str()).collect();
+        server.append("many", &bodies).await;
+    }
+    let base = server.base.clone();
+    let (status, err) = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_rill"))
+            .args(["read", "many"])
+            .env("RILL_ENDPOINT", &base)
+            .env("RILL_BASIN", BASIN)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // `| head -1`: one line, then the reader goes away.
+        let mut first = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    })
+    .await
+    .unwrap();
+    assert!(status.success() && err.is_empty(), "{status}: {err}");
 }

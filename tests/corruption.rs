@@ -9,7 +9,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::binary::RillProcess;
@@ -47,27 +47,9 @@ fn journal_extent(dir: &Path) -> (PathBuf, usize) {
     best.expect("a journal")
 }
 
-/// Starts `rill serve` on `dir`: the base URL, or the error it exited with.
+/// Starts `rill serve` on `dir`: the process, or what it said on exiting.
 fn try_start(dir: &Path) -> Result<RillProcess, String> {
-    // A port that is taken: a store that opens fails right after, at
-    // listening, so the run always ends; what it said tells which.
-    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let listen = taken.local_addr().unwrap().to_string();
-    let output = Command::new(env!("CARGO_BIN_EXE_rill"))
-        .args(["serve", "--listen", &listen, "--data-dir"])
-        .arg(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let output = output.wait_with_output().unwrap();
-    drop(taken);
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    if stderr.contains("cannot listen") {
-        Ok(RillProcess::start(dir))
-    } else {
-        Err(stderr)
-    }
+    RillProcess::try_start(dir)
 }
 
 /// Appends one record: the seq num it got. A store whose state hides a

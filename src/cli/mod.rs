@@ -51,16 +51,16 @@ pub struct Connection {
 #[derive(Subcommand, Debug)]
 pub enum ClientCommand {
     /// Manage basins.
-    #[command(subcommand)]
+    #[command(subcommand, arg_required_else_help = true)]
     Basins(admin::Admin),
     /// Manage streams.
-    #[command(subcommand)]
+    #[command(subcommand, arg_required_else_help = true)]
     Streams(admin::Admin),
     /// Manage collections.
-    #[command(subcommand)]
+    #[command(subcommand, arg_required_else_help = true)]
     Collections(admin::Admin),
     /// Manage consumers.
-    #[command(subcommand)]
+    #[command(subcommand, arg_required_else_help = true)]
     Consumers(admin::Admin),
     /// Receive messages from a consumer, print them (one JSON object per
     /// line) or pipe each to a command, and ack them.

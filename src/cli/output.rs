@@ -35,9 +35,15 @@ impl BodyFormat {
     }
 }
 
-/// Writes a line, turning an I/O error into the command's error.
+/// Writes a line, turning an I/O error into the command's error. A reader
+/// that went away (`rill tail s -n 1000 | head -1`) ends the command
+/// quietly, as it does Unix tools.
 pub fn line(out: &mut impl Write, text: impl std::fmt::Display) -> Result<(), String> {
-    writeln!(out, "{text}").map_err(|e| format!("cannot write output: {e}"))
+    match writeln!(out, "{text}") {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => Err(format!("cannot write output: {e}")),
+    }
 }
 
 /// Prints `rows` under `headers`, each column as wide as its widest cell.

@@ -83,6 +83,11 @@ fn journal_sizes(dir: &Path) -> Vec<(String, u64)> {
 }
 
 fn io(err: fjall::Error) -> StorageError {
+    if matches!(err, fjall::Error::Locked) {
+        return StorageError::Io(
+            "the data directory is locked: another rill serve (or rill repair) is using it".into(),
+        );
+    }
     if matches!(err, fjall::Error::JournalRecovery(_)) {
         return StorageError::Corrupt(format!(
             "the storage journal is damaged and fjall will not replay it ({err}); keep a copy \

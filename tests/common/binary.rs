@@ -13,6 +13,12 @@ pub struct RillProcess {
 
 impl RillProcess {
     pub fn start(data_dir: &std::path::Path) -> Self {
+        Self::try_start(data_dir).unwrap_or_else(|said| panic!("rill did not start: {said}"))
+    }
+
+    /// Starts `rill serve`: the process once it listens, or everything it
+    /// said if it exited first (a refused store, say).
+    pub fn try_start(data_dir: &std::path::Path) -> Result<Self, String> {
         let mut child = Command::new(env!("CARGO_BIN_EXE_rill"))
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
@@ -25,6 +31,7 @@ impl RillProcess {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut sent = false;
+            let mut said = String::new();
             // RILL_TEST_LOG=1 shows the server's log with the test's output.
             let echo = std::env::var_os("RILL_TEST_LOG").is_some();
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -34,19 +41,24 @@ impl RillProcess {
                 if !sent && line.contains("rill is listening") {
                     if let Some(addr) = line.split("addr=").nth(1) {
                         let addr = addr.split_whitespace().next().unwrap_or("").to_string();
-                        let _ = tx.send(addr);
+                        let _ = tx.send(Ok(addr));
                         sent = true;
                     }
+                } else if !sent {
+                    said.push_str(&line);
+                    said.push('\n');
                 }
             }
+            // Exited without listening.
+            let _ = tx.send(Err(said));
         });
         let addr = rx
             .recv_timeout(Duration::from_secs(60))
-            .expect("server reports its address");
-        RillProcess {
+            .expect("the server listens or exits")?;
+        Ok(RillProcess {
             child,
             base: format!("http://{addr}"),
-        }
+        })
     }
 
     pub fn kill(mut self) {
