@@ -52,9 +52,16 @@ impl RillProcess {
             // Exited without listening.
             let _ = tx.send(Err(said));
         });
-        let addr = rx
+        let addr = match rx
             .recv_timeout(Duration::from_secs(60))
-            .expect("the server listens or exits")?;
+            .expect("the server listens or exits")
+        {
+            Ok(addr) => addr,
+            Err(said) => {
+                let _ = child.wait();
+                return Err(said);
+            }
+        };
         Ok(RillProcess {
             child,
             base: format!("http://{addr}"),
