@@ -113,15 +113,7 @@ async fn a_damaged_journal_is_never_served_silently() {
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap();
-    for path in [format!("/v1/basins/{BASIN}"), "/v1/streams/s".into()] {
-        let resp = http
-            .put(format!("{}{path}", server.base))
-            .header("s2-basin", BASIN)
-            .send()
-            .await
-            .unwrap();
-        assert!(resp.status().is_success());
-    }
+    common::create_basin_and_stream(&http, &server.base, BASIN).await;
     let expected: Vec<String> = (0..APPENDS).map(|i| format!("record-{i:04}")).collect();
     for body in &expected {
         let resp = http
@@ -279,15 +271,7 @@ async fn a_damaged_table_is_never_served_silently() {
     let original = tempfile::tempdir().unwrap();
     let server = RillProcess::start(original.path());
     let http = reqwest::Client::new();
-    for path in [format!("/v1/basins/{BASIN}"), "/v1/streams/s".into()] {
-        let resp = http
-            .put(format!("{}{path}", server.base))
-            .header("s2-basin", BASIN)
-            .send()
-            .await
-            .unwrap();
-        assert!(resp.status().is_success());
-    }
+    common::create_basin_and_stream(&http, &server.base, BASIN).await;
     // Bodies that fill several blocks, each one different.
     let expected: Vec<String> = (0..APPENDS)
         .map(|i| format!("record-{i:04}-{}", "abcdefghij".repeat(1 + i as usize % 40)))

@@ -340,15 +340,7 @@ async fn run_history(storage: Arc<dyn Storage>, seed: u64) -> (Vec<Op>, Vec<Stri
         let _ = stopped.await;
     }));
     let http = reqwest::Client::new();
-    for path in [format!("/v1/basins/{BASIN}"), "/v1/streams/s".into()] {
-        let resp = http
-            .put(format!("{base}{path}"))
-            .header("s2-basin", BASIN)
-            .send()
-            .await
-            .unwrap();
-        assert!(resp.status().is_success());
-    }
+    common::create_basin_and_stream(&http, &base, BASIN).await;
     let recorder = Arc::new(Recorder {
         started: Instant::now(),
         ops: Mutex::new(Vec::new()),
@@ -513,15 +505,7 @@ async fn histories_across_a_kill_are_linearizable() {
         let dir = tempfile::tempdir().unwrap();
         let server = common::binary::RillProcess::start(dir.path());
         let http = reqwest::Client::new();
-        for path in [format!("/v1/basins/{BASIN}"), "/v1/streams/s".into()] {
-            let resp = http
-                .put(format!("{}{path}", server.base))
-                .header("s2-basin", BASIN)
-                .send()
-                .await
-                .unwrap();
-            assert!(resp.status().is_success());
-        }
+        common::create_basin_and_stream(&http, &server.base, BASIN).await;
         let recorder = Arc::new(Recorder {
             started: Instant::now(),
             ops: Mutex::new(Vec::new()),

@@ -138,19 +138,6 @@ async fn status_of(http: &reqwest::Client, base: &str, path: &str) -> (StatusCod
     (status, resp.json().await.unwrap_or(Value::Null))
 }
 
-async fn create_stream(http: &reqwest::Client, base: &str) {
-    for path in [format!("/v1/basins/{BASIN}"), "/v1/streams/s".into()] {
-        let resp = http
-            .put(format!("{base}{path}"))
-            .header("s2-basin", BASIN)
-            .json(&json!({}))
-            .send()
-            .await
-            .unwrap();
-        assert!(resp.status().is_success(), "{path}: {}", resp.status());
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_full_disk_refuses_writes_then_resumes_without_a_restart() {
     const RECORD_BYTES: usize = 48 * 1024;
@@ -165,7 +152,7 @@ async fn a_real_full_disk_refuses_writes_then_resumes_without_a_restart() {
     let server = RillProcess::start(&data);
     let base = server.base.clone();
     let http = reqwest::Client::new();
-    create_stream(&http, &base).await;
+    create_basin_and_stream(&http, &base, BASIN).await;
 
     // Fill the disk; every acknowledged record is remembered.
     // Incompressible bodies: the space they take is the space they need.

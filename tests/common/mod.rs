@@ -211,6 +211,20 @@ impl Drop for TestServer {
 }
 
 /// Asserts the status and returns the JSON body (or `null` if empty).
+/// Creates `basin` and its stream `s` on the server at `base` (a real
+/// binary, or any server not started through [`TestServer`]).
+pub async fn create_basin_and_stream(http: &Client, base: &str, basin: &str) {
+    for path in [format!("/v1/basins/{basin}"), "/v1/streams/s".into()] {
+        let resp = http
+            .put(format!("{base}{path}"))
+            .header("s2-basin", basin)
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success(), "{path}: {}", resp.status());
+    }
+}
+
 pub async fn expect_status(resp: Response, status: StatusCode) -> Value {
     let actual = resp.status();
     let text = resp.text().await.unwrap();
