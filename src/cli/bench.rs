@@ -41,6 +41,11 @@ pub struct BenchArgs {
     /// How long to append.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     duration: Duration,
+    /// Stop once this many MiB of bodies were appended, even before
+    /// --duration is up, so that a flat-out run cannot fill a disk (0: no
+    /// limit).
+    #[arg(long, default_value_t = 256)]
+    max_mib: u64,
     /// Body size of each record in bytes (at least 24).
     #[arg(long, default_value_t = 1024)]
     record_size: usize,
@@ -90,7 +95,7 @@ pub async fn run(
         let _ = client.delete_stream(&stream).await;
     }
     let report = result?;
-    report.print(&stream, json_out, out)
+    report.print(&stream, temporary, json_out, out)
 }
 
 /// What a run measured.
@@ -200,7 +205,11 @@ async fn append(
     let mut ticks = tokio::time::interval(Duration::from_millis(1));
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut failure = None;
-    while started.elapsed() < args.duration {
+    let max_records = match args.max_mib {
+        0 => u64::MAX,
+        mib => (mib << 20) / args.record_size as u64,
+    };
+    while started.elapsed() < args.duration && index < max_records {
         let count = match args.rate {
             None => args.batch as u64,
             Some(rate) => {
@@ -209,6 +218,7 @@ async fn append(
                 due.saturating_sub(index).min(max_batch as u64)
             }
         };
+        let count = count.min(max_records - index);
         if count == 0 {
             continue;
         }
@@ -391,7 +401,13 @@ async fn show_progress(bar: ProgressBar, progress: Arc<Progress>, started: Insta
 }
 
 impl Report {
-    fn print(&self, stream: &str, json_out: bool, out: &mut impl Write) -> Result<(), String> {
+    fn print(
+        &self,
+        stream: &str,
+        deleted: bool,
+        json_out: bool,
+        out: &mut impl Write,
+    ) -> Result<(), String> {
         let mib = self.bytes as f64 / (1024.0 * 1024.0);
         let rate = |time: Duration| self.records as f64 / time.as_secs_f64().max(0.001);
         let mib_rate = |time: Duration| mib / time.as_secs_f64().max(0.001);
@@ -402,6 +418,7 @@ impl Report {
                 out,
                 json!({
                     "stream": stream,
+                    "stream_deleted": deleted,
                     "records": self.records,
                     "bytes": self.bytes,
                     "appends": self.appends,
@@ -415,7 +432,12 @@ impl Report {
                 }),
             );
         }
-        line(out, format!("stream       {stream}"))?;
+        let kept = if deleted {
+            "deleted afterwards: the server gives its disk space back within seconds"
+        } else {
+            "kept"
+        };
+        line(out, format!("stream       {stream} ({kept})"))?;
         line(
             out,
             format!(

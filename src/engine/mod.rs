@@ -150,11 +150,15 @@ impl Engine {
     }
 
     /// One pass of upkeep: tombstone expiry in collections, then retention,
-    /// delete-on-empty and purging in the core. A failure on one object is
-    /// logged and does not stop the others.
+    /// delete-on-empty and purging in the core, then giving the space of
+    /// what they deleted back. A failure on one object is logged and does
+    /// not stop the others.
     pub async fn upkeep_once(&self) {
         let layers = self.layers.load_full();
         layers.collections.upkeep_once().await;
         layers.core.upkeep_once().await;
+        if let Err(err) = self.storage.reclaim_space() {
+            tracing::warn!(error = %err, "giving deleted data's space back failed; retrying next round");
+        }
     }
 }

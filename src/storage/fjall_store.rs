@@ -27,6 +27,7 @@ use super::commit_counter;
 use super::journal_copy;
 use super::kv::{BatchOp, Keyspace, Storage, StorageError, StorageResult, Visitor, WriteBatch};
 use super::ledger::{self, Ledger};
+use super::reclaim::Reclaimer;
 
 /// How much journal a restart may have to replay: fjall's floor.
 const MAX_JOURNALING_BYTES: u64 = 64 * 1024 * 1024;
@@ -47,6 +48,11 @@ pub struct FjallStorage {
     /// Commits made durable (the counter each batch carries).
     commits: AtomicU64,
     ledger: Mutex<Ledger>,
+    reclaimer: Reclaimer,
+    /// Held through a write: the committer's thread is not the only
+    /// writer (reclaiming makes a commit of its own), and commit numbers
+    /// must be handed out and made durable in order.
+    write_lock: Mutex<()>,
 }
 
 /// One opening of the database.
@@ -233,6 +239,8 @@ impl FjallStorage {
             open: RwLock::new(Some(open)),
             commits: AtomicU64::new(recovered),
             ledger: Mutex::new(ledger),
+            reclaimer: Reclaimer::default(),
+            write_lock: Mutex::new(()),
         };
         Ok((storage, acknowledged))
     }
@@ -257,11 +265,17 @@ impl FjallStorage {
     /// longer depends on them. It also makes a reopen wait for room to
     /// flush, which fjall's next background flush would need anyway.
     fn flush_recovered(&self, open: &Open) -> StorageResult<()> {
-        for keyspace in &open.keyspaces {
+        self.flush(open, &open.keyspaces)
+    }
+
+    /// Writes the memtables of `keyspaces` out to table files and waits,
+    /// a bounded time, until they are.
+    fn flush(&self, open: &Open, keyspaces: &[fjall::Keyspace]) -> StorageResult<()> {
+        for keyspace in keyspaces {
             keyspace.rotate_memtable().map_err(|e| self.explain(e))?;
         }
         let deadline = Instant::now() + FLUSH_TIMEOUT;
-        while open.keyspaces.iter().any(|k| k.sealed_memtable_count() > 0) {
+        while keyspaces.iter().any(|k| k.sealed_memtable_count() > 0) {
             // A failed flush stops fjall's workers and poisons the
             // database: no use waiting then.
             open.db
@@ -393,6 +407,7 @@ fn open_database(path: &Path) -> StorageResult<(Open, u64)> {
 impl Storage for FjallStorage {
     fn write(&self, mut batch: WriteBatch) -> StorageResult<()> {
         let notes = std::mem::take(&mut batch.notes);
+        let _one_writer = self.write_lock.lock().unwrap_or_else(|e| e.into_inner());
         let open = self.opened()?;
         if open.failed.load(Ordering::Acquire) {
             return Err(StorageError::Poisoned);
@@ -400,10 +415,14 @@ impl Storage for FjallStorage {
         let commit = self.commits.load(Ordering::Acquire) + 1;
         let mut fjall_batch = open.db.batch().durability(Some(PersistMode::SyncData));
         commit_counter::add(&mut fjall_batch, open.keyspace(Keyspace::Meta), commit);
+        let mut deletes = [0u64; Keyspace::ALL.len()];
         for op in batch.ops {
             match op {
                 BatchOp::Put(ks, k, v) => fjall_batch.insert(open.keyspace(ks), k, v),
-                BatchOp::Delete(ks, k) => fjall_batch.remove(open.keyspace(ks), k),
+                BatchOp::Delete(ks, k) => {
+                    deletes[ks.index()] += 1;
+                    fjall_batch.remove(open.keyspace(ks), k)
+                }
             }
         }
         fjall_batch.commit().map_err(|err| {
@@ -411,6 +430,9 @@ impl Storage for FjallStorage {
             self.explain(err)
         })?;
         self.commits.store(commit, Ordering::Release);
+        for keyspace in Keyspace::ALL {
+            self.reclaimer.deleted(keyspace, deletes[keyspace.index()]);
+        }
         // Only now, with the commit durable. Not fsynced: see the ledger.
         if let Err(err) = self.lock_ledger().record(commit, &notes) {
             tracing::warn!(%err, "cannot update the commit ledger");
@@ -453,6 +475,32 @@ impl Storage for FjallStorage {
         self.probe()?;
         self.flush_recovered(&open)?;
         open.failed.store(false, Ordering::Release);
+        Ok(())
+    }
+
+    /// See [`super::reclaim`]. Not while the store refuses writes: a
+    /// flush or compaction would fail the same way.
+    fn reclaim_space(&self) -> StorageResult<()> {
+        let open = self.opened()?;
+        if open.failed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let compacted = self.reclaimer.run(
+            &open.keyspaces,
+            |keyspace| self.flush(&open, std::slice::from_ref(keyspace)),
+            |err| self.explain(err),
+        )?;
+        if compacted {
+            // The replaced table files are deleted once fjall lets go of
+            // the versions that list them, which it checks when a
+            // memtable is flushed, against the newest sequence number
+            // no snapshot needs. On an idle server neither moves on its
+            // own: one empty commit and one flush make both happen now.
+            drop(open);
+            self.write(WriteBatch::default())?;
+            let open = self.opened()?;
+            self.flush(&open, &open.keyspaces[Keyspace::Meta.index()..][..1])?;
+        }
         Ok(())
     }
 

@@ -142,6 +142,11 @@ pub trait Storage: Send + Sync + 'static {
     /// later.
     fn reopen(&self) -> StorageResult<()>;
 
+    /// Gives back the disk space of deleted data if enough of it piled
+    /// up (upkeep calls it about once a second). Blocking: it may
+    /// compact for seconds.
+    fn reclaim_space(&self) -> StorageResult<()>;
+
     fn get(&self, keyspace: Keyspace, key: &[u8]) -> StorageResult<Option<Vec<u8>>>;
 
     /// Visits keys in `[start, end)` in ascending order until `visit` breaks.

@@ -16,6 +16,7 @@ mod journal_copy;
 mod kv;
 pub mod ledger;
 mod memory;
+mod reclaim;
 
 pub use fjall_store::{FjallStorage, Repair};
 pub use kv::{

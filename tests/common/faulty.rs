@@ -65,6 +65,10 @@ where
         }
     }
 
+    fn reclaim_space(&self) -> StorageResult<()> {
+        self.inner.reclaim_space()
+    }
+
     fn get(&self, keyspace: Keyspace, key: &[u8]) -> StorageResult<Option<Vec<u8>>> {
         self.inner.get(keyspace, key)
     }

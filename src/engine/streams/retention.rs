@@ -170,54 +170,94 @@ impl StreamCore {
         if already >= trim_point && already > 0 {
             return Ok(());
         }
-        loop {
-            let mut batch = WriteBatch::default();
-            self.storage.scan(
-                Keyspace::StreamRecords,
-                &keys::record_key(id, already),
-                &keys::record_key(id, trim_point),
-                &mut |key, _| {
-                    batch.delete(Keyspace::StreamRecords, key.to_vec());
-                    if batch.ops.len() >= PURGE_CHUNK {
-                        ControlFlow::Break(())
-                    } else {
-                        ControlFlow::Continue(())
-                    }
-                },
-            )?;
-            for index in [Keyspace::Timestamps, Keyspace::Arrivals] {
-                let mut previous: Option<Vec<u8>> = None;
-                self.storage.scan(
-                    index,
-                    &keys::index_key(id, 0, 0),
-                    &keys::index_key(id, u64::MAX, u64::MAX),
-                    &mut |key, _| {
-                        let Some((_, seq)) = keys::parse_index_key(key) else {
-                            return ControlFlow::Continue(());
-                        };
-                        if seq > trim_point || batch.ops.len() >= 3 * PURGE_CHUNK {
-                            return ControlFlow::Break(());
-                        }
-                        // The next run starts at or below the trim point,
-                        // so the previous run is wholly trimmed.
-                        if let Some(prev) = previous.replace(key.to_vec()) {
-                            batch.delete(index, prev);
-                        }
-                        ControlFlow::Continue(())
-                    },
-                )?;
-            }
-            if batch.is_empty() {
-                break;
-            }
-            let full = batch.ops.len() >= PURGE_CHUNK;
-            self.committer.commit(batch).await?;
-            if !full {
-                break;
-            }
+        self.delete_range(
+            Keyspace::StreamRecords,
+            keys::record_key(id, already),
+            &keys::record_key(id, trim_point),
+        )
+        .await?;
+        for index in [Keyspace::Timestamps, Keyspace::Arrivals] {
+            self.purge_index_below(index, id, trim_point).await?;
         }
         lock(&self.purged).insert(id, trim_point);
         Ok(())
+    }
+
+    /// Removes the entries of `index` whose whole run of records lies below
+    /// `trim_point`: every entry followed by one that starts at or below it.
+    async fn purge_index_below(
+        &self,
+        index: Keyspace,
+        id: u64,
+        trim_point: u64,
+    ) -> EngineResult<()> {
+        let end = keys::index_key(id, u64::MAX, u64::MAX);
+        let mut start = keys::index_key(id, 0, 0);
+        loop {
+            let mut batch = WriteBatch::default();
+            let mut previous: Option<Vec<u8>> = None;
+            let mut more = false;
+            self.storage.scan(index, &start, &end, &mut |key, _| {
+                let Some((_, seq)) = keys::parse_index_key(key) else {
+                    return ControlFlow::Continue(());
+                };
+                if seq > trim_point {
+                    return ControlFlow::Break(());
+                }
+                if batch.ops.len() >= PURGE_CHUNK {
+                    more = true;
+                    return ControlFlow::Break(());
+                }
+                // The next run starts at or below the trim point, so the
+                // previous run is wholly trimmed.
+                if let Some(prev) = previous.replace(key.to_vec()) {
+                    batch.delete(index, prev);
+                }
+                ControlFlow::Continue(())
+            })?;
+            if batch.is_empty() {
+                return Ok(());
+            }
+            self.committer.commit(batch).await?;
+            match previous {
+                // Not deleted yet: the next scan starts with it.
+                Some(kept) if more => start = kept,
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    /// Deletes every key in `start..end` of `keyspace`, in committed
+    /// batches of [`PURGE_CHUNK`]. Each scan starts after the last key
+    /// deleted: starting over would walk every tombstone already written,
+    /// which makes a large purge quadratic.
+    async fn delete_range(
+        &self,
+        keyspace: Keyspace,
+        mut start: Vec<u8>,
+        end: &[u8],
+    ) -> EngineResult<()> {
+        loop {
+            let mut batch = WriteBatch::default();
+            let mut last = None;
+            self.storage.scan(keyspace, &start, end, &mut |key, _| {
+                batch.delete(keyspace, key.to_vec());
+                if batch.ops.len() >= PURGE_CHUNK {
+                    last = Some(key.to_vec());
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            })?;
+            if !batch.is_empty() {
+                self.committer.commit(batch).await?;
+            }
+            let Some(mut last) = last else {
+                return Ok(()); // the scan reached `end`
+            };
+            last.push(0); // the smallest key after it
+            start = last;
+        }
     }
 
     /// Removes everything keyed by the id of a deleted stream (or of an
@@ -241,23 +281,8 @@ impl StreamCore {
             // Upper layers key their data by ids from the same counter and
             // purge it with the same marker, so every keyspace is swept.
             for keyspace in Keyspace::ALL {
-                if keyspace == Keyspace::Meta {
-                    continue;
-                }
-                loop {
-                    let mut batch = WriteBatch::default();
-                    self.storage.scan(keyspace, &start, &end, &mut |key, _| {
-                        batch.delete(keyspace, key.to_vec());
-                        if batch.ops.len() >= PURGE_CHUNK {
-                            ControlFlow::Break(())
-                        } else {
-                            ControlFlow::Continue(())
-                        }
-                    })?;
-                    if batch.is_empty() {
-                        break;
-                    }
-                    self.committer.commit(batch).await?;
+                if keyspace != Keyspace::Meta {
+                    self.delete_range(keyspace, start.clone(), &end).await?;
                 }
             }
             let mut batch = WriteBatch::default();
