@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 mod cli;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use rill::server::{self, ServeConfig};
 
 #[derive(Parser)]
@@ -13,7 +13,8 @@ use rill::server::{self, ServeConfig};
     name = "rill",
     version,
     about = "A durable streams server that speaks the S2 v1 API",
-    arg_required_else_help = true
+    arg_required_else_help = true,
+    after_help = cli::EXIT_CODES
 )]
 struct Cli {
     #[command(subcommand)]
@@ -113,8 +114,20 @@ enum Command {
         #[arg(long, env = "RILL_DATA_DIR", default_value = "./rill-data")]
         data_dir: PathBuf,
     },
+    /// Print a completion script for a shell (e.g. `rill completions bash
+    /// > /etc/bash_completion.d/rill`, or `source <(rill completions zsh)`).
+    Completions {
+        /// The shell to complete in.
+        shell: clap_complete::Shell,
+    },
     #[command(flatten)]
     Client(cli::ClientCommand),
+}
+
+/// The command line as clap knows it, with the texts that differ per
+/// resource kind and the client-only flags hidden where they do nothing.
+fn command_line() -> clap::Command {
+    cli::describe(Cli::command())
 }
 
 fn main() -> std::process::ExitCode {
@@ -129,8 +142,9 @@ fn main() -> std::process::ExitCode {
         .init();
     // Usage errors as clap renders them: what is wrong, a "did you mean"
     // tip, the usage and a pointer to --help (exit code 2).
-    let cli = Cli::parse();
-    let result = match cli.command {
+    let matches = command_line().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
+    let result: Result<(), cli::Failure> = match cli.command {
         Command::Serve {
             listen,
             data_dir,
@@ -192,8 +206,10 @@ fn main() -> std::process::ExitCode {
                     .map(|(cert, key)| rill::tls::TlsFiles { cert, key }),
             };
             match tokio::runtime::Runtime::new() {
-                Ok(runtime) => runtime.block_on(server::serve(config, server::shutdown_signal())),
-                Err(e) => Err(format!("cannot start the runtime: {e}")),
+                Ok(runtime) => runtime
+                    .block_on(server::serve(config, server::shutdown_signal()))
+                    .map_err(cli::Failure::from),
+                Err(e) => Err(format!("cannot start the runtime: {e}").into()),
             }
         }
         Command::Repair { data_dir } => match rill::storage::FjallStorage::repair(&data_dir) {
@@ -201,18 +217,23 @@ fn main() -> std::process::ExitCode {
                 print!("{}", repair_report(&data_dir, &repair));
                 Ok(())
             }
-            Err(err) => Err(format!("cannot repair {}: {err}", data_dir.display())),
+            Err(err) => Err(format!("cannot repair {}: {err}", data_dir.display()).into()),
         },
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut command_line(), "rill", &mut script);
+            cli::print_all(&script)
+        }
         Command::Client(command) => match tokio::runtime::Runtime::new() {
             Ok(runtime) => runtime.block_on(cli::run(cli.connection, command)),
-            Err(e) => Err(format!("cannot start the runtime: {e}")),
+            Err(e) => Err(format!("cannot start the runtime: {e}").into()),
         },
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("rill: {message}");
-            std::process::ExitCode::FAILURE
+        Err(failure) => {
+            eprintln!("rill: {}", failure.message);
+            std::process::ExitCode::from(failure.exit_code)
         }
     }
 }
@@ -277,4 +298,39 @@ fn repair_report(data_dir: &std::path::Path, repair: &rill::storage::Repair) -> 
         ));
     }
     report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::command_line;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        command_line().debug_assert();
+    }
+
+    /// Every command and every flag or argument a user sees says what it
+    /// is for (`rill X --help` never shows a bare name).
+    #[test]
+    fn every_command_and_flag_is_described() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+                let path = format!("{path} {}", sub.get_name());
+                if sub.get_about().is_none() {
+                    missing.push(path.clone());
+                }
+                for arg in sub.get_arguments() {
+                    if !arg.is_hide_set() && arg.get_help().is_none() {
+                        missing.push(format!("{path} {}", arg.get_id()));
+                    }
+                }
+                walk(sub, &path, missing);
+            }
+        }
+        let mut cmd = command_line();
+        cmd.build();
+        let mut missing = Vec::new();
+        walk(&cmd, "rill", &mut missing);
+        assert!(missing.is_empty(), "undescribed: {missing:#?}");
+    }
 }

@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::io::Write;
 use std::process::{Command, Stdio};
 
 use common::*;
@@ -12,36 +11,8 @@ use serde_json::Value;
 
 /// Runs `rill ARGS` with `stdin`; returns (success, stdout, stderr).
 async fn rill(server: &TestServer, args: &[&str], stdin: &str) -> (bool, String, String) {
-    let (base, args, stdin) = (
-        server.base.clone(),
-        args.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
-        stdin.to_string(),
-    );
-    tokio::task::spawn_blocking(move || {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_rill"))
-            .args(&args)
-            .env("RILL_ENDPOINT", &base)
-            .env("RILL_BASIN", BASIN)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    })
-    .await
-    .unwrap()
+    let ran = common::cli::run_rill(server, args, stdin).await;
+    (ran.code == Some(0), ran.out, ran.err)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -51,7 +22,7 @@ async fn data_commands() {
 
     let (ok, out, err) = rill(&server, &["append", "log"], "one\ntwo\nthree\n").await;
     assert!(ok, "{err}");
-    assert_eq!(out.trim(), "appended 3 records: seq nums 0..3");
+    assert_eq!(out.trim(), "appended 3 records, seq nums 0 to 2");
     let (ok, out, _) = rill(
         &server,
         &["read", "log", "--seq-num", "1", "--count", "5"],
@@ -92,9 +63,13 @@ async fn data_commands() {
         "",
     )
     .await;
-    let page: Value = serde_json::from_str(out.trim()).unwrap();
-    assert_eq!(page["records"].as_array().unwrap().len(), 1);
-    assert_eq!(page["records"][0]["id"], "u2");
+    // One JSON object per record, per line.
+    let records: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), 1, "{out}");
+    assert_eq!(records[0]["id"], "u2");
 
     // The pair form of the cursor: everything after u1's change.
     let (_, out, _) = rill(&server, &["get", "users", "u1", "--json"], "").await;
@@ -132,7 +107,7 @@ async fn data_commands() {
     )
     .await;
     assert!(ok, "{err}");
-    assert_eq!(out.trim(), "appended 2 records: seq nums 0..2");
+    assert_eq!(out.trim(), "appended 2 records, seq nums 0 to 1");
     let (_, out, _) = rill(&server, &["read", "bin", "--format", "base64"], "").await;
     assert_eq!(out, "AAEC/w==\n3q2+7w==\n");
     let (_, out, _) = rill(
@@ -164,7 +139,7 @@ async fn data_commands() {
     )
     .await;
     assert!(ok, "{err}");
-    assert_eq!(out.trim(), "appended 2 records: seq nums 3..5");
+    assert_eq!(out.trim(), "appended 2 records, seq nums 3 to 4");
     let (ok, _, err) = rill(
         &server,
         &["append", "log", "--match-seq-num", "3"],
@@ -339,7 +314,7 @@ async fn admin_commands_and_consume() {
             "consume",
             "c3",
             "--count",
-            "3",
+            "4",
             "--exec",
             &script,
             "--retry-delay-ms",
@@ -367,6 +342,16 @@ async fn admin_commands_and_consume() {
         .collect();
     assert_eq!(y_deliveries, [1, 2], "{handled:?}");
     assert_eq!(handled.len(), 4, "{handled:?}");
+    // --count counts messages handled, failed ones too; each failure is
+    // said, and the tally at the end.
+    assert!(
+        err.contains("rill: the message at seq num 1 (delivery 1) failed:"),
+        "{err}"
+    );
+    assert!(
+        err.contains("handled 4 messages: 3 acked, 1 failed"),
+        "{err}"
+    );
 
     let (ok, out, _) = rill(&server, &["consumers", "delete", "c1"], "").await;
     assert!(ok);
@@ -427,7 +412,10 @@ async fn append_splits_big_inputs() {
     let (ok, _, err) = rill(&server, &["append", "big"], &too_big).await;
     assert!(!ok, "a line over 1 MiB is refused");
     assert!(err.contains("line 2 is"), "{err}");
-    assert!(err.contains("appended 1 records"), "{err}");
+    assert!(
+        err.contains("appended 1 record, seq num 3000 before it"),
+        "{err}"
+    );
     let (_, out, _) = rill(&server, &["check-tail", "big"], "").await;
     assert_eq!(out.trim(), "3001");
 }

@@ -6,7 +6,7 @@ use clap::Subcommand;
 use rill_client::{Client, Kind};
 use serde_json::Value;
 
-use super::output::{fail, key_values, line, table};
+use super::output::{fail, key_values, line, table, Failure};
 
 /// What to do with basins, streams, collections or consumers.
 #[derive(Subcommand, Debug)]
@@ -15,9 +15,7 @@ pub enum Admin {
     /// object per line with --json.
     List,
     /// Show one: its config, and for consumers their state.
-    Get {
-        name: String,
-    },
+    Get { name: String },
     /// Create it, or check that it exists.
     Create {
         name: String,
@@ -33,9 +31,8 @@ pub enum Admin {
         #[arg(long)]
         config: String,
     },
-    Delete {
-        name: String,
-    },
+    /// Delete it.
+    Delete { name: String },
 }
 
 pub async fn run(
@@ -44,7 +41,7 @@ pub async fn run(
     admin: Admin,
     json_out: bool,
     out: &mut impl Write,
-) -> Result<(), String> {
+) -> Result<(), Failure> {
     let described = match admin {
         Admin::List => {
             let items = client.list_details(kind).await.map_err(fail)?;
@@ -52,13 +49,21 @@ pub async fn run(
                 for item in &items {
                     line(out, item)?;
                 }
-            } else if !items.is_empty() {
+            } else {
                 list_table(out, kind, &items)?;
             }
             return Ok(());
         }
         Admin::Get { name } => client.describe(kind, &name).await.map_err(fail)?,
         Admin::Create { name, config } => {
+            if kind == Kind::Consumer && config.is_none() {
+                return Err(Failure {
+                    message: "a consumer needs --config with its source, e.g. --config \
+                              '{\"source\": {\"stream\": \"orders\"}}'"
+                        .into(),
+                    exit_code: super::output::exit::USAGE,
+                });
+            }
             let config = config.map(|c| parse_config(&c)).transpose()?;
             client
                 .create(kind, &name, config.as_ref())
@@ -86,7 +91,7 @@ pub async fn run(
 }
 
 /// The columns people want in a list, per kind (`get` shows the rest).
-fn list_table(out: &mut impl Write, kind: Kind, items: &[Value]) -> Result<(), String> {
+fn list_table(out: &mut impl Write, kind: Kind, items: &[Value]) -> Result<(), Failure> {
     let text = |value: &Value| match value {
         Value::Null => "-".to_string(),
         Value::String(text) => text.clone(),

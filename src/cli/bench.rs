@@ -22,7 +22,7 @@ use rill_client::{
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
 
-use super::output::{fail, line};
+use super::output::{fail, line, Failure};
 
 /// nonce, index, sent-at: the smallest body a bench record can have.
 const HEADER_LEN: usize = 24;
@@ -68,19 +68,21 @@ pub async fn run(
     args: BenchArgs,
     json_out: bool,
     out: &mut impl Write,
-) -> Result<(), String> {
+) -> Result<(), Failure> {
     if args.record_size < HEADER_LEN || args.record_size > MAX_APPEND_BYTES - 8 {
         return Err(format!(
             "--record-size must be between {HEADER_LEN} and {} bytes",
             MAX_APPEND_BYTES - 8
-        ));
+        )
+        .into());
     }
     let max_batch = MAX_APPEND_RECORDS.min(MAX_APPEND_BYTES / (args.record_size + 8));
     if args.batch == 0 || args.batch > max_batch {
         return Err(format!(
             "--batch must be between 1 and {max_batch} for {}-byte records",
             args.record_size
-        ));
+        )
+        .into());
     }
     if args.rate == Some(0) {
         return Err("--rate must be above 0 (leave it out to append flat out)".into());
@@ -114,7 +116,7 @@ async fn measure(
     stream: &str,
     args: &BenchArgs,
     max_batch: usize,
-) -> Result<Report, String> {
+) -> Result<Report, Failure> {
     let first_seq_num = client.check_tail(stream).await.map_err(fail)?;
     let nonce: u64 = rand::random();
     let started = Instant::now();
@@ -174,7 +176,7 @@ async fn append(
     nonce: u64,
     started: Instant,
     progress: &Arc<Progress>,
-) -> Result<(usize, Vec<Duration>), String> {
+) -> Result<(usize, Vec<Duration>), Failure> {
     let session = client.append_session(stream).await.map_err(fail)?;
     let (tickets_tx, mut tickets) = mpsc::unbounded_channel::<(AppendTicket, Instant, u64)>();
     let acks_progress = progress.clone();
@@ -193,12 +195,13 @@ async fn append(
                     ack.start,
                     ack.end,
                     expected_start.unwrap_or(ack.start)
-                ));
+                )
+                .into());
             }
             expected_start = Some(ack.end);
             acks_progress.acked.fetch_add(count, Ordering::Relaxed);
         }
-        Ok::<_, String>(latencies)
+        Ok::<_, Failure>(latencies)
     });
 
     let mut index = 0u64;
@@ -273,7 +276,7 @@ async fn read_back(
     let follower = tokio::spawn(async move {
         let mut live = client.follow(&stream, ReadStart::SeqNum(first_seq_num));
         loop {
-            let record = live.next().await.map_err(fail);
+            let record = live.next().await.map_err(|e| fail(e).message);
             let failed = record.is_err();
             if records_tx.send(record).await.is_err() || failed {
                 return;
@@ -407,7 +410,7 @@ impl Report {
         deleted: bool,
         json_out: bool,
         out: &mut impl Write,
-    ) -> Result<(), String> {
+    ) -> Result<(), Failure> {
         let mib = self.bytes as f64 / (1024.0 * 1024.0);
         let rate = |time: Duration| self.records as f64 / time.as_secs_f64().max(0.001);
         let mib_rate = |time: Duration| mib / time.as_secs_f64().max(0.001);

@@ -1,11 +1,12 @@
-//! `rill put`, `get`, `delete` and `updated`: collection records.
+//! `rill put`, `get`, `delete`, `updated` and `events`: collection records
+//! and what changed.
 
 use std::io::Write;
 
 use rill_client::{Client, Record};
 use serde_json::{json, Value};
 
-use super::output::{fail, line};
+use super::output::{fail, line, Failure};
 
 pub async fn put(
     client: &Client,
@@ -14,7 +15,7 @@ pub async fn put(
     data: &str,
     json_out: bool,
     out: &mut impl Write,
-) -> Result<(), String> {
+) -> Result<(), Failure> {
     let data: Value =
         serde_json::from_str(data).map_err(|e| format!("the record is not JSON: {e}"))?;
     let record = client.put(collection, id, &data).await.map_err(fail)?;
@@ -27,10 +28,12 @@ pub async fn get(
     id: &str,
     json_out: bool,
     out: &mut impl Write,
-) -> Result<(), String> {
+) -> Result<(), Failure> {
     match client.get(collection, id).await.map_err(fail)? {
         Some(record) => print_record(out, &record, json_out),
-        None => Err(format!("record `{id}` not found in `{collection}`")),
+        None => Err(Failure::not_found(format!(
+            "record `{id}` not found in `{collection}`"
+        ))),
     }
 }
 
@@ -40,7 +43,7 @@ pub async fn delete(
     id: &str,
     json_out: bool,
     out: &mut impl Write,
-) -> Result<(), String> {
+) -> Result<(), Failure> {
     let record = client.delete(collection, id).await.map_err(fail)?;
     print_record(out, &record, json_out)
 }
@@ -48,6 +51,7 @@ pub async fn delete(
 /// `rill updated`.
 #[derive(clap::Args, Debug)]
 pub struct UpdatedArgs {
+    /// The collection whose changed records to print.
     pub collection: String,
     /// Resume from a cursor printed before.
     #[arg(long, conflicts_with_all = ["updated_after", "after_id"])]
@@ -58,11 +62,15 @@ pub struct UpdatedArgs {
     /// …or at that time, with an id after this one.
     #[arg(long, requires = "updated_after")]
     pub after_id: Option<String>,
+    /// Then keep waiting for changes (long polls) and print each, until
+    /// interrupted; the cursor is printed each time it caught up.
+    #[arg(short, long)]
+    pub follow: bool,
 }
 
 impl UpdatedArgs {
     /// The collection, and where to start.
-    pub fn into_parts(self) -> (String, UpdatedFrom) {
+    pub fn into_parts(self) -> (String, UpdatedFrom, bool) {
         let from = match (self.cursor, self.updated_after) {
             (Some(cursor), _) => UpdatedFrom::Cursor(cursor),
             (None, Some(updated_after)) => UpdatedFrom::Pair {
@@ -71,7 +79,7 @@ impl UpdatedArgs {
             },
             (None, None) => UpdatedFrom::Beginning,
         };
-        (self.collection, from)
+        (self.collection, from, self.follow)
     }
 }
 
@@ -85,16 +93,20 @@ pub enum UpdatedFrom {
     },
 }
 
-/// Prints every record changed after the start, then the cursor to resume
-/// with: on stderr as `cursor: …` (so stdout stays records only), or in
-/// the JSON.
+/// How long a `--follow` long poll waits for changes (the server's most).
+const FOLLOW_WAIT_SECS: u32 = 60;
+
+/// Prints every record changed after the start (one line each, text or
+/// JSON), then the cursor to resume with, on stderr as `cursor: …` so
+/// that stdout stays records only. With `follow`, goes on waiting.
 pub async fn updated(
     client: &Client,
     collection: &str,
     from: UpdatedFrom,
+    follow: bool,
     json_out: bool,
     out: &mut impl Write,
-) -> Result<(), String> {
+) -> Result<(), Failure> {
     let mut updates = match from {
         UpdatedFrom::Beginning => client.updates(collection, None),
         UpdatedFrom::Cursor(cursor) => client.updates(collection, Some(cursor)),
@@ -103,21 +115,82 @@ pub async fn updated(
             after_id,
         } => client.updates_after(collection, &updated_after, after_id.as_deref()),
     };
-    let mut records = Vec::new();
-    while let Some(record) = updates.next().await.map_err(fail)? {
-        if !json_out {
-            print_record(out, &record, false)?;
+    if follow {
+        updates = updates.wait(FOLLOW_WAIT_SECS);
+    }
+    loop {
+        while let Some(record) = updates.next().await.map_err(fail)? {
+            print_record(out, &record, json_out)?;
         }
-        records.push(record);
+        let _ = out.flush();
+        eprintln!("cursor: {}", updates.cursor().unwrap_or_default());
+        if !follow {
+            return Ok(());
+        }
     }
-    let cursor = updates.cursor().unwrap_or_default().to_string();
-    if json_out {
-        let records: Vec<Value> = records.iter().map(record_json).collect();
-        line(out, json!({ "records": records, "cursor": cursor }))
-    } else {
-        eprintln!("cursor: {cursor}");
-        Ok(())
+}
+
+/// `rill events`.
+#[derive(clap::Args, Debug)]
+pub struct EventsArgs {
+    /// The collection whose change events to print.
+    pub collection: String,
+    /// Start at this seq num of the events stream (the default: 0).
+    #[arg(long, default_value_t = 0)]
+    pub seq_num: u64,
+    /// Stop after this many events.
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// Then keep waiting for events and print each, until interrupted.
+    #[arg(short, long, conflicts_with = "count")]
+    pub follow: bool,
+}
+
+/// Prints change events from the events stream: text
+/// `seq_num  event  id  vN  data`, or one JSON object per line.
+pub async fn events(
+    client: &Client,
+    args: EventsArgs,
+    json_out: bool,
+    out: &mut impl Write,
+) -> Result<(), Failure> {
+    let (mut seq_num, mut left) = (args.seq_num, args.count.unwrap_or(u64::MAX));
+    let wait = if args.follow { FOLLOW_WAIT_SECS } else { 0 };
+    while left > 0 {
+        let events = client
+            .read_events(&args.collection, seq_num, left.min(1000), wait)
+            .await
+            .map_err(fail)?;
+        if events.is_empty() && !args.follow {
+            return Ok(());
+        }
+        for event in &events {
+            if json_out {
+                let mut value = serde_json::to_value(&event.change)
+                    .map_err(|e| format!("cannot print an event: {e}"))?;
+                value["seq_num"] = event.seq_num.into();
+                value["timestamp"] = event.timestamp.into();
+                line(out, value)?;
+            } else {
+                let kind = serde_json::to_value(event.event).unwrap_or_default();
+                line(
+                    out,
+                    format!(
+                        "{}\t{}\t{}\tv{}\t{}",
+                        event.seq_num,
+                        kind.as_str().unwrap_or_default(),
+                        event.id,
+                        event.version,
+                        event.data
+                    ),
+                )?;
+            }
+            seq_num = event.seq_num + 1;
+            left -= 1;
+        }
+        let _ = out.flush();
     }
+    Ok(())
 }
 
 fn record_json(r: &Record) -> Value {
@@ -128,7 +201,7 @@ fn record_json(r: &Record) -> Value {
 }
 
 /// Text: `id  version  data` (or `(deleted)`), tab-separated, one line.
-fn print_record(out: &mut impl Write, r: &Record, json_out: bool) -> Result<(), String> {
+fn print_record(out: &mut impl Write, r: &Record, json_out: bool) -> Result<(), Failure> {
     if json_out {
         line(out, record_json(r))
     } else if r.deleted {

@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use super::output::fail;
+use super::output::{fail, Failure};
 
 use rill_client::{Client, Message, Outcome};
 use serde_json::{json, Value};
@@ -12,10 +12,11 @@ use serde_json::{json, Value};
 /// How long one receive waits for messages.
 const RECEIVE_WAIT_MS: u64 = 20_000;
 
-/// Receives until `count` messages were acked (or forever). Each message
+/// Receives until `count` messages were handled (or forever). Each message
 /// is printed as one JSON line and acked; with `exec`, it is written to the
 /// command's stdin instead, and acked if the command exits 0, nacked (for
-/// redelivery after `retry_delay_ms`) if not.
+/// redelivery after `retry_delay_ms`) if not, which is said on stderr.
+/// With `count`, ends by saying how many were acked and how many failed.
 pub async fn run(
     client: &Client,
     consumer: &str,
@@ -24,28 +25,43 @@ pub async fn run(
     exec: Option<String>,
     retry_delay_ms: u64,
     out: &mut impl Write,
-) -> Result<(), String> {
-    // Messages handled and acked; nacked ones come back and count then.
-    let mut acked = 0u64;
-    while count.is_none_or(|count| acked < count) {
-        let want = count.map_or(batch as u64, |c| (c - acked).min(batch as u64));
+) -> Result<(), Failure> {
+    // Messages handled: acked, or failed and nacked (a failed one that
+    // comes back counts again).
+    let (mut acked, mut failed) = (0u64, 0u64);
+    while count.is_none_or(|count| acked + failed < count) {
+        let handled = acked + failed;
+        let want = count.map_or(batch as u64, |c| (c - handled).min(batch as u64));
         let mut output_error = None;
         client
             .work(consumer, want as usize, RECEIVE_WAIT_MS, async |message| {
                 let line = message_json(message);
+                let position = match &message.cursor {
+                    Some(cursor) => format!("cursor {cursor}"),
+                    None => format!("seq num {}", message.seq_num.unwrap_or_default()),
+                };
                 if let Some(command) = exec.clone() {
                     // The command may take its time: off the async threads.
                     let ran = tokio::task::spawn_blocking(move || run_command(&command, &line))
                         .await
                         .unwrap_or_else(|e| Err(format!("the command runner failed: {e}")));
                     return match ran {
-                        Ok(true) => {
+                        Ok(status) if status.success() => {
                             acked += 1;
                             Outcome::Ack
                         }
-                        Ok(false) => Outcome::Nack {
-                            delay_ms: retry_delay_ms,
-                        },
+                        Ok(status) => {
+                            failed += 1;
+                            eprintln!(
+                                "rill: the message at {position} (delivery {}) failed: `{}` \
+                                 ended with {status}; it comes back in {retry_delay_ms} ms",
+                                message.delivery_count,
+                                exec.as_deref().unwrap_or_default()
+                            );
+                            Outcome::Nack {
+                                delay_ms: retry_delay_ms,
+                            }
+                        }
                         Err(err) => {
                             output_error = Some(err);
                             Outcome::Nack { delay_ms: 0 }
@@ -67,9 +83,15 @@ pub async fn run(
             .await
             .map_err(fail)?;
         if let Some(err) = output_error {
-            return Err(err);
+            return Err(err.into());
         }
         let _ = out.flush();
+    }
+    if count.is_some() {
+        eprintln!(
+            "handled {} messages: {acked} acked, {failed} failed",
+            acked + failed
+        );
     }
     Ok(())
 }
@@ -81,9 +103,9 @@ fn message_json(m: &Message) -> Value {
     })
 }
 
-/// Runs `sh -c command` with the message on stdin; whether it exited 0.
-/// Its output goes to ours.
-fn run_command(command: &str, message: &Value) -> Result<bool, String> {
+/// Runs `sh -c command` with the message on stdin; how it exited. Its
+/// output goes to ours.
+fn run_command(command: &str, message: &Value) -> Result<std::process::ExitStatus, String> {
     let mut child = Command::new("sh")
         .arg("-c")
         .arg(command)
@@ -94,8 +116,7 @@ fn run_command(command: &str, message: &Value) -> Result<bool, String> {
         // A command that does not read its input may close it early.
         let _ = writeln!(stdin, "{message}");
     }
-    let status = child
+    child
         .wait()
-        .map_err(|e| format!("cannot run `{command}`: {e}"))?;
-    Ok(status.success())
+        .map_err(|e| format!("cannot run `{command}`: {e}"))
 }

@@ -12,6 +12,7 @@ mod admin;
 mod bench;
 mod collections;
 mod consume;
+mod help;
 mod output;
 mod streams;
 
@@ -19,6 +20,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 use rill_client::{AppendOptions, Client, Kind};
+
+pub use help::{describe, EXIT_CODES};
+pub use output::{print_all, Failure};
 
 use output::{fail, line, BodyFormat};
 
@@ -65,8 +69,10 @@ pub enum ClientCommand {
     /// Receive messages from a consumer, print them (one JSON object per
     /// line) or pipe each to a command, and ack them.
     Consume {
+        /// The consumer to receive from.
         consumer: String,
-        /// Stop after this many messages (default: run until interrupted).
+        /// Stop after handling this many messages, acked or failed, and say
+        /// how many of each (default: run until interrupted).
         #[arg(long)]
         count: Option<u64>,
         /// Messages to receive at a time.
@@ -83,6 +89,7 @@ pub enum ClientCommand {
     /// Append one record per line of stdin (or of --file), in order,
     /// pipelined.
     Append {
+        /// The stream to append to.
         stream: String,
         /// Read lines from this file instead of stdin.
         #[arg(long)]
@@ -105,29 +112,49 @@ pub enum ClientCommand {
     /// Print the last records of a stream; with -f, keep following it.
     Tail(streams::TailArgs),
     /// Print the stream's next seq num.
-    CheckTail { stream: String },
+    CheckTail {
+        /// The stream whose tail to print.
+        stream: String,
+    },
     /// Upsert a collection record from JSON.
     Put {
+        /// The collection to write to.
         collection: String,
+        /// The record's key.
         id: String,
         /// The record's data, a JSON object.
         #[arg(value_name = "JSON")]
         data: String,
     },
     /// Print a collection record's latest version.
-    Get { collection: String, id: String },
-    /// Delete a collection record.
-    Delete { collection: String, id: String },
-    /// Print the records changed after a position (by default, all), then
-    /// the cursor to resume with (on stderr, or in the JSON).
+    Get {
+        /// The collection to read from.
+        collection: String,
+        /// The record's key.
+        id: String,
+    },
+    /// Delete a collection record (it stays in the records stream as a
+    /// tombstone until the collection's tombstone retention has passed).
+    Delete {
+        /// The collection to delete from.
+        collection: String,
+        /// The record's key.
+        id: String,
+    },
+    /// Print the records changed after a position (by default, all), one
+    /// per line, then the cursor to resume with (on stderr); with -f, keep
+    /// following.
     Updated(collections::UpdatedArgs),
+    /// Print a collection's change events (created, updated, deleted: one
+    /// line each), from its events stream; with -f, keep following it.
+    Events(collections::EventsArgs),
     /// Append at a target rate or flat out while reading live; print
     /// throughput and ack and end-to-end latency, and check that every
     /// record read back is the one written.
     Bench(bench::BenchArgs),
 }
 
-pub async fn run(connection: Connection, command: ClientCommand) -> Result<(), String> {
+pub async fn run(connection: Connection, command: ClientCommand) -> Result<(), Failure> {
     let mut client = match &connection.ca_cert {
         None => Client::new(&connection.endpoint),
         Some(path) => {
@@ -198,9 +225,10 @@ pub async fn run(connection: Connection, command: ClientCommand) -> Result<(), S
             collections::delete(&client, &collection, &id, json_out, out).await
         }
         ClientCommand::Updated(args) => {
-            let (collection, from) = args.into_parts();
-            collections::updated(&client, &collection, from, json_out, out).await
+            let (collection, from, follow) = args.into_parts();
+            collections::updated(&client, &collection, from, follow, json_out, out).await
         }
+        ClientCommand::Events(args) => collections::events(&client, args, json_out, out).await,
         ClientCommand::Bench(args) => bench::run(&client, args, json_out, out).await,
     }
 }

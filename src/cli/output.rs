@@ -38,16 +38,29 @@ impl BodyFormat {
 /// Writes a line, turning an I/O error into the command's error. A reader
 /// that went away (`rill tail s -n 1000 | head -1`) ends the command
 /// quietly, as it does Unix tools.
-pub fn line(out: &mut impl Write, text: impl std::fmt::Display) -> Result<(), String> {
+pub fn line(out: &mut impl Write, text: impl std::fmt::Display) -> Result<(), Failure> {
     match writeln!(out, "{text}") {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
-        Err(e) => Err(format!("cannot write output: {e}")),
+        Err(e) => Err(format!("cannot write output: {e}").into()),
+    }
+}
+
+/// Writes `bytes` to stdout, ending quietly if the reader went away.
+pub fn print_all(bytes: &[u8]) -> Result<(), Failure> {
+    match std::io::stdout().lock().write_all(bytes) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(format!("cannot write output: {e}").into()),
     }
 }
 
 /// Prints `rows` under `headers`, each column as wide as its widest cell.
-pub fn table(out: &mut impl Write, headers: &[String], rows: &[Vec<String>]) -> Result<(), String> {
+pub fn table(
+    out: &mut impl Write,
+    headers: &[String],
+    rows: &[Vec<String>],
+) -> Result<(), Failure> {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {
@@ -73,7 +86,7 @@ pub fn table(out: &mut impl Write, headers: &[String], rows: &[Vec<String>]) -> 
 }
 
 /// One `key  value` line per leaf of a JSON object.
-pub fn key_values(out: &mut impl Write, value: &Value) -> Result<(), String> {
+pub fn key_values(out: &mut impl Write, value: &Value) -> Result<(), Failure> {
     let pairs = flatten(value);
     let width = pairs
         .iter()
@@ -111,8 +124,65 @@ fn flatten(value: &Value) -> Vec<(String, String)> {
     out
 }
 
-/// A client error as the one line the command fails with.
-pub fn fail(err: rill_client::Error) -> String {
+/// The exit codes of the client commands (`rill --help` lists them).
+pub mod exit {
+    /// The server refused or failed the request, or the command could not
+    /// do what it was asked.
+    pub const FAILED: u8 = 1;
+    /// A flag or argument is wrong or missing (clap's code for the same).
+    pub const USAGE: u8 = 2;
+    /// What was named does not exist (basin, stream, collection, record,
+    /// consumer), or a read starts past the stream's tail.
+    pub const NOT_FOUND: u8 = 3;
+    /// No answer from the server (not running, unreachable, timed out).
+    pub const UNREACHABLE: u8 = 4;
+}
+
+/// Why a command failed: the one line it prints, and its exit code.
+#[derive(Debug)]
+pub struct Failure {
+    pub message: String,
+    pub exit_code: u8,
+}
+
+impl Failure {
+    pub fn not_found(message: String) -> Self {
+        Failure {
+            message,
+            exit_code: exit::NOT_FOUND,
+        }
+    }
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Self {
+        Failure {
+            message,
+            exit_code: exit::FAILED,
+        }
+    }
+}
+
+impl From<&str> for Failure {
+    fn from(message: &str) -> Self {
+        message.to_string().into()
+    }
+}
+
+/// A client error as the line the command fails with, and its exit code.
+pub fn fail(err: rill_client::Error) -> Failure {
+    let exit_code = match &err {
+        rill_client::Error::Api { status: 404, .. } => exit::NOT_FOUND,
+        rill_client::Error::Transport(_) => exit::UNREACHABLE,
+        _ => exit::FAILED,
+    };
+    Failure {
+        message: describe(err),
+        exit_code,
+    }
+}
+
+fn describe(err: rill_client::Error) -> String {
     match &err {
         // The server asks for a header; on the command line it is a flag.
         rill_client::Error::Api { code, message, .. }
@@ -123,6 +193,9 @@ pub fn fail(err: rill_client::Error) -> String {
         rill_client::Error::Api { code, .. } if code == "unauthenticated" => {
             format!("{err} (pass --token TOKEN or set RILL_TOKEN)")
         }
+        rill_client::Error::Transport(cause) if cause.is_connect() => format!(
+            "{err} (is `rill serve` running there? pass --endpoint URL or set RILL_ENDPOINT)"
+        ),
         _ => err.to_string(),
     }
 }

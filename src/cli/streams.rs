@@ -10,7 +10,7 @@ use rill_client::{
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use super::output::{fail, line, BodyFormat};
+use super::output::{fail, line, BodyFormat, Failure};
 
 /// Appends one record per input line through a pipelined session: lines are
 /// batched as they come (a batch is sent as soon as no more input is
@@ -25,7 +25,7 @@ pub async fn append(
     mut options: AppendOptions,
     json_out: bool,
     out: &mut impl Write,
-) -> Result<(), String> {
+) -> Result<(), Failure> {
     let lines = read_lines(file)?;
     let session = client.append_session(stream).await.map_err(fail)?;
     // Acks are awaited in order beside the sending, so a failure stops the
@@ -84,7 +84,7 @@ pub async fn append(
         .or(closed)
         .or(submit_error)
         .map(fail)
-        .or(input_error.map(|err| format!("stopped at a bad input: {err}")));
+        .or(input_error.map(|err| format!("stopped at a bad input: {err}").into()));
     report(done, failure, json_out, out)
 }
 
@@ -92,30 +92,41 @@ pub async fn append(
 /// with how far the input got before it.
 fn report(
     done: Appended,
-    failure: Option<String>,
+    failure: Option<Failure>,
     json_out: bool,
     out: &mut impl Write,
-) -> Result<(), String> {
-    if let Some(failure) = failure {
-        return Err(match done.first {
+) -> Result<(), Failure> {
+    if let Some(mut failure) = failure {
+        failure.message = match done.first {
             Some(first) => format!(
-                "{failure} (appended {} records before it, seq nums {first}..{})",
-                done.records, done.last
+                "{} (appended {} before it)",
+                failure.message,
+                records_at(done.records, first, done.last)
             ),
-            None => format!("{failure} (nothing appended)"),
-        });
+            None => format!("{} (nothing appended)", failure.message),
+        };
+        return Err(failure);
     }
-    let (start, end) = (done.first.unwrap_or(0), done.last);
-    if json_out {
-        line(
+    match (done.first, json_out) {
+        (Some(start), true) => line(
             out,
-            json!({ "records": done.records, "start": start, "end": end }),
-        )
-    } else {
-        line(
+            json!({ "records": done.records, "start": start, "end": done.last }),
+        ),
+        (Some(start), false) => line(
             out,
-            format!("appended {} records: seq nums {start}..{end}", done.records),
-        )
+            format!("appended {}", records_at(done.records, start, done.last)),
+        ),
+        (None, true) => line(out, json!({ "records": 0, "start": null, "end": null })),
+        (None, false) => line(out, "nothing appended: the input had no lines"),
+    }
+}
+
+/// `3 records, seq nums 4 to 6`: `count` records from `start` up to `end`
+/// (exclusive).
+fn records_at(count: u64, start: u64, end: u64) -> String {
+    match count {
+        1 => format!("1 record, seq num {start}"),
+        _ => format!("{count} records, seq nums {start} to {}", end - 1),
     }
 }
 
@@ -243,7 +254,9 @@ fn read_lines(file: Option<PathBuf>) -> Result<mpsc::Receiver<Result<Vec<u8>, St
 /// `rill read`.
 #[derive(clap::Args, Debug)]
 pub struct ReadArgs {
+    /// The stream to read.
     pub stream: String,
+    /// Start at this seq num (the default: 0, the first record kept).
     #[arg(long, conflicts_with_all = ["timestamp", "tail_offset"])]
     pub seq_num: Option<u64>,
     /// Start at the first record at or after this time (epoch ms).
@@ -252,8 +265,11 @@ pub struct ReadArgs {
     /// Start this many records before the tail.
     #[arg(long)]
     pub tail_offset: Option<u64>,
+    /// Stop after this many records.
     #[arg(long)]
     pub count: Option<u64>,
+    /// Stop once this many bytes were read (as S2 meters records: body,
+    /// headers and 8 bytes each).
     #[arg(long)]
     pub bytes: Option<u64>,
     /// Stop before records with timestamps at or after this (epoch ms).
@@ -267,11 +283,15 @@ pub struct ReadArgs {
 /// `rill tail`.
 #[derive(clap::Args, Debug)]
 pub struct TailArgs {
+    /// The stream to print the end of.
     pub stream: String,
+    /// How many of the last records to print.
     #[arg(short = 'n', long, default_value_t = 10)]
     pub lines: u64,
+    /// Then keep printing records as they are appended, until interrupted.
     #[arg(short, long)]
     pub follow: bool,
+    /// How bodies are printed: as text, or base64 (for binary data).
     #[arg(long, value_enum, default_value_t)]
     pub format: BodyFormat,
 }
@@ -283,7 +303,7 @@ pub async fn read(
     args: ReadArgs,
     json_out: bool,
     out: &mut impl Write,
-) -> Result<(), String> {
+) -> Result<(), Failure> {
     let start = match (args.seq_num, args.timestamp, args.tail_offset) {
         (_, Some(t), _) => ReadStart::Timestamp(t),
         (_, _, Some(n)) => ReadStart::TailOffset(n),
@@ -296,7 +316,20 @@ pub async fn read(
         until: args.until,
         wait_secs: 0,
     };
-    print_records(client, &args.stream, options, args.format, json_out, out).await
+    let printed = print_records(client, &args.stream, options, args.format, json_out, out).await?;
+    if let (0, Some(seq_num @ 1..)) = (printed, args.seq_num) {
+        // The server clamps a start past the tail to the tail (as S2
+        // does); nothing printed may mean the start was wrong. (A token
+        // may allow reads but not `check-tail`: then nothing is said.)
+        let tail = client.check_tail(&args.stream).await.unwrap_or(u64::MAX);
+        if seq_num > tail {
+            return Err(Failure::not_found(format!(
+                "seq num {seq_num} is past the tail of `{}`: its next seq num is {tail}",
+                args.stream
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// `rill tail`: the last records, then with `-f` everything after.
@@ -305,7 +338,7 @@ pub async fn tail(
     args: TailArgs,
     json_out: bool,
     out: &mut impl Write,
-) -> Result<(), String> {
+) -> Result<(), Failure> {
     let start = ReadStart::TailOffset(args.lines);
     if args.follow {
         return follow_records(client, &args.stream, start, args.format, json_out, out).await;
@@ -317,11 +350,12 @@ pub async fn tail(
         until: None,
         wait_secs: 0,
     };
-    print_records(client, &args.stream, options, args.format, json_out, out).await
+    print_records(client, &args.stream, options, args.format, json_out, out).await?;
+    Ok(())
 }
 
 /// Reads page after page from `options.start` until a limit is reached or
-/// the tail, printing each record.
+/// the tail, printing each record; returns how many it printed.
 pub async fn print_records(
     client: &Client,
     stream: &str,
@@ -329,15 +363,17 @@ pub async fn print_records(
     format: BodyFormat,
     json_out: bool,
     out: &mut impl Write,
-) -> Result<(), String> {
+) -> Result<u64, Failure> {
+    let mut printed = 0;
     loop {
         if options.count == Some(0) {
-            return Ok(());
+            return Ok(printed);
         }
         let records = client.read_with(stream, &options).await.map_err(fail)?;
         let Some(last) = records.last() else {
-            return Ok(());
+            return Ok(printed);
         };
+        printed += records.len() as u64;
         options.start = ReadStart::SeqNum(last.seq_num + 1);
         options.count = options
             .count
@@ -349,7 +385,7 @@ pub async fn print_records(
         }
         let _ = out.flush();
         if options.bytes == Some(0) {
-            return Ok(());
+            return Ok(printed);
         }
     }
 }
@@ -364,7 +400,7 @@ pub async fn follow_records(
     format: BodyFormat,
     json_out: bool,
     out: &mut impl Write,
-) -> Result<(), String> {
+) -> Result<(), Failure> {
     let mut live = client.follow(stream, start);
     loop {
         let record = live.next().await.map_err(fail)?;
@@ -379,7 +415,7 @@ fn print_record(
     r: &StreamRecord,
     format: BodyFormat,
     json_out: bool,
-) -> Result<(), String> {
+) -> Result<(), Failure> {
     if json_out {
         let headers: Vec<[String; 2]> = r
             .headers
