@@ -1,8 +1,12 @@
 //! The official S2 CLI (`s2`, pinned by `scripts/install-s2-cli.sh`) against
 //! Rill: every command a user of S2 reaches for, with its output checked.
 //!
-//! The CLI is found through `S2_CLI`, or installed by the script on first
-//! use (slow once; cached under `~/.cache` after that).
+//! The CLI is found through `S2_CLI`, or where the script installs it.
+//! Building it takes about 15 minutes on two cores, so a plain `cargo test`
+//! does not: without it these tests say so and pass. `.ci/run` installs it
+//! and sets `RILL_REQUIRE_S2_CLI=1`, which makes a missing CLI a failure;
+//! to run them locally: `S2_CLI=$(scripts/install-s2-cli.sh) cargo test
+//! --test s2_cli_compat`.
 
 mod common;
 
@@ -15,18 +19,31 @@ use serde_json::Value;
 
 const BASIN: &str = "cli-compat-basin";
 
-fn s2_binary() -> PathBuf {
+/// The S2 CLI, if there is one (see the module).
+fn s2_binary() -> Option<PathBuf> {
     if let Ok(path) = std::env::var("S2_CLI") {
-        return PathBuf::from(path);
+        return Some(PathBuf::from(path));
     }
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/install-s2-cli.sh");
     let output = Command::new("bash")
-        .arg(script)
-        .stderr(Stdio::inherit())
+        .args([script, "--installed"])
         .output()
         .expect("the install script runs");
-    assert!(output.status.success(), "installing the S2 CLI failed");
-    PathBuf::from(String::from_utf8(output.stdout).unwrap().trim())
+    if output.status.success() {
+        return Some(PathBuf::from(String::from_utf8(output.stdout).unwrap().trim()));
+    }
+    assert!(
+        std::env::var_os("RILL_REQUIRE_S2_CLI").is_none(),
+        "RILL_REQUIRE_S2_CLI is set and the S2 CLI is not installed (S2_CLI=$(scripts/install-s2-cli.sh))"
+    );
+    // Straight to stderr, past the test harness's capture: a skip is said.
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED: the official S2 CLI is not installed; to run these tests: \
+         S2_CLI=$(scripts/install-s2-cli.sh) cargo test --test s2_cli_compat"
+    );
+    None
 }
 
 struct Cli {
@@ -116,9 +133,10 @@ async fn json(server: &TestServer, path: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_official_cli_works_against_rill() {
+    let Some(binary) = s2_binary() else { return };
     let server = TestServer::start().await;
     let cli = Cli {
-        binary: s2_binary(),
+        binary,
         endpoint: server.base.clone(),
         home: tempfile::tempdir().unwrap(),
         compression: None,
@@ -365,9 +383,10 @@ async fn the_official_cli_works_against_rill() {
 async fn the_official_cli_issues_uses_and_revokes_scoped_tokens() {
     const ROOT: &str = "s2-cli-root-token-0123456789abcdefghijklmnop";
     const SCOPED: &str = "scoped-cli-basin";
+    let Some(binary) = s2_binary() else { return };
     let server = TestServer::start_with_root_token(ROOT).await;
     let cli = |token: &str| Cli {
-        binary: s2_binary(),
+        binary: binary.clone(),
         endpoint: server.base.clone(),
         home: tempfile::tempdir().unwrap(),
         compression: None,
@@ -457,6 +476,7 @@ async fn the_official_cli_issues_uses_and_revokes_scoped_tokens() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_official_cli_works_over_tls_with_a_private_ca() {
     const ROOT: &str = "s2-cli-tls-root-token-0123456789abcdefghijkl";
+    let Some(binary) = s2_binary() else { return };
     let dir = tempfile::tempdir().unwrap();
     let pki = common::pki::make_pki(dir.path(), "cli");
     let ca_file = dir.path().join("ca.pem");
@@ -472,7 +492,7 @@ async fn the_official_cli_works_over_tls_with_a_private_ca() {
     // The CLI trusts what rustls-native-certs finds, which honours
     // SSL_CERT_FILE: that is how it is pointed at a private CA.
     let cli = |env: Vec<(&'static str, String)>| Cli {
-        binary: s2_binary(),
+        binary: binary.clone(),
         endpoint: endpoint.clone(),
         home: tempfile::tempdir().unwrap(),
         compression: None,
