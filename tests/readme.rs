@@ -30,7 +30,11 @@ async fn the_quick_start_runs_as_written() {
     // `rill` is this build's binary; the block's own PATH line points at
     // `target/release` of a directory where there is none.
     let bin_dir = Path::new(env!("CARGO_BIN_EXE_rill")).parent().unwrap();
-    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     let dir = tempfile::tempdir().unwrap();
     let endpoint = server.base.clone();
     let (status, out, err) = tokio::task::spawn_blocking(move || {
@@ -81,7 +85,10 @@ async fn the_quick_start_runs_as_written() {
     // The latest version of each record, events for every change.
     assert!(lines.iter().any(|l| l.starts_with("u1\tv2\t")), "{out}");
     assert!(lines.iter().any(|l| l.starts_with("u2\tv1\t")), "{out}");
-    assert!(lines.iter().any(|l| l.starts_with("2\tupdated\tu1\tv2")), "{out}");
+    assert!(
+        lines.iter().any(|l| l.starts_with("2\tupdated\tu1\tv2")),
+        "{out}"
+    );
     // The consumer got the three orders.
     let consumed: Vec<&str> = lines
         .iter()
@@ -126,7 +133,10 @@ fn every_link_in_the_docs_is_inside_the_repository() {
             let target = file.parent().unwrap().join(&link);
             match target.canonicalize() {
                 Ok(path) if path.starts_with(&root) => {}
-                Ok(_) => broken.push(format!("{}: {link} is outside the repository", file.display())),
+                Ok(_) => broken.push(format!(
+                    "{}: {link} is outside the repository",
+                    file.display()
+                )),
                 Err(_) => broken.push(format!("{}: {link} does not exist", file.display())),
             }
         }

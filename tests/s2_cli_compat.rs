@@ -30,7 +30,9 @@ fn s2_binary() -> Option<PathBuf> {
         .output()
         .expect("the install script runs");
     if output.status.success() {
-        return Some(PathBuf::from(String::from_utf8(output.stdout).unwrap().trim()));
+        return Some(PathBuf::from(
+            String::from_utf8(output.stdout).unwrap().trim(),
+        ));
     }
     assert!(
         std::env::var_os("RILL_REQUIRE_S2_CLI").is_none(),

@@ -68,6 +68,27 @@ impl RillProcess {
         })
     }
 
+    /// SIGTERM, as a service manager stops it; how it exited. Fails if it
+    /// is still running after `limit`.
+    pub fn terminate(mut self, limit: Duration) -> std::process::ExitStatus {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success(), "kill -TERM failed");
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "still running {limit:?} after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     pub fn kill(mut self) {
         // SIGKILL: no shutdown handler runs.
         self.child.kill().unwrap();

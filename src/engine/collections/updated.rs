@@ -37,8 +37,12 @@ impl Collections {
         loop {
             written.borrow_and_update();
             let page = self.updated_page(&handle, cursor, limit)?;
-            if !page.0.is_empty() || tokio::time::Instant::now() >= deadline || *closing.borrow() {
+            if !page.0.is_empty() || tokio::time::Instant::now() >= deadline {
                 return Ok(page);
+            }
+            if *closing.borrow() {
+                // A waiting poll is cut short: said, as sessions say it.
+                return Err(EngineError::Unavailable);
             }
             tokio::select! {
                 _ = written.changed() => {}

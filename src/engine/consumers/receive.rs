@@ -63,8 +63,12 @@ impl Consumers {
                 now: now_ms(),
             };
             let round = self.run_pass(basin, name, &pass, dead_letters).await?;
-            if !round.deliveries.is_empty() || Instant::now() >= deadline || *closing.borrow() {
+            if !round.deliveries.is_empty() || Instant::now() >= deadline {
                 return Ok(round.deliveries);
+            }
+            if *closing.borrow() {
+                // A waiting receive is cut short: said, as sessions say it.
+                return Err(EngineError::Unavailable);
             }
             if round.more {
                 continue;

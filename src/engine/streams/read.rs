@@ -91,10 +91,14 @@ impl StreamCore {
             let done = !scan.records.is_empty()
                 || scan.hit_until
                 || scan.hit_bytes
-                || *closing.borrow()
                 || Instant::now() >= deadline;
             if done || limits.count == Some(0) || limits.bytes == Some(0) {
                 return Ok(batch_with_tail(scan.records, now_visible));
+            }
+            if *closing.borrow() {
+                // A waiting long poll is cut short: said, as sessions say
+                // it, rather than answered as if the wait had run out.
+                return Err(EngineError::Unavailable);
             }
             tokio::select! {
                 changed = visible.changed() => {
