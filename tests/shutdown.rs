@@ -55,7 +55,7 @@ async fn long_polls_end_with_unavailable_on_shutdown() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_process_exits_promptly_after_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = RillProcess::start(dir.path());
+    let server = RillProcess::start(dir.path());
     let http = reqwest::Client::new();
     create_basin_and_stream(&http, &server.base, "shutdown-basin").await;
     let resp = http
