@@ -106,6 +106,11 @@ enum Command {
         /// once, kept in `DATA_DIR/root-token`).
         #[arg(long)]
         auth: bool,
+        /// Log every request (method, path, status, milliseconds) at
+        /// `info`; without it they are logged at `debug`
+        /// (`RUST_LOG=rill::access=debug`).
+        #[arg(long, env = "RILL_ACCESS_LOG")]
+        access_log: bool,
     },
     /// Accept that commits the store cannot recover (damage in its
     /// journal) are gone, so that the server starts with what is intact.
@@ -165,6 +170,7 @@ fn main() -> std::process::ExitCode {
             max_append_sessions,
             max_long_polls,
             max_sessions_per_token,
+            access_log,
         } => {
             let data_dir = (!in_memory).then_some(data_dir);
             let flags = rill::root_token::RootTokenFlags {
@@ -204,6 +210,11 @@ fn main() -> std::process::ExitCode {
                 tls: tls_cert
                     .zip(tls_key)
                     .map(|(cert, key)| rill::tls::TlsFiles { cert, key }),
+                access_log: if access_log {
+                    rill::api::AccessLog::Info
+                } else {
+                    rill::api::AccessLog::Debug
+                },
             };
             match tokio::runtime::Runtime::new() {
                 Ok(runtime) => runtime

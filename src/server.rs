@@ -31,6 +31,7 @@ pub struct ServeConfig {
     /// Serve over TLS with these certificate and key files.
     pub tls: Option<crate::tls::TlsFiles>,
     pub sessions: SessionLimits,
+    pub access_log: crate::api::AccessLog,
 }
 
 pub fn open_storage(data_dir: Option<&std::path::Path>) -> Result<Arc<dyn Storage>, String> {
@@ -112,6 +113,7 @@ pub async fn serve(
         auth: config.auth,
         tls,
         sessions: config.sessions,
+        access_log: config.access_log,
     };
     run_with(listener, engine, options, shutdown).await
 }
@@ -151,6 +153,7 @@ pub struct ServerOptions {
     pub auth: Auth,
     pub tls: Option<Tls>,
     pub sessions: SessionLimits,
+    pub access_log: crate::api::AccessLog,
 }
 
 /// [`run`] with the given options.
@@ -165,6 +168,7 @@ pub async fn run_with(
         auth,
         tls,
         sessions,
+        access_log,
     } = options;
     let upkeep = engine.spawn_upkeep(UPKEEP_INTERVAL);
     let restarts = engine.spawn_restarts();
@@ -175,6 +179,7 @@ pub async fn run_with(
         max_body_bytes: limits.max_body_bytes,
         auth,
         sessions,
+        access_log,
     };
     let app = crate::api::router(engine.clone(), api);
     let closing = engine.clone();

@@ -4,6 +4,7 @@
 //! and render the result; everything about streams lives in the engine.
 //! Every routed request passes the authorization layer ([`auth`]) first.
 
+pub mod access_log;
 mod account;
 pub mod admission;
 pub mod auth;
@@ -29,6 +30,7 @@ use axum::routing::{get, on, MethodFilter};
 use axum::Router;
 
 use crate::engine::Engine;
+pub use access_log::AccessLog;
 pub use admission::SessionLimits;
 pub use auth::Auth;
 use error::ApiError;
@@ -50,6 +52,8 @@ pub struct ApiConfig {
     pub max_body_bytes: usize,
     pub auth: Auth,
     pub sessions: SessionLimits,
+    /// The level every request is logged at.
+    pub access_log: AccessLog,
 }
 
 impl Default for ApiConfig {
@@ -60,6 +64,7 @@ impl Default for ApiConfig {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             auth: Auth::Off,
             sessions: SessionLimits::default(),
+            access_log: AccessLog::default(),
         }
     }
 }
@@ -76,6 +81,7 @@ pub fn router(engine: Arc<Engine>, config: ApiConfig) -> Router {
         admission: admission::Admission::new(config.sessions),
     };
     let max_body_bytes = state.max_body_bytes;
+    let access_log = config.access_log;
     let (v1, _) = v1_routes();
     Router::new()
         .nest("/v1", v1)
@@ -90,6 +96,10 @@ pub fn router(engine: Arc<Engine>, config: ApiConfig) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        // Outermost: every request is logged, refused ones too.
+        .layer(axum::middleware::from_fn(move |request, next| {
+            access_log::record(access_log, request, next)
+        }))
         .with_state(state)
 }
 

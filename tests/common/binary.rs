@@ -3,12 +3,15 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// A `rill serve` process; its address is read from its log.
 pub struct RillProcess {
     child: Child,
     pub base: String,
+    /// What it logged after it started listening.
+    log: Arc<Mutex<Vec<String>>>,
 }
 
 impl RillProcess {
@@ -19,9 +22,15 @@ impl RillProcess {
     /// Starts `rill serve`: the process once it listens, or everything it
     /// said if it exited first (a refused store, say).
     pub fn try_start(data_dir: &std::path::Path) -> Result<Self, String> {
+        Self::try_start_with(data_dir, &[])
+    }
+
+    /// [`Self::try_start`] with more flags for `rill serve`.
+    pub fn try_start_with(data_dir: &std::path::Path, flags: &[&str]) -> Result<Self, String> {
         let mut child = Command::new(env!("CARGO_BIN_EXE_rill"))
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
+            .args(flags)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -29,6 +38,8 @@ impl RillProcess {
             .expect("rill starts");
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let kept = log.clone();
         std::thread::spawn(move || {
             let mut sent = false;
             let mut said = String::new();
@@ -47,6 +58,8 @@ impl RillProcess {
                 } else if !sent {
                     said.push_str(&line);
                     said.push('\n');
+                } else {
+                    kept.lock().unwrap().push(line);
                 }
             }
             // Exited without listening.
@@ -65,7 +78,13 @@ impl RillProcess {
         Ok(RillProcess {
             child,
             base: format!("http://{addr}"),
+            log,
         })
+    }
+
+    /// The lines it logged since it started listening.
+    pub fn log_lines(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
     }
 
     /// SIGTERM, as a service manager stops it; how it exited. Fails if it

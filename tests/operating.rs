@@ -1,8 +1,9 @@
-//! Stopping the server: requests waiting for data (long polls on a
+//! What an operator sees of a running server. Stopping it: requests
+//! waiting for data (long polls on a
 //! stream, a collection's `/updated` and events, a consumer's receive)
 //! end at once with `503 unavailable`, as sessions do, rather than as if
 //! their wait had run out; and the process exits as soon as what was
-//! acknowledged is durable.
+//! acknowledged is durable. And how requests are logged (`--access-log`).
 
 mod common;
 
@@ -87,4 +88,51 @@ async fn the_process_exits_promptly_after_sigterm() {
         .unwrap();
     let batch = expect_status(resp, StatusCode::OK).await;
     assert_eq!(bodies(&batch), ["kept"]);
+}
+
+/// `--access-log`: a line per request, with method, path and status (and
+/// not the query string).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_log_has_a_line_per_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = RillProcess::try_start_with(dir.path(), &["--access-log"]).unwrap();
+    let http = reqwest::Client::new();
+    create_basin_and_stream(&http, &server.base, "access-basin").await;
+    let resp = http
+        .get(format!("{}/v1/streams/nope/records?seq_num=7", server.base))
+        .header("s2-basin", "access-basin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let line = loop {
+        let lines = server.log_lines();
+        if let Some(line) = lines
+            .iter()
+            .find(|l| l.contains("/v1/streams/nope/records"))
+        {
+            break line.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no access log line in {lines:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        line.contains("rill::access") && line.contains("INFO"),
+        "{line}"
+    );
+    assert!(
+        line.contains("method=GET") && line.contains("status=404"),
+        "{line}"
+    );
+    assert!(!line.contains("seq_num=7"), "the query is left out: {line}");
+    let creates = server
+        .log_lines()
+        .iter()
+        .filter(|l| l.contains("method=PUT") && l.contains("status=201"))
+        .count();
+    assert_eq!(creates, 2, "{:#?}", server.log_lines());
 }
