@@ -78,6 +78,7 @@ use Touches::*;
 const ROUTES: &[Route] = &[
     r("GET", "/health", &[], Public),
     r("GET", "/ready", &[], Public),
+    r("GET", "/openapi.json", &[], Public),
     r("GET", "/v1/basins", &["list-basins"], Nothing),
     r("POST", "/v1/basins", &["create-basin"], Basin),
     r("GET", "/v1/basins/{basin}", &["get-basin-config"], Basin),

@@ -1,6 +1,6 @@
 //! What an operator sees of a running server. Stopping it: requests
-//! waiting for data (long polls on a
-//! stream, a collection's `/updated` and events, a consumer's receive)
+//! waiting for data (long polls on a stream, a collection's `/updated`
+//! and events, `/v1/updated`, a consumer's receive)
 //! end at once with `503 unavailable`, as sessions do, rather than as if
 //! their wait had run out; and the process exits as soon as what was
 //! acknowledged is durable. And how requests are logged (`--access-log`).
@@ -30,6 +30,7 @@ async fn long_polls_end_with_unavailable_on_shutdown() {
         server.read_request("s", "seq_num=1&wait=30"),
         server.get("/v1/collections/c/updated?wait=30"),
         server.get("/v1/collections/c/events?seq_num=0&wait=30"),
+        server.get("/v1/updated?wait=30"),
         server
             .post("/v1/consumers/w/receive")
             .json(&json!({ "batch_size": 1, "wait_ms": 30_000 })),

@@ -87,6 +87,7 @@ pub fn router(engine: Arc<Engine>, config: ApiConfig) -> Router {
         .nest("/v1", v1)
         .route("/health", get(health))
         .route("/ready", get(ready))
+        .route("/openapi.json", get(openapi))
         // Only matched routes pass through it; the fallbacks check
         // the token themselves.
         .route_layer(axum::middleware::from_fn_with_state(
@@ -114,7 +115,19 @@ pub fn routes() -> Vec<(Method, String)> {
         .collect();
     all.push((Method::GET, "/health".into()));
     all.push((Method::GET, "/ready".into()));
+    all.push((Method::GET, "/openapi.json".into()));
     all
+}
+
+/// The OpenAPI document of what Rill adds to S2 (`docs/openapi.json`; a
+/// test checks it against [`routes`]).
+pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
+
+async fn openapi() -> impl axum::response::IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        OPENAPI,
+    )
 }
 
 /// The `/v1` routes, one per method, each with an access policy.

@@ -63,7 +63,7 @@ pub fn policy(method: &Method, path: &str) -> Option<Policy> {
     };
     let m = method.as_str();
     match (m, path) {
-        ("GET", "/health" | "/ready") => p(&[], Public),
+        ("GET", "/health" | "/ready" | "/openapi.json") => p(&[], Public),
 
         ("GET", "/v1/basins") => p(&[ListBasins], Account),
         ("POST", "/v1/basins") => p(&[CreateBasin], Handler),

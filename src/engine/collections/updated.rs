@@ -113,11 +113,11 @@ impl Collections {
             let page = self
                 .updated_across_page(basin, names.as_deref(), cursor, limit)
                 .await?;
-            if !page.0.is_empty()
-                || tokio::time::Instant::now() >= deadline
-                || self.core.is_closing()
-            {
+            if !page.0.is_empty() || tokio::time::Instant::now() >= deadline {
                 return Ok(page);
+            }
+            if self.core.is_closing() {
+                return Err(EngineError::Unavailable); // as in `updated`
             }
             tokio::time::sleep(std::time::Duration::from_millis(25)).await;
         }
