@@ -40,7 +40,7 @@ async fn long_polls_end_with_unavailable_on_shutdown() {
         .map(|request| tokio::spawn(request.send()))
         .collect();
     // Every poll is waiting before the server is told to stop.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     let started = Instant::now();
     server.stop().await;
     for poll in polls {

@@ -93,11 +93,10 @@ pub async fn run(
     };
     client.ensure_stream(&stream).await.map_err(fail)?;
     let result = measure(client, &stream, &args, max_batch).await;
-    if temporary {
-        let _ = client.delete_stream(&stream).await;
-    }
+    // Whether the temporary stream is gone: said in the report.
+    let deleted = temporary && client.delete_stream(&stream).await.is_ok();
     let report = result?;
-    report.print(&stream, temporary, json_out, out)
+    report.print(&stream, deleted, json_out, out)
 }
 
 /// What a run measured.

@@ -121,10 +121,16 @@ pub async fn updated(
     loop {
         while let Some(record) = updates.next().await.map_err(fail)? {
             print_record(out, &record, json_out)?;
+            // Following: the cursor after each page, so that a follower
+            // stopped at any time knows where to resume.
+            if let (true, Some(cursor)) = (follow, updates.cursor()) {
+                let _ = out.flush();
+                eprintln!("cursor: {cursor}");
+            }
         }
         let _ = out.flush();
-        eprintln!("cursor: {}", updates.cursor().unwrap_or_default());
         if !follow {
+            eprintln!("cursor: {}", updates.cursor().unwrap_or_default());
             return Ok(());
         }
     }

@@ -157,6 +157,9 @@ impl Engine {
         let layers = self.layers.load_full();
         layers.collections.upkeep_once().await;
         layers.core.upkeep_once().await;
+        if self.closing.load(Ordering::Acquire) {
+            return; // a compaction now would hold up the exit
+        }
         if let Err(err) = self.storage.reclaim_space() {
             tracing::warn!(error = %err, "giving deleted data's space back failed; retrying next round");
         }

@@ -283,7 +283,7 @@ impl FjallStorage {
                 .map_err(|e| self.explain(e))?;
             if Instant::now() > deadline {
                 return Err(StorageError::Io(format!(
-                    "the recovered data was not flushed within {FLUSH_TIMEOUT:?}"
+                    "memtables were not flushed to table files within {FLUSH_TIMEOUT:?}"
                 )));
             }
             std::thread::sleep(Duration::from_millis(10));
@@ -431,7 +431,11 @@ impl Storage for FjallStorage {
         })?;
         self.commits.store(commit, Ordering::Release);
         for keyspace in Keyspace::ALL {
-            self.reclaimer.deleted(keyspace, deletes[keyspace.index()]);
+            let count = deletes[keyspace.index()];
+            if count > 0 {
+                self.reclaimer
+                    .deleted(keyspace, open.keyspace(keyspace), count);
+            }
         }
         // Only now, with the commit durable. Not fsynced: see the ledger.
         if let Err(err) = self.lock_ledger().record(commit, &notes) {
@@ -485,23 +489,27 @@ impl Storage for FjallStorage {
         if open.failed.load(Ordering::Acquire) {
             return Ok(());
         }
-        let compacted = self.reclaimer.run(
+        let (compacted, result) = self.reclaimer.run(
+            &self.path,
             &open.keyspaces,
             |keyspace| self.flush(&open, std::slice::from_ref(keyspace)),
             |err| self.explain(err),
-        )?;
+        );
         if compacted {
             // The replaced table files are deleted once fjall lets go of
             // the versions that list them, which it checks when a
             // memtable is flushed, against the newest sequence number
             // no snapshot needs. On an idle server neither moves on its
             // own: one empty commit and one flush make both happen now.
+            // (Should that commit fail, the store refuses writes from
+            // then on, and the engine's next write finds out and restarts
+            // it, as after any failed write.)
             drop(open);
             self.write(WriteBatch::default())?;
             let open = self.opened()?;
             self.flush(&open, &open.keyspaces[Keyspace::Meta.index()..][..1])?;
         }
-        Ok(())
+        result
     }
 
     fn get(&self, keyspace: Keyspace, key: &[u8]) -> StorageResult<Option<Vec<u8>>> {
