@@ -193,3 +193,55 @@ fn version_and_completions() {
         "{help}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_applies_a_batch_all_or_nothing() {
+    let server = TestServer::start().await;
+    server.create_basin(BASIN).await;
+    run_rill(&server, &["collections", "create", "users"], "").await;
+    run_rill(&server, &["put", "users", "old", r#"{"n": 0}"#], "").await;
+
+    let lines = concat!(
+        r#"{"id": "u1", "data": {"n": 1}}"#,
+        "\n",
+        r#"{"id": "u2", "data": {"n": 2}, "expected_version": 0}"#,
+        "\n\n",
+        r#"{"id": "old", "delete": true}"#,
+        "\n",
+    );
+    let ran = run_rill(&server, &["write", "users"], lines).await;
+    assert_eq!(ran.code, Some(0), "{}", ran.err);
+    assert_eq!(
+        ran.out.lines().collect::<Vec<_>>(),
+        [
+            "u1\tv1\t{\"n\":1}",
+            "u2\tv1\t{\"n\":2}",
+            "old\tv2\t(deleted)"
+        ]
+    );
+
+    // A failed condition refuses the whole batch: u3 is not written.
+    let lines = concat!(
+        r#"{"id": "u3", "data": {"n": 3}}"#,
+        "\n",
+        r#"{"id": "u1", "data": {"n": 9}, "expected_version": 7}"#,
+        "\n",
+    );
+    let ran = run_rill(&server, &["write", "users"], lines).await;
+    assert_eq!(ran.code, Some(1), "{}", ran.err);
+    assert!(ran.err.contains("412"), "{}", ran.err);
+    let ran = run_rill(&server, &["get", "users", "u3"], "").await;
+    assert_eq!(ran.code, Some(3), "{}", ran.err);
+
+    // A bad line is named, and nothing is sent.
+    let ran = run_rill(
+        &server,
+        &["write", "users"],
+        "{\"id\": \"u4\", \"data\": {}}\n{\"id\": 5}\n",
+    )
+    .await;
+    assert_eq!(ran.code, Some(1));
+    assert!(ran.err.contains("line 2: no \"id\""), "{}", ran.err);
+    let ran = run_rill(&server, &["get", "users", "u4"], "").await;
+    assert_eq!(ran.code, Some(3), "{}", ran.err);
+}

@@ -1,9 +1,9 @@
-//! `rill put`, `get`, `delete`, `updated` and `events`: collection records
-//! and what changed.
+//! `rill put`, `get`, `delete`, `write`, `updated` and `events`:
+//! collection records and what changed.
 
 use std::io::Write;
 
-use rill_client::{Client, Record};
+use rill_client::{Batch, Client, Record};
 use serde_json::{json, Value};
 
 use super::output::{fail, line, Failure};
@@ -20,6 +20,63 @@ pub async fn put(
         serde_json::from_str(data).map_err(|e| format!("the record is not JSON: {e}"))?;
     let record = client.put(collection, id, &data).await.map_err(fail)?;
     print_record(out, &record, json_out)
+}
+
+/// The most operations one batch may hold (the server's limit).
+const MAX_BATCH: usize = 1000;
+
+/// `rill write`: one JSON object per line of `input`, applied as one
+/// atomic batch (all or none): `{"id": ID, "data": {...}}` upserts,
+/// `{"id": ID, "delete": true}` deletes, either with `"expected_version":
+/// N` to apply only at that version. Prints the records written.
+pub async fn write(
+    client: &Client,
+    collection: &str,
+    input: impl std::io::BufRead,
+    json_out: bool,
+    out: &mut impl Write,
+) -> Result<(), Failure> {
+    let mut batch = Batch::default();
+    for (number, text) in input.lines().enumerate() {
+        let text = text.map_err(|e| format!("cannot read the input: {e}"))?;
+        if text.trim().is_empty() {
+            continue;
+        }
+        let op: Value = serde_json::from_str(&text)
+            .map_err(|e| format!("line {} is not JSON: {e}", number + 1))?;
+        batch = add_operation(batch, &op).map_err(|why| format!("line {}: {why}", number + 1))?;
+        if batch.len() > MAX_BATCH {
+            return Err(format!("a batch holds at most {MAX_BATCH} operations").into());
+        }
+    }
+    if batch.is_empty() {
+        return line(out, "nothing written: the input had no lines");
+    }
+    let written = client.write_batch(collection, &batch).await.map_err(fail)?;
+    for record in &written {
+        print_record(out, record, json_out)?;
+    }
+    Ok(())
+}
+
+/// `batch` with the operation one input line describes.
+fn add_operation(batch: Batch, op: &Value) -> Result<Batch, String> {
+    let id = op["id"].as_str().ok_or("no \"id\" (a string)")?;
+    let expected = match &op["expected_version"] {
+        Value::Null => None,
+        v => Some(v.as_u64().ok_or("\"expected_version\" is not a number")?),
+    };
+    let delete = op["delete"].as_bool().unwrap_or(false);
+    match (delete, &op["data"], expected) {
+        (true, Value::Null, None) => Ok(batch.delete(id)),
+        (true, Value::Null, Some(version)) => Ok(batch.delete_if(id, version)),
+        (true, _, _) => Err("a delete has no \"data\"".into()),
+        (false, data @ Value::Object(_), None) => Ok(batch.upsert(id, data.clone())),
+        (false, data @ Value::Object(_), Some(version)) => {
+            Ok(batch.upsert_if(id, data.clone(), version))
+        }
+        (false, _, _) => Err("\"data\" must be a JSON object (or give \"delete\": true)".into()),
+    }
 }
 
 pub async fn get(

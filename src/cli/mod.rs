@@ -141,6 +141,18 @@ pub enum ClientCommand {
         /// The record's key.
         id: String,
     },
+    /// Apply upserts and deletes to a collection as one atomic batch (all
+    /// or none, at most 1000): one JSON object per line of stdin (or of
+    /// --file), `{"id": "u1", "data": {...}}` or `{"id": "u1", "delete":
+    /// true}`, either with `"expected_version": N`; print the records
+    /// written.
+    Write {
+        /// The collection to write to.
+        collection: String,
+        /// Read the lines from this file instead of stdin.
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
     /// Print the records changed after a position (by default, all), one
     /// per line, then the cursor to resume with (on stderr); with -f, keep
     /// following.
@@ -227,6 +239,16 @@ pub async fn run(connection: Connection, command: ClientCommand) -> Result<(), F
         ClientCommand::Updated(args) => {
             let (collection, from, follow) = args.into_parts();
             collections::updated(&client, &collection, from, follow, json_out, out).await
+        }
+        ClientCommand::Write { collection, file } => {
+            let input: Box<dyn std::io::BufRead> = match file {
+                Some(path) => Box::new(std::io::BufReader::new(
+                    std::fs::File::open(&path)
+                        .map_err(|e| format!("cannot open {}: {e}", path.display()))?,
+                )),
+                None => Box::new(std::io::stdin().lock()),
+            };
+            collections::write(&client, &collection, input, json_out, out).await
         }
         ClientCommand::Events(args) => collections::events(&client, args, json_out, out).await,
         ClientCommand::Bench(args) => bench::run(&client, args, json_out, out).await,
