@@ -482,7 +482,7 @@ impl Storage for FjallStorage {
         Ok(())
     }
 
-    /// See [`super::reclaim`]. Not while the store refuses writes: a
+    /// See `storage/reclaim.rs`. Not while the store refuses writes: a
     /// flush or compaction would fail the same way.
     fn reclaim_space(&self) -> StorageResult<()> {
         let open = self.opened()?;
