@@ -449,31 +449,15 @@ async fn read_options_and_tail_follow() {
     assert!(!ok && !err.is_empty());
 
     // tail -f prints what is appended after it started.
-    let base = server.base.clone();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_rill"))
-        .args(["tail", "log", "-n", "1", "-f"])
-        .env("RILL_ENDPOINT", &base)
-        .env("RILL_BASIN", BASIN)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let lines = tokio::task::spawn_blocking(move || {
-        use std::io::BufRead;
-        std::io::BufReader::new(stdout)
-            .lines()
-            .take(3)
-            .map(Result::unwrap)
-            .collect::<Vec<_>>()
-    });
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let (mut child, output) = common::cli::spawn_rill(&server, &["tail", "log", "-n", "1", "-f"]);
+    assert_eq!(common::cli::next_line(&output), "dddd");
     server.append("log", &["live-1"]).await;
     server.append("log", &["live-2"]).await;
-    let lines = tokio::time::timeout(std::time::Duration::from_secs(20), lines)
-        .await
-        .expect("tail -f printed the new records")
-        .unwrap();
+    let lines = [
+        "dddd".to_string(),
+        common::cli::next_line(&output),
+        common::cli::next_line(&output),
+    ];
     child.kill().unwrap();
     let _ = child.wait();
     assert_eq!(lines, ["dddd", "live-1", "live-2"]);

@@ -5,11 +5,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
-use common::cli::run_rill;
+use common::cli::{next_line, run_rill, spawn_rill};
 use common::*;
 use serde_json::{json, Value};
 
@@ -71,37 +69,6 @@ async fn exit_codes_and_messages_say_what_happened() {
         ran.out
     );
     assert_eq!(ran.out.lines().count(), 1, "{}", ran.out);
-}
-
-/// Starts `rill ARGS` against `server`; its stdout, line by line.
-fn spawn_rill(
-    server: &TestServer,
-    args: &[&str],
-) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rill"))
-        .args(args)
-        .env("RILL_ENDPOINT", &server.base)
-        .env("RILL_BASIN", BASIN)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    (child, rx)
-}
-
-fn next_line(lines: &std::sync::mpsc::Receiver<String>) -> String {
-    lines
-        .recv_timeout(Duration::from_secs(20))
-        .expect("a line within 20 s")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

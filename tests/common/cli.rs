@@ -1,7 +1,9 @@
 //! Runs the real `rill` command line against a test server.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::Receiver;
+use std::time::Duration;
 
 use super::{TestServer, BASIN};
 
@@ -40,4 +42,33 @@ pub async fn run_rill(server: &TestServer, args: &[&str], stdin: &str) -> Ran {
     })
     .await
     .unwrap()
+}
+
+/// Starts `rill ARGS` against `server`; its stdout, line by line.
+pub fn spawn_rill(server: &TestServer, args: &[&str]) -> (Child, Receiver<String>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rill"))
+        .args(args)
+        .env("RILL_ENDPOINT", &server.base)
+        .env("RILL_BASIN", BASIN)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    (child, rx)
+}
+
+/// The next line of a [`spawn_rill`], waiting up to 20 s.
+pub fn next_line(lines: &Receiver<String>) -> String {
+    lines
+        .recv_timeout(Duration::from_secs(20))
+        .expect("a line within 20 s")
 }
