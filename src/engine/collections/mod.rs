@@ -24,6 +24,7 @@
 //! when writes are so dense that the clock runs that far ahead.
 
 mod admin;
+pub mod filter;
 mod handle;
 pub mod keys;
 mod layer;
@@ -32,6 +33,7 @@ mod types;
 mod updated;
 mod write;
 
+pub use filter::{Candidate, Filter};
 pub use handle::CollectionHandle;
 pub use layer::Collections;
 pub use types::{

@@ -3,7 +3,6 @@
 //! same JSON is persisted in the consumer's metadata.
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
 
 use crate::engine::error::{EngineError, EngineResult};
 use crate::engine::streams::config::{
@@ -68,44 +67,9 @@ pub enum AckPolicy {
     Cursor,
 }
 
-/// Which messages of a collection source a consumer delivers; the others
-/// are passed over as if acked.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Filter {
-    /// Event types to keep (`created`, `updated`, `deleted`); events feed only.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub events: Option<Vec<String>>,
-    /// Keep records whose id starts with this.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub id_prefix: Option<String>,
-    /// Keep records whose data has these top-level fields with these values.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub data: Option<Map<String, Value>>,
-}
-
-impl Filter {
-    /// Whether a message with this event type (`None` for the records
-    /// feed), record id and data passes.
-    pub fn matches(&self, event: Option<&str>, id: &str, data: &Map<String, Value>) -> bool {
-        if let (Some(events), Some(event)) = (&self.events, event) {
-            if !events.iter().any(|e| e == event) {
-                return false;
-            }
-        }
-        if let Some(prefix) = &self.id_prefix {
-            if !id.starts_with(prefix.as_str()) {
-                return false;
-            }
-        }
-        if let Some(fields) = &self.data {
-            if fields.iter().any(|(k, v)| data.get(k) != Some(v)) {
-                return false;
-            }
-        }
-        true
-    }
-}
+/// Which messages of a collection source a consumer delivers (the others
+/// are passed over as if acked): the same filter reads take.
+pub use crate::engine::collections::Filter;
 
 /// A consumer's full configuration, as created.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -197,25 +161,14 @@ impl ConsumerConfig {
             _ => {}
         }
         if let Some(filter) = &self.filter {
-            if let Some(events) = &filter.events {
-                if matches!(
-                    self.source,
-                    Source::Collection {
-                        feed: Feed::Records,
-                        ..
-                    }
-                ) {
-                    return invalid("an event-type filter applies only to the events feed");
+            let events_feed = matches!(
+                self.source,
+                Source::Collection {
+                    feed: Feed::Events,
+                    ..
                 }
-                if let Some(bad) = events
-                    .iter()
-                    .find(|e| !["created", "updated", "deleted"].contains(&e.as_str()))
-                {
-                    return invalid(&format!(
-                        "unknown event type `{bad}`; expected created, updated or deleted"
-                    ));
-                }
-            }
+            );
+            filter.validate(events_feed)?;
         }
         Ok(())
     }
@@ -369,35 +322,5 @@ mod tests {
         .validate()
         .is_err());
         assert!(parse(r#"{"source": {"collection": "c", "feed": "events"}, "filter": {"events": ["created"], "data": {"a": 1}}}"#).validate().is_ok());
-    }
-
-    #[test]
-    fn filters() {
-        let filter: Filter = serde_json::from_str(
-            r#"{"events": ["updated"], "id_prefix": "user-", "data": {"plan": "pro"}}"#,
-        )
-        .unwrap();
-        let data = |v: Value| v.as_object().unwrap().clone();
-        assert!(filter.matches(
-            Some("updated"),
-            "user-1",
-            &data(serde_json::json!({"plan": "pro", "x": 1}))
-        ));
-        assert!(!filter.matches(
-            Some("created"),
-            "user-1",
-            &data(serde_json::json!({"plan": "pro"}))
-        ));
-        assert!(!filter.matches(
-            Some("updated"),
-            "org-1",
-            &data(serde_json::json!({"plan": "pro"}))
-        ));
-        assert!(!filter.matches(
-            Some("updated"),
-            "user-1",
-            &data(serde_json::json!({"plan": "free"}))
-        ));
-        assert!(!filter.matches(Some("updated"), "user-1", &data(serde_json::json!({}))));
     }
 }

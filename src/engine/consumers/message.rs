@@ -3,7 +3,7 @@
 use serde_json::{Map, Value};
 
 use super::position::Position;
-use crate::engine::collections::RawRecord;
+use crate::engine::collections::{Candidate, RawRecord};
 use crate::engine::error::EngineResult;
 use crate::engine::streams::types::SequencedRecord;
 
@@ -28,31 +28,62 @@ pub enum Payload {
     Doc(RawRecord),
 }
 
+/// What a filter looks at in a message (owned: a record's data is
+/// decoded for it).
+pub struct FilterFields {
+    event: Option<String>,
+    id: String,
+    data: Map<String, Value>,
+    changes: Option<Map<String, Value>>,
+}
+
+impl FilterFields {
+    pub fn candidate(&self) -> Candidate<'_> {
+        Candidate {
+            event: self.event.as_deref(),
+            id: &self.id,
+            data: &self.data,
+            changes: self.changes.as_ref(),
+        }
+    }
+}
+
 impl Message {
-    /// The event type (events feed), record id and data, for filters.
-    pub fn filter_fields(&self) -> EngineResult<(Option<String>, String, Map<String, Value>)> {
+    /// The event type and changes (events feed), record id and data, for
+    /// filters.
+    pub fn filter_fields(&self) -> EngineResult<FilterFields> {
+        let object = |event: &Map<String, Value>, key: &str| {
+            event.get(key).and_then(Value::as_object).cloned()
+        };
         match &self.payload {
-            Payload::Event(event) => Ok((
-                event
+            Payload::Event(event) => Ok(FilterFields {
+                event: event
                     .get("event")
                     .and_then(Value::as_str)
                     .map(str::to_owned),
-                event
+                id: event
                     .get("id")
                     .and_then(Value::as_str)
                     .unwrap_or_default()
                     .to_owned(),
-                event
-                    .get("data")
-                    .and_then(Value::as_object)
-                    .cloned()
-                    .unwrap_or_default(),
-            )),
+                data: object(event, "data").unwrap_or_default(),
+                changes: object(event, "changes"),
+            }),
             Payload::Doc(record) => {
                 let view = record.view()?;
-                Ok((None, view.id, view.data))
+                Ok(FilterFields {
+                    event: None,
+                    id: view.id,
+                    data: view.data,
+                    changes: None,
+                })
             }
-            Payload::Record(_) => Ok((None, String::new(), Map::new())),
+            Payload::Record(_) => Ok(FilterFields {
+                event: None,
+                id: String::new(),
+                data: Map::new(),
+                changes: None,
+            }),
         }
     }
 }

@@ -398,8 +398,8 @@ pub(super) fn passes(config: &ConsumerConfig, message: &Message) -> EngineResult
     match &config.filter {
         None => Ok(true),
         Some(filter) => {
-            let (event, id, data) = message.filter_fields()?;
-            Ok(filter.matches(event.as_deref(), &id, &data))
+            let fields = message.filter_fields()?;
+            Ok(filter.matches(&fields.candidate()))
         }
     }
 }
