@@ -22,6 +22,7 @@ use crate::wire::collections::{
     BatchWrite, CollectionJson,
 };
 use crate::wire::cursor::{decode_cursor, decode_unified_cursor, parse_time};
+use crate::wire::filter::filter_from_query;
 
 pub async fn list(
     State(state): State<AppState>,
@@ -215,7 +216,12 @@ pub async fn updated(
     Basin(basin): Basin,
     Path(collection): Path<String>,
     Query(params): Query<UpdatedParams>,
+    Query(pairs): Query<Vec<(String, String)>>,
 ) -> ApiResult<Response> {
+    let filter = filter_from_query(&pairs)?;
+    if let Some(filter) = &filter {
+        filter.validate(false)?;
+    }
     let cursor = match (&params.cursor, &params.updated_after, &params.after_id) {
         (Some(token), None, None) => decode_cursor(token)?,
         (Some(_), _, _) => {
@@ -240,11 +246,15 @@ pub async fn updated(
     let updated = async {
         let engine = state.engine.collections();
         Ok(engine
-            .updated(&basin, &collection, &cursor, limit, wait)
+            .updated(&basin, &collection, &cursor, limit, filter.as_ref(), wait)
             .await?)
     };
-    let (records, next) = principal.unless_lost(updated).await?;
-    Ok(json_response(records_page(&records, &next)))
+    let page = principal.unless_lost(updated).await?;
+    Ok(json_response(records_page(
+        &page.records,
+        &page.next,
+        page.caught_up,
+    )))
 }
 
 /// The read parameters of a stream read, plus an event-type filter.

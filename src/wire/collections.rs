@@ -109,10 +109,15 @@ impl BatchWrite {
 }
 
 /// A page of one collection's records stream:
-/// `{"records": [...], "next": {"updated_after", "after_id"}, "cursor"}`.
-pub fn records_page(records: &[RawRecord], next: &Cursor) -> Vec<u8> {
+/// `{"records": [...], "next": {"updated_after", "after_id"}, "cursor",
+/// "caught_up"}`.
+pub fn records_page(records: &[RawRecord], next: &Cursor, caught_up: bool) -> Vec<u8> {
     let next_json = json!({ "updated_after": next.updated_after, "after_id": next.after_id });
-    page(records, &next_json, &encode_cursor(next))
+    let mut body = page(records, &next_json, &encode_cursor(next));
+    // `"caught_up": …` before the closing brace.
+    body.pop();
+    body.extend_from_slice(format!(",\"caught_up\":{caught_up}}}").as_bytes());
+    body
 }
 
 /// A page across collections: as [`records_page`], with `next` also

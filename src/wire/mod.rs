@@ -4,6 +4,7 @@
 pub mod collections;
 pub mod consumers;
 pub mod cursor;
+pub mod filter;
 pub mod json;
 pub mod proto;
 /// S2S framing lives in the `rill-protocol` crate, shared with the client.

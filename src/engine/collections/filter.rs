@@ -365,7 +365,7 @@ pub fn parse_condition(text: &str) -> EngineResult<Condition> {
 }
 
 /// A value in text: JSON if it reads as JSON, else the text as a string.
-fn literal(text: &str) -> Value {
+pub fn literal(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string()))
 }
 

@@ -7,16 +7,34 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::filter::{Candidate, Filter};
 use super::handle::CollectionHandle;
 use super::keys;
 use super::layer::Collections;
 use super::types::MAX_PAGE;
+
 use super::types::{Cursor, RawRecord, UnifiedCursor};
 use crate::engine::error::{EngineError, EngineResult};
 use crate::engine::locks::lock;
 use crate::engine::streams::types::now_ms;
 use crate::engine::streams::MAX_UNARY_WAIT;
 use crate::storage::Keyspace;
+
+/// Records a filtered page may scan before it returns (with the cursor
+/// past them, and `caught_up: false`), matched or not: a filter that
+/// matches 1 record in a million does not turn one request into a scan of
+/// the whole collection.
+pub const SCAN_BUDGET: usize = 10_000;
+
+/// A page of the records stream.
+pub struct UpdatedPage {
+    pub records: Vec<RawRecord>,
+    /// Where to go on from: past every record scanned.
+    pub next: Cursor,
+    /// Whether everything final was scanned (otherwise the limit or, when
+    /// filtered, the scan budget ended the page: ask again at once).
+    pub caught_up: bool,
+}
 
 impl Collections {
     /// A page of the records stream strictly after `cursor`, at most
@@ -28,18 +46,35 @@ impl Collections {
         collection: &str,
         cursor: &Cursor,
         limit: usize,
+        filter: Option<&Filter>,
         wait: std::time::Duration,
-    ) -> EngineResult<(Vec<RawRecord>, Cursor)> {
+    ) -> EngineResult<UpdatedPage> {
         let handle = self.handle(basin, collection).await?;
         let deadline = tokio::time::Instant::now() + wait.min(MAX_UNARY_WAIT);
         let mut written = handle.written.subscribe();
         let mut closing = self.core.closing();
+        // A filtered wait goes on from where its last scan ended: it never
+        // scans a record twice, and wakes its caller only for a match.
+        let mut cursor = cursor.clone();
         loop {
             written.borrow_and_update();
-            let page = self.updated_page(&handle, cursor, limit)?;
-            if !page.0.is_empty() || tokio::time::Instant::now() >= deadline {
+            let page = match filter {
+                Some(filter) => self.filtered_page(&handle, &cursor, limit, filter)?,
+                None => {
+                    let (records, next) = self.updated_page(&handle, &cursor, limit)?;
+                    let caught_up = records.len() < limit.clamp(1, MAX_PAGE);
+                    UpdatedPage {
+                        records,
+                        next,
+                        caught_up,
+                    }
+                }
+            };
+            let done = !page.records.is_empty() || !page.caught_up;
+            if done || tokio::time::Instant::now() >= deadline {
                 return Ok(page);
             }
+            cursor = page.next;
             if *closing.borrow() {
                 // A waiting poll is cut short: said, as sessions say it.
                 return Err(EngineError::Unavailable);
@@ -51,6 +86,70 @@ impl Collections {
                 // shows once it has.
                 _ = tokio::time::sleep(std::time::Duration::from_millis(1)), if lock(&handle.clock).last > now_ms() => {}
                 _ = tokio::time::sleep_until(deadline) => {}
+            }
+        }
+    }
+
+    /// One page of the records that pass `filter`: at most `limit` of
+    /// them, from at most [`SCAN_BUDGET`] records scanned. The cursor
+    /// moves past everything scanned, matched or not, so paging on never
+    /// scans a record twice; `caught_up` says the scan reached the end of
+    /// what is final rather than its budget or the limit.
+    fn filtered_page(
+        &self,
+        handle: &CollectionHandle,
+        cursor: &Cursor,
+        limit: usize,
+        filter: &Filter,
+    ) -> EngineResult<UpdatedPage> {
+        let limit = limit.clamp(1, MAX_PAGE);
+        let mut scanned = 0;
+        let mut records = Vec::new();
+        let mut next = cursor.clone();
+        loop {
+            let budget = (SCAN_BUDGET - scanned).min(MAX_PAGE);
+            let (batch, _) = self.updated_page(handle, &next, budget)?;
+            let exhausted = batch.len() < budget;
+            scanned += batch.len();
+            for record in batch {
+                let view = record.view()?;
+                let candidate = Candidate {
+                    event: None,
+                    id: &view.id,
+                    data: &view.data,
+                    changes: None,
+                };
+                let matched = filter.matches(&candidate);
+                next = Cursor {
+                    updated_after: record.updated_at,
+                    after_id: Some(record.id.clone()),
+                    started_at: cursor.started_at,
+                };
+                if matched {
+                    records.push(record);
+                    if records.len() == limit {
+                        return Ok(UpdatedPage {
+                            records,
+                            next,
+                            caught_up: false,
+                        });
+                    }
+                }
+            }
+            if exhausted {
+                // Nothing more is final yet.
+                return Ok(UpdatedPage {
+                    records,
+                    next,
+                    caught_up: true,
+                });
+            }
+            if scanned >= SCAN_BUDGET {
+                return Ok(UpdatedPage {
+                    records,
+                    next,
+                    caught_up: false,
+                });
             }
         }
     }
