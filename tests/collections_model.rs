@@ -173,15 +173,16 @@ async fn run(ops: Vec<Op>) {
                 let mut cursor = Cursor::default();
                 let mut walked: Vec<(u64, String, (u64, Value, bool))> = Vec::new();
                 loop {
-                    let (page, next) = engine
+                    let page = engine
                         .collections()
-                        .updated(BASIN, COLL, &cursor, 2, Duration::ZERO)
+                        .updated(BASIN, COLL, &cursor, 2, None, Duration::ZERO)
                         .await
                         .unwrap();
-                    if page.is_empty() {
+                    if page.records.is_empty() {
+                        assert!(page.caught_up, "an empty unfiltered page is caught up");
                         break;
                     }
-                    for raw in page {
+                    for raw in page.records {
                         let v = raw.view().unwrap();
                         walked.push((
                             v.updated_at,
@@ -189,7 +190,7 @@ async fn run(ops: Vec<Op>) {
                             (v.version, Value::Object(v.data), v.deleted),
                         ));
                     }
-                    cursor = next;
+                    cursor = page.next;
                 }
                 let mut sorted = walked.clone();
                 sorted.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
