@@ -291,3 +291,58 @@ fn urlencode(text: &str) -> String {
         })
         .collect()
 }
+
+/// The command line (and through it the client) pages past pages that a
+/// filter left empty, and stops only when caught up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_line_filters_and_pages_past_empty_pages() {
+    let server = TestServer::start().await;
+    server.create_basin(BASIN).await;
+    server.put("/v1/collections/users").send().await.unwrap();
+    for batch in 0..12 {
+        let upserts: Vec<Value> = (0..1000)
+            .map(|i| {
+                let n = batch * 1000 + i;
+                json!({"id": format!("r{n:05}"), "data": {"n": n, "plan": if n % 2 == 0 { "pro" } else { "free" }}})
+            })
+            .collect();
+        server
+            .post("/v1/collections/users/records")
+            .json(&json!({ "upserts": upserts }))
+            .expect_status(StatusCode::OK)
+            .await;
+    }
+    // The only match comes after the first page's scan budget.
+    let ran = common::cli::run_rill(
+        &server,
+        &[
+            "updated", "users", "--where", "n>=11998", "--where", "plan=pro",
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(ran.code, Some(0), "{}", ran.err);
+    let ids: Vec<&str> = ran
+        .out
+        .lines()
+        .map(|l| l.split('\t').next().unwrap())
+        .collect();
+    assert_eq!(ids, ["r11998"], "{}", ran.out);
+    let ran = common::cli::run_rill(
+        &server,
+        &[
+            "updated",
+            "users",
+            "--json",
+            "--filter",
+            r#"{"id_prefix": "r0000", "where": [{"field": "plan", "op": "!=", "value": "pro"}]}"#,
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(ran.code, Some(0), "{}", ran.err);
+    assert_eq!(ran.out.lines().count(), 5, "{}", ran.out);
+    let ran = common::cli::run_rill(&server, &["updated", "users", "--where", "plan"], "").await;
+    assert_eq!(ran.code, Some(1), "{}", ran.err);
+    assert!(ran.err.contains("422 invalid"), "{}", ran.err);
+}

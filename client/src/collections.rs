@@ -205,6 +205,8 @@ impl Client {
             after: None,
             buffer: VecDeque::new(),
             wait_secs: 0,
+            filter: Vec::new(),
+            caught_up: false,
         }
     }
 
@@ -254,6 +256,10 @@ pub struct Updates {
     after: Option<(String, Option<String>)>,
     buffer: VecDeque<Record>,
     wait_secs: u32,
+    /// Filter parameters, sent with every page.
+    filter: Vec<(&'static str, String)>,
+    /// Whether the last page said everything final was scanned.
+    caught_up: bool,
 }
 
 impl Updates {
@@ -264,10 +270,36 @@ impl Updates {
         self
     }
 
-    /// The next changed record, or `None` when caught up.
+    /// Only records for which this condition holds, in the server's text
+    /// form: `plan=pro`, `seats>=10`, `plan in pro,team`,
+    /// `exists(address.city)`. Several must all hold.
+    pub fn filter_where(mut self, condition: &str) -> Self {
+        self.filter.push(("where", condition.to_string()));
+        self
+    }
+
+    /// Only records whose id starts with `prefix`.
+    pub fn id_prefix(mut self, prefix: &str) -> Self {
+        self.filter.push(("id_prefix", prefix.to_string()));
+        self
+    }
+
+    /// Only records the filter object passes (`{"where": [...], ...}`, as a
+    /// consumer's `filter` takes it); not together with the other filters.
+    pub fn filter(mut self, filter: &Value) -> Self {
+        self.filter.push(("filter", filter.to_string()));
+        self
+    }
+
+    /// The next changed record, or `None` when caught up. A filtered page
+    /// may hold no match and still not be the end (the server scans a
+    /// bounded number of records per page): such pages are paged past.
     pub async fn next(&mut self) -> Result<Option<Record>, Error> {
-        if self.buffer.is_empty() {
+        while self.buffer.is_empty() {
             self.fetch().await?;
+            if self.buffer.is_empty() && self.caught_up {
+                return Ok(None);
+            }
         }
         Ok(self.buffer.pop_front())
     }
@@ -288,8 +320,13 @@ impl Updates {
         struct Page {
             records: Vec<Record>,
             cursor: String,
+            /// Older servers do not say: an empty page was the end.
+            caught_up: Option<bool>,
         }
         let mut query = format!("limit=1000&wait={}", self.wait_secs);
+        for (key, value) in &self.filter {
+            query.push_str(&format!("&{key}={}", segment(value)));
+        }
         match (&self.cursor, &self.after) {
             (Some(cursor), _) => query.push_str(&format!("&cursor={}", segment(cursor))),
             (None, Some((updated_after, after_id))) => {
@@ -309,6 +346,7 @@ impl Updates {
             .call(Method::GET, &path, None, Retry::Safe)
             .await?;
         self.cursor = Some(page.cursor);
+        self.caught_up = page.caught_up.unwrap_or(page.records.is_empty());
         self.buffer.extend(page.records);
         Ok(())
     }

@@ -120,14 +120,26 @@ pub struct UpdatedArgs {
     #[arg(long, requires = "updated_after")]
     pub after_id: Option<String>,
     /// Then keep waiting for changes (long polls) and print each, until
-    /// interrupted; the cursor is printed each time it caught up.
+    /// interrupted; the cursor is printed after each page.
     #[arg(short, long)]
     pub follow: bool,
+    /// Only records for which this holds: `plan=pro`, `seats>=10`,
+    /// `plan in pro,team`, `exists(address.city)` (repeat: all must hold).
+    #[arg(long = "where", value_name = "CONDITION")]
+    pub conditions: Vec<String>,
+    /// Only records whose id starts with this.
+    #[arg(long)]
+    pub id_prefix: Option<String>,
+    /// Only records this filter object passes (JSON, as a consumer's
+    /// `filter`), instead of --where and --id-prefix.
+    #[arg(long, value_name = "JSON", conflicts_with_all = ["conditions", "id_prefix"])]
+    pub filter: Option<String>,
 }
 
 impl UpdatedArgs {
     /// The collection, and where to start.
-    pub fn into_parts(self) -> (String, UpdatedFrom, bool) {
+    /// The collection, where to start, whether to follow, and the filter.
+    pub fn into_parts(self) -> (String, UpdatedFrom, bool, UpdatedFilter) {
         let from = match (self.cursor, self.updated_after) {
             (Some(cursor), _) => UpdatedFrom::Cursor(cursor),
             (None, Some(updated_after)) => UpdatedFrom::Pair {
@@ -136,7 +148,36 @@ impl UpdatedArgs {
             },
             (None, None) => UpdatedFrom::Beginning,
         };
-        (self.collection, from, self.follow)
+        let filter = UpdatedFilter {
+            conditions: self.conditions,
+            id_prefix: self.id_prefix,
+            json: self.filter,
+        };
+        (self.collection, from, self.follow, filter)
+    }
+}
+
+/// What `rill updated` keeps.
+pub struct UpdatedFilter {
+    conditions: Vec<String>,
+    id_prefix: Option<String>,
+    json: Option<String>,
+}
+
+impl UpdatedFilter {
+    fn apply(self, mut updates: rill_client::Updates) -> Result<rill_client::Updates, Failure> {
+        if let Some(json) = &self.json {
+            let filter: Value =
+                serde_json::from_str(json).map_err(|e| format!("--filter is not JSON: {e}"))?;
+            updates = updates.filter(&filter);
+        }
+        if let Some(prefix) = &self.id_prefix {
+            updates = updates.id_prefix(prefix);
+        }
+        for condition in &self.conditions {
+            updates = updates.filter_where(condition);
+        }
+        Ok(updates)
     }
 }
 
@@ -161,6 +202,7 @@ pub async fn updated(
     collection: &str,
     from: UpdatedFrom,
     follow: bool,
+    filter: UpdatedFilter,
     json_out: bool,
     out: &mut impl Write,
 ) -> Result<(), Failure> {
@@ -172,6 +214,7 @@ pub async fn updated(
             after_id,
         } => client.updates_after(collection, &updated_after, after_id.as_deref()),
     };
+    updates = filter.apply(updates)?;
     if follow {
         updates = updates.wait(FOLLOW_WAIT_SECS);
     }

@@ -237,8 +237,8 @@ pub async fn run(connection: Connection, command: ClientCommand) -> Result<(), F
             collections::delete(&client, &collection, &id, json_out, out).await
         }
         ClientCommand::Updated(args) => {
-            let (collection, from, follow) = args.into_parts();
-            collections::updated(&client, &collection, from, follow, json_out, out).await
+            let (collection, from, follow, filter) = args.into_parts();
+            collections::updated(&client, &collection, from, follow, filter, json_out, out).await
         }
         ClientCommand::Write { collection, file } => {
             let input: Box<dyn std::io::BufRead> = match file {
