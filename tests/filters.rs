@@ -346,3 +346,52 @@ async fn the_command_line_filters_and_pages_past_empty_pages() {
     assert_eq!(ran.code, Some(1), "{}", ran.err);
     assert!(ran.err.contains("422 invalid"), "{}", ran.err);
 }
+
+#[tokio::test]
+async fn the_events_read_takes_the_filter_and_moves_past_what_it_left_out() {
+    let server = TestServer::start().await;
+    server.create_basin(BASIN).await;
+    server.put("/v1/collections/users").send().await.unwrap();
+    put(&server, "u1", json!({"plan": "free", "seats": 1})).await; // 0 created
+    put(&server, "u1", json!({"plan": "pro", "seats": 1})).await; // 1 updated: plan
+    put(&server, "u1", json!({"plan": "pro", "seats": 2})).await; // 2 updated: seats
+    put(&server, "x1", json!({"plan": "free", "seats": 9})).await; // 3 created
+    put(&server, "x1", json!({"plan": "team", "seats": 9})).await; // 4 updated: plan
+    let events = |query: &str| {
+        let path = format!("/v1/collections/users/events?seq_num=0&{query}");
+        let request = server.get(&path);
+        async move { request.expect_status(StatusCode::OK).await }
+    };
+    let seq_nums = |page: &Value| -> Vec<u64> {
+        page["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["seq_num"].as_u64().unwrap())
+            .collect()
+    };
+    let page = events("where=changed(plan)").await;
+    assert_eq!(seq_nums(&page), [1, 4]);
+    assert_eq!(page["next_seq_num"], 5, "past everything read: {page}");
+    assert_eq!(
+        seq_nums(&events("where=changed(plan)&id_prefix=u").await),
+        [1]
+    );
+    assert_eq!(seq_nums(&events("event=created&data.seats=9").await), [3]);
+    assert_eq!(
+        seq_nums(&events("where=seats>=2&where=plan!=team").await),
+        [2, 3]
+    );
+    // Nothing matches: an empty page, still past what it read.
+    let page = events("id_prefix=zzz&count=3").await;
+    assert_eq!(
+        (seq_nums(&page).len(), page["next_seq_num"].as_u64()),
+        (0, Some(3))
+    );
+    let resp = server
+        .get("/v1/collections/users/events?seq_num=0&where=seats>[1]")
+        .send()
+        .await
+        .unwrap();
+    expect_error(resp, StatusCode::UNPROCESSABLE_ENTITY, "invalid").await;
+}

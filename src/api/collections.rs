@@ -18,8 +18,7 @@ use crate::engine::collections::{
     WriteOp, DEFAULT_PAGE, MAX_PAGE,
 };
 use crate::wire::collections::{
-    events_batch, events_page, parse_event_kinds, record_data, records_page, unified_page,
-    BatchWrite, CollectionJson,
+    events_batch, events_page, record_data, records_page, unified_page, BatchWrite, CollectionJson,
 };
 use crate::wire::cursor::{decode_cursor, decode_unified_cursor, parse_time};
 use crate::wire::filter::filter_from_query;
@@ -257,7 +256,7 @@ pub async fn updated(
     )))
 }
 
-/// The read parameters of a stream read, plus an event-type filter.
+/// The read parameters of a stream read (the filter is read apart).
 #[derive(Deserialize, Default)]
 pub struct EventsParams {
     seq_num: Option<u64>,
@@ -267,8 +266,8 @@ pub struct EventsParams {
     count: Option<u64>,
     until: Option<u64>,
     wait: Option<u32>,
-    /// Comma-separated event types to keep: `created`, `updated`, `deleted`.
-    event: Option<String>,
+    // The filter (`event=`, `id_prefix`, `data.FIELD`, `where`, `filter`)
+    // is read from the same query by `filter_from_query`.
 }
 
 /// `GET /v1/collections/{c}/events`: the events stream, read like a stream
@@ -280,9 +279,14 @@ pub async fn events(
     Basin(basin): Basin,
     Path(collection): Path<String>,
     Query(params): Query<EventsParams>,
+    Query(pairs): Query<Vec<(String, String)>>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let wanted = params.event.as_deref().map(parse_event_kinds).transpose()?;
+    // `event=` is one part of the filter.
+    let filter = filter_from_query(&pairs)?;
+    if let Some(filter) = &filter {
+        filter.validate(true)?;
+    }
     let info = state
         .engine
         .collections()
@@ -309,7 +313,7 @@ pub async fn events(
             .read_session(&basin, &info.events_stream, req)
             .await?;
         let render: super::sse::RenderBatch =
-            Box::new(move |batch| events_batch(batch, wanted.as_deref()).to_string());
+            Box::new(move |batch| events_batch(batch, filter.as_ref()).to_string());
         let session = GuardedSession::new(session, principal, permit);
         let stall = state.write_stall_timeout;
         return Ok(super::sse::respond(session, render, resume, stall));
@@ -320,7 +324,7 @@ pub async fn events(
         Ok(engine.read(&basin, &info.events_stream, req).await?)
     };
     let batch = principal.unless_lost(read).await?;
-    Ok(axum::Json(events_page(&batch, wanted.as_deref())?).into_response())
+    Ok(axum::Json(events_page(&batch, filter.as_ref())?).into_response())
 }
 
 #[derive(Deserialize, Default)]

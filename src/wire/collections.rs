@@ -7,7 +7,8 @@ use serde_json::{json, Map, Value};
 use super::cursor::{encode_cursor, encode_unified_cursor};
 use super::json::{rfc3339, Position};
 use crate::engine::collections::{
-    event_json, CollectionConfig, CollectionInfo, Cursor, RawRecord, UnifiedCursor, WriteOp,
+    event_json, Candidate, CollectionConfig, CollectionInfo, Cursor, Filter, RawRecord,
+    UnifiedCursor, WriteOp,
 };
 use crate::engine::error::{EngineError, EngineResult};
 use crate::engine::streams::types::ReadBatch;
@@ -171,26 +172,33 @@ pub fn parse_event_kinds(list: &str) -> EngineResult<Vec<String>> {
 
 /// The change events of a batch of events-stream records, keeping only
 /// the `wanted` types.
-pub fn events(batch: &ReadBatch, wanted: Option<&[String]>) -> EngineResult<Vec<Value>> {
+pub fn events(batch: &ReadBatch, filter: Option<&Filter>) -> EngineResult<Vec<Value>> {
     let mut events = Vec::with_capacity(batch.records.len());
     for record in &batch.records {
         let event = event_json(record)?;
-        let kind = event
-            .get("event")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        if wanted.is_some_and(|w| !w.iter().any(|k| k == kind)) {
-            continue;
+        if let Some(filter) = filter {
+            let empty = Map::new();
+            let object = |key: &str| event.get(key).and_then(Value::as_object);
+            let candidate = Candidate {
+                event: event.get("event").and_then(Value::as_str),
+                id: event.get("id").and_then(Value::as_str).unwrap_or_default(),
+                data: object("data").unwrap_or(&empty),
+                changes: object("changes"),
+            };
+            if !filter.matches(&candidate) {
+                continue;
+            }
         }
         events.push(Value::Object(event));
     }
     Ok(events)
 }
 
-/// A read of the events stream: `{"events", "next_seq_num", "tail"}`.
-pub fn events_page(batch: &ReadBatch, wanted: Option<&[String]>) -> EngineResult<Value> {
+/// A read of the events stream: `{"events", "next_seq_num", "tail"}`;
+/// `next_seq_num` is past every event read, shown or filtered out.
+pub fn events_page(batch: &ReadBatch, filter: Option<&Filter>) -> EngineResult<Value> {
     Ok(json!({
-        "events": events(batch, wanted)?,
+        "events": events(batch, filter)?,
         "next_seq_num": batch.records.last().map(|r| r.seq_num + 1),
         "tail": batch.tail.map(Position::from),
     }))
@@ -199,8 +207,8 @@ pub fn events_page(batch: &ReadBatch, wanted: Option<&[String]>) -> EngineResult
 /// One batch of an events session (SSE): `{"events", "tail"}`. A session
 /// has no way to fail one batch, so a malformed stored event (which only
 /// a damaged disk makes) is logged and the batch's events left out.
-pub fn events_batch(batch: &ReadBatch, wanted: Option<&[String]>) -> Value {
-    let events = events(batch, wanted).unwrap_or_else(|err| {
+pub fn events_batch(batch: &ReadBatch, filter: Option<&Filter>) -> Value {
+    let events = events(batch, filter).unwrap_or_else(|err| {
         tracing::error!(error = %err, "an events session skipped a batch it could not decode");
         Vec::new()
     });
