@@ -395,3 +395,68 @@ async fn the_events_read_takes_the_filter_and_moves_past_what_it_left_out() {
         .unwrap();
     expect_error(resp, StatusCode::UNPROCESSABLE_ENTITY, "invalid").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_unified_feed_takes_the_filter_and_pages_past_the_budget() {
+    let server = TestServer::start().await;
+    server.create_basin(BASIN).await;
+    for collection in ["orgs", "users"] {
+        server
+            .put(&format!("/v1/collections/{collection}"))
+            .send()
+            .await
+            .unwrap();
+    }
+    for batch in 0..11 {
+        let upserts: Vec<Value> = (0..1000)
+            .map(|i| {
+                let n = batch * 1000 + i;
+                json!({"id": format!("r{n:05}"), "data": {"plan": if n == 10_500 { "pro" } else { "free" }}})
+            })
+            .collect();
+        server
+            .post("/v1/collections/users/records")
+            .json(&json!({ "upserts": upserts }))
+            .expect_status(StatusCode::OK)
+            .await;
+    }
+    server
+        .put("/v1/collections/orgs/records/o1")
+        .json(&json!({"plan": "pro"}))
+        .expect_status(StatusCode::OK)
+        .await;
+    let mut cursor: Option<String> = None;
+    let mut found = Vec::new();
+    let mut pages = Vec::new();
+    loop {
+        let after = cursor
+            .as_ref()
+            .map(|c| format!("&cursor={c}"))
+            .unwrap_or_default();
+        let page = server
+            .get(&format!(
+                "/v1/updated?collections=orgs,users&where=plan=pro{after}"
+            ))
+            .expect_status(StatusCode::OK)
+            .await;
+        found.extend(
+            page["records"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["id"].as_str().unwrap().to_string()),
+        );
+        pages.push((
+            page["records"].as_array().unwrap().len(),
+            page["caught_up"].as_bool().unwrap(),
+        ));
+        cursor = Some(page["cursor"].as_str().unwrap().to_string());
+        if page["caught_up"] == true {
+            break;
+        }
+        assert!(pages.len() < 10, "{pages:?}");
+    }
+    assert_eq!(found, ["r10500", "o1"]);
+    // The first page ran out of budget before the match: said, not caught up.
+    assert_eq!(pages[0], (0, false), "{pages:?}");
+}

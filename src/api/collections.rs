@@ -346,7 +346,12 @@ pub async fn updated_across(
     principal: Principal,
     Basin(basin): Basin,
     Query(params): Query<UnifiedParams>,
+    Query(pairs): Query<Vec<(String, String)>>,
 ) -> ApiResult<Response> {
+    let filter = filter_from_query(&pairs)?;
+    if let Some(filter) = &filter {
+        filter.validate(false)?;
+    }
     let cursor = match (&params.cursor, &params.updated_after) {
         (Some(token), None) if params.after_id.is_none() && params.after_collection.is_none() => {
             decode_unified_cursor(token)?
@@ -410,11 +415,15 @@ pub async fn updated_across(
     let updated = async {
         let engine = state.engine.collections();
         Ok(engine
-            .updated_across(&basin, names, &cursor, limit, wait)
+            .updated_across(&basin, names, &cursor, limit, filter.as_ref(), wait)
             .await?)
     };
-    let (records, next) = principal.unless_lost(updated).await?;
-    Ok(json_response(unified_page(&records, &next)))
+    let page = principal.unless_lost(updated).await?;
+    Ok(json_response(unified_page(
+        &page.records,
+        &page.next,
+        page.caught_up,
+    )))
 }
 
 /// A JSON body built by the wire layer.

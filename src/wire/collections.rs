@@ -114,16 +114,12 @@ impl BatchWrite {
 /// "caught_up"}`.
 pub fn records_page(records: &[RawRecord], next: &Cursor, caught_up: bool) -> Vec<u8> {
     let next_json = json!({ "updated_after": next.updated_after, "after_id": next.after_id });
-    let mut body = page(records, &next_json, &encode_cursor(next));
-    // `"caught_up": …` before the closing brace.
-    body.pop();
-    body.extend_from_slice(format!(",\"caught_up\":{caught_up}}}").as_bytes());
-    body
+    page(records, &next_json, &encode_cursor(next), caught_up)
 }
 
 /// A page across collections: as [`records_page`], with `next` also
 /// naming the collection.
-pub fn unified_page(records: &[RawRecord], next: &UnifiedCursor) -> Vec<u8> {
+pub fn unified_page(records: &[RawRecord], next: &UnifiedCursor, caught_up: bool) -> Vec<u8> {
     let (after_collection, after_id) = match &next.after {
         Some((c, i)) => (Some(c), Some(i)),
         None => (None, None),
@@ -133,12 +129,12 @@ pub fn unified_page(records: &[RawRecord], next: &UnifiedCursor) -> Vec<u8> {
         "after_collection": after_collection,
         "after_id": after_id,
     });
-    page(records, &next_json, &encode_unified_cursor(next))
+    page(records, &next_json, &encode_unified_cursor(next), caught_up)
 }
 
 /// Each record's stored JSON is copied in as it is: paging never decodes
 /// a record.
-fn page(records: &[RawRecord], next: &Value, cursor: &str) -> Vec<u8> {
+fn page(records: &[RawRecord], next: &Value, cursor: &str, caught_up: bool) -> Vec<u8> {
     let size: usize = records.iter().map(|r| r.json.len() + 1).sum();
     let mut body = Vec::with_capacity(size + 256);
     body.extend_from_slice(b"{\"records\":[");
@@ -152,7 +148,7 @@ fn page(records: &[RawRecord], next: &Value, cursor: &str) -> Vec<u8> {
     body.extend_from_slice(next.to_string().as_bytes());
     body.extend_from_slice(b",\"cursor\":");
     body.extend_from_slice(json!(cursor).to_string().as_bytes());
-    body.push(b'}');
+    body.extend_from_slice(format!(",\"caught_up\":{caught_up}}}").as_bytes());
     body
 }
 

@@ -42,4 +42,4 @@ pub use types::{
     WriteOp, DEFAULT_PAGE, EVENTS_STREAM_PREFIX, MAX_PAGE, MAX_RECORD_BYTES, MAX_RECORD_ID_BYTES,
     MAX_WRITE_OPS,
 };
-pub use updated::{UpdatedPage, SCAN_BUDGET};
+pub use updated::{Page, UnifiedPage, UpdatedPage, SCAN_BUDGET};

@@ -26,14 +26,30 @@ use crate::storage::Keyspace;
 /// the whole collection.
 pub const SCAN_BUDGET: usize = 10_000;
 
-/// A page of the records stream.
-pub struct UpdatedPage {
+/// A page of a records stream (one collection's, or several).
+pub struct Page<C> {
     pub records: Vec<RawRecord>,
     /// Where to go on from: past every record scanned.
-    pub next: Cursor,
+    pub next: C,
     /// Whether everything final was scanned (otherwise the limit or, when
     /// filtered, the scan budget ended the page: ask again at once).
     pub caught_up: bool,
+}
+
+/// A page of one collection's records stream.
+pub type UpdatedPage = Page<Cursor>;
+/// A page across collections.
+pub type UnifiedPage = Page<UnifiedCursor>;
+
+/// Whether `record` passes `filter` (records carry no event or changes).
+fn passes(filter: &Filter, record: &RawRecord) -> EngineResult<bool> {
+    let view = record.view()?;
+    Ok(filter.matches(&Candidate {
+        event: None,
+        id: &view.id,
+        data: &view.data,
+        changes: None,
+    }))
 }
 
 impl Collections {
@@ -112,14 +128,7 @@ impl Collections {
             let exhausted = batch.len() < budget;
             scanned += batch.len();
             for record in batch {
-                let view = record.view()?;
-                let candidate = Candidate {
-                    event: None,
-                    id: &view.id,
-                    data: &view.data,
-                    changes: None,
-                };
-                let matched = filter.matches(&candidate);
+                let matched = passes(filter, &record)?;
                 next = Cursor {
                     updated_after: record.updated_at,
                     after_id: Some(record.id.clone()),
@@ -205,20 +214,71 @@ impl Collections {
         names: Option<Vec<String>>,
         cursor: &UnifiedCursor,
         limit: usize,
+        filter: Option<&Filter>,
         wait: std::time::Duration,
-    ) -> EngineResult<(Vec<RawRecord>, UnifiedCursor)> {
+    ) -> EngineResult<UnifiedPage> {
         let deadline = tokio::time::Instant::now() + wait.min(MAX_UNARY_WAIT);
+        let mut cursor = cursor.clone();
         loop {
             let page = self
-                .updated_across_page(basin, names.as_deref(), cursor, limit)
+                .filtered_across_page(basin, names.as_deref(), &cursor, limit, filter)
                 .await?;
-            if !page.0.is_empty() || tokio::time::Instant::now() >= deadline {
+            let done = !page.records.is_empty() || !page.caught_up;
+            if done || tokio::time::Instant::now() >= deadline {
                 return Ok(page);
             }
             if self.core.is_closing() {
                 return Err(EngineError::Unavailable); // as in `updated`
             }
+            cursor = page.next;
             tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+    }
+
+    /// [`Self::updated_across_page`] through `filter`, as
+    /// [`Self::filtered_page`] does for one collection: at most `limit`
+    /// matches from at most [`SCAN_BUDGET`] records scanned (just `limit`
+    /// without a filter), the cursor past everything scanned.
+    async fn filtered_across_page(
+        &self,
+        basin: &str,
+        names: Option<&[String]>,
+        cursor: &UnifiedCursor,
+        limit: usize,
+        filter: Option<&Filter>,
+    ) -> EngineResult<UnifiedPage> {
+        let limit = limit.clamp(1, MAX_PAGE);
+        let budget = if filter.is_some() { SCAN_BUDGET } else { limit };
+        let (mut records, mut next, mut scanned) = (Vec::new(), cursor.clone(), 0);
+        loop {
+            let want = (budget - scanned).min(MAX_PAGE);
+            let entries = self.updated_across_page(basin, names, &next, want).await?;
+            let exhausted = entries.len() < want;
+            for (name, record) in entries {
+                scanned += 1;
+                next = UnifiedCursor {
+                    updated_after: record.updated_at,
+                    after: Some((name, record.id.clone())),
+                    started_at: cursor.started_at,
+                };
+                if filter.map_or(Ok(true), |f| passes(f, &record))? {
+                    records.push(record);
+                    if records.len() == limit {
+                        return Ok(Page {
+                            records,
+                            next,
+                            caught_up: false,
+                        });
+                    }
+                }
+            }
+            if exhausted || scanned >= budget {
+                return Ok(Page {
+                    records,
+                    next,
+                    caught_up: exhausted,
+                });
+            }
         }
     }
 
@@ -228,7 +288,7 @@ impl Collections {
         names: Option<&[String]>,
         cursor: &UnifiedCursor,
         limit: usize,
-    ) -> EngineResult<(Vec<RawRecord>, UnifiedCursor)> {
+    ) -> EngineResult<Vec<(String, RawRecord)>> {
         self.core.basin_meta(basin)?;
         let limit = limit.clamp(1, MAX_PAGE);
         let (handles, watermark) = self.handles_for(basin, names).await?;
@@ -266,15 +326,7 @@ impl Collections {
         check(&handles)?;
         entries.sort_by(|a, b| (a.0, &a.1, &a.2.id).cmp(&(b.0, &b.1, &b.2.id)));
         entries.truncate(limit);
-        let next = match entries.last() {
-            Some((t, name, record)) => UnifiedCursor {
-                updated_after: *t,
-                after: Some((name.clone(), record.id.clone())),
-                started_at: cursor.started_at,
-            },
-            None => cursor.clone(),
-        };
-        Ok((entries.into_iter().map(|(_, _, r)| r).collect(), next))
+        Ok(entries.into_iter().map(|(_, name, r)| (name, r)).collect())
     }
 
     /// The handles of the named collections (all of the basin's if `names`
