@@ -460,3 +460,44 @@ async fn the_unified_feed_takes_the_filter_and_pages_past_the_budget() {
     // The first page ran out of budget before the match: said, not caught up.
     assert_eq!(pages[0], (0, false), "{pages:?}");
 }
+
+/// `rill events` filters too, and reads on past pages the filter emptied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_line_filters_events() {
+    let server = TestServer::start().await;
+    server.create_basin(BASIN).await;
+    server.put("/v1/collections/users").send().await.unwrap();
+    for n in 0..30u64 {
+        put(&server, &format!("u{n:02}"), json!({"plan": "free"})).await;
+    }
+    put(&server, "u07", json!({"plan": "pro"})).await; // seq num 30
+    put(&server, "u08", json!({"plan": "free", "note": 1})).await; // 31: plan unchanged
+    let ran = common::cli::run_rill(
+        &server,
+        &[
+            "events",
+            "users",
+            "--event",
+            "updated",
+            "--where",
+            "changed(plan)",
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(ran.code, Some(0), "{}", ran.err);
+    assert_eq!(ran.out, "30\tupdated\tu07\tv2\t{\"plan\":\"pro\"}\n");
+    // Reading 3 at a time, the pages before seq num 20 hold no match.
+    let ran = common::cli::run_rill(
+        &server,
+        &["events", "users", "--id-prefix", "u2", "--count", "3"],
+        "",
+    )
+    .await;
+    let seq_nums: Vec<&str> = ran
+        .out
+        .lines()
+        .map(|l| l.split('\t').next().unwrap())
+        .collect();
+    assert_eq!(seq_nums, ["20", "21", "22"], "{}", ran.err);
+}

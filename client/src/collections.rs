@@ -195,6 +195,44 @@ impl Client {
         }
     }
 
+    /// Like [`Self::read_events`], keeping only the events `filter`
+    /// passes: `(parameter, value)` pairs as the server takes them —
+    /// `("event", "created,deleted")`, `("id_prefix", "cus_")`,
+    /// `("where", "plan=pro")`, `("data.plan", "pro")` or `("filter",
+    /// json)`. Also answers the seq num to read on from, which is past
+    /// every event read, even when the filter left none.
+    pub async fn read_events_where(
+        &self,
+        collection: &str,
+        seq_num: u64,
+        count: u64,
+        wait_secs: u32,
+        filter: &[(&str, &str)],
+    ) -> Result<(Vec<Event>, u64), Error> {
+        #[derive(Deserialize)]
+        struct Page {
+            events: Vec<Event>,
+            next_seq_num: Option<u64>,
+        }
+        let mut path = format!(
+            "/v1/collections/{}/events?seq_num={seq_num}&count={count}&clamp=true&wait={}",
+            segment(collection),
+            wait_secs.min(60)
+        );
+        for (key, value) in filter {
+            path.push_str(&format!("&{}={}", segment(key), segment(value)));
+        }
+        match self
+            .call::<Page>(Method::GET, &path, None, Retry::Safe)
+            .await
+        {
+            Ok(page) => Ok((page.events, page.next_seq_num.unwrap_or(seq_num))),
+            // At the tail with nothing to wait for.
+            Err(Error::Api { status: 416, .. }) => Ok((Vec::new(), seq_num)),
+            Err(err) => Err(err),
+        }
+    }
+
     /// Pages through the records changed after `cursor` (from the very
     /// beginning if `None`), oldest change first. See [`Updates`].
     pub fn updates(&self, collection: &str, cursor: Option<String>) -> Updates {

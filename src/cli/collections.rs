@@ -250,6 +250,16 @@ pub struct EventsArgs {
     /// Then keep waiting for events and print each, until interrupted.
     #[arg(short, long, conflicts_with = "count")]
     pub follow: bool,
+    /// Only these kinds: `created`, `updated`, `deleted` (comma-separated).
+    #[arg(long, value_name = "KINDS")]
+    pub event: Option<String>,
+    /// Only events for which this holds: `plan=pro`, `seats>=10`,
+    /// `changed(plan)` (repeat: all must hold).
+    #[arg(long = "where", value_name = "CONDITION")]
+    pub conditions: Vec<String>,
+    /// Only events of records whose id starts with this.
+    #[arg(long)]
+    pub id_prefix: Option<String>,
 }
 
 /// Prints change events from the events stream: text
@@ -262,14 +272,24 @@ pub async fn events(
 ) -> Result<(), Failure> {
     let (mut seq_num, mut left) = (args.seq_num, args.count.unwrap_or(u64::MAX));
     let wait = if args.follow { FOLLOW_WAIT_SECS } else { 0 };
+    let mut filter: Vec<(&str, &str)> = Vec::new();
+    if let Some(kinds) = &args.event {
+        filter.push(("event", kinds));
+    }
+    if let Some(prefix) = &args.id_prefix {
+        filter.push(("id_prefix", prefix));
+    }
+    filter.extend(args.conditions.iter().map(|c| ("where", c.as_str())));
     while left > 0 {
-        let events = client
-            .read_events(&args.collection, seq_num, left.min(1000), wait)
+        let (events, next) = client
+            .read_events_where(&args.collection, seq_num, left.min(1000), wait, &filter)
             .await
             .map_err(fail)?;
-        if events.is_empty() && !args.follow {
+        // A filter may leave a page empty that still moved on.
+        if events.is_empty() && next == seq_num && !args.follow {
             return Ok(());
         }
+        seq_num = next;
         for event in &events {
             if json_out {
                 let mut value = serde_json::to_value(&event.change)
@@ -291,7 +311,6 @@ pub async fn events(
                     ),
                 )?;
             }
-            seq_num = event.seq_num + 1;
             left -= 1;
         }
         let _ = out.flush();
