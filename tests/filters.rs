@@ -127,32 +127,68 @@ async fn bad_filters_are_refused_with_what_is_wrong() {
     }
 }
 
-/// Pages `/updated` with `query` until caught up; every page's records,
-/// and how many requests it took.
+/// What paging a records feed until caught up saw.
+struct Paged {
+    records: Vec<Value>,
+    /// Per page: how many records it held, and whether it was caught up.
+    pages: Vec<(usize, bool)>,
+}
+
+/// Pages `path` (`/updated` of one collection or across) with the filter
+/// `params` from `cursor` until a page is caught up.
+async fn page_until_caught_up(
+    server: &TestServer,
+    path: &str,
+    params: &[(&str, &str)],
+    cursor: &mut Option<String>,
+) -> Paged {
+    let mut paged = Paged {
+        records: Vec::new(),
+        pages: Vec::new(),
+    };
+    loop {
+        let mut request = server.get(path).query(&[("limit", "100")]).query(params);
+        if let Some(cursor) = cursor.as_deref() {
+            request = request.query(&[("cursor", cursor)]);
+        }
+        let page = request.expect_status(StatusCode::OK).await;
+        let records = page["records"].as_array().unwrap();
+        let caught_up = page["caught_up"] == true;
+        paged.pages.push((records.len(), caught_up));
+        assert!(
+            paged.pages.len() <= 1000,
+            "still not caught up after 1000 pages"
+        );
+        paged.records.extend(records.iter().cloned());
+        *cursor = Some(page["cursor"].as_str().unwrap().to_string());
+        if caught_up {
+            return paged;
+        }
+    }
+}
+
+/// Pages `users`' `/updated`: its records, and how many requests it took.
 async fn read_filtered(
     server: &TestServer,
-    query: &str,
+    params: &[(&str, &str)],
     cursor: &mut Option<String>,
 ) -> (Vec<Value>, usize) {
-    let (mut records, mut requests) = (Vec::new(), 0);
-    loop {
-        let after = cursor
-            .as_ref()
-            .map(|c| format!("&cursor={c}"))
-            .unwrap_or_default();
-        let page = server
-            .get(&format!(
-                "/v1/collections/users/updated?limit=100&{query}{after}"
-            ))
+    let paged = page_until_caught_up(server, "/v1/collections/users/updated", params, cursor).await;
+    (paged.records, paged.pages.len())
+}
+
+/// Writes `count` records `r00000`… to `users`, 1000 per batch, the data
+/// of record `n` being `data(n)`.
+async fn write_many(server: &TestServer, count: usize, data: impl Fn(usize) -> Value) {
+    for batch in 0..count.div_ceil(1000) {
+        let upserts: Vec<Value> = (batch * 1000..((batch + 1) * 1000).min(count))
+            .map(|n| json!({"id": format!("r{n:05}"), "data": data(n)}))
+            .collect();
+        server
+            .post("/v1/collections/users/records")
+            .json(&json!({ "upserts": upserts }))
             .expect_status(StatusCode::OK)
             .await;
-        requests += 1;
-        assert!(requests <= 1000, "still not caught up after 1000 pages");
-        records.extend(page["records"].as_array().unwrap().iter().cloned());
-        *cursor = Some(page["cursor"].as_str().unwrap().to_string());
-        if page["caught_up"] == true {
-            return (records, requests);
-        }
     }
 }
 
@@ -178,14 +214,14 @@ async fn a_filtered_reader_under_concurrent_writers_sees_exactly_the_matches() {
     // Read while they write, then once more after.
     let mut cursor = None;
     let mut seen: Vec<Value> = Vec::new();
-    let query = "data.plan=pro&where=seats>=5";
+    let query = [("data.plan", "pro"), ("where", "seats>=5")];
     while !writers.iter().all(|w| w.is_finished()) {
-        seen.extend(read_filtered(&server, query, &mut cursor).await.0);
+        seen.extend(read_filtered(&server, &query, &mut cursor).await.0);
     }
     for writer in writers {
         writer.await.unwrap();
     }
-    seen.extend(read_filtered(&server, query, &mut cursor).await.0);
+    seen.extend(read_filtered(&server, &query, &mut cursor).await.0);
 
     // Never a record that does not match, never one version twice.
     let mut versions = std::collections::HashSet::new();
@@ -197,7 +233,7 @@ async fn a_filtered_reader_under_concurrent_writers_sees_exactly_the_matches() {
         );
     }
     // Every record whose final version matches was seen at that version.
-    let (all, _) = read_filtered(&server, "", &mut None).await;
+    let (all, _) = read_filtered(&server, &[], &mut None).await;
     let mut expected = 0;
     for record in all.iter().filter(|r| matches(&r["data"])) {
         expected += 1;
@@ -217,21 +253,9 @@ async fn one_match_in_ten_thousand_pages_without_rescanning() {
     server.create_basin(BASIN).await;
     server.put("/v1/collections/users").send().await.unwrap();
     const RECORDS: usize = 25_000;
-    for batch in 0..RECORDS / 1000 {
-        let upserts: Vec<Value> = (0..1000)
-            .map(|i| {
-                let n = batch * 1000 + i;
-                json!({"id": format!("r{n:05}"), "data": {"rare": n % 10_000 == 4321}})
-            })
-            .collect();
-        server
-            .post("/v1/collections/users/records")
-            .json(&json!({ "upserts": upserts }))
-            .expect_status(StatusCode::OK)
-            .await;
-    }
+    write_many(&server, RECORDS, |n| json!({"rare": n % 10_000 == 4321})).await;
     let mut cursor = None;
-    let (found, requests) = read_filtered(&server, "data.rare=true", &mut cursor).await;
+    let (found, requests) = read_filtered(&server, &[("data.rare", "true")], &mut cursor).await;
     let ids: Vec<&str> = found.iter().map(|r| r["id"].as_str().unwrap()).collect();
     assert_eq!(ids, ["r04321", "r14321", "r24321"]);
     // Each request scans at most the budget, and the next starts past it.
@@ -242,7 +266,7 @@ async fn one_match_in_ten_thousand_pages_without_rescanning() {
         "{requests} requests: the budget bounds a page"
     );
     // Caught up: asking again finds nothing and scans nothing new.
-    let (again, requests) = read_filtered(&server, "data.rare=true", &mut cursor).await;
+    let (again, requests) = read_filtered(&server, &[("data.rare", "true")], &mut cursor).await;
     assert!(again.is_empty() && requests == 1);
 }
 
@@ -268,8 +292,8 @@ async fn a_read_and_a_consumer_with_the_same_filter_agree() {
         let plan = ["free", "pro", "team"][(n % 3) as usize];
         put(&server, &id, json!({"plan": plan, "seats": n})).await;
     }
-    let query = format!("filter={}", urlencode(&filter.to_string()));
-    let (read, _) = read_filtered(&server, &query, &mut None).await;
+    let filter = filter.to_string();
+    let (read, _) = read_filtered(&server, &[("filter", &filter)], &mut None).await;
     let read: Vec<&str> = read.iter().map(|r| r["id"].as_str().unwrap()).collect();
     let consumed = drain(&server, "same").await;
     let consumed: Vec<&str> = consumed
@@ -280,18 +304,6 @@ async fn a_read_and_a_consumer_with_the_same_filter_agree() {
     assert_eq!(read, consumed);
 }
 
-/// Percent-encodes everything but unreserved characters.
-fn urlencode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 /// The command line (and through it the client) pages past pages that a
 /// filter left empty, and stops only when caught up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -299,19 +311,12 @@ async fn the_command_line_filters_and_pages_past_empty_pages() {
     let server = TestServer::start().await;
     server.create_basin(BASIN).await;
     server.put("/v1/collections/users").send().await.unwrap();
-    for batch in 0..12 {
-        let upserts: Vec<Value> = (0..1000)
-            .map(|i| {
-                let n = batch * 1000 + i;
-                json!({"id": format!("r{n:05}"), "data": {"n": n, "plan": if n % 2 == 0 { "pro" } else { "free" }}})
-            })
-            .collect();
-        server
-            .post("/v1/collections/users/records")
-            .json(&json!({ "upserts": upserts }))
-            .expect_status(StatusCode::OK)
-            .await;
-    }
+    write_many(
+        &server,
+        12_000,
+        |n| json!({"n": n, "plan": if n % 2 == 0 { "pro" } else { "free" }}),
+    )
+    .await;
     // The only match comes after the first page's scan budget.
     let ran = common::cli::run_rill(
         &server,
@@ -407,55 +412,30 @@ async fn the_unified_feed_takes_the_filter_and_pages_past_the_budget() {
             .await
             .unwrap();
     }
-    for batch in 0..11 {
-        let upserts: Vec<Value> = (0..1000)
-            .map(|i| {
-                let n = batch * 1000 + i;
-                json!({"id": format!("r{n:05}"), "data": {"plan": if n == 10_500 { "pro" } else { "free" }}})
-            })
-            .collect();
-        server
-            .post("/v1/collections/users/records")
-            .json(&json!({ "upserts": upserts }))
-            .expect_status(StatusCode::OK)
-            .await;
-    }
+    write_many(
+        &server,
+        11_000,
+        |n| json!({"plan": if n == 10_500 { "pro" } else { "free" }}),
+    )
+    .await;
     server
         .put("/v1/collections/orgs/records/o1")
         .json(&json!({"plan": "pro"}))
         .expect_status(StatusCode::OK)
         .await;
-    let mut cursor: Option<String> = None;
-    let mut found = Vec::new();
-    let mut pages = Vec::new();
-    loop {
-        let after = cursor
-            .as_ref()
-            .map(|c| format!("&cursor={c}"))
-            .unwrap_or_default();
-        let page = server
-            .get(&format!(
-                "/v1/updated?collections=orgs,users&where=plan=pro{after}"
-            ))
-            .expect_status(StatusCode::OK)
-            .await;
-        found.extend(
-            page["records"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|r| r["id"].as_str().unwrap().to_string()),
-        );
-        pages.push((
-            page["records"].as_array().unwrap().len(),
-            page["caught_up"].as_bool().unwrap(),
-        ));
-        cursor = Some(page["cursor"].as_str().unwrap().to_string());
-        if page["caught_up"] == true {
-            break;
-        }
-        assert!(pages.len() < 10, "{pages:?}");
-    }
+    let paged = page_until_caught_up(
+        &server,
+        "/v1/updated",
+        &[("collections", "orgs,users"), ("where", "plan=pro")],
+        &mut None,
+    )
+    .await;
+    let found: Vec<&str> = paged
+        .records
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    let pages = paged.pages;
     assert_eq!(found, ["r10500", "o1"]);
     // The first page ran out of budget before the match: said, not caught up.
     assert_eq!(pages[0], (0, false), "{pages:?}");

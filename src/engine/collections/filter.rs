@@ -181,14 +181,6 @@ impl Filter {
         }
         self.conditions.iter().all(|c| c.holds(candidate))
     }
-
-    /// Whether the filter lets everything through.
-    pub fn is_empty(&self) -> bool {
-        self.events.is_none()
-            && self.id_prefix.is_none()
-            && self.data.as_ref().is_none_or(Map::is_empty)
-            && self.conditions.is_empty()
-    }
 }
 
 impl Condition {
@@ -511,7 +503,6 @@ mod tests {
             ..Filter::default()
         };
         assert!(!passes(&other, None, data, None));
-        assert!(Filter::default().is_empty() && !f.is_empty());
     }
 
     #[test]
