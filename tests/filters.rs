@@ -481,3 +481,53 @@ async fn the_command_line_filters_events() {
         .collect();
     assert_eq!(seq_nums, ["20", "21", "22"], "{}", ran.err);
 }
+
+/// A filtered long poll (`/updated`, the unified feed, `/events`) is not
+/// woken by writes it leaves out: it answers with the first match, past
+/// the writes it skipped on the way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filtered_long_polls_wake_only_for_a_match() {
+    let server = TestServer::start().await;
+    server.create_basin(BASIN).await;
+    server.put("/v1/collections/users").send().await.unwrap();
+    put(&server, "u0", json!({"plan": "free"})).await;
+    let tail = server
+        .get("/v1/collections/users/events?seq_num=0")
+        .expect_status(StatusCode::OK)
+        .await["next_seq_num"]
+        .as_u64()
+        .unwrap();
+    let updated = server.get("/v1/collections/users/updated?where=plan=pro&wait=10");
+    let across = server.get("/v1/updated?collections=users&where=plan=pro&wait=10");
+    let events = server.get(&format!(
+        "/v1/collections/users/events?seq_num={tail}&where=plan=pro&wait=10"
+    ));
+    let polls = tokio::spawn(async move {
+        let updated = updated.expect_status(StatusCode::OK);
+        let across = across.expect_status(StatusCode::OK);
+        let events = events.expect_status(StatusCode::OK);
+        tokio::join!(updated, across, events)
+    });
+    // Writes the polls leave out, each one a wake-up for an unfiltered poll.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    for n in 1..=3 {
+        put(&server, &format!("u{n}"), json!({"plan": "free"})).await;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    put(&server, "p1", json!({"plan": "pro"})).await;
+    let (updated, across, events) = polls.await.unwrap();
+    let ids = |page: &Value, key: &str| -> Vec<String> {
+        page[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(ids(&updated, "records"), ["p1"], "{updated}");
+    assert_eq!(ids(&across, "records"), ["p1"], "{across}");
+    assert_eq!(ids(&events, "events"), ["p1"], "{events}");
+    // Past the writes it left out: the match was the fourth event after
+    // `tail`.
+    assert_eq!(events["next_seq_num"], tail + 4, "{events}");
+}

@@ -14,9 +14,11 @@ use super::extract::{Basin, Json, NamePath, OptionalJson, Path, Query};
 use super::records::long_poll;
 use super::shared::{detached, provision_response, AppState, ListParams};
 use crate::engine::collections::{
-    CollectionConfigPatch, CollectionInfo, CollectionName, Cursor, RecordView, UnifiedCursor,
-    WriteOp, DEFAULT_PAGE, MAX_PAGE,
+    CollectionConfigPatch, CollectionInfo, CollectionName, Cursor, Filter, RecordView,
+    UnifiedCursor, WriteOp, DEFAULT_PAGE, MAX_PAGE, SCAN_BUDGET,
 };
+use crate::engine::streams::types::ReadStart;
+use crate::engine::streams::{ReadRequest, MAX_UNARY_WAIT};
 use crate::wire::collections::{
     events_batch, events_page, record_data, records_page, unified_page, BatchWrite, CollectionJson,
 };
@@ -319,12 +321,53 @@ pub async fn events(
         return Ok(super::sse::respond(session, render, resume, stall));
     }
     let _poll = long_poll(&state, &principal, req.wait)?;
-    let read = async {
-        let engine = state.engine.streams();
-        Ok(engine.read(&basin, &info.events_stream, req).await?)
-    };
-    let batch = principal.unless_lost(read).await?;
-    Ok(axum::Json(events_page(&batch, filter.as_ref())?).into_response())
+    let read = read_events(&state, &basin, &info.events_stream, req, filter.as_ref());
+    let page = principal.unless_lost(read).await?;
+    Ok(axum::Json(page).into_response())
+}
+
+/// A unary read of an events stream through `filter`. A read whose
+/// records the filter all left out reads on (within the request's `count`
+/// and `bytes`, and at most [`SCAN_BUDGET`] records), and a long poll goes
+/// on waiting: it answers with the first events that match, or empty, past
+/// everything it read, when the wait or the budget runs out.
+async fn read_events(
+    state: &AppState,
+    basin: &str,
+    stream: &str,
+    mut req: ReadRequest,
+    filter: Option<&Filter>,
+) -> ApiResult<Value> {
+    let engine = state.engine.streams();
+    let deadline = req
+        .wait
+        .map(|wait| tokio::time::Instant::now() + wait.min(MAX_UNARY_WAIT));
+    let (mut scanned, mut next_seq_num) = (0, None);
+    loop {
+        let batch = engine.read(basin, stream, req).await?;
+        let events = crate::wire::collections::events(&batch, filter)?;
+        let Some(last) = batch.records.last() else {
+            // Caught up (or the wait ran out, or `until` was reached).
+            return Ok(events_page(events, next_seq_num, batch.tail));
+        };
+        next_seq_num = Some(last.seq_num + 1);
+        scanned += batch.records.len();
+        let read_bytes: u64 = batch.records.iter().map(|r| r.metered_size() as u64).sum();
+        let limits = &mut req.limits;
+        limits.count = limits
+            .count
+            .map(|c| c.saturating_sub(batch.records.len() as u64));
+        limits.bytes = limits.bytes.map(|b| b.saturating_sub(read_bytes));
+        let spent = limits.count == Some(0) || limits.bytes == Some(0);
+        if !events.is_empty() || spent || scanned >= SCAN_BUDGET {
+            return Ok(events_page(events, next_seq_num, batch.tail));
+        }
+        req.start = Some(ReadStart::SeqNum(last.seq_num + 1));
+        req.clamp = true;
+        if let Some(deadline) = deadline {
+            req.wait = Some(deadline.saturating_duration_since(tokio::time::Instant::now()));
+        }
+    }
 }
 
 #[derive(Deserialize, Default)]

@@ -11,7 +11,7 @@ use crate::engine::collections::{
     UnifiedCursor, WriteOp,
 };
 use crate::engine::error::{EngineError, EngineResult};
-use crate::engine::streams::types::ReadBatch;
+use crate::engine::streams::types::{ReadBatch, StreamPosition};
 
 #[derive(Serialize)]
 pub struct CollectionJson {
@@ -192,12 +192,16 @@ pub fn events(batch: &ReadBatch, filter: Option<&Filter>) -> EngineResult<Vec<Va
 
 /// A read of the events stream: `{"events", "next_seq_num", "tail"}`;
 /// `next_seq_num` is past every event read, shown or filtered out.
-pub fn events_page(batch: &ReadBatch, filter: Option<&Filter>) -> EngineResult<Value> {
-    Ok(json!({
-        "events": events(batch, filter)?,
-        "next_seq_num": batch.records.last().map(|r| r.seq_num + 1),
-        "tail": batch.tail.map(Position::from),
-    }))
+pub fn events_page(
+    events: Vec<Value>,
+    next_seq_num: Option<u64>,
+    tail: Option<StreamPosition>,
+) -> Value {
+    json!({
+        "events": events,
+        "next_seq_num": next_seq_num,
+        "tail": tail.map(Position::from),
+    })
 }
 
 /// One batch of an events session (SSE): `{"events", "tail"}`. A session
