@@ -387,7 +387,13 @@ async fn the_events_read_takes_the_filter_and_moves_past_what_it_left_out() {
         seq_nums(&events("where=seats>=2&where=plan!=team").await),
         [2, 3]
     );
-    // Nothing matches: an empty page, still past what it read.
+    // Nothing matches: an empty page, still past what it read (to the
+    // tail, without a count).
+    let page = events("id_prefix=zzz").await;
+    assert_eq!(
+        (seq_nums(&page).len(), page["next_seq_num"].as_u64()),
+        (0, Some(5))
+    );
     let page = events("id_prefix=zzz&count=3").await;
     assert_eq!(
         (seq_nums(&page).len(), page["next_seq_num"].as_u64()),

@@ -395,6 +395,15 @@ async fn read_session_streams_heartbeats_and_live_batches() {
     let live = frames.batch().await;
     assert_eq!(live.records[0].seq_num, 3);
     assert_eq!(live.records[0].body, Bytes::from("d"));
+    // A live batch carries the tail: no heartbeat follows it (only idle
+    // gaps do), so the next message is the next record.
+    server.append("r", &["e"]).await;
+    let next = frames.batch().await;
+    assert_eq!(
+        next.records.iter().map(|r| r.seq_num).collect::<Vec<_>>(),
+        [4],
+        "a heartbeat came between live batches"
+    );
 
     // Errors before the session starts are plain HTTP errors.
     let resp = server

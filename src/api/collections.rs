@@ -362,11 +362,17 @@ async fn read_events(
         if !events.is_empty() || spent || scanned >= SCAN_BUDGET {
             return Ok(events_page(events, next_seq_num, batch.tail));
         }
-        req.start = Some(ReadStart::SeqNum(last.seq_num + 1));
-        req.clamp = true;
-        if let Some(deadline) = deadline {
-            req.wait = Some(deadline.saturating_duration_since(tokio::time::Instant::now()));
+        // At the tail with no wait left, reading on would be a read beyond
+        // the tail (416): the page ends here.
+        let wait_left = deadline.map(|d| d.saturating_duration_since(tokio::time::Instant::now()));
+        let at_tail = batch
+            .tail
+            .is_none_or(|tail| last.seq_num + 1 >= tail.seq_num);
+        if at_tail && wait_left.is_none_or(|w| w.is_zero()) {
+            return Ok(events_page(events, next_seq_num, batch.tail));
         }
+        req.start = Some(ReadStart::SeqNum(last.seq_num + 1));
+        req.wait = wait_left;
     }
 }
 

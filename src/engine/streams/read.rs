@@ -276,7 +276,17 @@ impl ReadSession {
         self.remaining.bytes = self.remaining.bytes.map(|b| b - bytes);
         self.next_seq = scan.records.last().map_or(from, |r| r.seq_num + 1);
         self.deadline = self.wait.map(|w| Instant::now() + w);
-        self.following = false;
+        // A batch carries the tail, so a session that is following stays
+        // following: it sends no heartbeat after each live batch (the spec
+        // sends one "whenever a switch to following happens"), only once
+        // it has been idle for a gap. A batch that left records behind it
+        // unread means the session fell behind, and catching up again is a
+        // switch.
+        if self.next_seq < visible.tail.seq_num {
+            self.following = false;
+        } else if self.following {
+            self.next_heartbeat = Instant::now() + heartbeat_gap();
+        }
         ControlFlow::Break(Some(Ok(SessionEvent::Batch(batch_with_tail(
             scan.records,
             visible,
