@@ -157,8 +157,8 @@ impl AppendSession {
                 records.len()
             )));
         }
-        let message = append_input(records, &options).encode_to_vec();
-        let frame = rill_protocol::encode(&message, Compression::None);
+        let message = append_input(records, &options);
+        let frame = rill_protocol::encode_message(&message, Compression::None);
         let cost = frame.len().clamp(1, IN_FLIGHT_BYTES) as u32;
         let ended = || Error::Closed("the session ended".into());
         let permit = self

@@ -19,4 +19,4 @@ pub mod limits;
 #[allow(missing_docs)]
 pub mod messages;
 
-pub use frame::{encode, encode_terminal, Compression, Decoder, Frame, FrameError};
+pub use frame::{encode, encode_message, encode_terminal, Compression, Decoder, Frame, FrameError};

@@ -20,7 +20,6 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use bytes::Bytes;
 use futures::StreamExt;
-use prost::Message;
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, Semaphore};
@@ -95,9 +94,7 @@ pub fn append_session(
         while let Some(pending) = acks_rx.recv().await {
             let frame = match pending {
                 Ok(ack) => match ack.await {
-                    Ok(ack) => {
-                        s2s::encode(&proto::AppendAck::from(ack).encode_to_vec(), compression)
-                    }
+                    Ok(ack) => s2s::encode_message(&proto::AppendAck::from(ack), compression),
                     Err(err) => {
                         let _ = frames_tx.send(terminal(&ApiError::from(err))).await;
                         return;
@@ -218,12 +215,12 @@ pub fn read_session(
         let mut session = session?;
         match session.next().await {
             Some(Ok(SessionEvent::Batch(batch))) => {
-                let bytes = proto::ReadBatch::from(&batch).encode_to_vec();
-                Some((s2s::encode(&bytes, compression), Some(session)))
+                let message = proto::ReadBatch::from(&batch);
+                Some((s2s::encode_message(&message, compression), Some(session)))
             }
             Some(Ok(SessionEvent::Heartbeat(tail))) => {
-                let bytes = proto::heartbeat(tail).encode_to_vec();
-                Some((s2s::encode(&bytes, compression), Some(session)))
+                let message = proto::heartbeat(tail);
+                Some((s2s::encode_message(&message, compression), Some(session)))
             }
             Some(Err(err)) => Some((terminal(&err), None)),
             None => None,
