@@ -34,6 +34,14 @@ enum Op {
         match_seq: Condition,
         fencing: Condition,
     },
+    /// Many records (more than a Timestamps index stride), `every` of
+    /// them per timestamp, small ones or ones big enough to reach the
+    /// stride's byte bound first.
+    Bulk {
+        count: usize,
+        every: u64,
+        big: bool,
+    },
     Fence(String),
     Trim(u64),
     Read {
@@ -60,12 +68,14 @@ fn op() -> impl Strategy<Value = Op> {
             condition()
         )
             .prop_map(|(records, match_seq, fencing)| Op::Append { records, match_seq, fencing }),
+        1 => (1usize..700, 1u64..40, prop::bool::weighted(0.2))
+            .prop_map(|(count, every, big)| Op::Bulk { count: if big { count.min(80) } else { count }, every, big }),
         1 => prop::sample::select(vec!["", "a", "token-b"]).prop_map(|t| Op::Fence(t.to_string())),
         1 => (0u64..40).prop_map(Op::Trim),
         4 => (
             prop_oneof![
                 (0u64..40).prop_map(ReadStart::SeqNum),
-                (0u64..600).prop_map(ReadStart::Timestamp),
+                (0u64..1200).prop_map(ReadStart::Timestamp),
                 (0u64..40).prop_map(ReadStart::TailOffset),
             ],
             prop::option::of(0u64..8)
@@ -81,6 +91,9 @@ fn op() -> impl Strategy<Value = Op> {
 struct Model {
     /// (timestamp, body) by seq num, trimmed ones included.
     records: Vec<(u64, Vec<u8>)>,
+    /// The metered size of each record (S2's: 8 bytes, 2 per header, and
+    /// the payload).
+    metered: Vec<usize>,
     trim_point: u64,
     token: String,
 }
@@ -102,8 +115,16 @@ impl Model {
         } else {
             ts.max(self.last_ts())
         };
+        self.metered.push(8 + body.len());
         self.records.push((ts, body));
         self.tail() - 1
+    }
+
+    /// Appends a command record (one header: an empty name, `op`).
+    fn push_command(&mut self, op: &str, body: Vec<u8>) -> u64 {
+        let seq = self.push(0, body);
+        self.metered[seq as usize] += 2 + op.len();
+        seq
     }
 
     /// Expected unary read result: `Err(())` for a 416.
@@ -125,8 +146,15 @@ impl Model {
         }
         let from = seq.max(self.trim_point);
         let limit = count.unwrap_or(1000).min(1000);
+        // A read also stops before the record that would take it past
+        // 1 MiB, metered.
+        let mut bytes = 0;
         Ok((from..tail)
             .take(limit as usize)
+            .take_while(|&s| {
+                bytes += self.metered[s as usize];
+                bytes <= 1024 * 1024
+            })
             .map(|s| {
                 let (ts, body) = &self.records[s as usize];
                 (s, *ts, body.clone())
@@ -257,6 +285,32 @@ async fn run(ops: Vec<Op>) {
                     }
                 }
             }
+            Op::Bulk { count, every, big } => {
+                let base = model.last_ts();
+                let records: Vec<(Vec<u8>, u64)> = (0..count)
+                    .map(|i| {
+                        let body_len = if big { 40 * 1024 } else { 8 };
+                        let mut body = vec![(i % 251) as u8; body_len];
+                        body[..8].copy_from_slice(&(i as u64).to_be_bytes());
+                        (body, base + i as u64 / every)
+                    })
+                    .collect();
+                for chunk in records.chunks(if big { 20 } else { 500 }) {
+                    let input = AppendInput {
+                        records: chunk.iter().map(|(b, ts)| record(b, Some(*ts))).collect(),
+                        ..Default::default()
+                    };
+                    harness
+                        .engine()
+                        .streams()
+                        .append(BASIN, STREAM, input)
+                        .await
+                        .expect("bulk append");
+                    for (body, ts) in chunk {
+                        model.push(*ts, body.clone());
+                    }
+                }
+            }
             Op::Fence(token) => {
                 let input = AppendInput {
                     records: vec![command("fence", token.clone().into_bytes())],
@@ -268,7 +322,7 @@ async fn run(ops: Vec<Op>) {
                     .append(BASIN, STREAM, input)
                     .await
                     .expect("fence");
-                model.push(0, token.clone().into_bytes());
+                model.push_command("fence", token.clone().into_bytes());
                 model.token = token;
             }
             Op::Trim(point) => {
@@ -282,7 +336,7 @@ async fn run(ops: Vec<Op>) {
                     .append(BASIN, STREAM, input)
                     .await
                     .expect("trim");
-                let own_seq = model.push(0, point.to_be_bytes().to_vec());
+                let own_seq = model.push_command("trim", point.to_be_bytes().to_vec());
                 model.trim_point = model.trim_point.max(point.min(own_seq + 1));
             }
             Op::Read { start, count } => {

@@ -13,7 +13,8 @@ use crate::engine::error::{EngineError, EngineResult};
 use crate::engine::locks::lock;
 use crate::engine::streams::types::now_ms;
 use crate::engine::streams::{
-    delete_stream_ops, first_seq_at_or_after, stream_creation_ops, ListRequest, Provision,
+    delete_stream_ops, first_seq_timestamped_at_or_after, stream_creation_ops, ListRequest,
+    Provision,
 };
 use crate::storage::{prefix_end, Keyspace, WriteBatch};
 
@@ -290,9 +291,8 @@ impl Consumers {
                         )))
                     }
                     Start::SeqNum { seq_num } => *seq_num,
-                    Start::Timestamp { timestamp } => first_seq_at_or_after(
+                    Start::Timestamp { timestamp } => first_seq_timestamped_at_or_after(
                         &**self.core.storage(),
-                        Keyspace::Timestamps,
                         h.id,
                         *timestamp,
                         tail,

@@ -35,5 +35,5 @@ pub(crate) use admin::{delete_stream_ops, stream_creation_ops};
 pub use append::AppendSession;
 pub use basins::BasinInfo;
 pub use list::{ListRequest, MAX_LIST_LIMIT};
-pub(crate) use read::{first_seq_at_or_after, scan_records, MAX_UNARY_WAIT};
+pub(crate) use read::{first_seq_timestamped_at_or_after, scan_records, MAX_UNARY_WAIT};
 pub use read::{ReadRequest, ReadSession, SessionEvent};

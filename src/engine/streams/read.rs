@@ -17,7 +17,7 @@ use super::keys;
 use super::streamer::{StreamHandle, Visible};
 use super::types::*;
 use crate::engine::error::{EngineError, EngineResult};
-use crate::storage::{Keyspace, Storage};
+use crate::storage::{Keyspace, Storage, StorageError};
 
 /// Longest long poll for a unary read.
 pub const MAX_UNARY_WAIT: Duration = Duration::from_secs(60);
@@ -352,10 +352,8 @@ async fn resolve_start(
                 return Err(EngineError::BeyondTail(tail));
             }
             let (storage, id) = (storage.clone(), handle.id);
-            blocking(move || {
-                first_seq_at_or_after(&*storage, Keyspace::Timestamps, id, ts, tail.seq_num)
-            })
-            .await?
+            blocking(move || first_seq_timestamped_at_or_after(&*storage, id, ts, tail.seq_num))
+                .await?
         }
     };
     if start >= tail.seq_num && !can_follow {
@@ -364,18 +362,18 @@ async fn resolve_start(
     Ok(start)
 }
 
-/// The seq num of the first record whose time in `index` (Timestamps or
-/// Arrivals) is at or after `time`, or `tail` if there is none.
-pub(crate) fn first_seq_at_or_after(
+/// The seq num of the first record that arrived at or after `time` (by
+/// the Arrivals index, which has an entry wherever the arrival time
+/// grows), or `tail` if there is none.
+pub(crate) fn first_seq_arrived_at_or_after(
     storage: &dyn Storage,
-    index: Keyspace,
     id: u64,
     time: u64,
     tail: u64,
 ) -> EngineResult<u64> {
     let mut found = None;
     storage.scan(
-        index,
+        Keyspace::Arrivals,
         &keys::index_key(id, time, 0),
         &keys::index_key(id, u64::MAX, u64::MAX),
         &mut |key, _| {
@@ -383,6 +381,53 @@ pub(crate) fn first_seq_at_or_after(
             ControlFlow::Break(())
         },
     )?;
+    Ok(found.unwrap_or(tail).min(tail))
+}
+
+/// The seq num of the first record whose timestamp is at or after
+/// `timestamp`, or `tail` if there is none.
+///
+/// The Timestamps index is sparse (see `TIMESTAMP_INDEX_STRIDE` in the
+/// streamer): each entry is some record's `(timestamp, seq num)`. Records
+/// are in timestamp order, so everything before the last entry older than
+/// `timestamp` is older too, and the answer lies between that entry and
+/// the next: at most a stride of records is read to find it.
+pub(crate) fn first_seq_timestamped_at_or_after(
+    storage: &dyn Storage,
+    id: u64,
+    timestamp: u64,
+    tail: u64,
+) -> EngineResult<u64> {
+    let from = storage
+        .last_in_range(
+            Keyspace::Timestamps,
+            &keys::index_key(id, 0, 0),
+            &keys::index_key(id, timestamp, 0),
+        )?
+        .and_then(|(key, _)| keys::parse_index_key(&key).map(|(_, seq)| seq))
+        .unwrap_or(0);
+    let mut found = None;
+    let mut damaged = None;
+    storage.scan(
+        Keyspace::StreamRecords,
+        &keys::record_key(id, from),
+        &keys::record_key(id, tail),
+        &mut |key, value| {
+            let seq = keys::parse_record_key(key);
+            match (seq, value.get(..8).and_then(keys::read_u64)) {
+                (Some(seq), Some(t)) if t >= timestamp => found = Some(seq),
+                (Some(_), Some(_)) => return ControlFlow::Continue(()),
+                (seq, _) => damaged = Some(seq),
+            }
+            ControlFlow::Break(())
+        },
+    )?;
+    if let Some(seq) = damaged {
+        return Err(StorageError::Corrupt(format!(
+            "a record of stream {id} (seq num {seq:?}) is malformed"
+        ))
+        .into());
+    }
     Ok(found.unwrap_or(tail).min(tail))
 }
 

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use super::config::RetentionPolicy;
 use super::core::{CreateIf, StreamCore};
 use super::keys::{self, StreamMeta, StreamState};
-use super::read::first_seq_at_or_after;
+use super::read::first_seq_arrived_at_or_after;
 use super::streamer::{Command, StreamHandle};
 use crate::engine::error::EngineResult;
 use crate::engine::locks::lock;
@@ -88,8 +88,7 @@ impl StreamCore {
         // since its start).
         if let RetentionPolicy::Age(age_secs) = meta.config.retention_policy {
             let cutoff = now.saturating_sub(age_secs.saturating_mul(1000));
-            let keep_from =
-                first_seq_at_or_after(&*self.storage, Keyspace::Arrivals, meta.id, cutoff, tail)?;
+            let keep_from = first_seq_arrived_at_or_after(&*self.storage, meta.id, cutoff, tail)?;
             if keep_from > trim_point {
                 if let Some(handle) = self.same_stream(basin, name, meta).await? {
                     handle

@@ -1,0 +1,259 @@
+#!/usr/bin/env bash
+# Rill and s2-lite side by side, measured by the official `s2 bench`.
+#
+#   bench/compare.sh              # the full comparison (~20 min), into bench/RESULTS.md
+#   bench/compare.sh --smoke      # each workload once, 5 s, against Rill only
+#
+# Every run gets a fresh server on a fresh data directory on local disk
+# (under target/bench). Runs alternate between the servers, so that the
+# machine's noise hits both alike, and each figure is the median of
+# --runs runs. s2-lite listens on every interface, so it and its client
+# run in a network namespace of their own (`unshare -n`, loopback only);
+# Rill is told to listen on 127.0.0.1.
+#
+# Options:
+#   --runs N        runs per workload and server (default 3)
+#   --duration S    seconds each `s2 bench` appends for (default 8)
+#   --rill PATH     the rill binary (default: a release build of this tree)
+#   --out FILE      where the Markdown table goes (default bench/RESULTS.md)
+#   --smoke         each workload once, for 5 s, against Rill only (the
+#                   test suite runs this to check that the parts work)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Inside one run (re-invoked, maybe in a namespace): settings come from
+# the environment of the invoking script.
+if [ "${1:-}" = --internal-run ]; then
+  INTERNAL_RUN=1
+fi
+
+RUNS=3
+DURATION=8
+RILL=""
+OUT=bench/RESULTS.md
+SMOKE=0
+while [ -z "${INTERNAL_RUN:-}" ] && [ $# -gt 0 ]; do
+  case "$1" in
+    --runs) RUNS="$2"; shift 2 ;;
+    --duration) DURATION="$2"; shift 2 ;;
+    --rill) RILL="$2"; shift 2 ;;
+    --out) OUT="$2"; shift 2 ;;
+    --smoke) SMOKE=1; shift ;;
+    -h | --help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "compare.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+
+SERVERS="rill lite"
+SIZES="1024 8192"
+RATES="1 5 20 50 flat"
+# Rates tried, in MiB/s, for the highest one sustained with ack p99 < 50 ms.
+LADDER="1 2 5 10 15 20 30 40 50 60 80 100 150 200"
+if [ "$SMOKE" = 1 ]; then
+  SERVERS="rill" RUNS=1 DURATION=5 RATES="5 flat" LADDER="5"
+fi
+# `s2 bench` has no "as fast as possible": a target well past the disk.
+FLAT_OUT=1000
+P99_LIMIT_MS=50
+
+if [ -n "${INTERNAL_RUN:-}" ]; then
+  S2="$COMPARE_S2" RILL="$COMPARE_RILL" DURATION="$COMPARE_DURATION"
+else
+  S2="${S2_CLI:-$(bash scripts/install-s2-cli.sh)}"
+fi
+if [ -z "$RILL" ]; then
+  echo "== building rill (release)" >&2
+  cargo build --release --locked -q
+  RILL="${CARGO_TARGET_DIR:-target}/release/rill"
+fi
+export COMPARE_S2="$S2" COMPARE_RILL="$RILL" COMPARE_DURATION="$DURATION"
+
+# Runs "$@" in a network namespace of its own with loopback up: as root
+# with `unshare -n`, otherwise in a user namespace too.
+isolated() {
+  local flags=(--net)
+  [ "$(id -u)" -eq 0 ] || flags+=(--map-root-user)
+  unshare "${flags[@]}" bash -c 'ip link set lo up 2>/dev/null || ifconfig lo up; exec "$@"' _ "$@"
+}
+
+# One server, one `s2 bench`: prints "write_mibps ack_p50 ack_p99 e2e_p50
+# e2e_p99 catchup_mibps" (latencies in ms; "-" where the output had none).
+run_once() {
+  local server="$1" size="$2" rate="$3" dir
+  dir="$(mktemp -d "$WORK/run.XXXXXX")"
+  if [ "$server" = lite ]; then
+    isolated bash "$0" --internal-run lite "$size" "$rate" "$dir"
+  else
+    bash "$0" --internal-run rill "$size" "$rate" "$dir"
+  fi
+  rm -rf "$dir"
+}
+
+# Inside one run (maybe in a namespace): start, wait, bench, stop.
+internal_run() {
+  local server="$1" size="$2" rate="$3" dir="$4" port pid
+  if [ "$server" = lite ]; then
+    port=8080
+    "$S2" lite --local-root "$dir/data" --port "$port" --no-dashboard >"$dir/server.log" 2>&1 &
+  else
+    port=$((20000 + RANDOM % 20000))
+    "$RILL" serve --listen "127.0.0.1:$port" --data-dir "$dir/data" >"$dir/server.log" 2>&1 &
+  fi
+  pid=$!
+  export S2_ACCOUNT_ENDPOINT="http://127.0.0.1:$port" S2_BASIN_ENDPOINT="http://127.0.0.1:$port"
+  export S2_ACCESS_TOKEN=bench S2_NO_UPDATE_CHECK=1 NO_COLOR=1 HOME="$dir"
+  # Creating the basin is the readiness check.
+  local tries=0
+  until "$S2" create-basin bench-basin >/dev/null 2>&1; do
+    tries=$((tries + 1))
+    if [ "$tries" -gt 100 ] || ! kill -0 "$pid" 2>/dev/null; then
+      echo "compare.sh: $server did not start; its log:" >&2
+      cat "$dir/server.log" >&2
+      kill "$pid" 2>/dev/null || true
+      return 1
+    fi
+    sleep 0.1
+  done
+  local target="$rate"
+  [ "$rate" = flat ] && target="$FLAT_OUT"
+  "$S2" bench bench-basin --record-size "$size" --target-mibps "$target" \
+    --duration "${DURATION}s" --catchup-delay 1s >"$dir/bench.out" 2>&1 || {
+    echo "compare.sh: s2 bench against $server failed:" >&2
+    tail -20 "$dir/bench.out" >&2
+  }
+  kill "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  parse_bench "$dir/bench.out"
+}
+
+# The figures of one `s2 bench` output, latencies in ms.
+parse_bench() {
+  awk '
+    function ms(v) {
+      if (v ~ /µs$|us$/) { sub(/µs$|us$/, "", v); return v / 1000 }
+      if (v ~ /ms$/) { sub(/ms$/, "", v); return v + 0 }
+      if (v ~ /s$/) { sub(/s$/, "", v); return v * 1000 }
+      return "-"
+    }
+    /^Write:/ { write = $2 }
+    /^Catchup:/ { catchup = $2 }
+    /^p50 / { ack50 = ms($3); e2e50 = ms($6) }
+    /^p99 / { ack99 = ms($3); e2e99 = ms($6) }
+    END {
+      printf "%s %s %s %s %s %s\n", (write == "" ? "-" : write), (ack50 == "" ? "-" : ack50),
+        (ack99 == "" ? "-" : ack99), (e2e50 == "" ? "-" : e2e50), (e2e99 == "" ? "-" : e2e99),
+        (catchup == "" ? "-" : catchup)
+    }' "$1"
+}
+
+# The median of the numbers given ("-" when none are).
+median() {
+  printf '%s\n' "$@" | grep -v -e '^-$' -e '^$' | sort -g | awk '
+    { v[NR] = $1 }
+    END {
+      if (NR == 0) { print "-"; exit }
+      if (NR % 2) print v[(NR + 1) / 2]; else printf "%.2f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2
+    }'
+}
+
+if [ -n "${INTERNAL_RUN:-}" ]; then
+  internal_run "$2" "$3" "$4" "$5"
+  exit
+fi
+WORK="$(pwd)/target/bench"
+rm -rf "$WORK"
+mkdir -p "$WORK"
+
+# --- the machine -----------------------------------------------------------
+CORES="$(nproc)"
+MEMORY="$(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)"
+FSYNCS="$(dd if=/dev/zero of="$WORK/fsync-probe" bs=4k count=300 oflag=dsync 2>&1 |
+  awk '/copied/ { for (i = 1; i <= NF; i++) if ($(i + 1) ~ /^s,?$/) { printf "%.0f", 300 / $i; exit } }')"
+rm -f "$WORK/fsync-probe"
+RILL_VERSION="$("$RILL" --version)"
+S2_VERSION="$("$S2" --version | head -1)"
+echo "== $CORES cores, $MEMORY, ~$FSYNCS fsyncs/s (4 KiB, O_DSYNC); $RILL_VERSION; $S2_VERSION" >&2
+
+declare -A FIGURES # "server size rate" -> the lines of its runs
+for size in $SIZES; do
+  for rate in $RATES; do
+    for run in $(seq "$RUNS"); do
+      for server in $SERVERS; do
+        echo "== $server: ${size} B records at $rate MiB/s, run $run of $RUNS" >&2
+        FIGURES["$server $size $rate"]+="$(run_once "$server" "$size" "$rate")"$'\n'
+      done
+    done
+  done
+done
+
+# The highest rate on the ladder whose run kept ack p99 under the limit and
+# wrote at least 90 % of the target (one run per step).
+declare -A SUSTAINED
+for server in $SERVERS; do
+  best="-"
+  for rate in $LADDER; do
+    echo "== $server: can it sustain $rate MiB/s (1 KiB records)?" >&2
+    read -r write _ ack99 _ <<<"$(run_once "$server" 1024 "$rate")"
+    if [ "$write" = - ] || [ "$ack99" = - ]; then break; fi
+    if awk -v w="$write" -v r="$rate" -v p="$ack99" -v l="$P99_LIMIT_MS" \
+      'BEGIN { exit !(w >= 0.9 * r && p < l) }'; then
+      best="$rate"
+    else
+      break
+    fi
+  done
+  SUSTAINED[$server]="$best"
+done
+
+# --- the table ---------------------------------------------------------------
+median_of() { # the median of field $4 of the runs of "$1 $2 $3"
+  local values
+  values="$(printf '%s' "${FIGURES["$1 $2 $3"]:-}" | awk -v f="$4" 'NF { print $f }')"
+  # shellcheck disable=SC2086
+  median $values
+}
+# "Rill / s2-lite (Rill ÷ s2-lite)" for one figure.
+cell() {
+  local rill lite
+  rill="$(median_of rill "$1" "$2" "$3")"
+  lite="$(median_of lite "$1" "$2" "$3")"
+  awk -v a="$rill" -v b="$lite" 'BEGIN {
+    if (b == "-") { printf "%s", a; exit }
+    if (a == "-" || b + 0 == 0) { printf "%s / %s", a, b; exit }
+    printf "%s / %s (%.2f)", a, b, a / b
+  }'
+}
+{
+  echo "# Rill and s2-lite, side by side"
+  echo
+  echo "Measured by \`bench/compare.sh\` on $(date -u +%Y-%m-%d): $CORES cores, $MEMORY, the disk ~$FSYNCS fsyncs/s"
+  echo "(4 KiB writes with O_DSYNC). $RILL_VERSION; s2-lite from $S2_VERSION, \`s2 lite --local-root\`"
+  echo "(which fsyncs its writes). The load is the official \`s2 bench\` on the same machine. Each cell is"
+  echo "**Rill / s2-lite (Rill ÷ s2-lite)**, the median of $RUNS alternating runs of ${DURATION} s;"
+  echo "latencies in ms, throughput in MiB/s of record bytes (higher is better; for latencies, lower)."
+  if [ "$SMOKE" = 1 ]; then
+    echo
+    echo "**Smoke run**: Rill only, one short run per workload; these figures mean nothing."
+  fi
+  for size in $SIZES; do
+    echo
+    echo "## $((size / 1024)) KiB records"
+    echo
+    echo "| target MiB/s | written MiB/s | ack p50 | ack p99 | end-to-end p50 | end-to-end p99 | catch-up read MiB/s |"
+    echo "|---|---|---|---|---|---|---|"
+    for rate in $RATES; do
+      label="$rate"
+      [ "$rate" = flat ] && label="flat out"
+      printf '| %s |' "$label"
+      for field in 1 2 3 4 5 6; do
+        printf ' %s |' "$(cell "$size" "$rate" "$field")"
+      done
+      echo
+    done
+  done
+  echo
+  echo "Highest rate on the ladder ($LADDER MiB/s; one run per step, 1 KiB records) written at"
+  echo "≥ 90 % of its target with ack p99 under ${P99_LIMIT_MS} ms: Rill **${SUSTAINED[rill]} MiB/s**, s2-lite **${SUSTAINED[lite]:--} MiB/s**."
+} >"$OUT.tmp"
+mv "$OUT.tmp" "$OUT"
+cat "$OUT"
