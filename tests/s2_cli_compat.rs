@@ -13,40 +13,13 @@ mod common;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
+use common::s2_cli::s2_binary;
+
 use common::*;
 use reqwest::StatusCode;
 use serde_json::Value;
 
 const BASIN: &str = "cli-compat-basin";
-
-/// The S2 CLI, if there is one (see the module).
-fn s2_binary() -> Option<PathBuf> {
-    if let Ok(path) = std::env::var("S2_CLI") {
-        return Some(PathBuf::from(path));
-    }
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/install-s2-cli.sh");
-    let output = Command::new("bash")
-        .args([script, "--installed"])
-        .output()
-        .expect("the install script runs");
-    if output.status.success() {
-        return Some(PathBuf::from(
-            String::from_utf8(output.stdout).unwrap().trim(),
-        ));
-    }
-    assert!(
-        std::env::var_os("RILL_REQUIRE_S2_CLI").is_none(),
-        "RILL_REQUIRE_S2_CLI is set and the S2 CLI is not installed (S2_CLI=$(scripts/install-s2-cli.sh))"
-    );
-    // Straight to stderr, past the test harness's capture: a skip is said.
-    use std::io::Write;
-    let _ = writeln!(
-        std::io::stderr(),
-        "SKIPPED: the official S2 CLI is not installed; to run these tests: \
-         S2_CLI=$(scripts/install-s2-cli.sh) cargo test --test s2_cli_compat"
-    );
-    None
-}
 
 struct Cli {
     binary: PathBuf,

@@ -6,6 +6,7 @@ pub mod binary;
 pub mod cli;
 pub mod faulty;
 pub mod pki;
+pub mod s2_cli;
 
 use std::future::Future;
 use std::sync::Arc;
