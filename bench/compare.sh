@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Rill and s2-lite side by side, measured by the official `s2 bench`.
 #
-#   bench/compare.sh              # the full comparison (~20 min), into bench/RESULTS.md
+#   bench/compare.sh              # the full comparison (~45 min), into bench/RESULTS.md
 #   bench/compare.sh --smoke      # each workload once, 5 s, against Rill only
 #
 # Every run gets a fresh server on a fresh data directory on local disk
@@ -49,8 +49,16 @@ SIZES="1024 8192"
 RATES="1 5 20 50 flat"
 # Rates tried, in MiB/s, for the highest one sustained with ack p99 < 50 ms.
 LADDER="1 2 5 10 15 20 30 40 50 60 80 100 150 200"
+# Unary appends of one 1 KiB record by this many appenders, spread over
+# each number of streams (`rill bench --streams`).
+APPENDERS=32
+SPREADS="1 10000"
+# Live readers of one stream written at FANOUT_RATE records/s of 1 KiB
+# (`rill bench --readers`).
+FANOUTS="1 100 1000"
+FANOUT_RATE=100
 if [ "$SMOKE" = 1 ]; then
-  SERVERS="rill" RUNS=1 DURATION=5 RATES="5 flat" LADDER="5"
+  SERVERS="rill" RUNS=1 DURATION=5 RATES="5 flat" LADDER="5" SPREADS="1 100" FANOUTS="1 10"
 fi
 # `s2 bench` has no "as fast as possible": a target well past the disk.
 FLAT_OUT=1000
@@ -76,22 +84,27 @@ isolated() {
   unshare "${flags[@]}" bash -c 'ip link set lo up 2>/dev/null || ifconfig lo up; exec "$@"' _ "$@"
 }
 
-# One server, one `s2 bench`: prints "write_mibps ack_p50 ack_p99 e2e_p50
-# e2e_p99 catchup_mibps" (latencies in ms; "-" where the output had none).
+# One server, one load: prints the load's figures on one line (latencies
+# in ms; "-" where the output had none). LOAD is `s2bench SIZE RATE`
+# ("write_mibps ack_p50 ack_p99 e2e_p50 e2e_p99 catchup_mibps"), `spread
+# STREAMS` ("appends_per_sec ack_p50 ack_p99") or `fanout READERS`
+# ("delivered_mibps e2e_p50 e2e_p99").
 run_once() {
-  local server="$1" size="$2" rate="$3" dir
+  local server="$1" dir
+  shift
   dir="$(mktemp -d "$WORK/run.XXXXXX")"
   if [ "$server" = lite ]; then
-    isolated bash "$0" --internal-run lite "$size" "$rate" "$dir"
+    isolated bash "$0" --internal-run lite "$dir" "$@"
   else
-    bash "$0" --internal-run rill "$size" "$rate" "$dir"
+    bash "$0" --internal-run rill "$dir" "$@"
   fi
   rm -rf "$dir"
 }
 
-# Inside one run (maybe in a namespace): start, wait, bench, stop.
+# Inside one run (maybe in a namespace): start, wait, load, stop.
 internal_run() {
-  local server="$1" size="$2" rate="$3" dir="$4" port pid
+  local server="$1" dir="$2" load="$3" port pid
+  shift 3
   if [ "$server" = lite ]; then
     port=8080
     "$S2" lite --local-root "$dir/data" --port "$port" --no-dashboard >"$dir/server.log" 2>&1 &
@@ -102,6 +115,7 @@ internal_run() {
   pid=$!
   export S2_ACCOUNT_ENDPOINT="http://127.0.0.1:$port" S2_BASIN_ENDPOINT="http://127.0.0.1:$port"
   export S2_ACCESS_TOKEN=bench S2_NO_UPDATE_CHECK=1 NO_COLOR=1 HOME="$dir"
+  export RILL_ENDPOINT="http://127.0.0.1:$port" RILL_BASIN=bench-basin
   # Creating the basin is the readiness check.
   local tries=0
   until "$S2" create-basin bench-basin >/dev/null 2>&1; do
@@ -114,16 +128,55 @@ internal_run() {
     fi
     sleep 0.1
   done
-  local target="$rate"
-  [ "$rate" = flat ] && target="$FLAT_OUT"
-  "$S2" bench bench-basin --record-size "$size" --target-mibps "$target" \
-    --duration "${DURATION}s" --catchup-delay 1s >"$dir/bench.out" 2>&1 || {
-    echo "compare.sh: s2 bench against $server failed:" >&2
-    tail -20 "$dir/bench.out" >&2
-  }
+  case "$load" in
+    s2bench)
+      local size="$1" target="$2"
+      [ "$target" = flat ] && target="$FLAT_OUT"
+      "$S2" bench bench-basin --record-size "$size" --target-mibps "$target" \
+        --duration "${DURATION}s" --catchup-delay 1s >"$dir/load.out" 2>&1 || failed "s2 bench"
+      ;;
+    spread)
+      "$RILL" bench --json --streams "$1" --appenders "$APPENDERS" --batch 1 \
+        --record-size 1024 --duration "${DURATION}s" >"$dir/load.out" 2>&1 || failed "rill bench --streams"
+      ;;
+    fanout)
+      "$RILL" bench --json --readers "$1" --rate "$FANOUT_RATE" \
+        --record-size 1024 --duration "${DURATION}s" >"$dir/load.out" 2>&1 || failed "rill bench --readers"
+      ;;
+  esac
   kill "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
-  parse_bench "$dir/bench.out"
+  case "$load" in
+    s2bench) parse_bench "$dir/load.out" ;;
+    spread)
+      echo "$(json_number appends_per_sec <"$dir/load.out")" \
+        "$(json_number p50 append_latency_ms <"$dir/load.out")" \
+        "$(json_number p99 append_latency_ms <"$dir/load.out")"
+      ;;
+    fanout)
+      echo "$(json_number delivered_mib_per_sec <"$dir/load.out")" \
+        "$(json_number p50 end_to_end_latency_ms <"$dir/load.out")" \
+        "$(json_number p99 end_to_end_latency_ms <"$dir/load.out")"
+      ;;
+  esac
+}
+
+failed() {
+  echo "compare.sh: $1 against $server failed:" >&2
+  tail -20 "$dir/load.out" >&2
+}
+
+# A number from the one-line JSON on stdin: field $1, inside object $2 if
+# given ("-" if absent).
+json_number() {
+  local text
+  text="$(cat)"
+  if [ -n "${2:-}" ]; then
+    text="$(printf '%s' "$text" | sed -n "s/.*\"$2\":{\([^}]*\)}.*/\1/p")"
+  fi
+  local value
+  value="$(printf '%s' "$text" | sed -n "s/.*\"$1\":\([-0-9.e+]*\).*/\1/p")"
+  [ -n "$value" ] && awk -v v="$value" 'BEGIN { printf "%.2f", v }' || printf -- "-"
 }
 
 # The figures of one `s2 bench` output, latencies in ms.
@@ -157,7 +210,8 @@ median() {
 }
 
 if [ -n "${INTERNAL_RUN:-}" ]; then
-  internal_run "$2" "$3" "$4" "$5"
+  shift
+  internal_run "$@"
   exit
 fi
 WORK="$(pwd)/target/bench"
@@ -180,7 +234,19 @@ for size in $SIZES; do
     for run in $(seq "$RUNS"); do
       for server in $SERVERS; do
         echo "== $server: ${size} B records at $rate MiB/s, run $run of $RUNS" >&2
-        FIGURES["$server $size $rate"]+="$(run_once "$server" "$size" "$rate")"$'\n'
+        FIGURES["$server $size $rate"]+="$(run_once "$server" s2bench "$size" "$rate")"$'\n'
+      done
+    done
+  done
+done
+
+for kind in spread fanout; do
+  [ "$kind" = spread ] && counts="$SPREADS" || counts="$FANOUTS"
+  for count in $counts; do
+    for run in $(seq "$RUNS"); do
+      for server in $SERVERS; do
+        echo "== $server: $kind $count, run $run of $RUNS" >&2
+        FIGURES["$server $kind $count"]+="$(run_once "$server" "$kind" "$count")"$'\n'
       done
     done
   done
@@ -193,7 +259,7 @@ for server in $SERVERS; do
   best="-"
   for rate in $LADDER; do
     echo "== $server: can it sustain $rate MiB/s (1 KiB records)?" >&2
-    read -r write _ ack99 _ <<<"$(run_once "$server" 1024 "$rate")"
+    read -r write _ ack99 _ <<<"$(run_once "$server" s2bench 1024 "$rate")"
     if [ "$write" = - ] || [ "$ack99" = - ]; then break; fi
     if awk -v w="$write" -v r="$rate" -v p="$ack99" -v l="$P99_LIMIT_MS" \
       'BEGIN { exit !(w >= 0.9 * r && p < l) }'; then
@@ -228,7 +294,8 @@ cell() {
   echo
   echo "Measured by \`bench/compare.sh\` on $(date -u +%Y-%m-%d): $CORES cores, $MEMORY, the disk ~$FSYNCS fsyncs/s"
   echo "(4 KiB writes with O_DSYNC). $RILL_VERSION; s2-lite from $S2_VERSION, \`s2 lite --local-root\`"
-  echo "(which fsyncs its writes). The load is the official \`s2 bench\` on the same machine. Each cell is"
+  echo "(which fsyncs its writes). The load is the official \`s2 bench\` on the same machine (and \`rill bench\`,"
+  echo "a client of the S2 API, for many streams and fan-out). Each cell is"
   echo "**Rill / s2-lite (Rill ÷ s2-lite)**, the median of $RUNS alternating runs of ${DURATION} s;"
   echo "latencies in ms, throughput in MiB/s of record bytes (higher is better; for latencies, lower)."
   if [ "$SMOKE" = 1 ]; then
@@ -250,6 +317,22 @@ cell() {
       done
       echo
     done
+  done
+  echo
+  echo "## $APPENDERS appenders, one 1 KiB record per unary append, spread over many streams"
+  echo
+  echo "| streams | appends/s | ack p50 | ack p99 |"
+  echo "|---|---|---|---|"
+  for count in $SPREADS; do
+    echo "| $count | $(cell spread "$count" 1) | $(cell spread "$count" 2) | $(cell spread "$count" 3) |"
+  done
+  echo
+  echo "## Fan-out: live readers of one stream written at $FANOUT_RATE records/s of 1 KiB"
+  echo
+  echo "| readers | delivered MiB/s | end-to-end p50 | end-to-end p99 |"
+  echo "|---|---|---|---|"
+  for count in $FANOUTS; do
+    echo "| $count | $(cell fanout "$count" 1) | $(cell fanout "$count" 2) | $(cell fanout "$count" 3) |"
   done
   echo
   echo "Highest rate on the ladder ($LADDER MiB/s; one run per step, 1 KiB records) written at"

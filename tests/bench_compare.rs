@@ -1,6 +1,7 @@
 //! `bench/compare.sh` works: its smoke run (each workload once, 5 s,
 //! against Rill only) drives this build's server with the official
-//! `s2 bench` and writes a table with a figure in every cell. The figures
+//! `s2 bench` and `rill bench` (many streams, fan-out) and writes tables
+//! with a figure in every cell. The figures
 //! themselves come from the full run, never from a test.
 
 mod common;
@@ -49,6 +50,30 @@ fn the_comparison_script_runs_every_workload() {
     // At 5 MiB/s, about 5 MiB/s written.
     let written: f64 = rows[0][1].parse().unwrap();
     assert!((4.0..6.0).contains(&written), "{:?}", rows[0]);
+    // Many streams and fan-out: a row per count, each with three figures.
+    for (title, counts) in [
+        ("spread over many streams", ["1", "100"]),
+        ("Fan-out", ["1", "10"]),
+    ] {
+        let section = table
+            .split("## ")
+            .find(|section| section.contains(title))
+            .unwrap_or_else(|| panic!("no table for {title}:\n{table}"));
+        for count in counts {
+            let row = section
+                .lines()
+                .find(|line| line.starts_with(&format!("| {count} |")))
+                .unwrap_or_else(|| panic!("no row for {count} in {title}:\n{table}"));
+            let cells: Vec<&str> = row.trim_matches('|').split('|').map(str::trim).collect();
+            assert_eq!(cells.len(), 4, "{row}");
+            for cell in &cells[1..] {
+                let figure: f64 = cell
+                    .parse()
+                    .unwrap_or_else(|_| panic!("not a figure: {row}"));
+                assert!(figure > 0.0, "{row}");
+            }
+        }
+    }
     assert!(
         table.contains("Highest rate on the ladder"),
         "no sustained-rate line:\n{table}"

@@ -53,6 +53,18 @@ pub struct BenchArgs {
     /// whatever is due).
     #[arg(long, default_value_t = 100)]
     batch: usize,
+    /// Live readers of the stream (fan-out), each checking every record's
+    /// place, size and origin; the first checks every byte too.
+    #[arg(long, default_value_t = 1)]
+    readers: usize,
+    /// Instead of one session with readers: --appenders concurrent unary
+    /// appends of --batch records, spread over this many new streams
+    /// (deleted afterwards). Compare `--streams 10000` with `--streams 1`.
+    #[arg(long)]
+    streams: Option<usize>,
+    /// Concurrent appenders with --streams.
+    #[arg(long, default_value_t = 16)]
+    appenders: usize,
 }
 
 /// Counters the progress bar shows while the run goes on.
@@ -87,6 +99,29 @@ pub async fn run(
     if args.rate == Some(0) {
         return Err("--rate must be above 0 (leave it out to append flat out)".into());
     }
+    if args.readers == 0 {
+        return Err("--readers must be at least 1".into());
+    }
+    if args.streams == Some(0) || args.appenders == 0 {
+        return Err("--streams and --appenders must be at least 1".into());
+    }
+    if let Some(streams) = args.streams {
+        if args.stream.is_some() || args.readers > 1 || args.rate.is_some() {
+            return Err(
+                "--streams spreads flat-out appends over new streams: it takes no STREAM, \
+                 --readers or --rate"
+                    .into(),
+            );
+        }
+        let spread = super::bench_spread::SpreadArgs {
+            streams,
+            appenders: args.appenders,
+            duration: args.duration,
+            record_size: args.record_size,
+            batch: args.batch,
+        };
+        return super::bench_spread::run(client, &spread, json_out, out).await;
+    }
     let (stream, temporary) = match &args.stream {
         Some(stream) => (stream.clone(), false),
         None => (format!("bench-{}", epoch_ms()), true),
@@ -101,6 +136,8 @@ pub async fn run(
 
 /// What a run measured.
 struct Report {
+    /// Live readers, each of which read every record.
+    readers: usize,
     records: u64,
     bytes: u64,
     append_time: Duration,
@@ -122,16 +159,20 @@ async fn measure(
     let progress = Arc::new(Progress::default());
     let (total_tx, total_rx) = watch::channel(None::<u64>);
 
-    let reader = tokio::spawn(read_back(
-        client.clone(),
-        stream.to_string(),
-        first_seq_num,
-        nonce,
-        args.record_size,
-        started,
-        total_rx,
-        progress.clone(),
-    ));
+    let readers: Vec<_> = (0..args.readers)
+        .map(|reader| {
+            tokio::spawn(read_back(
+                client.clone(),
+                stream.to_string(),
+                first_seq_num,
+                nonce,
+                (args.record_size, reader == 0),
+                started,
+                total_rx.clone(),
+                progress.clone(),
+            ))
+        })
+        .collect();
     let bar = progress_bar(args.duration);
     let ticker = tokio::spawn(show_progress(bar.clone(), progress.clone(), started));
 
@@ -140,7 +181,7 @@ async fn measure(
     let (appends, ack_latencies) = match appended {
         Ok(appended) => appended,
         Err(err) => {
-            reader.abort();
+            readers.iter().for_each(|reader| reader.abort());
             ticker.abort();
             bar.finish_and_clear();
             return Err(err);
@@ -148,12 +189,26 @@ async fn measure(
     };
     // Every append was acknowledged: that many records are to be read.
     let _ = total_tx.send(Some(progress.acked.load(Ordering::Relaxed)));
-    let read = reader.await;
+    let mut e2e_latencies = Vec::new();
+    let mut records = 0;
+    for reader in readers {
+        let read = reader.await;
+        let latencies = match read.map_err(|e| format!("a reader failed: {e}")) {
+            Ok(Ok(latencies)) => latencies,
+            Ok(Err(err)) | Err(err) => {
+                ticker.abort();
+                bar.finish_and_clear();
+                return Err(err.into());
+            }
+        };
+        // Every reader read every acknowledged record (or failed above).
+        records = latencies.len() as u64;
+        e2e_latencies.extend(latencies);
+    }
     ticker.abort();
     bar.finish_and_clear();
-    let e2e_latencies = read.map_err(|e| format!("the reader failed: {e}"))??;
-    let records = e2e_latencies.len() as u64;
     Ok(Report {
+        readers: args.readers,
         records,
         bytes: records * args.record_size as u64,
         append_time,
@@ -264,7 +319,7 @@ async fn read_back(
     stream: String,
     first_seq_num: u64,
     nonce: u64,
-    record_size: usize,
+    (record_size, every_byte): (usize, bool),
     started: Instant,
     mut total: watch::Receiver<Option<u64>>,
     progress: Arc<Progress>,
@@ -307,7 +362,7 @@ async fn read_back(
             _ = total.changed() => continue,
             _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
         };
-        let sent_us = verify(&record, read, first_seq_num, nonce, record_size)?;
+        let sent_us = verify(&record, read, first_seq_num, nonce, record_size, every_byte)?;
         let now_us = started.elapsed().as_micros() as u64;
         latencies.push(Duration::from_micros(now_us.saturating_sub(sent_us)));
         progress.read.fetch_add(1, Ordering::Relaxed);
@@ -324,7 +379,7 @@ impl Drop for AbortOnDrop {
 }
 
 /// The body of the run's record `index`.
-fn body(nonce: u64, index: u64, sent_us: u64, size: usize) -> Bytes {
+pub(super) fn body(nonce: u64, index: u64, sent_us: u64, size: usize) -> Bytes {
     let mut body = BytesMut::with_capacity(size);
     body.put_u64(nonce);
     body.put_u64(index);
@@ -337,14 +392,15 @@ fn filler(index: u64, offset: usize) -> u8 {
     (index.wrapping_mul(31).wrapping_add(offset as u64 * 7) % 251) as u8
 }
 
-/// Checks that `record` is the run's record `index`, whole and at its
-/// place; returns when it was sent.
+/// Checks that `record` is the run's record `index`, at its place, of its
+/// size and (if `every_byte`) unchanged; returns when it was sent.
 fn verify(
     record: &StreamRecord,
     index: u64,
     first_seq_num: u64,
     nonce: u64,
     size: usize,
+    every_byte: bool,
 ) -> Result<u64, String> {
     let bad = |what: &str| {
         Err(format!(
@@ -370,7 +426,8 @@ fn verify(
     if record.seq_num != first_seq_num + index {
         return bad(&format!("expected seq num {}", first_seq_num + index));
     }
-    if let Some(offset) = (HEADER_LEN..size).find(|&offset| body[offset] != filler(index, offset)) {
+    let mut offsets = (HEADER_LEN..size).filter(|_| every_byte);
+    if let Some(offset) = offsets.find(|&offset| body[offset] != filler(index, offset)) {
         return bad(&format!("byte {offset} differs from what was written"));
     }
     Ok(word(16))
@@ -427,7 +484,9 @@ impl Report {
                     "append_secs": self.append_time.as_secs_f64(),
                     "append_records_per_sec": rate(self.append_time),
                     "append_mib_per_sec": mib_rate(self.append_time),
+                    "readers": self.readers,
                     "read_secs": self.read_time.as_secs_f64(),
+                    "delivered_mib_per_sec": mib_rate(self.read_time) * self.readers as f64,
                     "verified": true,
                     "ack_latency_ms": ack.json(),
                     "end_to_end_latency_ms": e2e.json(),
@@ -451,10 +510,17 @@ impl Report {
                 self.appends,
             ),
         )?;
+        let by = match self.readers {
+            1 => String::new(),
+            n => format!(
+                " by each of {n} readers ({:.2} MiB/s delivered)",
+                mib_rate(self.read_time) * n as f64
+            ),
+        };
         line(
             out,
             format!(
-                "read back    {} records, every one verified (order, seq num, bytes), {:.2} s after the start",
+                "read back    {} records{by}, every one verified (order, seq num, bytes), {:.2} s after the start",
                 self.records,
                 self.read_time.as_secs_f64()
             ),
@@ -464,10 +530,10 @@ impl Report {
     }
 }
 
-struct Percentiles([(&'static str, f64); 5]);
+pub(super) struct Percentiles([(&'static str, f64); 5]);
 
 impl Percentiles {
-    fn of(samples: &[Duration]) -> Self {
+    pub(super) fn of(samples: &[Duration]) -> Self {
         let mut ms: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
         ms.sort_by(f64::total_cmp);
         // Nearest rank: the smallest sample with at least q of them at or
@@ -485,7 +551,7 @@ impl Percentiles {
         ])
     }
 
-    fn text(&self) -> String {
+    pub(super) fn text(&self) -> String {
         let parts: Vec<String> = self
             .0
             .iter()
@@ -494,7 +560,7 @@ impl Percentiles {
         parts.join("  ")
     }
 
-    fn json(&self) -> serde_json::Value {
+    pub(super) fn json(&self) -> serde_json::Value {
         self.0
             .iter()
             .map(|(name, ms)| (name.to_string(), json!(ms)))
@@ -503,7 +569,7 @@ impl Percentiles {
     }
 }
 
-fn epoch_ms() -> u128 {
+pub(super) fn epoch_ms() -> u128 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis())
@@ -525,15 +591,21 @@ mod tests {
     #[test]
     fn verification_catches_every_kind_of_damage() {
         let good = body(7, 3, 1234, 64);
-        assert_eq!(verify(&record(13, good.clone()), 3, 10, 7, 64), Ok(1234));
+        assert_eq!(
+            verify(&record(13, good.clone()), 3, 10, 7, 64, true),
+            Ok(1234)
+        );
         // Another run, out of order, misplaced, truncated, a changed byte.
-        assert!(verify(&record(13, good.clone()), 3, 10, 8, 64).is_err());
-        assert!(verify(&record(13, good.clone()), 4, 9, 7, 64).is_err());
-        assert!(verify(&record(14, good.clone()), 3, 10, 7, 64).is_err());
-        assert!(verify(&record(13, good.slice(..63)), 3, 10, 7, 64).is_err());
+        assert!(verify(&record(13, good.clone()), 3, 10, 8, 64, true).is_err());
+        assert!(verify(&record(13, good.clone()), 4, 9, 7, 64, true).is_err());
+        assert!(verify(&record(14, good.clone()), 3, 10, 7, 64, true).is_err());
+        assert!(verify(&record(13, good.slice(..63)), 3, 10, 7, 64, true).is_err());
         let mut damaged = good.to_vec();
         damaged[40] ^= 1;
-        assert!(verify(&record(13, Bytes::from(damaged)), 3, 10, 7, 64).is_err());
+        let damaged = record(13, Bytes::from(damaged));
+        assert!(verify(&damaged, 3, 10, 7, 64, true).is_err());
+        // A fan-out reader past the first checks all but the bytes.
+        assert_eq!(verify(&damaged, 3, 10, 7, 64, false), Ok(1234));
     }
 
     #[test]

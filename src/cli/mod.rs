@@ -10,6 +10,7 @@
 
 mod admin;
 mod bench;
+mod bench_spread;
 mod collections;
 mod consume;
 mod help;
