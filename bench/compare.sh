@@ -144,7 +144,13 @@ internal_run() {
         --record-size 1024 --duration "${DURATION}s" >"$dir/load.out" 2>&1 || failed "rill bench --readers"
       ;;
   esac
+  # Stopped, and killed if it takes more than 10 s to go.
   kill "$pid" 2>/dev/null || true
+  for _ in $(seq 100); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -9 "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
   case "$load" in
     s2bench) parse_bench "$dir/load.out" ;;
