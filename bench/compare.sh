@@ -19,7 +19,12 @@
 #   --smoke         each workload once, for 5 s, against Rill only (the
 #                   test suite runs this to check that the parts work)
 set -euo pipefail
-cd "$(dirname "$0")/.."
+# Paths given relative to where it was started, before moving to the
+# repository's root.
+CALLER_DIR="$(pwd)"
+SCRIPT="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"
+absolute() { case "$1" in /*) echo "$1" ;; *) echo "$CALLER_DIR/$1" ;; esac; }
+cd "$(dirname "$SCRIPT")/.."
 
 # Inside one run (re-invoked, maybe in a namespace): settings come from
 # the environment of the invoking script.
@@ -36,10 +41,10 @@ while [ -z "${INTERNAL_RUN:-}" ] && [ $# -gt 0 ]; do
   case "$1" in
     --runs) RUNS="$2"; shift 2 ;;
     --duration) DURATION="$2"; shift 2 ;;
-    --rill) RILL="$2"; shift 2 ;;
-    --out) OUT="$2"; shift 2 ;;
+    --rill) RILL="$(absolute "$2")"; shift 2 ;;
+    --out) OUT="$(absolute "$2")"; shift 2 ;;
     --smoke) SMOKE=1; shift ;;
-    -h | --help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,20p' "$SCRIPT" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "compare.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -90,20 +95,21 @@ isolated() {
 # STREAMS` ("appends_per_sec ack_p50 ack_p99") or `fanout READERS`
 # ("delivered_mibps e2e_p50 e2e_p99").
 run_once() {
-  local server="$1" dir
+  local server="$1" dir status
   shift
   dir="$(mktemp -d "$WORK/run.XXXXXX")"
   if [ "$server" = lite ]; then
-    isolated bash "$0" --internal-run lite "$dir" "$@"
+    isolated bash "$SCRIPT" --internal-run lite "$dir" "$@" || status=$?
   else
-    bash "$0" --internal-run rill "$dir" "$@"
+    bash "$SCRIPT" --internal-run rill "$dir" "$@" || status=$?
   fi
   rm -rf "$dir"
+  return "${status:-0}"
 }
 
 # Inside one run (maybe in a namespace): start, wait, load, stop.
 internal_run() {
-  local server="$1" dir="$2" load="$3" port pid
+  local server="$1" dir="$2" load="$3" port pid status=0
   shift 3
   if [ "$server" = lite ]; then
     port=8080
@@ -133,15 +139,15 @@ internal_run() {
       local size="$1" target="$2"
       [ "$target" = flat ] && target="$FLAT_OUT"
       "$S2" bench bench-basin --record-size "$size" --target-mibps "$target" \
-        --duration "${DURATION}s" --catchup-delay 1s >"$dir/load.out" 2>&1 || failed "s2 bench"
+        --duration "${DURATION}s" --catchup-delay 1s >"$dir/load.out" 2>&1 || failed "s2 bench" || status=1
       ;;
     spread)
       "$RILL" bench --json --streams "$1" --appenders "$APPENDERS" --batch 1 \
-        --record-size 1024 --duration "${DURATION}s" >"$dir/load.out" 2>&1 || failed "rill bench --streams"
+        --record-size 1024 --duration "${DURATION}s" >"$dir/load.out" 2>&1 || failed "rill bench --streams" || status=1
       ;;
     fanout)
       "$RILL" bench --json --readers "$1" --rate "$FANOUT_RATE" \
-        --record-size 1024 --duration "${DURATION}s" >"$dir/load.out" 2>&1 || failed "rill bench --readers"
+        --record-size 1024 --duration "${DURATION}s" >"$dir/load.out" 2>&1 || failed "rill bench --readers" || status=1
       ;;
   esac
   # Stopped, and killed if it takes more than 10 s to go.
@@ -165,11 +171,14 @@ internal_run() {
         "$(json_number p99 end_to_end_latency_ms <"$dir/load.out")"
       ;;
   esac
+  return "$status"
 }
 
+# Says that a load failed, with the end of its output; fails.
 failed() {
   echo "compare.sh: $1 against $server failed:" >&2
   tail -20 "$dir/load.out" >&2
+  return 1
 }
 
 # A number from the one-line JSON on stdin: field $1, inside object $2 if
@@ -189,6 +198,7 @@ json_number() {
 parse_bench() {
   awk '
     function ms(v) {
+      if (v ~ /ns$/) { sub(/ns$/, "", v); return v / 1000000 }
       if (v ~ /µs$|us$/) { sub(/µs$|us$/, "", v); return v / 1000 }
       if (v ~ /ms$/) { sub(/ms$/, "", v); return v + 0 }
       if (v ~ /s$/) { sub(/s$/, "", v); return v * 1000 }
@@ -220,9 +230,16 @@ if [ -n "${INTERNAL_RUN:-}" ]; then
   internal_run "$@"
   exit
 fi
-WORK="$(pwd)/target/bench"
-rm -rf "$WORK"
-mkdir -p "$WORK"
+# Runs get their data directories here: on the repository's disk (where
+# users would keep data), one directory per invocation.
+mkdir -p target
+WORK="$(mktemp -d "$(pwd)/target/bench.XXXXXX")"
+trap 'rm -rf "$WORK"' EXIT
+if [[ " $SERVERS " == *" lite "* ]] && ! isolated true; then
+  echo "compare.sh: cannot make a network namespace for s2-lite (unshare -n, as root or with user namespaces)" >&2
+  exit 1
+fi
+FAILED_RUNS=0
 
 # --- the machine -----------------------------------------------------------
 CORES="$(nproc)"
@@ -240,7 +257,8 @@ for size in $SIZES; do
     for run in $(seq "$RUNS"); do
       for server in $SERVERS; do
         echo "== $server: ${size} B records at $rate MiB/s, run $run of $RUNS" >&2
-        FIGURES["$server $size $rate"]+="$(run_once "$server" s2bench "$size" "$rate")"$'\n'
+        figures="$(run_once "$server" s2bench "$size" "$rate")" || FAILED_RUNS=$((FAILED_RUNS + 1))
+        FIGURES["$server $size $rate"]+="$figures"$'\n'
       done
     done
   done
@@ -252,7 +270,8 @@ for kind in spread fanout; do
     for run in $(seq "$RUNS"); do
       for server in $SERVERS; do
         echo "== $server: $kind $count, run $run of $RUNS" >&2
-        FIGURES["$server $kind $count"]+="$(run_once "$server" "$kind" "$count")"$'\n'
+        figures="$(run_once "$server" "$kind" "$count")" || FAILED_RUNS=$((FAILED_RUNS + 1))
+        FIGURES["$server $kind $count"]+="$figures"$'\n'
       done
     done
   done
@@ -265,7 +284,8 @@ for server in $SERVERS; do
   best="-"
   for rate in $LADDER; do
     echo "== $server: can it sustain $rate MiB/s (1 KiB records)?" >&2
-    read -r write _ ack99 _ <<<"$(run_once "$server" s2bench 1024 "$rate")"
+    figures="$(run_once "$server" s2bench 1024 "$rate")" || FAILED_RUNS=$((FAILED_RUNS + 1))
+    read -r write _ ack99 _ <<<"$figures"
     if [ "$write" = - ] || [ "$ack99" = - ]; then break; fi
     if awk -v w="$write" -v r="$rate" -v p="$ack99" -v l="$P99_LIMIT_MS" \
       'BEGIN { exit !(w >= 0.9 * r && p < l) }'; then
@@ -343,6 +363,14 @@ cell() {
   echo
   echo "Highest rate on the ladder ($LADDER MiB/s; one run per step, 1 KiB records) written at"
   echo "≥ 90 % of its target with ack p99 under ${P99_LIMIT_MS} ms: Rill **${SUSTAINED[rill]} MiB/s**, s2-lite **${SUSTAINED[lite]:--} MiB/s**."
+  if [ "$FAILED_RUNS" -gt 0 ]; then
+    echo
+    echo "**$FAILED_RUNS runs failed** (their figures are left out; see the messages of the run)."
+  fi
 } >"$OUT.tmp"
 mv "$OUT.tmp" "$OUT"
 cat "$OUT"
+if [ "$FAILED_RUNS" -gt 0 ]; then
+  echo "compare.sh: $FAILED_RUNS runs failed" >&2
+  exit 1
+fi

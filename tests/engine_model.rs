@@ -135,11 +135,12 @@ impl Model {
             ReadStart::SeqNum(s) => s,
             ReadStart::TailOffset(o) => tail.saturating_sub(o),
             ReadStart::Timestamp(t) if t > self.last_ts() => return Err(()),
-            ReadStart::Timestamp(t) => self
-                .records
-                .iter()
-                .position(|r| r.0 >= t)
-                .map_or(tail, |p| p as u64),
+            // The first record still there (at or past the trim point)
+            // with a timestamp at or after `t`: none when every record
+            // is trimmed, and the read is then one at the tail.
+            ReadStart::Timestamp(t) => (self.trim_point..tail)
+                .find(|&s| self.records[s as usize].0 >= t)
+                .unwrap_or(tail),
         };
         if seq >= tail {
             return Err(());

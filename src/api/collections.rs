@@ -365,9 +365,8 @@ async fn read_events(
         // At the tail with no wait left, reading on would be a read beyond
         // the tail (416): the page ends here.
         let wait_left = deadline.map(|d| d.saturating_duration_since(tokio::time::Instant::now()));
-        let at_tail = batch
-            .tail
-            .is_none_or(|tail| last.seq_num + 1 >= tail.seq_num);
+        // A batch carries the tail only when it reached it.
+        let at_tail = batch.tail.is_some();
         if at_tail && wait_left.is_none_or(|w| w.is_zero()) {
             return Ok(events_page(events, next_seq_num, batch.tail));
         }

@@ -115,6 +115,10 @@ pub async fn run(
         }
         let spread = super::bench_spread::SpreadArgs {
             streams,
+            max_records: match args.max_mib {
+                0 => u64::MAX,
+                mib => (mib << 20) / args.record_size as u64,
+            },
             appenders: args.appenders,
             duration: args.duration,
             record_size: args.record_size,
@@ -191,8 +195,10 @@ async fn measure(
     let _ = total_tx.send(Some(progress.acked.load(Ordering::Relaxed)));
     let mut e2e_latencies = Vec::new();
     let mut records = 0;
-    for reader in readers {
-        let read = reader.await;
+    // The readers stop with the run, failed or not.
+    let readers: Vec<_> = readers.into_iter().map(AbortOnDrop).collect();
+    for mut reader in readers {
+        let read = (&mut reader.0).await;
         let latencies = match read.map_err(|e| format!("a reader failed: {e}")) {
             Ok(Ok(latencies)) => latencies,
             Ok(Err(err)) | Err(err) => {
@@ -370,9 +376,9 @@ async fn read_back(
 }
 
 /// Stops a task when dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
 
-impl Drop for AbortOnDrop {
+impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
         self.0.abort();
     }

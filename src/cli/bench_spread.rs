@@ -8,7 +8,7 @@
 //! `--streams 10000` to see what spreading costs.
 
 use std::io::Write;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,6 +24,8 @@ const SETUP_CONCURRENCY: usize = 32;
 
 pub struct SpreadArgs {
     pub streams: usize,
+    /// Stop once this many records were appended (`--max-mib`).
+    pub max_records: u64,
     pub appenders: usize,
     pub duration: Duration,
     pub record_size: usize,
@@ -40,23 +42,54 @@ pub async fn run(
     let names: Arc<Vec<String>> =
         Arc::new((0..args.streams).map(|i| format!("{prefix}-{i}")).collect());
     let setup = Instant::now();
-    futures::stream::iter(names.iter())
+    let created = futures::stream::iter(names.iter())
         .map(|name| client.ensure_stream(name))
         .buffer_unordered(SETUP_CONCURRENCY)
         .try_collect::<Vec<()>>()
-        .await
-        .map_err(fail)?;
+        .await;
     let setup_time = setup.elapsed();
+    let measured = match created {
+        Ok(_) => append(client, args, &names).await,
+        Err(err) => Err(fail(err).message),
+    };
+    // The streams go whatever happened (those never created answer 404).
+    let deleted = futures::stream::iter(names.iter())
+        .map(|name| client.delete_stream(name))
+        .buffer_unordered(SETUP_CONCURRENCY)
+        .filter(|deleted| std::future::ready(deleted.is_ok()))
+        .count()
+        .await;
+    let (latencies, append_time) = measured?;
+    report(
+        args,
+        (setup_time, deleted),
+        &latencies,
+        append_time,
+        json_out,
+        out,
+    )
+}
 
+/// The run itself: every appender's latencies, and how long it took.
+async fn append(
+    client: &Client,
+    args: &SpreadArgs,
+    names: &Arc<Vec<String>>,
+) -> Result<(Vec<Duration>, Duration), String> {
     let started = Instant::now();
+    let appended = Arc::new(AtomicU64::new(0));
     let next = Arc::new(AtomicUsize::new(0));
     let appenders: Vec<_> = (0..args.appenders)
         .map(|_| {
             let (client, names, next) = (client.clone(), names.clone(), next.clone());
+            let appended = appended.clone();
             let (duration, size, batch) = (args.duration, args.record_size, args.batch);
+            let max_records = args.max_records;
             tokio::spawn(async move {
                 let mut latencies = Vec::new();
-                while started.elapsed() < duration {
+                while started.elapsed() < duration
+                    && appended.fetch_add(batch as u64, Ordering::Relaxed) < max_records
+                {
                     let n = next.fetch_add(1, Ordering::Relaxed);
                     let records: Vec<AppendRecord> = (0..batch as u64)
                         .map(|i| AppendRecord::new(body(0, i, 0, size)))
@@ -82,23 +115,25 @@ pub async fn run(
             Err(err) => failure = failure.or(Some(format!("an appender failed: {err}"))),
         }
     }
-    let append_time = started.elapsed();
-    // The streams go whatever happened; a failure to delete is said.
-    let deleted = futures::stream::iter(names.iter())
-        .map(|name| client.delete_stream(name))
-        .buffer_unordered(SETUP_CONCURRENCY)
-        .filter(|deleted| std::future::ready(deleted.is_ok()))
-        .count()
-        .await;
-    if let Some(err) = failure {
-        return Err(err.into());
+    match failure {
+        Some(err) => Err(err),
+        None => Ok((latencies, started.elapsed())),
     }
+}
 
+fn report(
+    args: &SpreadArgs,
+    (setup_time, deleted): (Duration, usize),
+    latencies: &[Duration],
+    append_time: Duration,
+    json_out: bool,
+    out: &mut impl Write,
+) -> Result<(), Failure> {
     let appends = latencies.len();
     let records = (appends * args.batch) as f64;
     let secs = append_time.as_secs_f64().max(0.001);
     let mib = records * args.record_size as f64 / (1024.0 * 1024.0);
-    let latency = Percentiles::of(&latencies);
+    let latency = Percentiles::of(latencies);
     if json_out {
         return line(
             out,

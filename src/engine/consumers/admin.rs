@@ -295,7 +295,7 @@ impl Consumers {
                         &**self.core.storage(),
                         h.id,
                         *timestamp,
-                        tail,
+                        h.visible(),
                     )?,
                 })
             }

@@ -135,10 +135,10 @@ pub fn record_key(stream_id: u64, seq_num: u64) -> Vec<u8> {
 }
 
 /// Timestamps and Arrivals keyspaces: `{stream id}{time}{seq num}` → empty,
-/// where time is the record timestamp or the append's arrival time. These
-/// are sparse indexes: only the first record of each run of equal times is
-/// indexed. Times never decrease along a stream, so the first record at or
-/// after time T is always the start of such a run.
+/// where time is the record timestamp or the append's arrival time. Both
+/// are sparse indexes (see `docs/ARCHITECTURE.md`): Arrivals holds the
+/// first record of each run of equal arrival times, Timestamps a record
+/// every so many records or bytes.
 pub fn index_key(stream_id: u64, time: u64, seq_num: u64) -> Vec<u8> {
     let mut key = Vec::with_capacity(24);
     key.extend_from_slice(&stream_id.to_be_bytes());

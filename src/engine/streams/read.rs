@@ -352,8 +352,7 @@ async fn resolve_start(
                 return Err(EngineError::BeyondTail(tail));
             }
             let (storage, id) = (storage.clone(), handle.id);
-            blocking(move || first_seq_timestamped_at_or_after(&*storage, id, ts, tail.seq_num))
-                .await?
+            blocking(move || first_seq_timestamped_at_or_after(&*storage, id, ts, visible)).await?
         }
     };
     if start >= tail.seq_num && !can_follow {
@@ -396,8 +395,9 @@ pub(crate) fn first_seq_timestamped_at_or_after(
     storage: &dyn Storage,
     id: u64,
     timestamp: u64,
-    tail: u64,
+    visible: Visible,
 ) -> EngineResult<u64> {
+    let tail = visible.tail.seq_num;
     let from = storage
         .last_in_range(
             Keyspace::Timestamps,
@@ -405,7 +405,10 @@ pub(crate) fn first_seq_timestamped_at_or_after(
             &keys::index_key(id, timestamp, 0),
         )?
         .and_then(|(key, _)| keys::parse_index_key(&key).map(|(_, seq)| seq))
-        .unwrap_or(0);
+        .unwrap_or(0)
+        // Records below the trim point are gone (or going): no scan over
+        // what deleting them left behind.
+        .max(visible.trim_point);
     let mut found = None;
     let mut damaged = None;
     storage.scan(
