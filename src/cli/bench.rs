@@ -22,6 +22,7 @@ use rill_client::{
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
 
+use super::bench_stats::{epoch_ms, Percentiles};
 use super::output::{fail, line, Failure};
 
 /// nonce, index, sent-at: the smallest body a bench record can have.
@@ -385,7 +386,7 @@ impl<T> Drop for AbortOnDrop<T> {
 }
 
 /// The body of the run's record `index`.
-pub(super) fn body(nonce: u64, index: u64, sent_us: u64, size: usize) -> Bytes {
+fn body(nonce: u64, index: u64, sent_us: u64, size: usize) -> Bytes {
     let mut body = BytesMut::with_capacity(size);
     body.put_u64(nonce);
     body.put_u64(index);
@@ -536,51 +537,6 @@ impl Report {
     }
 }
 
-pub(super) struct Percentiles([(&'static str, f64); 5]);
-
-impl Percentiles {
-    pub(super) fn of(samples: &[Duration]) -> Self {
-        let mut ms: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
-        ms.sort_by(f64::total_cmp);
-        // Nearest rank: the smallest sample with at least q of them at or
-        // below it.
-        let at = |q: f64| {
-            let rank = (ms.len() as f64 * q).ceil() as usize;
-            ms.get(rank.saturating_sub(1)).copied().unwrap_or(0.0)
-        };
-        Self([
-            ("p50", at(0.50)),
-            ("p90", at(0.90)),
-            ("p99", at(0.99)),
-            ("p999", at(0.999)),
-            ("max", ms.last().copied().unwrap_or(0.0)),
-        ])
-    }
-
-    pub(super) fn text(&self) -> String {
-        let parts: Vec<String> = self
-            .0
-            .iter()
-            .map(|(name, ms)| format!("{name} {ms:.2} ms"))
-            .collect();
-        parts.join("  ")
-    }
-
-    pub(super) fn json(&self) -> serde_json::Value {
-        self.0
-            .iter()
-            .map(|(name, ms)| (name.to_string(), json!(ms)))
-            .collect::<serde_json::Map<_, _>>()
-            .into()
-    }
-}
-
-pub(super) fn epoch_ms() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -612,15 +568,5 @@ mod tests {
         assert!(verify(&damaged, 3, 10, 7, 64, true).is_err());
         // A fan-out reader past the first checks all but the bytes.
         assert_eq!(verify(&damaged, 3, 10, 7, 64, false), Ok(1234));
-    }
-
-    #[test]
-    fn percentiles_pick_ranks() {
-        let samples: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
-        let p = Percentiles::of(&samples);
-        assert_eq!(p.0[0], ("p50", 50.0));
-        assert_eq!(p.0[1], ("p90", 90.0));
-        assert_eq!(p.0[2], ("p99", 99.0));
-        assert_eq!(p.0[4], ("max", 100.0));
     }
 }

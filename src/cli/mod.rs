@@ -11,6 +11,7 @@
 mod admin;
 mod bench;
 mod bench_spread;
+mod bench_stats;
 mod collections;
 mod consume;
 mod help;
