@@ -251,30 +251,29 @@ RILL_VERSION="$("$RILL" --version)"
 S2_VERSION="$("$S2" --version | head -1)"
 echo "== $CORES cores, $MEMORY, ~$FSYNCS fsyncs/s (4 KiB, O_DSYNC); $RILL_VERSION; $S2_VERSION" >&2
 
-declare -A FIGURES # "server size rate" -> the lines of its runs
+declare -A FIGURES # "server key" -> the lines of its runs
+# Runs one load $RUNS times on each server, alternating, under "server key".
+measure() {
+  local key="$1" figures
+  shift
+  for run in $(seq "$RUNS"); do
+    for server in $SERVERS; do
+      echo "== $server: $key, run $run of $RUNS" >&2
+      figures="$(run_once "$server" "$@")" || FAILED_RUNS=$((FAILED_RUNS + 1))
+      FIGURES["$server $key"]+="$figures"$'\n'
+    done
+  done
+}
 for size in $SIZES; do
   for rate in $RATES; do
-    for run in $(seq "$RUNS"); do
-      for server in $SERVERS; do
-        echo "== $server: ${size} B records at $rate MiB/s, run $run of $RUNS" >&2
-        figures="$(run_once "$server" s2bench "$size" "$rate")" || FAILED_RUNS=$((FAILED_RUNS + 1))
-        FIGURES["$server $size $rate"]+="$figures"$'\n'
-      done
-    done
+    measure "$size $rate" s2bench "$size" "$rate"
   done
 done
-
-for kind in spread fanout; do
-  [ "$kind" = spread ] && counts="$SPREADS" || counts="$FANOUTS"
-  for count in $counts; do
-    for run in $(seq "$RUNS"); do
-      for server in $SERVERS; do
-        echo "== $server: $kind $count, run $run of $RUNS" >&2
-        figures="$(run_once "$server" "$kind" "$count")" || FAILED_RUNS=$((FAILED_RUNS + 1))
-        FIGURES["$server $kind $count"]+="$figures"$'\n'
-      done
-    done
-  done
+for count in $SPREADS; do
+  measure "spread $count" spread "$count"
+done
+for count in $FANOUTS; do
+  measure "fanout $count" fanout "$count"
 done
 
 # The highest rate on the ladder whose run kept ack p99 under the limit and

@@ -32,13 +32,9 @@ use super::reclaim::Reclaimer;
 /// How much journal a restart may have to replay: fjall's floor.
 const MAX_JOURNALING_BYTES: u64 = 64 * 1024 * 1024;
 
-/// A memtable is flushed to a table file once it holds this much (fjall's
-/// default is 64 MiB). On ext4 the fsync of a freshly flushed table and
-/// the group commit's fdatasync of the journal wait for each other, so the
-/// size of one flush is a stall every acknowledgement behind it feels:
-/// with 64 MiB, ack p99 at 20 MiB/s of 1 KiB records was 77–184 ms, with
-/// 8 MiB 29–54 ms (`bench/compare.sh` workloads, 4 alternating runs each),
-/// flat-out throughput unchanged.
+/// Memtable size (fjall's default: 64 MiB). A table's flush fsync stalls
+/// the group commit's fdatasync behind it (ext4), so smaller flushes mean
+/// shorter stalls: ack p99 at 20 MiB/s 29–54 ms instead of 77–184 ms.
 const MAX_MEMTABLE_BYTES: u64 = 8 * 1024 * 1024;
 
 /// The file written and synced before a reopen, to see that the disk takes
