@@ -62,8 +62,12 @@ SPREADS="1 10000"
 # (`rill bench --readers`).
 FANOUTS="1 100 1000"
 FANOUT_RATE=100
+# Collections and consumers (Rill only: s2-lite has neither): writers of
+# batches of upserts over KEYS ids, then paging `/updated`, then
+# consuming with a consumer (`rill bench --collection`).
+KEYS=100000
 if [ "$SMOKE" = 1 ]; then
-  SERVERS="rill" RUNS=1 DURATION=5 RATES="5 flat" LADDER="5" SPREADS="1 100" FANOUTS="1 10"
+  SERVERS="rill" RUNS=1 DURATION=5 RATES="5 flat" LADDER="5" SPREADS="1 100" FANOUTS="1 10" KEYS=5000
 fi
 # `s2 bench` has no "as fast as possible": a target well past the disk.
 FLAT_OUT=1000
@@ -93,7 +97,8 @@ isolated() {
 # in ms; "-" where the output had none). LOAD is `s2bench SIZE RATE`
 # ("write_mibps ack_p50 ack_p99 e2e_p50 e2e_p99 catchup_mibps"), `spread
 # STREAMS` ("appends_per_sec ack_p50 ack_p99") or `fanout READERS`
-# ("delivered_mibps e2e_p50 e2e_p99").
+# ("delivered_mibps e2e_p50 e2e_p99") or `collection` ("upserts_per_sec
+# write_p50 write_p99 paged_per_sec consumed_per_sec").
 run_once() {
   local server="$1" dir status
   shift
@@ -149,6 +154,10 @@ internal_run() {
       "$RILL" bench --json --readers "$1" --rate "$FANOUT_RATE" \
         --record-size 1024 --duration "${DURATION}s" >"$dir/load.out" 2>&1 || failed "rill bench --readers" || status=1
       ;;
+    collection)
+      "$RILL" bench --json --collection --keys "$KEYS" --appenders "$APPENDERS" --batch 100 \
+        --record-size 1024 --duration "${DURATION}s" >"$dir/load.out" 2>&1 || failed "rill bench --collection" || status=1
+      ;;
   esac
   # Stopped, and killed if it takes more than 10 s to go.
   kill "$pid" 2>/dev/null || true
@@ -169,6 +178,13 @@ internal_run() {
       echo "$(json_number delivered_mib_per_sec <"$dir/load.out")" \
         "$(json_number p50 end_to_end_latency_ms <"$dir/load.out")" \
         "$(json_number p99 end_to_end_latency_ms <"$dir/load.out")"
+      ;;
+    collection)
+      echo "$(json_number upserts_per_sec <"$dir/load.out")" \
+        "$(json_number p50 write_latency_ms <"$dir/load.out")" \
+        "$(json_number p99 write_latency_ms <"$dir/load.out")" \
+        "$(json_number paged_records_per_sec <"$dir/load.out")" \
+        "$(json_number consumed_records_per_sec <"$dir/load.out")"
       ;;
   esac
   return "$status"
@@ -252,12 +268,13 @@ S2_VERSION="$("$S2" --version | head -1)"
 echo "== $CORES cores, $MEMORY, ~$FSYNCS fsyncs/s (4 KiB, O_DSYNC); $RILL_VERSION; $S2_VERSION" >&2
 
 declare -A FIGURES # "server key" -> the lines of its runs
-# Runs one load $RUNS times on each server, alternating, under "server key".
+# Runs one load $RUNS times on each server (or those in $ONLY), alternating,
+# under "server key".
 measure() {
   local key="$1" figures
   shift
   for run in $(seq "$RUNS"); do
-    for server in $SERVERS; do
+    for server in ${ONLY:-$SERVERS}; do
       echo "== $server: $key, run $run of $RUNS" >&2
       figures="$(run_once "$server" "$@")" || FAILED_RUNS=$((FAILED_RUNS + 1))
       FIGURES["$server $key"]+="$figures"$'\n'
@@ -275,6 +292,7 @@ done
 for count in $FANOUTS; do
   measure "fanout $count" fanout "$count"
 done
+ONLY=rill measure "collection 1" collection
 
 # The highest rate on the ladder whose run kept ack p99 under the limit and
 # wrote at least 90 % of the target (one run per step).
@@ -359,6 +377,20 @@ cell() {
   for count in $FANOUTS; do
     echo "| $count | $(cell fanout "$count" 1) | $(cell fanout "$count" 2) | $(cell fanout "$count" 3) |"
   done
+  echo
+  echo "## Collections and consumers (Rill only: s2-lite has neither)"
+  echo
+  echo "$APPENDERS writers upsert batches of 100 records (1 KiB of data each) over $KEYS ids for ${DURATION} s; then one"
+  echo "reader pages through \`/updated\` from the start (1,000 per page), checking each id comes once at its latest"
+  echo "version; then $APPENDERS workers receive (up to 100) and ack from a records-feed consumer until every id was acked."
+  echo
+  echo "| upserts/s | write p50 | write p99 | \`/updated\` records/s | consumed (received + acked) records/s |"
+  echo "|---|---|---|---|---|"
+  printf '|'
+  for field in 1 2 3 4 5; do
+    printf ' %s |' "$(cell collection 1 "$field")"
+  done
+  echo
   echo
   echo "Highest rate on the ladder ($LADDER MiB/s; one run per step, 1 KiB records) written at"
   echo "≥ 90 % of its target with ack p99 under ${P99_LIMIT_MS} ms: Rill **${SUSTAINED[rill]} MiB/s**, s2-lite **${SUSTAINED[lite]:--} MiB/s**."

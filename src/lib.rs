@@ -11,6 +11,7 @@
 pub mod api;
 pub mod connections;
 pub mod engine;
+pub mod metrics;
 pub mod root_token;
 pub mod server;
 pub mod storage;

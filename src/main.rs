@@ -111,6 +111,16 @@ enum Command {
         /// (`RUST_LOG=rill::access=debug`).
         #[arg(long, env = "RILL_ACCESS_LOG")]
         access_log: bool,
+        /// Also serve Prometheus metrics (`GET /metrics`) here, without a
+        /// token: an address only your scraper can reach. (`/metrics` on
+        /// the main port needs the `account-metrics` permission.)
+        #[arg(long, env = "RILL_METRICS_LISTEN", value_name = "HOST:PORT", value_parser = listen_address)]
+        metrics_listen: Option<SocketAddr>,
+        /// Count appends and reads per stream too (a series per stream:
+        /// for servers with a bounded number of streams), not only per
+        /// basin.
+        #[arg(long, env = "RILL_METRICS_PER_STREAM")]
+        metrics_per_stream: bool,
     },
     /// Accept that commits the store cannot recover (damage in its
     /// journal) are gone, so that the server starts with what is intact.
@@ -171,6 +181,8 @@ fn main() -> std::process::ExitCode {
             max_long_polls,
             max_sessions_per_token,
             access_log,
+            metrics_listen,
+            metrics_per_stream,
         } => {
             let data_dir = (!in_memory).then_some(data_dir);
             let flags = rill::root_token::RootTokenFlags {
@@ -215,6 +227,8 @@ fn main() -> std::process::ExitCode {
                 } else {
                     rill::api::AccessLog::Debug
                 },
+                metrics_listen,
+                metrics_per_stream,
             };
             match tokio::runtime::Runtime::new() {
                 Ok(runtime) => runtime

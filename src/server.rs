@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use crate::api::{ApiConfig, Auth, SessionLimits};
 use crate::connections::{self, ConnectionLimits};
 use crate::engine::Engine;
+use crate::metrics::Metrics;
 use crate::storage::{FjallStorage, MemoryStorage, Storage};
 use crate::tls::Tls;
 
@@ -32,6 +33,10 @@ pub struct ServeConfig {
     pub tls: Option<crate::tls::TlsFiles>,
     pub sessions: SessionLimits,
     pub access_log: crate::api::AccessLog,
+    /// Also serve `GET /metrics`, without a token, here.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Count appends and reads per stream too, not only per basin.
+    pub metrics_per_stream: bool,
 }
 
 pub fn open_storage(data_dir: Option<&std::path::Path>) -> Result<Arc<dyn Storage>, String> {
@@ -73,13 +78,23 @@ pub async fn serve(
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    let metrics_listener = match config.metrics_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("cannot listen for metrics on {addr}: {e}"))?,
+        ),
+        None => None,
+    };
     // Opening replays the storage journal: logged, with how long it took,
     // so a slow start is never a silent one.
     tracing::info!("opening storage");
     let started = std::time::Instant::now();
     let storage = open_storage(config.data_dir.as_deref())?;
     let opened = started.elapsed();
-    let engine = Engine::open(storage).map_err(|e| format!("cannot recover the engine: {e}"))?;
+    let metrics = Arc::new(Metrics::new(config.metrics_per_stream));
+    let engine = Engine::open_with_metrics(storage, metrics)
+        .map_err(|e| format!("cannot recover the engine: {e}"))?;
     let (basins, streams, tokens) = engine
         .streams()
         .census()
@@ -114,6 +129,7 @@ pub async fn serve(
         tls,
         sessions: config.sessions,
         access_log: config.access_log,
+        metrics_listener,
     };
     run_with(listener, engine, options, shutdown).await
 }
@@ -145,15 +161,17 @@ pub async fn run(
     run_with(listener, engine, ServerOptions::default(), shutdown).await
 }
 
-/// How a server runs: its limits, whether it checks tokens, and whether
-/// it speaks TLS.
-#[derive(Clone, Default)]
+/// How a server runs: its limits, whether it checks tokens, whether it
+/// speaks TLS, and where else it serves its metrics.
+#[derive(Default)]
 pub struct ServerOptions {
     pub limits: ConnectionLimits,
     pub auth: Auth,
     pub tls: Option<Tls>,
     pub sessions: SessionLimits,
     pub access_log: crate::api::AccessLog,
+    /// Serves `GET /metrics` here too, without a token.
+    pub metrics_listener: Option<TcpListener>,
 }
 
 /// [`run`] with the given options.
@@ -169,6 +187,7 @@ pub async fn run_with(
         tls,
         sessions,
         access_log,
+        metrics_listener,
     } = options;
     let upkeep = engine.spawn_upkeep(UPKEEP_INTERVAL);
     let restarts = engine.spawn_restarts();
@@ -181,10 +200,21 @@ pub async fn run_with(
         sessions,
         access_log,
     };
-    let app = crate::api::router(engine.clone(), api);
+    let (app, metrics_only) = crate::api::routers(engine.clone(), api);
+    let metrics_server = metrics_listener.map(|listener| {
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(%addr, "serving /metrics");
+        }
+        tokio::spawn(async move {
+            if let Err(err) = axum::serve(listener, metrics_only).await {
+                tracing::error!(%err, "the metrics listener failed");
+            }
+        })
+    });
     let closing = engine.clone();
     let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
-    let serve = connections::serve(listener, app, limits, tls, async move {
+    let open_connections = engine.metrics().http.connections.clone();
+    let serve = connections::serve(listener, app, limits, tls, open_connections, async move {
         shutdown.await;
         // Live sessions never end by themselves; end them so the server
         // can drain.
@@ -209,6 +239,9 @@ pub async fn run_with(
     };
     upkeep.abort();
     restarts.abort();
+    if let Some(metrics_server) = metrics_server {
+        metrics_server.abort();
+    }
     if let Some(reloader) = reloader {
         reloader.abort();
     }

@@ -204,6 +204,7 @@ const ROUTES: &[Route] = &[
     c("POST", "/v1/consumers/{consumer}/extend", &["read"]),
     c("POST", "/v1/consumers/{consumer}/commit", &["read"]),
     r("GET", "/v1/metrics", &["account-metrics"], Nothing),
+    r("GET", "/metrics", &["account-metrics"], Nothing),
     r("GET", "/v1/metrics/{basin}", &["basin-metrics"], Basin),
     r(
         "GET",

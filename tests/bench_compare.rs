@@ -1,6 +1,6 @@
 //! `bench/compare.sh` works: its smoke run (each workload once, 5 s,
 //! against Rill only) drives this build's server with the official
-//! `s2 bench` and `rill bench` (many streams, fan-out) and writes tables
+//! `s2 bench` and `rill bench` (many streams, fan-out, collections) and writes tables
 //! with a figure in every cell. The figures
 //! themselves come from the full run, never from a test.
 
@@ -73,6 +73,24 @@ fn the_comparison_script_runs_every_workload() {
                 assert!(figure > 0.0, "{row}");
             }
         }
+    }
+    // Collections and consumers: one row, five figures.
+    let section = table
+        .split("## ")
+        .find(|section| section.starts_with("Collections and consumers"))
+        .unwrap_or_else(|| panic!("no collections table:\n{table}"));
+    let row = section
+        .lines()
+        .filter(|line| line.starts_with("| "))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no collections row:\n{table}"));
+    let cells: Vec<&str> = row.trim_matches('|').split('|').map(str::trim).collect();
+    assert_eq!(cells.len(), 5, "{row}");
+    for cell in &cells {
+        let figure: f64 = cell
+            .parse()
+            .unwrap_or_else(|_| panic!("not a figure: {row}"));
+        assert!(figure > 0.0, "{row}");
     }
     assert!(
         table.contains("Highest rate on the ladder"),

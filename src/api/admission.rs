@@ -79,6 +79,11 @@ impl Admission {
         })
     }
 
+    /// Open read sessions, append sessions and long polls.
+    pub fn open(&self) -> [usize; 3] {
+        self.counts.lock().unwrap_or_else(|e| e.into_inner()).total
+    }
+
     /// A permit for one more session of `kind`, or the refusal.
     pub fn admit(
         self: &Arc<Self>,

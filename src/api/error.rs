@@ -169,7 +169,17 @@ impl From<PathRejection> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let code = match &self {
+            ApiError::Coded { code, .. } => code,
+            ApiError::SeqNumMismatch(_) => "seq_num_mismatch",
+            ApiError::FencingTokenMismatch(_) => "fencing_token_mismatch",
+            ApiError::BeyondTail(_) => "beyond_tail",
+        };
         let mut response = (self.status(), Json(self.body())).into_response();
+        // Counted by the metrics layer (`api/observe.rs`).
+        response
+            .extensions_mut()
+            .insert(ErrorCode(code));
         if matches!(
             response.status(),
             StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
@@ -190,3 +200,7 @@ impl IntoResponse for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// The `code` of an error answer, on its response, for the metrics.
+#[derive(Clone, Copy, Debug)]
+pub struct ErrorCode(pub &'static str);

@@ -13,6 +13,7 @@ mod collections;
 mod consumers;
 pub mod error;
 mod extract;
+mod observe;
 mod records;
 mod s2s;
 mod shared;
@@ -72,6 +73,12 @@ impl Default for ApiConfig {
 /// The router: every route of [`routes`] and `/health`, behind the
 /// authorization layer.
 pub fn router(engine: Arc<Engine>, config: ApiConfig) -> Router {
+    routers(engine, config).0
+}
+
+/// [`router`], and a router that serves only `/metrics`, without a token
+/// (for `--metrics-listen`, an address only the scraper reaches).
+pub fn routers(engine: Arc<Engine>, config: ApiConfig) -> (Router, Router) {
     let state = AppState {
         engine,
         body_read_timeout: config.body_read_timeout,
@@ -83,25 +90,35 @@ pub fn router(engine: Arc<Engine>, config: ApiConfig) -> Router {
     let max_body_bytes = state.max_body_bytes;
     let access_log = config.access_log;
     let (v1, _) = v1_routes();
-    Router::new()
+    let app = Router::new()
         .nest("/v1", v1)
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/openapi.json", get(openapi))
+        .route("/metrics", get(observe::scrape))
         // Only matched routes pass through it; the fallbacks check
         // the token themselves.
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::authorize,
         ))
+        .route_layer(axum::middleware::from_fn(observe::note_route))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            observe::count,
+        ))
         // Outermost: every request is logged, refused ones too.
         .layer(axum::middleware::from_fn(move |request, next| {
             access_log::record(access_log, request, next)
         }))
-        .with_state(state)
+        .with_state(state.clone());
+    let metrics_only = Router::new()
+        .route("/metrics", get(observe::scrape))
+        .with_state(state);
+    (app, metrics_only)
 }
 
 /// Every route the router serves, as `(method, path)`, `/health`
@@ -116,6 +133,7 @@ pub fn routes() -> Vec<(Method, String)> {
     all.push((Method::GET, "/health".into()));
     all.push((Method::GET, "/ready".into()));
     all.push((Method::GET, "/openapi.json".into()));
+    all.push((Method::GET, "/metrics".into()));
     all
 }
 

@@ -63,9 +63,28 @@ pub struct BenchArgs {
     /// (deleted afterwards). Compare `--streams 10000` with `--streams 1`.
     #[arg(long)]
     streams: Option<usize>,
-    /// Concurrent appenders with --streams.
+    /// Concurrent appenders with --streams (writers and consumer workers
+    /// with --collection).
     #[arg(long, default_value_t = 16)]
     appenders: usize,
+    /// Instead of a stream: batches of --batch upserts into a new
+    /// collection (deleted afterwards), then paging through its
+    /// `/updated` and consuming it with a consumer.
+    #[arg(long, conflicts_with_all = ["stream", "streams", "rate", "readers"])]
+    collection: bool,
+    /// Distinct ids the --collection upserts go to, round robin.
+    #[arg(long, default_value_t = 100_000)]
+    keys: u64,
+}
+
+impl BenchArgs {
+    /// The records --max-mib allows.
+    fn max_records(&self) -> u64 {
+        match self.max_mib {
+            0 => u64::MAX,
+            mib => (mib << 20) / self.record_size as u64,
+        }
+    }
 }
 
 /// Counters the progress bar shows while the run goes on.
@@ -106,6 +125,20 @@ pub async fn run(
     if args.streams == Some(0) || args.appenders == 0 {
         return Err("--streams and --appenders must be at least 1".into());
     }
+    if args.collection {
+        if args.keys == 0 || args.batch > 1000 {
+            return Err("--collection takes --keys of at least 1 and --batch up to 1000".into());
+        }
+        let collection = super::bench_collection::CollectionArgs {
+            keys: args.keys,
+            max_upserts: args.max_records(),
+            appenders: args.appenders,
+            duration: args.duration,
+            record_size: args.record_size,
+            batch: args.batch,
+        };
+        return super::bench_collection::run(client, &collection, json_out, out).await;
+    }
     if let Some(streams) = args.streams {
         if args.stream.is_some() || args.readers > 1 || args.rate.is_some() {
             return Err(
@@ -116,10 +149,7 @@ pub async fn run(
         }
         let spread = super::bench_spread::SpreadArgs {
             streams,
-            max_records: match args.max_mib {
-                0 => u64::MAX,
-                mib => (mib << 20) / args.record_size as u64,
-            },
+            max_records: args.max_records(),
             appenders: args.appenders,
             duration: args.duration,
             record_size: args.record_size,
@@ -269,10 +299,7 @@ async fn append(
     let mut ticks = tokio::time::interval(Duration::from_millis(1));
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut failure = None;
-    let max_records = match args.max_mib {
-        0 => u64::MAX,
-        mib => (mib << 20) / args.record_size as u64,
-    };
+    let max_records = args.max_records();
     while started.elapsed() < args.duration && index < max_records {
         let count = match args.rate {
             None => args.batch as u64,

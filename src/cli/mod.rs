@@ -10,6 +10,7 @@
 
 mod admin;
 mod bench;
+mod bench_collection;
 mod bench_spread;
 mod bench_stats;
 mod collections;

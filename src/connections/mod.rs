@@ -97,6 +97,23 @@ const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 /// What an HTTP/2 client sends first (prior knowledge).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
+/// One open connection in the `rill_connections_open` gauge, for as long
+/// as it lives.
+struct OpenConnection(prometheus::IntGauge);
+
+impl OpenConnection {
+    fn counted(gauge: &prometheus::IntGauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// Serves `app` on `listener` (over TLS if `tls` is given) until
 /// `shutdown` resolves, then stops accepting, asks every connection to
 /// close once its current requests are answered, and waits for them (the
@@ -106,6 +123,7 @@ pub async fn serve(
     app: Router,
     limits: ConnectionLimits,
     tls: Option<Tls>,
+    open_connections: prometheus::IntGauge,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let mut builder = Builder::new(TokioExecutor::new());
@@ -168,7 +186,9 @@ pub async fn serve(
         let mut closing = closing.clone();
         let deadline = Instant::now() + limits.header_read_timeout;
         let tls = tls.clone();
+        let open = OpenConnection::counted(&open_connections);
         tokio::spawn(async move {
+            let _open = open;
             // Until the protocol is known, hyper has no timer running: a
             // client that sends nothing, or half an HTTP/2 preface, would
             // hold its slot forever.

@@ -29,11 +29,14 @@ use consumers::Consumers;
 use error::EngineResult;
 use streams::StreamCore;
 
+use crate::metrics::Metrics;
 use crate::storage::Storage;
 
 /// The engine's layers, opened together over one storage.
 pub struct Engine {
     storage: Arc<dyn Storage>,
+    /// Outlives restarts: the figures count across them.
+    metrics: Arc<Metrics>,
     /// Replaced whole when the engine restarts after a failed write (see
     /// [`restart`]); callers take the current ones per call.
     layers: ArcSwap<Layers>,
@@ -53,8 +56,8 @@ struct Layers {
 }
 
 impl Layers {
-    fn open(storage: Arc<dyn Storage>) -> EngineResult<Self> {
-        let core = StreamCore::open(storage)?;
+    fn open(storage: Arc<dyn Storage>, metrics: Arc<Metrics>) -> EngineResult<Self> {
+        let core = StreamCore::open(storage, metrics)?;
         let collections = Collections::new(core.clone());
         let consumers = Consumers::new(core.clone(), collections.clone());
         Ok(Self {
@@ -70,9 +73,18 @@ impl Engine {
     /// tasks and collection and consumer handles start lazily, on first
     /// use, from their durable state.
     pub fn open(storage: Arc<dyn Storage>) -> EngineResult<Arc<Self>> {
-        let layers = Layers::open(storage.clone())?;
+        Self::open_with_metrics(storage, Arc::new(Metrics::default()))
+    }
+
+    /// [`Self::open`], counting into the server's `metrics`.
+    pub fn open_with_metrics(
+        storage: Arc<dyn Storage>,
+        metrics: Arc<Metrics>,
+    ) -> EngineResult<Arc<Self>> {
+        let layers = Layers::open(storage.clone(), metrics.clone())?;
         Ok(Arc::new(Self {
             storage,
+            metrics,
             layers: ArcSwap::from_pointee(layers),
             restarting: tokio::sync::Mutex::new(()),
             restarts: AtomicU64::new(0),
@@ -91,6 +103,16 @@ impl Engine {
 
     pub fn consumers(&self) -> Arc<Consumers> {
         self.layers.load().consumers.clone()
+    }
+
+    /// The server's figures.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The bytes the storage takes on disk, if it is on disk.
+    pub fn storage_bytes(&self) -> Option<u64> {
+        self.storage.disk_space()
     }
 
     /// How many times the engine restarted in-process after a failed write.

@@ -51,10 +51,10 @@ impl Engine {
             return Ok(false);
         }
         let started = Instant::now();
-        let storage = self.storage.clone();
+        let (storage, metrics) = (self.storage.clone(), self.metrics.clone());
         let reopened = tokio::task::spawn_blocking(move || {
             storage.reopen()?;
-            Layers::open(storage)
+            Layers::open(storage, metrics)
         })
         .await;
         let layers = match reopened {

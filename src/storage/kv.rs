@@ -147,6 +147,12 @@ pub trait Storage: Send + Sync + 'static {
     /// compact for seconds.
     fn reclaim_space(&self) -> StorageResult<()>;
 
+    /// The bytes the store takes on disk (`None` for one in memory, or
+    /// while it cannot tell).
+    fn disk_space(&self) -> Option<u64> {
+        None
+    }
+
     fn get(&self, keyspace: Keyspace, key: &[u8]) -> StorageResult<Option<Vec<u8>>>;
 
     /// Visits keys in `[start, end)` in ascending order until `visit` breaks.

@@ -11,6 +11,7 @@
 //! dedicated committer thread.
 
 mod commit_counter;
+mod fjall_errors;
 mod fjall_store;
 mod journal_copy;
 mod kv;

@@ -53,7 +53,11 @@ impl TestServer {
         storage: Arc<dyn Storage>,
         options: rill::server::ServerOptions,
     ) -> Self {
-        let engine = Engine::open(storage).expect("engine opens");
+        Self::start_engine(Engine::open(storage).expect("engine opens"), options).await
+    }
+
+    /// A server over an engine the test opened (with its own metrics, say).
+    pub async fn start_engine(engine: Arc<Engine>, options: rill::server::ServerOptions) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = oneshot::channel::<()>();

@@ -118,7 +118,8 @@ pub fn policy(method: &Method, path: &str) -> Option<Policy> {
             | "/v1/consumers/{consumer}/commit",
         ) => p(&[Read], ConsumerSource),
 
-        ("GET", "/v1/metrics") => p(&[AccountMetrics], Account),
+        // Prometheus's scrape: everything the server counts.
+        ("GET", "/metrics" | "/v1/metrics") => p(&[AccountMetrics], Account),
         ("GET", "/v1/metrics/{basin}") => p(&[BasinMetrics], BasinPath),
         ("GET", "/v1/metrics/{basin}/{stream}") => p(&[StreamMetrics], BasinAndStreamPath),
         _ => None,

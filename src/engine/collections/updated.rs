@@ -88,6 +88,7 @@ impl Collections {
             };
             let done = !page.records.is_empty() || !page.caught_up;
             if done || tokio::time::Instant::now() >= deadline {
+                self.count_page(basin);
                 return Ok(page);
             }
             cursor = page.next;
@@ -225,6 +226,7 @@ impl Collections {
                 .await?;
             let done = !page.records.is_empty() || !page.caught_up;
             if done || tokio::time::Instant::now() >= deadline {
+                self.count_page(basin);
                 return Ok(page);
             }
             if self.core.is_closing() {
@@ -233,6 +235,11 @@ impl Collections {
             cursor = page.next;
             tokio::time::sleep(std::time::Duration::from_millis(25)).await;
         }
+    }
+
+    fn count_page(&self, basin: &str) {
+        let pages = &self.core.metrics.collections.updated_pages;
+        pages.with_label_values(&[basin]).inc();
     }
 
     /// [`Self::updated_across_page`] through `filter`, as

@@ -79,7 +79,15 @@ impl Collections {
             result
         });
         match finish.await {
-            Ok(result) => result.map(|_| prepared.views),
+            Ok(result) => result.map(|_| {
+                let metrics = &self.core.metrics.collections;
+                metrics.writes.with_label_values(&[basin]).inc();
+                metrics
+                    .written_records
+                    .with_label_values(&[basin])
+                    .inc_by(prepared.views.len() as u64);
+                prepared.views
+            }),
             Err(err) => std::panic::resume_unwind(err.into_panic()),
         }
     }

@@ -134,6 +134,7 @@ impl StreamCore {
         let mut batch = WriteBatch::default();
         delete_stream_ops(&mut batch, basin, name, meta.id);
         self.committer.commit(batch).await?;
+        self.metrics.streams.forget_stream(basin, name);
         Ok(())
     }
 
@@ -253,11 +254,11 @@ impl StreamCore {
             .unwrap_or_default();
         let handle = streamer::spawn(
             meta.id,
-            name.into(),
-            format!("stream {name:?} of basin {basin:?}"),
+            (basin, name),
             meta.config,
             state,
             self.committer.clone(),
+            self.metrics.clone(),
         );
         lock(&self.tasks).insert(key, handle.clone());
         Ok(handle)

@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use super::config;
 use super::core::{CreateIf, StreamCore};
-use super::streamer::{self, StreamHandle};
+use super::streamer::StreamHandle;
 use super::types::{AppendAck, AppendInput, StreamPosition};
+use super::validate;
 use crate::engine::error::EngineResult;
 
 impl StreamCore {
@@ -18,7 +19,7 @@ impl StreamCore {
     ) -> EngineResult<AppendAck> {
         self.check_writable(stream)?;
         // Reject a malformed batch before it can create a stream.
-        streamer::validate_batch(&input, config::TimestampingMode::ClientPrefer)?;
+        validate::validate_batch(&input, config::TimestampingMode::ClientPrefer)?;
         self.stream(basin, stream, CreateIf::OnAppend)
             .await?
             .append(input)

@@ -23,6 +23,7 @@ use std::thread;
 
 use tokio::sync::{mpsc, watch};
 
+use crate::metrics::Metrics;
 use crate::storage::{Storage, StorageError, StorageResult, WriteBatch};
 
 /// Runs on the committer thread once the write's fate is known.
@@ -53,13 +54,17 @@ pub struct Committer {
 impl Committer {
     /// Starts the committer thread. It exits on [`Committer::close`], or once
     /// every `Committer` clone is dropped, after draining the queue.
-    pub fn start(storage: Arc<dyn Storage>) -> (Self, thread::JoinHandle<()>) {
+    /// Each group commit is counted in `metrics` (size and duration).
+    pub fn start(
+        storage: Arc<dyn Storage>,
+        metrics: Arc<Metrics>,
+    ) -> (Self, thread::JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let failure = Arc::new(watch::Sender::new(None));
         let recorded = failure.clone();
         let handle = thread::Builder::new()
             .name("rill-committer".into())
-            .spawn(move || run(storage, rx, recorded))
+            .spawn(move || run(storage, rx, recorded, metrics))
             .expect("failed to spawn the committer thread");
         (Self { tx, failure }, handle)
     }
@@ -126,6 +131,7 @@ fn run(
     storage: Arc<dyn Storage>,
     mut rx: mpsc::UnboundedReceiver<Request>,
     recorded: Arc<watch::Sender<Option<StorageError>>>,
+    metrics: Arc<Metrics>,
 ) {
     // The first failure; later writes fail with it (a full disk stays a
     // full disk to the client), or as poisoned.
@@ -166,7 +172,11 @@ fn run(
         } else if combined.is_empty() {
             Ok(())
         } else {
-            storage.write(combined)
+            let started = std::time::Instant::now();
+            let writes = completions.len();
+            let result = storage.write(combined);
+            metrics.commits.committed(writes, size, started.elapsed());
+            result
         };
         if let (Err(err), None) = (&result, &failed) {
             tracing::error!(error = %err, "durable write failed; refusing further writes until the storage is reopened");

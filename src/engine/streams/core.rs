@@ -11,6 +11,7 @@ use super::keys::{self, BasinMeta};
 use super::streamer::StreamHandle;
 use crate::engine::error::{EngineError, EngineResult};
 use crate::engine::locks::{lock, read_lock, write_lock};
+use crate::metrics::Metrics;
 use crate::storage::{prefix_end, Keyspace, Storage};
 
 /// What an ensure (`PUT`) did.
@@ -45,6 +46,8 @@ pub struct StreamCore {
     pub(super) storage: Arc<dyn Storage>,
     pub(super) committer: Committer,
     pub(super) committer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The server's figures: appends, reads, group commits.
+    pub(crate) metrics: Arc<Metrics>,
     /// Serializes admin operations and the starting of stream tasks, so
     /// metadata read-modify-writes never interleave. Upper layers take it
     /// for their own admin operations ([`Self::lock_admin`]).
@@ -71,7 +74,10 @@ pub(crate) type AdminGuard<'a> = tokio::sync::MutexGuard<'a, ()>;
 impl StreamCore {
     /// Opens the core over `storage`, recovering basins from it. Stream
     /// tasks start lazily, on first use, from their durable state.
-    pub(crate) fn open(storage: Arc<dyn Storage>) -> EngineResult<Arc<Self>> {
+    pub(crate) fn open(
+        storage: Arc<dyn Storage>,
+        metrics: Arc<Metrics>,
+    ) -> EngineResult<Arc<Self>> {
         let mut basins = BTreeMap::new();
         let mut corrupt = None;
         storage.scan(
@@ -92,11 +98,12 @@ impl StreamCore {
         if let Some(err) = corrupt {
             return Err(err.into());
         }
-        let (committer, thread) = Committer::start(storage.clone());
+        let (committer, thread) = Committer::start(storage.clone(), metrics.clone());
         let core = Arc::new(Self {
             storage,
             committer,
             committer_thread: Mutex::new(Some(thread)),
+            metrics,
             admin: tokio::sync::Mutex::new(()),
             basins: RwLock::new(basins),
             tasks: Mutex::new(HashMap::new()),

@@ -27,6 +27,7 @@ pub mod streamer;
 pub mod token_index;
 mod tokens;
 pub mod types;
+mod validate;
 
 pub(crate) use self::core::{CreateIf, ScopedName};
 pub use self::core::{Provision, StreamCore};

@@ -17,6 +17,7 @@ use super::keys;
 use super::streamer::{StreamHandle, Visible};
 use super::types::*;
 use crate::engine::error::{EngineError, EngineResult};
+use crate::metrics::Metrics;
 use crate::storage::{Keyspace, Storage, StorageError};
 
 /// Longest long poll for a unary read.
@@ -93,6 +94,10 @@ impl StreamCore {
                 || scan.hit_bytes
                 || Instant::now() >= deadline;
             if done || limits.count == Some(0) || limits.bytes == Some(0) {
+                let bytes = scan.records.iter().map(|r| r.metered_size() as u64).sum();
+                self.metrics
+                    .streams
+                    .read(basin, stream, scan.records.len() as u64, bytes);
                 return Ok(batch_with_tail(scan.records, now_visible));
             }
             if *closing.borrow() {
@@ -135,6 +140,8 @@ impl StreamCore {
             visible: handle.subscribe(),
             closing: self.closing.subscribe(),
             stream_name: stream.into(),
+            basin: basin.into(),
+            metrics: self.metrics.clone(),
             handle,
             next_seq: start,
             remaining: req.limits,
@@ -154,6 +161,9 @@ pub struct ReadSession {
     visible: watch::Receiver<Visible>,
     closing: watch::Receiver<bool>,
     stream_name: String,
+    /// Its basin, and where the records it reads are counted.
+    basin: String,
+    metrics: Arc<Metrics>,
     next_seq: u64,
     /// What is left of the count and bytes limits, and the until bound.
     remaining: ReadLimits,
@@ -272,6 +282,12 @@ impl ReadSession {
             return ControlFlow::Break(None);
         }
         let bytes: u64 = scan.records.iter().map(|r| r.metered_size() as u64).sum();
+        self.metrics.streams.read(
+            &self.basin,
+            &self.stream_name,
+            scan.records.len() as u64,
+            bytes,
+        );
         self.remaining.count = self.remaining.count.map(|c| c - scan.records.len() as u64);
         self.remaining.bytes = self.remaining.bytes.map(|b| b - bytes);
         self.next_seq = scan.records.last().map_or(from, |r| r.seq_num + 1);

@@ -15,15 +15,17 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
-use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::committer::Committer;
 use super::config::{RetentionPolicy, StreamConfig, TimestampingMode};
 use super::keys::{self, StreamState};
 use super::types::*;
+use super::validate::{validate_batch, CommandRecord};
 use crate::engine::error::{EngineError, EngineResult};
+use crate::metrics::Metrics;
 use crate::storage::{Keyspace, WriteBatch};
 
 /// The part of a stream's state that readers may rely on: all durable.
@@ -158,11 +160,11 @@ const COMMAND_QUEUE: usize = 1024;
 /// Starts the task for a stream whose durable state is `state`.
 pub fn spawn(
     id: u64,
-    name: String,
-    label: String,
+    (basin, name): (&str, &str),
     config: StreamConfig,
     state: StreamState,
     committer: Committer,
+    metrics: Arc<Metrics>,
 ) -> Arc<StreamHandle> {
     let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE);
     let visible = Visible {
@@ -176,7 +178,9 @@ pub fn spawn(
     let (visible_tx, visible_rx) = watch::channel(visible);
     let task = StreamTask {
         id,
-        label,
+        label: format!("stream {name:?} of basin {basin:?}"),
+        names: (basin.into(), name.into()),
+        metrics,
         config,
         state,
         unindexed: TIMESTAMP_INDEX_STRIDE,
@@ -186,7 +190,7 @@ pub fn spawn(
     tokio::spawn(task.run(commands_rx));
     Arc::new(StreamHandle {
         id,
-        name,
+        name: name.into(),
         commands: commands_tx,
         visible: visible_rx,
     })
@@ -216,10 +220,24 @@ impl Unindexed {
     }
 }
 
+/// An append whose batch is on its way to the disk.
+struct PendingAck {
+    reply: oneshot::Sender<EngineResult<AppendAck>>,
+    ack: AppendAck,
+    /// Metered bytes of its records, and when it reached the task: what
+    /// the metrics count once it is durable.
+    bytes: u64,
+    reached: Instant,
+}
+
 struct StreamTask {
     id: u64,
     /// Names the stream in the notes of its commits (see `WriteBatch`).
     label: String,
+    /// Basin and stream, for the metrics (shared by every append's
+    /// completion, hence not `String`s).
+    names: (Arc<str>, Arc<str>),
+    metrics: Arc<Metrics>,
     config: StreamConfig,
     /// Assigned state: includes appends that are not yet durable.
     state: StreamState,
@@ -244,10 +262,18 @@ impl StreamTask {
                         let _ = reply.send(Err(EngineError::SessionAborted));
                         continue;
                     }
+                    let reached = Instant::now();
+                    let bytes = input.records.iter().map(|r| r.metered_size() as u64).sum();
                     match self.append(input) {
                         Ok((mut batch, ack)) => {
                             batch.extend(extra);
-                            self.submit(batch, Some((reply, ack)), session)
+                            let pending = PendingAck {
+                                reply,
+                                ack,
+                                bytes,
+                                reached,
+                            };
+                            self.submit(batch, Some(pending), session)
                         }
                         Err(err) => {
                             if let Some(session) = session {
@@ -320,15 +346,16 @@ impl StreamTask {
     fn submit(
         &self,
         mut batch: WriteBatch,
-        append: Option<(oneshot::Sender<EngineResult<AppendAck>>, AppendAck)>,
+        append: Option<PendingAck>,
         session: Option<Arc<AtomicBool>>,
     ) {
-        if let Some((_, ack)) = &append {
+        if let Some(PendingAck { ack, .. }) = &append {
             batch.note(format!(
                 "{}: seq nums {}..{}",
                 self.label, ack.start.seq_num, ack.end.seq_num
             ));
         }
+        let (metrics, (basin, stream)) = (self.metrics.clone(), self.names.clone());
         let visible = Visible {
             tail: StreamPosition {
                 seq_num: self.state.next_seq_num,
@@ -343,16 +370,24 @@ impl StreamTask {
             Box::new(move |result| match result {
                 Ok(()) => {
                     sender.send_replace(visible);
-                    if let Some((reply, ack)) = append {
-                        let _ = reply.send(Ok(ack));
+                    if let Some(pending) = append {
+                        let records = pending.ack.end.seq_num - pending.ack.start.seq_num;
+                        metrics.streams.appended(
+                            &basin,
+                            &stream,
+                            records,
+                            pending.bytes,
+                            pending.reached.elapsed(),
+                        );
+                        let _ = pending.reply.send(Ok(pending.ack));
                     }
                 }
                 Err(err) => {
                     if let Some(session) = session {
                         session.store(true, Ordering::Release);
                     }
-                    if let Some((reply, _)) = append {
-                        let _ = reply.send(Err(err.into()));
+                    if let Some(pending) = append {
+                        let _ = pending.reply.send(Err(err.into()));
                     }
                 }
             }),
@@ -478,112 +513,4 @@ impl StreamTask {
         }
         timestamp
     }
-}
-
-/// S2 command records: exactly one header with an empty name.
-enum CommandRecord {
-    Fence(String),
-    Trim(u64),
-}
-
-impl CommandRecord {
-    /// Recognizes a command record; assumes [`validate_batch`] accepted it.
-    fn parse(record: &AppendRecord) -> Option<Self> {
-        let [header] = record.headers.as_slice() else {
-            return None;
-        };
-        if !header.name.is_empty() {
-            return None;
-        }
-        match header.value.as_ref() {
-            b"fence" => Some(Self::Fence(
-                String::from_utf8_lossy(&record.body).into_owned(),
-            )),
-            b"trim" => Some(Self::Trim(u64::from_be_bytes(
-                record.body.as_ref().try_into().ok()?,
-            ))),
-            _ => None,
-        }
-    }
-}
-
-/// Everything about an append that can be checked without the stream's
-/// state. Runs before anything changes, so a bad batch has no effect.
-pub fn validate_batch(input: &AppendInput, mode: TimestampingMode) -> EngineResult<()> {
-    let invalid = |msg: String| Err(EngineError::Invalid(msg));
-    if input.records.is_empty() {
-        return invalid("an append must contain at least one record".into());
-    }
-    if input.records.len() > MAX_BATCH_RECORDS {
-        return invalid(format!(
-            "an append may contain at most {MAX_BATCH_RECORDS} records, got {}",
-            input.records.len()
-        ));
-    }
-    let size: usize = input.records.iter().map(AppendRecord::metered_size).sum();
-    if size > MAX_BATCH_BYTES {
-        return invalid(format!(
-            "an append may contain at most {MAX_BATCH_BYTES} metered bytes, got {size}"
-        ));
-    }
-    if let Some(token) = &input.fencing_token {
-        if token.len() > MAX_FENCING_TOKEN_BYTES {
-            return invalid(format!(
-                "fencing_token may be at most {MAX_FENCING_TOKEN_BYTES} bytes"
-            ));
-        }
-    }
-    for (i, record) in input.records.iter().enumerate() {
-        if mode == TimestampingMode::ClientRequire && record.timestamp.is_none() {
-            return invalid(format!(
-                "record {i} has no timestamp, which this stream's `client-require` timestamping mode requires"
-            ));
-        }
-        validate_command(i, record)?;
-    }
-    Ok(())
-}
-
-fn validate_command(i: usize, record: &AppendRecord) -> EngineResult<()> {
-    let invalid = |msg: String| Err(EngineError::Invalid(msg));
-    let Some(position) = record.headers.iter().position(|h| h.name.is_empty()) else {
-        return Ok(());
-    };
-    if record.headers.len() != 1 {
-        return invalid(format!(
-            "record {i}: a command record (empty header name) must have exactly one header"
-        ));
-    }
-    let header = &record.headers[position];
-    match header.value.as_ref() {
-        b"fence" => {
-            if record.body.len() > MAX_FENCING_TOKEN_BYTES {
-                return invalid(format!(
-                    "record {i}: a fencing token may be at most {MAX_FENCING_TOKEN_BYTES} bytes"
-                ));
-            }
-            if std::str::from_utf8(&record.body).is_err() {
-                return invalid(format!("record {i}: a fencing token must be UTF-8"));
-            }
-        }
-        b"trim" => {
-            if record.body.len() != 8 {
-                return invalid(format!(
-                    "record {i}: a trim command's body must be an 8-byte big-endian seq num"
-                ));
-            }
-        }
-        other => {
-            return invalid(format!(
-                "record {i}: unknown command `{}`; expected `fence` or `trim`",
-                String::from_utf8_lossy(other)
-            ))
-        }
-    }
-    Ok(())
-}
-
-/// Builds the body of a `trim` command record.
-pub fn trim_body(seq_num: u64) -> Bytes {
-    Bytes::copy_from_slice(&seq_num.to_be_bytes())
 }

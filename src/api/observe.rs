@@ -1,0 +1,73 @@
+//! `GET /metrics` (Prometheus text), and the counting of every request.
+//!
+//! Requests are counted by the route they matched (its template, such as
+//! `/v1/streams/{stream}/records`, never the path itself, which would give
+//! every stream a series of its own), their method and status; error
+//! answers also by their stable `code`. The route is only known inside the
+//! router, so a layer there notes it on the response, where the outer
+//! layer, which sees every answer, refusals included, picks it up.
+
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::error::ErrorCode;
+use super::shared::AppState;
+use crate::metrics::{Snapshot, CONTENT_TYPE as METRICS_CONTENT_TYPE};
+
+/// The route a response answered, set by [`note_route`].
+#[derive(Clone, Debug)]
+struct Route(MatchedPath);
+
+/// Every figure, the state ones read now.
+pub async fn scrape(State(state): State<AppState>) -> Response {
+    let [read_sessions, append_sessions, long_polls] = state.admission.open();
+    // A directory walk of the data: off the async workers.
+    let engine = state.engine.clone();
+    let storage_bytes = tokio::task::spawn_blocking(move || engine.storage_bytes())
+        .await
+        .unwrap_or(None);
+    let snapshot = Snapshot {
+        read_sessions,
+        append_sessions,
+        long_polls,
+        storage_bytes,
+    };
+    let text = state.engine.metrics().render(&snapshot);
+    ([(CONTENT_TYPE, METRICS_CONTENT_TYPE)], text).into_response()
+}
+
+/// Inside the router: notes the matched route on the response.
+pub async fn note_route(request: Request, next: Next) -> Response {
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let mut response = next.run(request).await;
+    if let Some(route) = route {
+        response.extensions_mut().insert(Route(route));
+    }
+    response
+}
+
+/// Outside the router: counts the request once its response began.
+pub async fn count(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let response = next.run(request).await;
+    let http = &state.engine.metrics().http;
+    let route = response
+        .extensions()
+        .get::<Route>()
+        .map_or("unmatched", |route| route.0.as_str());
+    http.requests
+        .with_label_values(&[method.as_str(), route, response.status().as_str()])
+        .inc();
+    http.durations
+        .with_label_values(&[method.as_str(), route])
+        .observe(started.elapsed().as_secs_f64());
+    if let Some(ErrorCode(code)) = response.extensions().get::<ErrorCode>() {
+        http.errors.with_label_values(&[code]).inc();
+    }
+    response
+}

@@ -1,0 +1,324 @@
+//! `GET /metrics`: every figure moves by exactly what was done, state
+//! figures say what is open now, and the endpoint is guarded as the
+//! account's metrics are (or open, on `--metrics-listen`).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use common::{SseReader, TestServer, BASIN};
+use reqwest::{Method, StatusCode};
+use rill::engine::Engine;
+use rill::metrics::Metrics;
+use rill::storage::FjallStorage;
+use serde_json::json;
+
+/// The samples of a Prometheus text exposition: `(name, labels) → value`.
+struct Scrape(Vec<(String, BTreeMap<String, String>, f64)>);
+
+impl Scrape {
+    fn parse(text: &str) -> Self {
+        let mut samples = Vec::new();
+        for line in text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+        {
+            let (series, value) = line.rsplit_once(' ').expect("a sample line");
+            let value: f64 = value.parse().expect("a number");
+            let (name, labels) = match series.split_once('{') {
+                Some((name, rest)) => {
+                    let rest = rest.strip_suffix('}').expect("closed labels");
+                    let labels = rest
+                        .split("\",")
+                        .filter(|pair| !pair.is_empty())
+                        .map(|pair| {
+                            let (key, value) = pair.split_once("=\"").expect("key=\"value\"");
+                            (key.to_string(), value.trim_end_matches('"').to_string())
+                        })
+                        .collect();
+                    (name.to_string(), labels)
+                }
+                None => (series.to_string(), BTreeMap::new()),
+            };
+            samples.push((name, labels, value));
+        }
+        Self(samples)
+    }
+
+    /// The value of the one series of `name` that has all of `labels`
+    /// (0 when there is none: a counter not yet counted).
+    fn get(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let matching: Vec<f64> = self
+            .0
+            .iter()
+            .filter(|(n, l, _)| {
+                n == name
+                    && labels
+                        .iter()
+                        .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+            })
+            .map(|(_, _, value)| *value)
+            .collect();
+        assert!(matching.len() <= 1, "{name} {labels:?} is ambiguous");
+        matching.first().copied().unwrap_or(0.0)
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.0.iter().any(|(n, _, _)| n == name)
+    }
+}
+
+async fn scrape(server: &TestServer) -> Scrape {
+    let resp = server.bare(Method::GET, "/metrics").send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let content_type = resp.headers()["content-type"].to_str().unwrap().to_string();
+    assert!(
+        content_type.starts_with("text/plain; version=0.0.4"),
+        "{content_type}"
+    );
+    Scrape::parse(&resp.text().await.unwrap())
+}
+
+/// Metered size of a record with a body and no headers (as S2 meters).
+fn metered(body: &str) -> f64 {
+    (8 + body.len()) as f64
+}
+
+#[tokio::test]
+async fn appends_reads_and_commits_are_counted_exactly() {
+    let server = TestServer::start().await;
+    server.with_stream("s").await;
+    let before = scrape(&server).await;
+    let basin = [("basin", BASIN)];
+    assert_eq!(before.get("rill_appends_total", &basin), 0.0);
+
+    server.append("s", &["a", "bb", "ccc"]).await;
+    server.append("s", &["dddd"]).await;
+    let after = scrape(&server).await;
+    assert_eq!(after.get("rill_appends_total", &basin), 2.0);
+    assert_eq!(after.get("rill_appended_records_total", &basin), 4.0);
+    let bytes: f64 = ["a", "bb", "ccc", "dddd"].into_iter().map(metered).sum();
+    assert_eq!(after.get("rill_appended_bytes_total", &basin), bytes);
+    assert_eq!(after.get("rill_append_ack_seconds_count", &basin), 2.0);
+    // Per basin only, unless asked for.
+    assert!(!after.has("rill_stream_appends_total"));
+    // Every durable write went through one group commit or more.
+    let commits = after.get("rill_storage_write_seconds_count", &[]);
+    assert!(commits >= 2.0, "{commits} commits");
+    assert_eq!(after.get("rill_commit_group_writes_count", &[]), commits);
+
+    let read = server.read_bodies("s", "seq_num=1&count=2").await;
+    assert_eq!(read, ["bb", "ccc"]);
+    let after_read = scrape(&server).await;
+    assert_eq!(after_read.get("rill_read_records_total", &basin), 2.0);
+    assert_eq!(
+        after_read.get("rill_read_bytes_total", &basin),
+        metered("bb") + metered("ccc")
+    );
+
+    // Requests by route template (never by path), errors by code.
+    let route = [
+        ("method", "POST"),
+        ("route", "/v1/streams/{stream}/records"),
+        ("status", "200"),
+    ];
+    assert_eq!(after_read.get("rill_http_requests_total", &route), 2.0);
+    let missing = server
+        .get("/v1/streams/nope/records?seq_num=0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    let unknown = server.get("/v2/whatever").send().await.unwrap();
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+    let errors = scrape(&server).await;
+    assert_eq!(
+        errors.get("rill_errors_total", &[("code", "stream_not_found")]),
+        1.0
+    );
+    assert_eq!(
+        errors.get(
+            "rill_http_requests_total",
+            &[("route", "/v1/streams/{stream}/records"), ("status", "404")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        errors.get("rill_http_requests_total", &[("route", "unmatched")]),
+        1.0
+    );
+    assert_eq!(
+        errors.get("rill_errors_total", &[("code", "not_found")]),
+        1.0
+    );
+    assert!(errors.get("process_resident_memory_bytes", &[]) > 0.0);
+    assert!(errors.get("rill_uptime_seconds", &[]) > 0.0);
+}
+
+#[tokio::test]
+async fn sessions_and_connections_are_what_is_open_now() {
+    let server = TestServer::start().await;
+    server.with_stream("s").await;
+    let idle = scrape(&server).await;
+    assert_eq!(idle.get("rill_sessions_open", &[("kind", "read")]), 0.0);
+    assert!(idle.get("rill_connections_open", &[]) >= 1.0);
+
+    let mut session = SseReader::open(server.sse_request("s", "seq_num=0")).await;
+    server.append("s", &["live"]).await;
+    // The session delivered the record: it is open, and counted as read.
+    loop {
+        let event = session.next().await.expect("the session goes on");
+        if event.event.as_deref() == Some("batch") {
+            break;
+        }
+    }
+    let open = scrape(&server).await;
+    assert_eq!(open.get("rill_sessions_open", &[("kind", "read")]), 1.0);
+    assert_eq!(
+        open.get("rill_read_records_total", &[("basin", BASIN)]),
+        1.0
+    );
+    drop(session);
+    // The server notices the client left at its next write or heartbeat;
+    // the gauge follows within the heartbeat gap.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let now = scrape(&server).await;
+        if now.get("rill_sessions_open", &[("kind", "read")]) == 0.0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the session stayed open"
+        );
+        server.append("s", &["nudge"]).await;
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn collection_writes_and_pages_are_counted() {
+    let server = TestServer::start().await;
+    server.create_basin(BASIN).await;
+    let resp = server.put("/v1/collections/users").send().await.unwrap();
+    assert!(resp.status().is_success());
+    let resp = server
+        .post("/v1/collections/users/records")
+        .json(&json!({ "upserts": [
+            { "id": "a", "data": { "n": 1 } },
+            { "id": "b", "data": { "n": 2 } },
+            { "id": "c", "data": { "n": 3 } },
+        ] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let resp = server
+        .put("/v1/collections/users/records/a")
+        .json(&json!({ "n": 4 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let page = server
+        .get("/v1/collections/users/updated?limit=2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let scrape = scrape(&server).await;
+    let basin = [("basin", BASIN)];
+    assert_eq!(scrape.get("rill_collection_writes_total", &basin), 2.0);
+    assert_eq!(
+        scrape.get("rill_collection_written_records_total", &basin),
+        4.0
+    );
+    assert_eq!(scrape.get("rill_updated_pages_total", &basin), 1.0);
+}
+
+#[tokio::test]
+async fn per_stream_figures_on_request_and_storage_size_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Arc::new(FjallStorage::open(dir.path()).unwrap());
+    let engine = Engine::open_with_metrics(storage, Arc::new(Metrics::new(true))).unwrap();
+    let server = TestServer::start_engine(engine, Default::default()).await;
+    server.with_stream("one").await;
+    server.ensure_stream("two").await;
+    server.append("one", &["x"]).await;
+    server.append("two", &["y", "z"]).await;
+    let scrape1 = scrape(&server).await;
+    let of = |stream| [("basin", BASIN), ("stream", stream)];
+    assert_eq!(
+        scrape1.get("rill_stream_appended_records_total", &of("one")),
+        1.0
+    );
+    assert_eq!(
+        scrape1.get("rill_stream_appended_records_total", &of("two")),
+        2.0
+    );
+    assert_eq!(
+        scrape1.get("rill_appended_records_total", &[("basin", BASIN)]),
+        3.0
+    );
+    assert!(scrape1.get("rill_storage_bytes", &[]) > 0.0);
+
+    // A deleted stream's own series go; the basin's keep what it did.
+    let resp = server.delete("/v1/streams/two").send().await.unwrap();
+    assert!(resp.status().is_success());
+    let scrape2 = scrape(&server).await;
+    assert!(!scrape2
+        .0
+        .iter()
+        .any(|(name, labels, _)| name.starts_with("rill_stream_")
+            && labels.get("stream").map(String::as_str) == Some("two")));
+    assert_eq!(
+        scrape2.get("rill_appended_records_total", &[("basin", BASIN)]),
+        3.0
+    );
+}
+
+#[tokio::test]
+async fn metrics_need_the_account_metrics_permission_or_their_own_listener() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let metrics_addr = listener.local_addr().unwrap();
+    let options = rill::server::ServerOptions {
+        auth: rill::api::Auth::with_root_token("root-secret"),
+        metrics_listener: Some(listener),
+        ..Default::default()
+    };
+    let server =
+        TestServer::start_with(Arc::new(rill::storage::MemoryStorage::default()), options).await;
+    let anonymous = server.bare(Method::GET, "/metrics").send().await.unwrap();
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    let root = server
+        .bare(Method::GET, "/metrics")
+        .bearer_auth("root-secret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(root.status(), StatusCode::OK);
+    assert!(root.text().await.unwrap().contains("rill_uptime_seconds"));
+
+    // The metrics listener serves /metrics to anyone, and nothing else.
+    let open = server
+        .client
+        .get(format!("http://{metrics_addr}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(open.status(), StatusCode::OK);
+    let scrape = Scrape::parse(&open.text().await.unwrap());
+    // The refused request above was counted, by its code.
+    assert_eq!(
+        scrape.get("rill_errors_total", &[("code", "unauthenticated")]),
+        1.0
+    );
+    let api = server
+        .client
+        .get(format!("http://{metrics_addr}/v1/basins"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(api.status(), StatusCode::NOT_FOUND);
+}
