@@ -66,8 +66,10 @@ FANOUT_RATE=100
 # batches of upserts over KEYS ids, then paging `/updated`, then
 # consuming with a consumer (`rill bench --collection`).
 KEYS=100000
+READ_PROBE_MIB=512
 if [ "$SMOKE" = 1 ]; then
   SERVERS="rill" RUNS=1 DURATION=5 RATES="5 flat" LADDER="5" SPREADS="1 100" FANOUTS="1 10" KEYS=5000
+  READ_PROBE_MIB=64
 fi
 # `s2 bench` has no "as fast as possible": a target well past the disk.
 FLAT_OUT=1000
@@ -263,9 +265,16 @@ MEMORY="$(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)"
 FSYNCS="$(dd if=/dev/zero of="$WORK/fsync-probe" bs=4k count=300 oflag=dsync 2>&1 |
   awk '/copied/ { for (i = 1; i <= NF; i++) if ($(i + 1) ~ /^s,?$/) { printf "%.0f", 300 / $i; exit } }')"
 rm -f "$WORK/fsync-probe"
+# The disk's buffered read rate: a file written, its pages dropped from
+# the page cache (`iflag=nocache`), read back with readahead.
+dd if=/dev/zero of="$WORK/read-probe" bs=1M count="$READ_PROBE_MIB" conv=fdatasync status=none
+dd if="$WORK/read-probe" iflag=nocache count=0 status=none
+READS="$(dd if="$WORK/read-probe" of=/dev/null bs=1M 2>&1 |
+  awk -v mib="$READ_PROBE_MIB" '/copied/ { for (i = 1; i <= NF; i++) if ($(i + 1) ~ /^s,?$/) { printf "%.0f", mib / $i; exit } }')"
+rm -f "$WORK/read-probe"
 RILL_VERSION="$("$RILL" --version)"
 S2_VERSION="$("$S2" --version | head -1)"
-echo "== $CORES cores, $MEMORY, ~$FSYNCS fsyncs/s (4 KiB, O_DSYNC); $RILL_VERSION; $S2_VERSION" >&2
+echo "== $CORES cores, $MEMORY, ~$FSYNCS fsyncs/s (4 KiB, O_DSYNC), reads ~$READS MiB/s; $RILL_VERSION; $S2_VERSION" >&2
 
 declare -A FIGURES # "server key" -> the lines of its runs
 # Runs one load $RUNS times on each server (or those in $ONLY), alternating,
@@ -336,7 +345,7 @@ cell() {
   echo "# Rill and s2-lite, side by side"
   echo
   echo "Measured by \`bench/compare.sh\` on $(date -u +%Y-%m-%d): $CORES cores, $MEMORY, the disk ~$FSYNCS fsyncs/s"
-  echo "(4 KiB writes with O_DSYNC). $RILL_VERSION; s2-lite from $S2_VERSION, \`s2 lite --local-root\`"
+  echo "(4 KiB writes with O_DSYNC) and ~$READS MiB/s of buffered reads ($READ_PROBE_MIB MiB not in the page cache). $RILL_VERSION; s2-lite from $S2_VERSION, \`s2 lite --local-root\`"
   echo "(which fsyncs its writes). The load is the official \`s2 bench\` on the same machine (and \`rill bench\`,"
   echo "a client of the S2 API, for many streams and fan-out). Each cell is"
   echo "**Rill / s2-lite (Rill ÷ s2-lite)**, the median of $RUNS alternating runs of ${DURATION} s;"

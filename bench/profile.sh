@@ -18,7 +18,10 @@ CALLER_DIR="$(pwd)"
 cd "$(dirname "$0")/.."
 OUT=bench/profiles
 case "${1:-}" in
-  --out) OUT="$(cd "$CALLER_DIR" && mkdir -p "$2" && cd "$2" && pwd)" ;;
+  --out)
+    [ -n "${2:-}" ] || { echo "profile.sh: --out needs a directory" >&2; exit 2; }
+    OUT="$(cd "$CALLER_DIR" && mkdir -p "$2" && cd "$2" && pwd)"
+    ;;
   "") ;;
   *) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac
@@ -36,9 +39,11 @@ echo "== building rill (release, with debug info)" >&2
 cargo build --release --locked -q
 RILL="${CARGO_TARGET_DIR:-target}/release/rill"
 
+mkdir -p target
 WORK="$(mktemp -d "$(pwd)/target/profile.XXXXXX")"
-SERVER=""
+SERVER="" BENCH=""
 cleanup() {
+  [ -n "$BENCH" ] && kill "$BENCH" 2>/dev/null
   [ -n "$SERVER" ] && kill "$SERVER" 2>/dev/null && wait "$SERVER" 2>/dev/null
   rm -rf "$WORK"
 }
@@ -55,10 +60,14 @@ done
 
 # Samples the server until the file $2 exists (or 30 s), into $1.
 sample() {
-  perf record -q -F 499 --call-graph dwarf,16384 -p "$SERVER" -o "$1" 2>/dev/null &
+  perf record -q -F 499 --call-graph dwarf,16384 -p "$SERVER" -o "$1" 2>"$1.log" &
   local perf=$! waited=0
   until [ -e "$2" ] || [ "$waited" -ge 300 ]; do sleep 0.1; waited=$((waited + 1)); done
-  kill -INT "$perf"
+  if ! kill -INT "$perf" 2>/dev/null; then
+    echo "profile.sh: perf stopped early (kernel.perf_event_paranoid?); it said:" >&2
+    cat "$1.log" >&2
+    exit 1
+  fi
   wait "$perf" 2>/dev/null || true
 }
 
@@ -85,7 +94,7 @@ for phase in flat-out catch-up; do
   {
     echo "# rill serve under s2 bench (1 KiB records, flat out): $phase"
     echo
-    grep -E '^(Write|Catchup):|^p50 |^p99 ' "$WORK/bench.out" | sed 's/^/    /'
+    { grep -E '^(Write|Catchup):|^p50 |^p99 ' "$WORK/bench.out" || true; } | sed 's/^/    /'
     echo
     echo "Threads by their share of the server's samples:"
     echo

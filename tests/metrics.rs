@@ -46,9 +46,16 @@ impl Scrape {
         Self(samples)
     }
 
-    /// The value of the one series of `name` that has all of `labels`
-    /// (0 when there is none: a counter not yet counted).
+    /// The value of the one series of `name` that has all of `labels`;
+    /// fails the test if there is none.
     fn get(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.find(name, labels)
+            .unwrap_or_else(|| panic!("no series {name} {labels:?}"))
+    }
+
+    /// The value of the one series of `name` that has all of `labels`, if
+    /// there is one (a counter not yet counted has none).
+    fn find(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         let matching: Vec<f64> = self
             .0
             .iter()
@@ -61,7 +68,7 @@ impl Scrape {
             .map(|(_, _, value)| *value)
             .collect();
         assert!(matching.len() <= 1, "{name} {labels:?} is ambiguous");
-        matching.first().copied().unwrap_or(0.0)
+        matching.first().copied()
     }
 
     fn has(&self, name: &str) -> bool {
@@ -91,7 +98,7 @@ async fn appends_reads_and_commits_are_counted_exactly() {
     server.with_stream("s").await;
     let before = scrape(&server).await;
     let basin = [("basin", BASIN)];
-    assert_eq!(before.get("rill_appends_total", &basin), 0.0);
+    assert_eq!(before.find("rill_appends_total", &basin), None);
 
     server.append("s", &["a", "bb", "ccc"]).await;
     server.append("s", &["dddd"]).await;
@@ -152,6 +159,19 @@ async fn appends_reads_and_commits_are_counted_exactly() {
         errors.get("rill_errors_total", &[("code", "not_found")]),
         1.0
     );
+    // A made-up method is counted as `other`, not as a label of its own.
+    let odd = reqwest::Method::from_bytes(b"FROBNICATE").unwrap();
+    let resp = server.bare(odd, "/v1/basins").send().await.unwrap();
+    assert!(resp.status().is_client_error());
+    let odd = scrape(&server).await;
+    assert_eq!(
+        odd.get("rill_http_requests_total", &[("method", "other")]),
+        1.0
+    );
+    assert!(!odd
+        .0
+        .iter()
+        .any(|(_, labels, _)| labels.get("method").is_some_and(|m| m == "FROBNICATE")));
     assert!(errors.get("process_resident_memory_bytes", &[]) > 0.0);
     assert!(errors.get("rill_uptime_seconds", &[]) > 0.0);
 }
@@ -162,7 +182,25 @@ async fn sessions_and_connections_are_what_is_open_now() {
     server.with_stream("s").await;
     let idle = scrape(&server).await;
     assert_eq!(idle.get("rill_sessions_open", &[("kind", "read")]), 0.0);
-    assert!(idle.get("rill_connections_open", &[]) >= 1.0);
+    let connections = idle.get("rill_connections_open", &[]);
+    assert!(connections >= 1.0);
+    // A client of its own: one more connection while it lives.
+    let other = reqwest::Client::new();
+    let resp = other.get(server.url("/health")).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(
+        scrape(&server).await.get("rill_connections_open", &[]),
+        connections + 1.0
+    );
+    drop(other);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while scrape(&server).await.get("rill_connections_open", &[]) != connections {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the connection stayed counted"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 
     let mut session = SseReader::open(server.sse_request("s", "seq_num=0")).await;
     server.append("s", &["live"]).await;
@@ -227,14 +265,29 @@ async fn collection_writes_and_pages_are_counted() {
         .await
         .unwrap();
     assert_eq!(page.status(), StatusCode::OK);
-    let scrape = scrape(&server).await;
+    let counted = scrape(&server).await;
     let basin = [("basin", BASIN)];
-    assert_eq!(scrape.get("rill_collection_writes_total", &basin), 2.0);
+    assert_eq!(counted.get("rill_collection_writes_total", &basin), 2.0);
     assert_eq!(
-        scrape.get("rill_collection_written_records_total", &basin),
+        counted.get("rill_collection_written_records_total", &basin),
         4.0
     );
-    assert_eq!(scrape.get("rill_updated_pages_total", &basin), 1.0);
+    assert_eq!(counted.get("rill_updated_pages_total", &basin), 1.0);
+
+    // A write that changes nothing is a write, of no records.
+    let resp = server
+        .put("/v1/collections/users/records/b")
+        .json(&json!({ "n": 2 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let again = scrape(&server).await;
+    assert_eq!(again.get("rill_collection_writes_total", &basin), 3.0);
+    assert_eq!(
+        again.get("rill_collection_written_records_total", &basin),
+        4.0
+    );
 }
 
 #[tokio::test]
@@ -276,6 +329,55 @@ async fn per_stream_figures_on_request_and_storage_size_on_disk() {
         scrape2.get("rill_appended_records_total", &[("basin", BASIN)]),
         3.0
     );
+    assert_eq!(
+        scrape2.get("rill_stream_appended_records_total", &of("one")),
+        1.0
+    );
+
+    // A deleted basin's series go, its streams' too.
+    let resp = server
+        .bare(Method::DELETE, &format!("/v1/basins/{BASIN}"))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success());
+    let scrape3 = scrape(&server).await;
+    assert!(!scrape3
+        .0
+        .iter()
+        .any(|(_, labels, _)| labels.get("basin").map(String::as_str) == Some(BASIN)));
+}
+
+#[tokio::test]
+async fn records_a_consumer_reads_are_counted() {
+    let server = TestServer::start().await;
+    server.with_stream("jobs").await;
+    server.append("jobs", &["a", "b", "c"]).await;
+    let resp = server
+        .put("/v1/consumers/workers")
+        .json(&json!({ "source": { "stream": "jobs" } }))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success());
+    let resp = server
+        .post("/v1/consumers/workers/receive")
+        .json(&json!({ "batch_size": 10, "wait_ms": 0 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let received: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(received["messages"].as_array().unwrap().len(), 3);
+    let counted = scrape(&server).await;
+    assert_eq!(
+        counted.get("rill_read_records_total", &[("basin", BASIN)]),
+        3.0
+    );
+    assert_eq!(
+        counted.get("rill_read_bytes_total", &[("basin", BASIN)]),
+        metered("a") + metered("b") + metered("c")
+    );
 }
 
 #[tokio::test]
@@ -308,10 +410,10 @@ async fn metrics_need_the_account_metrics_permission_or_their_own_listener() {
         .await
         .unwrap();
     assert_eq!(open.status(), StatusCode::OK);
-    let scrape = Scrape::parse(&open.text().await.unwrap());
+    let counted = Scrape::parse(&open.text().await.unwrap());
     // The refused request above was counted, by its code.
     assert_eq!(
-        scrape.get("rill_errors_total", &[("code", "unauthenticated")]),
+        counted.get("rill_errors_total", &[("code", "unauthenticated")]),
         1.0
     );
     let api = server

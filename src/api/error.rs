@@ -177,9 +177,7 @@ impl IntoResponse for ApiError {
         };
         let mut response = (self.status(), Json(self.body())).into_response();
         // Counted by the metrics layer (`api/observe.rs`).
-        response
-            .extensions_mut()
-            .insert(ErrorCode(code));
+        response.extensions_mut().insert(ErrorCode(code));
         if matches!(
             response.status(),
             StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE

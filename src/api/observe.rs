@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::header::CONTENT_TYPE;
+use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -36,7 +37,11 @@ pub async fn scrape(State(state): State<AppState>) -> Response {
         long_polls,
         storage_bytes,
     };
-    let text = state.engine.metrics().render(&snapshot);
+    // Rendering reads /proc (the process figures): off the async workers too.
+    let engine = state.engine.clone();
+    let text = tokio::task::spawn_blocking(move || engine.metrics().render(&snapshot))
+        .await
+        .unwrap_or_default();
     ([(CONTENT_TYPE, METRICS_CONTENT_TYPE)], text).into_response()
 }
 
@@ -50,10 +55,26 @@ pub async fn note_route(request: Request, next: Next) -> Response {
     response
 }
 
+/// The method as a label: one of the standard ones, or `other`. Any token
+/// is a valid method, and a label per made-up method would give a client
+/// without a token a way to grow the server's memory.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
 /// Outside the router: counts the request once its response began.
 pub async fn count(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = request.method().clone();
+    let method = method_label(request.method());
     let response = next.run(request).await;
     let http = &state.engine.metrics().http;
     let route = response
@@ -61,10 +82,10 @@ pub async fn count(State(state): State<AppState>, request: Request, next: Next) 
         .get::<Route>()
         .map_or("unmatched", |route| route.0.as_str());
     http.requests
-        .with_label_values(&[method.as_str(), route, response.status().as_str()])
+        .with_label_values(&[method, route, response.status().as_str()])
         .inc();
     http.durations
-        .with_label_values(&[method.as_str(), route])
+        .with_label_values(&[method, route])
         .observe(started.elapsed().as_secs_f64());
     if let Some(ErrorCode(code)) = response.extensions().get::<ErrorCode>() {
         http.errors.with_label_values(&[code]).inc();

@@ -126,8 +126,10 @@ pub async fn run(
         return Err("--streams and --appenders must be at least 1".into());
     }
     if args.collection {
-        if args.keys == 0 || args.batch > 1000 {
-            return Err("--collection takes --keys of at least 1 and --batch up to 1000".into());
+        // A batch names each id once at most (the server refuses a write
+        // that names one twice).
+        if args.batch > 1000 || args.batch as u64 > args.keys {
+            return Err("--collection takes --batch up to 1000 and up to --keys".into());
         }
         let collection = super::bench_collection::CollectionArgs {
             keys: args.keys,

@@ -54,7 +54,9 @@ pub struct HttpMetrics {
 pub struct CollectionMetrics {
     /// `rill_collection_writes_total{basin}`: write requests done.
     pub writes: IntCounterVec,
-    /// `rill_collection_written_records_total{basin}`: upserts and deletes.
+    /// `rill_collection_written_records_total{basin}`: records changed
+    /// (created, updated or deleted; an upsert of what is there already
+    /// changes nothing).
     pub written_records: IntCounterVec,
     /// `rill_updated_pages_total{basin}`: `/updated` pages answered.
     pub updated_pages: IntCounterVec,
@@ -122,7 +124,7 @@ impl Metrics {
             written_records: counter_vec(
                 &registry,
                 "rill_collection_written_records_total",
-                "Collection records upserted or deleted",
+                "Collection records changed (created, updated or deleted)",
                 &["basin"],
             ),
             updated_pages: counter_vec(

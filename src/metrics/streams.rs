@@ -12,7 +12,7 @@ pub struct StreamMetrics {
     /// The same families with a `stream` label too (`--metrics-per-stream`).
     by_stream: Option<Families>,
     /// `rill_append_ack_seconds{basin}`: from an append reaching its
-    /// stream to its acknowledgement (durable, or refused).
+    /// stream to its acknowledgement, once durable.
     ack: HistogramVec,
 }
 
@@ -25,6 +25,16 @@ struct Families {
 }
 
 impl Families {
+    fn all(&self) -> [&IntCounterVec; 5] {
+        [
+            &self.appends,
+            &self.appended_records,
+            &self.appended_bytes,
+            &self.read_records,
+            &self.read_bytes,
+        ]
+    }
+
     fn new(registry: &Registry, prefix: &str, labels: &[&str]) -> Self {
         let name = |what: &str| format!("{prefix}{what}");
         Self {
@@ -126,17 +136,21 @@ impl StreamMetrics {
         }
     }
 
+    /// Forgets a deleted basin's series (its streams' go with
+    /// [`Self::forget_stream`]).
+    pub fn forget_basin(&self, basin: &str) {
+        for family in self.by_basin.all() {
+            // Absent when the basin never counted anything.
+            let _ = family.remove_label_values(&[basin]);
+        }
+        let _ = self.ack.remove_label_values(&[basin]);
+    }
+
     /// Forgets a deleted stream's own series (the basin's stay: they count
     /// what happened, and a deleted stream's appends did).
     pub fn forget_stream(&self, basin: &str, stream: &str) {
         if let Some(families) = &self.by_stream {
-            for family in [
-                &families.appends,
-                &families.appended_records,
-                &families.appended_bytes,
-                &families.read_records,
-                &families.read_bytes,
-            ] {
+            for family in families.all() {
                 // Absent when the stream never counted anything.
                 let _ = family.remove_label_values(&[basin, stream]);
             }

@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
+use fjall::config::BlockSizePolicy;
 use fjall::{Database, KeyspaceCreateOptions, PersistMode};
 
 use super::commit_counter;
@@ -29,6 +30,14 @@ use super::journal_copy;
 use super::kv::{BatchOp, Keyspace, Storage, StorageError, StorageResult, Visitor, WriteBatch};
 use super::ledger::{self, Ledger};
 use super::reclaim::Reclaimer;
+
+/// Table blocks of stream records: records are read in runs, so a large
+/// block serves many of them per load (fjall's default, 4 KiB, holds a
+/// few 1 KiB records, or part of one 8 KiB record). Measured with `s2
+/// bench` catch-up reads: 64 KiB read 30–50 % faster than 4 KiB; 256 KiB
+/// no faster than 64. Applies to keyspaces created with it (new data
+/// directories): fjall keeps a keyspace's options.
+const RECORD_BLOCK_BYTES: u32 = 64 * 1024;
 
 /// How much journal a restart may have to replay: fjall's floor.
 const MAX_JOURNALING_BYTES: u64 = 64 * 1024 * 1024;
@@ -333,7 +342,13 @@ fn open_database(path: &Path) -> StorageResult<(Open, u64)> {
         .iter()
         .map(|ks| {
             db.keyspace(ks.name(), || {
-                KeyspaceCreateOptions::default().max_memtable_size(MAX_MEMTABLE_BYTES)
+                let options =
+                    KeyspaceCreateOptions::default().max_memtable_size(MAX_MEMTABLE_BYTES);
+                if *ks == Keyspace::StreamRecords {
+                    options.data_block_size_policy(BlockSizePolicy::all(RECORD_BLOCK_BYTES))
+                } else {
+                    options
+                }
             })
         })
         .collect::<Result<Vec<_>, _>>()

@@ -156,6 +156,8 @@ impl Collections {
             delete_stream_ops(&mut batch, basin, &meta.events_stream, stream.id);
         }
         self.core.committer().commit(batch).await?;
+        let metrics = &self.core.metrics.streams;
+        metrics.forget_stream(basin, &meta.events_stream);
         lock(&self.handles).remove(&(basin.to_string(), name.to_string()));
         Ok(())
     }

@@ -60,8 +60,12 @@ impl Collections {
         let mut guard = PendingWrite::begin(&handle);
         let prepared = self.prepare_write(&handle, ops, current, guard.updated_at)?;
         let Some((input, extra, written)) = prepared.commit else {
+            // Nothing changed: answered all the same, and counted so.
+            self.count_write(basin, 0);
             return Ok(prepared.views);
         };
+        // One event per record the write changed.
+        let changed = input.records.len() as u64;
         guard.hold_docs(written);
         let ack = handle.events.submit_with(input, extra).await?;
         // The next write may be prepared while this one commits: it reads
@@ -80,16 +84,18 @@ impl Collections {
         });
         match finish.await {
             Ok(result) => result.map(|_| {
-                let metrics = &self.core.metrics.collections;
-                metrics.writes.with_label_values(&[basin]).inc();
-                metrics
-                    .written_records
-                    .with_label_values(&[basin])
-                    .inc_by(prepared.views.len() as u64);
+                self.count_write(basin, changed);
                 prepared.views
             }),
             Err(err) => std::panic::resume_unwind(err.into_panic()),
         }
+    }
+
+    fn count_write(&self, basin: &str, changed: u64) {
+        let metrics = &self.core.metrics.collections;
+        metrics.writes.with_label_values(&[basin]).inc();
+        let records = metrics.written_records.with_label_values(&[basin]);
+        records.inc_by(changed);
     }
 
     /// The current version of each record `ops` touch (a pending write's

@@ -185,6 +185,8 @@ impl Consumers {
             delete_stream_ops(&mut batch, basin, &dead_letters, stream.id);
         }
         self.core.committer().commit(batch).await?;
+        let metrics = &self.core.metrics.streams;
+        metrics.forget_stream(basin, &dead_letters);
         Ok(())
     }
 

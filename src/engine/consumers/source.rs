@@ -163,6 +163,9 @@ impl Consumers {
                     limits,
                 )
                 .await?;
+                let bytes = scan.records.iter().map(|r| r.metered_size() as u64).sum();
+                let metrics = &self.core.metrics.streams;
+                metrics.read(&h.basin, &h.name, scan.records.len() as u64, bytes);
                 let events = matches!(source, SourceHandle::Events(_));
                 let messages = scan
                     .records
@@ -201,6 +204,8 @@ impl Consumers {
                     return Ok(None);
                 };
                 let record = keys::decode_record(*seq, &value)?;
+                let metrics = &self.core.metrics.streams;
+                metrics.read(&h.basin, &h.name, 1, record.metered_size() as u64);
                 Ok(Some(stream_message(
                     record,
                     matches!(source, SourceHandle::Events(_)),

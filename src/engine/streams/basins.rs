@@ -139,6 +139,10 @@ impl StreamCore {
         batch.delete(Keyspace::Meta, keys::basin_key(name));
         self.committer.commit(batch).await?;
         write_lock(&self.basins).remove(name);
+        for (stream, _) in &streams {
+            self.metrics.streams.forget_stream(name, stream);
+        }
+        self.metrics.streams.forget_basin(name);
         Ok(())
     }
 

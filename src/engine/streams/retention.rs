@@ -156,6 +156,7 @@ impl StreamCore {
         let mut batch = WriteBatch::default();
         super::admin::delete_stream_ops(&mut batch, basin, name, id);
         self.committer.commit(batch).await?;
+        self.metrics.streams.forget_stream(basin, name);
         Ok(())
     }
 

@@ -75,6 +75,7 @@ pub enum Command {
 /// A handle to a running stream task.
 pub struct StreamHandle {
     pub id: u64,
+    pub basin: String,
     pub name: String,
     commands: mpsc::Sender<Command>,
     visible: watch::Receiver<Visible>,
@@ -190,6 +191,7 @@ pub fn spawn(
     tokio::spawn(task.run(commands_rx));
     Arc::new(StreamHandle {
         id,
+        basin: basin.into(),
         name: name.into(),
         commands: commands_tx,
         visible: visible_rx,
