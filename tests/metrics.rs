@@ -424,3 +424,136 @@ async fn metrics_need_the_account_metrics_permission_or_their_own_listener() {
         .unwrap();
     assert_eq!(api.status(), StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn consumers_report_their_counts_and_how_far_behind_they_are() {
+    let server = TestServer::start().await;
+    server.with_stream("jobs").await;
+    // Written a minute ago, by their timestamps: the backlog is that old.
+    let minute_ago = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+        - 60_000;
+    let records: Vec<_> = (0..5)
+        .map(|i| json!({ "body": format!("job {i}"), "timestamp": minute_ago }))
+        .collect();
+    let resp = server
+        .post("/v1/streams/jobs/records")
+        .json(&json!({ "records": records }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let resp = server
+        .put("/v1/consumers/workers")
+        .json(&json!({ "source": { "stream": "jobs" } }))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success());
+    let of = [("basin", BASIN), ("consumer", "workers")];
+
+    let fresh = scrape(&server).await;
+    assert_eq!(fresh.get("rill_consumer_delivered_total", &of), 0.0);
+    assert_eq!(fresh.get("rill_consumer_lag_messages", &of), 5.0);
+    let waited = fresh.get("rill_consumer_lag_seconds", &of);
+    assert!((59.0..120.0).contains(&waited), "{waited}");
+
+    let resp = server
+        .post("/v1/consumers/workers/receive")
+        .json(&json!({ "batch_size": 3, "wait_ms": 0 }))
+        .send()
+        .await
+        .unwrap();
+    let received: serde_json::Value = resp.json().await.unwrap();
+    let messages = received["messages"].as_array().unwrap().clone();
+    assert_eq!(messages.len(), 3);
+    let ack_ids: Vec<_> = messages[..2].iter().map(|m| m["ack_id"].clone()).collect();
+    let resp = server
+        .post("/v1/consumers/workers/ack")
+        .json(&json!({ "ack_ids": ack_ids }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let working = scrape(&server).await;
+    assert_eq!(working.get("rill_consumer_delivered_total", &of), 3.0);
+    assert_eq!(working.get("rill_consumer_acked_total", &of), 2.0);
+    assert_eq!(working.get("rill_consumer_pending", &of), 1.0);
+    assert_eq!(working.get("rill_consumer_in_flight", &of), 1.0);
+    // From the first unacked (seq 2) to the tail (5).
+    assert_eq!(working.get("rill_consumer_lag_messages", &of), 3.0);
+    // The API says the same.
+    let state = server
+        .get("/v1/consumers/workers")
+        .send()
+        .await
+        .unwrap()
+        .json::<serde_json::Value>()
+        .await
+        .unwrap();
+    assert_eq!(state["state"]["lag"], 3);
+    assert!(state["state"]["lag_seconds"].as_f64().unwrap() >= 59.0);
+}
+
+#[tokio::test]
+async fn a_records_feed_consumer_has_a_lag_too() {
+    let server = TestServer::start().await;
+    server.create_basin(BASIN).await;
+    let resp = server.put("/v1/collections/docs").send().await.unwrap();
+    assert!(resp.status().is_success());
+    let resp = server
+        .post("/v1/collections/docs/records")
+        .json(&json!({ "upserts": [
+            { "id": "a", "data": {} }, { "id": "b", "data": {} }, { "id": "c", "data": {} },
+        ] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let resp = server
+        .put("/v1/consumers/docs-feed")
+        .json(&json!({ "source": { "collection": "docs", "feed": "records" } }))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success());
+    let of = [("basin", BASIN), ("consumer", "docs-feed")];
+    // The records are final once the clock has passed their millisecond.
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    assert_eq!(
+        scrape(&server).await.get("rill_consumer_lag_messages", &of),
+        3.0
+    );
+    let mut acked = 0;
+    while acked < 3 {
+        let received: serde_json::Value = server
+            .post("/v1/consumers/docs-feed/receive")
+            .json(&json!({ "batch_size": 10, "wait_ms": 1000 }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let ack_ids: Vec<_> = received["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["ack_id"].clone())
+            .collect();
+        acked += ack_ids.len();
+        let resp = server
+            .post("/v1/consumers/docs-feed/ack")
+            .json(&json!({ "ack_ids": ack_ids }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+    }
+    let done = scrape(&server).await;
+    assert_eq!(done.get("rill_consumer_lag_messages", &of), 0.0);
+    assert_eq!(done.get("rill_consumer_lag_seconds", &of), 0.0);
+    assert_eq!(done.get("rill_consumer_acked_total", &of), 3.0);
+}

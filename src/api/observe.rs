@@ -31,11 +31,13 @@ pub async fn scrape(State(state): State<AppState>) -> Response {
     let storage_bytes = tokio::task::spawn_blocking(move || engine.storage_bytes())
         .await
         .unwrap_or(None);
+    let consumers = state.engine.consumers().samples().await;
     let snapshot = Snapshot {
         read_sessions,
         append_sessions,
         long_polls,
         storage_bytes,
+        consumers,
     };
     // Rendering reads /proc (the process figures): off the async workers too.
     let engine = state.engine.clone();

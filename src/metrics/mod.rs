@@ -14,6 +14,7 @@
 //! counters, `_seconds` and `_bytes` for units. This module depends on
 //! nothing else in the crate, so every layer may use it.
 
+mod consumers;
 mod register;
 mod streams;
 
@@ -24,6 +25,7 @@ use prometheus::{
 };
 use register::{counter_vec, float_gauge, gauge, gauge_vec, histogram_vec, LATENCY_BUCKETS};
 
+pub use consumers::ConsumerSample;
 pub use streams::{CommitMetrics, StreamMetrics};
 
 pub struct Metrics {
@@ -78,6 +80,8 @@ pub struct Snapshot {
     pub long_polls: usize,
     /// Bytes the storage takes on disk, if it is on disk.
     pub storage_bytes: Option<u64>,
+    /// Every consumer.
+    pub consumers: Vec<ConsumerSample>,
 }
 
 impl Metrics {
@@ -189,7 +193,9 @@ impl Metrics {
         let mut out = Vec::new();
         // Encoding into a Vec cannot fail on I/O; a family the encoder
         // refuses would be a bug here, and leaves the rest out.
-        if let Err(err) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+        let mut families = self.registry.gather();
+        families.extend(consumers::families(&snapshot.consumers));
+        if let Err(err) = TextEncoder::new().encode(&families, &mut out) {
             tracing::error!(%err, "encoding metrics failed");
         }
         String::from_utf8(out).unwrap_or_default()

@@ -60,7 +60,8 @@ pub fn consumer_json(info: &ConsumerInfo) -> Value {
             "nacked": p.nacked,
             "dead_lettered": p.dead_lettered,
             "dropped": p.dropped,
-            "lag": stats.lag,
+            "lag": stats.lag.map(|lag| lag.messages),
+            "lag_seconds": stats.lag.map(|lag| lag.seconds),
         });
     }
     out

@@ -5,8 +5,9 @@ use std::ops::ControlFlow;
 use super::config::{dead_letter_config, dead_letter_stream, ConsumerName};
 use super::config::{AckPolicy, ConsumerConfig, ConsumerConfigPatch, Source, Start};
 use super::keys::{self, ConsumerMeta};
+use super::lag;
 use super::layer::Consumers;
-use super::position::{Frontier, Position};
+use super::position::Frontier;
 use super::source::SourceHandle;
 use super::state::{ConsumerInfo, ConsumerProgress, ConsumerStats};
 use crate::engine::error::{EngineError, EngineResult};
@@ -14,8 +15,9 @@ use crate::engine::locks::lock;
 use crate::engine::streams::types::now_ms;
 use crate::engine::streams::{
     delete_stream_ops, first_seq_timestamped_at_or_after, stream_creation_ops, ListRequest,
-    Provision,
+    Provision, MAX_LIST_LIMIT,
 };
+use crate::metrics::ConsumerSample;
 use crate::storage::{prefix_end, Keyspace, WriteBatch};
 
 impl Consumers {
@@ -100,8 +102,8 @@ impl Consumers {
     /// The consumer, with its current state.
     pub async fn consumer_info(&self, basin: &str, name: &str) -> EngineResult<ConsumerInfo> {
         let handle = self.consumer(basin, name).await?;
-        let tail = match self.resolve_source(basin, &handle.source).await {
-            Ok((source, id)) if id == handle.source_id => source.tail_seq(),
+        let source = match self.resolve_source(basin, &handle.source).await {
+            Ok((source, id)) if id == handle.source_id => Some(source),
             _ => None,
         };
         let state = handle.state.lock().await;
@@ -111,28 +113,67 @@ impl Consumers {
             AckPolicy::Explicit => state.pending.floor().cloned(),
             AckPolicy::Cursor => None,
         };
-        let done_below = match (&ack_floor, &state.progress.frontier) {
-            (Some(Position::Seq(seq)), _) => Some(*seq),
-            (None, Frontier::Seq(seq)) => Some(*seq),
-            _ => None,
-        };
-        let stats = ConsumerStats {
+        let mut stats = ConsumerStats {
             ack_floor,
             frontier: state.progress.frontier.clone(),
             pending: state.pending.len(),
             in_flight: state.pending.in_flight(now),
             progress: state.progress.clone(),
-            lag: tail
-                .zip(done_below)
-                .map(|(tail, done)| tail.saturating_sub(done)),
+            lag: None,
         };
+        let config = state.config.clone();
+        drop(state);
+        // A records feed's lag is a scan: off the async workers, and
+        // without the consumer's lock (it is a reading, not a promise).
+        if let Some(source) = source {
+            let storage = self.core.storage().clone();
+            let (first, frontier) = (stats.ack_floor.clone(), stats.frontier.clone());
+            let measured = tokio::task::spawn_blocking(move || {
+                lag::lag(storage.as_ref(), &source, first.as_ref(), &frontier, now)
+            })
+            .await;
+            stats.lag = Some(match measured {
+                Ok(lag) => lag?,
+                Err(err) => std::panic::resume_unwind(err.into_panic()),
+            });
+        }
         Ok(ConsumerInfo {
             name: name.into(),
             created_at: handle.created_at,
-            config: state.config.clone(),
+            config,
             dead_letter_stream: dead_letter_stream(name),
             stats: Some(stats),
         })
+    }
+
+    /// Every consumer of every basin, with its figures, for the metrics.
+    /// One whose source is gone, or that is being deleted, is left out.
+    pub async fn samples(&self) -> Vec<ConsumerSample> {
+        let mut samples = Vec::new();
+        for basin in self.core.basin_names() {
+            let mut req = ListRequest {
+                limit: Some(MAX_LIST_LIMIT),
+                ..Default::default()
+            };
+            loop {
+                let Ok((page, has_more)) = self.list_consumers(&basin, &req) else {
+                    break; // the basin went meanwhile
+                };
+                for listed in &page {
+                    let Ok(info) = self.consumer_info(&basin, &listed.name).await else {
+                        continue;
+                    };
+                    if let Some(stats) = info.stats {
+                        samples.push(sample(&basin, &info.name, &stats));
+                    }
+                }
+                match page.last() {
+                    Some(last) if has_more => req.start_after = last.name.clone(),
+                    _ => break,
+                }
+            }
+        }
+        samples
     }
 
     pub fn list_consumers(
@@ -317,6 +358,24 @@ impl Consumers {
                 after_id: None,
             },
         })
+    }
+}
+
+fn sample(basin: &str, name: &str, stats: &ConsumerStats) -> ConsumerSample {
+    let p = &stats.progress;
+    ConsumerSample {
+        basin: basin.into(),
+        consumer: name.into(),
+        delivered: p.delivered,
+        redelivered: p.redelivered,
+        acked: p.acked,
+        nacked: p.nacked,
+        dead_lettered: p.dead_lettered,
+        dropped: p.dropped,
+        pending: stats.pending as u64,
+        in_flight: stats.in_flight as u64,
+        lag_messages: stats.lag.map(|lag| lag.messages),
+        lag_seconds: stats.lag.map(|lag| lag.seconds),
     }
 }
 

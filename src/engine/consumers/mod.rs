@@ -34,6 +34,7 @@ mod admin;
 mod config;
 mod cursor;
 pub mod keys;
+mod lag;
 mod layer;
 mod message;
 mod pending;
@@ -47,6 +48,7 @@ pub use config::{
     dead_letter_stream, AckPolicy, ConsumerConfig, ConsumerConfigPatch, ConsumerName, Feed, Filter,
     Source, Start, DEAD_LETTER_PREFIX, MAX_RECEIVE_BATCH,
 };
+pub use lag::{Lag, MAX_COUNTED_LAG};
 pub use layer::Consumers;
 pub use message::{Message, Payload};
 pub use position::{Frontier, Position};

@@ -36,19 +36,6 @@ pub enum SourceHandle {
 const KEY_HEADER: &[u8] = b"key";
 
 impl SourceHandle {
-    /// The stream behind this source, if it is one.
-    fn stream(&self) -> Option<&Arc<StreamHandle>> {
-        match self {
-            SourceHandle::Stream(h) | SourceHandle::Events(h) => Some(h),
-            SourceHandle::Records(_) => None,
-        }
-    }
-
-    /// The tail seq num, for stream sources (to report lag).
-    pub fn tail_seq(&self) -> Option<u64> {
-        self.stream().map(|h| h.visible().tail.seq_num)
-    }
-
     /// Resolves once the source may have something new (or soon after, for
     /// a records feed whose newest write waits for the clock).
     pub async fn changed(&self, mark: &mut SourceMark) {

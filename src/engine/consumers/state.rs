@@ -6,6 +6,7 @@ use tokio::sync::watch;
 
 use super::config::{ConsumerConfig, Source};
 use super::keys;
+use super::lag::Lag;
 use super::message::Message;
 use super::pending::Pending;
 use super::position::{Frontier, Position};
@@ -55,9 +56,9 @@ pub struct ConsumerStats {
     pub pending: usize,
     pub in_flight: usize,
     pub progress: ConsumerProgress,
-    /// Messages in a stream source after the ack floor (or committed
-    /// position), filtered ones included; `None` for a records feed.
-    pub lag: Option<u64>,
+    /// How far behind it is (see `lag.rs`); `None` when its source is
+    /// gone.
+    pub lag: Option<Lag>,
 }
 
 /// Which delivery an ack settles: the consumer, the message, and which
