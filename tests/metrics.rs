@@ -429,14 +429,14 @@ async fn metrics_need_the_account_metrics_permission_or_their_own_listener() {
 async fn consumers_report_their_counts_and_how_far_behind_they_are() {
     let server = TestServer::start().await;
     server.with_stream("jobs").await;
-    // Written a minute ago, by their timestamps: the backlog is that old.
+    // Written a minute ago and then every 10 s, by their timestamps.
     let minute_ago = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64
         - 60_000;
     let records: Vec<_> = (0..5)
-        .map(|i| json!({ "body": format!("job {i}"), "timestamp": minute_ago }))
+        .map(|i| json!({ "body": format!("job {i}"), "timestamp": minute_ago + i * 10_000 }))
         .collect();
     let resp = server
         .post("/v1/streams/jobs/records")
@@ -482,8 +482,11 @@ async fn consumers_report_their_counts_and_how_far_behind_they_are() {
     assert_eq!(working.get("rill_consumer_acked_total", &of), 2.0);
     assert_eq!(working.get("rill_consumer_pending", &of), 1.0);
     assert_eq!(working.get("rill_consumer_in_flight", &of), 1.0);
-    // From the first unacked (seq 2) to the tail (5).
+    // From the first unacked (seq 2, 40 s old; the frontier, seq 3, is
+    // 30 s old) to the tail (5).
     assert_eq!(working.get("rill_consumer_lag_messages", &of), 3.0);
+    let waited = working.get("rill_consumer_lag_seconds", &of);
+    assert!((39.5..50.0).contains(&waited), "{waited}");
     // The API says the same.
     let state = server
         .get("/v1/consumers/workers")
@@ -494,7 +497,7 @@ async fn consumers_report_their_counts_and_how_far_behind_they_are() {
         .await
         .unwrap();
     assert_eq!(state["state"]["lag"], 3);
-    assert!(state["state"]["lag_seconds"].as_f64().unwrap() >= 59.0);
+    assert!(state["state"]["lag_seconds"].as_f64().unwrap() >= 39.5);
 }
 
 #[tokio::test]
@@ -526,7 +529,32 @@ async fn a_records_feed_consumer_has_a_lag_too() {
         scrape(&server).await.get("rill_consumer_lag_messages", &of),
         3.0
     );
-    let mut acked = 0;
+    // One received and not acked: the lag counts from it.
+    let first: serde_json::Value = server
+        .post("/v1/consumers/docs-feed/receive")
+        .json(&json!({ "batch_size": 1, "wait_ms": 1000 }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(first["messages"].as_array().unwrap().len(), 1);
+    let pending = scrape(&server).await;
+    assert_eq!(pending.get("rill_consumer_lag_messages", &of), 3.0);
+    assert_eq!(pending.get("rill_consumer_pending", &of), 1.0);
+    let resp = server
+        .post("/v1/consumers/docs-feed/ack")
+        .json(&json!({ "ack_ids": [first["messages"][0]["ack_id"]] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(
+        scrape(&server).await.get("rill_consumer_lag_messages", &of),
+        2.0
+    );
+    let mut acked = 1;
     while acked < 3 {
         let received: serde_json::Value = server
             .post("/v1/consumers/docs-feed/receive")

@@ -132,10 +132,17 @@ impl Consumers {
                 lag::lag(storage.as_ref(), &source, first.as_ref(), &frontier, now)
             })
             .await;
-            stats.lag = Some(match measured {
-                Ok(lag) => lag?,
-                Err(err) => std::panic::resume_unwind(err.into_panic()),
-            });
+            // A reading that failed leaves the lag unknown, not the
+            // consumer unreadable.
+            stats.lag = match measured {
+                Ok(Ok(lag)) => Some(lag),
+                Ok(Err(err)) => {
+                    tracing::warn!(basin, consumer = name, %err, "cannot tell a consumer's lag");
+                    None
+                }
+                Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
+                Err(_) => None, // shutting down
+            };
         }
         Ok(ConsumerInfo {
             name: name.into(),
@@ -155,10 +162,8 @@ impl Consumers {
                 limit: Some(MAX_LIST_LIMIT),
                 ..Default::default()
             };
-            loop {
-                let Ok((page, has_more)) = self.list_consumers(&basin, &req) else {
-                    break; // the basin went meanwhile
-                };
+            // Until the basin has no more (or went meanwhile).
+            while let Ok((page, has_more)) = self.list_consumers(&basin, &req) {
                 for listed in &page {
                     let Ok(info) = self.consumer_info(&basin, &listed.name).await else {
                         continue;

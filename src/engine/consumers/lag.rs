@@ -13,19 +13,7 @@ use crate::engine::error::EngineResult;
 use crate::engine::streams::keys;
 use crate::storage::{Keyspace, Storage};
 
-/// A records feed's lag is counted by scanning the feed, up to this many:
-/// a consumer further behind says this many.
-pub const MAX_COUNTED_LAG: u64 = 100_000;
-
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct Lag {
-    /// Messages not yet done with, filtered ones included (a records feed
-    /// counts up to [`MAX_COUNTED_LAG`]).
-    pub messages: u64,
-    /// How long the first of them has waited since it entered the source
-    /// (its timestamp; a record's `updated_at`), in seconds; 0 with none.
-    pub seconds: f64,
-}
+use super::state::{Lag, MAX_COUNTED_LAG};
 
 /// The lag of a consumer whose first unfinished message is at `first` (an
 /// ack floor), or else at its `frontier`.
@@ -49,13 +37,21 @@ pub(super) fn lag(
             if from >= tail {
                 return Ok(Lag::default());
             }
-            // Purging may have removed it since the trim point was read:
-            // then it has no age to tell.
-            let seconds = storage
-                .get(Keyspace::StreamRecords, &keys::record_key(h.id, from))?
-                .map(|value| keys::decode_record(from, &value))
-                .transpose()?
-                .map_or(0.0, |record| age(record.timestamp));
+            // The first record there is: purging may have removed `from`
+            // since the trim point was read.
+            let mut first = None;
+            storage.scan(
+                Keyspace::StreamRecords,
+                &keys::record_key(h.id, from),
+                &keys::record_key(h.id, tail),
+                &mut |key, value| {
+                    if let Some(seq) = keys::parse_record_key(key) {
+                        first = Some(keys::decode_record(seq, value));
+                    }
+                    ControlFlow::Break(())
+                },
+            )?;
+            let seconds = first.transpose()?.map_or(0.0, |r| age(r.timestamp));
             Ok(Lag {
                 messages: tail - from,
                 seconds,

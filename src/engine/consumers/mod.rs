@@ -48,8 +48,9 @@ pub use config::{
     dead_letter_stream, AckPolicy, ConsumerConfig, ConsumerConfigPatch, ConsumerName, Feed, Filter,
     Source, Start, DEAD_LETTER_PREFIX, MAX_RECEIVE_BATCH,
 };
-pub use lag::{Lag, MAX_COUNTED_LAG};
 pub use layer::Consumers;
 pub use message::{Message, Payload};
 pub use position::{Frontier, Position};
-pub use state::{AckId, ConsumerInfo, ConsumerProgress, ConsumerStats, Delivery, Settle};
+pub use state::{
+    AckId, ConsumerInfo, ConsumerProgress, ConsumerStats, Delivery, Lag, Settle, MAX_COUNTED_LAG,
+};

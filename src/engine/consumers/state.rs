@@ -6,7 +6,6 @@ use tokio::sync::watch;
 
 use super::config::{ConsumerConfig, Source};
 use super::keys;
-use super::lag::Lag;
 use super::message::Message;
 use super::pending::Pending;
 use super::position::{Frontier, Position};
@@ -33,6 +32,22 @@ pub struct ConsumerProgress {
     /// the record (records feed; the newer version is delivered instead).
     #[serde(default)]
     pub dropped: u64,
+}
+
+/// A records feed's lag is counted by scanning the feed (see `lag.rs`), up
+/// to this many: a consumer further behind says this many. Its
+/// `seconds` still tells how far behind it is.
+pub const MAX_COUNTED_LAG: u64 = 10_000;
+
+/// How far behind a consumer is.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Lag {
+    /// Messages not yet done with, filtered ones included (a records feed
+    /// counts up to [`MAX_COUNTED_LAG`]).
+    pub messages: u64,
+    /// How long the first of them has waited since it entered the source
+    /// (its timestamp; a record's `updated_at`), in seconds; 0 with none.
+    pub seconds: f64,
 }
 
 /// A consumer as listed, and with `stats` as got.
