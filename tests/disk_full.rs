@@ -68,6 +68,8 @@ async fn a_full_disk_refuses_writes_clearly_and_keeps_reads() {
         .await;
     assert_eq!(health["writable"], false);
     assert!(health["storage_error"].as_str().unwrap().contains("space"));
+    // And so do the metrics, for an alert.
+    assert!(metrics(&server).await.contains("\nrill_writable 0\n"));
     // What was acknowledged can still be read, and nothing else.
     assert_eq!(server.read_bodies("s", "seq_num=0").await, ["before"]);
 
@@ -90,6 +92,15 @@ async fn a_full_disk_refuses_writes_clearly_and_keeps_reads() {
         .await;
     assert_eq!(health["writable"], true);
     assert_eq!(health["storage_restarts"], 1);
+    let text = metrics(&server).await;
+    assert!(text.contains("\nrill_writable 1\n"), "{text}");
+    assert!(text.contains("\nrill_storage_restarts_total 1\n"), "{text}");
+}
+
+async fn metrics(server: &TestServer) -> String {
+    let resp = server.bare(Method::GET, "/metrics").send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    resp.text().await.unwrap()
 }
 
 /// Polls `/ready` until it says ready (bounded: 15 s).

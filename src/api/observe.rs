@@ -37,6 +37,7 @@ pub async fn scrape(State(state): State<AppState>) -> Response {
         append_sessions,
         long_polls,
         storage_bytes,
+        writable: state.engine.streams().write_failure().is_none(),
         consumers,
     };
     // Rendering reads /proc (the process figures): off the async workers too.

@@ -71,6 +71,7 @@ impl Engine {
             layers.core.begin_shutdown();
         }
         let restarts = self.restarts.fetch_add(1, Ordering::Relaxed) + 1;
+        self.metrics.commits.restarts.inc();
         // The old layers' sessions end and their tasks stop; their writes
         // already fail without reaching the storage.
         old.core.shutdown().await;

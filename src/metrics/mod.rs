@@ -68,6 +68,7 @@ pub struct CollectionMetrics {
 struct StateGauges {
     sessions: IntGaugeVec,
     storage_bytes: IntGauge,
+    writable: IntGauge,
     uptime: Gauge,
 }
 
@@ -80,6 +81,9 @@ pub struct Snapshot {
     pub long_polls: usize,
     /// Bytes the storage takes on disk, if it is on disk.
     pub storage_bytes: Option<u64>,
+    /// Whether writes can be made durable now (not after a failed write,
+    /// a full disk say, until the storage is reopened).
+    pub writable: bool,
     /// Every consumer.
     pub consumers: Vec<ConsumerSample>,
 }
@@ -150,6 +154,12 @@ impl Metrics {
                 "rill_storage_bytes",
                 "Bytes the storage takes on disk (journals and table files)",
             ),
+            writable: gauge(
+                &registry,
+                "rill_writable",
+                "1 when writes can be made durable; 0 after a failed write (a full disk, a failed \
+                 fsync) until the storage is reopened",
+            ),
             uptime: float_gauge(
                 &registry,
                 "rill_uptime_seconds",
@@ -189,6 +199,7 @@ impl Metrics {
         if let Some(bytes) = snapshot.storage_bytes {
             self.state.storage_bytes.set(bytes as i64);
         }
+        self.state.writable.set(i64::from(snapshot.writable));
         self.state.uptime.set(self.started.elapsed().as_secs_f64());
         let mut out = Vec::new();
         // Encoding into a Vec cannot fail on I/O; a family the encoder

@@ -4,8 +4,8 @@
 
 use prometheus::core::Collector;
 use prometheus::{
-    Gauge, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry,
+    Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry,
 };
 
 /// Latency buckets, in seconds: from well under one fsync to a stall.
@@ -67,4 +67,11 @@ fn register<M: Collector + Clone + 'static>(registry: &Registry, metric: M) -> M
         .register(Box::new(metric.clone()))
         .expect("registered once");
     metric
+}
+
+pub fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    register(
+        registry,
+        IntCounter::new(name, help).expect("a valid metric"),
+    )
 }

@@ -2,9 +2,9 @@
 //! when asked for), acknowledgement latency, and what each group commit
 //! wrote.
 
-use prometheus::{Histogram, HistogramVec, IntCounterVec, Registry};
+use prometheus::{Histogram, HistogramVec, IntCounter, IntCounterVec, Registry};
 
-use super::register::{counter_vec, histogram, histogram_vec, LATENCY_BUCKETS};
+use super::register::{counter, counter_vec, histogram, histogram_vec, LATENCY_BUCKETS};
 
 /// Appends and reads.
 pub struct StreamMetrics {
@@ -167,6 +167,9 @@ pub struct CommitMetrics {
     pub group_writes: Histogram,
     /// `rill_commit_group_bytes`.
     pub group_bytes: Histogram,
+    /// `rill_storage_restarts_total`: the engine reopened its storage after
+    /// a failed write, and writes resumed.
+    pub restarts: IntCounter,
 }
 
 impl CommitMetrics {
@@ -192,6 +195,11 @@ impl CommitMetrics {
                 "rill_commit_group_bytes",
                 "Bytes of one durable storage write",
                 &powers(1024.0, 4.0, 10),
+            ),
+            restarts: counter(
+                registry,
+                "rill_storage_restarts_total",
+                "Times the storage was reopened after a failed write, and writes resumed",
             ),
         }
     }
