@@ -585,3 +585,40 @@ async fn a_records_feed_consumer_has_a_lag_too() {
     assert_eq!(done.get("rill_consumer_lag_seconds", &of), 0.0);
     assert_eq!(done.get("rill_consumer_acked_total", &of), 3.0);
 }
+
+#[tokio::test]
+async fn the_alerting_rules_name_only_metrics_rill_serves() {
+    let rules = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/prometheus-alerts.yml"
+    ))
+    .unwrap();
+    // Activity, so that every family has a series (a counter not yet
+    // counted has none): an append, a read, an error, a consumer.
+    let server = TestServer::start().await;
+    server.with_stream("s").await;
+    server.append("s", &["x"]).await;
+    server.read_bodies("s", "seq_num=0").await;
+    let missing = server.get("/v1/streams/nope").send().await.unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    let resp = server
+        .put("/v1/consumers/c")
+        .json(&json!({ "source": { "stream": "s" } }))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success());
+    let served = scrape(&server).await;
+    let names: std::collections::BTreeSet<&str> = rules
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|word| word.starts_with("rill_"))
+        .collect();
+    assert!(names.len() >= 6, "{names:?}");
+    for name in names {
+        let base = name.strip_suffix("_bucket").unwrap_or(name);
+        assert!(
+            served.has(name) || served.has(&format!("{base}_bucket")),
+            "docs/prometheus-alerts.yml names {name}, which Rill does not serve"
+        );
+    }
+}
