@@ -154,7 +154,7 @@ impl Consumers {
     }
 
     /// Every consumer of every basin, with its figures, for the metrics.
-    /// One whose source is gone, or that is being deleted, is left out.
+    /// One being deleted is left out; one whose source is gone has no lag.
     pub async fn samples(&self) -> Vec<ConsumerSample> {
         let mut samples = Vec::new();
         for basin in self.core.basin_names() {
