@@ -8,53 +8,11 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::consumers::{ack, ensure, receive, settle};
 use common::*;
 use reqwest::StatusCode;
 use rill::storage::{MemoryStorage, Storage};
 use serde_json::{json, Value};
-
-async fn ensure(server: &TestServer, name: &str, config: Value) -> Value {
-    let resp = server
-        .put(&format!("/v1/consumers/{name}"))
-        .json(&config)
-        .send()
-        .await
-        .unwrap();
-    assert!(
-        resp.status().is_success(),
-        "ensure consumer: {}",
-        resp.status()
-    );
-    resp.json().await.unwrap()
-}
-
-async fn receive(server: &TestServer, name: &str, batch_size: usize, wait_ms: u64) -> Vec<Value> {
-    let resp = server
-        .post(&format!("/v1/consumers/{name}/receive"))
-        .json(&json!({ "batch_size": batch_size, "wait_ms": wait_ms }))
-        .send()
-        .await
-        .unwrap();
-    let body = expect_status(resp, StatusCode::OK).await;
-    body["messages"].as_array().unwrap().clone()
-}
-
-async fn settle(server: &TestServer, name: &str, op: &str, body: Value) -> reqwest::Response {
-    server
-        .post(&format!("/v1/consumers/{name}/{op}"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-}
-
-async fn ack(server: &TestServer, name: &str, messages: &[Value]) -> u64 {
-    let ids: Vec<&Value> = messages.iter().map(|m| &m["ack_id"]).collect();
-    let resp = settle(server, name, "ack", json!({ "ack_ids": ids })).await;
-    expect_status(resp, StatusCode::OK).await["acked"]
-        .as_u64()
-        .unwrap()
-}
 
 async fn state(server: &TestServer, name: &str) -> Value {
     let resp = server

@@ -4,8 +4,10 @@
 
 pub mod binary;
 pub mod cli;
+pub mod consumers;
 pub mod faulty;
 pub mod pki;
+pub mod prometheus;
 pub mod s2_cli;
 
 use std::future::Future;

@@ -1,0 +1,54 @@
+//! Consumers over HTTP: the calls the tests make again and again.
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use super::{expect_status, TestServer};
+
+pub async fn ensure(server: &TestServer, name: &str, config: Value) -> Value {
+    let resp = server
+        .put(&format!("/v1/consumers/{name}"))
+        .json(&config)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        resp.status().is_success(),
+        "ensure consumer: {}",
+        resp.status()
+    );
+    resp.json().await.unwrap()
+}
+
+pub async fn receive(
+    server: &TestServer,
+    name: &str,
+    batch_size: usize,
+    wait_ms: u64,
+) -> Vec<Value> {
+    let resp = server
+        .post(&format!("/v1/consumers/{name}/receive"))
+        .json(&json!({ "batch_size": batch_size, "wait_ms": wait_ms }))
+        .send()
+        .await
+        .unwrap();
+    let body = expect_status(resp, StatusCode::OK).await;
+    body["messages"].as_array().unwrap().clone()
+}
+
+pub async fn settle(server: &TestServer, name: &str, op: &str, body: Value) -> reqwest::Response {
+    server
+        .post(&format!("/v1/consumers/{name}/{op}"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+pub async fn ack(server: &TestServer, name: &str, messages: &[Value]) -> u64 {
+    let ids: Vec<&Value> = messages.iter().map(|m| &m["ack_id"]).collect();
+    let resp = settle(server, name, "ack", json!({ "ack_ids": ids })).await;
+    expect_status(resp, StatusCode::OK).await["acked"]
+        .as_u64()
+        .unwrap()
+}
