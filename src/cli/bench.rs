@@ -307,7 +307,10 @@ async fn append(
             None => args.batch as u64,
             Some(rate) => {
                 ticks.tick().await;
-                let due = (rate as f64 * started.elapsed().as_secs_f64()) as u64;
+                // Never past what the duration allows: the tick that ends
+                // the run may come a little after it.
+                let elapsed = started.elapsed().min(args.duration);
+                let due = (rate as f64 * elapsed.as_secs_f64()) as u64;
                 due.saturating_sub(index).min(max_batch as u64)
             }
         };
