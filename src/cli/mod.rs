@@ -11,6 +11,7 @@
 mod admin;
 mod bench;
 mod bench_collection;
+mod bench_records;
 mod bench_spread;
 mod bench_stats;
 mod collections;
