@@ -17,6 +17,9 @@ use crate::tls::Tls;
 
 /// How often retention, delete-on-empty and record removal run.
 const UPKEEP_INTERVAL: Duration = Duration::from_secs(1);
+/// How often the usage history takes the counts made since and is written
+/// to disk: the most a crash can lose of it.
+const USAGE_INTERVAL: Duration = Duration::from_secs(60);
 /// File descriptors kept back from connections, for storage and the rest.
 const FILE_RESERVE: u64 = 256;
 /// How long shutdown waits for open connections to finish.
@@ -190,6 +193,7 @@ pub async fn run_with(
         metrics_listener,
     } = options;
     let upkeep = engine.spawn_upkeep(UPKEEP_INTERVAL);
+    let usage = engine.spawn_usage(USAGE_INTERVAL);
     let restarts = engine.spawn_restarts();
     let reloader = tls.as_ref().map(Tls::spawn_reloader);
     let api = ApiConfig {
@@ -238,6 +242,7 @@ pub async fn run_with(
         }
     };
     upkeep.abort();
+    usage.abort();
     restarts.abort();
     if let Some(metrics_server) = metrics_server {
         metrics_server.abort();

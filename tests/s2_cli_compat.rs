@@ -486,3 +486,54 @@ async fn the_official_cli_works_over_tls_with_a_private_ca() {
     let run = cli(Vec::new()).run(&["list-basins"], None).await;
     assert!(!run.ok, "{}", run.all);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_cli_shows_real_metrics() {
+    let Some(binary) = s2_binary() else { return };
+    let server = TestServer::start().await;
+    let cli = Cli {
+        binary,
+        endpoint: server.base.clone(),
+        home: tempfile::tempdir().unwrap(),
+        compression: None,
+        token: "not-checked".into(),
+        env: Vec::new(),
+    };
+    let uri = format!("s2://{BASIN}/metered");
+    cli.ok(&["create-basin", BASIN]).await;
+    cli.ok(&["create-stream", &uri]).await;
+    let run = cli.run(&["append", &uri], Some("one\ntwo\n")).await;
+    assert!(run.ok, "{}", run.all);
+    // 8 bytes a record, plus its body.
+    let stored = (8 + 3) * 2;
+
+    let range = ["--start-ago", "1h", "--end-ago", "0s"];
+    let stream = cli
+        .ok(&[&["get-stream-metrics", &uri, "storage"][..], &range].concat())
+        .await;
+    eprintln!("s2 get-stream-metrics:\n{}", stream.all);
+    assert!(
+        stream.stdout.contains(&stored.to_string()),
+        "{}",
+        stream.all
+    );
+    let basin = cli
+        .ok(&[
+            &["get-basin-metrics", BASIN, "append-throughput"][..],
+            &range,
+        ]
+        .concat())
+        .await;
+    eprintln!("s2 get-basin-metrics append-throughput:\n{}", basin.all);
+    assert!(basin.stdout.contains(&stored.to_string()), "{}", basin.all);
+    let ops = cli
+        .ok(&[&["get-basin-metrics", BASIN, "append-ops"][..], &range].concat())
+        .await;
+    eprintln!("s2 get-basin-metrics append-ops:\n{}", ops.all);
+    assert!(ops.stdout.contains("express"), "{}", ops.all);
+    let account = cli
+        .ok(&[&["get-account-metrics", "active-basins"][..], &range].concat())
+        .await;
+    eprintln!("s2 get-account-metrics active-basins:\n{}", account.all);
+    assert!(account.stdout.contains(BASIN), "{}", account.all);
+}

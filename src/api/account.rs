@@ -1,14 +1,12 @@
-//! Account-level endpoints: access tokens and metrics.
+//! Account-level endpoints: access tokens (the metrics API is in
+//! `metric_sets.rs`).
 //!
 //! Tokens are issued, listed and revoked as S2 does (the authorization
-//! layer has checked the operation; these check the names). Metrics
-//! answer every metric set of the spec; sets Rill does not track yet come
-//! back as an empty list of values, never as an error.
+//! layer has checked the operation; these check the names).
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::auth::{permission_denied, Principal, Resource};
@@ -79,84 +77,4 @@ pub async fn revoke_token(
     let engine = state.engine;
     detached(async move { engine.streams().revoke_access_token(&id).await }).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-#[derive(Deserialize)]
-pub struct MetricParams {
-    set: String,
-    #[allow(dead_code)]
-    start: Option<u32>,
-    #[allow(dead_code)]
-    end: Option<u32>,
-    #[allow(dead_code)]
-    interval: Option<String>,
-}
-
-fn check_set(set: &str, known: &[&str]) -> ApiResult<()> {
-    if known.contains(&set) {
-        Ok(())
-    } else {
-        Err(ApiError::invalid(format!(
-            "unknown metric set `{set}`; expected one of: {}",
-            known.join(", ")
-        )))
-    }
-}
-
-fn empty() -> axum::Json<Value> {
-    axum::Json(json!({ "values": [] }))
-}
-
-pub async fn account_metrics(
-    State(state): State<AppState>,
-    principal: Principal,
-    Query(params): Query<MetricParams>,
-) -> ApiResult<axum::Json<Value>> {
-    check_set(&params.set, &["active-basins", "account-ops"])?;
-    if params.set != "active-basins" {
-        return Ok(empty());
-    }
-    let (basins, _) = principal.list(
-        Resource::Basins,
-        Default::default(),
-        |b: &crate::engine::streams::BasinInfo| &b.name,
-        |req| state.engine.streams().list_basins(req),
-    )?;
-    let names: Vec<String> = basins.into_iter().map(|b| b.name).collect();
-    Ok(axum::Json(json!({
-        "values": [{ "label": { "name": "active-basins", "values": names } }]
-    })))
-}
-
-pub async fn basin_metrics(
-    State(state): State<AppState>,
-    Path(basin): Path<String>,
-    Query(params): Query<MetricParams>,
-) -> ApiResult<axum::Json<Value>> {
-    check_set(
-        &params.set,
-        &[
-            "storage",
-            "append-ops",
-            "read-ops",
-            "read-throughput",
-            "append-throughput",
-            "basin-ops",
-        ],
-    )?;
-    state.engine.streams().basin_config(&basin)?;
-    Ok(empty())
-}
-
-pub async fn stream_metrics(
-    State(state): State<AppState>,
-    principal: Principal,
-    Path((basin, stream)): Path<(String, String)>,
-    Query(params): Query<MetricParams>,
-) -> ApiResult<axum::Json<Value>> {
-    check_set(&params.set, &["storage"])?;
-    // The name the access check saw: relative for auto-prefixed tokens.
-    let stream = principal.stream_name(stream);
-    state.engine.streams().stream_config(&basin, &stream)?;
-    Ok(empty())
 }

@@ -13,6 +13,7 @@ mod collections;
 mod consumers;
 pub mod error;
 mod extract;
+mod metric_sets;
 mod observe;
 mod records;
 mod s2s;
@@ -224,9 +225,13 @@ fn v1_routes() -> (Router<AppState>, Vec<(Method, &'static str)>) {
         .add(M::POST, "/consumers/{consumer}/nack", consumers::nack)
         .add(M::POST, "/consumers/{consumer}/extend", consumers::extend)
         .add(M::POST, "/consumers/{consumer}/commit", consumers::commit)
-        .add(M::GET, "/metrics", account::account_metrics)
-        .add(M::GET, "/metrics/{basin}", account::basin_metrics)
-        .add(M::GET, "/metrics/{basin}/{stream}", account::stream_metrics);
+        .add(M::GET, "/metrics", metric_sets::account_metrics)
+        .add(M::GET, "/metrics/{basin}", metric_sets::basin_metrics)
+        .add(
+            M::GET,
+            "/metrics/{basin}/{stream}",
+            metric_sets::stream_metrics,
+        );
     (routes.router, routes.list)
 }
 

@@ -15,8 +15,12 @@ use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use super::auth::policy;
 use super::error::ErrorCode;
+use super::extract::basin_from_headers;
 use super::shared::AppState;
+use crate::engine::streams::scope::Operation;
+use crate::metrics::usage::{Series, ACCOUNT};
 use crate::metrics::{Snapshot, CONTENT_TYPE as METRICS_CONTENT_TYPE};
 
 /// The route a response answered, set by [`note_route`].
@@ -78,6 +82,7 @@ fn method_label(method: &Method) -> &'static str {
 pub async fn count(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = method_label(request.method());
+    let basin = basin_from_headers(request.headers()).ok();
     let response = next.run(request).await;
     let http = &state.engine.metrics().http;
     let route = response
@@ -93,5 +98,34 @@ pub async fn count(State(state): State<AppState>, request: Request, next: Next) 
     if let Some(ErrorCode(code)) = response.extensions().get::<ErrorCode>() {
         http.errors.with_label_values(&[code]).inc();
     }
+    if response.status().is_success() {
+        count_operation(&state, method, route, basin.as_deref());
+    }
     response
+}
+
+/// Counts a request that succeeded as an operation of S2's `account-ops`
+/// or `basin-ops` metric sets, named as its access policy names it.
+/// Appends and reads are counted by the engine (`append-ops`,
+/// `read-ops`), and only what succeeded is counted, so that a made-up
+/// basin name never gets a series.
+fn count_operation(state: &AppState, method: &str, route: &str, basin: Option<&str>) {
+    let Ok(method) = Method::from_bytes(method.as_bytes()) else {
+        return;
+    };
+    let Some(&first) = policy(&method, route).and_then(|p| p.ops.first()) else {
+        return; // a public route
+    };
+    if matches!(first, Operation::Append | Operation::Read) || route == "/metrics" {
+        return;
+    }
+    let usage = &state.engine.metrics().usage;
+    let account_route = ["/v1/basins", "/v1/access-tokens", "/v1/metrics"]
+        .iter()
+        .any(|prefix| route.starts_with(prefix));
+    if account_route {
+        usage.count(ACCOUNT, Series::account_op(first.name()), 1);
+    } else if let Some(basin) = basin {
+        usage.count(basin, Series::basin_op(first.name()), 1);
+    }
 }

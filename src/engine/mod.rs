@@ -18,6 +18,7 @@ pub mod error;
 mod locks;
 mod restart;
 pub mod streams;
+mod usage;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -29,7 +30,7 @@ use consumers::Consumers;
 use error::EngineResult;
 use streams::StreamCore;
 
-use crate::metrics::Metrics;
+use crate::metrics::{self, Metrics};
 use crate::storage::Storage;
 
 /// The engine's layers, opened together over one storage.
@@ -46,6 +47,8 @@ pub struct Engine {
     restarts: AtomicU64,
     /// Set when shutdown begins; a restart then tells the new layers too.
     closing: AtomicBool,
+    /// What S2's metrics API answers from (`usage.rs`).
+    usage: usage::UsageHistory,
 }
 
 /// One opening of the three layers.
@@ -82,6 +85,7 @@ impl Engine {
         metrics: Arc<Metrics>,
     ) -> EngineResult<Arc<Self>> {
         let layers = Layers::open(storage.clone(), metrics.clone())?;
+        let usage = usage::UsageHistory::load(&*storage)?;
         Ok(Arc::new(Self {
             storage,
             metrics,
@@ -89,6 +93,7 @@ impl Engine {
             restarting: tokio::sync::Mutex::new(()),
             restarts: AtomicU64::new(0),
             closing: AtomicBool::new(false),
+            usage,
         }))
     }
 
@@ -144,14 +149,41 @@ impl Engine {
     /// durable, then stops the committer.
     pub async fn shutdown(&self) {
         self.closing.store(true, Ordering::Release);
+        // The counts of the minute in progress, which a crash would lose.
+        self.usage_tick().await;
         let _no_restart = self.restarting.lock().await;
         self.layers.load_full().core.shutdown().await;
     }
 
     /// Runs upkeep every `interval` until the engine is dropped or the task
-    /// aborted. Upkeep does blocking storage scans, so each pass runs on a blocking
-    /// thread rather than on the async workers that serve requests.
+    /// aborted.
     pub fn spawn_upkeep(self: &Arc<Self>, interval: Duration) -> tokio::task::JoinHandle<()> {
+        self.spawn_every(interval, "upkeep", |engine| async move {
+            engine.upkeep_once().await
+        })
+    }
+
+    /// Runs [`Self::usage_tick`] every `interval` until the engine is
+    /// dropped or the task aborted.
+    pub fn spawn_usage(self: &Arc<Self>, interval: Duration) -> tokio::task::JoinHandle<()> {
+        self.spawn_every(interval, "usage tick", |engine| async move {
+            engine.usage_tick().await
+        })
+    }
+
+    /// Runs `work` every `interval`. The work does blocking storage scans,
+    /// so each run goes on a blocking thread rather than on the async
+    /// workers that serve requests.
+    fn spawn_every<F, Fut>(
+        self: &Arc<Self>,
+        interval: Duration,
+        what: &'static str,
+        work: F,
+    ) -> tokio::task::JoinHandle<()>
+    where
+        F: Fn(Arc<Self>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
         let engine = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut ticker = tokio::time::interval(interval);
@@ -162,13 +194,27 @@ impl Engine {
                     return;
                 };
                 let runtime = tokio::runtime::Handle::current();
-                let pass =
-                    tokio::task::spawn_blocking(move || runtime.block_on(engine.upkeep_once()));
-                if pass.await.is_err() {
-                    tracing::error!("an upkeep pass panicked");
+                let run = work(engine);
+                if tokio::task::spawn_blocking(move || runtime.block_on(run))
+                    .await
+                    .is_err()
+                {
+                    tracing::error!("a run of {what} panicked");
                 }
             }
         })
+    }
+
+    /// Answers `query` from the usage history behind S2's metrics API,
+    /// the counts made so far included.
+    pub fn usage<T>(&self, query: impl FnOnce(&metrics::history::History) -> T) -> T {
+        self.usage.query(&self.metrics, query)
+    }
+
+    /// Moves the usage counts into the history, samples stored bytes once
+    /// an hour, and writes what changed (`usage.rs`).
+    pub async fn usage_tick(&self) {
+        self.usage.tick(&self.metrics, &self.streams()).await
     }
 
     /// One pass of upkeep: tombstone expiry in collections, then retention,
@@ -185,5 +231,25 @@ impl Engine {
         if let Err(err) = self.storage.reclaim_space() {
             tracing::warn!(error = %err, "giving deleted data's space back failed; retrying next round");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Each layer keeps its own tags in the meta keyspace; two sharing one
+    /// would read each other's keys.
+    #[test]
+    fn meta_tags_are_distinct_across_layers() {
+        let mut tags: Vec<u8> = [
+            super::streams::keys::META_TAGS,
+            super::collections::keys::META_TAGS,
+            super::consumers::keys::META_TAGS,
+            &[super::usage::USAGE_TAG],
+        ]
+        .concat();
+        let count = tags.len();
+        tags.sort_unstable();
+        tags.dedup();
+        assert_eq!(tags.len(), count, "a meta tag is used twice");
     }
 }

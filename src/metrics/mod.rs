@@ -15,8 +15,10 @@
 //! nothing else in the crate, so every layer may use it.
 
 mod consumers;
+pub mod history;
 mod register;
 mod streams;
+pub mod usage;
 
 use std::time::Instant;
 
@@ -35,6 +37,8 @@ pub struct Metrics {
     pub commits: CommitMetrics,
     pub http: HttpMetrics,
     pub collections: CollectionMetrics,
+    /// Counts for S2's metrics API (`/v1/metrics…`), by minute.
+    pub usage: usage::Usage,
     /// Set when scraped.
     state: StateGauges,
 }
@@ -179,8 +183,34 @@ impl Metrics {
             commits,
             http,
             collections,
+            usage: usage::Usage::default(),
             state,
         }
+    }
+
+    /// An append of `records` records, `bytes` metered bytes, to a stream
+    /// of `storage_class`, was made durable `latency` after it reached its
+    /// stream.
+    pub fn appended(
+        &self,
+        (basin, stream, storage_class): (&str, &str, &'static str),
+        records: u64,
+        bytes: u64,
+        latency: std::time::Duration,
+    ) {
+        self.streams
+            .appended(basin, stream, records, bytes, latency);
+        self.usage
+            .count(basin, usage::Series::append_op(storage_class), 1);
+        self.usage
+            .count(basin, usage::Series::APPENDED_BYTES, bytes);
+    }
+
+    /// `records` records, `bytes` metered bytes, were read and handed out.
+    /// (Read operations are counted apart: a session counts one a minute.)
+    pub fn read(&self, basin: &str, stream: &str, records: u64, bytes: u64) {
+        self.streams.read(basin, stream, records, bytes);
+        self.usage.count(basin, usage::Series::READ_BYTES, bytes);
     }
 
     /// The Prometheus text exposition of every figure, the state ones set

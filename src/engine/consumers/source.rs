@@ -21,7 +21,7 @@ use crate::engine::error::{EngineError, EngineResult};
 use crate::engine::streams::keys;
 use crate::engine::streams::streamer::{StreamHandle, Visible};
 use crate::engine::streams::types::{ReadLimits, SequencedRecord, MAX_BATCH_BYTES};
-use crate::engine::streams::{scan_records, CreateIf};
+use crate::engine::streams::{count_read, scan_records, CreateIf};
 use crate::storage::{Keyspace, StorageError};
 
 /// A consumer's source, resolved to the running handles that serve it.
@@ -150,9 +150,8 @@ impl Consumers {
                     limits,
                 )
                 .await?;
-                let bytes = scan.records.iter().map(|r| r.metered_size() as u64).sum();
-                let metrics = &self.core.metrics.streams;
-                metrics.read(&h.basin, &h.name, scan.records.len() as u64, bytes);
+                // A consumer's read of its source counts as a unary read.
+                count_read(&self.core.metrics, (&h.basin, &h.name), &scan.records, true);
                 let events = matches!(source, SourceHandle::Events(_));
                 let messages = scan
                     .records
@@ -191,8 +190,8 @@ impl Consumers {
                     return Ok(None);
                 };
                 let record = keys::decode_record(*seq, &value)?;
-                let metrics = &self.core.metrics.streams;
-                metrics.read(&h.basin, &h.name, 1, record.metered_size() as u64);
+                let records = std::slice::from_ref(&record);
+                count_read(&self.core.metrics, (&h.basin, &h.name), records, false);
                 Ok(Some(stream_message(
                     record,
                     matches!(source, SourceHandle::Events(_)),

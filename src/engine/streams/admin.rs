@@ -290,6 +290,7 @@ pub(crate) fn stream_creation_ops(
     };
     let state = StreamState {
         last_write_at: created_at,
+        appended_bytes: Some(0),
         ..Default::default()
     };
     batch.put(

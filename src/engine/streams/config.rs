@@ -15,6 +15,16 @@ pub enum StorageClass {
     Express,
 }
 
+impl StorageClass {
+    /// As the API spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Standard => "standard",
+            Self::Express => "express",
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RetentionPolicy {

@@ -98,6 +98,7 @@ impl StreamCore {
         if let Some(err) = corrupt {
             return Err(err.into());
         }
+        super::size_counters::count_uncounted(&*storage)?;
         let (committer, thread) = Committer::start(storage.clone(), metrics.clone());
         let core = Arc::new(Self {
             storage,

@@ -20,6 +20,7 @@ const STREAM_TAG: u8 = b'S';
 const STATE_TAG: u8 = b'T';
 const PURGE_TAG: u8 = b'P';
 const ACCESS_TOKEN_TAG: u8 = b'A';
+const PURGED_BYTES_TAG: u8 = b'Y';
 const NEXT_ID_KEY: &[u8] = b"N";
 
 /// Every meta-keyspace tag the core uses.
@@ -29,6 +30,7 @@ pub const META_TAGS: &[u8] = &[
     STATE_TAG,
     PURGE_TAG,
     ACCESS_TOKEN_TAG,
+    PURGED_BYTES_TAG,
     NEXT_ID_KEY[0],
 ];
 
@@ -85,6 +87,22 @@ pub(crate) fn basin_scoped_prefix(tag: u8, basin: &str) -> Vec<u8> {
 /// changes with appends. Written in the same batch as the records it covers.
 pub fn state_key(stream_id: u64) -> Vec<u8> {
     tagged_id(STATE_TAG, stream_id)
+}
+
+pub fn state_prefix() -> Vec<u8> {
+    vec![STATE_TAG]
+}
+
+pub fn state_id_from_key(key: &[u8]) -> Option<u64> {
+    read_u64(key.strip_prefix(&[STATE_TAG])?)
+}
+
+/// `Y{stream id}` → u64: the metered bytes of the stream's records that
+/// purging has removed (see `sizes.rs`). Written in the same batch as the
+/// deletes it counts; removed with the stream's other keys once it is
+/// deleted and purged.
+pub fn purged_bytes_key(stream_id: u64) -> Vec<u8> {
+    tagged_id(PURGED_BYTES_TAG, stream_id)
 }
 
 /// `P{id}` → empty: a deleted stream (or collection) whose keys are still
@@ -201,6 +219,11 @@ pub struct StreamState {
     pub fencing_token: String,
     /// Arrival time of the last append (or of creation), for delete-on-empty.
     pub last_write_at: u64,
+    /// Metered bytes of every record appended since the stream was made,
+    /// trimmed ones included (`sizes.rs`). `None` only in states written
+    /// before Rill counted them; opening the core counts those once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub appended_bytes: Option<u64>,
 }
 
 pub fn encode_json<T: Serialize>(value: &T) -> Vec<u8> {
@@ -230,6 +253,15 @@ pub fn encode_record(timestamp: u64, headers: &[Header], body: &[u8]) -> Vec<u8>
     }
     out.extend_from_slice(body);
     out
+}
+
+/// The metered size ([`super::types::metered_size`]) of a record stored
+/// as [`encode_record`] wrote it, without decoding it: each header costs 8
+/// bytes of lengths stored against 2 metered, and the timestamp and header
+/// count 12 stored against 8. `None` if the value is malformed.
+pub fn stored_metered_size(value: &[u8]) -> Option<u64> {
+    let count = u32::from_be_bytes(value.get(8..12)?.try_into().ok()?) as u64;
+    (value.len() as u64).checked_sub(4 + 6 * count)
 }
 
 pub fn decode_record(seq_num: u64, value: &[u8]) -> Result<SequencedRecord, StorageError> {
@@ -287,6 +319,13 @@ mod tests {
         assert_eq!(record.headers, headers);
         assert_eq!(&record.body[..], b"body");
         assert!(decode_record(7, &encoded[..10]).is_err());
+        assert_eq!(
+            stored_metered_size(&encoded),
+            Some(record.metered_size() as u64)
+        );
+        assert_eq!(stored_metered_size(&encoded[..10]), None);
+        let plain = encode_record(1, &[], b"");
+        assert_eq!(stored_metered_size(&plain), Some(8));
     }
 
     #[test]

@@ -61,7 +61,7 @@ impl StreamCore {
     /// The JSON values under `base` in the meta keyspace whose names (the
     /// rest of the key) start with `prefix` and sort after `start_after`,
     /// in name order, at most `limit`. Every list operation is this.
-    fn scan_named_meta<T: serde::de::DeserializeOwned>(
+    pub(super) fn scan_named_meta<T: serde::de::DeserializeOwned>(
         &self,
         base: &[u8],
         prefix: &str,

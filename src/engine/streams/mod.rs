@@ -23,6 +23,8 @@ pub mod names;
 mod read;
 mod retention;
 pub mod scope;
+mod size_counters;
+mod sizes;
 pub mod streamer;
 pub mod token_index;
 mod tokens;
@@ -36,5 +38,8 @@ pub(crate) use admin::{delete_stream_ops, stream_creation_ops};
 pub use append::AppendSession;
 pub use basins::BasinInfo;
 pub use list::{ListRequest, MAX_LIST_LIMIT};
-pub(crate) use read::{first_seq_timestamped_at_or_after, scan_records, MAX_UNARY_WAIT};
+pub(crate) use read::{
+    count_read, first_seq_timestamped_at_or_after, scan_records, MAX_UNARY_WAIT,
+};
 pub use read::{ReadRequest, ReadSession, SessionEvent};
+pub use sizes::StoredBytes;

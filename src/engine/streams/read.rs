@@ -17,6 +17,7 @@ use super::keys;
 use super::streamer::{StreamHandle, Visible};
 use super::types::*;
 use crate::engine::error::{EngineError, EngineResult};
+use crate::metrics::usage::Series;
 use crate::metrics::Metrics;
 use crate::storage::{Keyspace, Storage, StorageError};
 
@@ -94,10 +95,7 @@ impl StreamCore {
                 || scan.hit_bytes
                 || Instant::now() >= deadline;
             if done || limits.count == Some(0) || limits.bytes == Some(0) {
-                let bytes = scan.records.iter().map(|r| r.metered_size() as u64).sum();
-                self.metrics
-                    .streams
-                    .read(basin, stream, scan.records.len() as u64, bytes);
+                count_read(&self.metrics, (basin, stream), &scan.records, true);
                 return Ok(batch_with_tail(scan.records, now_visible));
             }
             if *closing.borrow() {
@@ -150,6 +148,8 @@ impl StreamCore {
             following: false,
             next_heartbeat: Instant::now(),
             done: false,
+            started: Instant::now(),
+            ops_counted: 0,
         })
     }
 }
@@ -173,6 +173,16 @@ pub struct ReadSession {
     following: bool,
     next_heartbeat: Instant,
     done: bool,
+    /// Read operations are counted as S2 meters them: one per minute, or
+    /// part of one, that the session lasts (see [`Self::count_ops`]).
+    started: Instant,
+    ops_counted: u64,
+}
+
+impl Drop for ReadSession {
+    fn drop(&mut self) {
+        self.count_ops();
+    }
 }
 
 impl ReadSession {
@@ -181,8 +191,23 @@ impl ReadSession {
         self.next_seq
     }
 
+    /// Counts the streaming read operations due so far: one for each
+    /// minute begun since the session started. Called at each event (a
+    /// following session sends a heartbeat at least every 15 s) and at
+    /// the end, so that operations land in about the minute they belong to.
+    fn count_ops(&mut self) {
+        let due = self.started.elapsed().as_secs() / 60 + 1;
+        if due > self.ops_counted {
+            let series = Series::STREAMING_READ;
+            let ops = due - self.ops_counted;
+            self.metrics.usage.count(&self.basin, series, ops);
+            self.ops_counted = due;
+        }
+    }
+
     /// The next event, or `None` once a stop condition is met.
     pub async fn next(&mut self) -> Option<EngineResult<SessionEvent>> {
+        self.count_ops();
         loop {
             if self.done || self.remaining.count == Some(0) || self.remaining.bytes == Some(0) {
                 self.done = true;
@@ -281,12 +306,11 @@ impl ReadSession {
             self.done = true;
             return ControlFlow::Break(None);
         }
-        let bytes: u64 = scan.records.iter().map(|r| r.metered_size() as u64).sum();
-        self.metrics.streams.read(
-            &self.basin,
-            &self.stream_name,
-            scan.records.len() as u64,
-            bytes,
+        let bytes = count_read(
+            &self.metrics,
+            (&self.basin, &self.stream_name),
+            &scan.records,
+            false,
         );
         self.remaining.count = self.remaining.count.map(|c| c - scan.records.len() as u64);
         self.remaining.bytes = self.remaining.bytes.map(|b| b - bytes);
@@ -535,4 +559,21 @@ async fn blocking<T: Send + 'static>(
             e.to_string(),
         )))
     })
+}
+
+/// Counts `records` as read from a stream, and returns their metered
+/// bytes. With `unary_op`, the read also counts as one unary read
+/// operation (a session counts its operations by the minute instead).
+pub(crate) fn count_read(
+    metrics: &Metrics,
+    (basin, stream): (&str, &str),
+    records: &[SequencedRecord],
+    unary_op: bool,
+) -> u64 {
+    let bytes = records.iter().map(|r| r.metered_size() as u64).sum();
+    metrics.read(basin, stream, records.len() as u64, bytes);
+    if unary_op {
+        metrics.usage.count(basin, Series::UNARY_READ, 1);
+    }
+    bytes
 }

@@ -13,6 +13,7 @@ use super::config::RetentionPolicy;
 use super::core::{CreateIf, StreamCore};
 use super::keys::{self, StreamMeta, StreamState};
 use super::read::first_seq_arrived_at_or_after;
+use super::size_counters::count_purged;
 use super::streamer::{Command, StreamHandle};
 use crate::engine::error::EngineResult;
 use crate::engine::locks::lock;
@@ -174,6 +175,7 @@ impl StreamCore {
             Keyspace::StreamRecords,
             keys::record_key(id, already),
             &keys::record_key(id, trim_point),
+            Some(id),
         )
         .await?;
         for index in [Keyspace::Timestamps, Keyspace::Arrivals] {
@@ -230,26 +232,35 @@ impl StreamCore {
     /// Deletes every key in `start..end` of `keyspace`, in committed
     /// batches of [`PURGE_CHUNK`]. Each scan starts after the last key
     /// deleted: starting over would walk every tombstone already written,
-    /// which makes a large purge quadratic.
+    /// which makes a large purge quadratic. With `counted`, the keys are
+    /// records of that live stream, and each batch also counts the bytes
+    /// it removes (`sizes.rs`).
     async fn delete_range(
         &self,
         keyspace: Keyspace,
         mut start: Vec<u8>,
         end: &[u8],
+        counted: Option<u64>,
     ) -> EngineResult<()> {
         loop {
             let mut batch = WriteBatch::default();
             let mut last = None;
-            self.storage.scan(keyspace, &start, end, &mut |key, _| {
-                batch.delete(keyspace, key.to_vec());
-                if batch.ops.len() >= PURGE_CHUNK {
-                    last = Some(key.to_vec());
-                    ControlFlow::Break(())
-                } else {
-                    ControlFlow::Continue(())
-                }
-            })?;
+            let mut bytes = 0;
+            self.storage
+                .scan(keyspace, &start, end, &mut |key, value| {
+                    batch.delete(keyspace, key.to_vec());
+                    bytes += keys::stored_metered_size(value).unwrap_or(0);
+                    if batch.ops.len() >= PURGE_CHUNK {
+                        last = Some(key.to_vec());
+                        ControlFlow::Break(())
+                    } else {
+                        ControlFlow::Continue(())
+                    }
+                })?;
             if !batch.is_empty() {
+                if let Some(id) = counted {
+                    count_purged(&*self.storage, &mut batch, id, bytes)?;
+                }
                 self.committer.commit(batch).await?;
             }
             let Some(mut last) = last else {
@@ -282,10 +293,14 @@ impl StreamCore {
             // purge it with the same marker, so every keyspace is swept.
             for keyspace in Keyspace::ALL {
                 if keyspace != Keyspace::Meta {
-                    self.delete_range(keyspace, start.clone(), &end).await?;
+                    self.delete_range(keyspace, start.clone(), &end, None)
+                        .await?;
                 }
             }
             let mut batch = WriteBatch::default();
+            // Upkeep purges one stream at a time, so a purge of this stream
+            // that ran on as it was deleted has written its count by now.
+            batch.delete(Keyspace::Meta, keys::purged_bytes_key(id));
             batch.delete(Keyspace::Meta, keys::purge_key(id));
             self.committer.commit(batch).await?;
         }

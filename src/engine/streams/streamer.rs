@@ -358,6 +358,7 @@ impl StreamTask {
             ));
         }
         let (metrics, (basin, stream)) = (self.metrics.clone(), self.names.clone());
+        let storage_class = self.config.storage_class.name();
         let visible = Visible {
             tail: StreamPosition {
                 seq_num: self.state.next_seq_num,
@@ -374,9 +375,8 @@ impl StreamTask {
                     sender.send_replace(visible);
                     if let Some(pending) = append {
                         let records = pending.ack.end.seq_num - pending.ack.start.seq_num;
-                        metrics.streams.appended(
-                            &basin,
-                            &stream,
+                        metrics.appended(
+                            (&basin, &stream, storage_class),
                             records,
                             pending.bytes,
                             pending.reached.elapsed(),
@@ -463,7 +463,8 @@ impl StreamTask {
                 self.unindexed = Unindexed::default();
             }
             self.unindexed.records += 1;
-            self.unindexed.bytes += record.metered_size() as u64;
+            let size = record.metered_size() as u64;
+            self.unindexed.bytes += size;
             if let Some(command) = CommandRecord::parse(&record) {
                 match command {
                     CommandRecord::Fence(token) => self.state.fencing_token = token,
@@ -480,6 +481,8 @@ impl StreamTask {
                 keys::encode_record(timestamp, &record.headers, &record.body),
             );
             first_timestamp.get_or_insert(timestamp);
+            let counted = self.state.appended_bytes.unwrap_or(0);
+            self.state.appended_bytes = Some(counted + size);
             self.state.last_timestamp = timestamp;
             self.state.next_seq_num += 1;
         }
