@@ -2,6 +2,10 @@
 //! `/v1/metrics/{basin}/{stream}`, answered from the usage history
 //! (`engine/usage.rs`).
 //!
+//! Besides S2's sets, the account answers `ack-latency` (Rill's own): a
+//! histogram of acknowledgement latency per step, one accumulation per
+//! bucket named by its upper bound in seconds (`+Inf` last).
+//!
 //! Each set answers over `start..end` (Unix seconds; by default the last
 //! hour, at most 30 days), accumulations by `interval` (`minute` by
 //! default, `hour`, `day`), one value per step, zero where nothing was
@@ -19,7 +23,7 @@ use super::error::{ApiError, ApiResult};
 use super::extract::{Path, Query};
 use super::shared::AppState;
 use crate::metrics::history::{align, History, Interval, DAY, HOUR};
-use crate::metrics::usage::{now_secs, ACCOUNT};
+use crate::metrics::usage::{now_secs, ACCOUNT, ACK_LATENCY_BUCKETS};
 
 /// The longest range a query may span, as in S2.
 const MAX_RANGE_SECS: u64 = 30 * DAY;
@@ -43,6 +47,11 @@ impl MetricParams {
     fn window(&self) -> ApiResult<Window> {
         let now = now_secs();
         let end = self.end.unwrap_or(now);
+        if end > now + DAY {
+            return Err(ApiError::invalid(format!(
+                "`end` ({end}) is more than a day from now ({now})"
+            )));
+        }
         let start = self.start.unwrap_or(end.saturating_sub(HOUR));
         if start > end {
             return Err(ApiError::invalid(format!(
@@ -88,7 +97,7 @@ pub async fn account_metrics(
     principal: Principal,
     Query(params): Query<MetricParams>,
 ) -> ApiResult<axum::Json<Value>> {
-    params.check_set(&["active-basins", "account-ops"])?;
+    params.check_set(&["active-basins", "account-ops", "ack-latency"])?;
     let window = params.window()?;
     let engine = &state.engine;
     let values = if params.set == "active-basins" {
@@ -98,6 +107,11 @@ pub async fn account_metrics(
         }
         basins.retain(|b| principal.can_see(Resource::Basins, b));
         vec![json!({ "label": { "name": "active-basins", "values": basins } })]
+    } else if params.set == "ack-latency" {
+        // Rill's own: a histogram per step, one series per bucket.
+        let mut names: Vec<&str> = ACK_LATENCY_BUCKETS.iter().map(|(_, n)| *n).collect();
+        names.push("+Inf");
+        engine.usage(|h| accumulations(h, ACCOUNT, "ack-latency", Some(&names), &window))
     } else {
         engine.usage(|h| accumulations(h, ACCOUNT, "account-ops", None, &window))
     };

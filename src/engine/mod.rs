@@ -149,10 +149,14 @@ impl Engine {
     /// durable, then stops the committer.
     pub async fn shutdown(&self) {
         self.closing.store(true, Ordering::Release);
-        // The counts of the minute in progress, which a crash would lose.
-        self.usage_tick().await;
         let _no_restart = self.restarting.lock().await;
-        self.layers.load_full().core.shutdown().await;
+        let core = self.layers.load_full().core.clone();
+        core.stop_streams().await;
+        // Every append is acknowledged by now: write the counts of the
+        // minute in progress (which a crash would lose) before the
+        // committer closes.
+        self.usage_tick().await;
+        core.close_committer().await;
     }
 
     /// Runs upkeep every `interval` until the engine is dropped or the task

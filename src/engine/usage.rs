@@ -57,12 +57,24 @@ impl Entry {
 #[derive(Default)]
 pub struct UsageHistory {
     state: Mutex<State>,
+    /// Held through a whole tick, its write included, so that two ticks
+    /// (the minute's and shutdown's) never land out of order.
+    ticking: tokio::sync::Mutex<()>,
 }
 
 #[derive(Default)]
 struct State {
     history: History,
+    /// Entries changed since they were last written.
     dirty: BTreeSet<(Entry, u64)>,
+    /// Entries expired whose keys are not deleted yet.
+    expired: BTreeSet<(Entry, u64)>,
+}
+
+/// What one tick writes: kept, to mark again if the write fails.
+struct Written {
+    dirty: BTreeSet<(Entry, u64)>,
+    expired: BTreeSet<(Entry, u64)>,
 }
 
 impl State {
@@ -79,9 +91,8 @@ impl State {
 impl State {
     /// Expires old entries; returns the batch that brings the disk up to
     /// date, and the entries it writes (dirty again if it fails).
-    fn writes(&mut self, now: u64) -> (WriteBatch, BTreeSet<(Entry, u64)>) {
+    fn writes(&mut self, now: u64) -> (WriteBatch, Written) {
         let expired = self.history.expire(now);
-        let mut batch = WriteBatch::default();
         for (entry, ats) in [
             (Entry::Minute, &expired.minutes),
             (Entry::Hour, &expired.hours),
@@ -89,14 +100,21 @@ impl State {
         ] {
             for at in ats {
                 self.dirty.remove(&(entry, *at));
-                batch.delete(Keyspace::Meta, entry.key(*at));
+                self.expired.insert((entry, *at));
             }
         }
         for at in expired.thinned {
             self.dirty.insert((Entry::Sample, at));
         }
-        let written = std::mem::take(&mut self.dirty);
-        for &(entry, at) in &written {
+        let mut batch = WriteBatch::default();
+        let written = Written {
+            dirty: std::mem::take(&mut self.dirty),
+            expired: std::mem::take(&mut self.expired),
+        };
+        for &(entry, at) in &written.expired {
+            batch.delete(Keyspace::Meta, entry.key(at));
+        }
+        for &(entry, at) in &written.dirty {
             let value = match entry {
                 Entry::Minute => self.history.minute(at).map(encode_json::<Bucket>),
                 Entry::Hour => self.history.hour(at).map(encode_json::<Bucket>),
@@ -142,8 +160,9 @@ impl UsageHistory {
         Ok(Self {
             state: Mutex::new(State {
                 history,
-                dirty: BTreeSet::new(),
+                ..Default::default()
             }),
+            ticking: Default::default(),
         })
     }
 
@@ -164,6 +183,7 @@ impl UsageHistory {
     /// Moves the counts into the history, samples storage once an hour,
     /// expires old entries, and writes what changed through `core`.
     pub(super) async fn tick(&self, metrics: &Metrics, core: &StreamCore) {
+        let _one_at_a_time = self.ticking.lock().await;
         let now = now_secs();
         let hour = align(now, HOUR);
         let needs_sample = !self.lock().history.has_storage_sample(hour);
@@ -190,7 +210,9 @@ impl UsageHistory {
         }
         if let Err(err) = core.committer().commit(batch).await {
             tracing::warn!(%err, "writing the usage history failed; trying again next minute");
-            self.lock().dirty.extend(written);
+            let mut state = self.lock();
+            state.dirty.extend(written.dirty);
+            state.expired.extend(written.expired);
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The usage history S2's metrics API answers from: counts per minute for
 //! the last day, per hour for the last 30 days, and the bytes stored,
-//! sampled each hour (per basin for 30 days, per stream for the last day).
+//! sampled once an hour (in the hour's first minute the server runs; per
+//! basin for 30 days, per stream for the last day).
 //!
 //! Bounded by time, not by how busy the server is: a minute, an hour or a
 //! sample is one entry however many counts went into it, and entries
@@ -265,7 +266,7 @@ fn covered((start, end): (u64, u64), step: u64) -> std::ops::Range<u64> {
     if end <= first {
         return first..first;
     }
-    first..align(end - 1, step) + step
+    first..align(end - 1, step).saturating_add(step)
 }
 
 /// Removes the entries before `cutoff`; returns their times.

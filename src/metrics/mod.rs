@@ -204,6 +204,8 @@ impl Metrics {
             .count(basin, usage::Series::append_op(storage_class), 1);
         self.usage
             .count(basin, usage::Series::APPENDED_BYTES, bytes);
+        let latency = usage::Series::ack_latency(latency.as_secs_f64());
+        self.usage.count(usage::ACCOUNT, latency, 1);
     }
 
     /// `records` records, `bytes` metered bytes, were read and handed out.

@@ -65,11 +65,42 @@ impl Series {
         }
     }
 
+    /// An acknowledgement that took at most `le` seconds and more than
+    /// the bucket below (Rill's own `ack-latency` set, account-wide): a
+    /// histogram per minute, from which the console draws percentiles.
+    pub fn ack_latency(seconds: f64) -> Self {
+        let name = ACK_LATENCY_BUCKETS
+            .iter()
+            .find(|(le, _)| seconds <= *le)
+            .map_or("+Inf", |(_, name)| name);
+        Self {
+            set: "ack-latency",
+            name,
+        }
+    }
+
     /// How the history keys it: `{set}/{name}`.
     pub fn key(self) -> String {
         format!("{}/{}", self.set, self.name)
     }
 }
+
+/// The upper bounds of the `ack-latency` buckets, in seconds, and their
+/// series names; slower acknowledgements count in `+Inf`.
+pub const ACK_LATENCY_BUCKETS: [(f64, &str); 12] = [
+    (0.000_5, "0.0005"),
+    (0.001, "0.001"),
+    (0.002, "0.002"),
+    (0.005, "0.005"),
+    (0.01, "0.01"),
+    (0.02, "0.02"),
+    (0.05, "0.05"),
+    (0.1, "0.1"),
+    (0.2, "0.2"),
+    (0.5, "0.5"),
+    (1.0, "1"),
+    (5.0, "5"),
+];
 
 /// One drained count.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -174,5 +205,13 @@ mod tests {
         );
         assert!(drained.iter().all(|c| c.minute % 60 == 0));
         assert!(usage.drain().is_empty());
+    }
+
+    #[test]
+    fn ack_latencies_fall_in_the_first_bucket_that_holds_them() {
+        assert_eq!(Series::ack_latency(0.0001).name, "0.0005");
+        assert_eq!(Series::ack_latency(0.001).name, "0.001");
+        assert_eq!(Series::ack_latency(0.0011).name, "0.002");
+        assert_eq!(Series::ack_latency(7.0).name, "+Inf");
     }
 }

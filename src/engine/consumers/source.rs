@@ -150,8 +150,10 @@ impl Consumers {
                     limits,
                 )
                 .await?;
-                // A consumer's read of its source counts as a unary read.
-                count_read(&self.core.metrics, (&h.basin, &h.name), &scan.records, true);
+                // A consumer's read of its source that hands out records
+                // counts as a unary read (one receive may look many times).
+                let op = !scan.records.is_empty();
+                count_read(&self.core.metrics, (&h.basin, &h.name), &scan.records, op);
                 let events = matches!(source, SourceHandle::Events(_));
                 let messages = scan
                     .records

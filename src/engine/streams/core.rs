@@ -62,6 +62,9 @@ pub struct StreamCore {
     /// Per stream id, the trim point up to which records are already
     /// removed (in memory only: after a restart the first pass redoes it).
     pub(super) purged: Mutex<HashMap<u64, u64>>,
+    /// Held through an upkeep pass: purges count what they delete
+    /// (`sizes.rs`), and two at once would count the same keys twice.
+    pub(super) upkeep: tokio::sync::Mutex<()>,
     /// See [`Self::reserve_names`].
     reserved: RwLock<Vec<Reservation>>,
     /// Access tokens by their secret's digest.
@@ -109,6 +112,7 @@ impl StreamCore {
             basins: RwLock::new(basins),
             tasks: Mutex::new(HashMap::new()),
             purged: Mutex::new(HashMap::new()),
+            upkeep: tokio::sync::Mutex::new(()),
             closing: tokio::sync::watch::Sender::new(false),
             reserved: RwLock::new(Vec::new()),
             tokens: Default::default(),
@@ -166,12 +170,24 @@ impl StreamCore {
     /// durable, then stops the committer. Writes that arrive afterwards fail
     /// with `unavailable`; the storage is released once the core drops.
     pub(crate) async fn shutdown(&self) {
+        self.stop_streams().await;
+        self.close_committer().await;
+    }
+
+    /// The first half of [`Self::shutdown`]: stops every stream task once
+    /// what it accepted is submitted. The committer still takes writes
+    /// (the engine's last usage figures).
+    pub(crate) async fn stop_streams(&self) {
         self.begin_shutdown();
         let _admin = self.admin.lock().await;
         let handles: Vec<_> = lock(&self.tasks).drain().map(|(_, h)| h).collect();
         for handle in handles {
             handle.stop().await;
         }
+    }
+
+    /// The second half of [`Self::shutdown`].
+    pub(crate) async fn close_committer(&self) {
         // The committer runs in order: it exits only after everything
         // submitted before the close is durable.
         self.committer.close();

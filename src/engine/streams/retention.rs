@@ -26,6 +26,7 @@ impl StreamCore {
     /// One pass of upkeep over every stream. A failure on one stream is
     /// logged and does not stop the others.
     pub(crate) async fn upkeep_once(&self) {
+        let _one_pass_at_a_time = self.upkeep.lock().await;
         for basin in self.basin_names() {
             let streams = match self.all_stream_metas(&basin) {
                 Ok(streams) => streams,

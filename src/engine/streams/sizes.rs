@@ -6,7 +6,8 @@
 //! (`appended_bytes`, written by its task in the batch that writes the
 //! records), and `Y{id}` the bytes purging has removed (written by upkeep
 //! in the batch that deletes them). What the stream stores is the
-//! difference. Each counter has one writer, so neither needs a lock; the
+//! difference. Each counter has one writer (the stream's task; upkeep,
+//! one pass at a time), so neither needs a lock of its own; the
 //! difference read between two commits is exact for the durable state.
 //!
 //! Records below the trim point count until purging removes them: they
