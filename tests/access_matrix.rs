@@ -79,6 +79,10 @@ const ROUTES: &[Route] = &[
     r("GET", "/health", &[], Public),
     r("GET", "/ready", &[], Public),
     r("GET", "/openapi.json", &[], Public),
+    r("GET", "/", &[], Public),
+    r("GET", "/console", &[], Public),
+    r("GET", "/console/", &[], Public),
+    r("GET", "/console/{file}", &[], Public),
     r("GET", "/v1/basins", &["list-basins"], Nothing),
     r("POST", "/v1/basins", &["create-basin"], Basin),
     r("GET", "/v1/basins/{basin}", &["get-basin-config"], Basin),
@@ -387,6 +391,7 @@ impl Names {
             .replace("{stream}", self.stream)
             .replace("{collection}", self.collection)
             .replace("{consumer}", self.consumer)
+            .replace("{file}", "app.js")
             .replace(
                 "{id}",
                 if template.contains("/records/") {

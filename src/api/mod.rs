@@ -10,6 +10,7 @@ pub mod admission;
 pub mod auth;
 mod basins;
 mod collections;
+mod console;
 mod consumers;
 pub mod error;
 mod extract;
@@ -97,6 +98,10 @@ pub fn routers(engine: Arc<Engine>, config: ApiConfig) -> (Router, Router) {
         .route("/ready", get(ready))
         .route("/openapi.json", get(openapi))
         .route("/metrics", get(observe::scrape))
+        .route("/", get(console::index))
+        .route("/console", get(console::index))
+        .route("/console/", get(console::index))
+        .route("/console/{file}", get(console::asset))
         // Only matched routes pass through it; the fallbacks check
         // the token themselves.
         .route_layer(axum::middleware::from_fn_with_state(
@@ -135,6 +140,9 @@ pub fn routes() -> Vec<(Method, String)> {
     all.push((Method::GET, "/ready".into()));
     all.push((Method::GET, "/openapi.json".into()));
     all.push((Method::GET, "/metrics".into()));
+    for console in ["/", "/console", "/console/", "/console/{file}"] {
+        all.push((Method::GET, console.into()));
+    }
     all
 }
 

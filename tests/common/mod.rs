@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod binary;
+pub mod browser;
 pub mod cli;
 pub mod consumers;
 pub mod faulty;

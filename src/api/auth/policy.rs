@@ -64,6 +64,8 @@ pub fn policy(method: &Method, path: &str) -> Option<Policy> {
     let m = method.as_str();
     match (m, path) {
         ("GET", "/health" | "/ready" | "/openapi.json") => p(&[], Public),
+        // The console's files hold no data; its API calls carry a token.
+        ("GET", "/" | "/console" | "/console/" | "/console/{file}") => p(&[], Public),
 
         ("GET", "/v1/basins") => p(&[ListBasins], Account),
         ("POST", "/v1/basins") => p(&[CreateBasin], Handler),
