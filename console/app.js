@@ -30,15 +30,20 @@ async function render() {
     return;
   }
   const [pattern, page, names] = route;
-  const values = hash.match(pattern).slice(1).map(decodeURIComponent);
-  const params = Object.fromEntries(names.map((n, i) => [n, values[i]]));
-  main.replaceChildren(h("p", { class: "muted" }, "Loading…"));
+  main.replaceChildren(h("p", { class: "muted", id: "loading" }, "Loading…"));
+  // Each page renders into a view of its own, shown only if it is still
+  // the page asked for when it is ready: a slow page never draws over
+  // the one the user went on to.
+  const view = h("div", { class: "view" });
   try {
-    const done = await page(main, params);
+    const values = hash.match(pattern).slice(1).map(decodeURIComponent);
+    const params = Object.fromEntries(names.map((n, i) => [n, values[i]]));
+    const done = await page(view, params);
     if (run !== rendering) {
       if (done) done(); // navigated away while it loaded
     } else {
       cleanup = done || null;
+      main.replaceChildren(view);
     }
   } catch (err) {
     if (run !== rendering) return;

@@ -1,6 +1,6 @@
 // A collection (search by id, a record's versions from the events
 // stream, the `/updated` feed page by page) and a consumer (its config,
-// counts, lag over time, and dead letters).
+// counts, lag over time, and dead letters, which it can replay).
 
 import { api, decodeBase64 } from "./api.js";
 import { h, table, form, chart, heading, stat, formatTime, describe } from "./ui.js";
@@ -48,9 +48,25 @@ export async function collection(root, { basin, collection }) {
     } catch (err) {
       if (err.status !== 404) throw err;
     }
-    // Its versions, as the events stream tells them.
-    const events = await api("GET", `${path}/events`, { basin, query: { seq_num: 0, id_prefix: id, count: 1000 } });
-    const versions = (events.events || []).filter((e) => e.id === id).reverse();
+    // Its versions, as the events stream tells them: read on to the
+    // tail (a read stops at its first batch with a match), keeping the
+    // events of exactly this id (`id_prefix` matches longer ids too).
+    const versions = [];
+    let seq = 0;
+    for (let reads = 0; reads < 100; reads++) {
+      let page;
+      try {
+        page = await api("GET", `${path}/events`, { basin, query: { seq_num: seq, id_prefix: id, count: 1000 } });
+      } catch (err) {
+        if (err.status === 416) break; // nothing at or after `seq`
+        throw err;
+      }
+      versions.push(...(page.events || []).filter((e) => e.id === id));
+      const next = page.next_seq_num;
+      if (next === undefined || next <= seq || (page.tail && next >= page.tail.seq_num)) break;
+      seq = next;
+    }
+    versions.reverse();
     found.replaceChildren(
       h("h3", {}, `Record ${id}`),
       record ? json(record) : h("p", { class: "empty" }, "No record with this id (it may have been deleted)."),
@@ -96,8 +112,13 @@ export async function consumer(root, { basin, consumer }) {
       return;
     }
     const s = info.state || {};
-    lag.push([Math.floor(Date.now() / 1000), s.lag ?? 0]);
+    // Unknown (the source is gone): no point rather than a false zero.
+    if (s.lag !== null && s.lag !== undefined) lag.push([Math.floor(Date.now() / 1000), s.lag]);
     lag.splice(0, Math.max(0, lag.length - 900));
+    // The server's samples (one a minute, the last hour) before this
+    // page's own (every 2 s while it is open).
+    const opened = lag.length ? lag[0][0] : Infinity;
+    const series = [...(s.lag_history || []).filter(([t]) => t < opened), ...lag];
     stats.replaceChildren(
       stat("Lag (messages)", s.lag ?? "–", "stat-lag"),
       stat("Lag (seconds)", s.lag_seconds ?? "–"),
@@ -107,7 +128,7 @@ export async function consumer(root, { basin, consumer }) {
       stat("Acked", s.acked ?? 0),
       stat("Dead-lettered", s.dead_lettered ?? 0),
     );
-    lagChart.replaceChildren(chart("Lag while this page is open (messages)", { lag: [...lag] }, (v) => String(Math.round(v)), "lag-chart"));
+    lagChart.replaceChildren(chart("Lag, last hour (messages)", { lag: series }, (v) => (Number.isInteger(v) ? String(v) : v.toFixed(1)), "lag-chart"));
   };
 
   const loadDead = async () => {
@@ -123,6 +144,7 @@ export async function consumer(root, { basin, consumer }) {
             ["Seq", (r) => r.seq_num],
             ["Dead-lettered", (r) => formatTime(r.timestamp)],
             ["Message", (r) => h("code", {}, new TextDecoder().decode(decodeBase64(r.body)).slice(0, 240))],
+            ["", (r) => h("button", { "data-replay": r.seq_num, onclick: () => replay([r.seq_num]) }, "Replay")],
           ],
           [...batch.records].reverse(),
           { id: "dead-table", empty: "No dead letters." },
@@ -134,6 +156,24 @@ export async function consumer(root, { basin, consumer }) {
     }
   };
 
+  // Dead letters become pending again, with fresh attempts.
+  const replayNote = h("p", { id: "replay-note", class: "muted", role: "status" });
+  const replay = async (seqNums) => {
+    try {
+      const outcome = await api("POST", `${path}/replay`, { basin, body: { dead_letters: seqNums } });
+      const parts = [];
+      if (outcome.replayed.length) parts.push(`replayed ${outcome.replayed.join(", ")}`);
+      if (outcome.already_pending.length) parts.push(`already pending ${outcome.already_pending.join(", ")}`);
+      if (outcome.gone.length) parts.push(`gone from the source ${outcome.gone.join(", ")}`);
+      replayNote.className = "muted";
+      replayNote.textContent = parts.join("; ");
+      refresh();
+    } catch (err) {
+      replayNote.className = "form-error";
+      replayNote.textContent = describe(err);
+    }
+  };
+
   root.replaceChildren(
     heading([["Overview", "#/"], [basin, `#/b/${enc(basin)}`]], consumer),
     stats,
@@ -141,6 +181,7 @@ export async function consumer(root, { basin, consumer }) {
     h("h2", {}, "Config"),
     json(info.config),
     h("h2", {}, "Dead letters"),
+    replayNote,
     dead,
   );
   await refresh();

@@ -36,26 +36,42 @@ function latencyQuantile(answer, q) {
   });
 }
 
-export async function overview(root) {
+// The figures behind the overview's charts. A token without the metrics
+// permissions gets the page without them; a basin that went away (the
+// history remembers it for a while) is left out.
+async function overviewCharts(basinNames) {
   const start = hourAgo();
-  const active = await api("GET", "/v1/metrics", { query: { set: "active-basins", start } });
-  const basinNames = active.values[0]?.label.values || [];
-  const per = (set) => Promise.all(basinNames.map((b) => api("GET", `/v1/metrics/${enc(b)}`, { query: { set, start } })));
-  const [appends, reads, latency, basins] = await Promise.all([
-    per("append-throughput"),
-    per("read-throughput"),
-    api("GET", "/v1/metrics", { query: { set: "ack-latency", start } }),
-    api("GET", "/v1/basins"),
-  ]);
-  const rate = (v) => `${formatBytes(Math.round(v))}/s`;
-  root.replaceChildren(
-    heading([], "Overview"),
-    h(
+  const settled = (promises) => Promise.allSettled(promises).then((all) => all.filter((r) => r.status === "fulfilled").map((r) => r.value));
+  try {
+    const active = await api("GET", "/v1/metrics", { query: { set: "active-basins", start } });
+    const live = (active.values[0]?.label.values || []).filter((b) => basinNames.includes(b));
+    const per = (set) => settled(live.map((b) => api("GET", `/v1/metrics/${enc(b)}`, { query: { set, start } })));
+    const [appends, reads, latency] = await Promise.all([
+      per("append-throughput"),
+      per("read-throughput"),
+      api("GET", "/v1/metrics", { query: { set: "ack-latency", start } }),
+    ]);
+    const rate = (v) => `${formatBytes(Math.round(v))}/s`;
+    return h(
       "section",
       { class: "charts" },
       chart("Throughput, last hour", { appended: sumSeries(appends, "append-throughput"), read: sumSeries(reads, "read-throughput") }, rate, "throughput-chart"),
-      chart("Acknowledgement latency, last hour", { p50: latencyQuantile(latency, 0.5), p99: latencyQuantile(latency, 0.99) }, (v) => `${v < 10 ? v.toFixed(1) : Math.round(v)} ms`, "latency-chart"),
-    ),
+      chart("Acknowledgement latency, last hour", { p50: latencyQuantile(latency, 0.5), p99: latencyQuantile(latency, 0.99) }, (v) => `${v < 1 ? v.toFixed(2) : v < 10 ? v.toFixed(1) : Math.round(v)} ms`, "latency-chart"),
+    );
+  } catch (err) {
+    return h("p", { class: "muted", id: "charts-unavailable" }, `No charts: ${describe(err)}`);
+  }
+}
+
+// A note under a list the server cut short.
+const more = (page) => (page.has_more ? h("p", { class: "muted" }, "More not shown: the first page only.") : "");
+
+export async function overview(root) {
+  const basins = await api("GET", "/v1/basins");
+  const charts = await overviewCharts(basins.basins.map((b) => b.name));
+  root.replaceChildren(
+    heading([], "Overview"),
+    charts,
     h("h2", {}, "Basins"),
     table(
       [
@@ -66,6 +82,7 @@ export async function overview(root) {
       basins.basins,
       { id: "basins", empty: "No basins yet: create one below." },
     ),
+    more(basins),
     form("create-basin", [["basin", "new basin name (8–48 chars: a-z, 0-9, -)"]], "Create basin", async ({ basin }) => {
       await api("POST", "/v1/basins", { body: { basin } });
       location.hash = `#/b/${enc(basin)}`;
@@ -88,20 +105,22 @@ export async function basin(root, { basin }) {
       visible.map(async (s) => {
         const c = cells.get(s.name);
         try {
-          const [tail, storage] = await Promise.all([
-            api("GET", `/v1/streams/${enc(s.name)}/records/tail`, { basin }),
-            api("GET", `/v1/metrics/${enc(basin)}/${enc(s.name)}`, { query: { set: "storage" } }),
-          ]);
+          const tail = await api("GET", `/v1/streams/${enc(s.name)}/records/tail`, { basin });
           const seq = tail.tail.seq_num;
           const now = Date.now();
           const before = last.get(s.name);
           last.set(s.name, [seq, now]);
           c.tail.textContent = seq;
-          const points = seriesOf(storage).storage || [];
-          c.size.textContent = formatBytes(points.length ? points[points.length - 1][1] : 0);
           if (before) c.rate.textContent = `${(((seq - before[0]) * 1000) / Math.max(1, now - before[1])).toFixed(1)} rec/s`;
         } catch (err) {
           c.tail.textContent = describe(err);
+        }
+        try {
+          const storage = await api("GET", `/v1/metrics/${enc(basin)}/${enc(s.name)}`, { query: { set: "storage" } });
+          const points = seriesOf(storage).storage || [];
+          c.size.textContent = formatBytes(points.length ? points[points.length - 1][1] : 0);
+        } catch (_) {
+          c.size.textContent = "–"; // a token without stream-metrics
         }
       }),
     );
@@ -134,6 +153,7 @@ export async function basin(root, { basin }) {
       visible,
       { id: "streams", empty: "No streams yet." },
     ),
+    more(streams),
     form("create-stream", [["stream", "new stream name"]], "Create stream", async ({ stream }) => {
       await api("POST", "/v1/streams", { basin, body: { stream } });
       reload();
@@ -148,6 +168,7 @@ export async function basin(root, { basin }) {
       collections.collections,
       { id: "collections", empty: "No collections yet." },
     ),
+    more(collections),
     form("create-collection", [["collection", "new collection name"]], "Create collection", async ({ collection }) => {
       await api("PUT", `/v1/collections/${enc(collection)}`, { basin, body: {} });
       reload();
@@ -163,6 +184,7 @@ export async function basin(root, { basin }) {
       consumers.consumers,
       { id: "consumers", empty: "No consumers yet." },
     ),
+    more(consumers),
     form(
       "create-consumer",
       [["consumer", "new consumer name"], ["config", '{"source": {"stream": "orders"}}', "textarea"]],
@@ -221,30 +243,45 @@ export async function stream(root, { basin, stream }) {
     rows.length
       ? h("div", { class: "table-wrap" }, h("table", { id, class: "records" }, h("thead", {}, h("tr", {}, ["Seq", "Timestamp", "Headers", "Body"].map((t) => h("th", {}, t)))), h("tbody", {}, rows.map(row))))
       : h("p", { class: "empty" }, "No records.");
+  // The page of up to PAGE records ending below `end`. A read answers at
+  // most 1 MiB, so when big records cut it short, read again closer to
+  // `end` until the page reaches it: the newest are the ones shown.
   const loadPage = async () => {
-    const from = Math.max(0, end - PAGE);
-    const batch = end > 0 ? await api("GET", `${path}/records`, { basin, query: { seq_num: from, count: end - from, clamp: true } }) : { records: [] };
-    const rows = [...batch.records].reverse();
+    let from = Math.max(0, end - PAGE);
+    let got = [];
+    while (end > from) {
+      const batch = await api("GET", `${path}/records`, { basin, query: { seq_num: from, count: end - from, clamp: true } });
+      got = batch.records;
+      const reached = got.length ? got[got.length - 1].seq_num + 1 : end;
+      if (reached >= end || !got.length) break;
+      from = Math.max(from + 1, end - got.length);
+    }
+    const rows = [...got].reverse();
     records.replaceChildren(
       recordTable(rows, "record-table"),
       h(
         "div",
         { class: "pager" },
         h("button", { disabled: end >= tail.tail.seq_num, onclick: () => { end = Math.min(tail.tail.seq_num, end + PAGE); loadPage(); } }, "Newer"),
-        h("button", { disabled: from === 0, onclick: () => { end = from; loadPage(); } }, "Older"),
+        h("button", { disabled: (rows.length ? rows[rows.length - 1].seq_num : from) === 0, onclick: () => { end = rows.length ? rows[rows.length - 1].seq_num : from; loadPage(); } }, "Older"),
         h("span", { class: "muted" }, rows.length ? `seq ${rows[rows.length - 1].seq_num}–${rows[0].seq_num}` : ""),
       ),
     );
   };
   const showLive = () => live.replaceChildren(liveRows.length ? recordTable(liveRows, "live-table") : h("p", { class: "empty" }, "Waiting for appends…"));
+  await loadPage();
+  // Started once nothing above can throw, so the cleanup returned below
+  // always covers them.
   const abort = new AbortController();
+  const stopped = (why) => live.prepend(h("p", { class: "form-error", id: "live-stopped" }, `Live tail stopped: ${why}. Reload the page to follow again.`));
   follow(basin, stream, tail.tail.seq_num, (batch) => {
     liveRows.unshift(...[...batch].reverse());
     liveRows.splice(200);
     showLive();
-  }, abort.signal).catch((err) => {
-    if (!abort.signal.aborted) live.replaceChildren(h("p", { class: "form-error" }, `live tail stopped: ${describe(err)}`));
-  });
+  }, abort.signal).then(
+    () => abort.signal.aborted || stopped("the server ended the session"),
+    (err) => abort.signal.aborted || stopped(describe(err)),
+  );
   let previous = null;
   const refresh = async () => {
     try {
@@ -286,7 +323,6 @@ export async function stream(root, { basin, stream }) {
     h("h2", {}, "Records, newest first"),
     records,
   );
-  await loadPage();
   return () => {
     clearInterval(timer);
     abort.abort();

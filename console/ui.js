@@ -116,14 +116,26 @@ export function deleteButton(what, run) {
   );
 }
 
+// The top of a chart's axis: 1, 2 or 5 times a power of ten, at least
+// the largest value (and 1 when all are 0), so that its halves read well.
+function niceMax(value) {
+  if (!(value > 0)) return 1;
+  const power = 10 ** Math.floor(Math.log10(value));
+  for (const step of [1, 2, 5, 10]) {
+    if (step * power >= value) return step * power;
+  }
+  return 10 * power;
+}
+
 const COLORS = ["#2563eb", "#16a34a", "#dc2626", "#9333ea", "#ea580c"];
 
 // A line chart of `series` ({name: [[t, v], ...]}) with `unit` formatting
 // the axis. Drawn as SVG scaled to its box.
 export function chart(title, series, format = (v) => String(v), id) {
   const width = 600;
-  const height = 180;
-  const pad = { left: 64, right: 12, top: 12, bottom: 24 };
+  const height = 190;
+  // Room for the axis labels, large on narrow screens (style.css).
+  const pad = { left: 100, right: 12, top: 16, bottom: 36 };
   const all = Object.values(series).flat();
   const ns = "http://www.w3.org/2000/svg";
   const svg = document.createElementNS(ns, "svg");
@@ -142,7 +154,7 @@ export function chart(title, series, format = (v) => String(v), id) {
     const ts = all.map((p) => p[0]);
     const t0 = Math.min(...ts);
     const t1 = Math.max(...ts, t0 + 1);
-    const max = Math.max(...all.map((p) => p[1]), 1e-9);
+    const max = niceMax(Math.max(...all.map((p) => p[1])));
     const x = (t) => pad.left + ((t - t0) / (t1 - t0)) * (width - pad.left - pad.right);
     const y = (v) => height - pad.bottom - (v / max) * (height - pad.top - pad.bottom);
     for (const v of [0, max / 2, max]) {
@@ -152,7 +164,7 @@ export function chart(title, series, format = (v) => String(v), id) {
     for (const t of [t0, t1]) {
       const label = new Date(t * 1000).toISOString().slice(11, 16);
       const anchor = t === t0 ? "start" : "end";
-      add("text", { x: x(t), y: height - 6, "text-anchor": anchor, class: "axis" }, label);
+      add("text", { x: x(t), y: height - 4, "text-anchor": anchor, class: "axis" }, label);
     }
     Object.entries(series).forEach(([, points], i) => {
       const d = points.map(([t, v]) => `${x(t).toFixed(1)},${y(v).toFixed(1)}`).join(" ");

@@ -7,7 +7,7 @@
 mod common;
 
 use common::browser::Browser;
-use common::consumers::{ack, ensure, receive};
+use common::consumers::{ack, ensure, receive, settle};
 use common::{SendAndExpect, TestServer, BASIN};
 use reqwest::StatusCode;
 use serde_json::json;
@@ -26,7 +26,7 @@ async fn the_console_follows_streams_collections_and_consumers() {
     browser.wait_text("#basins", BASIN).await;
     browser.wait_text("#throughput-chart", "Throughput").await;
     browser.goto(&format!("{base}/#/b/{BASIN}")).await;
-    browser.wait_text("#streams", "").await;
+    browser.wait_text("#streams", "No streams yet").await;
     browser
         .submit("create-stream", &[("stream", "orders")])
         .await;
@@ -52,8 +52,7 @@ async fn the_console_follows_streams_collections_and_consumers() {
         .append("orders", &[r#"{"order": 2, "total": 42}"#])
         .await;
     browser.wait_text("#live-tail", "\"total\": 42").await;
-    browser.wait_text("#live-tail", "").await;
-    browser.wait_text("#stat-tail", "2").await;
+    browser.wait_exact("#stat-tail .stat-value", "2").await;
     browser.screenshot("stream-1280x800").await;
 
     // A collection: found by id, its versions, and the records feed.
@@ -88,14 +87,60 @@ async fn the_console_follows_streams_collections_and_consumers() {
     // A consumer: lag goes up with appends and down with acks.
     ensure(&server, "billing", json!({"source": {"stream": "orders"}})).await;
     browser.goto(&format!("{base}/#/b/{BASIN}/q/billing")).await;
-    browser.wait_text("#stat-lag", "2").await;
+    browser.wait_exact("#stat-lag .stat-value", "2").await;
     server.append("orders", &["third", "fourth", "fifth"]).await;
-    browser.wait_text("#stat-lag", "5").await;
+    browser.wait_exact("#stat-lag .stat-value", "5").await;
     let messages = receive(&server, "billing", 10, 0).await;
     assert_eq!(ack(&server, "billing", &messages).await, 5);
-    browser.wait_text("#stat-lag", "0").await;
-    browser.wait_text("#lag-chart", "Lag").await;
+    browser.wait_exact("#stat-lag .stat-value", "0").await;
+    // The chart drew the way up and down: its top label is the peak.
+    browser.wait_text("#lag-chart svg", "5").await;
+    let points = browser
+        .client
+        .execute(
+            "return document.querySelector('#lag-chart polyline').getAttribute('points').split(' ').length",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert!(points.as_u64().unwrap() >= 3, "{points}");
     browser.screenshot("consumer-1280x800").await;
+
+    // A dead letter, replayed from the console.
+    ensure(
+        &server,
+        "strict",
+        json!({"source": {"stream": "orders"}, "max_deliver": 1, "start": "tail"}),
+    )
+    .await;
+    server.append("orders", &["poison"]).await;
+    let got = receive(&server, "strict", 1, 1000).await;
+    settle(
+        &server,
+        "strict",
+        "nack",
+        json!({ "ack_ids": [got[0]["ack_id"]] }),
+    )
+    .await;
+    assert!(
+        receive(&server, "strict", 1, 300).await.is_empty(),
+        "dead-lettered"
+    );
+    browser.goto(&format!("{base}/#/b/{BASIN}/q/strict")).await;
+    browser.wait_text("#dead-table", "poison").await;
+    browser.screenshot("dead-letters-1280x800").await;
+    browser
+        .client
+        .find(fantoccini::Locator::Css("#dead-table button[data-replay]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser.wait_text("#replay-note", "replayed 0").await;
+    browser.wait_exact("#stat-pending .stat-value", "1").await;
+    let again = receive(&server, "strict", 1, 1000).await;
+    assert_eq!(again[0]["record"]["body"], "poison");
 
     // The basin's page lists all three kinds; the overview charts them.
     browser.goto(&format!("{base}/#/b/{BASIN}")).await;
@@ -103,21 +148,82 @@ async fn the_console_follows_streams_collections_and_consumers() {
     browser.wait_text("#collections", "users").await;
     browser.wait_text("#streams", "rec/s").await;
     browser.screenshot("basin-1280x800").await;
+
+    // Made and deleted from the console: a collection and a consumer.
+    browser
+        .submit("create-collection", &[("collection", "teams")])
+        .await;
+    browser.wait_text("#collections", "teams").await;
+    let config = r#"{"source": {"collection": "teams", "feed": "records"}}"#;
+    browser
+        .submit(
+            "create-consumer",
+            &[("consumer", "sync"), ("config", config)],
+        )
+        .await;
+    browser.wait_text("#consumers", "sync").await;
+    server
+        .get("/v1/consumers/sync")
+        .expect_status(StatusCode::OK)
+        .await;
+    for (table, what, name) in [
+        ("consumers", "consumer sync", "sync"),
+        ("collections", "collection teams", "teams"),
+    ] {
+        let button = format!("#{table} button[data-delete=\"{what}\"]");
+        browser
+            .client
+            .find(fantoccini::Locator::Css(&button))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        browser.client.accept_alert().await.unwrap();
+        // Gone from the page once it has drawn itself again.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let text = match browser
+                .client
+                .find(fantoccini::Locator::Css(&format!("#{table}")))
+                .await
+            {
+                Ok(el) => el.text().await.unwrap_or_default(),
+                Err(_) => String::new(),
+            };
+            if !text.is_empty() && !text.contains(name) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{name} still listed: {text}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+    server
+        .get("/v1/collections/teams")
+        .expect_error(StatusCode::NOT_FOUND, "collection_not_found")
+        .await;
     browser.goto(&format!("{base}/#/")).await;
     browser.wait_text("#basins", BASIN).await;
     browser.screenshot("overview-1280x800").await;
 
     // A narrow window (a phone): nothing spills sideways.
     browser.resize(390, 844).await;
-    for (name, path) in [
-        ("overview", "#/".to_string()),
-        ("basin", format!("#/b/{BASIN}")),
-        ("stream", format!("#/b/{BASIN}/s/orders")),
-        ("collection", format!("#/b/{BASIN}/c/users")),
-        ("consumer", format!("#/b/{BASIN}/q/billing")),
+    for (name, path, shown) in [
+        ("overview", "#/".to_string(), "#basins"),
+        ("basin", format!("#/b/{BASIN}"), "#consumers"),
+        ("stream", format!("#/b/{BASIN}/s/orders"), "#record-table"),
+        (
+            "collection",
+            format!("#/b/{BASIN}/c/users"),
+            "#updated-table",
+        ),
+        ("consumer", format!("#/b/{BASIN}/q/billing"), "#lag-chart"),
     ] {
         browser.goto(&format!("{base}/{path}")).await;
-        browser.wait_text("h1", "").await;
+        browser.wait_text(shown, " ").await;
         tokio::time::sleep(std::time::Duration::from_millis(700)).await;
         browser.screenshot(&format!("{name}-390x844")).await;
     }
@@ -147,13 +253,17 @@ async fn with_auth_on_the_console_asks_for_a_token_once_and_never_shows_it() {
     // Kept for the session: another page needs no second entry.
     browser.goto(&format!("{base}/#/b/{BASIN}")).await;
     browser.wait_text("#streams", "No streams").await;
-    let page = browser
+    // Not in the page's text, nor left in any field.
+    let shown = browser
         .client
-        .execute("return document.documentElement.outerHTML", vec![])
+        .execute(
+            "return document.body.innerText + [...document.querySelectorAll('input, textarea')].map(i => i.value).join(' ')",
+            vec![],
+        )
         .await
         .unwrap();
     assert!(
-        !page.as_str().unwrap().contains(root),
+        !shown.as_str().unwrap().contains(root),
         "the token shows on the page"
     );
     browser.wait_text("#token-state", "token set").await;

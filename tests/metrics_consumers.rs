@@ -132,3 +132,39 @@ async fn a_records_feed_consumer_has_a_lag_too() {
     assert_eq!(done.get("rill_consumer_acked_total", &of), 3.0);
     assert_eq!(lag(done), 0.0);
 }
+
+/// Each minute's tick samples every consumer's lag; a consumer's `GET`
+/// answers the last hour of them (the console draws it).
+#[tokio::test]
+async fn lag_is_sampled_into_a_history() {
+    use common::SendAndExpect;
+    let engine =
+        rill::engine::Engine::open(std::sync::Arc::new(rill::storage::MemoryStorage::default()))
+            .unwrap();
+    let server = TestServer::start_engine(engine.clone(), Default::default()).await;
+    server.with_stream("jobs").await;
+    ensure(&server, "w", json!({ "source": { "stream": "jobs" } })).await;
+    server.append("jobs", &["a", "b"]).await;
+    engine.usage_tick(true).await;
+    let body = server
+        .get("/v1/consumers/w")
+        .expect_status(StatusCode::OK)
+        .await;
+    let history = body["state"]["lag_history"].as_array().unwrap().clone();
+    assert_eq!(history.len(), 1, "{body}");
+    assert_eq!(history[0][1], 2);
+    let messages = receive(&server, "w", 10, 0).await;
+    ack(&server, "w", &messages).await;
+    engine.usage_tick(true).await; // the same minute: sampled again
+    let body = server
+        .get("/v1/consumers/w")
+        .expect_status(StatusCode::OK)
+        .await;
+    let last = body["state"]["lag_history"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(last[1], 0, "{body}");
+}

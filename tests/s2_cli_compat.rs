@@ -41,6 +41,18 @@ struct Run {
 }
 
 impl Cli {
+    /// The CLI against `server` with no auth, no compression.
+    fn plain(binary: PathBuf, server: &TestServer) -> Self {
+        Self {
+            binary,
+            endpoint: server.base.clone(),
+            home: tempfile::tempdir().unwrap(),
+            compression: None,
+            token: "not-checked".into(),
+            env: Vec::new(),
+        }
+    }
+
     async fn run(&self, args: &[&str], stdin: Option<&str>) -> Run {
         let mut command = Command::new(&self.binary);
         command
@@ -110,14 +122,7 @@ async fn json(server: &TestServer, path: &str) -> Value {
 async fn the_official_cli_works_against_rill() {
     let Some(binary) = s2_binary() else { return };
     let server = TestServer::start().await;
-    let cli = Cli {
-        binary,
-        endpoint: server.base.clone(),
-        home: tempfile::tempdir().unwrap(),
-        compression: None,
-        token: "not-checked".into(),
-        env: Vec::new(),
-    };
+    let cli = Cli::plain(binary, &server);
     let uri = format!("s2://{BASIN}/logs");
     let uri = uri.as_str();
 
@@ -491,14 +496,7 @@ async fn the_official_cli_works_over_tls_with_a_private_ca() {
 async fn the_official_cli_shows_real_metrics() {
     let Some(binary) = s2_binary() else { return };
     let server = TestServer::start().await;
-    let cli = Cli {
-        binary,
-        endpoint: server.base.clone(),
-        home: tempfile::tempdir().unwrap(),
-        compression: None,
-        token: "not-checked".into(),
-        env: Vec::new(),
-    };
+    let cli = Cli::plain(binary, &server);
     let uri = format!("s2://{BASIN}/metered");
     cli.ok(&["create-basin", BASIN]).await;
     cli.ok(&["create-stream", &uri]).await;

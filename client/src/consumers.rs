@@ -9,6 +9,17 @@ use serde_json::{json, Value};
 use crate::client::{segment, Retry};
 use crate::{Client, Error};
 
+/// What a replay did with each dead letter asked for, by its seq num.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+pub struct Replayed {
+    /// Pending again.
+    pub replayed: Vec<u64>,
+    /// Pending already.
+    pub already_pending: Vec<u64>,
+    /// No longer in the source (or no such dead letter).
+    pub gone: Vec<u64>,
+}
+
 /// A delivered message.
 #[derive(Clone, Debug, Deserialize)]
 pub struct Message {
@@ -82,6 +93,16 @@ impl Client {
     pub async fn nack(&self, name: &str, ack_ids: &[String], delay_ms: u64) -> Result<u64, Error> {
         let body = json!({ "ack_ids": ack_ids, "delay_ms": delay_ms });
         self.settle(name, "nack", body, "nacked").await
+    }
+
+    /// Makes dead letters (by their seq nums in the consumer's dead-letter
+    /// stream) pending again, with fresh attempts. Replaying twice is
+    /// harmless (the second finds them pending), so this is retried.
+    pub async fn replay(&self, name: &str, dead_letters: &[u64]) -> Result<Replayed, Error> {
+        let path = format!("/v1/consumers/{}/replay", segment(name));
+        let body = json!({ "dead_letters": dead_letters });
+        self.call(Method::POST, &path, Some(&body), Retry::Safe)
+            .await
     }
 
     async fn settle(&self, name: &str, op: &str, body: Value, field: &str) -> Result<u64, Error> {

@@ -44,7 +44,7 @@ mod streams;
 pub use admin::Kind;
 pub use client::{Client, DEFAULT_TIMEOUT};
 pub use collections::{Batch, Change, Event, Record, Updates};
-pub use consumers::{Message, Outcome};
+pub use consumers::{Message, Outcome, Replayed};
 pub use error::Error;
 pub use follow::Follow;
 pub use rill_protocol::collections::EventKind;

@@ -1,5 +1,6 @@
 //! `/v1/consumers`: server-tracked consumers. Admin (ensure, get, list,
-//! reconfigure, delete) and data (receive, ack, nack, extend, commit).
+//! reconfigure, delete) and data (receive, ack, nack, extend, commit, and
+//! replaying dead letters).
 //!
 //! The data operations change a consumer's state in several steps and are
 //! run detached, so that a client hanging up cannot stop one half way.
@@ -15,7 +16,8 @@ use super::extract::{Basin, Json, NamePath, OptionalJson, Path, Query, RecordFor
 use super::shared::{detached, provision_response, AppState, ListParams};
 use crate::engine::consumers::{ConsumerConfig, ConsumerConfigPatch, ConsumerName, Settle};
 use crate::wire::consumers::{
-    consumer_json, delivery_json, frontier_json, CommitRequest, ReceiveRequest, SettleRequest,
+    consumer_json, delivery_json, frontier_json, CommitRequest, ReceiveRequest, ReplayRequest,
+    SettleRequest,
 };
 
 pub async fn list(
@@ -62,7 +64,14 @@ pub async fn get(
         .consumers()
         .consumer_info(&basin, &name)
         .await?;
-    Ok(axum::Json(consumer_json(&info)))
+    let mut body = consumer_json(&info);
+    // Its lag at each minute of the last hour, for charts.
+    let history = state.engine.usage(|h| h.consumer_lag(&basin, &name));
+    if let Some(state) = body.get_mut("state").and_then(Value::as_object_mut) {
+        let points: Vec<Value> = history.iter().map(|(at, lag)| json!([at, lag])).collect();
+        state.insert("lag_history".into(), json!(points));
+    }
+    Ok(axum::Json(body))
 }
 
 pub async fn reconfigure(
@@ -192,4 +201,26 @@ pub async fn commit(
     Ok(axum::Json(
         json!({ "committed": frontier_json(&committed) }),
     ))
+}
+
+/// `POST /v1/consumers/{name}/replay`: dead letters become pending again.
+pub async fn replay(
+    State(state): State<AppState>,
+    Basin(basin): Basin,
+    Path(name): Path<String>,
+    Json(req): Json<ReplayRequest>,
+) -> ApiResult<axum::Json<Value>> {
+    let engine = state.engine;
+    let outcome = detached(async move {
+        engine
+            .consumers()
+            .replay(&basin, &name, &req.dead_letters)
+            .await
+    })
+    .await?;
+    Ok(axum::Json(json!({
+        "replayed": outcome.replayed,
+        "already_pending": outcome.already_pending,
+        "gone": outcome.gone,
+    })))
 }

@@ -1,10 +1,10 @@
 //! `rill consume`: receive a consumer's messages, print them (or hand each
-//! to a command) and ack them.
+//! to a command) and ack them; `rill replay`: deliver dead letters again.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use super::output::{fail, Failure};
+use super::output::{fail, line, Failure};
 
 use rill_client::{Client, Message, Outcome};
 use serde_json::{json, Value};
@@ -119,4 +119,43 @@ fn run_command(command: &str, message: &Value) -> Result<std::process::ExitStatu
     child
         .wait()
         .map_err(|e| format!("cannot run `{command}`: {e}"))
+}
+
+/// Replays dead letters and says what became of each: one line per
+/// outcome that has any (or the answer as JSON). Some gone is not a
+/// failure: the rest were replayed, and the line says which were not.
+pub async fn replay(
+    client: &Client,
+    consumer: &str,
+    dead_letters: &[u64],
+    json_out: bool,
+    out: &mut impl Write,
+) -> Result<(), Failure> {
+    let outcome = client.replay(consumer, dead_letters).await.map_err(fail)?;
+    let list = |seqs: &[u64]| {
+        seqs.iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let text = if json_out {
+        json!({
+            "replayed": outcome.replayed,
+            "already_pending": outcome.already_pending,
+            "gone": outcome.gone,
+        })
+        .to_string()
+    } else {
+        [
+            ("replayed", &outcome.replayed),
+            ("already pending", &outcome.already_pending),
+            ("gone from the source", &outcome.gone),
+        ]
+        .iter()
+        .filter(|(_, seqs)| !seqs.is_empty())
+        .map(|(what, seqs)| format!("{what}: {}", list(seqs)))
+        .collect::<Vec<_>>()
+        .join("\n")
+    };
+    line(out, text)
 }

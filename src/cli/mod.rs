@@ -90,6 +90,15 @@ pub enum ClientCommand {
         #[arg(long, default_value_t = 1000, value_name = "MS")]
         retry_delay_ms: u64,
     },
+    /// Deliver a consumer's dead letters again: each (by its seq num in the
+    /// consumer's dead-letter stream) becomes pending, with fresh attempts.
+    Replay {
+        /// The consumer whose dead letters to replay.
+        consumer: String,
+        /// Seq nums in its dead-letter stream.
+        #[arg(required = true, value_name = "SEQ_NUM")]
+        dead_letters: Vec<u64>,
+    },
     /// Append one record per line of stdin (or of --file), in order,
     /// pipelined.
     Append {
@@ -221,6 +230,10 @@ pub async fn run(connection: Connection, command: ClientCommand) -> Result<(), F
         }
         ClientCommand::Read(args) => streams::read(&client, args, json_out, out).await,
         ClientCommand::Tail(args) => streams::tail(&client, args, json_out, out).await,
+        ClientCommand::Replay {
+            consumer,
+            dead_letters,
+        } => consume::replay(&client, &consumer, &dead_letters, json_out, out).await,
         ClientCommand::CheckTail { stream } => {
             let tail = client.check_tail(&stream).await.map_err(fail)?;
             if json_out {

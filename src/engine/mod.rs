@@ -155,7 +155,7 @@ impl Engine {
         // Every append is acknowledged by now: write the counts of the
         // minute in progress (which a crash would lose) before the
         // committer closes.
-        self.usage_tick().await;
+        self.usage_tick(false).await;
         core.close_committer().await;
     }
 
@@ -171,7 +171,7 @@ impl Engine {
     /// dropped or the task aborted.
     pub fn spawn_usage(self: &Arc<Self>, interval: Duration) -> tokio::task::JoinHandle<()> {
         self.spawn_every(interval, "usage tick", |engine| async move {
-            engine.usage_tick().await
+            engine.usage_tick(true).await
         })
     }
 
@@ -217,8 +217,18 @@ impl Engine {
 
     /// Moves the usage counts into the history, samples stored bytes once
     /// an hour, and writes what changed (`usage.rs`).
-    pub async fn usage_tick(&self) {
-        self.usage.tick(&self.metrics, &self.streams()).await
+    /// With `lags`, each consumer's lag is sampled too (not at shutdown:
+    /// that would start stream tasks again).
+    pub async fn usage_tick(&self, lags: bool) {
+        let lags = match lags {
+            true => self.consumers().samples().await,
+            false => Vec::new(),
+        };
+        let lags = lags
+            .into_iter()
+            .filter_map(|s| Some(((s.basin, s.consumer), s.lag_messages?)))
+            .collect();
+        self.usage.tick(&self.metrics, &self.streams(), lags).await
     }
 
     /// One pass of upkeep: tombstone expiry in collections, then retention,

@@ -11,6 +11,9 @@
 //! - `Ug{hour}` → the hour's [`StorageSample`], 30 days (its per-stream
 //!   figures for a day).
 //!
+//! Each consumer's lag is sampled every tick too, and kept an hour, in
+//! memory only (the console draws it; Prometheus is where lag is kept).
+//!
 //! (`{minute}` and `{hour}` are Unix seconds, big-endian.) Queries take
 //! the counts not yet moved first, so they see the last second too.
 
@@ -21,7 +24,7 @@ use std::sync::Mutex;
 use super::error::EngineResult;
 use super::streams::StreamCore;
 use crate::engine::streams::keys::{decode_json, encode_json, read_u64};
-use crate::metrics::history::{align, Bucket, History, StorageSample, HOUR};
+use crate::metrics::history::{align, Bucket, History, Lags, StorageSample, HOUR};
 use crate::metrics::usage::now_secs;
 use crate::metrics::Metrics;
 use crate::storage::{prefix_end, Keyspace, Storage, WriteBatch};
@@ -182,9 +185,12 @@ impl UsageHistory {
 
     /// Moves the counts into the history, samples storage once an hour,
     /// expires old entries, and writes what changed through `core`.
-    pub(super) async fn tick(&self, metrics: &Metrics, core: &StreamCore) {
+    pub(super) async fn tick(&self, metrics: &Metrics, core: &StreamCore, lags: Lags) {
         let _one_at_a_time = self.ticking.lock().await;
         let now = now_secs();
+        if !lags.is_empty() {
+            self.lock().history.record_lags(now, lags);
+        }
         let hour = align(now, HOUR);
         let needs_sample = !self.lock().history.has_storage_sample(hour);
         // Scans every stream's counters: not under the lock.

@@ -80,11 +80,19 @@ pub struct Expired {
     pub thinned: Vec<u64>,
 }
 
+/// How long each consumer's lag, sampled every minute, is kept (in
+/// memory only: it draws the console's lag chart; Prometheus keeps more).
+pub const LAGS_KEPT: u64 = HOUR;
+
+/// Each consumer's lag in messages, by basin and name.
+pub type Lags = BTreeMap<(String, String), u64>;
+
 #[derive(Debug, Default)]
 pub struct History {
     minutes: BTreeMap<u64, Bucket>,
     hours: BTreeMap<u64, Bucket>,
     samples: BTreeMap<u64, StorageSample>,
+    lags: BTreeMap<u64, Lags>,
 }
 
 /// The start of the step of `secs` that `t` falls in.
@@ -213,12 +221,27 @@ impl History {
         sampled.chain(counted).cloned().collect()
     }
 
+    /// Records every consumer's lag at `minute`.
+    pub fn record_lags(&mut self, minute: u64, lags: Lags) {
+        self.lags.insert(align(minute, MINUTE), lags);
+    }
+
+    /// A consumer's lag at each minute sampled (the last hour at most).
+    pub fn consumer_lag(&self, basin: &str, consumer: &str) -> Vec<(u64, u64)> {
+        let key = (basin.to_string(), consumer.to_string());
+        self.lags
+            .iter()
+            .filter_map(|(at, lags)| Some((*at, *lags.get(&key)?)))
+            .collect()
+    }
+
     /// Drops what is older than its window, as of `now`.
     pub fn expire(&mut self, now: u64) -> Expired {
         let before = |kept: u64| now.saturating_sub(kept);
         let minutes = drop_before(&mut self.minutes, before(MINUTES_KEPT));
         let hours = drop_before(&mut self.hours, before(HOURS_KEPT));
         let samples = drop_before(&mut self.samples, before(HOURS_KEPT));
+        drop_before(&mut self.lags, before(LAGS_KEPT));
         let mut thinned = Vec::new();
         for (at, sample) in self.samples.range_mut(..before(STREAM_STORAGE_KEPT)) {
             if sample.streams.take().is_some() {
@@ -353,7 +376,11 @@ mod tests {
             history.accumulation("a", &Series::READ_BYTES.key(), range, Interval::Hour),
             vec![(T0, 1)]
         );
+        history.record_lags(T0, Lags::from([(("a".into(), "c".into()), 7)]));
+        history.record_lags(T0 + 60, Lags::new());
+        assert_eq!(history.consumer_lag("a", "c"), vec![(T0, 7)]);
         let expired = history.expire(T0 + HOURS_KEPT + HOUR);
+        assert!(history.consumer_lag("a", "c").is_empty());
         assert_eq!((expired.hours, expired.samples), (vec![T0], vec![T0]));
         assert!(history.active_basins((T0, T0 + HOURS_KEPT)).is_empty());
     }

@@ -167,6 +167,14 @@ impl SettleRequest {
     }
 }
 
+/// `POST /v1/consumers/{name}/replay`: seq nums in the consumer's
+/// dead-letter stream.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayRequest {
+    pub dead_letters: Vec<u64>,
+}
+
 /// `POST /v1/consumers/{name}/commit`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -49,7 +49,11 @@ impl Browser {
             .local_addr()
             .unwrap()
             .port();
+        // Its own process group, so that killing the group takes the
+        // browsers it started too, even when a test panics.
+        use std::os::unix::process::CommandExt;
         let driver = Command::new(driver_bin)
+            .process_group(0)
             .arg(format!("--port={port}"))
             .arg("--allowed-ips=127.0.0.1")
             .stdout(Stdio::null())
@@ -122,8 +126,10 @@ impl Browser {
         self.client.goto(url).await.unwrap();
     }
 
-    /// Waits until the element `css` shows text containing `text`.
+    /// Waits until the element `css` shows text containing `text` (not
+    /// empty: an element that is not there shows nothing).
     pub async fn wait_text(&self, css: &str, text: &str) -> String {
+        assert!(!text.is_empty(), "wait for some text");
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             let shown = match self.client.find(Locator::Css(css)).await {
@@ -136,6 +142,25 @@ impl Browser {
             assert!(
                 Instant::now() < deadline,
                 "`{css}` never showed {text:?}; it shows {shown:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until the element `css` shows exactly `text`.
+    pub async fn wait_exact(&self, css: &str, text: &str) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let shown = match self.client.find(Locator::Css(css)).await {
+                Ok(el) => el.text().await.unwrap_or_default(),
+                Err(_) => String::new(),
+            };
+            if shown.trim() == text {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "`{css}` never showed exactly {text:?}; it shows {shown:?}"
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -186,15 +211,18 @@ impl Browser {
         path
     }
 
-    pub async fn close(mut self) {
+    /// Ends the session cleanly; dropping then stops the driver.
+    pub async fn close(self) {
         let _ = self.client.clone().close().await;
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
     }
 }
 
 impl Drop for Browser {
     fn drop(&mut self) {
+        // The whole group: chromedriver and every Chromium it started.
+        let group = format!("-{}", self.driver.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
         let _ = self.driver.kill();
+        let _ = self.driver.wait();
     }
 }

@@ -117,7 +117,8 @@ pub fn policy(method: &Method, path: &str) -> Option<Policy> {
             | "/v1/consumers/{consumer}/ack"
             | "/v1/consumers/{consumer}/nack"
             | "/v1/consumers/{consumer}/extend"
-            | "/v1/consumers/{consumer}/commit",
+            | "/v1/consumers/{consumer}/commit"
+            | "/v1/consumers/{consumer}/replay",
         ) => p(&[Read], ConsumerSource),
 
         // Prometheus's scrape: everything the server counts.

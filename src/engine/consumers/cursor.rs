@@ -154,13 +154,7 @@ impl Consumers {
             progress: true,
             ..Default::default()
         };
-        let durable = self
-            .core
-            .committer()
-            .queue(changes.batch(handle.id, &state));
-        drop(state);
-        durable.await?;
-        handle.changed.send_modify(|n| *n += 1);
+        self.write_and_wake(&handle, state, changes).await?;
         Ok(position)
     }
 }

@@ -11,7 +11,7 @@ use super::config::DEAD_LETTER_PREFIX;
 use super::keys;
 use super::pending::{Entry, Pending};
 use super::position::Position;
-use super::state::{ConsumerHandle, ConsumerProgress, CursorLease, State};
+use super::state::{ConsumerHandle, ConsumerProgress, CursorLease, State, StateWrites};
 use crate::engine::collections::Collections;
 use crate::engine::error::{EngineError, EngineResult};
 use crate::engine::locks::lock;
@@ -124,5 +124,27 @@ impl Consumers {
         });
         lock(&self.handles).insert(key, handle.clone());
         Ok(handle)
+    }
+}
+
+impl Consumers {
+    /// Queues `changes` while the consumer's lock is still held (so that
+    /// writes reach the disk in the order their changes were made), lets
+    /// the lock go, waits until they are durable, and wakes the receives
+    /// waiting for something to deliver.
+    pub(super) async fn write_and_wake(
+        &self,
+        handle: &ConsumerHandle,
+        state: tokio::sync::MutexGuard<'_, State>,
+        changes: StateWrites,
+    ) -> EngineResult<()> {
+        let durable = self
+            .core
+            .committer()
+            .queue(changes.batch(handle.id, &state));
+        drop(state);
+        durable.await?;
+        handle.changed.send_modify(|n| *n += 1);
+        Ok(())
     }
 }

@@ -40,6 +40,7 @@ mod message;
 mod pending;
 mod position;
 mod receive;
+mod replay;
 mod settle;
 mod source;
 mod state;
@@ -51,6 +52,7 @@ pub use config::{
 pub use layer::Consumers;
 pub use message::{Message, Payload};
 pub use position::{Frontier, Position};
+pub use replay::{Replayed, MAX_REPLAY};
 pub use state::{
     AckId, ConsumerInfo, ConsumerProgress, ConsumerStats, Delivery, Lag, Settle, MAX_COUNTED_LAG,
 };

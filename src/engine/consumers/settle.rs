@@ -59,13 +59,7 @@ impl Consumers {
             durable.await?;
             return Ok((0, deadline));
         }
-        let durable = self
-            .core
-            .committer()
-            .queue(changes.batch(handle.id, &state));
-        drop(state);
-        durable.await?;
-        handle.changed.send_modify(|n| *n += 1);
+        self.write_and_wake(&handle, state, changes).await?;
         Ok((affected, deadline))
     }
 }
