@@ -52,3 +52,38 @@ pub async fn ack(server: &TestServer, name: &str, messages: &[Value]) -> u64 {
         .as_u64()
         .unwrap()
 }
+
+/// A consumer's `state`, as `GET` answers it.
+pub async fn state(server: &TestServer, name: &str) -> Value {
+    let resp = server
+        .get(&format!("/v1/consumers/{name}"))
+        .send()
+        .await
+        .unwrap();
+    expect_status(resp, StatusCode::OK).await["state"].clone()
+}
+
+/// The seq nums of delivered messages.
+pub fn seqs(messages: &[Value]) -> Vec<u64> {
+    messages
+        .iter()
+        .map(|m| m["seq_num"].as_u64().unwrap())
+        .collect()
+}
+
+/// The bodies of delivered stream records.
+pub fn texts(messages: &[Value]) -> Vec<String> {
+    messages
+        .iter()
+        .map(|m| m["record"]["body"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Appends `m0`, `m1`, … `m{n-1}`, in batches.
+pub async fn append_n(server: &TestServer, stream: &str, n: usize) {
+    for chunk in (0..n).collect::<Vec<_>>().chunks(500) {
+        let bodies: Vec<String> = chunk.iter().map(|i| format!("m{i}")).collect();
+        let refs: Vec<&str> = bodies.iter().map(String::as_str).collect();
+        server.append(stream, &refs).await;
+    }
+}
