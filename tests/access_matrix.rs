@@ -207,6 +207,7 @@ const ROUTES: &[Route] = &[
     c("POST", "/v1/consumers/{consumer}/nack", &["read"]),
     c("POST", "/v1/consumers/{consumer}/extend", &["read"]),
     c("POST", "/v1/consumers/{consumer}/commit", &["read"]),
+    c("POST", "/v1/consumers/{consumer}/reject", &["read"]),
     c("POST", "/v1/consumers/{consumer}/replay", &["read"]),
     r("GET", "/v1/metrics", &["account-metrics"], Nothing),
     r("GET", "/metrics", &["account-metrics"], Nothing),

@@ -1,6 +1,7 @@
-//! Replaying dead letters (`POST /v1/consumers/{c}/replay`): the message
-//! becomes pending again with fresh attempts, survives a restart, and a
-//! replay of what is gone, or of what is pending already, says so.
+//! Dead letters made by hand and undone: rejecting a delivery
+//! (`POST /v1/consumers/{c}/reject`) dead-letters it at once; replaying
+//! (`POST /v1/consumers/{c}/replay`) makes a dead letter pending again with
+//! fresh attempts, durably, and says what is gone or pending already.
 
 mod common;
 
@@ -167,4 +168,90 @@ async fn the_cli_replays_dead_letters() {
     assert_eq!(answer["already_pending"], json!([0]));
     let again = receive(&server, "w", 1, 1000).await;
     assert_eq!(bodies(&again), ["poison"]);
+}
+
+#[tokio::test]
+async fn a_rejected_delivery_is_dead_lettered_at_once() {
+    let server = TestServer::start().await;
+    server.with_stream("jobs").await;
+    ensure(
+        &server,
+        "w",
+        json!({ "source": { "stream": "jobs" }, "max_deliver": 5 }),
+    )
+    .await;
+    server.append("jobs", &["bad", "good"]).await;
+    let got = receive(&server, "w", 2, 0).await;
+    assert_eq!(bodies(&got), ["bad", "good"]);
+    let resp = settle(
+        &server,
+        "w",
+        "reject",
+        json!({ "ack_ids": [got[0]["ack_id"]] }),
+    )
+    .await;
+    assert_eq!(
+        expect_status(resp, StatusCode::OK).await,
+        json!({ "rejected": 1 })
+    );
+    ack(&server, "w", &got[1..]).await;
+    let state = lag(&server, "w").await;
+    assert_eq!(
+        (&state["dead_lettered"], &state["pending"], &state["lag"]),
+        (&json!(1), &json!(0), &json!(0))
+    );
+    let dead = server
+        .read("_consumers%2Fw%2Fdead_letters", "seq_num=0")
+        .await;
+    let records = dead["records"].as_array().unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0]["body"], "bad");
+    let delivery_count = records[0]["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h[0] == "delivery_count")
+        .map(|h| h[1].clone());
+    assert_eq!(
+        delivery_count,
+        Some(json!("1")),
+        "one delivery, not max_deliver"
+    );
+    // Settled: the same id again changes nothing; nor does an ack of it.
+    let resp = settle(
+        &server,
+        "w",
+        "reject",
+        json!({ "ack_ids": [got[0]["ack_id"]] }),
+    )
+    .await;
+    assert_eq!(
+        expect_status(resp, StatusCode::OK).await,
+        json!({ "rejected": 0 })
+    );
+    assert_eq!(ack(&server, "w", &got[..1]).await, 0);
+    // And it can be replayed like any dead letter.
+    let resp = replay(&server, "w", json!([0])).await;
+    assert_eq!(
+        expect_status(resp, StatusCode::OK).await["replayed"],
+        json!([0])
+    );
+    assert_eq!(bodies(&receive(&server, "w", 2, 1000).await), ["bad"]);
+
+    let resp = settle(
+        &server,
+        "w",
+        "reject",
+        json!({ "ack_ids": [got[1]["ack_id"]], "delay_ms": 5 }),
+    )
+    .await;
+    common::expect_error(resp, StatusCode::UNPROCESSABLE_ENTITY, "invalid").await;
+    ensure(
+        &server,
+        "c",
+        json!({ "source": { "stream": "jobs" }, "ack_policy": "cursor" }),
+    )
+    .await;
+    let resp = settle(&server, "c", "reject", json!({ "ack_ids": [] })).await;
+    common::expect_error(resp, StatusCode::UNPROCESSABLE_ENTITY, "invalid").await;
 }

@@ -1,6 +1,6 @@
 //! `/v1/consumers`: server-tracked consumers. Admin (ensure, get, list,
-//! reconfigure, delete) and data (receive, ack, nack, extend, commit, and
-//! replaying dead letters).
+//! reconfigure, delete) and data (receive, ack, nack, extend, commit;
+//! rejecting to the dead letters, and replaying them).
 //!
 //! The data operations change a consumer's state in several steps and are
 //! run detached, so that a client hanging up cannot stop one half way.
@@ -201,6 +201,24 @@ pub async fn commit(
     Ok(axum::Json(
         json!({ "committed": frontier_json(&committed) }),
     ))
+}
+
+/// `POST /v1/consumers/{name}/reject`: to the dead-letter stream at once.
+pub async fn reject(
+    State(state): State<AppState>,
+    Basin(basin): Basin,
+    Path(name): Path<String>,
+    Json(req): Json<SettleRequest>,
+) -> ApiResult<axum::Json<Value>> {
+    if req.delay_ms.is_some() {
+        return Err(ApiError::invalid("`delay_ms` applies to nack only"));
+    }
+    let ids = req.decoded_ids()?;
+    let engine = state.engine;
+    let rejected =
+        detached(async move { engine.consumers().reject(&basin, &name, &ids).await }).await;
+    let rejected = rejected.map_err(|err| req.explain(err))?;
+    Ok(axum::Json(json!({ "rejected": rejected })))
 }
 
 /// `POST /v1/consumers/{name}/replay`: dead letters become pending again.

@@ -233,6 +233,7 @@ fn v1_routes() -> (Router<AppState>, Vec<(Method, &'static str)>) {
         .add(M::POST, "/consumers/{consumer}/nack", consumers::nack)
         .add(M::POST, "/consumers/{consumer}/extend", consumers::extend)
         .add(M::POST, "/consumers/{consumer}/commit", consumers::commit)
+        .add(M::POST, "/consumers/{consumer}/reject", consumers::reject)
         .add(M::POST, "/consumers/{consumer}/replay", consumers::replay)
         .add(M::GET, "/metrics", metric_sets::account_metrics)
         .add(M::GET, "/metrics/{basin}", metric_sets::basin_metrics)

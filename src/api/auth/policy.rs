@@ -118,6 +118,7 @@ pub fn policy(method: &Method, path: &str) -> Option<Policy> {
             | "/v1/consumers/{consumer}/nack"
             | "/v1/consumers/{consumer}/extend"
             | "/v1/consumers/{consumer}/commit"
+            | "/v1/consumers/{consumer}/reject"
             | "/v1/consumers/{consumer}/replay",
         ) => p(&[Read], ConsumerSource),
 

@@ -40,6 +40,7 @@ mod message;
 mod pending;
 mod position;
 mod receive;
+mod reject;
 mod replay;
 mod settle;
 mod source;

@@ -341,7 +341,7 @@ impl Consumers {
     /// Takes a consumer whose in-memory state may be ahead of the disk out
     /// of use: once everything queued before is durable, the next operation
     /// loads it again from storage. Called with its mutex held.
-    async fn retire(
+    pub(super) async fn retire(
         &self,
         basin: &str,
         name: &str,
@@ -410,7 +410,7 @@ pub(super) fn passes(config: &ConsumerConfig, message: &Message) -> EngineResult
 /// replay it. A command record's header (empty name) is kept as `command`,
 /// since an empty name would make the record a command; a body too large to
 /// go with the added headers is left out (header `body_dropped`).
-fn dead_letter(consumer_id: u64, message: &Message, deliveries: u32) -> AppendRecord {
+pub(super) fn dead_letter(consumer_id: u64, message: &Message, deliveries: u32) -> AppendRecord {
     let header = |name: &str, value: String| Header {
         name: Bytes::copy_from_slice(name.as_bytes()),
         value: Bytes::from(value),

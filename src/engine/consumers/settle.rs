@@ -67,7 +67,7 @@ impl Consumers {
 /// The positions of the ack ids that name a current delivery. An id whose
 /// message was delivered again since fails the whole request (all such
 /// ids are named); ids of messages already settled count as none.
-fn current_positions(state: &State, ack_ids: &[AckId]) -> EngineResult<Vec<Position>> {
+pub(super) fn current_positions(state: &State, ack_ids: &[AckId]) -> EngineResult<Vec<Position>> {
     let mut current = Vec::new();
     let mut expired = Vec::new();
     for (index, id) in ack_ids.iter().enumerate() {
