@@ -95,6 +95,14 @@ impl Client {
         self.settle(name, "nack", body, "nacked").await
     }
 
+    /// Sends deliveries to the dead-letter stream at once (messages that
+    /// can never succeed); returns how many. Rejecting twice is harmless,
+    /// so this is retried.
+    pub async fn reject(&self, name: &str, ack_ids: &[String]) -> Result<u64, Error> {
+        self.settle(name, "reject", json!({ "ack_ids": ack_ids }), "rejected")
+            .await
+    }
+
     /// Makes dead letters (by their seq nums in the consumer's dead-letter
     /// stream) pending again, with fresh attempts. Replaying twice is
     /// harmless (the second finds them pending), so this is retried.

@@ -622,3 +622,27 @@ async fn collection_batches_and_events() {
     let err = client.read_events("nope", 0, 1, 0).await.unwrap_err();
     assert_eq!(err.code(), Some("collection_not_found"));
 }
+
+#[tokio::test]
+async fn reject_dead_letters_and_replay_brings_back() {
+    let client = server().await;
+    client.ensure_stream("jobs").await.unwrap();
+    client
+        .ensure_consumer("w", &json!({ "source": { "stream": "jobs" } }))
+        .await
+        .unwrap();
+    client.append("jobs", &["poison"]).await.unwrap();
+    let got = client.receive("w", 1, 500).await.unwrap();
+    let ids: Vec<String> = got.iter().filter_map(|m| m.ack_id.clone()).collect();
+    assert_eq!(client.reject("w", &ids).await.unwrap(), 1);
+    assert_eq!(
+        client.reject("w", &ids).await.unwrap(),
+        0,
+        "settled already"
+    );
+    let replayed = client.replay("w", &[0, 5]).await.unwrap();
+    assert_eq!((replayed.replayed, replayed.gone), (vec![0], vec![5]));
+    let again = client.receive("w", 1, 500).await.unwrap();
+    assert_eq!(again[0].record.as_ref().unwrap()["body"], "poison");
+    assert_eq!(again[0].delivery_count, 1);
+}
