@@ -14,6 +14,7 @@ pub mod engine;
 pub mod metrics;
 pub mod root_token;
 pub mod server;
+pub mod sinks;
 pub mod storage;
 pub mod tls;
 pub mod wire;

@@ -194,6 +194,7 @@ pub async fn run_with(
     } = options;
     let upkeep = engine.spawn_upkeep(UPKEEP_INTERVAL);
     let usage = engine.spawn_usage(USAGE_INTERVAL);
+    let (sinks, sink_workers) = crate::sinks::SinkRuntime::spawn(engine.clone());
     let restarts = engine.spawn_restarts();
     let reloader = tls.as_ref().map(Tls::spawn_reloader);
     let api = ApiConfig {
@@ -203,6 +204,7 @@ pub async fn run_with(
         auth,
         sessions,
         access_log,
+        sinks,
     };
     let (app, metrics_only) = crate::api::routers(engine.clone(), api);
     let metrics_server = metrics_listener.map(|listener| {
@@ -243,6 +245,8 @@ pub async fn run_with(
     };
     upkeep.abort();
     usage.abort();
+    // Deliveries in flight are given back to the next start.
+    sink_workers.abort();
     restarts.abort();
     if let Some(metrics_server) = metrics_server {
         metrics_server.abort();

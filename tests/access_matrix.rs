@@ -209,6 +209,28 @@ const ROUTES: &[Route] = &[
     c("POST", "/v1/consumers/{consumer}/commit", &["read"]),
     c("POST", "/v1/consumers/{consumer}/reject", &["read"]),
     c("POST", "/v1/consumers/{consumer}/replay", &["read"]),
+    r("GET", "/v1/sinks", &["get-basin-config"], Basin),
+    r("GET", "/v1/sinks/{sink}", &["get-basin-config"], Basin),
+    r(
+        "PUT",
+        "/v1/sinks/{sink}",
+        &["reconfigure-basin", "read"],
+        Stream,
+    ),
+    r("PATCH", "/v1/sinks/{sink}", &["reconfigure-basin"], Basin),
+    r(
+        "POST",
+        "/v1/sinks/{sink}/pause",
+        &["reconfigure-basin"],
+        Basin,
+    ),
+    r(
+        "POST",
+        "/v1/sinks/{sink}/resume",
+        &["reconfigure-basin"],
+        Basin,
+    ),
+    r("DELETE", "/v1/sinks/{sink}", &["reconfigure-basin"], Basin),
     r("GET", "/v1/metrics", &["account-metrics"], Nothing),
     r("GET", "/metrics", &["account-metrics"], Nothing),
     r("GET", "/v1/metrics/{basin}", &["basin-metrics"], Basin),
@@ -394,6 +416,7 @@ impl Names {
             .replace("{collection}", self.collection)
             .replace("{consumer}", self.consumer)
             .replace("{file}", "app.js")
+            .replace("{sink}", "k1")
             .replace(
                 "{id}",
                 if template.contains("/records/") {
@@ -424,6 +447,10 @@ impl Names {
             ),
             ("PUT", "/v1/consumers/{consumer}") => json!({ "source": { "stream": self.stream } }),
             ("POST", "/v1/consumers/{consumer}/replay") => json!({ "dead_letters": [0] }),
+            ("PUT", "/v1/sinks/{sink}") => json!({
+                "source": { "stream": self.stream },
+                "destination": { "webhook": { "url": "http://127.0.0.1:9/never" } }
+            }),
             ("PUT", "/v1/collections/{collection}/records/{id}") => json!({ "data": { "a": 1 } }),
             ("PATCH", _) => json!({}),
             _ => return None,

@@ -15,6 +15,7 @@ use super::error::{ApiError, ApiResult};
 use super::extract::{Basin, Json, NamePath, OptionalJson, Path, Query, RecordFormat};
 use super::shared::{detached, provision_response, AppState, ListParams};
 use crate::engine::consumers::{ConsumerConfig, ConsumerConfigPatch, ConsumerName, Settle};
+use crate::engine::sinks::Sinks;
 use crate::wire::consumers::{
     consumer_json, delivery_json, frontier_json, CommitRequest, ReceiveRequest, ReplayRequest,
     SettleRequest,
@@ -42,6 +43,7 @@ pub async fn ensure(
     NamePath(name): NamePath<ConsumerName>,
     Json(config): Json<ConsumerConfig>,
 ) -> ApiResult<Response> {
+    not_a_sinks(&name)?;
     check_source(&principal, &config.source)?;
     let engine = state.engine;
     let (info, provision) = detached(async move {
@@ -80,6 +82,7 @@ pub async fn reconfigure(
     Path(name): Path<String>,
     Json(patch): Json<ConsumerConfigPatch>,
 ) -> ApiResult<axum::Json<Value>> {
+    not_a_sinks(&name)?;
     let engine = state.engine;
     let info = detached(async move {
         engine
@@ -96,6 +99,7 @@ pub async fn delete(
     Basin(basin): Basin,
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
+    not_a_sinks(&name)?;
     let engine = state.engine;
     detached(async move { engine.consumers().delete_consumer(&basin, &name).await }).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -109,6 +113,7 @@ pub async fn receive(
     RecordFormat(format): RecordFormat,
     OptionalJson(req): OptionalJson<ReceiveRequest>,
 ) -> ApiResult<axum::Json<Value>> {
+    not_a_sinks(&name)?;
     let req = req.unwrap_or_default();
     let batch_size = req.batch_size.unwrap_or(1);
     let wait = std::time::Duration::from_millis(req.wait_ms.unwrap_or(0));
@@ -150,6 +155,7 @@ pub async fn ack(
     Path(name): Path<String>,
     Json(req): Json<SettleRequest>,
 ) -> ApiResult<axum::Json<Value>> {
+    not_a_sinks(&name)?;
     if req.delay_ms.is_some() {
         return Err(ApiError::invalid("`delay_ms` applies to nack only"));
     }
@@ -163,6 +169,7 @@ pub async fn nack(
     Path(name): Path<String>,
     Json(req): Json<SettleRequest>,
 ) -> ApiResult<axum::Json<Value>> {
+    not_a_sinks(&name)?;
     let delay_ms = req.delay_ms.unwrap_or(0);
     let (nacked, _) = settle(state, basin, name, req, Settle::Nack { delay_ms }).await?;
     Ok(axum::Json(json!({ "nacked": nacked })))
@@ -174,6 +181,7 @@ pub async fn extend(
     Path(name): Path<String>,
     Json(req): Json<SettleRequest>,
 ) -> ApiResult<axum::Json<Value>> {
+    not_a_sinks(&name)?;
     if req.delay_ms.is_some() {
         return Err(ApiError::invalid("`delay_ms` applies to nack only"));
     }
@@ -189,6 +197,7 @@ pub async fn commit(
     Path(name): Path<String>,
     Json(req): Json<CommitRequest>,
 ) -> ApiResult<axum::Json<Value>> {
+    not_a_sinks(&name)?;
     let position = req.position()?;
     let engine = state.engine;
     let committed = detached(async move {
@@ -210,6 +219,7 @@ pub async fn reject(
     Path(name): Path<String>,
     Json(req): Json<SettleRequest>,
 ) -> ApiResult<axum::Json<Value>> {
+    not_a_sinks(&name)?;
     if req.delay_ms.is_some() {
         return Err(ApiError::invalid("`delay_ms` applies to nack only"));
     }
@@ -241,4 +251,15 @@ pub async fn replay(
         "already_pending": outcome.already_pending,
         "gone": outcome.gone,
     })))
+}
+
+/// A sink's consumer is the sink's: clients may look at it (and replay
+/// its dead letters), not change or use it.
+fn not_a_sinks(name: &str) -> ApiResult<()> {
+    if Sinks::owns_consumer(name) {
+        return Err(ApiError::invalid(format!(
+            "consumer `{name}` belongs to a sink: manage it through /v1/sinks"
+        )));
+    }
+    Ok(())
 }

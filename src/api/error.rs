@@ -107,6 +107,9 @@ impl From<EngineError> for ApiError {
             EngineError::ConsumerNotFound(_) => {
                 ApiError::new(StatusCode::NOT_FOUND, "consumer_not_found", message)
             }
+            EngineError::SinkNotFound(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, "sink_not_found", message)
+            }
             EngineError::ConsumerConflict(_) => {
                 ApiError::new(StatusCode::CONFLICT, "consumer_conflict", message)
             }

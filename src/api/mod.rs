@@ -19,6 +19,7 @@ mod observe;
 mod records;
 mod s2s;
 mod shared;
+mod sinks;
 mod sse;
 mod streams;
 
@@ -57,6 +58,8 @@ pub struct ApiConfig {
     pub sessions: SessionLimits,
     /// The level every request is logged at.
     pub access_log: AccessLog,
+    /// The sinks' workers, whose status `GET /v1/sinks/{name}` shows.
+    pub sinks: Arc<crate::sinks::SinkRuntime>,
 }
 
 impl Default for ApiConfig {
@@ -68,6 +71,7 @@ impl Default for ApiConfig {
             auth: Auth::Off,
             sessions: SessionLimits::default(),
             access_log: AccessLog::default(),
+            sinks: Arc::default(),
         }
     }
 }
@@ -88,6 +92,7 @@ pub fn routers(engine: Arc<Engine>, config: ApiConfig) -> (Router, Router) {
         max_body_bytes: config.max_body_bytes,
         auth: config.auth,
         admission: admission::Admission::new(config.sessions),
+        sinks: config.sinks,
     };
     let max_body_bytes = state.max_body_bytes;
     let access_log = config.access_log;
@@ -235,6 +240,13 @@ fn v1_routes() -> (Router<AppState>, Vec<(Method, &'static str)>) {
         .add(M::POST, "/consumers/{consumer}/commit", consumers::commit)
         .add(M::POST, "/consumers/{consumer}/reject", consumers::reject)
         .add(M::POST, "/consumers/{consumer}/replay", consumers::replay)
+        .add(M::GET, "/sinks", sinks::list)
+        .add(M::GET, "/sinks/{sink}", sinks::get)
+        .add(M::PUT, "/sinks/{sink}", sinks::ensure)
+        .add(M::PATCH, "/sinks/{sink}", sinks::reconfigure)
+        .add(M::DELETE, "/sinks/{sink}", sinks::delete)
+        .add(M::POST, "/sinks/{sink}/pause", sinks::pause)
+        .add(M::POST, "/sinks/{sink}/resume", sinks::resume)
         .add(M::GET, "/metrics", metric_sets::account_metrics)
         .add(M::GET, "/metrics/{basin}", metric_sets::basin_metrics)
         .add(

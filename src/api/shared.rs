@@ -28,6 +28,8 @@ pub struct AppState {
     pub auth: super::auth::mode::Auth,
     /// Open sessions and long polls, against their limits.
     pub admission: std::sync::Arc<super::admission::Admission>,
+    /// The sinks' workers (their status).
+    pub sinks: Arc<crate::sinks::SinkRuntime>,
 }
 
 /// Runs an engine operation to completion even if the client goes away.

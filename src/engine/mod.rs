@@ -7,8 +7,10 @@
 //!   stream, over the core.
 //! - [`consumers`]: server-tracked readers of streams and collection
 //!   feeds, over the core and collections.
+//! - [`sinks`]: the definitions of sinks (a consumer and a destination),
+//!   over consumers; `src/sinks/` runs them.
 //!
-//! [`Engine`] opens the three together and does the little that spans
+//! [`Engine`] opens the layers together and does the little that spans
 //! them: a basin's deletion, upkeep, shutdown. The HTTP layer reaches each
 //! layer through it.
 
@@ -17,6 +19,7 @@ pub mod consumers;
 pub mod error;
 mod locks;
 mod restart;
+pub mod sinks;
 pub mod streams;
 mod usage;
 
@@ -28,6 +31,7 @@ use arc_swap::ArcSwap;
 use collections::Collections;
 use consumers::Consumers;
 use error::EngineResult;
+use sinks::Sinks;
 use streams::StreamCore;
 
 use crate::metrics::{self, Metrics};
@@ -51,11 +55,12 @@ pub struct Engine {
     usage: usage::UsageHistory,
 }
 
-/// One opening of the three layers.
+/// One opening of the layers.
 struct Layers {
     core: Arc<StreamCore>,
     collections: Arc<Collections>,
     consumers: Arc<Consumers>,
+    sinks: Arc<Sinks>,
 }
 
 impl Layers {
@@ -63,10 +68,12 @@ impl Layers {
         let core = StreamCore::open(storage, metrics)?;
         let collections = Collections::new(core.clone());
         let consumers = Consumers::new(core.clone(), collections.clone());
+        let sinks = Sinks::new(core.clone(), consumers.clone());
         Ok(Self {
             core,
             collections,
             consumers,
+            sinks,
         })
     }
 }
@@ -110,6 +117,10 @@ impl Engine {
         self.layers.load().consumers.clone()
     }
 
+    pub fn sinks(&self) -> Arc<Sinks> {
+        self.layers.load().sinks.clone()
+    }
+
     /// The server's figures.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
@@ -133,6 +144,7 @@ impl Engine {
             .core
             .delete_basin(name, async |batch: &mut crate::storage::WriteBatch| {
                 layers.collections.delete_basin_ops(name, batch)?;
+                layers.sinks.delete_basin_ops(name, batch)?;
                 layers.consumers.delete_basin_ops(name, batch).await
             })
             .await
@@ -258,6 +270,7 @@ mod tests {
             super::streams::keys::META_TAGS,
             super::collections::keys::META_TAGS,
             super::consumers::keys::META_TAGS,
+            super::sinks::keys::META_TAGS,
             &[super::usage::USAGE_TAG],
         ]
         .concat();

@@ -7,5 +7,6 @@ pub mod cursor;
 pub mod filter;
 pub mod json;
 pub mod proto;
+pub mod sinks;
 /// S2S framing lives in the `rill-protocol` crate, shared with the client.
 pub use rill_protocol::frame as s2s;

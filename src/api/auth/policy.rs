@@ -122,6 +122,15 @@ pub fn policy(method: &Method, path: &str) -> Option<Policy> {
             | "/v1/consumers/{consumer}/replay",
         ) => p(&[Read], ConsumerSource),
 
+        // Sinks are basin resources, as consumers are; making one needs
+        // `read` on its source (checked by the handler).
+        ("GET", "/v1/sinks" | "/v1/sinks/{sink}") => p(&[GetBasinConfig], Basin),
+        ("PUT", "/v1/sinks/{sink}") => p(&[ReconfigureBasin, Read], BasinThenHandler),
+        ("PATCH" | "DELETE", "/v1/sinks/{sink}") => p(&[ReconfigureBasin], Basin),
+        ("POST", "/v1/sinks/{sink}/pause" | "/v1/sinks/{sink}/resume") => {
+            p(&[ReconfigureBasin], Basin)
+        }
+
         // Prometheus's scrape: everything the server counts.
         ("GET", "/metrics" | "/v1/metrics") => p(&[AccountMetrics], Account),
         ("GET", "/v1/metrics/{basin}") => p(&[BasinMetrics], BasinPath),

@@ -130,3 +130,35 @@ fn apply(
     }
     (changes, affected, deadline)
 }
+
+impl Consumers {
+    /// Gives back every delivery in flight, due at once. For a consumer
+    /// with one worker of its own (a sink's) that starts again: what its
+    /// earlier run held will never be settled, and waiting out `ack_wait`
+    /// would only hold the sink up.
+    pub async fn release_in_flight(&self, basin: &str, name: &str) -> EngineResult<usize> {
+        let handle = self.consumer(basin, name).await?;
+        let mut state = handle.state.lock().await;
+        state.check_live(name)?;
+        let held: Vec<Position> = state
+            .pending
+            .positions()
+            .filter(|p| state.pending.get(p).is_some_and(|e| e.in_flight))
+            .cloned()
+            .collect();
+        if held.is_empty() {
+            return Ok(0);
+        }
+        let now = now_ms();
+        for position in &held {
+            state.pending.nack(position, now, 0);
+        }
+        let count = held.len();
+        let changes = StateWrites {
+            positions: held,
+            ..Default::default()
+        };
+        self.write_and_wake(&handle, state, changes).await?;
+        Ok(count)
+    }
+}

@@ -1,0 +1,276 @@
+//! A sink's configuration: what it reads (as a consumer would), where it
+//! writes, and how it batches and retries. The JSON shapes are the API's;
+//! the same JSON, secrets included, is persisted in the sink's metadata
+//! (the API never answers the secrets back).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::consumers::{AckPolicy, ConsumerConfig, Filter, Source, Start};
+use crate::engine::error::{EngineError, EngineResult};
+
+pub const DEFAULT_MAX_BATCH: usize = 100;
+pub const MAX_MAX_BATCH: usize = 1000;
+pub const MAX_LINGER_MS: u64 = 60_000;
+pub const DEFAULT_MAX_DELIVER: u32 = 10;
+pub const DEFAULT_TIMEOUT_MS: u64 = 10_000;
+pub const MAX_TIMEOUT_MS: u64 = 300_000;
+
+/// A sink, as created.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkConfig {
+    pub source: Source,
+    #[serde(default)]
+    pub start: Start,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<Filter>,
+    pub destination: Destination,
+    /// Messages per delivery, at most.
+    #[serde(default = "default_max_batch")]
+    pub max_batch: usize,
+    /// How long a delivery waits for more messages to fill its batch.
+    #[serde(default)]
+    pub max_linger_ms: u64,
+    /// Deliveries after which a message goes to the dead letters.
+    #[serde(default = "default_max_deliver")]
+    pub max_deliver: u32,
+    /// Messages of one key are delivered one batch at a time, in order.
+    #[serde(default)]
+    pub ordered_by_key: bool,
+    #[serde(default)]
+    pub retry: RetryConfig,
+    /// A paused sink delivers nothing; it resumes where it stopped.
+    #[serde(default)]
+    pub paused: bool,
+}
+
+/// Where a sink writes: one key naming the kind.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Destination {
+    Webhook(WebhookConfig),
+}
+
+/// `POST`s each batch as JSON `{"messages": [...]}` to `url`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    pub url: String,
+    /// Sent with every request (write-only: an `Authorization` header is a
+    /// secret too).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// Signs each request (HMAC-SHA256, as Standard Webhooks do).
+    /// Write-only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+/// Backoff between failed deliveries: doubling from `initial_ms` up to
+/// `max_ms`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    #[serde(default = "default_initial_ms")]
+    pub initial_ms: u64,
+    #[serde(default = "default_max_ms")]
+    pub max_ms: u64,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            initial_ms: default_initial_ms(),
+            max_ms: default_max_ms(),
+        }
+    }
+}
+
+fn default_max_batch() -> usize {
+    DEFAULT_MAX_BATCH
+}
+fn default_max_deliver() -> u32 {
+    DEFAULT_MAX_DELIVER
+}
+fn default_timeout_ms() -> u64 {
+    DEFAULT_TIMEOUT_MS
+}
+fn default_initial_ms() -> u64 {
+    200
+}
+fn default_max_ms() -> u64 {
+    30_000
+}
+
+/// What `PATCH` may change: everything but what the sink reads.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkConfigPatch {
+    pub destination: Option<Destination>,
+    pub max_batch: Option<usize>,
+    pub max_linger_ms: Option<u64>,
+    pub retry: Option<RetryConfig>,
+    pub paused: Option<bool>,
+}
+
+impl SinkConfig {
+    pub fn validate(&self) -> EngineResult<()> {
+        let invalid = |m: String| Err(EngineError::Invalid(m));
+        if self.max_batch == 0 || self.max_batch > MAX_MAX_BATCH {
+            return invalid(format!("max_batch must be 1 to {MAX_MAX_BATCH}"));
+        }
+        if self.max_linger_ms > MAX_LINGER_MS {
+            return invalid(format!("max_linger_ms must be at most {MAX_LINGER_MS}"));
+        }
+        if self.max_deliver == 0 {
+            return invalid("max_deliver must be at least 1".into());
+        }
+        if self.retry.initial_ms == 0 || self.retry.initial_ms > self.retry.max_ms {
+            return invalid("retry.initial_ms must be at least 1 and at most retry.max_ms".into());
+        }
+        if self.retry.max_ms > 3_600_000 {
+            return invalid("retry.max_ms must be at most 3600000 (an hour)".into());
+        }
+        match &self.destination {
+            Destination::Webhook(webhook) => webhook.validate()?,
+        }
+        self.consumer_config().validate()
+    }
+
+    /// The consumer the sink reads through: explicit acks, its messages
+    /// given back if a delivery outlives its timeout by far.
+    pub fn consumer_config(&self) -> ConsumerConfig {
+        let timeout = match &self.destination {
+            Destination::Webhook(webhook) => webhook.timeout_ms,
+        };
+        ConsumerConfig {
+            source: self.source.clone(),
+            start: self.start.clone(),
+            filter: self.filter.clone(),
+            ack_policy: AckPolicy::Explicit,
+            ack_wait_ms: timeout.saturating_mul(2).max(30_000),
+            max_deliver: Some(self.max_deliver),
+            // A batch in flight, and the next one behind it.
+            max_ack_pending: (2 * self.max_batch) as u32,
+            ordered_by_key: self.ordered_by_key,
+        }
+    }
+
+    pub fn apply(&self, patch: &SinkConfigPatch) -> EngineResult<Self> {
+        let mut next = self.clone();
+        if let Some(destination) = &patch.destination {
+            next.destination = destination.clone();
+        }
+        if let Some(max_batch) = patch.max_batch {
+            next.max_batch = max_batch;
+        }
+        if let Some(linger) = patch.max_linger_ms {
+            next.max_linger_ms = linger;
+        }
+        if let Some(retry) = &patch.retry {
+            next.retry = retry.clone();
+        }
+        if let Some(paused) = patch.paused {
+            next.paused = paused;
+        }
+        next.validate()?;
+        Ok(next)
+    }
+}
+
+impl WebhookConfig {
+    fn validate(&self) -> EngineResult<()> {
+        let invalid = |m: String| Err(EngineError::Invalid(m));
+        let scheme_ok = self.url.starts_with("http://") || self.url.starts_with("https://");
+        if !scheme_ok || self.url.len() > 2048 || self.url.chars().any(char::is_whitespace) {
+            return invalid(format!(
+                "destination.webhook.url must be an http:// or https:// URL, got `{}`",
+                self.url
+            ));
+        }
+        if self.timeout_ms == 0 || self.timeout_ms > MAX_TIMEOUT_MS {
+            return invalid(format!("timeout_ms must be 1 to {MAX_TIMEOUT_MS}"));
+        }
+        for (name, value) in &self.headers {
+            let name_ok = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b));
+            if !name_ok || value.chars().any(|c| c.is_control()) {
+                return invalid(format!("header `{name}` is not a valid HTTP header"));
+            }
+        }
+        if self.secret.as_deref() == Some("") {
+            return invalid("secret may not be empty".into());
+        }
+        Ok(())
+    }
+}
+
+crate::engine::streams::names::name_type!(
+    /// A sink name: 1–200 bytes, not `.` or `..`, without `/` or control
+    /// characters (its consumer is `_sink.{name}`).
+    SinkName,
+    validate_sink_name
+);
+
+fn validate_sink_name(name: &str) -> EngineResult<()> {
+    let bad = name.is_empty()
+        || name.len() > 200
+        || name == "."
+        || name == ".."
+        || name.contains('/')
+        || name.chars().any(char::is_control);
+    if bad {
+        return Err(EngineError::Invalid(
+            "a sink name must be 1 to 200 bytes, not `.` or `..`, without `/` or control characters"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The prefix of the consumers sinks read through; clients may look at
+/// them, not use them.
+pub const SINK_CONSUMER_PREFIX: &str = "_sink.";
+
+pub fn sink_consumer(sink: &str) -> String {
+    format!("{SINK_CONSUMER_PREFIX}{sink}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> EngineResult<SinkConfig> {
+        let config: SinkConfig =
+            serde_json::from_str(json).map_err(|e| EngineError::Invalid(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    #[test]
+    fn defaults_and_limits() {
+        let config =
+            parse(r#"{"source": {"stream": "s"}, "destination": {"webhook": {"url": "http://127.0.0.1:9/x"}}}"#)
+                .unwrap();
+        assert_eq!(config.max_batch, DEFAULT_MAX_BATCH);
+        assert_eq!(
+            config.consumer_config().max_deliver,
+            Some(DEFAULT_MAX_DELIVER)
+        );
+        for bad in [
+            r#"{"source": {"stream": "s"}, "destination": {"webhook": {"url": "ftp://x"}}}"#,
+            r#"{"source": {"stream": "s"}, "destination": {"webhook": {"url": "http://x"}}, "max_batch": 0}"#,
+            r#"{"source": {"stream": "s"}, "destination": {"postgres": {"url": "postgres://x"}}}"#,
+            r#"{"source": {"stream": "s"}, "destination": {"webhook": {"url": "http://x", "headers": {"a b": "c"}}}}"#,
+            r#"{"source": {"stream": "s"}, "destination": {"webhook": {"url": "http://x"}}, "retry": {"initial_ms": 10, "max_ms": 5}}"#,
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! Sinks at run time: a worker task per sink, started, restarted and
+//! stopped as the definitions in the engine change (`engine/sinks/`).
+//!
+//! The runtime reconciles what runs with what is defined whenever a sink
+//! changes, and every few seconds besides (the engine may have reopened
+//! its layers after a failed write, and a reopened layer notifies anew).
+//! A worker is the only receiver of its sink's consumer, so restarting one
+//! loses nothing: its messages come back to the next run.
+
+mod status;
+mod webhook;
+mod worker;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+
+use crate::engine::sinks::{SinkConfig, SinkInfo};
+use crate::engine::Engine;
+pub use status::{SinkStatus, StatusSnapshot};
+pub use webhook::sign;
+
+/// How often the runtime reconciles even without a change notice.
+const RECONCILE_EVERY: Duration = Duration::from_secs(2);
+
+/// A sink, by basin and name.
+type Key = (String, String);
+
+struct Running {
+    config: SinkConfig,
+    task: JoinHandle<()>,
+}
+
+/// The workers, and each sink's status (kept across restarts of its
+/// worker, not of the server).
+#[derive(Default)]
+pub struct SinkRuntime {
+    running: Mutex<HashMap<Key, Running>>,
+    statuses: Mutex<HashMap<Key, Arc<SinkStatus>>>,
+}
+
+impl SinkRuntime {
+    /// Starts the runtime over `engine`; it runs until the returned task
+    /// is aborted (which stops every worker with it).
+    pub fn spawn(engine: Arc<Engine>) -> (Arc<Self>, JoinHandle<()>) {
+        let runtime = Arc::new(Self::default());
+        let task = tokio::spawn(runtime.clone().reconcile_forever(engine));
+        (runtime, task)
+    }
+
+    /// What the sink's worker has done, if it ever ran here.
+    pub fn status(&self, basin: &str, name: &str) -> StatusSnapshot {
+        let key = (basin.to_string(), name.to_string());
+        lock(&self.statuses)
+            .get(&key)
+            .map(|status| status.snapshot())
+            .unwrap_or_default()
+    }
+
+    async fn reconcile_forever(self: Arc<Self>, engine: Arc<Engine>) {
+        // Stops every worker when this task is aborted or ends.
+        let _stop = StopOnDrop(self.clone());
+        loop {
+            let mut changed = engine.sinks().subscribe();
+            changed.borrow_and_update();
+            match engine.sinks().all_sinks() {
+                Ok(sinks) => self.reconcile(&engine, sinks),
+                Err(err) => tracing::warn!(error = %err, "listing sinks failed; trying again"),
+            }
+            tokio::select! {
+                _ = changed.changed() => {}
+                _ = tokio::time::sleep(RECONCILE_EVERY) => {}
+            }
+        }
+    }
+
+    fn reconcile(&self, engine: &Arc<Engine>, sinks: Vec<SinkInfo>) {
+        let mut running = lock(&self.running);
+        let wanted: HashMap<Key, SinkInfo> = sinks
+            .into_iter()
+            .filter(|s| !s.config.paused)
+            .map(|s| ((s.basin.clone(), s.name.clone()), s))
+            .collect();
+        running.retain(|key, worker| {
+            let keep = wanted.get(key).is_some_and(|s| s.config == worker.config)
+                && !worker.task.is_finished();
+            if !keep {
+                worker.task.abort();
+            }
+            keep
+        });
+        for (key, sink) in wanted {
+            if running.contains_key(&key) {
+                continue;
+            }
+            let status = lock(&self.statuses).entry(key.clone()).or_default().clone();
+            let config = sink.config.clone();
+            let task = tokio::spawn(worker::run(engine.clone(), sink, status));
+            running.insert(key, Running { config, task });
+        }
+    }
+}
+
+struct StopOnDrop(Arc<SinkRuntime>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        for (_, worker) in lock(&self.0.running).drain() {
+            worker.task.abort();
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
