@@ -22,6 +22,8 @@ struct Received {
     at: Instant,
     headers: HeaderMap,
     body: Value,
+    /// The body as sent, which the signature covers.
+    raw: Bytes,
 }
 
 /// How the webhook answers.
@@ -59,11 +61,13 @@ impl Hook {
     }
 
     fn answer(&self, headers: HeaderMap, body: Bytes) -> AxumStatus {
-        let body: Value = serde_json::from_slice(&body).unwrap();
+        let raw = body;
+        let body: Value = serde_json::from_slice(&raw).unwrap();
         self.received.lock().unwrap().push(Received {
             at: Instant::now(),
             headers,
             body: body.clone(),
+            raw,
         });
         let mut behaviour = self.behaviour.lock().unwrap();
         if behaviour.fail_first > 0 {
@@ -191,12 +195,23 @@ async fn a_webhook_sink_delivers_a_stream_in_order_signed_and_keeps_secrets() {
     // Signed as Standard Webhooks sign, with the headers asked for.
     for request in hook.received.lock().unwrap().iter() {
         let header = |name: &str| request.headers[name].to_str().unwrap().to_string();
-        let body = serde_json::to_vec(&request.body).unwrap();
-        let expected = rill::sinks::sign(
-            "s3cret-key",
-            &header("webhook-id"),
-            &header("webhook-timestamp"),
+        let body = request.raw.to_vec();
+        // Computed here, apart from the server's code: HMAC-SHA256 of
+        // "{id}.{timestamp}.{body}", base64, after "v1,".
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"s3cret-key");
+        let signed = [
+            header("webhook-id").as_bytes(),
+            b".",
+            header("webhook-timestamp").as_bytes(),
+            b".",
             &body,
+        ]
+        .concat();
+        let tag = ring::hmac::sign(&key, &signed);
+        use base64::Engine as _;
+        let expected = format!(
+            "v1,{}",
+            base64::engine::general_purpose::STANDARD.encode(tag.as_ref())
         );
         assert_eq!(header("webhook-signature"), expected);
         assert_eq!(header("authorization"), "Bearer tok-123");

@@ -20,7 +20,6 @@ use tokio::task::JoinHandle;
 use crate::engine::sinks::{SinkConfig, SinkInfo};
 use crate::engine::Engine;
 pub use status::{SinkStatus, StatusSnapshot};
-pub use webhook::sign;
 
 /// How often the runtime reconciles even without a change notice.
 const RECONCILE_EVERY: Duration = Duration::from_secs(2);
