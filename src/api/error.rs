@@ -110,6 +110,9 @@ impl From<EngineError> for ApiError {
             EngineError::SinkNotFound(_) => {
                 ApiError::new(StatusCode::NOT_FOUND, "sink_not_found", message)
             }
+            EngineError::SinkConflict(_) => {
+                ApiError::new(StatusCode::CONFLICT, "sink_conflict", message)
+            }
             EngineError::ConsumerConflict(_) => {
                 ApiError::new(StatusCode::CONFLICT, "consumer_conflict", message)
             }

@@ -33,6 +33,8 @@ pub enum EngineError {
     ConsumerNotFound(String),
     #[error("sink `{0}` not found")]
     SinkNotFound(String),
+    #[error("sink `{0}` exists with another source, start or filter; those cannot change (delete it, or use another name)")]
+    SinkConflict(String),
     #[error("consumer `{0}` exists with another source, start, filter or ack policy; those cannot change (delete it, or use another name)")]
     ConsumerConflict(String),
     #[error("the source of consumer `{0}` was deleted; delete the consumer and make a new one")]

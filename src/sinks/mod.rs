@@ -4,8 +4,9 @@
 //! The runtime reconciles what runs with what is defined whenever a sink
 //! changes, and every few seconds besides (the engine may have reopened
 //! its layers after a failed write, and a reopened layer notifies anew).
-//! A worker is the only receiver of its sink's consumer, so restarting one
-//! loses nothing: its messages come back to the next run.
+//! A worker is the only receiver of its sink's consumer, and a sink never
+//! has two (the old one has stopped before the new one starts), so
+//! restarting one loses nothing: its messages come back to the next run.
 
 mod status;
 mod webhook;
@@ -30,7 +31,13 @@ type Key = (String, String);
 struct Running {
     config: SinkConfig,
     task: JoinHandle<()>,
+    /// Tells the worker to stop at its next step.
+    stop: tokio::sync::watch::Sender<bool>,
 }
+
+/// How long a stopping worker may take (a post in flight runs out its
+/// timeout) before it is cut off; what it held comes back to the next run.
+const STOP_WAIT: Duration = Duration::from_secs(30);
 
 /// The workers, and each sink's status (kept across restarts of its
 /// worker, not of the server).
@@ -65,7 +72,7 @@ impl SinkRuntime {
             let mut changed = engine.sinks().subscribe();
             changed.borrow_and_update();
             match engine.sinks().all_sinks() {
-                Ok(sinks) => self.reconcile(&engine, sinks),
+                Ok(sinks) => self.reconcile(&engine, sinks).await,
                 Err(err) => tracing::warn!(error = %err, "listing sinks failed; trying again"),
             }
             tokio::select! {
@@ -75,29 +82,50 @@ impl SinkRuntime {
         }
     }
 
-    fn reconcile(&self, engine: &Arc<Engine>, sinks: Vec<SinkInfo>) {
-        let mut running = lock(&self.running);
+    /// Stops the workers of sinks gone, paused or changed (and waits
+    /// until they have stopped: a sink never has two), then starts those
+    /// missing.
+    async fn reconcile(&self, engine: &Arc<Engine>, sinks: Vec<SinkInfo>) {
+        // A deleted sink's status goes with it.
+        lock(&self.statuses)
+            .retain(|(basin, name), _| sinks.iter().any(|s| &s.basin == basin && &s.name == name));
         let wanted: HashMap<Key, SinkInfo> = sinks
             .into_iter()
             .filter(|s| !s.config.paused)
             .map(|s| ((s.basin.clone(), s.name.clone()), s))
             .collect();
-        running.retain(|key, worker| {
-            let keep = wanted.get(key).is_some_and(|s| s.config == worker.config)
-                && !worker.task.is_finished();
-            if !keep {
+        let stopping: Vec<Running> = {
+            let mut running = lock(&self.running);
+            let stale: Vec<Key> = running
+                .iter()
+                .filter(|(key, worker)| {
+                    !wanted.get(*key).is_some_and(|s| s.config == worker.config)
+                        || worker.task.is_finished()
+                })
+                .map(|(key, _)| key.clone())
+                .collect();
+            stale.iter().filter_map(|key| running.remove(key)).collect()
+        };
+        for mut worker in stopping {
+            worker.stop.send_replace(true);
+            if tokio::time::timeout(STOP_WAIT, &mut worker.task)
+                .await
+                .is_err()
+            {
                 worker.task.abort();
+                let _ = worker.task.await;
             }
-            keep
-        });
+        }
+        let mut running = lock(&self.running);
         for (key, sink) in wanted {
             if running.contains_key(&key) {
                 continue;
             }
             let status = lock(&self.statuses).entry(key.clone()).or_default().clone();
             let config = sink.config.clone();
-            let task = tokio::spawn(worker::run(engine.clone(), sink, status));
-            running.insert(key, Running { config, task });
+            let (stop, stopped) = tokio::sync::watch::channel(false);
+            let task = tokio::spawn(worker::run(engine.clone(), sink, status, stopped));
+            running.insert(key, Running { config, task, stop });
         }
     }
 }

@@ -5,9 +5,13 @@
 //! with a secret, `webhook-signature: v1,{base64 HMAC-SHA256 of
 //! "{id}.{timestamp}.{body}"}`.
 //!
-//! A 2xx answer delivers the batch. 4xx other than 408 and 429 is
-//! permanent (the messages go to the dead letters); anything else, a
-//! timeout or a connection failure included, is tried again.
+//! A secret written `whsec_{base64}` (as Standard Webhooks libraries make
+//! them) is the bytes that base64 holds; any other secret is its own bytes.
+//!
+//! A 2xx answer delivers the batch. 4xx other than 408 and 429, and a
+//! redirect (not followed), are permanent (the messages go to the dead
+//! letters); anything else, a timeout or a connection failure included, is
+//! tried again.
 
 use std::time::Duration;
 
@@ -34,6 +38,9 @@ impl Webhook {
     pub fn new(config: WebhookConfig) -> Result<Self, String> {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_millis(config.timeout_ms))
+            // A redirect would turn the POST into a GET without its body
+            // (and send the headers to another host): it is an answer.
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("rill-sink/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| format!("cannot make an HTTP client: {e}"))?;
@@ -68,10 +75,16 @@ impl Webhook {
         if status.is_success() {
             return Ok(());
         }
-        let said = format!("the webhook answered {status}");
-        let permanent = status.is_client_error()
-            && status != reqwest::StatusCode::REQUEST_TIMEOUT
-            && status != reqwest::StatusCode::TOO_MANY_REQUESTS;
+        let said = match status.is_redirection() {
+            true => format!(
+                "the webhook answered {status}; redirects are not followed: give its final URL"
+            ),
+            false => format!("the webhook answered {status}"),
+        };
+        let permanent = status.is_redirection()
+            || (status.is_client_error()
+                && status != reqwest::StatusCode::REQUEST_TIMEOUT
+                && status != reqwest::StatusCode::TOO_MANY_REQUESTS);
         Err(match permanent {
             true => Failure::Permanent(said),
             false => Failure::Transient(said),
@@ -81,7 +94,11 @@ impl Webhook {
 
 /// `v1,{base64 HMAC-SHA256(secret, "{id}.{timestamp}.{body}")}`.
 pub fn sign(secret: &str, id: &str, timestamp: &str, body: &[u8]) -> String {
-    let key = hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes());
+    let standard = secret
+        .strip_prefix("whsec_")
+        .and_then(|b64| base64::engine::general_purpose::STANDARD.decode(b64).ok());
+    let key_bytes = standard.unwrap_or_else(|| secret.as_bytes().to_vec());
+    let key = hmac::Key::new(hmac::HMAC_SHA256, &key_bytes);
     let mut context = hmac::Context::with_key(&key);
     context.update(id.as_bytes());
     context.update(b".");
@@ -121,5 +138,7 @@ mod tests {
         let expected = base64::engine::general_purpose::STANDARD.encode(tag.as_ref());
         assert_eq!(signature, format!("v1,{expected}"));
         assert_ne!(sign("other", "id", "1", b"{}"), signature);
+        // `whsec_` + base64 of "secret" is the same key.
+        assert_eq!(sign("whsec_c2VjcmV0", "id", "1", b"{}"), signature);
     }
 }

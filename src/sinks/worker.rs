@@ -6,14 +6,27 @@
 //! A batch that fails is tried again after a backoff (doubling from
 //! `retry.initial_ms` to `retry.max_ms`), its messages kept in flight
 //! meanwhile, up to `max_deliver` attempts. A batch that cannot be
-//! delivered (permanently refused, or out of attempts) is split in two and
-//! each half tried on its own, so that one poison message is isolated: a
-//! single message that cannot be delivered goes to the dead letters, and
-//! the rest go on.
+//! delivered (refused, or out of attempts) is split in two and each half
+//! tried on its own, so that one poison message is isolated. A single
+//! message goes to the dead letters when it is refused, or when it ran out
+//! of attempts while the destination works: others of its batch got
+//! through, or an empty batch (`{"messages": []}`, harmless to any
+//! receiver) does and the message, tried once more, still does not. While
+//! nothing gets through the destination is down, and the message is tried
+//! on at the longest backoff rather than an outage dead-lettering
+//! everything. Nothing behind a message is posted before it.
+//!
+//! Every engine call runs as a task of its own: aborting the worker (the
+//! runtime does, on a change) never cuts one off half way. When a settle
+//! fails, the worker gives back what it holds and starts over from what
+//! the consumer hands out, so that order holds.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::watch;
 
 use ring::digest;
 use serde_json::{json, Value};
@@ -21,18 +34,25 @@ use serde_json::{json, Value};
 use super::status::SinkStatus;
 use super::webhook::{Failure, Webhook};
 use crate::engine::consumers::{AckId, Delivery, Settle};
-use crate::engine::error::EngineError;
+use crate::engine::error::{EngineError, EngineResult};
 use crate::engine::sinks::{Destination, SinkInfo};
 use crate::engine::Engine;
 use crate::wire::consumers::delivery_json;
 use crate::wire::json::Format;
 
-/// How long one receive waits for messages.
-const RECEIVE_WAIT: Duration = Duration::from_secs(20);
+/// How long one receive waits for messages: also how long an idle worker
+/// told to stop may take to notice.
+const RECEIVE_WAIT: Duration = Duration::from_secs(2);
 
-/// Runs the sink until the task is aborted (the runtime aborts it when the
-/// sink changes, is paused or is deleted).
-pub async fn run(engine: Arc<Engine>, sink: SinkInfo, status: Arc<SinkStatus>) {
+/// Runs the sink until `stop` turns true (the runtime says so when the
+/// sink changes, is paused or is deleted). It stops between steps, never
+/// inside one; what it holds then is given back by the next run.
+pub async fn run(
+    engine: Arc<Engine>,
+    sink: SinkInfo,
+    status: Arc<SinkStatus>,
+    stop: watch::Receiver<bool>,
+) {
     let Destination::Webhook(config) = &sink.config.destination;
     let webhook = match Webhook::new(config.clone()) {
         Ok(webhook) => webhook,
@@ -43,6 +63,7 @@ pub async fn run(engine: Arc<Engine>, sink: SinkInfo, status: Arc<SinkStatus>) {
         sink,
         status,
         webhook,
+        stop,
     };
     worker.run().await
 }
@@ -52,172 +73,250 @@ struct Worker {
     sink: SinkInfo,
     status: Arc<SinkStatus>,
     webhook: Webhook,
+    stop: watch::Receiver<bool>,
+}
+
+/// What became of one batch.
+enum Outcome {
+    Delivered,
+    /// Refused for good.
+    Refused,
+    /// Out of attempts, every one failing in a way that may pass.
+    Exhausted,
+}
+
+/// Why a delivery stopped short.
+enum Halt {
+    /// The worker was told to stop.
+    Stopped,
+    /// A settle failed: what is held is given back, and the worker starts
+    /// over from what the consumer hands out.
+    Engine(EngineError),
+}
+
+impl From<EngineError> for Halt {
+    fn from(err: EngineError) -> Self {
+        Self::Engine(err)
+    }
+}
+
+/// Runs an engine call as a task of its own, so that it runs to its end
+/// even if the worker is aborted while it waits (at shutdown).
+async fn detached<T: Send + 'static>(
+    call: impl Future<Output = EngineResult<T>> + Send + 'static,
+) -> EngineResult<T> {
+    tokio::spawn(call)
+        .await
+        .unwrap_or(Err(EngineError::Unavailable))
 }
 
 impl Worker {
     async fn run(&self) {
-        let (basin, consumer) = (&self.sink.basin, self.sink.consumer());
-        let config = &self.sink.config;
-        // What an earlier run held is due again now.
-        let mut started = false;
         loop {
-            let consumers = self.engine.consumers();
-            if !started {
-                match consumers.release_in_flight(basin, &consumer).await {
-                    Ok(_) => started = true,
-                    Err(err) => {
-                        self.pause_after(&err.to_string()).await;
-                        continue;
+            match self.run_once().await {
+                Err(Halt::Stopped) => return,
+                Err(Halt::Engine(err)) => {
+                    tracing::warn!(sink = self.sink.name, basin = self.sink.basin, error = %err, "sink worker starting over");
+                    self.status.failed(&err.to_string(), true);
+                    let pause = self.sink.config.retry.max_ms.min(5_000);
+                    if let Err(Halt::Stopped) = self.sleep(pause).await {
+                        return;
                     }
                 }
+                Ok(()) => {}
             }
-            let mut batch = match consumers
-                .receive(basin, &consumer, config.max_batch, RECEIVE_WAIT)
-                .await
-            {
-                Ok(batch) => batch,
-                Err(err) => {
-                    self.pause_after(&err.to_string()).await;
-                    continue;
-                }
-            };
+        }
+    }
+
+    /// Gives back what an earlier run (or a failed settle) left in flight,
+    /// due again now ahead of everything after it, then delivers until
+    /// something fails or the worker is told to stop.
+    async fn run_once(&self) -> Result<(), Halt> {
+        let config = &self.sink.config;
+        self.call(|c, b, n| async move { c.release_in_flight(&b, &n).await })
+            .await?;
+        loop {
+            self.go_on()?;
+            let max = config.max_batch;
+            let mut batch = self
+                .call(move |c, b, n| async move { c.receive(&b, &n, max, RECEIVE_WAIT).await })
+                .await?;
             if batch.is_empty() {
                 continue;
             }
-            if batch.len() < config.max_batch && config.max_linger_ms > 0 {
-                tokio::time::sleep(Duration::from_millis(config.max_linger_ms)).await;
-                let room = config.max_batch - batch.len();
-                if let Ok(more) = consumers
-                    .receive(basin, &consumer, room, Duration::ZERO)
-                    .await
-                {
-                    batch.extend(more);
-                }
+            if batch.len() < max && config.max_linger_ms > 0 {
+                self.sleep(config.max_linger_ms).await?;
+                let room = max - batch.len();
+                let more = self
+                    .call(
+                        move |c, b, n| async move { c.receive(&b, &n, room, Duration::ZERO).await },
+                    )
+                    .await?;
+                batch.extend(more);
             }
-            self.deliver_in_order(batch).await;
+            self.deliver_in_order(batch).await?;
         }
     }
 
-    /// After an error the worker cannot act on (the consumer's storage
-    /// failing, say): said, and tried again later.
-    async fn pause_after(&self, error: &str) {
-        tracing::warn!(
-            sink = self.sink.name,
-            basin = self.sink.basin,
-            error,
-            "sink worker waiting"
-        );
-        self.status.failed(error, true);
-        tokio::time::sleep(Duration::from_millis(
-            self.sink.config.retry.max_ms.min(5_000),
-        ))
-        .await;
+    fn go_on(&self) -> Result<(), Halt> {
+        match *self.stop.borrow() {
+            true => Err(Halt::Stopped),
+            false => Ok(()),
+        }
     }
 
-    /// Delivers `batch`, splitting what cannot be delivered until each
-    /// failure is one message, which goes to the dead letters.
-    async fn deliver_in_order(&self, batch: Vec<Delivery>) {
+    /// Waits `ms`, or less if told to stop.
+    async fn sleep(&self, ms: u64) -> Result<(), Halt> {
+        let mut stop = self.stop.clone();
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(ms)) => {}
+            _ = stop.wait_for(|stop| *stop) => {}
+        }
+        self.go_on()
+    }
+
+    /// Runs `call` on the consumers layer for this sink's consumer,
+    /// detached.
+    async fn call<T, F, Fut>(&self, call: F) -> EngineResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(Arc<crate::engine::consumers::Consumers>, String, String) -> Fut,
+        Fut: Future<Output = EngineResult<T>> + Send + 'static,
+    {
+        let consumers = self.engine.consumers();
+        detached(call(
+            consumers,
+            self.sink.basin.clone(),
+            self.sink.consumer(),
+        ))
+        .await
+    }
+
+    /// Delivers `batch` in order, splitting what cannot be delivered. A
+    /// failed settle ends it: the caller gives back what is held.
+    async fn deliver_in_order(&self, batch: Vec<Delivery>) -> Result<(), Halt> {
         let mut queue: VecDeque<Vec<Delivery>> = VecDeque::from([batch]);
+        // Whether anything got through since the trouble began.
+        let mut got_through = false;
         while let Some(batch) = queue.pop_front() {
-            let delivered = match self.attempt(&batch).await {
-                Ok(delivered) => delivered,
-                Err(err) => {
-                    // The messages are someone else's now (redelivered after
-                    // a restart of the consumer, say): nothing to settle.
-                    tracing::warn!(sink = self.sink.name, error = %err, "sink batch abandoned");
-                    continue;
+            let outcome = self.attempt(&batch).await?;
+            match outcome {
+                Outcome::Delivered => {
+                    got_through = true;
+                    self.ack(&batch).await?;
                 }
-            };
-            if delivered {
-                self.settle(&batch, Settle::Ack).await;
-                self.status.delivered(batch.len() as u64);
-            } else if batch.len() > 1 {
-                let mut first = batch;
-                let second = first.split_off(first.len() / 2);
-                queue.push_front(second);
-                queue.push_front(first);
-            } else {
-                let ids = ack_ids(&batch);
-                let basin = &self.sink.basin;
-                match self
-                    .engine
-                    .consumers()
-                    .reject(basin, &self.sink.consumer(), &ids)
-                    .await
-                {
-                    Ok(_) => self.status.dead_lettered(1),
-                    Err(err) => {
-                        tracing::warn!(sink = self.sink.name, error = %err, "dead-lettering failed")
+                _ if batch.len() > 1 => {
+                    let mut first = batch;
+                    let second = first.split_off(first.len() / 2);
+                    queue.push_front(second);
+                    queue.push_front(first);
+                }
+                Outcome::Exhausted if !got_through => {
+                    // Is the destination down, or this message bad? Ask it
+                    // with an empty batch (harmless to any receiver): if
+                    // that gets through, the message gets one more try and
+                    // then goes to the dead letters; if not, the
+                    // destination is down, and the message is tried on at
+                    // the longest backoff. Nothing after it goes first.
+                    let probe = serde_json::to_vec(&json!({ "messages": [] })).unwrap_or_default();
+                    let up = self.webhook.post("msg_probe", probe).await.is_ok();
+                    if !up {
+                        self.sleep(self.sink.config.retry.max_ms).await?;
+                        queue.push_front(batch);
+                        continue;
+                    }
+                    got_through = true;
+                    match self.attempt_once(&batch).await {
+                        true => self.ack(&batch).await?,
+                        false => self.dead_letter(batch).await?,
                     }
                 }
+                _ => self.dead_letter(batch).await?,
             }
+        }
+        Ok(())
+    }
+
+    async fn ack(&self, batch: &[Delivery]) -> Result<(), Halt> {
+        let ids = ack_ids(batch);
+        self.call(move |c, b, n| async move { c.settle(&b, &n, &ids, Settle::Ack).await })
+            .await?;
+        self.status.delivered(batch.len() as u64);
+        Ok(())
+    }
+
+    /// One post of `batch`, no retry: whether it got through.
+    async fn attempt_once(&self, batch: &[Delivery]) -> bool {
+        match self.body(batch) {
+            Some((id, body)) => match self.webhook.post(&id, body).await {
+                Ok(()) => true,
+                Err(Failure::Transient(error) | Failure::Permanent(error)) => {
+                    self.status.failed(&error, false);
+                    false
+                }
+            },
+            None => false,
         }
     }
 
-    /// Posts `batch` until it is delivered (`Ok(true)`), refused for good
-    /// or out of attempts (`Ok(false)`), or no longer this worker's.
-    async fn attempt(&self, batch: &[Delivery]) -> Result<bool, EngineError> {
-        let (id, body) = self.body(batch);
+    async fn dead_letter(&self, batch: Vec<Delivery>) -> Result<(), Halt> {
+        let ids = ack_ids(&batch);
+        self.call(move |c, b, n| async move { c.reject(&b, &n, &ids).await })
+            .await?;
+        self.status.dead_lettered(batch.len() as u64);
+        Ok(())
+    }
+
+    /// Posts `batch` until it is delivered, refused for good or out of
+    /// attempts; fails if its messages could not be kept meanwhile.
+    async fn attempt(&self, batch: &[Delivery]) -> Result<Outcome, Halt> {
+        let Some((id, body)) = self.body(batch) else {
+            self.status
+                .failed("a message could not be written as JSON", false);
+            return Ok(Outcome::Refused);
+        };
         let retry = &self.sink.config.retry;
         let mut backoff = retry.initial_ms;
         for attempt in 1..=self.sink.config.max_deliver {
+            self.go_on()?;
             match self.webhook.post(&id, body.clone()).await {
-                Ok(()) => return Ok(true),
+                Ok(()) => return Ok(Outcome::Delivered),
                 Err(Failure::Permanent(error)) => {
                     self.status.failed(&error, false);
-                    return Ok(false);
+                    return Ok(Outcome::Refused);
                 }
                 Err(Failure::Transient(error)) => {
                     let last = attempt == self.sink.config.max_deliver;
                     self.status.failed(&error, !last);
                     if last {
-                        return Ok(false);
+                        return Ok(Outcome::Exhausted);
                     }
                 }
             }
-            tokio::time::sleep(Duration::from_millis(backoff)).await;
+            self.sleep(backoff).await?;
             backoff = (backoff * 2).min(retry.max_ms);
             // Keep the messages while trying again.
             let ids = ack_ids(batch);
-            let consumer = self.sink.consumer();
-            self.engine
-                .consumers()
-                .settle(&self.sink.basin, &consumer, &ids, Settle::Extend)
+            self.call(move |c, b, n| async move { c.settle(&b, &n, &ids, Settle::Extend).await })
                 .await?;
         }
-        Ok(false)
-    }
-
-    async fn settle(&self, batch: &[Delivery], action: Settle) {
-        let ids = ack_ids(batch);
-        let consumer = self.sink.consumer();
-        let settled = self
-            .engine
-            .consumers()
-            .settle(&self.sink.basin, &consumer, &ids, action)
-            .await;
-        if let Err(err) = settled {
-            tracing::warn!(sink = self.sink.name, error = %err, "settling a delivered batch failed");
-        }
+        Ok(Outcome::Exhausted)
     }
 
     /// The request body, and an id that is the same for every attempt at
-    /// the same messages: a digest of their positions.
-    fn body(&self, batch: &[Delivery]) -> (String, Vec<u8>) {
-        let messages: Vec<Value> = batch
-            .iter()
-            .filter_map(|d| {
-                let mut message = delivery_json(d, Format::Raw).ok()?;
-                if let Some(fields) = message.as_object_mut() {
-                    fields.remove("ack_id");
-                }
-                Some(message)
-            })
-            .collect();
+    /// the same messages: a digest of their positions. `None` if a message
+    /// cannot be written (then the batch is refused, never sent short).
+    fn body(&self, batch: &[Delivery]) -> Option<(String, Vec<u8>)> {
+        let mut messages = Vec::with_capacity(batch.len());
+        for delivery in batch {
+            let mut message: Value = delivery_json(delivery, Format::Raw).ok()?;
+            message.as_object_mut()?.remove("ack_id");
+            messages.push(message);
+        }
         let mut context = digest::Context::new(&digest::SHA256);
         context.update(self.sink.name.as_bytes());
         for delivery in batch {
-            let position = serde_json::to_vec(&delivery.message.position).unwrap_or_default();
+            let position = serde_json::to_vec(&delivery.message.position).ok()?;
             context.update(b"\n");
             context.update(&position);
         }
@@ -228,8 +327,8 @@ impl Worker {
             .take(16)
             .map(|b| format!("{b:02x}"))
             .collect();
-        let body = serde_json::to_vec(&json!({ "messages": messages })).unwrap_or_default();
-        (format!("msg_{id}"), body)
+        let body = serde_json::to_vec(&json!({ "messages": messages })).ok()?;
+        Some((format!("msg_{id}"), body))
     }
 }
 

@@ -1,6 +1,6 @@
 //! The JSON of sinks. A sink is shown as it was configured, less its
 //! secrets: a webhook's `secret` and header values are write-only (a `PUT`
-//! must give them again), and a password in a URL is masked.
+//! must give them again), and a URL's password and query are masked.
 
 use serde_json::{json, Value};
 
@@ -34,15 +34,20 @@ fn destination_json(destination: &Destination) -> Value {
     }
 }
 
-/// `scheme://user:****@host…` for a URL with a password in it.
+/// The URL with its password and its query masked (`user:****@`,
+/// `?****`): either may be a credential. (A secret in the path, as some
+/// services put one, shows: give it as a header instead where you can.)
 fn mask_password(url: &str) -> String {
-    match reqwest::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("****"));
-            parsed.to_string()
-        }
-        _ => url.to_string(),
+    let Ok(mut parsed) = reqwest::Url::parse(url) else {
+        return String::new();
+    };
+    if parsed.password().is_some() {
+        let _ = parsed.set_password(Some("****"));
     }
+    if parsed.query().is_some() {
+        parsed.set_query(Some("****"));
+    }
+    parsed.to_string()
 }
 
 #[cfg(test)]
@@ -52,8 +57,8 @@ mod tests {
     #[test]
     fn passwords_in_urls_are_masked() {
         assert_eq!(
-            mask_password("https://u:hunter2@example.com/hook?x=1"),
-            "https://u:****@example.com/hook?x=1"
+            mask_password("https://u:hunter2@example.com/hook?token=x"),
+            "https://u:****@example.com/hook?****"
         );
         assert_eq!(
             mask_password("http://example.com/h"),

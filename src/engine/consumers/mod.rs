@@ -48,7 +48,7 @@ mod state;
 
 pub use config::{
     dead_letter_stream, AckPolicy, ConsumerConfig, ConsumerConfigPatch, ConsumerName, Feed, Filter,
-    Source, Start, DEAD_LETTER_PREFIX, MAX_RECEIVE_BATCH,
+    Source, Start, DEAD_LETTER_PREFIX, MAX_ACK_WAIT_MS, MAX_RECEIVE_BATCH,
 };
 pub use layer::Consumers;
 pub use message::{Message, Payload};

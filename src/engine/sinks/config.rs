@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::consumers::{AckPolicy, ConsumerConfig, Filter, Source, Start};
+use crate::engine::consumers::{AckPolicy, ConsumerConfig, Filter, Source, Start, MAX_ACK_WAIT_MS};
 use crate::engine::error::{EngineError, EngineResult};
 
 pub const DEFAULT_MAX_BATCH: usize = 100;
@@ -54,7 +54,7 @@ pub enum Destination {
 }
 
 /// `POST`s each batch as JSON `{"messages": [...]}` to `url`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
     pub url: String,
@@ -68,6 +68,18 @@ pub struct WebhookConfig {
     pub secret: Option<String>,
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
+}
+
+/// Never prints the URL, header values or the secret: any of them may be
+/// a credential, and a `{:?}` in a log line must not leak one.
+impl std::fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookConfig")
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field("secret_set", &self.secret.is_some())
+            .field("timeout_ms", &self.timeout_ms)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Backoff between failed deliveries: doubling from `initial_ms` up to
@@ -141,23 +153,32 @@ impl SinkConfig {
         self.consumer_config().validate()
     }
 
-    /// The consumer the sink reads through: explicit acks, its messages
-    /// given back if a delivery outlives its timeout by far.
+    /// The consumer the sink reads through. Explicit acks; no
+    /// `max_deliver` of its own, since the worker counts its attempts and
+    /// dead-letters itself (a restart of the worker is not an attempt);
+    /// an ack wait longer than anything the worker does between extends
+    /// (a linger, a post and a backoff), so that nothing is handed out
+    /// again while the worker still holds it.
     pub fn consumer_config(&self) -> ConsumerConfig {
-        let timeout = match &self.destination {
-            Destination::Webhook(webhook) => webhook.timeout_ms,
-        };
         ConsumerConfig {
             source: self.source.clone(),
             start: self.start.clone(),
             filter: self.filter.clone(),
             ack_policy: AckPolicy::Explicit,
-            ack_wait_ms: timeout.saturating_mul(2).max(30_000),
-            max_deliver: Some(self.max_deliver),
-            // A batch in flight, and the next one behind it.
-            max_ack_pending: (2 * self.max_batch) as u32,
+            ack_wait_ms: self.ack_wait_ms(),
+            max_deliver: None,
+            // A full batch in flight, at the largest batch there is.
+            max_ack_pending: MAX_MAX_BATCH as u32,
             ordered_by_key: self.ordered_by_key,
         }
+    }
+
+    /// See [`Self::consumer_config`].
+    pub fn ack_wait_ms(&self) -> u64 {
+        let timeout = match &self.destination {
+            Destination::Webhook(webhook) => webhook.timeout_ms,
+        };
+        (2 * timeout + self.max_linger_ms + self.retry.max_ms + 60_000).min(MAX_ACK_WAIT_MS)
     }
 
     pub fn apply(&self, patch: &SinkConfigPatch) -> EngineResult<Self> {
@@ -186,11 +207,10 @@ impl WebhookConfig {
     fn validate(&self) -> EngineResult<()> {
         let invalid = |m: String| Err(EngineError::Invalid(m));
         let scheme_ok = self.url.starts_with("http://") || self.url.starts_with("https://");
-        if !scheme_ok || self.url.len() > 2048 || self.url.chars().any(char::is_whitespace) {
-            return invalid(format!(
-                "destination.webhook.url must be an http:// or https:// URL, got `{}`",
-                self.url
-            ));
+        // The URL is not repeated: it may hold a secret.
+        let parses = reqwest::Url::parse(&self.url).is_ok_and(|u| u.host().is_some());
+        if !scheme_ok || !parses || self.url.len() > 2048 {
+            return invalid("destination.webhook.url must be an http:// or https:// URL".into());
         }
         if self.timeout_ms == 0 || self.timeout_ms > MAX_TIMEOUT_MS {
             return invalid(format!("timeout_ms must be 1 to {MAX_TIMEOUT_MS}"));
@@ -200,7 +220,10 @@ impl WebhookConfig {
                 && name
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b));
-            if !name_ok || value.chars().any(|c| c.is_control()) {
+            let value_ok = value
+                .bytes()
+                .all(|b| b == b' ' || b == b'\t' || b.is_ascii_graphic());
+            if !name_ok || !value_ok {
                 return invalid(format!("header `{name}` is not a valid HTTP header"));
             }
         }
@@ -259,10 +282,10 @@ mod tests {
             parse(r#"{"source": {"stream": "s"}, "destination": {"webhook": {"url": "http://127.0.0.1:9/x"}}}"#)
                 .unwrap();
         assert_eq!(config.max_batch, DEFAULT_MAX_BATCH);
-        assert_eq!(
-            config.consumer_config().max_deliver,
-            Some(DEFAULT_MAX_DELIVER)
-        );
+        assert_eq!(config.max_deliver, DEFAULT_MAX_DELIVER);
+        // The worker counts attempts; the consumer never dead-letters.
+        assert_eq!(config.consumer_config().max_deliver, None);
+        assert!(config.consumer_config().ack_wait_ms >= 2 * DEFAULT_TIMEOUT_MS + 30_000);
         for bad in [
             r#"{"source": {"stream": "s"}, "destination": {"webhook": {"url": "ftp://x"}}}"#,
             r#"{"source": {"stream": "s"}, "destination": {"webhook": {"url": "http://x"}}, "max_batch": 0}"#,

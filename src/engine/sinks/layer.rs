@@ -5,8 +5,9 @@
 //!
 //! A sink is made in two durable steps, its consumer then its metadata, and
 //! removed in the reverse order; a crash between them leaves a consumer no
-//! sink uses (made again, or removed, by the next `PUT` or `DELETE`), never
-//! a sink without its consumer.
+//! sink uses, never a sink without its consumer. The next `PUT` of that
+//! name adopts the consumer (if it reads the same source) and a `DELETE`
+//! removes it.
 
 use std::sync::Arc;
 
@@ -14,7 +15,7 @@ use tokio::sync::watch;
 
 use super::config::{sink_consumer, SinkConfig, SinkConfigPatch, SinkName, SINK_CONSUMER_PREFIX};
 use super::keys::{self, SinkMeta};
-use crate::engine::consumers::{ConsumerName, Consumers};
+use crate::engine::consumers::{ConsumerConfigPatch, ConsumerName, Consumers};
 use crate::engine::error::{EngineError, EngineResult};
 use crate::engine::streams::types::now_ms;
 use crate::engine::streams::{ListRequest, Provision, StreamCore};
@@ -77,12 +78,21 @@ impl Sinks {
         config.validate()?;
         let consumer = ConsumerName::parse(sink_consumer(name))?;
         let existing = self.sink_meta(basin, name)?;
+        // Made (or brought in line) even when the sink is unchanged: the
+        // consumer is what a crash could have left missing.
+        let ensured = self
+            .consumers
+            .ensure_consumer(basin, &consumer, config.consumer_config())
+            .await;
+        match ensured {
+            Err(EngineError::ConsumerConflict(_)) => {
+                return Err(EngineError::SinkConflict(name.to_string()))
+            }
+            other => other?,
+        };
         if let Some(meta) = existing.as_ref().filter(|m| m.config == config) {
             return Ok((info(basin, name, meta.clone()), Provision::Unchanged));
         }
-        self.consumers
-            .ensure_consumer(basin, &consumer, config.consumer_config())
-            .await?;
         let meta = SinkMeta {
             created_at: existing.as_ref().map_or_else(now_ms, |m| m.created_at),
             config,
@@ -144,6 +154,14 @@ impl Sinks {
     ) -> EngineResult<SinkInfo> {
         let current = self.get_sink(basin, name)?;
         let config = current.config.apply(patch)?;
+        // The consumer's ack wait follows the timeout, linger and backoff.
+        let consumer_patch = ConsumerConfigPatch {
+            ack_wait_ms: Some(config.ack_wait_ms()),
+            ..Default::default()
+        };
+        self.consumers
+            .reconfigure_consumer(basin, &sink_consumer(name), &consumer_patch)
+            .await?;
         let meta = SinkMeta {
             config,
             created_at: current.created_at,
@@ -152,24 +170,26 @@ impl Sinks {
         Ok(info(basin, name, meta))
     }
 
-    /// Removes the sink and its consumer (its dead letters with it).
+    /// Removes the sink, then its consumer (its dead letters with it); a
+    /// consumer a crash left without its sink goes too.
     pub async fn delete_sink(&self, basin: &str, name: &str) -> EngineResult<()> {
-        self.get_sink(basin, name)?;
-        match self
-            .consumers
-            .delete_consumer(basin, &sink_consumer(name))
-            .await
-        {
-            Ok(()) | Err(EngineError::ConsumerNotFound(_)) => {}
-            Err(err) => return Err(err),
+        self.core.basin_meta(basin)?;
+        let found = self.sink_meta(basin, name)?.is_some();
+        if found {
+            let mut batch = WriteBatch::default();
+            batch.delete(Keyspace::Meta, keys::sink_key(basin, name));
+            let _admin = self.core.lock_admin().await;
+            self.core.committer().commit(batch).await?;
+            drop(_admin);
+            self.notify();
         }
-        let mut batch = WriteBatch::default();
-        batch.delete(Keyspace::Meta, keys::sink_key(basin, name));
-        let _admin = self.core.lock_admin().await;
-        self.core.committer().commit(batch).await?;
-        drop(_admin);
-        self.notify();
-        Ok(())
+        let consumer = sink_consumer(name);
+        match self.consumers.delete_consumer(basin, &consumer).await {
+            Ok(()) => Ok(()),
+            Err(EngineError::ConsumerNotFound(_)) if found => Ok(()),
+            Err(EngineError::ConsumerNotFound(_)) => Err(EngineError::SinkNotFound(name.into())),
+            Err(err) => Err(err),
+        }
     }
 
     /// Adds to `batch` the writes that remove every sink of `basin` (their
