@@ -26,6 +26,18 @@ struct Received {
     raw: Bytes,
 }
 
+impl Received {
+    /// The record bodies this request carried, in order.
+    fn bodies(&self) -> Vec<String> {
+        self.body["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["record"]["body"].as_str().unwrap().to_string())
+            .collect()
+    }
+}
+
 /// How the webhook answers.
 #[derive(Clone, Default)]
 struct Behaviour {
@@ -280,14 +292,7 @@ async fn failures_back_off_and_a_poison_message_is_dead_lettered_while_the_rest_
     let accepted: Vec<String> = received
         .iter()
         .filter(|r| !r.body.to_string().contains("poison"))
-        .flat_map(|r| {
-            r.body["messages"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|m| m["record"]["body"].as_str().unwrap().to_string())
-                .collect::<Vec<_>>()
-        })
+        .flat_map(Received::bodies)
         .collect();
     let mut unique = accepted.clone();
     unique.dedup();
@@ -448,7 +453,7 @@ async fn an_outage_dead_letters_nothing() {
             .unwrap()
             .iter()
             .skip(14)
-            .flat_map(|r| r.body["messages"].as_array().unwrap().clone())
+            .flat_map(Received::bodies)
             .count()
             >= 3
     })
@@ -459,14 +464,7 @@ async fn an_outage_dead_letters_nothing() {
         .unwrap()
         .iter()
         .skip(14)
-        .flat_map(|r| {
-            r.body["messages"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|m| m["record"]["body"].as_str().unwrap().to_string())
-                .collect::<Vec<_>>()
-        })
+        .flat_map(Received::bodies)
         .collect();
     assert_eq!(accepted, ["a", "b", "c"]);
     let state = sink_state(&server, "hook").await["state"].clone();

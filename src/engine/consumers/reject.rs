@@ -4,13 +4,13 @@
 //! runs out. The message leaves the pending set and its dead letter is
 //! appended in one atomic batch, as `max_deliver` dead-letters it.
 
-use super::config::{dead_letter_stream, AckPolicy, MAX_RECEIVE_BATCH};
+use super::config::dead_letter_stream;
 use super::layer::Consumers;
 use super::position::Position;
 use super::receive::dead_letter;
-use super::settle::current_positions;
+use super::settle::{check_explicit, current_positions};
 use super::state::{AckId, StateWrites};
-use crate::engine::error::{EngineError, EngineResult};
+use crate::engine::error::EngineResult;
 use crate::engine::streams::types::{
     AppendInput, AppendRecord, MAX_BATCH_BYTES, MAX_BATCH_RECORDS,
 };
@@ -21,18 +21,7 @@ impl Consumers {
     /// messages already settled count as none). A message the source no
     /// longer holds is dropped, as a redelivery would drop it.
     pub async fn reject(&self, basin: &str, name: &str, ack_ids: &[AckId]) -> EngineResult<usize> {
-        if ack_ids.len() > MAX_RECEIVE_BATCH {
-            return Err(EngineError::Invalid(format!(
-                "ack_ids may hold at most {MAX_RECEIVE_BATCH} ids"
-            )));
-        }
-        let handle = self.consumer(basin, name).await?;
-        if let Some(index) = ack_ids.iter().position(|id| id.consumer_id != handle.id) {
-            return Err(EngineError::BadAckId {
-                index,
-                problem: "belongs to another consumer",
-            });
-        }
+        let handle = self.consumer_of_ids(basin, name, ack_ids).await?;
         let source = self.consumer_source(basin, name, &handle).await?;
         let dead_letters = self
             .core
@@ -40,11 +29,7 @@ impl Consumers {
             .await?;
         let mut state = handle.state.lock().await;
         state.check_live(name)?;
-        if state.config.ack_policy != AckPolicy::Explicit {
-            return Err(EngineError::Invalid(
-                "this consumer has ack_policy \"cursor\": commit a position instead".into(),
-            ));
-        }
+        check_explicit(&state)?;
         let current = current_positions(&state, ack_ids)?;
 
         // Read every message first: a failure here changes nothing.

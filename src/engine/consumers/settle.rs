@@ -1,12 +1,14 @@
 //! Settling explicit-ack deliveries: ack, nack (deliver again after a
 //! delay) and extend.
 
+use std::sync::Arc;
+
 use super::config::MAX_RECEIVE_BATCH;
 use super::config::{self, AckPolicy};
 use super::layer::Consumers;
 use super::pending::Standing;
 use super::position::Position;
-use super::state::{AckId, Settle, State, StateWrites};
+use super::state::{AckId, ConsumerHandle, Settle, State, StateWrites};
 use crate::engine::error::{EngineError, EngineResult};
 use crate::engine::streams::types::now_ms;
 
@@ -21,11 +23,6 @@ impl Consumers {
         ack_ids: &[AckId],
         action: Settle,
     ) -> EngineResult<(usize, Option<u64>)> {
-        if ack_ids.len() > MAX_RECEIVE_BATCH {
-            return Err(EngineError::Invalid(format!(
-                "ack_ids may hold at most {MAX_RECEIVE_BATCH} ids"
-            )));
-        }
         if let Settle::Nack { delay_ms } = action {
             if delay_ms > config::MAX_ACK_WAIT_MS {
                 return Err(EngineError::Invalid(format!(
@@ -34,21 +31,11 @@ impl Consumers {
                 )));
             }
         }
-        let handle = self.consumer(basin, name).await?;
-        if let Some(index) = ack_ids.iter().position(|id| id.consumer_id != handle.id) {
-            return Err(EngineError::BadAckId {
-                index,
-                problem: "belongs to another consumer",
-            });
-        }
+        let handle = self.consumer_of_ids(basin, name, ack_ids).await?;
         let now = now_ms();
         let mut state = handle.state.lock().await;
         state.check_live(name)?;
-        if state.config.ack_policy != AckPolicy::Explicit {
-            return Err(EngineError::Invalid(
-                "this consumer has ack_policy \"cursor\": commit a position instead".into(),
-            ));
-        }
+        check_explicit(&state)?;
         let current = current_positions(&state, ack_ids)?;
         let (changes, affected, deadline) = apply(&mut state, current, action, now);
         if affected == 0 {
@@ -62,6 +49,41 @@ impl Consumers {
         self.write_and_wake(&handle, state, changes).await?;
         Ok((affected, deadline))
     }
+}
+
+impl Consumers {
+    /// The consumer whose deliveries `ack_ids` name: at most
+    /// [`MAX_RECEIVE_BATCH`] of them, every one its own.
+    pub(super) async fn consumer_of_ids(
+        &self,
+        basin: &str,
+        name: &str,
+        ack_ids: &[AckId],
+    ) -> EngineResult<Arc<ConsumerHandle>> {
+        if ack_ids.len() > MAX_RECEIVE_BATCH {
+            return Err(EngineError::Invalid(format!(
+                "ack_ids may hold at most {MAX_RECEIVE_BATCH} ids"
+            )));
+        }
+        let handle = self.consumer(basin, name).await?;
+        if let Some(index) = ack_ids.iter().position(|id| id.consumer_id != handle.id) {
+            return Err(EngineError::BadAckId {
+                index,
+                problem: "belongs to another consumer",
+            });
+        }
+        Ok(handle)
+    }
+}
+
+/// Deliveries are settled one by one only under explicit acks.
+pub(super) fn check_explicit(state: &State) -> EngineResult<()> {
+    if state.config.ack_policy != AckPolicy::Explicit {
+        return Err(EngineError::Invalid(
+            "this consumer has ack_policy \"cursor\": commit a position instead".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// The positions of the ack ids that name a current delivery. An id whose
