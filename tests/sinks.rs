@@ -470,3 +470,57 @@ async fn an_outage_dead_letters_nothing() {
     let state = sink_state(&server, "hook").await["state"].clone();
     assert_eq!(state["dead_lettered"], 0, "{state}");
 }
+
+/// `rill sinks …`: the same through the command line (and rill-client,
+/// which it uses).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_manages_sinks() {
+    let hook = Hook::default();
+    let url = hook.start().await;
+    let server = TestServer::start().await;
+    server.with_stream("s").await;
+    let rill = |args: Vec<String>| {
+        let server = &server;
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            common::cli::run_rill(server, &args, "").await
+        }
+    };
+    let args = |list: &[&str]| list.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+    let config = json!({
+        "source": { "stream": "s" },
+        "destination": { "webhook": { "url": url, "secret": "cli-secret" } }
+    })
+    .to_string();
+    let ran = rill(args(&["sinks", "create", "hook", "--config", &config])).await;
+    assert_eq!(ran.code, Some(0), "{}", ran.err);
+    let ran = rill(args(&["sinks", "create", "nothing"])).await;
+    assert_eq!(ran.code, Some(2), "a sink needs a config: {}", ran.err);
+    let ran = rill(args(&["sinks", "list"])).await;
+    assert!(
+        ran.out.contains("hook") && ran.out.contains("webhook"),
+        "{}",
+        ran.out
+    );
+    server.append("s", &["via cli"]).await;
+    hook.wait_for("the record", |h| h.delivered() == ["via cli"])
+        .await;
+    let ran = rill(args(&["sinks", "get", "hook", "--json"])).await;
+    assert!(!ran.out.contains("cli-secret"), "{}", ran.out);
+    let shown: Value = serde_json::from_str(ran.out.trim()).unwrap();
+    assert_eq!(shown["state"]["delivered"], 1, "{shown}");
+    let ran = rill(args(&[
+        "sinks",
+        "reconfigure",
+        "hook",
+        "--config",
+        r#"{"paused": true}"#,
+    ]))
+    .await;
+    assert_eq!(ran.code, Some(0), "{}", ran.err);
+    assert_eq!(sink_state(&server, "hook").await["state"]["paused"], true);
+    let ran = rill(args(&["sinks", "delete", "hook"])).await;
+    assert_eq!(ran.code, Some(0), "{}", ran.err);
+    let ran = rill(args(&["sinks", "get", "hook"])).await;
+    assert_eq!(ran.code, Some(3), "not found: {}", ran.err);
+}

@@ -1,4 +1,5 @@
-//! Listing and deleting basins, streams, collections and consumers.
+//! Listing and deleting basins, streams, collections, consumers and
+//! sinks.
 
 use reqwest::Method;
 use serde_json::Value;
@@ -17,6 +18,9 @@ pub enum Kind {
     Collection,
     /// A consumer the server tracks.
     Consumer,
+    /// A consumer whose worker lives in the server, writing to a
+    /// destination (a webhook).
+    Sink,
 }
 
 impl Kind {
@@ -26,6 +30,7 @@ impl Kind {
             Kind::Stream => "/v1/streams",
             Kind::Collection => "/v1/collections",
             Kind::Consumer => "/v1/consumers",
+            Kind::Sink => "/v1/sinks",
         }
     }
 
@@ -36,6 +41,7 @@ impl Kind {
             Kind::Stream => "streams",
             Kind::Collection => "collections",
             Kind::Consumer => "consumers",
+            Kind::Sink => "sinks",
         }
     }
 }

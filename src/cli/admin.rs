@@ -56,11 +56,21 @@ pub async fn run(
         }
         Admin::Get { name } => client.describe(kind, &name).await.map_err(fail)?,
         Admin::Create { name, config } => {
-            if kind == Kind::Consumer && config.is_none() {
+            let needed = match kind {
+                Kind::Consumer => Some(
+                    "a consumer needs --config with its source, e.g. --config \
+                     '{\"source\": {\"stream\": \"orders\"}}'",
+                ),
+                Kind::Sink => Some(
+                    "a sink needs --config with its source and destination, e.g. --config \
+                     '{\"source\": {\"stream\": \"orders\"}, \"destination\": \
+                     {\"webhook\": {\"url\": \"https://example.com/hook\"}}}'",
+                ),
+                _ => None,
+            };
+            if let (Some(message), None) = (needed, &config) {
                 return Err(Failure {
-                    message: "a consumer needs --config with its source, e.g. --config \
-                              '{\"source\": {\"stream\": \"orders\"}}'"
-                        .into(),
+                    message: message.into(),
                     exit_code: super::output::exit::USAGE,
                 });
             }
@@ -87,6 +97,18 @@ pub async fn run(
         line(out, described)
     } else {
         key_values(out, &described)
+    }
+}
+
+/// A consumer's or a sink's source, as a list shows it.
+fn source_text(source: &Value) -> String {
+    match (source["stream"].as_str(), source["collection"].as_str()) {
+        (Some(stream), _) => format!("stream {stream}"),
+        (None, Some(collection)) => {
+            let feed = source["feed"].as_str().unwrap_or("events");
+            format!("collection {collection} ({feed})")
+        }
+        _ => source.to_string(),
     }
 }
 
@@ -130,18 +152,30 @@ fn list_table(out: &mut impl Write, kind: Kind, items: &[Value]) -> Result<(), F
             items
                 .iter()
                 .map(|i| {
-                    let source = &i["config"]["source"];
-                    let source = match (source["stream"].as_str(), source["collection"].as_str()) {
-                        (Some(stream), _) => format!("stream {stream}"),
-                        (None, Some(collection)) => {
-                            format!("collection {collection} ({})", text(&source["feed"]))
-                        }
-                        _ => text(source),
+                    vec![
+                        text(&i["name"]),
+                        source_text(&i["config"]["source"]),
+                        text(&i["config"]["ack_policy"]),
+                        text(&i["created_at"]),
+                    ]
+                })
+                .collect(),
+        ),
+        Kind::Sink => (
+            &["NAME", "SOURCE", "DESTINATION", "PAUSED", "CREATED"],
+            items
+                .iter()
+                .map(|i| {
+                    let config = &i["config"];
+                    let destination = match config["destination"].as_object() {
+                        Some(kinds) => kinds.keys().cloned().collect::<Vec<_>>().join(","),
+                        None => "-".into(),
                     };
                     vec![
                         text(&i["name"]),
-                        source,
-                        text(&i["config"]["ack_policy"]),
+                        source_text(&config["source"]),
+                        destination,
+                        text(&config["paused"]),
                         text(&i["created_at"]),
                     ]
                 })

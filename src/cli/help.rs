@@ -12,7 +12,7 @@ Exit codes:
   0  done
   1  the server refused or failed the request (or the command could not do it)
   2  usage error (a flag or argument is wrong or missing)
-  3  not found: the basin, stream, collection, record or consumer does not exist,
+  3  not found: the basin, stream, collection, record, consumer or sink does not exist,
      or a read starts past the stream's tail
   4  no answer from the server (not running, unreachable, timed out)";
 
@@ -24,7 +24,7 @@ const LOCAL_COMMANDS: [&str; 3] = ["serve", "repair", "completions"];
 
 /// How each kind is described: (group, one, what `create --config` takes,
 /// what `delete` removes).
-const KINDS: [(&str, &str, &str, &str); 4] = [
+const KINDS: [(&str, &str, &str, &str); 5] = [
     (
         "basins",
         "basin",
@@ -49,6 +49,14 @@ const KINDS: [(&str, &str, &str, &str); 4] = [
         "required: its source, e.g. '{\"source\": {\"stream\": \"orders\"}}' or \
          '{\"source\": {\"collection\": \"users\", \"feed\": \"records\"}}'",
         "and what it tracked (its position and pending messages)",
+    ),
+    (
+        "sinks",
+        "sink",
+        "required: its source and destination, e.g. '{\"source\": {\"stream\": \"orders\"}, \
+         \"destination\": {\"webhook\": {\"url\": \"https://example.com/hook\"}}}'; \
+         reconfigure '{\"paused\": true}' pauses it",
+        "with its consumer and dead letters",
     ),
 ];
 
@@ -90,6 +98,7 @@ fn describe_kind(group: Command, one: &str, config: &str, deleted: &str) -> Comm
         .mut_subcommand("get", |cmd| {
             let shown = match one {
                 "consumer" => "its config and state (position, pending messages, counters)",
+                "sink" => "its config (without secrets) and state (lag, delivered, errors)",
                 "collection" => "its config and the name of its events stream",
                 _ => "its config",
             };

@@ -70,6 +70,9 @@ pub enum ClientCommand {
     /// Manage consumers.
     #[command(subcommand, arg_required_else_help = true)]
     Consumers(admin::Admin),
+    /// Manage sinks.
+    #[command(subcommand, arg_required_else_help = true)]
+    Sinks(admin::Admin),
     /// Receive messages from a consumer, print them (one JSON object per
     /// line) or pipe each to a command, and ack them.
     Consume {
@@ -208,6 +211,7 @@ pub async fn run(connection: Connection, command: ClientCommand) -> Result<(), F
         ClientCommand::Consumers(cmd) => {
             admin::run(&client, Kind::Consumer, cmd, json_out, out).await
         }
+        ClientCommand::Sinks(cmd) => admin::run(&client, Kind::Sink, cmd, json_out, out).await,
         ClientCommand::Consume {
             consumer,
             count,
