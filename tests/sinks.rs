@@ -6,125 +6,14 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use axum::http::{HeaderMap, StatusCode as AxumStatus};
+use common::webhook::{Behaviour, Hook, Received};
 use common::{SendAndExpect, TestServer};
 use reqwest::StatusCode;
 use rill::storage::FjallStorage;
 use serde_json::{json, Value};
-
-/// One request the webhook received.
-#[derive(Clone, Debug)]
-struct Received {
-    at: Instant,
-    headers: HeaderMap,
-    body: Value,
-    /// The body as sent, which the signature covers.
-    raw: Bytes,
-}
-
-impl Received {
-    /// The record bodies this request carried, in order.
-    fn bodies(&self) -> Vec<String> {
-        self.body["messages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| m["record"]["body"].as_str().unwrap().to_string())
-            .collect()
-    }
-}
-
-/// How the webhook answers.
-#[derive(Clone, Default)]
-struct Behaviour {
-    /// Answer 503 to this many requests first.
-    fail_first: usize,
-    /// Answer 400 to a batch holding a body with this text.
-    refuse: Option<&'static str>,
-}
-
-#[derive(Clone, Default)]
-struct Hook {
-    received: Arc<Mutex<Vec<Received>>>,
-    behaviour: Arc<Mutex<Behaviour>>,
-    /// 2xx answers given.
-    served: Arc<Mutex<usize>>,
-}
-
-impl Hook {
-    /// Starts it on loopback; its URL.
-    async fn start(&self) -> String {
-        let hook = self.clone();
-        let app = axum::Router::new().route(
-            "/hook",
-            axum::routing::post(move |headers: HeaderMap, body: Bytes| {
-                let hook = hook.clone();
-                async move { hook.answer(headers, body) }
-            }),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/hook", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        url
-    }
-
-    fn answer(&self, headers: HeaderMap, body: Bytes) -> AxumStatus {
-        let raw = body;
-        let body: Value = serde_json::from_slice(&raw).unwrap();
-        self.received.lock().unwrap().push(Received {
-            at: Instant::now(),
-            headers,
-            body: body.clone(),
-            raw,
-        });
-        let mut behaviour = self.behaviour.lock().unwrap();
-        if behaviour.fail_first > 0 {
-            behaviour.fail_first -= 1;
-            return AxumStatus::SERVICE_UNAVAILABLE;
-        }
-        if let Some(text) = behaviour.refuse {
-            if body.to_string().contains(text) {
-                return AxumStatus::BAD_REQUEST;
-            }
-        }
-        *self.served.lock().unwrap() += 1;
-        AxumStatus::OK
-    }
-
-    /// Bodies of the records in every request received (failed attempts
-    /// included), in order, each once.
-    fn delivered(&self) -> Vec<String> {
-        let received = self.received.lock().unwrap();
-        let mut seen = std::collections::BTreeSet::new();
-        let mut out = Vec::new();
-        for request in received.iter() {
-            for message in request.body["messages"].as_array().unwrap() {
-                let seq = message["seq_num"].as_u64().unwrap();
-                let body = message["record"]["body"].as_str().unwrap().to_string();
-                if seen.insert((seq, body.clone())) {
-                    out.push((seq, body));
-                }
-            }
-        }
-        out.into_iter().map(|(_, b)| b).collect()
-    }
-
-    async fn wait_for(&self, what: &str, done: impl Fn(&Self) -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !done(self) {
-            assert!(
-                Instant::now() < deadline,
-                "never: {what}; got {:?}",
-                self.delivered()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
 
 async fn create_sink(server: &TestServer, name: &str, config: Value) -> Value {
     server
@@ -247,6 +136,7 @@ async fn failures_back_off_and_a_poison_message_is_dead_lettered_while_the_rest_
     *hook.behaviour.lock().unwrap() = Behaviour {
         fail_first: 3,
         refuse: Some("poison"),
+        ..Default::default()
     };
     let url = hook.start().await;
     let server = TestServer::start().await;
