@@ -328,15 +328,6 @@ async fn an_outage_dead_letters_nothing() {
         }),
     )
     .await;
-    for _ in 0..40 {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        let n = hook.received.lock().unwrap().len();
-        let st = sink_state(&server, "hook").await["state"].clone();
-        eprintln!(
-            "received {n} served {} state {st}",
-            hook.served.lock().unwrap()
-        );
-    }
     hook.wait_for("a, b and c served", |h| {
         h.received
             .lock()

@@ -142,6 +142,9 @@ async fn settle(
     req: SettleRequest,
     action: Settle,
 ) -> ApiResult<(usize, Option<u64>)> {
+    if req.delay_ms.is_some() && !matches!(action, Settle::Nack { .. }) {
+        return Err(ApiError::invalid("`delay_ms` applies to nack only"));
+    }
     let ids = req.decoded_ids()?;
     let engine = state.engine;
     let settled =
@@ -156,9 +159,6 @@ pub async fn ack(
     Json(req): Json<SettleRequest>,
 ) -> ApiResult<axum::Json<Value>> {
     not_a_sinks(&name)?;
-    if req.delay_ms.is_some() {
-        return Err(ApiError::invalid("`delay_ms` applies to nack only"));
-    }
     let (acked, _) = settle(state, basin, name, req, Settle::Ack).await?;
     Ok(axum::Json(json!({ "acked": acked })))
 }
@@ -182,9 +182,6 @@ pub async fn extend(
     Json(req): Json<SettleRequest>,
 ) -> ApiResult<axum::Json<Value>> {
     not_a_sinks(&name)?;
-    if req.delay_ms.is_some() {
-        return Err(ApiError::invalid("`delay_ms` applies to nack only"));
-    }
     let (extended, deadline) = settle(state, basin, name, req, Settle::Extend).await?;
     Ok(axum::Json(
         json!({ "extended": extended, "deadline": deadline }),
@@ -220,14 +217,7 @@ pub async fn reject(
     Json(req): Json<SettleRequest>,
 ) -> ApiResult<axum::Json<Value>> {
     not_a_sinks(&name)?;
-    if req.delay_ms.is_some() {
-        return Err(ApiError::invalid("`delay_ms` applies to nack only"));
-    }
-    let ids = req.decoded_ids()?;
-    let engine = state.engine;
-    let rejected =
-        detached(async move { engine.consumers().reject(&basin, &name, &ids).await }).await;
-    let rejected = rejected.map_err(|err| req.explain(err))?;
+    let (rejected, _) = settle(state, basin, name, req, Settle::Reject).await?;
     Ok(axum::Json(json!({ "rejected": rejected })))
 }
 

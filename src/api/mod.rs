@@ -113,7 +113,10 @@ pub fn routers(engine: Arc<Engine>, config: ApiConfig) -> (Router, Router) {
             state.clone(),
             auth::authorize,
         ))
-        .route_layer(axum::middleware::from_fn(observe::note_route))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            observe::note_route,
+        ))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))

@@ -19,7 +19,7 @@ use super::auth::policy;
 use super::error::ErrorCode;
 use super::extract::basin_from_headers;
 use super::shared::AppState;
-use crate::engine::streams::scope::Operation;
+use crate::engine::streams::scope::Operation as Op;
 use crate::metrics::usage::{Series, ACCOUNT};
 use crate::metrics::{Snapshot, CONTENT_TYPE as METRICS_CONTENT_TYPE};
 
@@ -52,14 +52,59 @@ pub async fn scrape(State(state): State<AppState>) -> Response {
     ([(CONTENT_TYPE, METRICS_CONTENT_TYPE)], text).into_response()
 }
 
-/// Inside the router: notes the matched route on the response.
-pub async fn note_route(request: Request, next: Next) -> Response {
+/// Inside the router: notes the matched route on the response, and
+/// counts a request that succeeded as an operation of S2's `account-ops`
+/// or `basin-ops` sets (see [`Operation`]).
+pub async fn note_route(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let route = request.extensions().get::<MatchedPath>().cloned();
+    let operation = route
+        .as_ref()
+        .and_then(|route| Operation::of(request.method(), route.as_str(), request.headers()));
     let mut response = next.run(request).await;
+    if let (Some(operation), true) = (operation, response.status().is_success()) {
+        operation.count(&state);
+    }
     if let Some(route) = route {
         response.extensions_mut().insert(Route(route));
     }
     response
+}
+
+/// A request S2 meters as an account or basin operation, named as its
+/// access policy names it. Appends and reads are not among them: the
+/// engine counts those (`append-ops`, `read-ops`).
+enum Operation {
+    Account(&'static str),
+    Basin(String, &'static str),
+}
+
+impl Operation {
+    /// Looked at before the request runs, and only for routes that are
+    /// operations: an append pays nothing for it.
+    fn of(method: &Method, route: &str, headers: &axum::http::HeaderMap) -> Option<Self> {
+        let first = *policy(method, route)?.ops.first()?; // none: a public route
+        if matches!(first, Op::Append | Op::Read) || route == "/metrics" {
+            return None;
+        }
+        let account_route = ["/v1/basins", "/v1/access-tokens", "/v1/metrics"]
+            .iter()
+            .any(|prefix| route.starts_with(prefix));
+        if account_route {
+            return Some(Self::Account(first.name()));
+        }
+        let basin = basin_from_headers(headers).ok()?;
+        Some(Self::Basin(basin, first.name()))
+    }
+
+    /// Counted only once it succeeded, so that a made-up basin name never
+    /// gets a series.
+    fn count(self, state: &AppState) {
+        let usage = &state.engine.metrics().usage;
+        match self {
+            Self::Account(name) => usage.count(ACCOUNT, Series::account_op(name), 1),
+            Self::Basin(basin, name) => usage.count(&basin, Series::basin_op(name), 1),
+        }
+    }
 }
 
 /// The method as a label: one of the standard ones, or `other`. Any token
@@ -82,7 +127,6 @@ fn method_label(method: &Method) -> &'static str {
 pub async fn count(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = method_label(request.method());
-    let basin = basin_from_headers(request.headers()).ok();
     let response = next.run(request).await;
     let http = &state.engine.metrics().http;
     let route = response
@@ -98,34 +142,5 @@ pub async fn count(State(state): State<AppState>, request: Request, next: Next) 
     if let Some(ErrorCode(code)) = response.extensions().get::<ErrorCode>() {
         http.errors.with_label_values(&[code]).inc();
     }
-    if response.status().is_success() {
-        count_operation(&state, method, route, basin.as_deref());
-    }
     response
-}
-
-/// Counts a request that succeeded as an operation of S2's `account-ops`
-/// or `basin-ops` metric sets, named as its access policy names it.
-/// Appends and reads are counted by the engine (`append-ops`,
-/// `read-ops`), and only what succeeded is counted, so that a made-up
-/// basin name never gets a series.
-fn count_operation(state: &AppState, method: &str, route: &str, basin: Option<&str>) {
-    let Ok(method) = Method::from_bytes(method.as_bytes()) else {
-        return;
-    };
-    let Some(&first) = policy(&method, route).and_then(|p| p.ops.first()) else {
-        return; // a public route
-    };
-    if matches!(first, Operation::Append | Operation::Read) || route == "/metrics" {
-        return;
-    }
-    let usage = &state.engine.metrics().usage;
-    let account_route = ["/v1/basins", "/v1/access-tokens", "/v1/metrics"]
-        .iter()
-        .any(|prefix| route.starts_with(prefix));
-    if account_route {
-        usage.count(ACCOUNT, Series::account_op(first.name()), 1);
-    } else if let Some(basin) = basin {
-        usage.count(basin, Series::basin_op(first.name()), 1);
-    }
 }

@@ -17,7 +17,7 @@
 pub mod collections;
 pub mod consumers;
 pub mod error;
-mod locks;
+pub(crate) mod locks;
 mod restart;
 pub mod sinks;
 pub mod streams;

@@ -170,7 +170,7 @@ impl UsageHistory {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        super::locks::lock(&self.state)
     }
 }
 

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
+use crate::engine::locks::lock;
 use crate::engine::sinks::{SinkConfig, SinkInfo};
 use crate::engine::Engine;
 pub use status::{SinkStatus, StatusSnapshot};
@@ -138,8 +139,4 @@ impl Drop for StopOnDrop {
             worker.task.abort();
         }
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }

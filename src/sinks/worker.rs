@@ -261,7 +261,7 @@ impl Worker {
 
     async fn dead_letter(&self, batch: Vec<Delivery>) -> Result<(), Halt> {
         let ids = ack_ids(&batch);
-        self.call(move |c, b, n| async move { c.reject(&b, &n, &ids).await })
+        self.call(move |c, b, n| async move { c.settle(&b, &n, &ids, Settle::Reject).await })
             .await?;
         self.status.dead_lettered(batch.len() as u64);
         Ok(())

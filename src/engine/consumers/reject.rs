@@ -20,7 +20,12 @@ impl Consumers {
     /// Dead-letters the messages `ack_ids` name; returns how many (ids of
     /// messages already settled count as none). A message the source no
     /// longer holds is dropped, as a redelivery would drop it.
-    pub async fn reject(&self, basin: &str, name: &str, ack_ids: &[AckId]) -> EngineResult<usize> {
+    pub(super) async fn reject(
+        &self,
+        basin: &str,
+        name: &str,
+        ack_ids: &[AckId],
+    ) -> EngineResult<usize> {
         let handle = self.consumer_of_ids(basin, name, ack_ids).await?;
         let source = self.consumer_source(basin, name, &handle).await?;
         let dead_letters = self

@@ -13,9 +13,10 @@ use crate::engine::error::{EngineError, EngineResult};
 use crate::engine::streams::types::now_ms;
 
 impl Consumers {
-    /// Acks, nacks or extends delivered messages. Returns how many were
-    /// affected (ids of messages already acked count as none), and for an
-    /// extend the new deadline. An expired id fails the whole request.
+    /// Acks, nacks, extends or rejects delivered messages. Returns how
+    /// many were affected (ids of messages already settled count as
+    /// none), and for an extend the new deadline. An expired id fails the
+    /// whole request.
     pub async fn settle(
         &self,
         basin: &str,
@@ -23,6 +24,9 @@ impl Consumers {
         ack_ids: &[AckId],
         action: Settle,
     ) -> EngineResult<(usize, Option<u64>)> {
+        if let Settle::Reject = action {
+            return Ok((self.reject(basin, name, ack_ids).await?, None));
+        }
         if let Settle::Nack { delay_ms } = action {
             if delay_ms > config::MAX_ACK_WAIT_MS {
                 return Err(EngineError::Invalid(format!(
@@ -138,6 +142,8 @@ fn apply(
                 state.pending.nack(&position, now, delay_ms);
                 state.progress.nacked += 1;
             }),
+            // Handled by `reject` before anything here.
+            Settle::Reject => None,
             Settle::Extend => {
                 let ack_wait = state.config.ack_wait_ms;
                 state.pending.extend(&position, now, ack_wait).map(|due| {

@@ -99,8 +99,12 @@ pub struct Delivery {
 #[derive(Clone, Copy, Debug)]
 pub enum Settle {
     Ack,
-    Nack { delay_ms: u64 },
+    Nack {
+        delay_ms: u64,
+    },
     Extend,
+    /// To the dead-letter stream at once (`reject.rs`).
+    Reject,
 }
 
 pub struct ConsumerHandle {
