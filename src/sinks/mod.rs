@@ -8,6 +8,11 @@
 //! has two (the old one has stopped before the new one starts), so
 //! restarting one loses nothing: its messages come back to the next run.
 
+mod destination;
+mod jetstream;
+mod message;
+mod postgres;
+mod redis_stream;
 mod status;
 mod webhook;
 mod worker;

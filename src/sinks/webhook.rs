@@ -18,24 +18,22 @@ use std::time::Duration;
 use base64::Engine as _;
 use ring::hmac;
 
-use crate::engine::sinks::WebhookConfig;
+use serde_json::json;
 
-/// Why a delivery failed.
-#[derive(Debug)]
-pub enum Failure {
-    /// Trying again may work.
-    Transient(String),
-    /// Trying again will not (the receiver refused the content).
-    Permanent(String),
-}
+use super::destination::Failure;
+use super::message::{batch_id, message_json};
+use crate::engine::consumers::Delivery;
+use crate::engine::sinks::{BodyFormat, SinkInfo, WebhookConfig};
+use crate::wire::json::Format;
 
 pub struct Webhook {
     client: reqwest::Client,
     config: WebhookConfig,
+    sink: SinkInfo,
 }
 
 impl Webhook {
-    pub fn new(config: WebhookConfig) -> Result<Self, String> {
+    pub fn new(sink: &SinkInfo, config: WebhookConfig) -> Result<Self, String> {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_millis(config.timeout_ms))
             // A redirect would turn the POST into a GET without its body
@@ -44,11 +42,36 @@ impl Webhook {
             .user_agent(concat!("rill-sink/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| format!("cannot make an HTTP client: {e}"))?;
-        Ok(Self { client, config })
+        Ok(Self {
+            client,
+            config,
+            sink: sink.clone(),
+        })
+    }
+
+    /// Posts `{"messages": [...]}`, with an id that is the same for every
+    /// attempt at the same messages. A message that cannot be written
+    /// refuses the batch (it is never sent short).
+    pub async fn deliver(&self, batch: &[Delivery]) -> Result<(), Failure> {
+        let format = match self.config.format {
+            BodyFormat::Raw => Format::Raw,
+            BodyFormat::Base64 => Format::Base64,
+        };
+        let messages: Option<Vec<_>> = batch.iter().map(|d| message_json(d, format)).collect();
+        let body = messages
+            .and_then(|messages| serde_json::to_vec(&json!({ "messages": messages })).ok())
+            .ok_or_else(|| Failure::Permanent("a message could not be written as JSON".into()))?;
+        self.post(&batch_id(&self.sink, batch), body).await
+    }
+
+    /// An empty batch, `{"messages": []}`: harmless to any receiver.
+    pub async fn probe(&self) -> Result<(), Failure> {
+        let body = serde_json::to_vec(&json!({ "messages": [] })).unwrap_or_default();
+        self.post("msg_probe", body).await
     }
 
     /// Posts `body`, identified by `id` (stable across attempts).
-    pub async fn post(&self, id: &str, body: Vec<u8>) -> Result<(), Failure> {
+    async fn post(&self, id: &str, body: Vec<u8>) -> Result<(), Failure> {
         let timestamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs())

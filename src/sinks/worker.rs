@@ -1,4 +1,4 @@
-//! One sink's worker: receives a batch from the sink's consumer, posts it,
+//! One sink's worker: receives a batch from the sink's consumer, delivers it,
 //! and settles it. Deliveries go one batch at a time, in the order the
 //! consumer hands them out, so the destination sees each key's messages in
 //! order (and all messages, as a single worker delivers them).
@@ -10,11 +10,11 @@
 //! tried on its own, so that one poison message is isolated. A single
 //! message goes to the dead letters when it is refused, or when it ran out
 //! of attempts while the destination works: others of its batch got
-//! through, or an empty batch (`{"messages": []}`, harmless to any
-//! receiver) does and the message, tried once more, still does not. While
-//! nothing gets through the destination is down, and the message is tried
-//! on at the longest backoff rather than an outage dead-lettering
-//! everything. Nothing behind a message is posted before it.
+//! through, or a probe of the destination does and the message, tried once
+//! more, still does not. While nothing gets through the destination is
+//! down, and the message is tried on at the longest backoff rather than an
+//! outage dead-lettering everything. Nothing behind a message is delivered
+//! before it.
 //!
 //! Every engine call runs as a task of its own: aborting the worker (the
 //! runtime does, on a change) never cuts one off half way. When a settle
@@ -28,17 +28,12 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use ring::digest;
-use serde_json::{json, Value};
-
+use super::destination::{Failure, Target};
 use super::status::SinkStatus;
-use super::webhook::{Failure, Webhook};
 use crate::engine::consumers::{AckId, Delivery, Settle};
 use crate::engine::error::{EngineError, EngineResult};
-use crate::engine::sinks::{Destination, SinkInfo};
+use crate::engine::sinks::SinkInfo;
 use crate::engine::Engine;
-use crate::wire::consumers::delivery_json;
-use crate::wire::json::Format;
 
 /// How long one receive waits for messages: also how long an idle worker
 /// told to stop may take to notice.
@@ -53,16 +48,15 @@ pub async fn run(
     status: Arc<SinkStatus>,
     stop: watch::Receiver<bool>,
 ) {
-    let Destination::Webhook(config) = &sink.config.destination;
-    let webhook = match Webhook::new(config.clone()) {
-        Ok(webhook) => webhook,
+    let target = match Target::new(&sink) {
+        Ok(target) => target,
         Err(err) => return status.failed(&err, false),
     };
     let worker = Worker {
         engine,
         sink,
         status,
-        webhook,
+        target,
         stop,
     };
     worker.run().await
@@ -72,7 +66,7 @@ struct Worker {
     engine: Arc<Engine>,
     sink: SinkInfo,
     status: Arc<SinkStatus>,
-    webhook: Webhook,
+    target: Target,
     stop: watch::Receiver<bool>,
 }
 
@@ -212,14 +206,12 @@ impl Worker {
                     queue.push_front(first);
                 }
                 Outcome::Exhausted if !got_through => {
-                    // Is the destination down, or this message bad? Ask it
-                    // with an empty batch (harmless to any receiver): if
-                    // that gets through, the message gets one more try and
-                    // then goes to the dead letters; if not, the
-                    // destination is down, and the message is tried on at
-                    // the longest backoff. Nothing after it goes first.
-                    let probe = serde_json::to_vec(&json!({ "messages": [] })).unwrap_or_default();
-                    let up = self.webhook.post("msg_probe", probe).await.is_ok();
+                    // Is the destination down, or this message bad? Probe
+                    // it (a webhook gets an empty batch): if it is up, the
+                    // message gets one more try and then goes to the dead
+                    // letters; if not, the message is tried on at the
+                    // longest backoff. Nothing after it goes first.
+                    let up = self.target.probe().await.is_ok();
                     if !up {
                         self.sleep(self.sink.config.retry.max_ms).await?;
                         queue.push_front(batch);
@@ -245,17 +237,14 @@ impl Worker {
         Ok(())
     }
 
-    /// One post of `batch`, no retry: whether it got through.
+    /// One delivery of `batch`, no retry: whether it got through.
     async fn attempt_once(&self, batch: &[Delivery]) -> bool {
-        match self.body(batch) {
-            Some((id, body)) => match self.webhook.post(&id, body).await {
-                Ok(()) => true,
-                Err(Failure::Transient(error) | Failure::Permanent(error)) => {
-                    self.status.failed(&error, false);
-                    false
-                }
-            },
-            None => false,
+        match self.target.deliver(batch).await {
+            Ok(()) => true,
+            Err(Failure::Transient(error) | Failure::Permanent(error)) => {
+                self.status.failed(&error, false);
+                false
+            }
         }
     }
 
@@ -267,19 +256,14 @@ impl Worker {
         Ok(())
     }
 
-    /// Posts `batch` until it is delivered, refused for good or out of
+    /// Delivers `batch` until it is delivered, refused for good or out of
     /// attempts; fails if its messages could not be kept meanwhile.
     async fn attempt(&self, batch: &[Delivery]) -> Result<Outcome, Halt> {
-        let Some((id, body)) = self.body(batch) else {
-            self.status
-                .failed("a message could not be written as JSON", false);
-            return Ok(Outcome::Refused);
-        };
         let retry = &self.sink.config.retry;
         let mut backoff = retry.initial_ms;
         for attempt in 1..=self.sink.config.max_deliver {
             self.go_on()?;
-            match self.webhook.post(&id, body.clone()).await {
+            match self.target.deliver(batch).await {
                 Ok(()) => return Ok(Outcome::Delivered),
                 Err(Failure::Permanent(error)) => {
                     self.status.failed(&error, false);
@@ -301,34 +285,6 @@ impl Worker {
                 .await?;
         }
         Ok(Outcome::Exhausted)
-    }
-
-    /// The request body, and an id that is the same for every attempt at
-    /// the same messages: a digest of their positions. `None` if a message
-    /// cannot be written (then the batch is refused, never sent short).
-    fn body(&self, batch: &[Delivery]) -> Option<(String, Vec<u8>)> {
-        let mut messages = Vec::with_capacity(batch.len());
-        for delivery in batch {
-            let mut message: Value = delivery_json(delivery, Format::Raw).ok()?;
-            message.as_object_mut()?.remove("ack_id");
-            messages.push(message);
-        }
-        let mut context = digest::Context::new(&digest::SHA256);
-        context.update(self.sink.name.as_bytes());
-        for delivery in batch {
-            let position = serde_json::to_vec(&delivery.message.position).ok()?;
-            context.update(b"\n");
-            context.update(&position);
-        }
-        let id: String = context
-            .finish()
-            .as_ref()
-            .iter()
-            .take(16)
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        let body = serde_json::to_vec(&json!({ "messages": messages })).ok()?;
-        Some((format!("msg_{id}"), body))
     }
 }
 

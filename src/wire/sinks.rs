@@ -1,6 +1,6 @@
 //! The JSON of sinks. A sink is shown as it was configured, less its
 //! secrets: a webhook's `secret` and header values are write-only (a `PUT`
-//! must give them again), and a URL's password and query are masked.
+//! must give them again), and every URL's password and query are masked.
 
 use serde_json::{json, Value};
 
@@ -30,6 +30,25 @@ fn destination_json(destination: &Destination) -> Value {
             "timeout_ms": webhook.timeout_ms,
             "header_names": webhook.headers.keys().collect::<Vec<_>>(),
             "secret_set": webhook.secret.is_some(),
+            "format": webhook.format,
+        }}),
+        Destination::Postgres(postgres) => json!({ "postgres": {
+            "url": mask_password(&postgres.url),
+            "table": postgres.table,
+            "create_table": postgres.create_table,
+            "timeout_ms": postgres.timeout_ms,
+        }}),
+        Destination::Redis(redis) => json!({ "redis": {
+            "url": mask_password(&redis.url),
+            "stream": redis.stream,
+            "maxlen": redis.maxlen,
+            "timeout_ms": redis.timeout_ms,
+        }}),
+        Destination::Nats(nats) => json!({ "nats": {
+            "url": mask_password(&nats.url),
+            "subject": nats.subject,
+            "create_stream": nats.create_stream,
+            "timeout_ms": nats.timeout_ms,
         }}),
     }
 }

@@ -10,6 +10,7 @@ pub mod faulty;
 pub mod pki;
 pub mod prometheus;
 pub mod s2_cli;
+pub mod services;
 pub mod webhook;
 
 use std::future::Future;

@@ -3,19 +3,17 @@
 //! the same JSON, secrets included, is persisted in the sink's metadata
 //! (the API never answers the secrets back).
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 
 use crate::engine::consumers::{AckPolicy, ConsumerConfig, Filter, Source, Start, MAX_ACK_WAIT_MS};
 use crate::engine::error::{EngineError, EngineResult};
 
+pub use super::destinations::{Destination, DEFAULT_TIMEOUT_MS};
+
 pub const DEFAULT_MAX_BATCH: usize = 100;
 pub const MAX_MAX_BATCH: usize = 1000;
 pub const MAX_LINGER_MS: u64 = 60_000;
 pub const DEFAULT_MAX_DELIVER: u32 = 10;
-pub const DEFAULT_TIMEOUT_MS: u64 = 10_000;
-pub const MAX_TIMEOUT_MS: u64 = 300_000;
 
 /// A sink, as created.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -46,42 +44,6 @@ pub struct SinkConfig {
     pub paused: bool,
 }
 
-/// Where a sink writes: one key naming the kind.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
-pub enum Destination {
-    Webhook(WebhookConfig),
-}
-
-/// `POST`s each batch as JSON `{"messages": [...]}` to `url`.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WebhookConfig {
-    pub url: String,
-    /// Sent with every request (write-only: an `Authorization` header is a
-    /// secret too).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub headers: BTreeMap<String, String>,
-    /// Signs each request (HMAC-SHA256, as Standard Webhooks do).
-    /// Write-only.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub secret: Option<String>,
-    #[serde(default = "default_timeout_ms")]
-    pub timeout_ms: u64,
-}
-
-/// Never prints the URL, header values or the secret: any of them may be
-/// a credential, and a `{:?}` in a log line must not leak one.
-impl std::fmt::Debug for WebhookConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WebhookConfig")
-            .field("headers", &self.headers.keys().collect::<Vec<_>>())
-            .field("secret_set", &self.secret.is_some())
-            .field("timeout_ms", &self.timeout_ms)
-            .finish_non_exhaustive()
-    }
-}
-
 /// Backoff between failed deliveries: doubling from `initial_ms` up to
 /// `max_ms`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -107,9 +69,6 @@ fn default_max_batch() -> usize {
 }
 fn default_max_deliver() -> u32 {
     DEFAULT_MAX_DELIVER
-}
-fn default_timeout_ms() -> u64 {
-    DEFAULT_TIMEOUT_MS
 }
 fn default_initial_ms() -> u64 {
     200
@@ -147,9 +106,7 @@ impl SinkConfig {
         if self.retry.max_ms > 3_600_000 {
             return invalid("retry.max_ms must be at most 3600000 (an hour)".into());
         }
-        match &self.destination {
-            Destination::Webhook(webhook) => webhook.validate()?,
-        }
+        self.destination.validate(&self.source)?;
         self.consumer_config().validate()
     }
 
@@ -175,9 +132,7 @@ impl SinkConfig {
 
     /// See [`Self::consumer_config`].
     pub fn ack_wait_ms(&self) -> u64 {
-        let timeout = match &self.destination {
-            Destination::Webhook(webhook) => webhook.timeout_ms,
-        };
+        let timeout = self.destination.timeout_ms();
         (2 * timeout + self.max_linger_ms + self.retry.max_ms + 60_000).min(MAX_ACK_WAIT_MS)
     }
 
@@ -200,37 +155,6 @@ impl SinkConfig {
         }
         next.validate()?;
         Ok(next)
-    }
-}
-
-impl WebhookConfig {
-    fn validate(&self) -> EngineResult<()> {
-        let invalid = |m: String| Err(EngineError::Invalid(m));
-        let scheme_ok = self.url.starts_with("http://") || self.url.starts_with("https://");
-        // The URL is not repeated: it may hold a secret.
-        let parses = reqwest::Url::parse(&self.url).is_ok_and(|u| u.host().is_some());
-        if !scheme_ok || !parses || self.url.len() > 2048 {
-            return invalid("destination.webhook.url must be an http:// or https:// URL".into());
-        }
-        if self.timeout_ms == 0 || self.timeout_ms > MAX_TIMEOUT_MS {
-            return invalid(format!("timeout_ms must be 1 to {MAX_TIMEOUT_MS}"));
-        }
-        for (name, value) in &self.headers {
-            let name_ok = !name.is_empty()
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b));
-            let value_ok = value
-                .bytes()
-                .all(|b| b == b' ' || b == b'\t' || b.is_ascii_graphic());
-            if !name_ok || !value_ok {
-                return invalid(format!("header `{name}` is not a valid HTTP header"));
-            }
-        }
-        if self.secret.as_deref() == Some("") {
-            return invalid("secret may not be empty".into());
-        }
-        Ok(())
     }
 }
 

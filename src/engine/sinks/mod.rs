@@ -1,10 +1,14 @@
 //! Sinks: consumers whose worker lives inside the server, writing what they
-//! read to a destination (a webhook today). This layer, over consumers,
+//! read to a destination (a webhook, Postgres, Redis or NATS). This layer, over consumers,
 //! keeps their definitions; `src/sinks/` runs them.
 
 pub mod config;
+pub mod destinations;
 pub mod keys;
 mod layer;
 
-pub use config::{Destination, SinkConfig, SinkConfigPatch, SinkName, WebhookConfig};
+pub use config::{SinkConfig, SinkConfigPatch, SinkName};
+pub use destinations::{
+    BodyFormat, Destination, NatsConfig, PostgresConfig, RedisConfig, WebhookConfig,
+};
 pub use layer::{SinkInfo, Sinks};

@@ -1,0 +1,404 @@
+//! Where a sink writes: one key naming the kind, its settings as value.
+//! Every setting that may hold a credential (a URL's password, headers,
+//! HMAC keys) is write-only: kept here, never shown by the API, never
+//! printed by `{:?}`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::consumers::Source;
+use crate::engine::error::{EngineError, EngineResult};
+
+pub const DEFAULT_TIMEOUT_MS: u64 = 10_000;
+pub const MAX_TIMEOUT_MS: u64 = 300_000;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Destination {
+    Webhook(WebhookConfig),
+    Postgres(PostgresConfig),
+    Redis(RedisConfig),
+    Nats(NatsConfig),
+}
+
+/// `POST`s each batch as JSON `{"messages": [...]}` to `url`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    pub url: String,
+    /// Sent with every request (write-only: an `Authorization` header is a
+    /// secret too).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// Signs each request (HMAC-SHA256, as Standard Webhooks do).
+    /// Write-only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// How stream record bodies and headers are written: `raw` (UTF-8
+    /// text) or `base64` (any bytes, as S2's `s2-format: base64`).
+    #[serde(default, skip_serializing_if = "BodyFormat::is_raw")]
+    pub format: BodyFormat,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BodyFormat {
+    #[default]
+    Raw,
+    Base64,
+}
+
+impl BodyFormat {
+    fn is_raw(&self) -> bool {
+        *self == BodyFormat::Raw
+    }
+}
+
+/// Keeps a table equal to the source: a collection's records (or events)
+/// upserted by id, never to an older version, deletes deleting; a stream's
+/// records inserted by `seq_num`. The sink's position is written in the
+/// same transaction as the rows, so each message lands exactly once.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresConfig {
+    /// `postgres://user:password@host:port/db` (write-only password).
+    pub url: String,
+    /// `name` or `schema.name`.
+    pub table: String,
+    /// Creates the table (and nothing else) if it is missing.
+    #[serde(default)]
+    pub create_table: bool,
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+/// Appends each message to a Redis stream with `XADD`, and keeps the sink's
+/// position in a key beside it, moved by the same script as the entries
+/// (so each message lands exactly once).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://[:password@]host:port[/db]` (write-only password).
+    pub url: String,
+    /// The Redis stream's key.
+    pub stream: String,
+    /// Trims the stream to about this many entries (`MAXLEN ~`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maxlen: Option<u64>,
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+/// Publishes each message to NATS JetStream, with a `Nats-Msg-Id` made of
+/// the sink and the message's position (the server drops a duplicate
+/// inside its duplicate window).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsConfig {
+    /// `nats://[user:password@]host:port` (write-only password).
+    pub url: String,
+    /// The subject, with `{key}` (the record id or `key` header; `_` when
+    /// there is none), `{collection}` and `{stream}` filled in.
+    pub subject: String,
+    /// A JetStream stream to create, over the subject with its
+    /// placeholders as wildcards, if it is missing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub create_stream: Option<String>,
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_timeout_ms() -> u64 {
+    DEFAULT_TIMEOUT_MS
+}
+
+/// Never prints a URL, header values or a secret: any of them may be a
+/// credential, and a `{:?}` in a log line must not leak one.
+macro_rules! debug_without_secrets {
+    ($type:ident, $($field:ident),*) => {
+        impl std::fmt::Debug for $type {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($type))
+                    $(.field(stringify!($field), &self.$field))*
+                    .finish_non_exhaustive()
+            }
+        }
+    };
+}
+debug_without_secrets!(PostgresConfig, table, create_table, timeout_ms);
+debug_without_secrets!(RedisConfig, stream, maxlen, timeout_ms);
+debug_without_secrets!(NatsConfig, subject, create_stream, timeout_ms);
+
+impl std::fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookConfig")
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field("secret_set", &self.secret.is_some())
+            .field("timeout_ms", &self.timeout_ms)
+            .field("format", &self.format)
+            .finish_non_exhaustive()
+    }
+}
+
+fn invalid<T>(message: String) -> EngineResult<T> {
+    Err(EngineError::Invalid(message))
+}
+
+impl Destination {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Destination::Webhook(_) => "webhook",
+            Destination::Postgres(_) => "postgres",
+            Destination::Redis(_) => "redis",
+            Destination::Nats(_) => "nats",
+        }
+    }
+
+    /// How long one write may take.
+    pub fn timeout_ms(&self) -> u64 {
+        match self {
+            Destination::Webhook(c) => c.timeout_ms,
+            Destination::Postgres(c) => c.timeout_ms,
+            Destination::Redis(c) => c.timeout_ms,
+            Destination::Nats(c) => c.timeout_ms,
+        }
+    }
+
+    pub fn validate(&self, source: &Source) -> EngineResult<()> {
+        let timeout = self.timeout_ms();
+        if timeout == 0 || timeout > MAX_TIMEOUT_MS {
+            return invalid(format!("timeout_ms must be 1 to {MAX_TIMEOUT_MS}"));
+        }
+        match self {
+            Destination::Webhook(c) => c.validate(),
+            Destination::Postgres(c) => c.validate(),
+            Destination::Redis(c) => c.validate(),
+            Destination::Nats(c) => c.validate(source),
+        }
+    }
+}
+
+/// Checks that `url` parses with one of `schemes`, without repeating it
+/// (it may hold a secret).
+fn check_url(kind: &str, url: &str, schemes: &[&str]) -> EngineResult<()> {
+    let parsed = reqwest::Url::parse(url);
+    let ok = parsed
+        .as_ref()
+        .is_ok_and(|u| schemes.contains(&u.scheme()) && u.host().is_some());
+    if !ok || url.len() > 2048 {
+        let schemes: Vec<String> = schemes.iter().map(|s| format!("{s}://")).collect();
+        return invalid(format!(
+            "destination.{kind}.url must be a {} URL with a host",
+            schemes.join(" or ")
+        ));
+    }
+    Ok(())
+}
+
+impl WebhookConfig {
+    fn validate(&self) -> EngineResult<()> {
+        check_url("webhook", &self.url, &["http", "https"])?;
+        for (name, value) in &self.headers {
+            let name_ok = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b));
+            let value_ok = value
+                .bytes()
+                .all(|b| b == b' ' || b == b'\t' || b.is_ascii_graphic());
+            if !name_ok || !value_ok {
+                return invalid(format!("header `{name}` is not a valid HTTP header"));
+            }
+        }
+        if self.secret.as_deref() == Some("") {
+            return invalid("secret may not be empty".into());
+        }
+        Ok(())
+    }
+}
+
+impl PostgresConfig {
+    fn validate(&self) -> EngineResult<()> {
+        check_url("postgres", &self.url, &["postgres", "postgresql"])?;
+        let parts: Vec<&str> = self.table.split('.').collect();
+        let identifier = |part: &&str| {
+            !part.is_empty()
+                && part.len() <= 63
+                && part
+                    .bytes()
+                    .next()
+                    .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+                && part.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        };
+        if parts.len() > 2 || !parts.iter().all(identifier) {
+            return invalid(
+                "destination.postgres.table must be `name` or `schema.name`, each a letter or \
+                 `_` then letters, digits or `_` (at most 63)"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+impl RedisConfig {
+    fn validate(&self) -> EngineResult<()> {
+        check_url("redis", &self.url, &["redis", "rediss"])?;
+        if self.stream.is_empty() || self.stream.len() > 1024 {
+            return invalid("destination.redis.stream must be 1 to 1024 bytes".into());
+        }
+        if self.maxlen == Some(0) {
+            return invalid("destination.redis.maxlen must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// The placeholders a NATS subject template may hold.
+pub const SUBJECT_PLACEHOLDERS: [&str; 3] = ["{key}", "{collection}", "{stream}"];
+
+impl NatsConfig {
+    fn validate(&self, source: &Source) -> EngineResult<()> {
+        check_url("nats", &self.url, &["nats", "tls"])?;
+        // Every token a word or a placeholder (no wildcards: a message is
+        // published to one subject).
+        let token_ok = |token: &str| {
+            SUBJECT_PLACEHOLDERS.contains(&token)
+                || (!token.is_empty()
+                    && token
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b)))
+        };
+        if self.subject.len() > 255 || !self.subject.split('.').all(token_ok) {
+            return invalid(format!(
+                "destination.nats.subject must be dot-separated tokens of letters, digits, `-` \
+                 or `_`, or one of {}",
+                SUBJECT_PLACEHOLDERS.join(", ")
+            ));
+        }
+        let (needs, has) = match source {
+            Source::Stream { .. } => ("{collection}", "a stream"),
+            Source::Collection { .. } => ("{stream}", "a collection"),
+        };
+        if self.subject.split('.').any(|t| t == needs) {
+            return invalid(format!(
+                "a sink reading {has} has no {needs} for its subject"
+            ));
+        }
+        if let Some(stream) = &self.create_stream {
+            let ok = !stream.is_empty()
+                && stream.len() <= 255
+                && stream
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b));
+            if !ok {
+                return invalid(
+                    "destination.nats.create_stream must be letters, digits, `-` or `_`".into(),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The subject a message goes to.
+    pub fn subject_for(&self, key: Option<&str>, collection: &str, stream: &str) -> String {
+        self.subject
+            .split('.')
+            .map(|token| match token {
+                "{key}" => subject_token(key.unwrap_or("_")),
+                "{collection}" => subject_token(collection),
+                "{stream}" => subject_token(stream),
+                word => word.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(".")
+    }
+
+    /// The subjects of every message: placeholders as `*`.
+    pub fn subject_filter(&self) -> String {
+        self.subject
+            .split('.')
+            .map(|token| match SUBJECT_PLACEHOLDERS.contains(&token) {
+                true => "*",
+                false => token,
+            })
+            .collect::<Vec<_>>()
+            .join(".")
+    }
+}
+
+/// A value made into one subject token: bytes NATS gives meaning to
+/// (`.`, `*`, `>`, whitespace) and anything outside printable ASCII
+/// become `_`.
+fn subject_token(value: &str) -> String {
+    let token: String = value
+        .chars()
+        .map(|c| match c.is_ascii_graphic() && !".*>".contains(c) {
+            true => c,
+            false => '_',
+        })
+        .collect();
+    match token.is_empty() {
+        true => "_".into(),
+        false => token,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_fill_placeholders_with_safe_tokens() {
+        let nats = NatsConfig {
+            url: "nats://127.0.0.1:4222".into(),
+            subject: "rill.{collection}.{key}".into(),
+            create_stream: None,
+            timeout_ms: 1,
+        };
+        let source = Source::Collection {
+            collection: "users".into(),
+            feed: Default::default(),
+        };
+        assert!(nats.validate(&source).is_ok());
+        assert_eq!(
+            nats.subject_for(Some("a.b *>c"), "users", ""),
+            "rill.users.a_b___c"
+        );
+        assert_eq!(nats.subject_for(None, "users", ""), "rill.users._");
+        assert_eq!(nats.subject_filter(), "rill.*.*");
+        let stream = Source::Stream { stream: "s".into() };
+        assert!(
+            nats.validate(&stream).is_err(),
+            "a stream has no collection"
+        );
+        for bad in ["a..b", "a.*", "a.>", "a b", ""] {
+            let config = NatsConfig {
+                subject: bad.into(),
+                ..nats.clone()
+            };
+            assert!(config.validate(&source).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn postgres_tables_are_plain_identifiers() {
+        let config = |table: &str| PostgresConfig {
+            url: "postgres://u:p@127.0.0.1:5432/db".into(),
+            table: table.into(),
+            create_table: false,
+            timeout_ms: 1,
+        };
+        for good in ["users", "public.users", "_t1"] {
+            assert!(config(good).validate().is_ok(), "{good}");
+        }
+        for bad in ["", "a.b.c", "1t", "users; drop", "\"x\"", "a."] {
+            assert!(config(bad).validate().is_err(), "{bad}");
+        }
+        let debug = format!("{:?}", config("users"));
+        assert!(!debug.contains("u:p"), "{debug}");
+    }
+}

@@ -1,0 +1,423 @@
+//! Sinks to Postgres, Redis and NATS JetStream, each against the real
+//! server on loopback (see `common/services.rs`): under concurrent writes,
+//! through a SIGKILL of Rill and through the destination stopped for a few
+//! seconds and started again, the destination ends equal to the source,
+//! each change once, in order.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::binary::RillProcess;
+use common::services::{Daemon, Postgres};
+use common::BASIN;
+use serde_json::{json, Value};
+
+/// The real binary over a data directory, killed and started again.
+struct Rill {
+    dir: tempfile::TempDir,
+    process: Option<RillProcess>,
+    http: reqwest::Client,
+}
+
+impl Rill {
+    async fn start_with_collection(collection: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let process = Some(RillProcess::start(dir.path()));
+        let rill = Self {
+            dir,
+            process,
+            http: reqwest::Client::new(),
+        };
+        rill.send("POST", "/v1/basins", json!({ "basin": BASIN }))
+            .await;
+        rill.send("PUT", &format!("/v1/collections/{collection}"), json!({}))
+            .await;
+        rill
+    }
+
+    fn base(&self) -> String {
+        self.process.as_ref().unwrap().base.clone()
+    }
+
+    fn kill_and_restart(&mut self) {
+        if let Some(process) = self.process.take() {
+            process.kill();
+        }
+        self.process = Some(RillProcess::start(self.dir.path()));
+    }
+
+    async fn send(&self, method: &str, path: &str, body: Value) -> Value {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let resp = self
+            .http
+            .request(method, format!("{}{path}", self.base()))
+            .header("s2-basin", BASIN)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        assert!(status.is_success(), "{path}: {status} {body}");
+        body
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.base()))
+            .header("s2-basin", BASIN)
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success(), "{path}: {}", resp.status());
+        resp.json().await.unwrap()
+    }
+
+    /// Three writers at once, each 25 batches of two upserts and now and
+    /// then a delete (which may find its record gone: a 404, no change).
+    async fn write_concurrently(&self, collection: &str, round: usize) {
+        let writers: Vec<_> = (0..3)
+            .map(|w| {
+                let (http, base) = (self.http.clone(), self.base());
+                let path = format!("{base}/v1/collections/{collection}/records");
+                tokio::spawn(async move {
+                    for i in 0..25 {
+                        let a = (w * 7 + i * 3 + round) % 30;
+                        let b = (a + 1 + (i + w) % 28) % 30;
+                        let upserts = json!([
+                            { "id": format!("k{a}"), "data": { "w": w, "i": i, "round": round } },
+                            { "id": format!("k{b}"), "data": { "w": w, "i": i, "text": "x".repeat(i) } },
+                        ]);
+                        let resp = http
+                            .post(&path)
+                            .header("s2-basin", BASIN)
+                            .json(&json!({ "upserts": upserts }))
+                            .send()
+                            .await
+                            .unwrap();
+                        assert!(resp.status().is_success(), "{}", resp.status());
+                        if i % 4 == 3 {
+                            let gone = (i + w + round) % 30;
+                            let resp = http
+                                .post(&path)
+                                .header("s2-basin", BASIN)
+                                .json(&json!({ "deletes": [format!("k{gone}")] }))
+                                .send()
+                                .await
+                                .unwrap();
+                            assert!(resp.status().is_success() || resp.status() == 404);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for writer in writers {
+            writer.await.unwrap();
+        }
+    }
+
+    /// The collection's live records: id → (data, version).
+    async fn records(&self, collection: &str) -> BTreeMap<String, (Value, u64)> {
+        let mut out = BTreeMap::new();
+        let mut cursor = String::new();
+        loop {
+            let page = self
+                .get(&format!(
+                    "/v1/collections/{collection}/updated?limit=1000&{cursor}"
+                ))
+                .await;
+            for record in page["records"].as_array().unwrap() {
+                let id = record["id"].as_str().unwrap().to_string();
+                match record["deleted"].as_bool().unwrap() {
+                    true => out.remove(&id),
+                    false => out.insert(
+                        id,
+                        (record["data"].clone(), record["version"].as_u64().unwrap()),
+                    ),
+                };
+            }
+            if page["caught_up"] == true || page["records"].as_array().unwrap().is_empty() {
+                return out;
+            }
+            cursor = format!("cursor={}", page["cursor"].as_str().unwrap());
+        }
+    }
+
+    /// Every change event: (event, id, version), in order.
+    async fn events(&self, collection: &str) -> Vec<(String, String, u64)> {
+        let mut out = Vec::new();
+        loop {
+            let path = format!(
+                "/v1/collections/{collection}/events?seq_num={}&count=1000",
+                out.len()
+            );
+            let resp = self
+                .http
+                .get(format!("{}{path}", self.base()))
+                .header("s2-basin", BASIN)
+                .send()
+                .await
+                .unwrap();
+            // Past the tail: every event is read.
+            if resp.status() == reqwest::StatusCode::RANGE_NOT_SATISFIABLE {
+                return out;
+            }
+            assert!(resp.status().is_success(), "{path}: {}", resp.status());
+            let page: Value = resp.json().await.unwrap();
+            let events = page["events"].as_array().unwrap();
+            if events.is_empty() {
+                return out;
+            }
+            for event in events {
+                out.push((
+                    event["event"].as_str().unwrap().to_string(),
+                    event["id"].as_str().unwrap().to_string(),
+                    event["version"].as_u64().unwrap(),
+                ));
+            }
+        }
+    }
+}
+
+/// Polls `destination` until it equals `source`, then asserts it does.
+async fn converges<T, F, Fut>(what: &str, source: T, mut destination: F)
+where
+    T: PartialEq + std::fmt::Debug,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let seen = destination().await;
+        if seen == source || Instant::now() > deadline {
+            assert_eq!(seen, source, "{what}: the destination equals the source");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The scenario every destination goes through: writes, a SIGKILL of Rill
+/// mid-delivery, writes while the destination is stopped for a few
+/// seconds, the destination started again.
+async fn through_kill_and_outage(
+    rill: &mut Rill,
+    collection: &str,
+    sink: &str,
+    stop: impl FnOnce(),
+    start: impl FnOnce(),
+) {
+    rill.write_concurrently(collection, 0).await;
+    // The sink is still delivering what was just written.
+    rill.kill_and_restart();
+    stop();
+    let outage = Instant::now();
+    rill.write_concurrently(collection, 1).await;
+    let left = Duration::from_secs(4).saturating_sub(outage.elapsed());
+    tokio::time::sleep(left).await;
+    start();
+    // The sink felt the outage (its worker's counts start with the
+    // restart, so these failures are the outage's).
+    let state = rill.get(&format!("/v1/sinks/{sink}")).await;
+    assert!(state["state"]["failed"].as_u64().unwrap() > 0, "{state}");
+    rill.write_concurrently(collection, 2).await;
+}
+
+fn retry_quickly() -> Value {
+    json!({ "initial_ms": 50, "max_ms": 500 })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_table_equals_the_collection_exactly_once() {
+    let Some(pg) = Postgres::start() else { return };
+    let mut rill = Rill::start_with_collection("users").await;
+    rill.send(
+        "PUT",
+        "/v1/sinks/pg",
+        json!({
+            "source": { "collection": "users", "feed": "records" },
+            "destination": { "postgres": {
+                "url": pg.url(), "table": "public.users", "create_table": true, "timeout_ms": 2000
+            }},
+            "max_batch": 20,
+            "retry": retry_quickly()
+        }),
+    )
+    .await;
+    through_kill_and_outage(&mut rill, "users", "pg", || pg.stop(), || pg.start_again()).await;
+
+    let source = rill.records("users").await;
+    assert!(source.len() > 10, "{}", source.len());
+    converges("postgres", source, || async {
+        let client = pg.client().await;
+        let rows = client
+            .query("SELECT id, data::text, version FROM users", &[])
+            .await
+            .unwrap();
+        rows.iter()
+            .map(|row| {
+                let data: String = row.get(1);
+                let version: i64 = row.get(2);
+                (
+                    row.get::<_, String>(0),
+                    (serde_json::from_str(&data).unwrap(), version as u64),
+                )
+            })
+            .collect::<BTreeMap<String, (Value, u64)>>()
+    })
+    .await;
+    // The position is kept beside the rows, in the same transactions.
+    let client = pg.client().await;
+    let positions = client
+        .query("SELECT sink FROM rill_sink_positions", &[])
+        .await
+        .unwrap();
+    assert_eq!(positions.len(), 1);
+
+    // What lies at or before the kept position is taken as delivered (its
+    // ack was lost): moved past everything, a new write is skipped, not
+    // written twice; the sink acks it and goes on.
+    client
+        .execute(
+            "UPDATE rill_sink_positions SET position = '\\xffffffffffffffff'",
+            &[],
+        )
+        .await
+        .unwrap();
+    rill.send(
+        "PUT",
+        "/v1/collections/users/records/skipped",
+        json!({ "n": 1 }),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while rill.get("/v1/sinks/pg").await["state"]["lag"] != 0 {
+        assert!(Instant::now() < deadline, "the sink acks the skipped write");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let skipped = client
+        .query("SELECT 1 FROM users WHERE id = 'skipped'", &[])
+        .await
+        .unwrap();
+    assert!(
+        skipped.is_empty(),
+        "a message at or before the position is not written again"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_stream_holds_every_event_once_in_order() {
+    let Some(mut redis) = Daemon::redis() else {
+        return;
+    };
+    let url = format!("redis://127.0.0.1:{}", redis.port);
+    let mut rill = Rill::start_with_collection("orders").await;
+    rill.send(
+        "PUT",
+        "/v1/sinks/to-redis",
+        json!({
+            "source": { "collection": "orders" },
+            "destination": { "redis": { "url": url, "stream": "orders", "timeout_ms": 2000 } },
+            "max_batch": 20,
+            "retry": retry_quickly()
+        }),
+    )
+    .await;
+    let port = redis.port;
+    let stopped = std::sync::Mutex::new(&mut redis);
+    through_kill_and_outage(
+        &mut rill,
+        "orders",
+        "to-redis",
+        || stopped.lock().unwrap().stop(),
+        || stopped.lock().unwrap().start_again(),
+    )
+    .await;
+
+    let source = rill.events("orders").await;
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).unwrap();
+    converges("redis", source, || async {
+        let Ok(mut connection) = client.get_multiplexed_async_connection().await else {
+            return Vec::new();
+        };
+        let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            .arg("orders")
+            .arg("-")
+            .arg("+")
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        entries
+            .ids
+            .iter()
+            .map(|entry| {
+                let text = |field: &str| entry.get::<String>(field).unwrap();
+                (text("event"), text("id"), text("version").parse().unwrap())
+            })
+            .collect::<Vec<(String, String, u64)>>()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_jetstream_holds_every_event_once_in_order() {
+    let Some(mut nats) = Daemon::nats() else {
+        return;
+    };
+    let url = format!("nats://127.0.0.1:{}", nats.port);
+    let mut rill = Rill::start_with_collection("orders").await;
+    rill.send(
+        "PUT",
+        "/v1/sinks/to-nats",
+        json!({
+            "source": { "collection": "orders" },
+            "destination": { "nats": {
+                "url": url, "subject": "rill.{collection}.{key}", "create_stream": "ORDERS",
+                "timeout_ms": 2000
+            }},
+            "max_batch": 20,
+            "retry": retry_quickly()
+        }),
+    )
+    .await;
+    let stopped = std::sync::Mutex::new(&mut nats);
+    through_kill_and_outage(
+        &mut rill,
+        "orders",
+        "to-nats",
+        || stopped.lock().unwrap().stop(),
+        || stopped.lock().unwrap().start_again(),
+    )
+    .await;
+
+    let source = rill.events("orders").await;
+    converges("nats", source, || async {
+        let Ok(client) = async_nats::connect(url.as_str()).await else {
+            return Vec::new();
+        };
+        let js = async_nats::jetstream::new(client);
+        let Ok(mut stream) = js.get_stream("ORDERS").await else {
+            return Vec::new();
+        };
+        let last = stream.info().await.unwrap().state.last_sequence;
+        let mut out = Vec::new();
+        for seq in 1..=last {
+            let message = stream.get_raw_message(seq).await.unwrap();
+            let event: Value = serde_json::from_slice(&message.payload).unwrap();
+            assert_eq!(
+                message.subject.as_str(),
+                format!("rill.orders.{}", event["id"].as_str().unwrap())
+            );
+            out.push((
+                event["event"].as_str().unwrap().to_string(),
+                event["id"].as_str().unwrap().to_string(),
+                event["version"].as_u64().unwrap(),
+            ));
+        }
+        out
+    })
+    .await;
+}
