@@ -434,3 +434,103 @@ async fn nats_jetstream_holds_every_event_once_in_order() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_keeps_streams_by_seq_num_and_dead_letters_what_it_refuses() {
+    let Some(pg) = Postgres::start() else { return };
+    let rill = Rill::start_with_collection("docs").await;
+    rill.send("POST", "/v1/streams", json!({ "stream": "log" }))
+        .await;
+    for (name, source, table) in [
+        ("log-table", json!({ "stream": "log" }), "log"),
+        ("docs-table", json!({ "collection": "docs" }), "docs"),
+    ] {
+        rill.send(
+            "PUT",
+            &format!("/v1/sinks/{name}"),
+            json!({
+                "source": source,
+                "destination": { "postgres": { "url": pg.url(), "table": table, "create_table": true } },
+                "max_batch": 10,
+                "max_deliver": 2,
+                "retry": retry_quickly()
+            }),
+        )
+        .await;
+    }
+    let records: Vec<Value> = (0..25)
+        .map(
+            |i| json!({ "headers": [["key", format!("k{}", i % 3)]], "body": format!("body {i}") }),
+        )
+        .collect();
+    rill.send(
+        "POST",
+        "/v1/streams/log/records",
+        json!({ "records": records }),
+    )
+    .await;
+    // `jsonb` refuses a NUL in a string (SQLSTATE 22P05): that change is
+    // the message's fault, and goes to the dead letters alone.
+    rill.send(
+        "POST",
+        "/v1/collections/docs/records",
+        json!({ "upserts": [
+            { "id": "a", "data": { "n": 1 } },
+            { "id": "poison", "data": { "s": "nul\u{0}here" } },
+            { "id": "b", "data": { "n": 2 } },
+        ]}),
+    )
+    .await;
+
+    let client = pg.client().await;
+    let wanted: Vec<(i64, String, String)> = (0..25)
+        .map(|i| {
+            (
+                i,
+                format!("body {i}"),
+                format!(r#"[["key", "k{}"]]"#, i % 3),
+            )
+        })
+        .collect();
+    converges("stream rows", wanted, || async {
+        let rows = client
+            .query(
+                "SELECT seq_num, body, headers::text FROM log ORDER BY seq_num",
+                &[],
+            )
+            .await
+            .unwrap_or_default();
+        rows.iter()
+            .map(|row| {
+                let body: Vec<u8> = row.get(1);
+                (row.get(0), String::from_utf8(body).unwrap(), row.get(2))
+            })
+            .collect::<Vec<(i64, String, String)>>()
+    })
+    .await;
+    converges(
+        "collection rows",
+        vec!["a".to_string(), "b".to_string()],
+        || async {
+            let rows = client
+                .query("SELECT id FROM docs ORDER BY id", &[])
+                .await
+                .unwrap_or_default();
+            rows.iter().map(|row| row.get(0)).collect::<Vec<String>>()
+        },
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let state = rill.get("/v1/sinks/docs-table").await["state"].clone();
+        if state["dead_lettered"] == 1 {
+            assert!(
+                state["last_error"].as_str().unwrap().contains("22P05"),
+                "{state}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "{state}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

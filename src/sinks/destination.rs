@@ -6,19 +6,11 @@
 use crate::engine::consumers::Delivery;
 use crate::engine::sinks::{Destination, SinkInfo};
 
+use super::failure::Failure;
 use super::jetstream::Nats;
 use super::postgres::Postgres;
 use super::redis_stream::Redis;
 use super::webhook::Webhook;
-
-/// Why a delivery failed.
-#[derive(Debug)]
-pub enum Failure {
-    /// Trying again may work.
-    Transient(String),
-    /// Trying again will not (the destination refused the content).
-    Permanent(String),
-}
 
 pub enum Target {
     Webhook(Webhook),

@@ -18,7 +18,7 @@ use async_nats::HeaderMap;
 use bytes::Bytes;
 use tokio::sync::Mutex;
 
-use super::destination::Failure;
+use super::failure::Failure;
 use super::message::{position_bytes, sink_identity, Change};
 use crate::engine::consumers::{Delivery, Payload, Source};
 use crate::engine::sinks::{NatsConfig, SinkInfo};

@@ -9,6 +9,7 @@
 //! restarting one loses nothing: its messages come back to the next run.
 
 mod destination;
+mod failure;
 mod jetstream;
 mod message;
 mod postgres;

@@ -26,7 +26,7 @@ use tokio::sync::{Mutex, MutexGuard};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 
-use super::destination::Failure;
+use super::failure::Failure;
 use super::message::{latest_per_id, position_bytes, sink_identity, Change};
 use crate::engine::consumers::{Delivery, Payload, Source};
 use crate::engine::sinks::{PostgresConfig, SinkInfo};

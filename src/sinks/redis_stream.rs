@@ -22,7 +22,7 @@ use std::time::Duration;
 use redis::aio::MultiplexedConnection;
 use tokio::sync::Mutex;
 
-use super::destination::Failure;
+use super::failure::Failure;
 use super::message::{position_bytes, sink_identity, Change};
 use crate::engine::consumers::{Delivery, Payload};
 use crate::engine::sinks::{RedisConfig, SinkInfo};

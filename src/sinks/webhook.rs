@@ -20,7 +20,7 @@ use ring::hmac;
 
 use serde_json::json;
 
-use super::destination::Failure;
+use super::failure::Failure;
 use super::message::{batch_id, message_json};
 use crate::engine::consumers::Delivery;
 use crate::engine::sinks::{BodyFormat, SinkInfo, WebhookConfig};

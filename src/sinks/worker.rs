@@ -28,7 +28,8 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::destination::{Failure, Target};
+use super::destination::Target;
+use super::failure::Failure;
 use super::status::SinkStatus;
 use crate::engine::consumers::{AckId, Delivery, Settle};
 use crate::engine::error::{EngineError, EngineResult};
