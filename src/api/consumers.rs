@@ -15,6 +15,7 @@ use super::error::{ApiError, ApiResult};
 use super::extract::{Basin, Json, NamePath, OptionalJson, Path, Query, RecordFormat};
 use super::shared::{detached, provision_response, AppState, ListParams};
 use crate::engine::consumers::{ConsumerConfig, ConsumerConfigPatch, ConsumerName, Settle};
+use crate::engine::sinks::config::SINK_CONSUMER_PREFIX;
 use crate::engine::sinks::Sinks;
 use crate::wire::consumers::{
     consumer_json, delivery_json, frontier_json, CommitRequest, ReceiveRequest, ReplayRequest,
@@ -228,6 +229,20 @@ pub async fn replay(
     Path(name): Path<String>,
     Json(req): Json<ReplayRequest>,
 ) -> ApiResult<axum::Json<Value>> {
+    if let Some(sink) = name.strip_prefix(SINK_CONSUMER_PREFIX) {
+        let info = state.engine.sinks().get_sink(&basin, sink)?;
+        if info.config.destination.keeps_position() {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "sink_keeps_position",
+                format!(
+                    "sink `{sink}` writes to {} exactly once and skips what its position \
+                     covers there: a replayed dead letter would be acked unwritten",
+                    info.config.destination.kind()
+                ),
+            ));
+        }
+    }
     let engine = state.engine;
     let outcome = detached(async move {
         engine
@@ -244,7 +259,8 @@ pub async fn replay(
 }
 
 /// A sink's consumer is the sink's: clients may look at it (and replay
-/// its dead letters), not change or use it.
+/// its dead letters, unless the sink writes exactly once), not change or
+/// use it.
 fn not_a_sinks(name: &str) -> ApiResult<()> {
     if Sinks::owns_consumer(name) {
         return Err(ApiError::invalid(format!(

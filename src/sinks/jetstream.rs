@@ -2,11 +2,12 @@
 //! made from the sink's template, with a `Nats-Msg-Id` of the sink and the
 //! message's position, so that JetStream drops a redelivery inside its
 //! duplicate window (two minutes unless the stream says otherwise). A batch
-//! is published in order on one connection and delivered when JetStream
-//! has acknowledged every message of it.
+//! is published one message at a time, each acknowledged by JetStream
+//! before the next, so that a retry never reorders.
 //!
 //! A stream record is published as its body, with its headers as NATS
-//! headers (a header NATS cannot carry refuses its message) and
+//! headers (a header NATS cannot carry, or named `Nats-*` or `Rill-*`,
+//! refuses its message) and
 //! `Rill-Seq-Num`, `Rill-Timestamp`; a collection change as the JSON of its
 //! record (records feed) or event (events feed), with `Rill-Id` and
 //! `Rill-Version`.
@@ -56,17 +57,17 @@ impl Nats {
         let context = self.connected().await?;
         let timeout = Duration::from_millis(self.config.timeout_ms);
         let published = tokio::time::timeout(timeout, async {
-            let mut acks = Vec::with_capacity(messages.len());
+            // One at a time, each acknowledged before the next: were they
+            // pipelined, a failure of one with the next stored would put it
+            // after the next when tried again (the next's id then drops
+            // as a duplicate).
             for (subject, headers, payload) in messages {
-                acks.push(
-                    context
-                        .publish_with_headers(subject, headers, payload)
-                        .await
-                        .map_err(|e| e.to_string())?,
-                );
-            }
-            for ack in acks {
-                ack.await.map_err(|e| e.to_string())?;
+                context
+                    .publish_with_headers(subject, headers, payload)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .await
+                    .map_err(|e| e.to_string())?;
             }
             Ok::<_, String>(())
         })
@@ -102,13 +103,31 @@ impl Nats {
             return Ok(context.clone());
         }
         let timeout = Duration::from_millis(self.config.timeout_ms);
-        let client = async_nats::ConnectOptions::new()
+        // The client does not read credentials from the URL: they are
+        // taken out of it and given as options (a user alone is a token).
+        let mut url = reqwest::Url::parse(&self.config.url)
+            .map_err(|_| Failure::Transient("destination.nats.url is not a URL".into()))?;
+        let mut options = async_nats::ConnectOptions::new();
+        let decode = |text: &str| {
+            percent_encoding::percent_decode_str(text)
+                .decode_utf8_lossy()
+                .into_owned()
+        };
+        let (user, password) = (decode(url.username()), url.password().map(decode));
+        match (user.is_empty(), password) {
+            (false, Some(password)) => options = options.user_and_password(user, password),
+            (false, None) => options = options.token(user),
+            (true, _) => {}
+        }
+        let _ = url.set_username("");
+        let _ = url.set_password(None);
+        let client = options
             .connection_timeout(timeout)
             .request_timeout(Some(timeout))
             // Reconnects are this destination's to make (the next delivery),
             // not the client's, so that a failure is seen at once.
             .max_reconnects(Some(1))
-            .connect(self.config.url.as_str())
+            .connect(url.as_str())
             .await
             .map_err(|e| Failure::Transient(format!("cannot connect to NATS: {}", e.kind())))?;
         let context = jetstream::new(client);
@@ -160,7 +179,11 @@ impl Nats {
                     };
                     let name_ok =
                         !name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic() && b != b':');
-                    if !name_ok || value.contains(['\r', '\n']) {
+                    // `Nats-*` headers steer JetStream (expected sequences,
+                    // rollups, TTLs) and `Rill-*` are this sink's own.
+                    let lower = name.to_ascii_lowercase();
+                    let reserved = lower.starts_with("nats-") || lower.starts_with("rill-");
+                    if !name_ok || reserved || value.contains(['\r', '\n']) {
                         return Err(Failure::Permanent(format!(
                             "record {} has a header NATS cannot carry",
                             record.seq_num

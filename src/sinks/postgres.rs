@@ -70,7 +70,9 @@ impl Postgres {
         // Shaped before anything is sent: a message that cannot be written
         // refuses the batch without a round trip.
         let writes = Writes::of(self.rows, batch)?;
-        let Some(last) = batch.last().map(position_bytes) else {
+        // The furthest position, not the last: a batch is in position
+        // order, but the position must never move back if it were not.
+        let Some(last) = batch.iter().map(position_bytes).max() else {
             return Ok(());
         };
         let mut slot = self.connected().await?;
@@ -112,7 +114,8 @@ impl Postgres {
                 &[&self.sink],
             )
             .await?
-            .map(|row| row.get(0));
+            .map(|row| row.try_get(0))
+            .transpose()?;
         let fresh = |position: &Vec<u8>| done.as_ref().is_none_or(|done| position > done);
         if !fresh(&last) {
             // All of it landed before (its ack was lost).

@@ -80,7 +80,8 @@ impl Redis {
             .iter()
             .map(|d| Ok((hex(&position_bytes(d)), fields(d)?)))
             .collect::<Result<_, Failure>>()?;
-        let Some(last) = entries.last().map(|(position, _)| position.clone()) else {
+        // The furthest position, not the last (see postgres.rs).
+        let Some(last) = entries.iter().map(|(position, _)| position.clone()).max() else {
             return Ok(());
         };
         let mut connection = self.connected().await?;
@@ -170,6 +171,9 @@ impl Redis {
     }
 }
 
+/// Headers an entry may carry (see `fields`).
+const MAX_HEADERS: usize = 1000;
+
 /// An entry's fields and values, as bytes.
 type Fields = Vec<(Vec<u8>, Vec<u8>)>;
 
@@ -182,6 +186,14 @@ fn fields(delivery: &Delivery) -> Result<Fields, Failure> {
             text("timestamp", record.timestamp.to_string()),
             (b"body".to_vec(), record.body.to_vec()),
         ];
+        // Lua's `unpack` takes some thousands of values: an entry past
+        // that would fail half way through a script.
+        if record.headers.len() > MAX_HEADERS {
+            return Err(Failure::Permanent(format!(
+                "record {} has more than {MAX_HEADERS} headers",
+                record.seq_num
+            )));
+        }
         for header in &record.headers {
             let name = [&b"header:"[..], &header.name].concat();
             fields.push((name, header.value.to_vec()));

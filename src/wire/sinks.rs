@@ -45,7 +45,8 @@ fn destination_json(destination: &Destination) -> Value {
             "timeout_ms": redis.timeout_ms,
         }}),
         Destination::Nats(nats) => json!({ "nats": {
-            "url": mask_password(&nats.url),
+            // A user without a password is a token: masked too.
+            "url": mask_user(&mask_password(&nats.url)),
             "subject": nats.subject,
             "create_stream": nats.create_stream,
             "timeout_ms": nats.timeout_ms,
@@ -65,6 +66,17 @@ fn mask_password(url: &str) -> String {
     }
     if parsed.query().is_some() {
         parsed.set_query(Some("****"));
+    }
+    parsed.to_string()
+}
+
+/// The URL with its user masked, if it has one.
+fn mask_user(url: &str) -> String {
+    let Ok(mut parsed) = reqwest::Url::parse(url) else {
+        return String::new();
+    };
+    if !parsed.username().is_empty() {
+        let _ = parsed.set_username("****");
     }
     parsed.to_string()
 }

@@ -241,8 +241,9 @@ impl Daemon {
         Some(Self::start(program, args, port, dir))
     }
 
-    /// `nats-server` with JetStream, storing in its directory.
-    pub fn nats() -> Option<Self> {
+    /// `nats-server` with JetStream, storing in its directory, taking
+    /// `flags` besides (`--user`, `--pass`, say).
+    pub fn nats(flags: &[&str]) -> Option<Self> {
         let program = find("nats-server", &["nats-server".into()])?;
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
@@ -255,8 +256,10 @@ impl Daemon {
             "-sd",
             dir.path().to_str().unwrap(),
         ]
-        .map(String::from)
-        .to_vec();
+        .iter()
+        .chain(flags)
+        .map(|s| s.to_string())
+        .collect();
         Some(Self::start(program, args, port, dir))
     }
 

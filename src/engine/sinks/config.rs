@@ -107,6 +107,13 @@ impl SinkConfig {
             return invalid("retry.max_ms must be at most 3600000 (an hour)".into());
         }
         self.destination.validate(&self.source)?;
+        if self.ordered_by_key && self.destination.keeps_position() {
+            return invalid(format!(
+                "ordered_by_key does not apply to a {} sink: it writes in the source's order \
+                 (every key in order) and exactly once",
+                self.destination.kind()
+            ));
+        }
         self.consumer_config().validate()
     }
 

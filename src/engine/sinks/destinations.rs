@@ -157,6 +157,14 @@ impl Destination {
         }
     }
 
+    /// Whether the destination keeps the sink's position and skips what
+    /// it covers (exactly once): messages must come in position order, so
+    /// neither key ordering (which holds some back) nor a replay of dead
+    /// letters (which brings old ones again) may feed it.
+    pub fn keeps_position(&self) -> bool {
+        matches!(self, Destination::Postgres(_) | Destination::Redis(_))
+    }
+
     /// How long one write may take.
     pub fn timeout_ms(&self) -> u64 {
         match self {
@@ -246,7 +254,9 @@ impl PostgresConfig {
 
 impl RedisConfig {
     fn validate(&self) -> EngineResult<()> {
-        check_url("redis", &self.url, &["redis", "rediss"])?;
+        // No TLS stack for Redis yet: `rediss://` is refused here rather
+        // than failing in the worker.
+        check_url("redis", &self.url, &["redis"])?;
         if self.stream.is_empty() || self.stream.len() > 1024 {
             return invalid("destination.redis.stream must be 1 to 1024 bytes".into());
         }
