@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::binary::RillProcess;
-use common::services::{Daemon, Postgres};
+use common::services::{Daemon, Postgres, Restartable};
 use common::BASIN;
 use serde_json::{json, Value};
 
@@ -207,8 +207,7 @@ async fn through_kill_and_outage(
     rill: &mut Rill,
     collection: &str,
     sink: &str,
-    stop: impl FnOnce(),
-    start: impl FnOnce(),
+    destination: &mut impl Restartable,
 ) {
     // A backlog, drained while Rill is killed twice: a kill that falls
     // between a destination's write and its ack makes a redelivery, which
@@ -234,12 +233,12 @@ async fn through_kill_and_outage(
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
-    stop();
+    destination.stop();
     let outage = Instant::now();
     rill.write_concurrently(collection, 1).await;
     let left = Duration::from_secs(4).saturating_sub(outage.elapsed());
     tokio::time::sleep(left).await;
-    start();
+    destination.start_again();
     // The sink felt the outage (its worker's counts start with the
     // restart, so these failures are the outage's).
     let state = rill.get(&format!("/v1/sinks/{sink}")).await;
@@ -247,28 +246,34 @@ async fn through_kill_and_outage(
     rill.write_concurrently(collection, 2).await;
 }
 
-fn retry_quickly() -> Value {
-    json!({ "initial_ms": 50, "max_ms": 500 })
+/// Makes sink `name`, in small batches (a backlog takes many) that retry
+/// quickly.
+async fn create_sink(rill: &Rill, name: &str, source: Value, destination: Value) {
+    rill.send(
+        "PUT",
+        &format!("/v1/sinks/{name}"),
+        json!({
+            "source": source,
+            "destination": destination,
+            "max_batch": 2,
+            "retry": { "initial_ms": 50, "max_ms": 500 }
+        }),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_table_equals_the_collection_exactly_once() {
-    let Some(pg) = Postgres::start() else { return };
+    let Some(mut pg) = Postgres::start() else {
+        return;
+    };
     let mut rill = Rill::start_with_collection("users").await;
-    rill.send(
-        "PUT",
-        "/v1/sinks/pg",
-        json!({
-            "source": { "collection": "users", "feed": "records" },
-            "destination": { "postgres": {
-                "url": pg.url(), "table": "public.users", "create_table": true, "timeout_ms": 2000
-            }},
-            "max_batch": 2,
-            "retry": retry_quickly()
-        }),
-    )
-    .await;
-    through_kill_and_outage(&mut rill, "users", "pg", || pg.stop(), || pg.start_again()).await;
+    let destination = json!({ "postgres": {
+        "url": pg.url(), "table": "public.users", "create_table": true, "timeout_ms": 2000
+    }});
+    let source = json!({ "collection": "users", "feed": "records" });
+    create_sink(&rill, "pg", source, destination).await;
+    through_kill_and_outage(&mut rill, "users", "pg", &mut pg).await;
 
     let source = rill.records("users").await;
     assert!(source.len() > 10, "{}", source.len());
@@ -336,27 +341,16 @@ async fn redis_stream_holds_every_event_once_in_order() {
     };
     let url = format!("redis://127.0.0.1:{}", redis.port);
     let mut rill = Rill::start_with_collection("orders").await;
-    rill.send(
-        "PUT",
-        "/v1/sinks/to-redis",
-        json!({
-            "source": { "collection": "orders" },
-            "destination": { "redis": { "url": url, "stream": "orders", "timeout_ms": 2000 } },
-            "max_batch": 2,
-            "retry": retry_quickly()
-        }),
-    )
-    .await;
-    let port = redis.port;
-    let stopped = std::sync::Mutex::new(&mut redis);
-    through_kill_and_outage(
-        &mut rill,
-        "orders",
+    let destination = json!({ "redis": { "url": url, "stream": "orders", "timeout_ms": 2000 } });
+    create_sink(
+        &rill,
         "to-redis",
-        || stopped.lock().unwrap().stop(),
-        || stopped.lock().unwrap().start_again(),
+        json!({ "collection": "orders" }),
+        destination,
     )
     .await;
+    through_kill_and_outage(&mut rill, "orders", "to-redis", &mut redis).await;
+    let port = redis.port;
 
     let source = rill.events("orders").await;
     let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).unwrap();
@@ -391,18 +385,15 @@ async fn nats_jetstream_holds_every_event_once_in_order() {
     // Credentials in the URL, percent-encoded as URLs have them.
     let url = format!("nats://rill:s%2Fcret@127.0.0.1:{}", nats.port);
     let mut rill = Rill::start_with_collection("orders").await;
-    rill.send(
-        "PUT",
-        "/v1/sinks/to-nats",
-        json!({
-            "source": { "collection": "orders" },
-            "destination": { "nats": {
-                "url": url, "subject": "rill.{collection}.{key}", "create_stream": "ORDERS",
-                "timeout_ms": 2000
-            }},
-            "max_batch": 2,
-            "retry": retry_quickly()
-        }),
+    let destination = json!({ "nats": {
+        "url": url, "subject": "rill.{collection}.{key}", "create_stream": "ORDERS",
+        "timeout_ms": 2000
+    }});
+    create_sink(
+        &rill,
+        "to-nats",
+        json!({ "collection": "orders" }),
+        destination,
     )
     .await;
     let shown = rill.get("/v1/sinks/to-nats").await.to_string();
@@ -410,16 +401,8 @@ async fn nats_jetstream_holds_every_event_once_in_order() {
         !shown.contains("cret") && !shown.contains("rill:"),
         "{shown}"
     );
+    through_kill_and_outage(&mut rill, "orders", "to-nats", &mut nats).await;
     let port = nats.port;
-    let stopped = std::sync::Mutex::new(&mut nats);
-    through_kill_and_outage(
-        &mut rill,
-        "orders",
-        "to-nats",
-        || stopped.lock().unwrap().stop(),
-        || stopped.lock().unwrap().start_again(),
-    )
-    .await;
 
     let source = rill.events("orders").await;
     converges("nats", source, || async {
@@ -472,7 +455,7 @@ async fn postgres_keeps_streams_by_seq_num_and_dead_letters_what_it_refuses() {
                 "destination": { "postgres": { "url": pg.url(), "table": table, "create_table": true } },
                 "max_batch": 10,
                 "max_deliver": 2,
-                "retry": retry_quickly()
+                "retry": { "initial_ms": 50, "max_ms": 500 }
             }),
         )
         .await;

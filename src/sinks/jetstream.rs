@@ -20,7 +20,7 @@ use bytes::Bytes;
 use tokio::sync::Mutex;
 
 use super::failure::Failure;
-use super::message::{position_bytes, sink_identity, Change};
+use super::message::{position_hex, sink_identity, Change};
 use crate::engine::consumers::{Delivery, Payload, Source};
 use crate::engine::sinks::{NatsConfig, SinkInfo};
 
@@ -149,10 +149,7 @@ impl Nats {
     /// The subject, headers and payload of one message.
     fn message(&self, delivery: &Delivery) -> Result<(String, HeaderMap, Bytes), Failure> {
         let mut headers = HeaderMap::new();
-        let position: String = position_bytes(delivery)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let position = position_hex(delivery);
         headers.insert(
             "Nats-Msg-Id",
             format!("{}:{position}", self.identity).as_str(),

@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use crate::engine::consumers::{Delivery, Payload};
 use crate::engine::sinks::SinkInfo;
+use crate::engine::streams::token_index::hex;
 use crate::wire::consumers::delivery_json;
 use crate::wire::json::Format;
 
@@ -22,6 +23,12 @@ pub fn message_json(delivery: &Delivery, format: Format) -> Option<Value> {
 /// destination that keeps the sink's position compares).
 pub fn position_bytes(delivery: &Delivery) -> Vec<u8> {
     delivery.message.position.to_bytes()
+}
+
+/// [`position_bytes`] as hex, which sorts as the bytes do: for
+/// destinations that keep text.
+pub fn position_hex(delivery: &Delivery) -> String {
+    hex(&position_bytes(delivery))
 }
 
 /// The sink as its destination knows it: basin, name and when it was made,
@@ -40,14 +47,8 @@ pub fn batch_id(sink: &SinkInfo, batch: &[Delivery]) -> String {
         context.update(b"\n");
         context.update(&position_bytes(delivery));
     }
-    let hex: String = context
-        .finish()
-        .as_ref()
-        .iter()
-        .take(16)
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("msg_{hex}")
+    let digest = context.finish();
+    format!("msg_{}", hex(&digest.as_ref()[..16]))
 }
 
 /// A collection change as destinations that keep records apply it: the

@@ -225,7 +225,7 @@ impl Postgres {
     }
 
     async fn connect(&self) -> Result<Client, Failure> {
-        let tls = tls();
+        let tls = tls()?;
         let (client, connection) = tokio_postgres::connect(&self.config.url, tls)
             .await
             .map_err(|e| {
@@ -308,7 +308,7 @@ fn describe(err: &tokio_postgres::Error) -> String {
 
 /// TLS when the URL asks for it (`sslmode=require`) or allows it (the
 /// default, `prefer`), with the web's root certificates.
-fn tls() -> tokio_postgres_rustls::MakeRustlsConnect {
+fn tls() -> Result<tokio_postgres_rustls::MakeRustlsConnect, Failure> {
     let roots = rustls::RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };
@@ -316,16 +316,10 @@ fn tls() -> tokio_postgres_rustls::MakeRustlsConnect {
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
-    .map(|builder| builder.with_root_certificates(roots).with_no_client_auth());
-    match config {
-        Ok(config) => tokio_postgres_rustls::MakeRustlsConnect::new(config),
-        // The ring provider supports the default versions: unreachable.
-        Err(_) => tokio_postgres_rustls::MakeRustlsConnect::new(
-            rustls::ClientConfig::builder()
-                .with_root_certificates(rustls::RootCertStore::empty())
-                .with_no_client_auth(),
-        ),
-    }
+    .map_err(|e| Failure::Transient(format!("cannot set up TLS for Postgres: {e}")))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
 }
 
 /// The rows a batch writes, shaped before the transaction.

@@ -23,7 +23,7 @@ use redis::aio::MultiplexedConnection;
 use tokio::sync::Mutex;
 
 use super::failure::Failure;
-use super::message::{position_bytes, sink_identity, Change};
+use super::message::{position_hex, sink_identity, Change};
 use crate::engine::consumers::{Delivery, Payload};
 use crate::engine::sinks::{RedisConfig, SinkInfo};
 
@@ -78,7 +78,7 @@ impl Redis {
     pub async fn deliver(&self, batch: &[Delivery]) -> Result<(), Failure> {
         let entries: Vec<(String, Fields)> = batch
             .iter()
-            .map(|d| Ok((hex(&position_bytes(d)), fields(d)?)))
+            .map(|d| Ok((position_hex(d), fields(d)?)))
             .collect::<Result<_, Failure>>()?;
         // The furthest position, not the last (see postgres.rs).
         let Some(last) = entries.iter().map(|(position, _)| position.clone()).max() else {
@@ -94,10 +94,11 @@ impl Redis {
             .await?;
         let done = done.unwrap_or_default();
         // Hex keeps the order of the bytes; the messages after the position
-        // are those not written yet (the rest landed before a crash).
+        // are those not written yet (the rest landed before a crash). No
+        // position yet is "", before every other.
         let fresh: Vec<_> = entries
             .into_iter()
-            .filter(|(position, _)| done.is_empty() || is_after(position, &done))
+            .filter(|(position, _)| *position > done)
             .collect();
         if fresh.is_empty() {
             return Ok(());
@@ -213,16 +214,6 @@ fn fields(delivery: &Delivery) -> Result<Fields, Failure> {
         fields.push(text("event", kind.to_string()));
     }
     Ok(fields)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Whether hex position `a` comes after `b` (hex strings sort as the bytes
-/// they spell).
-fn is_after(a: &str, b: &str) -> bool {
-    a > b
 }
 
 /// The error without the URL (it may hold a password).

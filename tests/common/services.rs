@@ -62,6 +62,13 @@ fn is_root() -> bool {
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
 
+/// A destination server the tests stop for a while and start again, on the
+/// same port with its data.
+pub trait Restartable {
+    fn stop(&mut self);
+    fn start_again(&mut self);
+}
+
 /// A Postgres cluster of its own (trust auth, `fsync=off`: the tests kill
 /// Rill, not Postgres's host).
 pub struct Postgres {
@@ -113,7 +120,7 @@ impl Postgres {
                 "--no-sync",
             ],
         );
-        pg.start_again();
+        pg.start_server();
         Some(pg)
     }
 
@@ -146,7 +153,7 @@ impl Postgres {
     }
 
     /// Starts the server (again) on its port, with its data.
-    pub fn start_again(&self) {
+    fn start_server(&self) {
         let data = self.data_dir();
         let log = self.dir.path().join("log");
         let options = format!(
@@ -170,15 +177,6 @@ impl Postgres {
         wait_for_port(self.port, "postgres");
     }
 
-    /// Stops the server (fast: open connections are cut).
-    pub fn stop(&self) {
-        let data = self.data_dir();
-        self.run(
-            "pg_ctl",
-            &["stop", "-w", "-m", "fast", "-D", data.to_str().unwrap()],
-        );
-    }
-
     /// A client of this server, for the test's own queries.
     pub async fn client(&self) -> tokio_postgres::Client {
         let (client, connection) = tokio_postgres::connect(&self.url(), tokio_postgres::NoTls)
@@ -186,6 +184,21 @@ impl Postgres {
             .unwrap();
         tokio::spawn(connection);
         client
+    }
+}
+
+impl Restartable for Postgres {
+    /// Stops the server (fast: open connections are cut).
+    fn stop(&mut self) {
+        let data = self.data_dir();
+        self.run(
+            "pg_ctl",
+            &["stop", "-w", "-m", "fast", "-D", data.to_str().unwrap()],
+        );
+    }
+
+    fn start_again(&mut self) {
+        self.start_server();
     }
 }
 
@@ -274,8 +287,10 @@ impl Daemon {
         daemon.start_again();
         daemon
     }
+}
 
-    pub fn start_again(&mut self) {
+impl Restartable for Daemon {
+    fn start_again(&mut self) {
         let child = Command::new(&self.program)
             .args(&self.args)
             .stdin(Stdio::null())
@@ -288,7 +303,7 @@ impl Daemon {
     }
 
     /// Stops it cleanly and waits until it has exited.
-    pub fn stop(&mut self) {
+    fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = Command::new("kill")
                 .args(["-TERM", &child.id().to_string()])

@@ -201,7 +201,8 @@ pub fn new_secret() -> String {
     )
 }
 
-pub(super) fn hex(bytes: &[u8]) -> String {
+/// Bytes as lowercase hex (two digits a byte: it sorts as the bytes do).
+pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
