@@ -9,18 +9,22 @@ mod common;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use common::faulty::{Fault, FaultyStorage};
+use common::faulty::{writes_records, Fault, FaultyStorage};
 use common::*;
 use reqwest::{Method, StatusCode};
-use rill::storage::StorageError;
+use rill::storage::{StorageError, WriteBatch};
 
 #[tokio::test]
 async fn a_full_disk_refuses_writes_clearly_and_keeps_reads() {
     // A disk that fills up when told to.
     let full = Arc::new(AtomicBool::new(false));
     let filling = full.clone();
-    let disk = Arc::new(FaultyStorage::new(move |_: &mut _| {
-        filling.load(Ordering::Acquire).then(|| {
+    // Only appends (and the engine's empty probe of the disk) meet it:
+    // a background write (the usage tick's) meeting it first would make
+    // the append below "never tried" instead of "outcome unknown".
+    let disk = Arc::new(FaultyStorage::new(move |batch: &mut WriteBatch| {
+        let appends = batch.is_empty() || writes_records(batch);
+        (appends && filling.load(Ordering::Acquire)).then(|| {
             Fault::Refuse(StorageError::Full(
                 "No space left on device (os error 28)".into(),
             ))
@@ -127,9 +131,9 @@ async fn wait_until_ready(server: &TestServer) {
 async fn a_failed_fsync_restarts_the_engine_in_process() {
     let fail_next = Arc::new(AtomicBool::new(false));
     let failing = fail_next.clone();
-    let disk = Arc::new(FaultyStorage::new(move |batch: &mut _| {
-        let is_probe = rill::storage::WriteBatch::is_empty(batch);
-        (!is_probe && failing.swap(false, Ordering::AcqRel))
+    // An append's batch fails, not a background write's (see above).
+    let disk = Arc::new(FaultyStorage::new(move |batch: &mut WriteBatch| {
+        (writes_records(batch) && failing.swap(false, Ordering::AcqRel))
             .then(|| Fault::FailAfterWriting(StorageError::Io("fsync: Input/output error".into())))
     }));
     let server = TestServer::start_on(disk).await;

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::binary::RillProcess;
-use common::faulty::{Fault, FaultyStorage};
+use common::faulty::{writes_records, Fault, FaultyStorage};
 use common::*;
 use reqwest::StatusCode;
 use rill::storage::{FjallStorage, StorageError};
@@ -266,7 +266,7 @@ async fn a_torn_write_at_the_journal_end_is_cut_off_before_writing_on() {
     let storage = Arc::new(FaultyStorage::over(
         FjallStorage::open(dir.path()).unwrap(),
         move |batch: &mut rill::storage::WriteBatch| {
-            if batch.is_empty() || !tearing.swap(false, Ordering::AcqRel) {
+            if !writes_records(batch) || !tearing.swap(false, Ordering::AcqRel) {
                 return None;
             }
             // Bytes that do not decode, where the next entry would go (the

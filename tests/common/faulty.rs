@@ -5,8 +5,18 @@
 //! inner store's.
 
 use rill::storage::{
-    Keyspace, MemoryStorage, Storage, StorageError, StorageResult, Visitor, WriteBatch,
+    BatchOp, Keyspace, MemoryStorage, Storage, StorageError, StorageResult, Visitor, WriteBatch,
 };
+
+/// Whether `batch` appends records to a stream: a fault meant for an
+/// append must not be taken by a background write (the usage tick's, say)
+/// that happens to come first.
+pub fn writes_records(batch: &WriteBatch) -> bool {
+    batch
+        .ops
+        .iter()
+        .any(|op| matches!(op, BatchOp::Put(Keyspace::StreamRecords, ..)))
+}
 
 /// What a fault does to one write.
 pub enum Fault {
