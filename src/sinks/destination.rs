@@ -8,6 +8,7 @@ use crate::engine::sinks::{Destination, SinkInfo};
 
 use super::failure::Failure;
 use super::jetstream::Nats;
+use super::kafka::Kafka;
 use super::postgres::Postgres;
 use super::redis_stream::Redis;
 use super::webhook::Webhook;
@@ -17,6 +18,7 @@ pub enum Target {
     Postgres(Postgres),
     Redis(Redis),
     Nats(Nats),
+    Kafka(Kafka),
 }
 
 impl Target {
@@ -28,6 +30,7 @@ impl Target {
             Destination::Postgres(config) => Target::Postgres(Postgres::new(sink, config.clone())),
             Destination::Redis(config) => Target::Redis(Redis::new(sink, config.clone())?),
             Destination::Nats(config) => Target::Nats(Nats::new(sink, config.clone())),
+            Destination::Kafka(config) => Target::Kafka(Kafka::new(sink, config.clone())),
         })
     }
 
@@ -38,6 +41,7 @@ impl Target {
             Target::Postgres(d) => d.deliver(batch).await,
             Target::Redis(d) => d.deliver(batch).await,
             Target::Nats(d) => d.deliver(batch).await,
+            Target::Kafka(d) => d.deliver(batch).await,
         }
     }
 
@@ -48,6 +52,7 @@ impl Target {
             Target::Postgres(d) => d.probe().await,
             Target::Redis(d) => d.probe().await,
             Target::Nats(d) => d.probe().await,
+            Target::Kafka(d) => d.probe().await,
         }
     }
 }

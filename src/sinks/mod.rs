@@ -11,6 +11,7 @@
 mod destination;
 mod failure;
 mod jetstream;
+mod kafka;
 mod message;
 mod postgres;
 mod redis_stream;

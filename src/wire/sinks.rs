@@ -51,6 +51,18 @@ fn destination_json(destination: &Destination) -> Value {
             "create_stream": nats.create_stream,
             "timeout_ms": nats.timeout_ms,
         }}),
+        Destination::Kafka(kafka) => json!({ "kafka": {
+            "brokers": kafka.brokers,
+            "topic": kafka.topic,
+            "create_topic": kafka.create_topic,
+            "tls": kafka.tls,
+            // The password is write-only.
+            "sasl": kafka.sasl.as_ref().map(|sasl| json!({
+                "mechanism": sasl.mechanism,
+                "username": sasl.username,
+            })),
+            "timeout_ms": kafka.timeout_ms,
+        }}),
     }
 }
 

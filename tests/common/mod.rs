@@ -11,6 +11,7 @@ pub mod pki;
 pub mod prometheus;
 pub mod s2_cli;
 pub mod services;
+pub mod sink_scenario;
 pub mod webhook;
 
 use std::future::Future;

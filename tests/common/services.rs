@@ -1,7 +1,9 @@
 //! Real servers the sinks write to, started by the tests on loopback from
 //! Debian's packages (`postgresql`, `redis-server`, `nats-server`, which
-//! `.ci/run` installs): each in a temporary directory, on a port picked
-//! here, stoppable and startable again on the same port with its data.
+//! `.ci/run` installs) and, for Kafka, the Tansu broker from crates.io
+//! (`scripts/install-tansu.sh`, which `.ci/run` runs): each in a temporary
+//! directory, on a port picked here, stoppable and startable again on the
+//! same port with its data.
 //!
 //! Without a package the tests that need it say they skip and pass,
 //! unless `RILL_REQUIRE_SERVICES` is set (as `.ci/run` sets it), which
@@ -15,6 +17,11 @@ use std::time::{Duration, Instant};
 /// exists; `None` said on stderr, or a failure under
 /// `RILL_REQUIRE_SERVICES`.
 fn find(package: &str, candidates: &[PathBuf]) -> Option<PathBuf> {
+    find_or(package, candidates, &format!("apt-get install {package}"))
+}
+
+/// [`find`], saying `install` is how to get it.
+fn find_or(package: &str, candidates: &[PathBuf], install: &str) -> Option<PathBuf> {
     let on_path = |name: &Path| -> Option<PathBuf> {
         let path = std::env::var_os("PATH")?;
         std::env::split_paths(&path)
@@ -28,9 +35,9 @@ fn find(package: &str, candidates: &[PathBuf]) -> Option<PathBuf> {
     if found.is_none() {
         assert!(
             std::env::var_os("RILL_REQUIRE_SERVICES").is_none(),
-            "RILL_REQUIRE_SERVICES is set and {package} is not installed (apt-get install {package})"
+            "RILL_REQUIRE_SERVICES is set and {package} is not installed ({install})"
         );
-        eprintln!("SKIPPED: {package} is not installed (apt-get install {package})");
+        eprintln!("SKIPPED: {package} is not installed ({install})");
     }
     found
 }
@@ -225,7 +232,7 @@ pub struct Daemon {
     args: Vec<String>,
     child: Option<Child>,
     pub port: u16,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Daemon {
@@ -276,13 +283,43 @@ impl Daemon {
         Some(Self::start(program, args, port, dir))
     }
 
+    /// The Tansu broker (Kafka's protocol), keeping its topics in an
+    /// SQLite file in its directory. Found at `$RILL_TANSU`, or where
+    /// `scripts/install-tansu.sh` puts it.
+    pub fn tansu() -> Option<Self> {
+        let mut candidates: Vec<PathBuf> = std::env::var_os("RILL_TANSU")
+            .map(PathBuf::from)
+            .into_iter()
+            .collect();
+        if let Some(home) = std::env::var_os("HOME") {
+            candidates.push(PathBuf::from(home).join(".cache/rill/tools/tansu-0.6.0/bin/tansu"));
+        }
+        let program = find_or("tansu", &candidates, "bash scripts/install-tansu.sh")?;
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let listener = format!("tcp://127.0.0.1:{port}");
+        let args = [
+            "broker",
+            "--listener-url",
+            &listener,
+            "--advertised-listener-url",
+            &listener,
+            // Relative to its directory, the daemon's working directory.
+            "--storage-engine",
+            "sqlite://tansu.db",
+        ]
+        .map(String::from)
+        .to_vec();
+        Some(Self::start(program, args, port, dir))
+    }
+
     fn start(program: PathBuf, args: Vec<String>, port: u16, dir: tempfile::TempDir) -> Self {
         let mut daemon = Self {
             program,
             args,
             child: None,
             port,
-            _dir: dir,
+            dir,
         };
         daemon.start_again();
         daemon
@@ -293,6 +330,7 @@ impl Restartable for Daemon {
     fn start_again(&mut self) {
         let child = Command::new(&self.program)
             .args(&self.args)
+            .current_dir(self.dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

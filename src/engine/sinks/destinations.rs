@@ -20,6 +20,7 @@ pub enum Destination {
     Postgres(PostgresConfig),
     Redis(RedisConfig),
     Nats(NatsConfig),
+    Kafka(KafkaConfig),
 }
 
 /// `POST`s each batch as JSON `{"messages": [...]}` to `url`.
@@ -111,6 +112,76 @@ pub struct NatsConfig {
     pub timeout_ms: u64,
 }
 
+/// Produces each message to a Kafka topic, keyed by the record id (or a
+/// stream record's `key` header), with the idempotent producer on: a
+/// retry inside one producer session is never written twice or out of
+/// order.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// `host:port` of one or more brokers to bootstrap from.
+    pub brokers: Vec<String>,
+    pub topic: String,
+    /// Creates the topic if it is missing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub create_topic: Option<KafkaTopic>,
+    /// Speaks TLS to the brokers (trusting the system's roots).
+    #[serde(default)]
+    pub tls: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sasl: Option<KafkaSasl>,
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+/// How a topic the sink creates is made.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaTopic {
+    #[serde(default = "one")]
+    pub partitions: i32,
+    /// `-1`: the broker's default.
+    #[serde(default = "minus_one")]
+    pub replication_factor: i32,
+}
+
+/// SASL credentials (the password is write-only).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSasl {
+    pub mechanism: SaslMechanism,
+    pub username: String,
+    pub password: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SaslMechanism {
+    #[serde(rename = "PLAIN")]
+    Plain,
+    #[serde(rename = "SCRAM-SHA-256")]
+    ScramSha256,
+    #[serde(rename = "SCRAM-SHA-512")]
+    ScramSha512,
+}
+
+impl SaslMechanism {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            SaslMechanism::Plain => "PLAIN",
+            SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
+            SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
+        }
+    }
+}
+
+fn one() -> i32 {
+    1
+}
+
+fn minus_one() -> i32 {
+    -1
+}
+
 fn default_timeout_ms() -> u64 {
     DEFAULT_TIMEOUT_MS
 }
@@ -131,6 +202,7 @@ macro_rules! debug_without_secrets {
 debug_without_secrets!(PostgresConfig, table, create_table, timeout_ms);
 debug_without_secrets!(RedisConfig, stream, maxlen, timeout_ms);
 debug_without_secrets!(NatsConfig, subject, create_stream, timeout_ms);
+debug_without_secrets!(KafkaConfig, brokers, topic, create_topic, tls, timeout_ms);
 
 impl std::fmt::Debug for WebhookConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -154,6 +226,7 @@ impl Destination {
             Destination::Postgres(_) => "postgres",
             Destination::Redis(_) => "redis",
             Destination::Nats(_) => "nats",
+            Destination::Kafka(_) => "kafka",
         }
     }
 
@@ -172,6 +245,7 @@ impl Destination {
             Destination::Postgres(c) => c.timeout_ms,
             Destination::Redis(c) => c.timeout_ms,
             Destination::Nats(c) => c.timeout_ms,
+            Destination::Kafka(c) => c.timeout_ms,
         }
     }
 
@@ -185,6 +259,7 @@ impl Destination {
             Destination::Postgres(c) => c.validate(),
             Destination::Redis(c) => c.validate(),
             Destination::Nats(c) => c.validate(source),
+            Destination::Kafka(c) => c.validate(),
         }
     }
 }
@@ -337,6 +412,61 @@ impl NatsConfig {
             })
             .collect::<Vec<_>>()
             .join(".")
+    }
+}
+
+impl KafkaConfig {
+    fn validate(&self) -> EngineResult<()> {
+        let broker_ok = |broker: &String| {
+            broker.len() <= 255
+                && broker.rsplit_once(':').is_some_and(|(host, port)| {
+                    !host.is_empty()
+                        && host
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b".-_[]:".contains(&b))
+                        && port.parse::<u16>().is_ok_and(|p| p > 0)
+                })
+        };
+        if self.brokers.is_empty() || self.brokers.len() > 64 || !self.brokers.iter().all(broker_ok)
+        {
+            return invalid(
+                "destination.kafka.brokers must be 1 to 64 `host:port` addresses".into(),
+            );
+        }
+        // Kafka's own rule for topic names.
+        let topic_ok = !self.topic.is_empty()
+            && self.topic.len() <= 249
+            && self.topic != "."
+            && self.topic != ".."
+            && self
+                .topic
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        if !topic_ok {
+            return invalid(
+                "destination.kafka.topic must be 1 to 249 letters, digits, `.`, `_` or `-`".into(),
+            );
+        }
+        if let Some(topic) = &self.create_topic {
+            if !(1..=10_000).contains(&topic.partitions) {
+                return invalid(
+                    "destination.kafka.create_topic.partitions must be 1 to 10000".into(),
+                );
+            }
+            if topic.replication_factor != -1 && !(1..=16).contains(&topic.replication_factor) {
+                return invalid(
+                    "destination.kafka.create_topic.replication_factor must be 1 to 16, or -1 for \
+                     the broker's default"
+                        .into(),
+                );
+            }
+        }
+        if let Some(sasl) = &self.sasl {
+            if sasl.username.is_empty() || sasl.password.is_empty() {
+                return invalid("destination.kafka.sasl needs a username and a password".into());
+            }
+        }
+        Ok(())
     }
 }
 
