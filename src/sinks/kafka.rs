@@ -16,6 +16,7 @@
 //! of Rill can cause (Kafka's de-duplication holds within one producer
 //! session only).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -43,6 +44,8 @@ pub struct Kafka {
     /// Where message ids start: the sink.
     identity: String,
     producer: Mutex<Option<FutureProducer>>,
+    /// Whether `create_topic` has been seen to.
+    topic_made: AtomicBool,
 }
 
 /// One message, owned until it is produced.
@@ -59,6 +62,7 @@ impl Kafka {
             config,
             identity: sink_identity(sink),
             producer: Mutex::new(None),
+            topic_made: AtomicBool::new(false),
         }
     }
 
@@ -68,16 +72,31 @@ impl Kafka {
             .map(|d| self.message(d))
             .collect::<Result<_, _>>()?;
         let producer = self.connected().await?;
-        // Every message is queued before any is awaited: the idempotent
-        // producer keeps them in order per partition however it batches
-        // and retries them.
+        match self.produce(&producer, &messages).await {
+            Ok(()) => Ok(()),
+            Err(err) => {
+                let failure = self.failed(err).await;
+                retire(producer);
+                Err(failure)
+            }
+        }
+    }
+
+    /// Queues every message before awaiting any: the idempotent producer
+    /// keeps them in order per partition however it batches and retries
+    /// them.
+    async fn produce(
+        &self,
+        producer: &FutureProducer,
+        messages: &[Outgoing],
+    ) -> Result<(), KafkaError> {
         let mut pending = Vec::with_capacity(messages.len());
-        for message in &messages {
+        for message in messages {
             let mut headers = OwnedHeaders::new_with_capacity(message.headers.len());
             for (key, value) in &message.headers {
                 headers = headers.insert(Header {
                     key,
-                    value: Some(value),
+                    value: Some(value.as_slice()),
                 });
             }
             let mut record = FutureRecord::<str, [u8]>::to(&self.config.topic).headers(headers);
@@ -87,18 +106,14 @@ impl Kafka {
             if let Some(value) = &message.value {
                 record = record.payload(value);
             }
-            match producer.send_result(record) {
-                Ok(delivery) => pending.push(delivery),
-                Err((err, _)) => return Err(self.failed(err).await),
-            }
+            pending.push(producer.send_result(record).map_err(|(err, _)| err)?);
         }
         for delivery in pending {
             match delivery.await {
                 Ok(Ok(_)) => {}
-                Ok(Err((err, _))) => return Err(self.failed(err).await),
-                Err(_canceled) => {
-                    return Err(Failure::Transient("the Kafka producer was closed".into()))
-                }
+                Ok(Err((err, _))) => return Err(err),
+                // The producer went away with the message unsent.
+                Err(_canceled) => return Err(KafkaError::Canceled),
             }
         }
         Ok(())
@@ -157,7 +172,9 @@ impl Kafka {
         if refused {
             return Failure::Permanent(format!("Kafka refused the message: {err}"));
         }
-        *self.producer.lock().await = None;
+        if let Some(producer) = self.producer.lock().await.take() {
+            retire(producer);
+        }
         Failure::Transient(format!("Kafka: {err}"))
     }
 
@@ -166,38 +183,50 @@ impl Kafka {
         if let Some(producer) = slot.as_ref() {
             return Ok(producer.clone());
         }
-        let config = self.client_config();
-        let producer: FutureProducer = config
+        if !self.topic_made.load(Ordering::Acquire) {
+            self.make_topic().await?;
+            self.topic_made.store(true, Ordering::Release);
+        }
+        let producer: FutureProducer = self
+            .client_config()
             .create()
             .map_err(|e| Failure::Transient(format!("cannot make a Kafka producer: {e}")))?;
-        if let Some(topic) = &self.config.create_topic {
-            let admin: AdminClient<DefaultClientContext> = config
-                .create()
-                .map_err(|e| Failure::Transient(format!("cannot make a Kafka client: {e}")))?;
-            let timeout = Duration::from_millis(self.config.timeout_ms);
-            let options = AdminOptions::new().operation_timeout(Some(timeout));
-            let new = NewTopic::new(
-                &self.config.topic,
-                topic.partitions,
-                TopicReplication::Fixed(topic.replication_factor),
-            );
-            let made = tokio::time::timeout(timeout, admin.create_topics([&new], &options))
-                .await
-                .map_err(|_| Failure::Transient("Kafka did not answer".into()))?
-                .map_err(|e| Failure::Transient(format!("Kafka: {e}")))?;
-            for result in made {
-                match result {
-                    Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                    Err((name, code)) => {
-                        return Err(Failure::Transient(format!(
-                            "cannot make topic {name}: {code}"
-                        )))
-                    }
+        *slot = Some(producer.clone());
+        Ok(producer)
+    }
+
+    /// Makes the topic if the sink says to and it is missing.
+    async fn make_topic(&self) -> Result<(), Failure> {
+        let Some(topic) = &self.config.create_topic else {
+            return Ok(());
+        };
+        let admin: AdminClient<DefaultClientContext> = self
+            .client_config()
+            .create()
+            .map_err(|e| Failure::Transient(format!("cannot make a Kafka client: {e}")))?;
+        let timeout = Duration::from_millis(self.config.timeout_ms);
+        let options = AdminOptions::new().operation_timeout(Some(timeout));
+        let new = NewTopic::new(
+            &self.config.topic,
+            topic.partitions,
+            TopicReplication::Fixed(topic.replication_factor),
+        );
+        let made = tokio::time::timeout(timeout, admin.create_topics([&new], &options)).await;
+        retire(admin);
+        let made = made
+            .map_err(|_| Failure::Transient("Kafka did not answer".into()))?
+            .map_err(|e| Failure::Transient(format!("Kafka: {e}")))?;
+        for result in made {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((name, code)) => {
+                    return Err(Failure::Transient(format!(
+                        "cannot make topic {name}: {code}"
+                    )))
                 }
             }
         }
-        *slot = Some(producer.clone());
-        Ok(producer)
+        Ok(())
     }
 
     fn client_config(&self) -> ClientConfig {
@@ -270,5 +299,23 @@ impl Kafka {
             value,
             headers,
         })
+    }
+}
+
+impl Drop for Kafka {
+    fn drop(&mut self) {
+        if let Some(producer) = self.producer.get_mut().take() {
+            retire(producer);
+        }
+    }
+}
+
+/// Drops a client off the async workers: librdkafka's clients flush and
+/// join their threads as they go (up to half a second, more while brokers
+/// do not answer), which would stall every task on the worker.
+fn retire<T: Send + 'static>(client: T) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => drop(runtime.spawn_blocking(move || drop(client))),
+        Err(_) => drop(client),
     }
 }
