@@ -91,10 +91,33 @@ impl Destination {
         }
     }
 
-    /// How many messages `name` holds (for a webhook: all it received).
-    async fn count(&self, name: &str) -> usize {
+    /// A client that counts what the destination holds, made once: a
+    /// new connection per poll would measure the connecting.
+    async fn watcher(&self) -> Watcher {
         match self {
-            Destination::Webhook(hooks) => {
+            Destination::Webhook(_) => Watcher::Webhook,
+            Destination::Postgres(pg) => Watcher::Postgres(pg.client().await),
+            Destination::Redis(d) => {
+                let client = redis::Client::open(format!("redis://127.0.0.1:{}", d.port)).unwrap();
+                Watcher::Redis(client.get_multiplexed_async_connection().await.unwrap())
+            }
+            Destination::Nats(d) => {
+                let client = async_nats::connect(format!("127.0.0.1:{}", d.port))
+                    .await
+                    .unwrap();
+                Watcher::Nats(async_nats::jetstream::new(client))
+            }
+            Destination::Kafka(d) => {
+                let brokers = format!("127.0.0.1:{}", d.port);
+                Watcher::Kafka(Arc::new(kafka_client_config(&brokers).create().unwrap()))
+            }
+        }
+    }
+
+    /// How many messages `name` holds (for a webhook: all it received).
+    async fn count(&self, watcher: &Watcher, name: &str) -> usize {
+        match (self, watcher) {
+            (Destination::Webhook(hooks), _) => {
                 let hook = hooks.lock().unwrap()[name].clone();
                 let received = hook.received.lock().unwrap();
                 received
@@ -102,41 +125,45 @@ impl Destination {
                     .map(|r| r.body["messages"].as_array().map_or(0, Vec::len))
                     .sum()
             }
-            Destination::Postgres(pg) => {
-                let client = pg.client().await;
+            (_, Watcher::Postgres(client)) => {
                 let query = format!("SELECT count(*) FROM {name}");
                 match client.query_one(&query, &[]).await {
                     Ok(row) => row.get::<_, i64>(0) as usize,
                     Err(_) => 0,
                 }
             }
-            Destination::Redis(d) => {
-                let client = redis::Client::open(format!("redis://127.0.0.1:{}", d.port)).unwrap();
-                let mut connection = client.get_multiplexed_async_connection().await.unwrap();
-                redis::cmd("XLEN")
-                    .arg(name)
-                    .query_async(&mut connection)
-                    .await
-                    .unwrap_or(0)
+            (_, Watcher::Redis(connection)) => redis::cmd("XLEN")
+                .arg(name)
+                .query_async(&mut connection.clone())
+                .await
+                .unwrap_or(0),
+            (_, Watcher::Nats(js)) => match js.get_stream(name).await {
+                Ok(mut stream) => stream.info().await.map_or(0, |i| i.state.messages as usize),
+                Err(_) => 0,
+            },
+            (_, Watcher::Kafka(consumer)) => {
+                let (consumer, topic) = (consumer.clone(), name.to_string());
+                tokio::task::spawn_blocking(move || {
+                    use rdkafka::consumer::Consumer;
+                    consumer
+                        .fetch_watermarks(&topic, 0, Duration::from_secs(5))
+                        .map_or(0, |(_, high)| high as usize)
+                })
+                .await
+                .unwrap()
             }
-            Destination::Nats(d) => {
-                let client = async_nats::connect(format!("127.0.0.1:{}", d.port))
-                    .await
-                    .unwrap();
-                let js = async_nats::jetstream::new(client);
-                match js.get_stream(name).await {
-                    Ok(mut stream) => stream.info().await.map_or(0, |i| i.state.messages as usize),
-                    Err(_) => 0,
-                }
-            }
-            Destination::Kafka(d) => {
-                let (brokers, topic) = (format!("127.0.0.1:{}", d.port), name.to_string());
-                tokio::task::spawn_blocking(move || kafka_high_watermark(&brokers, &topic))
-                    .await
-                    .unwrap()
-            }
+            _ => unreachable!("a watcher of another destination"),
         }
     }
+}
+
+/// See [`Destination::watcher`].
+enum Watcher {
+    Webhook,
+    Postgres(tokio_postgres::Client),
+    Redis(redis::aio::MultiplexedConnection),
+    Nats(async_nats::jetstream::Context),
+    Kafka(Arc<rdkafka::consumer::BaseConsumer>),
 }
 
 fn kafka_client_config(brokers: &str) -> rdkafka::ClientConfig {
@@ -145,12 +172,17 @@ fn kafka_client_config(brokers: &str) -> rdkafka::ClientConfig {
     config
 }
 
-fn kafka_high_watermark(brokers: &str, topic: &str) -> usize {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let consumer: BaseConsumer = kafka_client_config(brokers).create().unwrap();
-    consumer
-        .fetch_watermarks(topic, 0, Duration::from_secs(5))
-        .map_or(0, |(_, high)| high as usize)
+/// Makes a topic of one partition (the broker makes none by itself).
+async fn make_kafka_topic(brokers: &str, name: &str) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> =
+        kafka_client_config(brokers).create().unwrap();
+    let topic = NewTopic::new(name, 1, TopicReplication::Fixed(-1));
+    let made = admin
+        .create_topics([&topic], &AdminOptions::new())
+        .await
+        .unwrap();
+    assert!(made.iter().all(Result::is_ok), "{made:?}");
 }
 
 /// Writes `MESSAGES` records of 1 KiB to `name` with the destination's own
@@ -178,20 +210,24 @@ async fn plain_client(destination: &Destination, name: &str) -> f64 {
         }
         Destination::Postgres(pg) => {
             let mut client = pg.client().await;
-            client
-                .execute(
-                    &format!("CREATE TABLE {name} (seq_num bigint PRIMARY KEY, body bytea)"),
-                    &[],
-                )
-                .await
-                .unwrap();
-            let insert =
-                format!("INSERT INTO {name} SELECT * FROM unnest($1::bigint[], $2::bytea[])");
+            // The columns the sink's table has.
+            let create = format!(
+                "CREATE TABLE {name} (seq_num bigint PRIMARY KEY, timestamp timestamptz, \
+                 headers jsonb, body bytea)"
+            );
+            client.execute(&create, &[]).await.unwrap();
+            let insert = format!(
+                "INSERT INTO {name} SELECT s, to_timestamp(t / 1000.0), h::jsonb, b \
+                 FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::bytea[]) AS u(s, t, h, b)"
+            );
             for batch in 0..MESSAGES / BATCH {
                 let seq_nums: Vec<i64> = (0..BATCH).map(|i| (batch * BATCH + i) as i64).collect();
+                let headers = vec!["[]".to_string(); BATCH];
                 let bodies = vec![body.clone(); BATCH];
                 let txn = client.transaction().await.unwrap();
-                txn.execute(&insert, &[&seq_nums, &bodies]).await.unwrap();
+                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
+                    [&seq_nums, &seq_nums, &headers, &bodies];
+                txn.execute(&insert, &params).await.unwrap();
                 txn.commit().await.unwrap();
             }
         }
@@ -241,6 +277,7 @@ async fn plain_client(destination: &Destination, name: &str) -> f64 {
                 .set("acks", "all")
                 .create()
                 .unwrap();
+            make_kafka_topic(&format!("127.0.0.1:{}", d.port), name).await;
             for _ in 0..MESSAGES / BATCH {
                 let pending: Vec<_> = (0..BATCH)
                     .map(|i| {
@@ -318,9 +355,10 @@ impl Bench {
             self.append(&name, BATCH).await;
         }
         let start = Instant::now();
+        let watcher = destination.watcher().await;
         self.sink(&name, &name, destination.config(&name).await)
             .await;
-        while destination.count(&name).await < MESSAGES {
+        while destination.count(&watcher, &name).await < MESSAGES {
             if start.elapsed() > RUN_LIMIT {
                 return None;
             }
@@ -333,20 +371,26 @@ impl Bench {
     async fn latency(&self, destination: &Destination) -> Vec<Duration> {
         let name = format!("live_{}", destination.kind());
         self.stream(&name).await;
+        let watcher = destination.watcher().await;
         self.sink(&name, &name, destination.config(&name).await)
             .await;
         // The first record makes the destination's stream or table.
         self.append(&name, 1).await;
         let deadline = Instant::now() + RUN_LIMIT;
-        while destination.count(&name).await < 1 && Instant::now() < deadline {
+        while destination.count(&watcher, &name).await < 1 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let mut samples = Vec::with_capacity(LATENCY_SAMPLES);
         for i in 0..LATENCY_SAMPLES {
             let start = Instant::now();
             self.append(&name, 1).await;
-            while destination.count(&name).await < i + 2 {
+            while destination.count(&watcher, &name).await < i + 2 {
                 if Instant::now() > deadline {
+                    println!(
+                        "({} latency run timed out after {i} samples)",
+                        destination.kind()
+                    );
+                    samples.sort();
                     return samples;
                 }
                 tokio::time::sleep(Duration::from_millis(1)).await;

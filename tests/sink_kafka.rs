@@ -24,9 +24,19 @@ use serde_json::{json, Value};
 /// One message as read back from a topic.
 struct Read {
     partition: i32,
-    key: Option<String>,
+    key: Option<Vec<u8>>,
     value: Option<Vec<u8>>,
-    headers: BTreeMap<String, String>,
+    headers: BTreeMap<String, Vec<u8>>,
+}
+
+impl Read {
+    fn key_text(&self) -> String {
+        String::from_utf8(self.key.clone().expect("every change has its key")).unwrap()
+    }
+
+    fn header(&self, name: &str) -> String {
+        String::from_utf8(self.headers[name].clone()).unwrap()
+    }
 }
 
 /// Every message of `topic`, partition by partition, each in its order;
@@ -61,18 +71,13 @@ fn read_topic(brokers: &str, topic: &str) -> Option<Vec<Read>> {
                 .map(|headers| {
                     headers
                         .iter()
-                        .map(|h| {
-                            let value = String::from_utf8_lossy(h.value.unwrap_or_default());
-                            (h.key.to_string(), value.into_owned())
-                        })
+                        .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
                         .collect()
                 })
                 .unwrap_or_default();
             out.push(Read {
                 partition,
-                key: message
-                    .key()
-                    .map(|k| String::from_utf8(k.to_vec()).unwrap()),
+                key: message.key().map(<[u8]>::to_vec),
                 value: message.payload().map(<[u8]>::to_vec),
                 headers,
             });
@@ -89,11 +94,10 @@ fn per_key(messages: Vec<Read>) -> BTreeMap<String, Vec<Read>> {
     let mut partitions = BTreeMap::new();
     let mut out: BTreeMap<String, Vec<Read>> = BTreeMap::new();
     for message in messages {
-        let id = message.headers["Rill-Message-Id"].clone();
-        if !seen.insert(id) {
+        if !seen.insert(message.header("Rill-Message-Id")) {
             continue;
         }
-        let key = message.key.clone().expect("every change has its key");
+        let key = message.key_text();
         let partition = *partitions.entry(key.clone()).or_insert(message.partition);
         assert_eq!(partition, message.partition, "key {key} in two partitions");
         out.entry(key).or_default().push(message);
@@ -155,7 +159,7 @@ async fn kafka_topics_hold_every_change_in_order_per_key() {
                         let event: Value =
                             serde_json::from_slice(m.value.as_ref().unwrap()).unwrap();
                         assert_eq!(event["id"], key.as_str());
-                        assert_eq!(m.headers["Rill-Id"], key);
+                        assert_eq!(m.header("Rill-Id"), key);
                         let version = event["version"].as_u64().unwrap();
                         (event["event"].as_str().unwrap().to_string(), version)
                     })
@@ -166,16 +170,19 @@ async fn kafka_topics_hold_every_change_in_order_per_key() {
     })
     .await;
 
-    // The records feed, read as a compacted topic is: each key's last
-    // message, a tombstone deleting it.
+    // The records feed, read as compaction keeps a topic: each key's last
+    // message as written (repeats included: a stale repeat last would be
+    // what a compacted topic keeps), a tombstone deleting it.
     let wanted = rill.records("orders").await;
     converges("kafka records", wanted, || async {
-        per_key(read("orders-records").await)
-            .into_iter()
-            .filter_map(|(key, messages)| {
-                let last = messages.last()?;
-                let record: Value = serde_json::from_slice(last.value.as_ref()?).unwrap();
-                let version = last.headers["Rill-Version"].parse().unwrap();
+        let mut last: BTreeMap<String, Read> = BTreeMap::new();
+        for message in read("orders-records").await {
+            last.insert(message.key_text(), message);
+        }
+        last.into_iter()
+            .filter_map(|(key, message)| {
+                let record: Value = serde_json::from_slice(message.value.as_ref()?).unwrap();
+                let version = message.header("Rill-Version").parse().unwrap();
                 Some((key, (record["data"].clone(), version)))
             })
             .collect::<BTreeMap<String, (Value, u64)>>()
@@ -202,6 +209,11 @@ async fn kafka_settings_are_checked_and_the_password_never_shown() {
         json!({ "kafka": { "brokers": ["h:9092"], "topic": "t",
             "sasl": { "mechanism": "GSSAPI", "username": "u", "password": "p" } } }),
         json!({ "kafka": { "brokers": ["h:9092"], "topic": "t", "stray": 1 } }),
+        json!({ "kafka": { "brokers": ["h:9092"], "topic": "t", "timeout_ms": 5 } }),
+        json!({ "kafka": { "brokers": ["h:9092"], "topic": "t",
+            "create_topic": { "replication_factor": 0 } } }),
+        json!({ "kafka": { "brokers": ["h:9092"], "topic": "t",
+            "sasl": { "mechanism": "PLAIN", "username": "u", "password": "p\u{0}" } } }),
     ] {
         let resp = put(bad.clone()).await;
         assert!(resp.status().is_client_error(), "{bad}: {}", resp.status());
@@ -209,14 +221,91 @@ async fn kafka_settings_are_checked_and_the_password_never_shown() {
         assert!(body["code"].is_string(), "{bad}: {body}");
     }
     let resp = put(json!({ "kafka": {
-        "brokers": ["127.0.0.1:1"], "topic": "orders", "tls": true,
+        "brokers": ["127.0.0.1:1"], "topic": "orders", "tls": true, "timeout_ms": 1000,
         "sasl": { "mechanism": "SCRAM-SHA-512", "username": "rill", "password": "hunter2" }
     }}))
     .await;
     assert!(resp.status().is_success(), "{}", resp.status());
-    let shown = rill.get("/v1/sinks/k").await;
+    // Nor after the worker has tried (and failed) to connect with it.
+    rill.send(
+        "PUT",
+        "/v1/collections/orders/records/o1",
+        json!({ "n": 1 }),
+    )
+    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let shown = loop {
+        let shown = rill.get("/v1/sinks/k").await;
+        if shown["state"]["last_error"].is_string() {
+            break shown;
+        }
+        assert!(std::time::Instant::now() < deadline, "{shown}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     let kafka = &shown["config"]["destination"]["kafka"];
     assert_eq!(kafka["sasl"]["username"], "rill", "{shown}");
     assert_eq!(kafka["tls"], true, "{shown}");
     assert!(!shown.to_string().contains("hunter2"), "{shown}");
+}
+
+/// A stream's records keep their bytes: the `key` header's as the Kafka
+/// key (two keys that are not UTF-8 stay two), headers' values as they are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_carries_stream_records_with_their_keys_and_headers() {
+    let Some(kafka) = Daemon::tansu() else {
+        return;
+    };
+    let rill = Rill::start_with_collection("unused").await;
+    rill.send("POST", "/v1/streams", json!({ "stream": "log" }))
+        .await;
+    // Keys 0xff and 0xfe; a header valued 0x00 0x01; bodies "hello", "world".
+    let records = json!({ "records": [
+        { "headers": [["a2V5", "/w=="], ["dHJhY2U=", "AAE="]], "body": "aGVsbG8=" },
+        { "headers": [["a2V5", "/g=="]], "body": "d29ybGQ=" },
+    ]});
+    let resp = rill
+        .http
+        .post(format!("{}/v1/streams/log/records", rill.base()))
+        .header("s2-basin", common::BASIN)
+        .header("s2-format", "base64")
+        .json(&records)
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+    let brokers = format!("127.0.0.1:{}", kafka.port);
+    create_sink(
+        &rill,
+        "log-to-kafka",
+        json!({ "stream": "log" }),
+        json!({ "kafka": { "brokers": [brokers], "topic": "log",
+            "create_topic": { "partitions": 2 }, "timeout_ms": 2000 } }),
+    )
+    .await;
+    type Seen = Vec<(Vec<u8>, Vec<u8>, Option<Vec<u8>>, String)>;
+    let wanted: Seen = vec![
+        (vec![0xfe], b"world".to_vec(), None, "1".into()),
+        (vec![0xff], b"hello".to_vec(), Some(vec![0, 1]), "0".into()),
+    ];
+    converges("kafka stream records", wanted, || async {
+        let brokers = brokers.clone();
+        let read = tokio::task::spawn_blocking(move || read_topic(&brokers, "log"))
+            .await
+            .unwrap()
+            .unwrap_or_default();
+        let mut seen: Seen = read
+            .iter()
+            .map(|m| {
+                (
+                    m.key.clone().unwrap(),
+                    m.value.clone().unwrap(),
+                    m.headers.get("trace").cloned(),
+                    m.header("Rill-Seq-Num"),
+                )
+            })
+            .collect();
+        seen.sort();
+        seen
+    })
+    .await;
 }

@@ -405,3 +405,39 @@ async fn the_cli_manages_sinks() {
     let ran = rill(args(&["sinks", "get", "hook"])).await;
     assert_eq!(ran.code, Some(3), "not found: {}", ran.err);
 }
+
+/// `format: base64` carries bodies and headers that are not text, as S2's
+/// `s2-format: base64` does; `raw` (the default) would have to refuse them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_base64_webhook_carries_any_bytes() {
+    let hook = Hook::default();
+    let url = hook.start().await;
+    let server = TestServer::start().await;
+    server.with_stream("bin").await;
+    // Bytes 0x00 0x01 0xff, and a header valued 0xff.
+    let record = json!({ "headers": [["a2V5", "/w=="]], "body": "AAH/" });
+    server
+        .post("/v1/streams/bin/records")
+        .header("s2-format", "base64")
+        .json(&json!({ "records": [record] }))
+        .expect_status(StatusCode::OK)
+        .await;
+    create_sink(
+        &server,
+        "bin",
+        json!({
+            "source": { "stream": "bin" },
+            "destination": { "webhook": { "url": url, "format": "base64" } }
+        }),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while hook.received.lock().unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "the record is delivered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let body = hook.received.lock().unwrap()[0].body.clone();
+    let delivered = &body["messages"][0]["record"];
+    assert_eq!(delivered["body"], "AAH/", "{body}");
+    assert_eq!(delivered["headers"], json!([["a2V5", "/w=="]]), "{body}");
+}

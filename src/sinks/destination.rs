@@ -45,6 +45,14 @@ impl Target {
         }
     }
 
+    /// Whether a destination that fails for some messages may still work
+    /// for others (a Kafka partition without a leader, the rest fine): then
+    /// neither other messages getting through nor a probe tells a poison
+    /// message from an outage, and only a refusal dead-letters.
+    pub fn outage_may_be_partial(&self) -> bool {
+        matches!(self, Target::Kafka(_))
+    }
+
     /// Whether the destination takes writes at all.
     pub async fn probe(&self) -> Result<(), Failure> {
         match self {

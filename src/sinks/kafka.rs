@@ -28,10 +28,12 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 use tokio::sync::Mutex;
+use tokio::task::JoinHandle;
 
 use super::failure::Failure;
 use super::message::{position_hex, sink_identity, Change};
 use crate::engine::consumers::{Delivery, Payload};
+use crate::engine::locks::lock;
 use crate::engine::sinks::{KafkaConfig, SinkInfo};
 
 /// The largest message the client sends: above Kafka's default of 1 MB, so
@@ -44,13 +46,17 @@ pub struct Kafka {
     /// Where message ids start: the sink.
     identity: String,
     producer: Mutex<Option<FutureProducer>>,
+    /// A failed producer being dropped: awaited before a new one is made,
+    /// so that the old one's requests in flight never land after the new
+    /// one's writes.
+    retiring: std::sync::Mutex<Option<JoinHandle<()>>>,
     /// Whether `create_topic` has been seen to.
     topic_made: AtomicBool,
 }
 
 /// One message, owned until it is produced.
 struct Outgoing {
-    key: Option<String>,
+    key: Option<Vec<u8>>,
     /// `None`: a tombstone.
     value: Option<Bytes>,
     headers: Vec<(String, Vec<u8>)>,
@@ -62,6 +68,7 @@ impl Kafka {
             config,
             identity: sink_identity(sink),
             producer: Mutex::new(None),
+            retiring: std::sync::Mutex::new(None),
             topic_made: AtomicBool::new(false),
         }
     }
@@ -74,17 +81,15 @@ impl Kafka {
         let producer = self.connected().await?;
         match self.produce(&producer, &messages).await {
             Ok(()) => Ok(()),
-            Err(err) => {
-                let failure = self.failed(err).await;
-                retire(producer);
-                Err(failure)
-            }
+            Err(err) => Err(self.failed(err, producer).await),
         }
     }
 
-    /// Queues every message before awaiting any: the idempotent producer
+    /// Queues every message before awaiting any (the idempotent producer
     /// keeps them in order per partition however it batches and retries
-    /// them.
+    /// them), then awaits every result: when one message is refused, the
+    /// others of its record batch fail with it, and the refusal is what
+    /// says the batch must be split.
     async fn produce(
         &self,
         producer: &FutureProducer,
@@ -99,82 +104,93 @@ impl Kafka {
                     value: Some(value.as_slice()),
                 });
             }
-            let mut record = FutureRecord::<str, [u8]>::to(&self.config.topic).headers(headers);
+            let mut record = FutureRecord::<[u8], [u8]>::to(&self.config.topic).headers(headers);
             if let Some(key) = &message.key {
-                record = record.key(key);
+                record = record.key(key.as_slice());
             }
             if let Some(value) = &message.value {
                 record = record.payload(value);
             }
-            pending.push(producer.send_result(record).map_err(|(err, _)| err)?);
+            pending.push(producer.send_result(record).map_err(|(err, _)| err));
         }
+        let mut first: Option<KafkaError> = None;
         for delivery in pending {
-            match delivery.await {
-                Ok(Ok(_)) => {}
-                Ok(Err((err, _))) => return Err(err),
-                // The producer went away with the message unsent.
-                Err(_canceled) => return Err(KafkaError::Canceled),
+            let err = match delivery {
+                Ok(delivery) => match delivery.await {
+                    Ok(Ok(_)) => continue,
+                    Ok(Err((err, _))) => err,
+                    // The producer went away with the message unsent.
+                    Err(_canceled) => KafkaError::Canceled,
+                },
+                Err(err) => err,
+            };
+            let refusal = is_refusal(&err);
+            match &first {
+                Some(earlier) if is_refusal(earlier) || !refusal => {}
+                _ => first = Some(err),
             }
         }
-        Ok(())
+        first.map_or(Ok(()), Err)
     }
 
-    /// Up when the topic's metadata can be read and it has a partition.
+    /// Up when the topic's metadata can be read and every partition of it
+    /// has a leader.
     pub async fn probe(&self) -> Result<(), Failure> {
         let producer = self.connected().await?;
-        let topic = self.config.topic.clone();
-        let timeout = Duration::from_millis(self.config.timeout_ms);
-        // The client's metadata call blocks.
-        let metadata = tokio::task::spawn_blocking(move || {
-            producer
-                .client()
-                .fetch_metadata(Some(&topic), Timeout::After(timeout))
-                .map(|metadata| {
-                    metadata.topics().first().map(|topic| {
-                        (
-                            topic.error().map(RDKafkaErrorCode::from),
-                            topic.partitions().len(),
-                        )
-                    })
-                })
-        })
-        .await
-        .map_err(|_| Failure::Transient("a Kafka metadata call failed".into()))?;
-        match metadata {
-            Ok(Some((None, partitions))) if partitions > 0 => Ok(()),
-            Ok(Some((Some(code), _))) => Err(Failure::Transient(format!(
-                "Kafka: topic {}: {code}",
+        match self.topic_state(&producer).await {
+            Ok(TopicState::Ready) => Ok(()),
+            Ok(state) => Err(Failure::Transient(format!(
+                "Kafka: topic {}: {state}",
                 self.config.topic
             ))),
-            Ok(_) => Err(Failure::Transient(format!(
-                "Kafka: topic {} has no partitions",
-                self.config.topic
-            ))),
-            Err(err) => Err(self.failed(err).await),
+            Err(err) => Err(self.failed(err, producer).await),
         }
     }
 
-    /// Whether `err` is the message's fault (it will never be taken), or
-    /// the cluster's; a producer that met a fatal error is dropped, and
-    /// the next delivery makes a new one.
-    async fn failed(&self, err: KafkaError) -> Failure {
-        let code = err.rdkafka_error_code();
-        let refused = matches!(
-            code,
-            Some(
-                RDKafkaErrorCode::MessageSizeTooLarge
-                    | RDKafkaErrorCode::InvalidMessageSize
-                    | RDKafkaErrorCode::InvalidMessage
-                    | RDKafkaErrorCode::InvalidRecord
-                    | RDKafkaErrorCode::MessageBatchTooLarge
-            )
-        );
-        if refused {
+    /// The topic as the cluster's metadata shows it (the client's
+    /// metadata call blocks: it runs off the async workers).
+    async fn topic_state(&self, producer: &FutureProducer) -> Result<TopicState, KafkaError> {
+        let (producer, topic) = (producer.clone(), self.config.topic.clone());
+        let timeout = Duration::from_millis(self.config.timeout_ms);
+        tokio::task::spawn_blocking(move || {
+            let metadata = producer
+                .client()
+                .fetch_metadata(Some(&topic), Timeout::After(timeout))?;
+            let Some(topic) = metadata.topics().first() else {
+                return Ok(TopicState::Missing);
+            };
+            Ok(match topic.error().map(RDKafkaErrorCode::from) {
+                Some(RDKafkaErrorCode::UnknownTopicOrPartition) => TopicState::Missing,
+                Some(code) => TopicState::Unavailable(code.to_string()),
+                None if topic.partitions().is_empty() => TopicState::Missing,
+                None => match topic
+                    .partitions()
+                    .iter()
+                    .find(|p| p.error().is_some() || p.leader() < 0)
+                {
+                    Some(p) => {
+                        TopicState::Unavailable(format!("partition {} has no leader", p.id()))
+                    }
+                    None => TopicState::Ready,
+                },
+            })
+        })
+        .await
+        .unwrap_or(Err(KafkaError::Canceled))
+    }
+
+    /// What `err` means for the message: refused for what it is (it will
+    /// never be taken), or the cluster's trouble; a producer that failed is
+    /// dropped, and the next delivery makes a new one.
+    async fn failed(&self, err: KafkaError, producer: FutureProducer) -> Failure {
+        if is_refusal(&err) {
             return Failure::Permanent(format!("Kafka refused the message: {err}"));
         }
-        if let Some(producer) = self.producer.lock().await.take() {
-            retire(producer);
-        }
+        // This producer's own reference, taken out of the slot if it is
+        // still there, then the last one dropped off the async workers.
+        self.producer.lock().await.take();
+        let handle = retire(producer);
+        *lock(&self.retiring) = handle;
         Failure::Transient(format!("Kafka: {err}"))
     }
 
@@ -183,23 +199,45 @@ impl Kafka {
         if let Some(producer) = slot.as_ref() {
             return Ok(producer.clone());
         }
-        if !self.topic_made.load(Ordering::Acquire) {
-            self.make_topic().await?;
-            self.topic_made.store(true, Ordering::Release);
+        let retiring = lock(&self.retiring).take();
+        if let Some(handle) = retiring {
+            let _ = handle.await;
         }
-        let producer: FutureProducer = self
-            .client_config()
+        let mut config = self.client_config();
+        config
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("partitioner", "murmur2_random")
+            .set("message.timeout.ms", self.config.timeout_ms.to_string())
+            .set("message.max.bytes", MAX_MESSAGE_BYTES)
+            // A topic that is not there is an error, not a topic made with
+            // the broker's defaults (`create_topic` makes one on purpose).
+            .set("allow.auto.create.topics", "false");
+        let producer: FutureProducer = config
             .create()
             .map_err(|e| Failure::Transient(format!("cannot make a Kafka producer: {e}")))?;
+        if !self.topic_made.load(Ordering::Acquire) {
+            if let Err(failure) = self.make_topic(&producer).await {
+                retire(producer);
+                return Err(failure);
+            }
+            self.topic_made.store(true, Ordering::Release);
+        }
         *slot = Some(producer.clone());
         Ok(producer)
     }
 
-    /// Makes the topic if the sink says to and it is missing.
-    async fn make_topic(&self) -> Result<(), Failure> {
+    /// Makes the topic if the sink says to and it is missing (asked only
+    /// then: a principal allowed to write may not be allowed to create).
+    async fn make_topic(&self, producer: &FutureProducer) -> Result<(), Failure> {
         let Some(topic) = &self.config.create_topic else {
             return Ok(());
         };
+        match self.topic_state(producer).await {
+            Ok(TopicState::Missing) => {}
+            Ok(_) => return Ok(()),
+            Err(err) => return Err(Failure::Transient(format!("Kafka: {err}"))),
+        }
         let admin: AdminClient<DefaultClientContext> = self
             .client_config()
             .create()
@@ -229,17 +267,13 @@ impl Kafka {
         Ok(())
     }
 
+    /// What every client of the sink's takes: where the brokers are, how
+    /// to speak to them, how long to wait.
     fn client_config(&self) -> ClientConfig {
-        let timeout = self.config.timeout_ms.to_string();
         let mut config = ClientConfig::new();
         config
             .set("bootstrap.servers", self.config.brokers.join(","))
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("partitioner", "murmur2_random")
-            .set("message.timeout.ms", &timeout)
-            .set("socket.timeout.ms", &timeout)
-            .set("message.max.bytes", MAX_MESSAGE_BYTES)
+            .set("socket.timeout.ms", self.config.timeout_ms.to_string())
             .set("client.id", format!("rill-sink-{}", self.identity));
         let protocol = match (self.config.tls, &self.config.sasl) {
             (false, None) => "plaintext",
@@ -294,8 +328,18 @@ impl Kafka {
             headers.push(("Rill-Id".into(), change.id.into_bytes()));
             headers.push(("Rill-Version".into(), change.version.to_string().into()));
         }
+        // A stream record's key is its `key` header's bytes as they are
+        // (two keys that are not UTF-8 must not become one).
+        let key = match &delivery.message.payload {
+            Payload::Record(record) => record
+                .headers
+                .iter()
+                .find(|h| h.name.as_ref() == b"key")
+                .map(|h| h.value.to_vec()),
+            _ => delivery.message.key.clone().map(String::into_bytes),
+        };
         Ok(Outgoing {
-            key: delivery.message.key.clone(),
+            key,
             value,
             headers,
         })
@@ -310,12 +354,50 @@ impl Drop for Kafka {
     }
 }
 
+/// The topic as the cluster's metadata shows it.
+enum TopicState {
+    Ready,
+    Missing,
+    Unavailable(String),
+}
+
+impl std::fmt::Display for TopicState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TopicState::Ready => f.write_str("ready"),
+            TopicState::Missing => f.write_str("no such topic"),
+            TopicState::Unavailable(why) => f.write_str(why),
+        }
+    }
+}
+
+/// Whether the broker refused a message for what it is (too large, not
+/// valid for the topic), or failed it because another message of its
+/// record batch was: either way, splitting the batch isolates the culprit.
+fn is_refusal(err: &KafkaError) -> bool {
+    matches!(
+        err.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::MessageSizeTooLarge
+                | RDKafkaErrorCode::InvalidMessageSize
+                | RDKafkaErrorCode::InvalidMessage
+                | RDKafkaErrorCode::InvalidRecord
+                | RDKafkaErrorCode::MessageBatchTooLarge
+                | RDKafkaErrorCode::InvalidDifferentRecord
+        )
+    )
+}
+
 /// Drops a client off the async workers: librdkafka's clients flush and
 /// join their threads as they go (up to half a second, more while brokers
-/// do not answer), which would stall every task on the worker.
-fn retire<T: Send + 'static>(client: T) {
+/// do not answer), which would stall every task on the worker. The handle
+/// says when it is gone.
+fn retire<T: Send + 'static>(client: T) -> Option<JoinHandle<()>> {
     match tokio::runtime::Handle::try_current() {
-        Ok(runtime) => drop(runtime.spawn_blocking(move || drop(client))),
-        Err(_) => drop(client),
+        Ok(runtime) => Some(runtime.spawn_blocking(move || drop(client))),
+        Err(_) => {
+            drop(client);
+            None
+        }
     }
 }

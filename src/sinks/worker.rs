@@ -11,8 +11,9 @@
 //! message goes to the dead letters when it is refused, or when it ran out
 //! of attempts while the destination works: others of its batch got
 //! through, or a probe of the destination does and the message, tried once
-//! more, still does not. While nothing gets through the destination is
-//! down, and the message is tried on at the longest backoff rather than an
+//! more, still does not (a destination whose outages may be partial, as
+//! Kafka's partitions are, dead-letters only what it refuses). While
+//! nothing gets through the destination is down, and the message is tried on at the longest backoff rather than an
 //! outage dead-lettering everything. Nothing behind a message is delivered
 //! before it.
 //!
@@ -205,6 +206,10 @@ impl Worker {
                     let second = first.split_off(first.len() / 2);
                     queue.push_front(second);
                     queue.push_front(first);
+                }
+                Outcome::Exhausted if self.target.outage_may_be_partial() => {
+                    self.sleep(self.sink.config.retry.max_ms).await?;
+                    queue.push_front(batch);
                 }
                 Outcome::Exhausted if !got_through => {
                     // Is the destination down, or this message bad? Probe

@@ -461,9 +461,20 @@ impl KafkaConfig {
                 );
             }
         }
+        // librdkafka takes no socket timeout under 10 ms.
+        if self.timeout_ms < 10 {
+            return invalid("destination.kafka.timeout_ms must be at least 10".into());
+        }
         if let Some(sasl) = &self.sasl {
-            if sasl.username.is_empty() || sasl.password.is_empty() {
-                return invalid("destination.kafka.sasl needs a username and a password".into());
+            let text_ok = |text: &str| {
+                !text.is_empty() && text.len() <= 1024 && !text.chars().any(char::is_control)
+            };
+            if !text_ok(&sasl.username) || !text_ok(&sasl.password) {
+                return invalid(
+                    "destination.kafka.sasl needs a username and a password, each 1 to 1024 \
+                     bytes without control characters"
+                        .into(),
+                );
             }
         }
         Ok(())
