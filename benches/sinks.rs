@@ -85,9 +85,13 @@ impl Destination {
             Destination::Nats(d) => json!({ "nats": {
                 "url": format!("nats://127.0.0.1:{}", d.port), "subject": name,
                 "create_stream": name } }),
-            Destination::Kafka(d) => json!({ "kafka": {
-                "brokers": [format!("127.0.0.1:{}", d.port)], "topic": name,
-                "create_topic": { "partitions": 1 } } }),
+            Destination::Kafka(d) => {
+                // Made here, before anything asks for it: a client that
+                // looked for it first would remember it missing.
+                let brokers = format!("127.0.0.1:{}", d.port);
+                make_kafka_topic(&brokers, name).await;
+                json!({ "kafka": { "brokers": [brokers], "topic": name } })
+            }
         }
     }
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the pinned Tansu broker (an Apache-licensed, Kafka-compatible
-# broker on crates.io; used by tests/sink_destinations.rs for the Kafka
+# broker on crates.io; used by tests/sink_kafka.rs and benches/sinks.rs for the Kafka
 # sink) under ~/.cache, once, and prints the path of the `tansu` binary.
 # Built with its SQLite storage engine, so that a broker restarted by a
 # test keeps its topics.
