@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod root_token;
 pub mod server;
 pub mod sinks;
+pub mod sources;
 pub mod storage;
 pub mod tls;
 pub mod wire;

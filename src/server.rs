@@ -195,6 +195,7 @@ pub async fn run_with(
     let upkeep = engine.spawn_upkeep(UPKEEP_INTERVAL);
     let usage = engine.spawn_usage(USAGE_INTERVAL);
     let (sinks, sink_workers) = crate::sinks::SinkRuntime::spawn(engine.clone());
+    let (sources, source_pollers) = crate::sources::SourceRuntime::spawn(engine.clone());
     let restarts = engine.spawn_restarts();
     let reloader = tls.as_ref().map(Tls::spawn_reloader);
     let api = ApiConfig {
@@ -205,6 +206,7 @@ pub async fn run_with(
         sessions,
         access_log,
         sinks,
+        sources,
     };
     let (app, metrics_only) = crate::api::routers(engine.clone(), api);
     let metrics_server = metrics_listener.map(|listener| {
@@ -247,6 +249,7 @@ pub async fn run_with(
     usage.abort();
     // Deliveries in flight are given back to the next start.
     sink_workers.abort();
+    source_pollers.abort();
     restarts.abort();
     if let Some(metrics_server) = metrics_server {
         metrics_server.abort();

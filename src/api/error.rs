@@ -113,6 +113,12 @@ impl From<EngineError> for ApiError {
             EngineError::SinkConflict(_) => {
                 ApiError::new(StatusCode::CONFLICT, "sink_conflict", message)
             }
+            EngineError::SourceNotFound(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, "source_not_found", message)
+            }
+            EngineError::SourceConflict(_) => {
+                ApiError::new(StatusCode::CONFLICT, "source_conflict", message)
+            }
             EngineError::ConsumerConflict(_) => {
                 ApiError::new(StatusCode::CONFLICT, "consumer_conflict", message)
             }

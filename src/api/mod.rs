@@ -20,6 +20,7 @@ mod records;
 mod s2s;
 mod shared;
 mod sinks;
+mod sources;
 mod sse;
 mod streams;
 
@@ -60,6 +61,8 @@ pub struct ApiConfig {
     pub access_log: AccessLog,
     /// The sinks' workers, whose status `GET /v1/sinks/{name}` shows.
     pub sinks: Arc<crate::sinks::SinkRuntime>,
+    /// The sources' pollers, whose status `GET /v1/sources/{name}` shows.
+    pub sources: Arc<crate::sources::SourceRuntime>,
 }
 
 impl Default for ApiConfig {
@@ -72,6 +75,7 @@ impl Default for ApiConfig {
             sessions: SessionLimits::default(),
             access_log: AccessLog::default(),
             sinks: Arc::default(),
+            sources: Arc::default(),
         }
     }
 }
@@ -93,6 +97,7 @@ pub fn routers(engine: Arc<Engine>, config: ApiConfig) -> (Router, Router) {
         auth: config.auth,
         admission: admission::Admission::new(config.sessions),
         sinks: config.sinks,
+        sources: config.sources,
     };
     let max_body_bytes = state.max_body_bytes;
     let access_log = config.access_log;
@@ -250,6 +255,10 @@ fn v1_routes() -> (Router<AppState>, Vec<(Method, &'static str)>) {
         .add(M::DELETE, "/sinks/{sink}", sinks::delete)
         .add(M::POST, "/sinks/{sink}/pause", sinks::pause)
         .add(M::POST, "/sinks/{sink}/resume", sinks::resume)
+        .add(M::GET, "/sources", sources::list)
+        .add(M::GET, "/sources/{source}", sources::get)
+        .add(M::PUT, "/sources/{source}", sources::ensure)
+        .add(M::DELETE, "/sources/{source}", sources::delete)
         .add(M::GET, "/metrics", metric_sets::account_metrics)
         .add(M::GET, "/metrics/{basin}", metric_sets::basin_metrics)
         .add(

@@ -30,6 +30,7 @@ pub struct AppState {
     pub admission: std::sync::Arc<super::admission::Admission>,
     /// The sinks' workers (their status).
     pub sinks: Arc<crate::sinks::SinkRuntime>,
+    pub sources: Arc<crate::sources::SourceRuntime>,
 }
 
 /// Runs an engine operation to completion even if the client goes away.

@@ -33,6 +33,10 @@ pub enum EngineError {
     ConsumerNotFound(String),
     #[error("sink `{0}` not found")]
     SinkNotFound(String),
+    #[error("source `{0}` not found")]
+    SourceNotFound(String),
+    #[error("source `{0}` exists with other settings; a source cannot change (delete it and make it again: it starts from the beginning)")]
+    SourceConflict(String),
     #[error("sink `{0}` exists with another source, start or filter; those cannot change (delete it, or use another name)")]
     SinkConflict(String),
     #[error("consumer `{0}` exists with another source, start, filter or ack policy; those cannot change (delete it, or use another name)")]

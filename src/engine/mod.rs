@@ -9,6 +9,8 @@
 //!   feeds, over the core and collections.
 //! - [`sinks`]: the definitions of sinks (a consumer and a destination),
 //!   over consumers; `src/sinks/` runs them.
+//! - [`sources`]: the definitions and cursors of sources (collections kept
+//!   equal to data elsewhere), over collections; `src/sources/` runs them.
 //!
 //! [`Engine`] opens the layers together and does the little that spans
 //! them: a basin's deletion, upkeep, shutdown. The HTTP layer reaches each
@@ -20,6 +22,7 @@ pub mod error;
 pub(crate) mod locks;
 mod restart;
 pub mod sinks;
+pub mod sources;
 pub mod streams;
 mod usage;
 
@@ -32,6 +35,7 @@ use collections::Collections;
 use consumers::Consumers;
 use error::EngineResult;
 use sinks::Sinks;
+use sources::Sources;
 use streams::StreamCore;
 
 use crate::metrics::{self, Metrics};
@@ -61,6 +65,7 @@ struct Layers {
     collections: Arc<Collections>,
     consumers: Arc<Consumers>,
     sinks: Arc<Sinks>,
+    sources: Arc<Sources>,
 }
 
 impl Layers {
@@ -69,11 +74,13 @@ impl Layers {
         let collections = Collections::new(core.clone());
         let consumers = Consumers::new(core.clone(), collections.clone());
         let sinks = Sinks::new(core.clone(), consumers.clone());
+        let sources = Sources::new(core.clone(), collections.clone());
         Ok(Self {
             core,
             collections,
             consumers,
             sinks,
+            sources,
         })
     }
 }
@@ -121,6 +128,10 @@ impl Engine {
         self.layers.load().sinks.clone()
     }
 
+    pub fn sources(&self) -> Arc<Sources> {
+        self.layers.load().sources.clone()
+    }
+
     /// The server's figures.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
@@ -145,6 +156,7 @@ impl Engine {
             .delete_basin(name, async |batch: &mut crate::storage::WriteBatch| {
                 layers.collections.delete_basin_ops(name, batch)?;
                 layers.sinks.delete_basin_ops(name, batch)?;
+                layers.sources.delete_basin_ops(name, batch)?;
                 layers.consumers.delete_basin_ops(name, batch).await
             })
             .await
@@ -271,6 +283,7 @@ mod tests {
             super::collections::keys::META_TAGS,
             super::consumers::keys::META_TAGS,
             super::sinks::keys::META_TAGS,
+            super::sources::keys::META_TAGS,
             &[super::usage::USAGE_TAG],
         ]
         .concat();

@@ -8,5 +8,6 @@ pub mod filter;
 pub mod json;
 pub mod proto;
 pub mod sinks;
+pub mod sources;
 /// S2S framing lives in the `rill-protocol` crate, shared with the client.
 pub use rill_protocol::frame as s2s;

@@ -69,7 +69,7 @@ fn destination_json(destination: &Destination) -> Value {
 /// The URL with its password and its query masked (`user:****@`,
 /// `?****`): either may be a credential. (A secret in the path, as some
 /// services put one, shows: give it as a header instead where you can.)
-fn mask_password(url: &str) -> String {
+pub(crate) fn mask_password(url: &str) -> String {
     let Ok(mut parsed) = reqwest::Url::parse(url) else {
         return String::new();
     };

@@ -27,8 +27,23 @@ impl RillProcess {
 
     /// [`Self::try_start`] with more flags for `rill serve`.
     pub fn try_start_with(data_dir: &std::path::Path, flags: &[&str]) -> Result<Self, String> {
+        Self::try_start_at(data_dir, "127.0.0.1:0", flags)
+    }
+
+    /// Starts it listening at `listen` (the address it had before a kill,
+    /// say, so that what points at it still does).
+    pub fn start_at(data_dir: &std::path::Path, listen: &str) -> Self {
+        Self::try_start_at(data_dir, listen, &[])
+            .unwrap_or_else(|said| panic!("rill did not start: {said}"))
+    }
+
+    fn try_start_at(
+        data_dir: &std::path::Path,
+        listen: &str,
+        flags: &[&str],
+    ) -> Result<Self, String> {
         let mut child = Command::new(env!("CARGO_BIN_EXE_rill"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .args(["serve", "--listen", listen, "--data-dir"])
             .arg(data_dir)
             .args(flags)
             .env("RUST_LOG", "info")

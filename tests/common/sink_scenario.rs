@@ -1,8 +1,9 @@
-//! What every sink destination test goes through: the real binary over a
-//! data directory (killed and started again), concurrent writers to a
-//! collection, the collection's records and events as read back, and the
-//! scenario itself (a backlog drained through SIGKILLs of Rill, then the
-//! destination stopped for a few seconds under writes and started again).
+//! What the sink destination tests and the sources' tests go through: the
+//! real binary over a data directory (killed and started again),
+//! concurrent writers to a collection, the collection's records and events
+//! as read back, and the sinks' scenario (a backlog drained through
+//! SIGKILLs of Rill, then the destination stopped for a few seconds under
+//! writes and started again).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -40,11 +41,20 @@ impl Rill {
         self.process.as_ref().unwrap().base.clone()
     }
 
-    fn kill_and_restart(&mut self) {
+    pub fn kill_and_restart(&mut self) {
         if let Some(process) = self.process.take() {
             process.kill();
         }
         self.process = Some(RillProcess::start(self.dir.path()));
+    }
+
+    /// Kills it and starts it again at the same address.
+    pub fn kill_and_restart_in_place(&mut self) {
+        let listen = self.base().trim_start_matches("http://").to_string();
+        if let Some(process) = self.process.take() {
+            process.kill();
+        }
+        self.process = Some(RillProcess::start_at(self.dir.path(), &listen));
     }
 
     pub async fn send(&self, method: &str, path: &str, body: Value) -> Value {

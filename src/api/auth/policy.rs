@@ -131,6 +131,15 @@ pub fn policy(method: &Method, path: &str) -> Option<Policy> {
             p(&[ReconfigureBasin], Basin)
         }
 
+        // Sources are basin resources too; making one needs `append` on the
+        // collection it writes (checked by the handler), and makes the
+        // collection if it is missing.
+        ("GET", "/v1/sources" | "/v1/sources/{source}") => p(&[GetBasinConfig], Basin),
+        ("PUT", "/v1/sources/{source}") => {
+            p(&[ReconfigureBasin, Append, CreateStream], BasinThenHandler)
+        }
+        ("DELETE", "/v1/sources/{source}") => p(&[ReconfigureBasin], Basin),
+
         // Prometheus's scrape: everything the server counts.
         ("GET", "/metrics" | "/v1/metrics") => p(&[AccountMetrics], Account),
         ("GET", "/v1/metrics/{basin}") => p(&[BasinMetrics], BasinPath),

@@ -48,6 +48,20 @@ impl Collections {
         collection: &str,
         ops: Vec<WriteOp>,
     ) -> EngineResult<Vec<RecordView>> {
+        self.write_records_with(basin, collection, ops, WriteBatch::default())
+            .await
+    }
+
+    /// [`Self::write_records`], with `also` written in the same atomic
+    /// batch (a source's cursor beside the changes it covers), even when
+    /// the ops change nothing.
+    pub async fn write_records_with(
+        &self,
+        basin: &str,
+        collection: &str,
+        ops: Vec<WriteOp>,
+        also: WriteBatch,
+    ) -> EngineResult<Vec<RecordView>> {
         validate_ops(&ops)?;
         let handle = self.handle(basin, collection).await?;
         let write = handle.write_lock.lock().await;
@@ -59,11 +73,15 @@ impl Collections {
         // going to happen).
         let mut guard = PendingWrite::begin(&handle);
         let prepared = self.prepare_write(&handle, ops, current, guard.updated_at)?;
-        let Some((input, extra, written)) = prepared.commit else {
+        let Some((input, mut extra, written)) = prepared.commit else {
             // Nothing changed: answered all the same, and counted so.
+            if !also.is_empty() {
+                self.core.committer().commit(also).await?;
+            }
             self.count_write(basin, 0);
             return Ok(prepared.views);
         };
+        extra.extend(also);
         // One event per record the write changed.
         let changed = input.records.len() as u64;
         guard.hold_docs(written);

@@ -1,0 +1,74 @@
+//! `/v1/sources`: collections kept equal to data elsewhere (see
+//! `engine/sources/` for what they are, `src/sources/` for how they run).
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde_json::{json, Value};
+
+use super::auth::{Principal, Resource};
+use super::error::ApiResult;
+use super::extract::{Basin, Json, NamePath, Path, Query};
+use super::shared::{detached, provision_response, AppState, ListParams};
+use crate::engine::sources::{SourceConfig, SourceName};
+use crate::wire::sources::{cursor_json, source_json};
+
+pub async fn list(
+    State(state): State<AppState>,
+    Basin(basin): Basin,
+    Query(params): Query<ListParams>,
+) -> ApiResult<axum::Json<Value>> {
+    let (sources, has_more) = state
+        .engine
+        .sources()
+        .list_sources(&basin, &params.into())?;
+    let sources: Vec<Value> = sources.iter().map(|s| source_json(s, None)).collect();
+    Ok(axum::Json(
+        json!({ "sources": sources, "has_more": has_more }),
+    ))
+}
+
+/// A source with its `state`: how far it is (durable) and what its
+/// poller has done since the server started.
+pub async fn get(
+    State(state): State<AppState>,
+    Basin(basin): Basin,
+    Path(name): Path<String>,
+) -> ApiResult<axum::Json<Value>> {
+    let sources = state.engine.sources();
+    let info = sources.get_source(&basin, &name)?;
+    let mut shown = cursor_json(&sources.cursor(&basin, &name)?);
+    if let (Some(fields), Ok(Value::Object(poller))) = (
+        shown.as_object_mut(),
+        serde_json::to_value(state.sources.status(&basin, &name)),
+    ) {
+        fields.extend(poller);
+    }
+    Ok(axum::Json(source_json(&info, Some(shown))))
+}
+
+/// Makes the source; it needs `append` on the collection it writes.
+pub async fn ensure(
+    State(state): State<AppState>,
+    principal: Principal,
+    Basin(basin): Basin,
+    NamePath(name): NamePath<SourceName>,
+    Json(config): Json<SourceConfig>,
+) -> ApiResult<Response> {
+    principal.check(Resource::Collections, config.collection())?;
+    let engine = state.engine;
+    let (info, provision) =
+        detached(async move { engine.sources().ensure_source(&basin, &name, config).await })
+            .await?;
+    Ok(provision_response(provision, source_json(&info, None)))
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    Basin(basin): Basin,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    let engine = state.engine;
+    detached(async move { engine.sources().delete_source(&basin, &name).await }).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,268 @@
+//! A source's configuration: one key naming the kind, its settings as
+//! value (`{"http": {…}}`; Postgres change data capture is to come). The
+//! JSON shapes are the API's; the same JSON, secrets included, is kept in
+//! the source's metadata (the API never answers the secrets back).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::error::{EngineError, EngineResult};
+
+pub const DEFAULT_TIMEOUT_MS: u64 = 10_000;
+pub const MAX_TIMEOUT_MS: u64 = 300_000;
+pub const DEFAULT_LIMIT: u32 = 500;
+/// As many records as one collection write takes, so that a page lands whole.
+pub const MAX_LIMIT: u32 = crate::engine::collections::MAX_WRITE_OPS as u32;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum SourceConfig {
+    Http(HttpSource),
+}
+
+/// Polls an API that pages its changes by a cursor (as this server's own
+/// `/v1/collections/{c}/updated` does) and keeps a collection equal to it.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSource {
+    /// `http://` or `https://`; the cursor and limit are added to its query.
+    pub url: String,
+    /// The collection (in the source's basin) kept equal to the upstream.
+    pub collection: String,
+    /// Sent with every request (write-only: an API key is a secret).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default)]
+    pub cursor: CursorStyle,
+    /// Where things are in a response, as JSON pointers (RFC 6901): the
+    /// records' array, and in each record its id, data, whether it is
+    /// deleted and when it was updated.
+    #[serde(default)]
+    pub pointers: Pointers,
+    /// The query parameter that asks for at most `limit` records a page.
+    #[serde(default = "default_limit_param")]
+    pub limit_param: String,
+    #[serde(default = "default_limit")]
+    pub limit: u32,
+    /// How long to wait before asking again once a page was not full.
+    #[serde(default = "default_poll_interval_ms")]
+    pub poll_interval_ms: u64,
+    /// Failed requests are tried again after a backoff doubling from
+    /// `poll_interval_ms` up to this.
+    #[serde(default = "default_max_backoff_ms")]
+    pub max_backoff_ms: u64,
+    /// At most this many requests a second.
+    #[serde(default = "default_max_requests_per_second")]
+    pub max_requests_per_second: u32,
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+/// How the upstream pages its changes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum CursorStyle {
+    /// An opaque token: sent as `param`, the next one read at the pointer
+    /// `next` of each response.
+    Token { param: String, next: String },
+    /// The last record's `updated_at` and id, sent as two parameters.
+    UpdatedAfter {
+        updated_after_param: String,
+        after_id_param: String,
+    },
+}
+
+impl Default for CursorStyle {
+    fn default() -> Self {
+        CursorStyle::Token {
+            param: "cursor".into(),
+            next: "/cursor".into(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Pointers {
+    pub records: String,
+    pub id: String,
+    pub data: String,
+    /// A record whose value here is `true` is deleted.
+    pub deleted: String,
+    pub updated_at: String,
+}
+
+impl Default for Pointers {
+    fn default() -> Self {
+        Self {
+            records: "/records".into(),
+            id: "/id".into(),
+            data: "/data".into(),
+            deleted: "/deleted".into(),
+            updated_at: "/updated_at".into(),
+        }
+    }
+}
+
+fn default_limit_param() -> String {
+    "limit".into()
+}
+fn default_limit() -> u32 {
+    DEFAULT_LIMIT
+}
+fn default_poll_interval_ms() -> u64 {
+    1_000
+}
+fn default_max_backoff_ms() -> u64 {
+    30_000
+}
+fn default_max_requests_per_second() -> u32 {
+    20
+}
+fn default_timeout_ms() -> u64 {
+    DEFAULT_TIMEOUT_MS
+}
+
+/// Never prints the URL (it may hold a key) or header values.
+impl std::fmt::Debug for HttpSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpSource")
+            .field("collection", &self.collection)
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field("cursor", &self.cursor)
+            .field("limit", &self.limit)
+            .finish_non_exhaustive()
+    }
+}
+
+fn invalid<T>(message: impl Into<String>) -> EngineResult<T> {
+    Err(EngineError::Invalid(message.into()))
+}
+
+impl SourceConfig {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SourceConfig::Http(_) => "http",
+        }
+    }
+
+    /// The collection the source writes.
+    pub fn collection(&self) -> &str {
+        match self {
+            SourceConfig::Http(http) => &http.collection,
+        }
+    }
+
+    pub fn validate(&self) -> EngineResult<()> {
+        match self {
+            SourceConfig::Http(http) => http.validate(),
+        }
+    }
+}
+
+impl HttpSource {
+    fn validate(&self) -> EngineResult<()> {
+        let parsed = reqwest::Url::parse(&self.url);
+        let url_ok = parsed
+            .as_ref()
+            .is_ok_and(|u| ["http", "https"].contains(&u.scheme()) && u.host().is_some());
+        if !url_ok || self.url.len() > 2048 {
+            return invalid("http.url must be an http:// or https:// URL with a host");
+        }
+        crate::engine::collections::CollectionName::parse(self.collection.clone())?;
+        for (name, value) in &self.headers {
+            let name_ok = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b));
+            let value_ok = value
+                .bytes()
+                .all(|b| b == b' ' || b == b'\t' || b.is_ascii_graphic());
+            if !name_ok || !value_ok {
+                return invalid(format!("header `{name}` is not a valid HTTP header"));
+            }
+        }
+        let params: Vec<&String> = match &self.cursor {
+            CursorStyle::Token { param, next } => {
+                check_pointer("cursor.token.next", next)?;
+                vec![param]
+            }
+            CursorStyle::UpdatedAfter {
+                updated_after_param,
+                after_id_param,
+            } => vec![updated_after_param, after_id_param],
+        };
+        for param in params.into_iter().chain([&self.limit_param]) {
+            let ok = !param.is_empty()
+                && param.len() <= 64
+                && param
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+            if !ok {
+                return invalid(format!(
+                    "query parameter `{param}` must be 1 to 64 letters, digits, `-`, `_` or `.`"
+                ));
+            }
+        }
+        let p = &self.pointers;
+        for (what, pointer) in [
+            ("records", &p.records),
+            ("id", &p.id),
+            ("data", &p.data),
+            ("deleted", &p.deleted),
+            ("updated_at", &p.updated_at),
+        ] {
+            check_pointer(&format!("pointers.{what}"), pointer)?;
+        }
+        if !(1..=MAX_LIMIT).contains(&self.limit) {
+            return invalid(format!("http.limit must be 1 to {MAX_LIMIT}"));
+        }
+        if !(10..=3_600_000).contains(&self.poll_interval_ms) {
+            return invalid("http.poll_interval_ms must be 10 to 3600000");
+        }
+        if self.max_backoff_ms < self.poll_interval_ms || self.max_backoff_ms > 3_600_000 {
+            return invalid("http.max_backoff_ms must be poll_interval_ms to 3600000");
+        }
+        if !(1..=10_000).contains(&self.max_requests_per_second) {
+            return invalid("http.max_requests_per_second must be 1 to 10000");
+        }
+        if self.timeout_ms == 0 || self.timeout_ms > MAX_TIMEOUT_MS {
+            return invalid(format!("http.timeout_ms must be 1 to {MAX_TIMEOUT_MS}"));
+        }
+        Ok(())
+    }
+}
+
+/// A JSON pointer: empty (the whole value) or `/`-led, at most 256 bytes.
+fn check_pointer(what: &str, pointer: &str) -> EngineResult<()> {
+    if pointer.len() > 256 || !(pointer.is_empty() || pointer.starts_with('/')) {
+        return invalid(format!(
+            "{what} must be a JSON pointer (empty, or starting with `/`)"
+        ));
+    }
+    Ok(())
+}
+
+crate::engine::streams::names::name_type!(
+    /// A source name: 1–200 bytes, not `.` or `..`, without `/` or control
+    /// characters.
+    SourceName,
+    validate_source_name
+);
+
+fn validate_source_name(name: &str) -> EngineResult<()> {
+    let bad = name.is_empty()
+        || name.len() > 200
+        || name == "."
+        || name == ".."
+        || name.contains('/')
+        || name.chars().any(char::is_control);
+    if bad {
+        return invalid(
+            "a source name must be 1 to 200 bytes, not `.` or `..`, without `/` or control \
+             characters",
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,58 @@
+//! The sources layer's on-disk layout (the meta keyspace).
+//! `docs/ARCHITECTURE.md` describes the same layout in prose; change both
+//! together.
+
+use serde::{Deserialize, Serialize};
+
+use super::config::SourceConfig;
+use crate::engine::streams::keys::{basin_scoped_key, basin_scoped_prefix};
+
+pub use crate::engine::streams::keys::{decode_json, encode_json};
+
+const SOURCE_TAG: u8 = b'F';
+const SOURCE_CURSOR_TAG: u8 = b'G';
+
+/// Every meta-keyspace tag this layer uses.
+pub const META_TAGS: &[u8] = &[SOURCE_TAG, SOURCE_CURSOR_TAG];
+
+/// `F{basin}\0{source}` → [`SourceMeta`] as JSON.
+pub fn source_key(basin: &str, source: &str) -> Vec<u8> {
+    basin_scoped_key(SOURCE_TAG, basin, source)
+}
+
+pub fn source_prefix(basin: &str) -> Vec<u8> {
+    basin_scoped_prefix(SOURCE_TAG, basin)
+}
+
+/// `G{basin}\0{source}` → [`SourceCursor`] as JSON: written in the same
+/// batch as the collection writes it covers.
+pub fn cursor_key(basin: &str, source: &str) -> Vec<u8> {
+    basin_scoped_key(SOURCE_CURSOR_TAG, basin, source)
+}
+
+/// A source's metadata: its config, secrets included.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SourceMeta {
+    pub config: SourceConfig,
+    pub created_at: u64,
+}
+
+/// Where a source is in its upstream: what to ask for next.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceCursor {
+    /// The opaque token to send next (token style).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// The last record's `updated_at` and id (updated-after style), as
+    /// the upstream wrote them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_after: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_id: Option<String>,
+    /// Changes taken from the upstream so far.
+    #[serde(default)]
+    pub changes: u64,
+    /// When the cursor last moved (ms since the epoch).
+    #[serde(default)]
+    pub moved_at: u64,
+}

@@ -1,0 +1,248 @@
+//! The HTTP source's poller: asks the upstream for the changes after its
+//! cursor, a page at a time, writes each page to the collection in one
+//! atomic batch with the cursor that follows it, and asks again: at once
+//! while pages come full, after `poll_interval_ms` once one does not, and
+//! after a backoff doubling up to `max_backoff_ms` while requests fail.
+//! Requests are paced to `max_requests_per_second`.
+//!
+//! A page's records become upserts (their data) and deletes (those the
+//! upstream marks deleted; one for a record this collection does not hold
+//! is dropped: it was deleted here already, or never came). The same id
+//! twice in a page keeps its last change.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use super::status::SourceStatus;
+use crate::engine::collections::WriteOp;
+use crate::engine::error::EngineError;
+use crate::engine::sources::{CursorStyle, HttpSource, SourceConfig, SourceCursor, SourceInfo};
+use crate::engine::streams::types::now_ms;
+use crate::engine::Engine;
+
+/// The largest response body taken from an upstream.
+const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Polls until aborted.
+pub async fn run(engine: Arc<Engine>, source: SourceInfo, status: Arc<SourceStatus>) {
+    let SourceConfig::Http(config) = &source.config;
+    let client = match reqwest::Client::builder()
+        .timeout(Duration::from_millis(config.timeout_ms))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+    {
+        Ok(client) => client,
+        Err(err) => return status.failed(&format!("cannot make an HTTP client: {err}")),
+    };
+    let pace = Duration::from_millis(1000 / u64::from(config.max_requests_per_second)).max(
+        // At least a millisecond between requests, whatever the rate.
+        Duration::from_millis(1),
+    );
+    let mut backoff = config.poll_interval_ms;
+    loop {
+        let started = tokio::time::Instant::now();
+        let wait = match poll_once(&engine, &source, config, &client).await {
+            Ok(Page { changes, full }) => {
+                status.polled(changes, full);
+                backoff = config.poll_interval_ms;
+                match full {
+                    true => Duration::ZERO,
+                    false => Duration::from_millis(config.poll_interval_ms),
+                }
+            }
+            Err(error) => {
+                tracing::debug!(source = %source.name, %error, "a source's poll failed");
+                status.failed(&error);
+                let wait = Duration::from_millis(backoff);
+                backoff = (backoff * 2).min(config.max_backoff_ms);
+                wait
+            }
+        };
+        tokio::time::sleep_until(started + wait.max(pace)).await;
+    }
+}
+
+/// What one poll took.
+struct Page {
+    changes: u64,
+    /// As many records as asked for: more may wait.
+    full: bool,
+}
+
+async fn poll_once(
+    engine: &Engine,
+    source: &SourceInfo,
+    config: &HttpSource,
+    client: &reqwest::Client,
+) -> Result<Page, String> {
+    let sources = engine.sources();
+    let cursor = sources
+        .cursor(&source.basin, &source.name)
+        .map_err(|e| e.to_string())?;
+    let body = fetch(client, config, &cursor).await?;
+    let pointers = &config.pointers;
+    let records = body
+        .pointer(&pointers.records)
+        .and_then(Value::as_array)
+        .ok_or_else(|| format!("the response has no array at `{}`", pointers.records))?;
+    let mut changes: Vec<(String, Option<Map<String, Value>>)> = Vec::with_capacity(records.len());
+    for record in records {
+        let id = text_at(record, &pointers.id)
+            .ok_or_else(|| format!("a record has no id at `{}`", pointers.id))?;
+        let deleted = record.pointer(&pointers.deleted) == Some(&Value::Bool(true));
+        let data = match deleted {
+            true => None,
+            false => match record.pointer(&pointers.data) {
+                Some(Value::Object(data)) => Some(data.clone()),
+                _ => {
+                    return Err(format!(
+                        "record `{id}` has no object at `{}`",
+                        pointers.data
+                    ))
+                }
+            },
+        };
+        changes.push((id, data));
+    }
+    let mut next = SourceCursor {
+        changes: cursor.changes + records.len() as u64,
+        moved_at: now_ms(),
+        ..cursor.clone()
+    };
+    match &config.cursor {
+        CursorStyle::Token { next: at, .. } => {
+            // No token in the answer: the same one is asked again.
+            if let Some(token) = text_at(&body, at) {
+                next.token = Some(token);
+            }
+        }
+        CursorStyle::UpdatedAfter { .. } => {
+            if let Some(last) = records.last() {
+                let updated_at = text_at(last, &pointers.updated_at).ok_or_else(|| {
+                    format!("a record has no timestamp at `{}`", pointers.updated_at)
+                })?;
+                next.updated_after = Some(updated_at);
+                next.after_id = changes.last().map(|(id, _)| id.clone());
+            }
+        }
+    }
+    let full = records.len() >= config.limit as usize;
+    if records.is_empty() && next.token == cursor.token {
+        return Ok(Page { changes: 0, full });
+    }
+    let ops = write_ops(engine, source, changes).await?;
+    let applied = records.len() as u64;
+    sources
+        .apply(source, ops, &next)
+        .await
+        .map_err(|e| format!("writing to collection `{}`: {e}", config.collection))?;
+    Ok(Page {
+        changes: applied,
+        full,
+    })
+}
+
+/// GETs the page after `cursor`: the URL with the limit and the cursor in
+/// its query, the configured headers.
+async fn fetch(
+    client: &reqwest::Client,
+    config: &HttpSource,
+    cursor: &SourceCursor,
+) -> Result<Value, String> {
+    let mut url = reqwest::Url::parse(&config.url).map_err(|e| e.to_string())?;
+    {
+        let mut query = url.query_pairs_mut();
+        query.append_pair(&config.limit_param, &config.limit.to_string());
+        match &config.cursor {
+            CursorStyle::Token { param, .. } => {
+                if let Some(token) = &cursor.token {
+                    query.append_pair(param, token);
+                }
+            }
+            CursorStyle::UpdatedAfter {
+                updated_after_param,
+                after_id_param,
+            } => {
+                if let (Some(after), Some(id)) = (&cursor.updated_after, &cursor.after_id) {
+                    query.append_pair(updated_after_param, after);
+                    query.append_pair(after_id_param, id);
+                }
+            }
+        }
+    }
+    let mut request = client.get(url);
+    for (name, value) in &config.headers {
+        request = request.header(name, value);
+    }
+    // Errors are said without the URL: its query may hold a key.
+    let mut response = request
+        .send()
+        .await
+        .map_err(|e| format!("the upstream did not answer: {}", e.without_url()))?;
+    if !response.status().is_success() {
+        return Err(format!("the upstream answered {}", response.status()));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| format!("reading the upstream's answer: {}", e.without_url()))?
+    {
+        if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+            return Err(format!(
+                "the upstream's answer is over {MAX_RESPONSE_BYTES} bytes"
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    serde_json::from_slice(&body).map_err(|e| format!("the upstream's answer is not JSON: {e}"))
+}
+
+/// The text at `pointer`: a string as it is, a number written out.
+fn text_at(value: &Value, pointer: &str) -> Option<String> {
+    match value.pointer(pointer)? {
+        Value::String(text) => Some(text.clone()),
+        Value::Number(number) => Some(number.to_string()),
+        _ => None,
+    }
+}
+
+/// The page's changes as collection writes: each id's last change, in the
+/// order of those last changes, and no delete of a record not held here.
+async fn write_ops(
+    engine: &Engine,
+    source: &SourceInfo,
+    changes: Vec<(String, Option<Map<String, Value>>)>,
+) -> Result<Vec<WriteOp>, String> {
+    let mut last: HashMap<&str, usize> = HashMap::new();
+    for (at, (id, _)) in changes.iter().enumerate() {
+        last.insert(id, at);
+    }
+    let collections = engine.collections();
+    let collection = source.config.collection();
+    let mut ops = Vec::with_capacity(last.len());
+    for (at, (id, data)) in changes.iter().enumerate() {
+        if last[id.as_str()] != at {
+            continue;
+        }
+        match data {
+            Some(data) => ops.push(WriteOp::Upsert {
+                id: id.clone(),
+                data: data.clone(),
+                expected_version: None,
+            }),
+            None => match collections.get_record(&source.basin, collection, id).await {
+                Ok(record) if !record.deleted => ops.push(WriteOp::Delete {
+                    id: id.clone(),
+                    expected_version: None,
+                }),
+                Ok(_) | Err(EngineError::RecordNotFound(_)) => {}
+                Err(err) => return Err(format!("reading collection `{collection}`: {err}")),
+            },
+        }
+    }
+    Ok(ops)
+}

@@ -1,0 +1,126 @@
+//! Sources at run time: a poller task per source, started and stopped as
+//! the definitions in the engine change (`engine/sources/`).
+//!
+//! A poller may be aborted at any point: each page it takes lands in one
+//! atomic batch with the cursor that follows it, so the next poller (after
+//! a change, a restart of the engine's layers, or of the server) asks again
+//! from exactly where the last durable write left off.
+
+mod http_poller;
+mod status;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+
+use crate::engine::locks::lock;
+use crate::engine::sources::{SourceConfig, SourceInfo};
+use crate::engine::Engine;
+pub use status::{SourceStatus, StatusSnapshot};
+
+/// How often the runtime reconciles even without a change notice (the
+/// engine may have reopened its layers after a failed write).
+const RECONCILE_EVERY: Duration = Duration::from_secs(2);
+
+/// A source, by basin and name.
+type Key = (String, String);
+
+struct Running {
+    /// What it runs with, and since when (a source deleted and made again
+    /// under its name is another source).
+    config: SourceConfig,
+    created_at: u64,
+    task: JoinHandle<()>,
+}
+
+/// The pollers, and each source's status (kept across restarts of its
+/// poller, not of the server).
+#[derive(Default)]
+pub struct SourceRuntime {
+    running: Mutex<HashMap<Key, Running>>,
+    statuses: Mutex<HashMap<Key, Arc<SourceStatus>>>,
+}
+
+impl SourceRuntime {
+    /// Starts the runtime over `engine`; it runs until the returned task
+    /// is aborted (which stops every poller with it).
+    pub fn spawn(engine: Arc<Engine>) -> (Arc<Self>, JoinHandle<()>) {
+        let runtime = Arc::new(Self::default());
+        let task = tokio::spawn(runtime.clone().reconcile_forever(engine));
+        (runtime, task)
+    }
+
+    /// What the source's poller has done, if it ever ran here.
+    pub fn status(&self, basin: &str, name: &str) -> StatusSnapshot {
+        let key = (basin.to_string(), name.to_string());
+        lock(&self.statuses)
+            .get(&key)
+            .map(|status| status.snapshot())
+            .unwrap_or_default()
+    }
+
+    async fn reconcile_forever(self: Arc<Self>, engine: Arc<Engine>) {
+        let _stop = StopOnDrop(self.clone());
+        loop {
+            let mut changed = engine.sources().subscribe();
+            changed.borrow_and_update();
+            match engine.sources().all_sources() {
+                Ok(sources) => self.reconcile(&engine, sources),
+                Err(err) => tracing::warn!(error = %err, "listing sources failed; trying again"),
+            }
+            tokio::select! {
+                _ = changed.changed() => {}
+                _ = tokio::time::sleep(RECONCILE_EVERY) => {}
+            }
+        }
+    }
+
+    /// Aborts the pollers of sources gone or made anew, then starts those
+    /// missing.
+    fn reconcile(&self, engine: &Arc<Engine>, sources: Vec<SourceInfo>) {
+        let wanted: HashMap<Key, SourceInfo> = sources
+            .into_iter()
+            .map(|s| ((s.basin.clone(), s.name.clone()), s))
+            .collect();
+        lock(&self.statuses).retain(|key, _| wanted.contains_key(key));
+        let mut running = lock(&self.running);
+        running.retain(|key, poller| {
+            let keep = wanted
+                .get(key)
+                .is_some_and(|s| s.config == poller.config && s.created_at == poller.created_at)
+                && !poller.task.is_finished();
+            if !keep {
+                poller.task.abort();
+            }
+            keep
+        });
+        for (key, source) in wanted {
+            if running.contains_key(&key) {
+                continue;
+            }
+            let status = lock(&self.statuses).entry(key.clone()).or_default().clone();
+            let (config, created_at) = (source.config.clone(), source.created_at);
+            let task = tokio::spawn(http_poller::run(engine.clone(), source, status));
+            running.insert(
+                key,
+                Running {
+                    config,
+                    created_at,
+                    task,
+                },
+            );
+        }
+    }
+}
+
+struct StopOnDrop(Arc<SourceRuntime>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        for (_, poller) in lock(&self.0.running).drain() {
+            poller.task.abort();
+        }
+    }
+}
