@@ -231,6 +231,20 @@ const ROUTES: &[Route] = &[
         Basin,
     ),
     r("DELETE", "/v1/sinks/{sink}", &["reconfigure-basin"], Basin),
+    r("GET", "/v1/sources", &["get-basin-config"], Basin),
+    r("GET", "/v1/sources/{source}", &["get-basin-config"], Basin),
+    r(
+        "PUT",
+        "/v1/sources/{source}",
+        &["reconfigure-basin", "append"],
+        Stream,
+    ),
+    r(
+        "DELETE",
+        "/v1/sources/{source}",
+        &["reconfigure-basin"],
+        Basin,
+    ),
     r("GET", "/v1/metrics", &["account-metrics"], Nothing),
     r("GET", "/metrics", &["account-metrics"], Nothing),
     r("GET", "/v1/metrics/{basin}", &["basin-metrics"], Basin),
@@ -417,6 +431,7 @@ impl Names {
             .replace("{consumer}", self.consumer)
             .replace("{file}", "app.js")
             .replace("{sink}", "k1")
+            .replace("{source}", "k1")
             .replace(
                 "{id}",
                 if template.contains("/records/") {
@@ -451,6 +466,9 @@ impl Names {
                 "source": { "stream": self.stream },
                 "destination": { "webhook": { "url": "http://127.0.0.1:9/never" } }
             }),
+            ("PUT", "/v1/sources/{source}") => json!({ "http": {
+                "url": "http://127.0.0.1:9/never", "collection": self.collection
+            }}),
             ("PUT", "/v1/collections/{collection}/records/{id}") => json!({ "data": { "a": 1 } }),
             ("PATCH", _) => json!({}),
             _ => return None,

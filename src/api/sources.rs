@@ -47,7 +47,8 @@ pub async fn get(
     Ok(axum::Json(source_json(&info, Some(shown))))
 }
 
-/// Makes the source; it needs `append` on the collection it writes.
+/// Makes the source (and its collection, if missing); it needs `append`
+/// on the collection it writes.
 pub async fn ensure(
     State(state): State<AppState>,
     principal: Principal,

@@ -21,6 +21,7 @@ pub mod consumers;
 pub mod error;
 pub(crate) mod locks;
 mod restart;
+pub mod settings;
 pub mod sinks;
 pub mod sources;
 pub mod streams;

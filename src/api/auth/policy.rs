@@ -132,12 +132,9 @@ pub fn policy(method: &Method, path: &str) -> Option<Policy> {
         }
 
         // Sources are basin resources too; making one needs `append` on the
-        // collection it writes (checked by the handler), and makes the
-        // collection if it is missing.
+        // collection it writes (checked by the handler).
         ("GET", "/v1/sources" | "/v1/sources/{source}") => p(&[GetBasinConfig], Basin),
-        ("PUT", "/v1/sources/{source}") => {
-            p(&[ReconfigureBasin, Append, CreateStream], BasinThenHandler)
-        }
+        ("PUT", "/v1/sources/{source}") => p(&[ReconfigureBasin, Append], BasinThenHandler),
         ("DELETE", "/v1/sources/{source}") => p(&[ReconfigureBasin], Basin),
 
         // Prometheus's scrape: everything the server counts.

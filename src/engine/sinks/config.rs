@@ -173,19 +173,7 @@ crate::engine::streams::names::name_type!(
 );
 
 fn validate_sink_name(name: &str) -> EngineResult<()> {
-    let bad = name.is_empty()
-        || name.len() > 200
-        || name == "."
-        || name == ".."
-        || name.contains('/')
-        || name.chars().any(char::is_control);
-    if bad {
-        return Err(EngineError::Invalid(
-            "a sink name must be 1 to 200 bytes, not `.` or `..`, without `/` or control characters"
-                .into(),
-        ));
-    }
-    Ok(())
+    crate::engine::settings::check_name("sink", name)
 }
 
 /// The prefix of the consumers sinks read through; clients may look at

@@ -284,18 +284,7 @@ fn check_url(kind: &str, url: &str, schemes: &[&str]) -> EngineResult<()> {
 impl WebhookConfig {
     fn validate(&self) -> EngineResult<()> {
         check_url("webhook", &self.url, &["http", "https"])?;
-        for (name, value) in &self.headers {
-            let name_ok = !name.is_empty()
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b));
-            let value_ok = value
-                .bytes()
-                .all(|b| b == b' ' || b == b'\t' || b.is_ascii_graphic());
-            if !name_ok || !value_ok {
-                return invalid(format!("header `{name}` is not a valid HTTP header"));
-            }
-        }
+        crate::engine::settings::check_http_headers(&self.headers)?;
         if self.secret.as_deref() == Some("") {
             return invalid("secret may not be empty".into());
         }

@@ -171,18 +171,7 @@ impl HttpSource {
             return invalid("http.url must be an http:// or https:// URL with a host");
         }
         crate::engine::collections::CollectionName::parse(self.collection.clone())?;
-        for (name, value) in &self.headers {
-            let name_ok = !name.is_empty()
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b));
-            let value_ok = value
-                .bytes()
-                .all(|b| b == b' ' || b == b'\t' || b.is_ascii_graphic());
-            if !name_ok || !value_ok {
-                return invalid(format!("header `{name}` is not a valid HTTP header"));
-            }
-        }
+        crate::engine::settings::check_http_headers(&self.headers)?;
         let params: Vec<&String> = match &self.cursor {
             CursorStyle::Token { param, next } => {
                 check_pointer("cursor.token.next", next)?;
@@ -252,17 +241,5 @@ crate::engine::streams::names::name_type!(
 );
 
 fn validate_source_name(name: &str) -> EngineResult<()> {
-    let bad = name.is_empty()
-        || name.len() > 200
-        || name == "."
-        || name == ".."
-        || name.contains('/')
-        || name.chars().any(char::is_control);
-    if bad {
-        return invalid(
-            "a source name must be 1 to 200 bytes, not `.` or `..`, without `/` or control \
-             characters",
-        );
-    }
-    Ok(())
+    crate::engine::settings::check_name("source", name)
 }
