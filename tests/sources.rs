@@ -175,3 +175,80 @@ async fn sources_check_their_settings_keep_secrets_and_cannot_change() {
         .unwrap();
     assert_eq!(resp.status(), 404);
 }
+
+/// The CLI makes, shows, lists and deletes sources; one pointed at its own
+/// server's `/updated` copies a collection into another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_manages_sources() {
+    let server = common::TestServer::start().await;
+    let rill = |args: Vec<String>| {
+        let server = &server;
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            common::cli::run_rill(server, &args, "").await
+        }
+    };
+    let args = |list: &[&str]| list.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+    server.with_stream("unused").await; // and the basin
+    server
+        .put("/v1/collections/origin")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    server
+        .put("/v1/collections/origin/records/a")
+        .json(&json!({ "n": 1 }))
+        .send()
+        .await
+        .unwrap();
+    let config = json!({ "http": {
+        "url": format!("{}/v1/collections/origin/updated", server.base),
+        "collection": "copy",
+        "headers": { "s2-basin": BASIN, "x-api-key": "cli-secret" },
+        "poll_interval_ms": 50
+    }})
+    .to_string();
+    let ran = rill(args(&["sources", "create", "copier", "--config", &config])).await;
+    assert_eq!(ran.code, Some(0), "{}", ran.err);
+    let ran = rill(args(&["sources", "create", "nothing"])).await;
+    assert_eq!(ran.code, Some(2), "a source needs a config: {}", ran.err);
+    let ran = rill(args(&["sources", "list"])).await;
+    assert!(
+        ran.out.contains("copier") && ran.out.contains("copy"),
+        "{}",
+        ran.out
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let resp = server
+            .get("/v1/collections/copy/records/a")
+            .send()
+            .await
+            .unwrap();
+        if resp.status() == 200 {
+            let record: Value = resp.json().await.unwrap();
+            assert_eq!(record["data"], json!({ "n": 1 }));
+            break;
+        }
+        assert!(Instant::now() < deadline, "the record is copied");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let ran = rill(args(&["sources", "get", "copier", "--json"])).await;
+    assert!(!ran.out.contains("cli-secret"), "{}", ran.out);
+    let shown: Value = serde_json::from_str(ran.out.trim()).unwrap();
+    assert!(shown["state"]["changes"].as_u64().unwrap() >= 1, "{shown}");
+    let ran = rill(args(&[
+        "sources",
+        "reconfigure",
+        "copier",
+        "--config",
+        "{}",
+    ]))
+    .await;
+    assert_eq!(ran.code, Some(2), "a source cannot change: {}", ran.err);
+    let ran = rill(args(&["sources", "delete", "copier"])).await;
+    assert_eq!(ran.code, Some(0), "{}", ran.err);
+    let ran = rill(args(&["sources", "get", "copier"])).await;
+    assert_eq!(ran.code, Some(3), "not found: {}", ran.err);
+}

@@ -1,5 +1,5 @@
-//! Listing and deleting basins, streams, collections, consumers and
-//! sinks.
+//! Listing and deleting basins, streams, collections, consumers, sinks
+//! and sources.
 
 use reqwest::Method;
 use serde_json::Value;
@@ -19,8 +19,11 @@ pub enum Kind {
     /// A consumer the server tracks.
     Consumer,
     /// A consumer whose worker lives in the server, writing to a
-    /// destination (a webhook).
+    /// destination (a webhook, Postgres, Redis, NATS, Kafka).
     Sink,
+    /// A collection the server keeps equal to data elsewhere (an HTTP API
+    /// that pages its changes by a cursor).
+    Source,
 }
 
 impl Kind {
@@ -31,6 +34,7 @@ impl Kind {
             Kind::Collection => "/v1/collections",
             Kind::Consumer => "/v1/consumers",
             Kind::Sink => "/v1/sinks",
+            Kind::Source => "/v1/sources",
         }
     }
 
@@ -42,6 +46,7 @@ impl Kind {
             Kind::Collection => "collections",
             Kind::Consumer => "consumers",
             Kind::Sink => "sinks",
+            Kind::Source => "sources",
         }
     }
 }

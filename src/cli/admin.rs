@@ -1,4 +1,4 @@
-//! `rill basins|streams|collections|consumers list|get|create|reconfigure|delete`.
+//! `rill basins|streams|collections|consumers|sinks|sources list|get|create|reconfigure|delete`.
 
 use std::io::Write;
 
@@ -66,6 +66,11 @@ pub async fn run(
                      '{\"source\": {\"stream\": \"orders\"}, \"destination\": \
                      {\"webhook\": {\"url\": \"https://example.com/hook\"}}}'",
                 ),
+                Kind::Source => Some(
+                    "a source needs --config with its kind and settings, e.g. --config \
+                     '{\"http\": {\"url\": \"http://other:8080/v1/collections/users/updated\", \
+                     \"collection\": \"users\", \"headers\": {\"s2-basin\": \"their-basin\"}}}'",
+                ),
                 _ => None,
             };
             if let (Some(message), None) = (needed, &config) {
@@ -79,6 +84,14 @@ pub async fn run(
                 .create(kind, &name, config.as_ref())
                 .await
                 .map_err(fail)?
+        }
+        Admin::Reconfigure { .. } if kind == Kind::Source => {
+            return Err(Failure {
+                message: "a source cannot change: delete it and create it again (it starts \
+                          from the beginning)"
+                    .into(),
+                exit_code: super::output::exit::USAGE,
+            })
         }
         Admin::Reconfigure { name, config } => client
             .reconfigure(kind, &name, &parse_config(&config)?)
@@ -176,6 +189,27 @@ fn list_table(out: &mut impl Write, kind: Kind, items: &[Value]) -> Result<(), F
                         source_text(&config["source"]),
                         destination,
                         text(&config["paused"]),
+                        text(&i["created_at"]),
+                    ]
+                })
+                .collect(),
+        ),
+        Kind::Source => (
+            &["NAME", "KIND", "COLLECTION", "CREATED"],
+            items
+                .iter()
+                .map(|i| {
+                    let (kind, settings) = match i["config"].as_object() {
+                        Some(kinds) => match kinds.iter().next() {
+                            Some((kind, settings)) => (kind.clone(), settings.clone()),
+                            None => ("-".into(), Value::Null),
+                        },
+                        None => ("-".into(), Value::Null),
+                    };
+                    vec![
+                        text(&i["name"]),
+                        kind,
+                        text(&settings["collection"]),
                         text(&i["created_at"]),
                     ]
                 })

@@ -24,7 +24,7 @@ const LOCAL_COMMANDS: [&str; 3] = ["serve", "repair", "completions"];
 
 /// How each kind is described: (group, one, what `create --config` takes,
 /// what `delete` removes).
-const KINDS: [(&str, &str, &str, &str); 5] = [
+const KINDS: [(&str, &str, &str, &str); 6] = [
     (
         "basins",
         "basin",
@@ -57,6 +57,14 @@ const KINDS: [(&str, &str, &str, &str); 5] = [
          \"destination\": {\"webhook\": {\"url\": \"https://example.com/hook\"}}}'; \
          reconfigure '{\"paused\": true}' pauses it",
         "with its consumer and dead letters",
+    ),
+    (
+        "sources",
+        "source",
+        "required: its kind and settings, e.g. '{\"http\": {\"url\": \
+         \"http://other:8080/v1/collections/users/updated\", \"collection\": \"users\", \
+         \"headers\": {\"s2-basin\": \"their-basin\"}}}'",
+        "and its cursor (its collection stays)",
     ),
 ];
 
@@ -99,6 +107,7 @@ fn describe_kind(group: Command, one: &str, config: &str, deleted: &str) -> Comm
             let shown = match one {
                 "consumer" => "its config and state (position, pending messages, counters)",
                 "sink" => "its config (without secrets) and state (lag, delivered, errors)",
+                "source" => "its settings (without secrets) and state (changes, polls, errors)",
                 "collection" => "its config and the name of its events stream",
                 _ => "its config",
             };

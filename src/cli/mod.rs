@@ -73,6 +73,9 @@ pub enum ClientCommand {
     /// Manage sinks.
     #[command(subcommand, arg_required_else_help = true)]
     Sinks(admin::Admin),
+    /// Manage sources.
+    #[command(subcommand, arg_required_else_help = true)]
+    Sources(admin::Admin),
     /// Receive messages from a consumer, print them (one JSON object per
     /// line) or pipe each to a command, and ack them.
     Consume {
@@ -212,6 +215,7 @@ pub async fn run(connection: Connection, command: ClientCommand) -> Result<(), F
             admin::run(&client, Kind::Consumer, cmd, json_out, out).await
         }
         ClientCommand::Sinks(cmd) => admin::run(&client, Kind::Sink, cmd, json_out, out).await,
+        ClientCommand::Sources(cmd) => admin::run(&client, Kind::Source, cmd, json_out, out).await,
         ClientCommand::Consume {
             consumer,
             count,
