@@ -236,7 +236,7 @@ const ROUTES: &[Route] = &[
     r(
         "PUT",
         "/v1/sources/{source}",
-        &["reconfigure-basin", "append"],
+        &["reconfigure-basin", "append", "create-stream"],
         Stream,
     ),
     r(

@@ -37,7 +37,8 @@ pub async fn get(
 ) -> ApiResult<axum::Json<Value>> {
     let sources = state.engine.sources();
     let info = sources.get_source(&basin, &name)?;
-    let mut shown = cursor_json(&sources.cursor(&basin, &name)?);
+    let cursor = sources.cursor(&info).await.unwrap_or_default();
+    let mut shown = cursor_json(&cursor);
     if let (Some(fields), Ok(Value::Object(poller))) = (
         shown.as_object_mut(),
         serde_json::to_value(state.sources.status(&basin, &name)),
@@ -48,7 +49,7 @@ pub async fn get(
 }
 
 /// Makes the source (and its collection, if missing); it needs `append`
-/// on the collection it writes.
+/// on the collection it writes (and `create-stream`, by the policy).
 pub async fn ensure(
     State(state): State<AppState>,
     principal: Principal,

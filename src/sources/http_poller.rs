@@ -17,14 +17,20 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use super::status::SourceStatus;
-use crate::engine::collections::WriteOp;
+use crate::engine::collections::{WriteOp, MAX_WRITE_OPS};
 use crate::engine::error::EngineError;
 use crate::engine::sources::{CursorStyle, HttpSource, SourceConfig, SourceCursor, SourceInfo};
 use crate::engine::streams::types::now_ms;
 use crate::engine::Engine;
 
-/// The largest response body taken from an upstream.
-const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+/// The largest response body taken from an upstream: a full page of the
+/// largest records (1000 of 256 KiB) and their JSON around them.
+const MAX_RESPONSE_BYTES: usize = 320 * 1024 * 1024;
+
+/// What one collection write of a page may hold, by a generous estimate
+/// of its events' size (each carries the data, and an update the old
+/// values too): half of what one write takes.
+const CHUNK_BYTES: usize = crate::engine::streams::types::MAX_BATCH_BYTES / 2;
 
 /// Polls until aborted.
 pub async fn run(engine: Arc<Engine>, source: SourceInfo, status: Arc<SourceStatus>) {
@@ -79,9 +85,7 @@ async fn poll_once(
     client: &reqwest::Client,
 ) -> Result<Page, String> {
     let sources = engine.sources();
-    let cursor = sources
-        .cursor(&source.basin, &source.name)
-        .map_err(|e| e.to_string())?;
+    let cursor = sources.cursor(source).await.map_err(|e| e.to_string())?;
     let body = fetch(client, config, &cursor).await?;
     let pointers = &config.pointers;
     let records = body
@@ -114,9 +118,13 @@ async fn poll_once(
     };
     match &config.cursor {
         CursorStyle::Token { next: at, .. } => {
-            // No token in the answer: the same one is asked again.
-            if let Some(token) = text_at(&body, at) {
-                next.token = Some(token);
+            next.token = text_at(&body, at).or(cursor.token.clone());
+            // Records without a new token would be asked for again, and
+            // again: the pointer is wrong, or the upstream has no cursor.
+            if !records.is_empty() && next.token == cursor.token {
+                return Err(format!(
+                    "the upstream gave records but no new cursor at `{at}`"
+                ));
             }
         }
         CursorStyle::UpdatedAfter { .. } => {
@@ -135,10 +143,22 @@ async fn poll_once(
     }
     let ops = write_ops(engine, source, changes).await?;
     let applied = records.len() as u64;
-    sources
-        .apply(source, ops, &next)
-        .await
-        .map_err(|e| format!("writing to collection `{}`: {e}", config.collection))?;
+    // A page too large for one write goes in several, the cursor with the
+    // last: a crash between them makes the page come again, and what the
+    // first ones wrote then changes nothing (each id is in one of them).
+    let chunks = chunked(ops);
+    let last = chunks.len() - 1;
+    for (at, chunk) in chunks.into_iter().enumerate() {
+        let result = match at == last {
+            true => sources.apply(source, chunk, &next).await,
+            false => engine
+                .collections()
+                .write_records(&source.basin, &config.collection, chunk)
+                .await
+                .map(drop),
+        };
+        result.map_err(|e| format!("writing to collection `{}`: {e}", config.collection))?;
+    }
     Ok(Page {
         changes: applied,
         full,
@@ -199,6 +219,34 @@ async fn fetch(
         body.extend_from_slice(&chunk);
     }
     serde_json::from_slice(&body).map_err(|e| format!("the upstream's answer is not JSON: {e}"))
+}
+
+/// `ops` in writes of at most `MAX_WRITE_OPS` and about `CHUNK_BYTES`
+/// each; always at least one (maybe empty: the cursor alone).
+fn chunked(ops: Vec<WriteOp>) -> Vec<Vec<WriteOp>> {
+    let size = |op: &WriteOp| match op {
+        WriteOp::Upsert { id, data, .. } => {
+            2 * serde_json::to_vec(data).map_or(0, |d| d.len()) + id.len() + 256
+        }
+        WriteOp::Delete { id, .. } => 2 * id.len() + 256,
+    };
+    let mut chunks: Vec<Vec<WriteOp>> = vec![Vec::new()];
+    let mut bytes = 0;
+    for op in ops {
+        let op_bytes = size(&op);
+        let full = chunks.last().is_some_and(|c| {
+            !c.is_empty() && (c.len() >= MAX_WRITE_OPS || bytes + op_bytes > CHUNK_BYTES)
+        });
+        if full {
+            chunks.push(Vec::new());
+            bytes = 0;
+        }
+        bytes += op_bytes;
+        if let Some(chunk) = chunks.last_mut() {
+            chunk.push(op);
+        }
+    }
+    chunks
 }
 
 /// The text at `pointer`: a string as it is, a number written out.

@@ -42,9 +42,18 @@ impl Rill {
     }
 
     pub fn kill_and_restart(&mut self) {
+        self.kill();
+        self.start();
+    }
+
+    /// SIGKILLs it; [`Self::start`] starts it again.
+    pub fn kill(&mut self) {
         if let Some(process) = self.process.take() {
             process.kill();
         }
+    }
+
+    pub fn start(&mut self) {
         self.process = Some(RillProcess::start(self.dir.path()));
     }
 

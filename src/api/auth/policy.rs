@@ -132,9 +132,12 @@ pub fn policy(method: &Method, path: &str) -> Option<Policy> {
         }
 
         // Sources are basin resources too; making one needs `append` on the
-        // collection it writes (checked by the handler).
+        // collection it writes (checked by the handler), and `create-stream`
+        // as it makes that collection if it is missing.
         ("GET", "/v1/sources" | "/v1/sources/{source}") => p(&[GetBasinConfig], Basin),
-        ("PUT", "/v1/sources/{source}") => p(&[ReconfigureBasin, Append], BasinThenHandler),
+        ("PUT", "/v1/sources/{source}") => {
+            p(&[ReconfigureBasin, Append, CreateStream], BasinThenHandler)
+        }
         ("DELETE", "/v1/sources/{source}") => p(&[ReconfigureBasin], Basin),
 
         // Prometheus's scrape: everything the server counts.

@@ -54,7 +54,13 @@ impl Collections {
 
     /// [`Self::write_records`], with `also` written in the same atomic
     /// batch (a source's cursor beside the changes it covers), even when
-    /// the ops change nothing.
+    /// the ops change nothing or are none.
+    ///
+    /// With `also`, the ops are compared with durable documents only: it
+    /// waits for the writes in flight first. Were they compared with a
+    /// pending write's documents and found unchanged, `also` would be
+    /// committed on its own and could become durable before that write,
+    /// which a crash could then lose, with `also` saying it was applied.
     pub async fn write_records_with(
         &self,
         basin: &str,
@@ -62,9 +68,23 @@ impl Collections {
         ops: Vec<WriteOp>,
         also: WriteBatch,
     ) -> EngineResult<Vec<RecordView>> {
-        validate_ops(&ops)?;
+        // No ops is a write of `also` alone.
+        if !ops.is_empty() || also.is_empty() {
+            validate_ops(&ops)?;
+        }
         let handle = self.handle(basin, collection).await?;
         let write = handle.write_lock.lock().await;
+        if !also.is_empty() {
+            // No write is queued while the lock is held: the pending ones
+            // only finish (durable, or failed and dropped).
+            while !lock(&handle.pending).is_empty() {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            if ops.is_empty() {
+                self.core.committer().commit(also).await?;
+                return Ok(Vec::new());
+            }
+        }
 
         let current = self.current_docs(&handle, &ops)?;
 

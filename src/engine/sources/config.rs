@@ -182,6 +182,19 @@ impl HttpSource {
                 after_id_param,
             } => vec![updated_after_param, after_id_param],
         };
+        let mut all: Vec<&String> = params.iter().copied().chain([&self.limit_param]).collect();
+        all.sort();
+        all.dedup();
+        if all.len() != params.len() + 1 {
+            return invalid("http's query parameters (limit, cursor) must differ");
+        }
+        if let Ok(url) = &parsed {
+            if let Some((taken, _)) = url.query_pairs().find(|(k, _)| all.iter().any(|p| *p == k)) {
+                return invalid(format!(
+                    "http.url's query already has `{taken}`, which the source sets"
+                ));
+            }
+        }
         for param in params.into_iter().chain([&self.limit_param]) {
             let ok = !param.is_empty()
                 && param.len() <= 64

@@ -55,4 +55,13 @@ pub struct SourceCursor {
     /// When the cursor last moved (ms since the epoch).
     #[serde(default)]
     pub moved_at: u64,
+    /// The `created_at` of the source that wrote it: a cursor a deleted
+    /// source's last write left behind is not the new one's.
+    #[serde(default)]
+    pub source_created_at: u64,
+    /// The `created_at` of the collection it was written to: a collection
+    /// deleted and made again holds none of what the cursor covers, so the
+    /// source starts over.
+    #[serde(default)]
+    pub collection_created_at: u64,
 }

@@ -167,13 +167,27 @@ impl Sources {
         Ok(())
     }
 
-    /// Where the source is in its upstream (the beginning if it never
-    /// wrote).
-    pub fn cursor(&self, basin: &str, name: &str) -> EngineResult<SourceCursor> {
-        Ok(self
+    /// Where the source is in its upstream: the beginning if it never
+    /// wrote, or if what is kept was written by an earlier source of its
+    /// name, or into an earlier collection of its collection's name.
+    pub async fn cursor(&self, source: &SourceInfo) -> EngineResult<SourceCursor> {
+        let kept: Option<SourceCursor> = self
             .core
-            .get_meta(&keys::cursor_key(basin, name))?
-            .unwrap_or_default())
+            .get_meta(&keys::cursor_key(&source.basin, &source.name))?;
+        let collection = self
+            .collections
+            .collection_info(&source.basin, source.config.collection())?;
+        let fresh = SourceCursor {
+            source_created_at: source.created_at,
+            collection_created_at: collection.created_at,
+            ..Default::default()
+        };
+        Ok(kept
+            .filter(|kept| {
+                kept.source_created_at == source.created_at
+                    && kept.collection_created_at == collection.created_at
+            })
+            .unwrap_or(fresh))
     }
 
     /// Writes `ops` to the source's collection and moves its cursor to
