@@ -294,3 +294,51 @@ async fn write_ops(
     }
     Ok(ops)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upsert(id: usize, bytes: usize) -> WriteOp {
+        let mut data = Map::new();
+        data.insert("v".into(), Value::String("x".repeat(bytes)));
+        WriteOp::Upsert {
+            id: format!("r{id}"),
+            data,
+            expected_version: None,
+        }
+    }
+
+    #[test]
+    fn pages_are_cut_into_writes_that_fit_in_order() {
+        // Nothing to write is still one (empty) write: the cursor's.
+        assert_eq!(chunked(Vec::new()).len(), 1);
+        // By count: 2500 small ops in writes of at most MAX_WRITE_OPS.
+        let chunks = chunked((0..2500).map(|i| upsert(i, 1)).collect());
+        let sizes: Vec<usize> = chunks.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [MAX_WRITE_OPS, MAX_WRITE_OPS, 500]);
+        // By bytes: records of 200 KiB go a few at a time, never none, and
+        // every op is kept, in order.
+        let chunks = chunked((0..10).map(|i| upsert(i, 200 * 1024)).collect());
+        assert!(chunks.len() > 1 && chunks.iter().all(|c| !c.is_empty()));
+        let ids: Vec<String> = chunks
+            .iter()
+            .flatten()
+            .map(|op| match op {
+                WriteOp::Upsert { id, .. } | WriteOp::Delete { id, .. } => id.clone(),
+            })
+            .collect();
+        let wanted: Vec<String> = (0..10).map(|i| format!("r{i}")).collect();
+        assert_eq!(ids, wanted);
+    }
+
+    #[test]
+    fn text_is_read_from_strings_and_numbers_only() {
+        let record = serde_json::json!({ "id": "a", "n": 12, "b": true, "o": {} });
+        assert_eq!(text_at(&record, "/id").as_deref(), Some("a"));
+        assert_eq!(text_at(&record, "/n").as_deref(), Some("12"));
+        assert_eq!(text_at(&record, "/b"), None);
+        assert_eq!(text_at(&record, "/o"), None);
+        assert_eq!(text_at(&record, "/missing"), None);
+    }
+}
