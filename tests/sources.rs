@@ -309,3 +309,69 @@ async fn the_cli_manages_sources() {
     let ran = rill(args(&["sources", "get", "copier"])).await;
     assert_eq!(ran.code, Some(3), "not found: {}", ran.err);
 }
+
+/// An upstream that answers 429 with `Retry-After: 2` is left alone that
+/// long (not asked again at the backoff's 100 ms), then read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_waits_as_long_as_the_upstream_asks() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let asked = Arc::new(AtomicUsize::new(0));
+    let counting = asked.clone();
+    let app = axum::Router::new().route(
+        "/changes",
+        axum::routing::get(move || {
+            let asked = counting.clone();
+            async move {
+                use axum::response::IntoResponse;
+                match asked.fetch_add(1, Ordering::SeqCst) {
+                    0 => (
+                        axum::http::StatusCode::TOO_MANY_REQUESTS,
+                        [("retry-after", "2")],
+                        "slow down",
+                    )
+                        .into_response(),
+                    _ => axum::Json(json!({
+                        "records": [{ "id": "a", "data": { "n": 1 }, "updated_at": 1 }],
+                        "cursor": "next"
+                    }))
+                    .into_response(),
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/changes", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let rill = Rill::start_with_collection("unused").await;
+    let started = Instant::now();
+    rill.send(
+        "PUT",
+        "/v1/sources/polite",
+        json!({ "http": { "url": url, "collection": "copy",
+            "poll_interval_ms": 50, "max_backoff_ms": 100 } }),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let resp = rill
+            .http
+            .get(format!("{}/v1/collections/copy/records/a", rill.base()))
+            .header("s2-basin", BASIN)
+            .send()
+            .await
+            .unwrap();
+        if resp.status() == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the record is read");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        started.elapsed() >= Duration::from_millis(1900),
+        "asked again after {:?}",
+        started.elapsed()
+    );
+    assert!(asked.load(Ordering::SeqCst) >= 2);
+}

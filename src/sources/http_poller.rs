@@ -2,8 +2,9 @@
 //! cursor, a page at a time, writes each page to the collection in one
 //! atomic batch with the cursor that follows it, and asks again: at once
 //! while pages come full, after `poll_interval_ms` once one does not, and
-//! after a backoff doubling up to `max_backoff_ms` while requests fail.
-//! Requests are paced to `max_requests_per_second`.
+//! after a backoff doubling up to `max_backoff_ms` while requests fail (or
+//! as long as a `Retry-After` asks, up to an hour). Requests are paced to
+//! `max_requests_per_second`.
 //!
 //! A page's records become upserts (their data) and deletes (those the
 //! upstream marks deleted; one for a record this collection does not hold
@@ -59,10 +60,14 @@ pub async fn run(engine: Arc<Engine>, source: SourceInfo, status: Arc<SourceStat
                     false => Duration::from_millis(config.poll_interval_ms),
                 }
             }
-            Err(error) => {
+            Err(failed) => {
+                let error = &failed.message;
                 tracing::debug!(source = %source.name, %error, "a source's poll failed");
-                status.failed(&error);
-                let wait = Duration::from_millis(backoff);
+                status.failed(error);
+                // As long as the upstream asked (429, 503 with
+                // `Retry-After`), if longer than the backoff.
+                let wait =
+                    Duration::from_millis(backoff).max(failed.retry_after.unwrap_or_default());
                 backoff = (backoff * 2).min(config.max_backoff_ms);
                 wait
             }
@@ -70,6 +75,24 @@ pub async fn run(engine: Arc<Engine>, source: SourceInfo, status: Arc<SourceStat
         tokio::time::sleep_until(started + wait.max(pace)).await;
     }
 }
+
+/// Why a poll failed, and how long the upstream asked to be left alone.
+struct Failed {
+    message: String,
+    retry_after: Option<Duration>,
+}
+
+impl From<String> for Failed {
+    fn from(message: String) -> Self {
+        Self {
+            message,
+            retry_after: None,
+        }
+    }
+}
+
+/// The longest `Retry-After` taken from an upstream.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
 /// What one poll took.
 struct Page {
@@ -83,7 +106,7 @@ async fn poll_once(
     source: &SourceInfo,
     config: &HttpSource,
     client: &reqwest::Client,
-) -> Result<Page, String> {
+) -> Result<Page, Failed> {
     let sources = engine.sources();
     let cursor = sources.cursor(source).await.map_err(|e| e.to_string())?;
     let body = fetch(client, config, &cursor).await?;
@@ -102,10 +125,9 @@ async fn poll_once(
             false => match record.pointer(&pointers.data) {
                 Some(Value::Object(data)) => Some(data.clone()),
                 _ => {
-                    return Err(format!(
-                        "record `{id}` has no object at `{}`",
-                        pointers.data
-                    ))
+                    return Err(
+                        format!("record `{id}` has no object at `{}`", pointers.data).into(),
+                    )
                 }
             },
         };
@@ -122,9 +144,9 @@ async fn poll_once(
             // Records without a new token would be asked for again, and
             // again: the pointer is wrong, or the upstream has no cursor.
             if !records.is_empty() && next.token == cursor.token {
-                return Err(format!(
-                    "the upstream gave records but no new cursor at `{at}`"
-                ));
+                return Err(
+                    format!("the upstream gave records but no new cursor at `{at}`").into(),
+                );
             }
         }
         CursorStyle::UpdatedAfter { .. } => {
@@ -171,7 +193,7 @@ async fn fetch(
     client: &reqwest::Client,
     config: &HttpSource,
     cursor: &SourceCursor,
-) -> Result<Value, String> {
+) -> Result<Value, Failed> {
     let mut url = reqwest::Url::parse(&config.url).map_err(|e| e.to_string())?;
     {
         let mut query = url.query_pairs_mut();
@@ -203,7 +225,15 @@ async fn fetch(
         .await
         .map_err(|e| format!("the upstream did not answer: {}", e.without_url()))?;
     if !response.status().is_success() {
-        return Err(format!("the upstream answered {}", response.status()));
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
+            .map(|secs| Duration::from_secs(secs).min(MAX_RETRY_AFTER));
+        return Err(Failed {
+            message: format!("the upstream answered {}", response.status()),
+            retry_after,
+        });
     }
     let mut body = Vec::new();
     while let Some(chunk) = response
@@ -212,13 +242,12 @@ async fn fetch(
         .map_err(|e| format!("reading the upstream's answer: {}", e.without_url()))?
     {
         if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
-            return Err(format!(
-                "the upstream's answer is over {MAX_RESPONSE_BYTES} bytes"
-            ));
+            return Err(format!("the upstream's answer is over {MAX_RESPONSE_BYTES} bytes").into());
         }
         body.extend_from_slice(&chunk);
     }
-    serde_json::from_slice(&body).map_err(|e| format!("the upstream's answer is not JSON: {e}"))
+    serde_json::from_slice(&body)
+        .map_err(|e| format!("the upstream's answer is not JSON: {e}").into())
 }
 
 /// `ops` in writes of at most `MAX_WRITE_OPS` and about `CHUNK_BYTES`
