@@ -9,6 +9,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::cli::run_rill;
 use common::sink_scenario::{converges, Rill};
 use common::BASIN;
 use serde_json::{json, Value};
@@ -30,44 +31,17 @@ async fn caught_up(rill: &Rill, source: &str) -> Value {
 /// 30 batches of 4 new records and deleting one record of the round
 /// before (new ids every round, so a change skipped stays missing).
 async fn write_round(rill: &Rill, round: usize) {
-    let writers: Vec<_> = (0..3)
-        .map(|w| {
-            let (http, base) = (rill.http.clone(), rill.base());
-            tokio::spawn(async move {
-                let path = format!("{base}/v1/collections/users/records");
-                for i in 0..30 {
-                    let upserts: Vec<Value> = (0..4)
-                        .map(|j| {
-                            json!({ "id": format!("r{round}w{w}i{i}j{j}"),
-                                         "data": { "round": round, "w": w, "i": i, "j": j } })
-                        })
-                        .collect();
-                    let resp = http
-                        .post(&path)
-                        .header("s2-basin", BASIN)
-                        .json(&json!({ "upserts": upserts }))
-                        .send()
-                        .await
-                        .unwrap();
-                    assert!(resp.status().is_success(), "{}", resp.status());
-                    if round > 0 {
-                        let gone = format!("r{}w{w}i{i}j0", round - 1);
-                        let resp = http
-                            .post(&path)
-                            .header("s2-basin", BASIN)
-                            .json(&json!({ "deletes": [gone] }))
-                            .send()
-                            .await
-                            .unwrap();
-                        assert!(resp.status().is_success() || resp.status() == 404);
-                    }
-                }
+    rill.write_batches("users", 30, move |w, i| {
+        let upserts: Vec<Value> = (0..4)
+            .map(|j| {
+                json!({ "id": format!("r{round}w{w}i{i}j{j}"),
+                        "data": { "round": round, "w": w, "i": i, "j": j } })
             })
-        })
-        .collect();
-    for writer in writers {
-        writer.await.unwrap();
-    }
+            .collect();
+        let gone = (round > 0).then(|| format!("r{}w{w}i{i}j0", round - 1));
+        (Value::Array(upserts), gone)
+    })
+    .await
 }
 
 /// The collection's live records, id → data.
@@ -238,14 +212,6 @@ async fn sources_check_their_settings_keep_secrets_and_cannot_change() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_manages_sources() {
     let server = common::TestServer::start().await;
-    let rill = |args: Vec<String>| {
-        let server = &server;
-        async move {
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            common::cli::run_rill(server, &args, "").await
-        }
-    };
-    let args = |list: &[&str]| list.iter().map(|a| a.to_string()).collect::<Vec<_>>();
     server.with_stream("unused").await; // and the basin
     server
         .put("/v1/collections/origin")
@@ -266,11 +232,16 @@ async fn the_cli_manages_sources() {
         "poll_interval_ms": 50
     }})
     .to_string();
-    let ran = rill(args(&["sources", "create", "copier", "--config", &config])).await;
+    let ran = run_rill(
+        &server,
+        &["sources", "create", "copier", "--config", &config],
+        "",
+    )
+    .await;
     assert_eq!(ran.code, Some(0), "{}", ran.err);
-    let ran = rill(args(&["sources", "create", "nothing"])).await;
+    let ran = run_rill(&server, &["sources", "create", "nothing"], "").await;
     assert_eq!(ran.code, Some(2), "a source needs a config: {}", ran.err);
-    let ran = rill(args(&["sources", "list"])).await;
+    let ran = run_rill(&server, &["sources", "list"], "").await;
     assert!(
         ran.out.contains("copier") && ran.out.contains("copy"),
         "{}",
@@ -291,22 +262,20 @@ async fn the_cli_manages_sources() {
         assert!(Instant::now() < deadline, "the record is copied");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let ran = rill(args(&["sources", "get", "copier", "--json"])).await;
+    let ran = run_rill(&server, &["sources", "get", "copier", "--json"], "").await;
     assert!(!ran.out.contains("cli-secret"), "{}", ran.out);
     let shown: Value = serde_json::from_str(ran.out.trim()).unwrap();
     assert!(shown["state"]["changes"].as_u64().unwrap() >= 1, "{shown}");
-    let ran = rill(args(&[
-        "sources",
-        "reconfigure",
-        "copier",
-        "--config",
-        "{}",
-    ]))
+    let ran = run_rill(
+        &server,
+        &["sources", "reconfigure", "copier", "--config", "{}"],
+        "",
+    )
     .await;
     assert_eq!(ran.code, Some(2), "a source cannot change: {}", ran.err);
-    let ran = rill(args(&["sources", "delete", "copier"])).await;
+    let ran = run_rill(&server, &["sources", "delete", "copier"], "").await;
     assert_eq!(ran.code, Some(0), "{}", ran.err);
-    let ran = rill(args(&["sources", "get", "copier"])).await;
+    let ran = run_rill(&server, &["sources", "get", "copier"], "").await;
     assert_eq!(ran.code, Some(3), "not found: {}", ran.err);
 }
 

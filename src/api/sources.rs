@@ -37,7 +37,7 @@ pub async fn get(
 ) -> ApiResult<axum::Json<Value>> {
     let sources = state.engine.sources();
     let info = sources.get_source(&basin, &name)?;
-    let cursor = sources.cursor(&info).await.unwrap_or_default();
+    let cursor = sources.cursor(&info).unwrap_or_default();
     let mut shown = cursor_json(&cursor);
     if let (Some(fields), Ok(Value::Object(poller))) = (
         shown.as_object_mut(),

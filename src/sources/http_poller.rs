@@ -44,10 +44,7 @@ pub async fn run(engine: Arc<Engine>, source: SourceInfo, status: Arc<SourceStat
         Ok(client) => client,
         Err(err) => return status.failed(&format!("cannot make an HTTP client: {err}")),
     };
-    let pace = Duration::from_millis(1000 / u64::from(config.max_requests_per_second)).max(
-        // At least a millisecond between requests, whatever the rate.
-        Duration::from_millis(1),
-    );
+    let pace = Duration::from_secs(1) / config.max_requests_per_second;
     let mut backoff = config.poll_interval_ms;
     loop {
         let started = tokio::time::Instant::now();
@@ -108,7 +105,7 @@ async fn poll_once(
     client: &reqwest::Client,
 ) -> Result<Page, Failed> {
     let sources = engine.sources();
-    let cursor = sources.cursor(source).await.map_err(|e| e.to_string())?;
+    let cursor = sources.cursor(source).map_err(|e| e.to_string())?;
     let body = fetch(client, config, &cursor).await?;
     let pointers = &config.pointers;
     let records = body

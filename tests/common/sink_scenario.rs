@@ -97,18 +97,33 @@ impl Rill {
     /// Three writers at once, each 25 batches of two upserts and now and
     /// then a delete (which may find its record gone: a 404, no change).
     pub async fn write_concurrently(&self, collection: &str, round: usize) {
+        self.write_batches(collection, 25, move |w, i| {
+            let a = (w * 7 + i * 3 + round) % 30;
+            let b = (a + 1 + (i + w) % 28) % 30;
+            let upserts = json!([
+                { "id": format!("k{a}"), "data": { "w": w, "i": i, "round": round } },
+                { "id": format!("k{b}"), "data": { "w": w, "i": i, "text": "x".repeat(i) } },
+            ]);
+            let gone = (i % 4 == 3).then(|| format!("k{}", (i + w + round) % 30));
+            (upserts, gone)
+        })
+        .await
+    }
+
+    /// Three writers at once, each writing `batches` batches: writer `w`'s
+    /// batch `i` is `batch(w, i)`, upserts (a JSON array) and then maybe a
+    /// delete (which may find its record gone: a 404, no change).
+    pub async fn write_batches<F>(&self, collection: &str, batches: usize, batch: F)
+    where
+        F: Fn(usize, usize) -> (Value, Option<String>) + Clone + Send + 'static,
+    {
         let writers: Vec<_> = (0..3)
             .map(|w| {
-                let (http, base) = (self.http.clone(), self.base());
+                let (http, base, batch) = (self.http.clone(), self.base(), batch.clone());
                 let path = format!("{base}/v1/collections/{collection}/records");
                 tokio::spawn(async move {
-                    for i in 0..25 {
-                        let a = (w * 7 + i * 3 + round) % 30;
-                        let b = (a + 1 + (i + w) % 28) % 30;
-                        let upserts = json!([
-                            { "id": format!("k{a}"), "data": { "w": w, "i": i, "round": round } },
-                            { "id": format!("k{b}"), "data": { "w": w, "i": i, "text": "x".repeat(i) } },
-                        ]);
+                    for i in 0..batches {
+                        let (upserts, gone) = batch(w, i);
                         let resp = http
                             .post(&path)
                             .header("s2-basin", BASIN)
@@ -117,12 +132,11 @@ impl Rill {
                             .await
                             .unwrap();
                         assert!(resp.status().is_success(), "{}", resp.status());
-                        if i % 4 == 3 {
-                            let gone = (i + w + round) % 30;
+                        if let Some(gone) = gone {
                             let resp = http
                                 .post(&path)
                                 .header("s2-basin", BASIN)
-                                .json(&json!({ "deletes": [format!("k{gone}")] }))
+                                .json(&json!({ "deletes": [gone] }))
                                 .send()
                                 .await
                                 .unwrap();

@@ -89,9 +89,12 @@ impl Sources {
         batch.delete(Keyspace::Meta, keys::cursor_key(basin, name));
         let _admin = self.core.lock_admin().await;
         self.core.basin_meta(basin)?;
-        if self.source_meta(basin, name)?.is_some() {
-            // Made meanwhile by another request.
-            return Err(EngineError::SourceConflict(name.to_string()));
+        // Made meanwhile by another request: the same answer as above.
+        if let Some(made) = self.source_meta(basin, name)? {
+            return match made.config == meta.config {
+                true => Ok((info(basin, name, made), Provision::Unchanged)),
+                false => Err(EngineError::SourceConflict(name.to_string())),
+            };
         }
         self.core.committer().commit(batch).await?;
         drop(_admin);
@@ -170,7 +173,7 @@ impl Sources {
     /// Where the source is in its upstream: the beginning if it never
     /// wrote, or if what is kept was written by an earlier source of its
     /// name, or into an earlier collection of its collection's name.
-    pub async fn cursor(&self, source: &SourceInfo) -> EngineResult<SourceCursor> {
+    pub fn cursor(&self, source: &SourceInfo) -> EngineResult<SourceCursor> {
         let kept: Option<SourceCursor> = self
             .core
             .get_meta(&keys::cursor_key(&source.basin, &source.name))?;
