@@ -54,6 +54,17 @@ const RULES: &[(&str, &[&str])] = &[
             "crate::connections",
         ],
     ),
+    // Sources too; and they write as a client would, not through sinks.
+    (
+        "sources/",
+        &[
+            "crate::api",
+            "crate::server",
+            "crate::cli",
+            "crate::connections",
+            "crate::sinks",
+        ],
+    ),
     // Counted into by every layer, it uses none of them.
     ("metrics/", &["crate::"]),
     (

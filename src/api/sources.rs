@@ -10,6 +10,7 @@ use super::auth::{Principal, Resource};
 use super::error::ApiResult;
 use super::extract::{Basin, Json, NamePath, Path, Query};
 use super::shared::{detached, provision_response, AppState, ListParams};
+use crate::engine::error::EngineError;
 use crate::engine::sources::{SourceConfig, SourceName};
 use crate::wire::sources::{cursor_json, source_json};
 
@@ -48,8 +49,8 @@ pub async fn get(
     Ok(axum::Json(source_json(&info, Some(shown))))
 }
 
-/// Makes the source (and its collection, if missing); it needs `append`
-/// on the collection it writes (and `create-stream`, by the policy).
+/// Makes the source (and its collections, if missing); it needs `append`
+/// on the collections it writes (and `create-stream`, by the policy).
 pub async fn ensure(
     State(state): State<AppState>,
     principal: Principal,
@@ -57,7 +58,20 @@ pub async fn ensure(
     NamePath(name): NamePath<SourceName>,
     Json(config): Json<SourceConfig>,
 ) -> ApiResult<Response> {
-    principal.check(Resource::Collections, config.collection())?;
+    for collection in config.collections() {
+        principal.check(Resource::Collections, collection)?;
+    }
+    // A new Postgres source is checked against its database first (the
+    // tables exist and have a key, logical decoding is on), so that what
+    // would fail later is refused now.
+    if let SourceConfig::Postgres(pg) = &config {
+        if state.engine.sources().get_source(&basin, &name).is_err() {
+            pg.validate_settings()?;
+            crate::sources::postgres::catalog::check(pg)
+                .await
+                .map_err(EngineError::Invalid)?;
+        }
+    }
     let engine = state.engine;
     let (info, provision) =
         detached(async move { engine.sources().ensure_source(&basin, &name, config).await })

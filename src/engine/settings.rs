@@ -1,5 +1,6 @@
 //! Checks the settings of sinks and sources share: the names they are
-//! known by, and the HTTP headers they send.
+//! known by, the URLs they reach, the HTTP headers they send and the
+//! Postgres tables they name.
 
 use std::collections::BTreeMap;
 
@@ -41,4 +42,46 @@ pub fn check_http_headers(headers: &BTreeMap<String, String>) -> EngineResult<()
         }
     }
     Ok(())
+}
+
+/// A URL (`what`, at most 2048 bytes) of one of `schemes`, with a host.
+pub fn check_url(what: &str, url: &str, schemes: &[&str]) -> EngineResult<()> {
+    let parsed = reqwest::Url::parse(url);
+    let ok = parsed
+        .as_ref()
+        .is_ok_and(|u| schemes.contains(&u.scheme()) && u.host().is_some());
+    if !ok || url.len() > 2048 {
+        let schemes: Vec<String> = schemes.iter().map(|s| format!("{s}://")).collect();
+        return Err(EngineError::Invalid(format!(
+            "{what} must be a {} URL with a host",
+            schemes.join(" or ")
+        )));
+    }
+    Ok(())
+}
+
+/// A Postgres table (`what`): `name` or `schema.name`, each part a plain
+/// identifier (a letter or `_`, then letters, digits or `_`, at most 63),
+/// so that it is quoted the same way everywhere.
+pub fn check_table_name(what: &str, table: &str) -> EngineResult<()> {
+    let parts: Vec<&str> = table.split('.').collect();
+    if parts.len() > 2 || !parts.iter().all(|part| is_identifier(part)) {
+        return Err(EngineError::Invalid(format!(
+            "{what} must be `name` or `schema.name`, each a letter or `_` then letters, digits \
+             or `_` (at most 63)"
+        )));
+    }
+    Ok(())
+}
+
+/// A plain SQL identifier: a letter or `_`, then letters, digits or `_`,
+/// at most 63 bytes (Postgres's limit).
+pub fn is_identifier(part: &str) -> bool {
+    !part.is_empty()
+        && part.len() <= 63
+        && part
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && part.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }

@@ -225,7 +225,8 @@ impl Postgres {
     }
 
     async fn connect(&self) -> Result<Client, Failure> {
-        let tls = tls()?;
+        let tls = crate::tls::postgres_client()
+            .map_err(|e| Failure::Transient(format!("cannot set up TLS for Postgres: {e}")))?;
         let (client, connection) = tokio_postgres::connect(&self.config.url, tls)
             .await
             .map_err(|e| {
@@ -304,22 +305,6 @@ fn describe(err: &tokio_postgres::Error) -> String {
         Some(db) => format!("Postgres said: {} ({})", db.message(), db.code().code()),
         None => format!("Postgres: {err}"),
     }
-}
-
-/// TLS when the URL asks for it (`sslmode=require`) or allows it (the
-/// default, `prefer`), with the web's root certificates.
-fn tls() -> Result<tokio_postgres_rustls::MakeRustlsConnect, Failure> {
-    let roots = rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    };
-    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| Failure::Transient(format!("cannot set up TLS for Postgres: {e}")))?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
 }
 
 /// The rows a batch writes, shaped before the transaction.

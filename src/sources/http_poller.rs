@@ -7,19 +7,15 @@
 //! `max_requests_per_second`.
 //!
 //! A page's records become upserts (their data) and deletes (those the
-//! upstream marks deleted; one for a record this collection does not hold
-//! is dropped: it was deleted here already, or never came). The same id
-//! twice in a page keeps its last change.
+//! upstream marks deleted), written as `apply` says.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Map, Value};
 
+use super::apply::write_changes;
 use super::status::SourceStatus;
-use crate::engine::collections::{WriteOp, MAX_WRITE_OPS};
-use crate::engine::error::EngineError;
 use crate::engine::sources::{CursorStyle, HttpSource, SourceConfig, SourceCursor, SourceInfo};
 use crate::engine::streams::types::now_ms;
 use crate::engine::Engine;
@@ -28,14 +24,11 @@ use crate::engine::Engine;
 /// largest records (1000 of 256 KiB) and their JSON around them.
 const MAX_RESPONSE_BYTES: usize = 320 * 1024 * 1024;
 
-/// What one collection write of a page may hold, by a generous estimate
-/// of its events' size (each carries the data, and an update the old
-/// values too): half of what one write takes.
-const CHUNK_BYTES: usize = crate::engine::streams::types::MAX_BATCH_BYTES / 2;
-
 /// Polls until aborted.
 pub async fn run(engine: Arc<Engine>, source: SourceInfo, status: Arc<SourceStatus>) {
-    let SourceConfig::Http(config) = &source.config;
+    let SourceConfig::Http(config) = &source.config else {
+        return;
+    };
     let client = match reqwest::Client::builder()
         .timeout(Duration::from_millis(config.timeout_ms))
         .redirect(reqwest::redirect::Policy::none())
@@ -160,24 +153,8 @@ async fn poll_once(
     if records.is_empty() && next.token == cursor.token {
         return Ok(Page { changes: 0, full });
     }
-    let ops = write_ops(engine, source, changes).await?;
     let applied = records.len() as u64;
-    // A page too large for one write goes in several, the cursor with the
-    // last: a crash between them makes the page come again, and what the
-    // first ones wrote then changes nothing (each id is in one of them).
-    let chunks = chunked(ops);
-    let last = chunks.len() - 1;
-    for (at, chunk) in chunks.into_iter().enumerate() {
-        let result = match at == last {
-            true => sources.apply(source, chunk, &next).await,
-            false => engine
-                .collections()
-                .write_records(&source.basin, &config.collection, chunk)
-                .await
-                .map(drop),
-        };
-        result.map_err(|e| format!("writing to collection `{}`: {e}", config.collection))?;
-    }
+    write_changes(engine, source, &config.collection, changes, Some(&next)).await?;
     Ok(Page {
         changes: applied,
         full,
@@ -247,34 +224,6 @@ async fn fetch(
         .map_err(|e| format!("the upstream's answer is not JSON: {e}").into())
 }
 
-/// `ops` in writes of at most `MAX_WRITE_OPS` and about `CHUNK_BYTES`
-/// each; always at least one (maybe empty: the cursor alone).
-fn chunked(ops: Vec<WriteOp>) -> Vec<Vec<WriteOp>> {
-    let size = |op: &WriteOp| match op {
-        WriteOp::Upsert { id, data, .. } => {
-            2 * serde_json::to_vec(data).map_or(0, |d| d.len()) + id.len() + 256
-        }
-        WriteOp::Delete { id, .. } => 2 * id.len() + 256,
-    };
-    let mut chunks: Vec<Vec<WriteOp>> = vec![Vec::new()];
-    let mut bytes = 0;
-    for op in ops {
-        let op_bytes = size(&op);
-        let full = chunks.last().is_some_and(|c| {
-            !c.is_empty() && (c.len() >= MAX_WRITE_OPS || bytes + op_bytes > CHUNK_BYTES)
-        });
-        if full {
-            chunks.push(Vec::new());
-            bytes = 0;
-        }
-        bytes += op_bytes;
-        if let Some(chunk) = chunks.last_mut() {
-            chunk.push(op);
-        }
-    }
-    chunks
-}
-
 /// The text at `pointer`: a string as it is, a number written out.
 fn text_at(value: &Value, pointer: &str) -> Option<String> {
     match value.pointer(pointer)? {
@@ -284,79 +233,9 @@ fn text_at(value: &Value, pointer: &str) -> Option<String> {
     }
 }
 
-/// The page's changes as collection writes: each id's last change, in the
-/// order of those last changes, and no delete of a record not held here.
-async fn write_ops(
-    engine: &Engine,
-    source: &SourceInfo,
-    changes: Vec<(String, Option<Map<String, Value>>)>,
-) -> Result<Vec<WriteOp>, String> {
-    let mut last: HashMap<&str, usize> = HashMap::new();
-    for (at, (id, _)) in changes.iter().enumerate() {
-        last.insert(id, at);
-    }
-    let collections = engine.collections();
-    let collection = source.config.collection();
-    let mut ops = Vec::with_capacity(last.len());
-    for (at, (id, data)) in changes.iter().enumerate() {
-        if last[id.as_str()] != at {
-            continue;
-        }
-        match data {
-            Some(data) => ops.push(WriteOp::Upsert {
-                id: id.clone(),
-                data: data.clone(),
-                expected_version: None,
-            }),
-            None => match collections.get_record(&source.basin, collection, id).await {
-                Ok(record) if !record.deleted => ops.push(WriteOp::Delete {
-                    id: id.clone(),
-                    expected_version: None,
-                }),
-                Ok(_) | Err(EngineError::RecordNotFound(_)) => {}
-                Err(err) => return Err(format!("reading collection `{collection}`: {err}")),
-            },
-        }
-    }
-    Ok(ops)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn upsert(id: usize, bytes: usize) -> WriteOp {
-        let mut data = Map::new();
-        data.insert("v".into(), Value::String("x".repeat(bytes)));
-        WriteOp::Upsert {
-            id: format!("r{id}"),
-            data,
-            expected_version: None,
-        }
-    }
-
-    #[test]
-    fn pages_are_cut_into_writes_that_fit_in_order() {
-        // Nothing to write is still one (empty) write: the cursor's.
-        assert_eq!(chunked(Vec::new()).len(), 1);
-        // By count: 2500 small ops in writes of at most MAX_WRITE_OPS.
-        let chunks = chunked((0..2500).map(|i| upsert(i, 1)).collect());
-        let sizes: Vec<usize> = chunks.iter().map(Vec::len).collect();
-        assert_eq!(sizes, [MAX_WRITE_OPS, MAX_WRITE_OPS, 500]);
-        // By bytes: records of 200 KiB go a few at a time, never none, and
-        // every op is kept, in order.
-        let chunks = chunked((0..10).map(|i| upsert(i, 200 * 1024)).collect());
-        assert!(chunks.len() > 1 && chunks.iter().all(|c| !c.is_empty()));
-        let ids: Vec<String> = chunks
-            .iter()
-            .flatten()
-            .map(|op| match op {
-                WriteOp::Upsert { id, .. } | WriteOp::Delete { id, .. } => id.clone(),
-            })
-            .collect();
-        let wanted: Vec<String> = (0..10).map(|i| format!("r{i}")).collect();
-        assert_eq!(ids, wanted);
-    }
 
     #[test]
     fn text_is_read_from_strings_and_numbers_only() {

@@ -1,12 +1,16 @@
-//! Sources at run time: a poller task per source, started and stopped as
-//! the definitions in the engine change (`engine/sources/`).
+//! Sources at run time: a task per source (an HTTP poller, or a Postgres
+//! change-data-capture worker), started and stopped as the definitions in
+//! the engine change (`engine/sources/`); and the clean-up of what deleted
+//! Postgres sources left in their database.
 //!
-//! A poller may be aborted at any point: each page it takes lands in one
-//! atomic batch with the cursor that follows it, so the next poller (after
-//! a change, a restart of the engine's layers, or of the server) asks again
+//! A task may be aborted at any point: what it takes lands in one atomic
+//! batch with the cursor that follows it, so the next task (after a
+//! change, a restart of the engine's layers, or of the server) goes on
 //! from exactly where the last durable write left off.
 
+mod apply;
 mod http_poller;
+pub mod postgres;
 mod status;
 
 use std::collections::HashMap;
@@ -23,6 +27,9 @@ pub use status::{SourceStatus, StatusSnapshot};
 /// How often the runtime reconciles even without a change notice (the
 /// engine may have reopened its layers after a failed write).
 const RECONCILE_EVERY: Duration = Duration::from_secs(2);
+
+/// How long a clean-up that failed waits before it is tried again.
+const CLEAN_UP_RETRY: Duration = Duration::from_secs(10);
 
 /// A source, by basin and name.
 type Key = (String, String);
@@ -41,6 +48,8 @@ struct Running {
 pub struct SourceRuntime {
     running: Mutex<HashMap<Key, Running>>,
     statuses: Mutex<HashMap<Key, Arc<SourceStatus>>>,
+    /// Clean-ups under way, by the engine's key that notes them.
+    cleaning: Mutex<HashMap<Vec<u8>, JoinHandle<()>>>,
 }
 
 impl SourceRuntime {
@@ -69,6 +78,10 @@ impl SourceRuntime {
             match engine.sources().all_sources() {
                 Ok(sources) => self.reconcile(&engine, sources),
                 Err(err) => tracing::warn!(error = %err, "listing sources failed; trying again"),
+            }
+            match engine.sources().cleanups() {
+                Ok(cleanups) => self.clean_up(&engine, cleanups),
+                Err(err) => tracing::warn!(error = %err, "listing clean-ups failed; trying again"),
             }
             tokio::select! {
                 _ = changed.changed() => {}
@@ -102,7 +115,14 @@ impl SourceRuntime {
             }
             let status = lock(&self.statuses).entry(key.clone()).or_default().clone();
             let (config, created_at) = (source.config.clone(), source.created_at);
-            let task = tokio::spawn(http_poller::run(engine.clone(), source, status));
+            let task = match &source.config {
+                SourceConfig::Http(_) => {
+                    tokio::spawn(http_poller::run(engine.clone(), source, status))
+                }
+                SourceConfig::Postgres(_) => {
+                    tokio::spawn(postgres::run(engine.clone(), source, status))
+                }
+            };
             running.insert(
                 key,
                 Running {
@@ -115,12 +135,49 @@ impl SourceRuntime {
     }
 }
 
+impl SourceRuntime {
+    /// Starts a task for each clean-up not under way: it drops what the
+    /// source left upstream, then the engine's note; failed, it waits
+    /// before it ends, and the next reconcile tries again.
+    fn clean_up(&self, engine: &Arc<Engine>, cleanups: Vec<(Vec<u8>, SourceInfo)>) {
+        let mut cleaning = lock(&self.cleaning);
+        cleaning.retain(|_, task| !task.is_finished());
+        for (key, source) in cleanups {
+            if cleaning.contains_key(&key) {
+                continue;
+            }
+            let engine = engine.clone();
+            let task = tokio::spawn({
+                let key = key.clone();
+                async move {
+                    let result = match postgres::clean_up(&source).await {
+                        Ok(()) => engine
+                            .sources()
+                            .cleaned(key)
+                            .await
+                            .map_err(|e| e.to_string()),
+                        Err(err) => Err(err),
+                    };
+                    if let Err(error) = result {
+                        tracing::warn!(source = %source.name, %error, "cleaning up after a deleted source failed; trying again");
+                        tokio::time::sleep(CLEAN_UP_RETRY).await;
+                    }
+                }
+            });
+            cleaning.insert(key, task);
+        }
+    }
+}
+
 struct StopOnDrop(Arc<SourceRuntime>);
 
 impl Drop for StopOnDrop {
     fn drop(&mut self) {
         for (_, poller) in lock(&self.0.running).drain() {
             poller.task.abort();
+        }
+        for (_, task) in lock(&self.0.cleaning).drain() {
+            task.abort();
         }
     }
 }

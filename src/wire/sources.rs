@@ -1,5 +1,5 @@
 //! The JSON of sources. A source is shown as it was configured, less its
-//! secrets: header values are write-only, and the URL's password and query
+//! secrets: header values are write-only, and a URL's password and query
 //! are masked.
 
 use serde_json::{json, Value};
@@ -20,6 +20,11 @@ pub fn source_json(info: &SourceInfo, state: Option<Value>) -> Value {
             shown["header_names"] = json!(http.headers.keys().collect::<Vec<_>>());
             json!({ "http": shown })
         }
+        SourceConfig::Postgres(pg) => {
+            let mut shown = serde_json::to_value(pg).unwrap_or(Value::Null);
+            shown["url"] = Value::String(mask_password(&pg.url));
+            json!({ "postgres": shown })
+        }
     };
     let mut out = json!({
         "name": info.name,
@@ -34,8 +39,18 @@ pub fn source_json(info: &SourceInfo, state: Option<Value>) -> Value {
 
 /// The durable part of a source's state: how far it is in its upstream.
 pub fn cursor_json(cursor: &SourceCursor) -> Value {
-    json!({
+    let mut out = json!({
         "changes": cursor.changes,
         "cursor_moved_at": (cursor.moved_at > 0).then(|| rfc3339(cursor.moved_at)),
-    })
+    });
+    if let Some(lsn) = cursor.lsn {
+        out["backfilled"] = Value::Bool(cursor.backfilled);
+        out["lsn"] = Value::String(lsn_text(lsn));
+    }
+    out
+}
+
+/// A WAL position as Postgres writes it (`16/B374D848`).
+pub fn lsn_text(lsn: u64) -> String {
+    format!("{:X}/{:X}", lsn >> 32, lsn & 0xffff_ffff)
 }

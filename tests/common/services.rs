@@ -77,7 +77,8 @@ pub trait Restartable {
 }
 
 /// A Postgres cluster of its own (trust auth, `fsync=off`: the tests kill
-/// Rill, not Postgres's host).
+/// Rill, not Postgres's host; `wal_level=logical` for the sources' change
+/// data capture).
 pub struct Postgres {
     bin: PathBuf,
     dir: tempfile::TempDir,
@@ -164,7 +165,8 @@ impl Postgres {
         let data = self.data_dir();
         let log = self.dir.path().join("log");
         let options = format!(
-            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c fsync=off",
+            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c fsync=off \
+             -c wal_level=logical",
             self.port,
             self.dir.path().display()
         );

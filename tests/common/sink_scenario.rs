@@ -180,6 +180,21 @@ impl Rill {
 
     /// Every change event: (event, id, version), in order.
     pub async fn events(&self, collection: &str) -> Vec<(String, String, u64)> {
+        self.event_values(collection)
+            .await
+            .iter()
+            .map(|event| {
+                (
+                    event["event"].as_str().unwrap().to_string(),
+                    event["id"].as_str().unwrap().to_string(),
+                    event["version"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    /// The collection's events as the events endpoint gives them.
+    pub async fn event_values(&self, collection: &str) -> Vec<Value> {
         let mut out = Vec::new();
         loop {
             let path = format!(
@@ -203,13 +218,7 @@ impl Rill {
             if events.is_empty() {
                 return out;
             }
-            for event in events {
-                out.push((
-                    event["event"].as_str().unwrap().to_string(),
-                    event["id"].as_str().unwrap().to_string(),
-                    event["version"].as_u64().unwrap(),
-                ));
-            }
+            out.extend(events.iter().cloned());
         }
     }
 }

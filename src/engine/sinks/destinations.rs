@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::consumers::Source;
 use crate::engine::error::{EngineError, EngineResult};
+use crate::engine::settings::{check_table_name, check_url};
 
 pub const DEFAULT_TIMEOUT_MS: u64 = 10_000;
 pub const MAX_TIMEOUT_MS: u64 = 300_000;
@@ -266,24 +267,9 @@ impl Destination {
 
 /// Checks that `url` parses with one of `schemes`, without repeating it
 /// (it may hold a secret).
-fn check_url(kind: &str, url: &str, schemes: &[&str]) -> EngineResult<()> {
-    let parsed = reqwest::Url::parse(url);
-    let ok = parsed
-        .as_ref()
-        .is_ok_and(|u| schemes.contains(&u.scheme()) && u.host().is_some());
-    if !ok || url.len() > 2048 {
-        let schemes: Vec<String> = schemes.iter().map(|s| format!("{s}://")).collect();
-        return invalid(format!(
-            "destination.{kind}.url must be a {} URL with a host",
-            schemes.join(" or ")
-        ));
-    }
-    Ok(())
-}
-
 impl WebhookConfig {
     fn validate(&self) -> EngineResult<()> {
-        check_url("webhook", &self.url, &["http", "https"])?;
+        check_url("destination.webhook.url", &self.url, &["http", "https"])?;
         crate::engine::settings::check_http_headers(&self.headers)?;
         if self.secret.as_deref() == Some("") {
             return invalid("secret may not be empty".into());
@@ -294,24 +280,12 @@ impl WebhookConfig {
 
 impl PostgresConfig {
     fn validate(&self) -> EngineResult<()> {
-        check_url("postgres", &self.url, &["postgres", "postgresql"])?;
-        let parts: Vec<&str> = self.table.split('.').collect();
-        let identifier = |part: &&str| {
-            !part.is_empty()
-                && part.len() <= 63
-                && part
-                    .bytes()
-                    .next()
-                    .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
-                && part.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-        };
-        if parts.len() > 2 || !parts.iter().all(identifier) {
-            return invalid(
-                "destination.postgres.table must be `name` or `schema.name`, each a letter or \
-                 `_` then letters, digits or `_` (at most 63)"
-                    .into(),
-            );
-        }
+        check_url(
+            "destination.postgres.url",
+            &self.url,
+            &["postgres", "postgresql"],
+        )?;
+        check_table_name("destination.postgres.table", &self.table)?;
         Ok(())
     }
 }
@@ -320,7 +294,7 @@ impl RedisConfig {
     fn validate(&self) -> EngineResult<()> {
         // No TLS stack for Redis yet: `rediss://` is refused here rather
         // than failing in the worker.
-        check_url("redis", &self.url, &["redis"])?;
+        check_url("destination.redis.url", &self.url, &["redis"])?;
         if self.stream.is_empty() || self.stream.len() > 1024 {
             return invalid("destination.redis.stream must be 1 to 1024 bytes".into());
         }
@@ -336,7 +310,7 @@ pub const SUBJECT_PLACEHOLDERS: [&str; 3] = ["{key}", "{collection}", "{stream}"
 
 impl NatsConfig {
     fn validate(&self, source: &Source) -> EngineResult<()> {
-        check_url("nats", &self.url, &["nats", "tls"])?;
+        check_url("destination.nats.url", &self.url, &["nats", "tls"])?;
         // Every token a word or a placeholder (no wildcards: a message is
         // published to one subject).
         let token_ok = |token: &str| {

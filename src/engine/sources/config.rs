@@ -1,5 +1,5 @@
 //! A source's configuration: one key naming the kind, its settings as
-//! value (`{"http": {…}}`; Postgres change data capture is to come). The
+//! value (`{"http": {…}}` or `{"postgres": {…}}`). The
 //! JSON shapes are the API's; the same JSON, secrets included, is kept in
 //! the source's metadata (the API never answers the secrets back).
 
@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::postgres::PostgresSource;
 use crate::engine::error::{EngineError, EngineResult};
 
 pub const DEFAULT_TIMEOUT_MS: u64 = 10_000;
@@ -18,7 +19,8 @@ pub const MAX_LIMIT: u32 = crate::engine::collections::MAX_WRITE_OPS as u32;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum SourceConfig {
-    Http(HttpSource),
+    Http(Box<HttpSource>),
+    Postgres(PostgresSource),
 }
 
 /// Polls an API that pages its changes by a cursor (as this server's own
@@ -144,19 +146,23 @@ impl SourceConfig {
     pub fn kind(&self) -> &'static str {
         match self {
             SourceConfig::Http(_) => "http",
+            SourceConfig::Postgres(_) => "postgres",
         }
     }
 
-    /// The collection the source writes.
-    pub fn collection(&self) -> &str {
+    /// The collections the source writes (an HTTP source one, a Postgres
+    /// source one per table).
+    pub fn collections(&self) -> Vec<&str> {
         match self {
-            SourceConfig::Http(http) => &http.collection,
+            SourceConfig::Http(http) => vec![http.collection.as_str()],
+            SourceConfig::Postgres(pg) => pg.tables.iter().map(|t| t.collection.as_str()).collect(),
         }
     }
 
     pub fn validate(&self) -> EngineResult<()> {
         match self {
             SourceConfig::Http(http) => http.validate(),
+            SourceConfig::Postgres(pg) => pg.validate_settings(),
         }
     }
 }
@@ -164,12 +170,7 @@ impl SourceConfig {
 impl HttpSource {
     fn validate(&self) -> EngineResult<()> {
         let parsed = reqwest::Url::parse(&self.url);
-        let url_ok = parsed
-            .as_ref()
-            .is_ok_and(|u| ["http", "https"].contains(&u.scheme()) && u.host().is_some());
-        if !url_ok || self.url.len() > 2048 {
-            return invalid("http.url must be an http:// or https:// URL with a host");
-        }
+        crate::engine::settings::check_url("http.url", &self.url, &["http", "https"])?;
         crate::engine::collections::CollectionName::parse(self.collection.clone())?;
         crate::engine::settings::check_http_headers(&self.headers)?;
         let params: Vec<&String> = match &self.cursor {

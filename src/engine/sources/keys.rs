@@ -11,9 +11,10 @@ pub use crate::engine::streams::keys::{decode_json, encode_json};
 
 const SOURCE_TAG: u8 = b'F';
 const SOURCE_CURSOR_TAG: u8 = b'G';
+const SOURCE_CLEANUP_TAG: u8 = b'H';
 
 /// Every meta-keyspace tag this layer uses.
-pub const META_TAGS: &[u8] = &[SOURCE_TAG, SOURCE_CURSOR_TAG];
+pub const META_TAGS: &[u8] = &[SOURCE_TAG, SOURCE_CURSOR_TAG, SOURCE_CLEANUP_TAG];
 
 /// `F{basin}\0{source}` → [`SourceMeta`] as JSON.
 pub fn source_key(basin: &str, source: &str) -> Vec<u8> {
@@ -28,6 +29,24 @@ pub fn source_prefix(basin: &str) -> Vec<u8> {
 /// batch as the collection writes it covers.
 pub fn cursor_key(basin: &str, source: &str) -> Vec<u8> {
     basin_scoped_key(SOURCE_CURSOR_TAG, basin, source)
+}
+
+/// `H{basin}\0{source}\0{created_at}` → [`SourceMeta`]: a deleted source
+/// whose traces upstream (a Postgres replication slot, the publication it
+/// made) are still to be removed. Written in the batch that deletes the
+/// source, so a crash right after cannot leave a slot that makes Postgres
+/// keep its WAL forever; removed once the traces are gone.
+pub fn cleanup_key(basin: &str, source: &str, created_at: u64) -> Vec<u8> {
+    basin_scoped_key(
+        SOURCE_CLEANUP_TAG,
+        basin,
+        &format!("{source}\0{created_at}"),
+    )
+}
+
+/// What every [`cleanup_key`] starts with, of every basin.
+pub fn cleanup_prefix() -> Vec<u8> {
+    vec![SOURCE_CLEANUP_TAG]
 }
 
 /// A source's metadata: its config, secrets included.
@@ -64,4 +83,11 @@ pub struct SourceCursor {
     /// source starts over.
     #[serde(default)]
     pub collection_created_at: u64,
+    /// Postgres: whether the first copy of the tables is done.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub backfilled: bool,
+    /// Postgres: the WAL position everything before which is written here
+    /// (the end of the last transaction taken, or where the slot began).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lsn: Option<u64>,
 }

@@ -70,10 +70,7 @@ impl Sources {
                 false => Err(EngineError::SourceConflict(name.to_string())),
             };
         }
-        let collection = CollectionName::parse(config.collection().to_string())?;
-        self.collections
-            .ensure_collection(basin, &collection, &CollectionConfigPatch::default())
-            .await?;
+        self.ensure_collections(basin, &config).await?;
         let meta = SourceMeta {
             created_at: now_ms(),
             config,
@@ -100,6 +97,18 @@ impl Sources {
         drop(_admin);
         self.notify();
         Ok((info(basin, name, meta), Provision::Created))
+    }
+
+    /// Makes the source's collections that are missing (a source whose
+    /// collection was deleted makes it again, and starts over).
+    pub async fn ensure_collections(&self, basin: &str, config: &SourceConfig) -> EngineResult<()> {
+        for collection in config.collections() {
+            let collection = CollectionName::parse(collection.to_string())?;
+            self.collections
+                .ensure_collection(basin, &collection, &CollectionConfigPatch::default())
+                .await?;
+        }
+        Ok(())
     }
 
     pub fn get_source(&self, basin: &str, name: &str) -> EngineResult<SourceInfo> {
@@ -146,12 +155,11 @@ impl Sources {
     /// wrote there).
     pub async fn delete_source(&self, basin: &str, name: &str) -> EngineResult<()> {
         self.core.basin_meta(basin)?;
-        if self.source_meta(basin, name)?.is_none() {
+        let Some(meta) = self.source_meta(basin, name)? else {
             return Err(EngineError::SourceNotFound(name.into()));
-        }
+        };
         let mut batch = WriteBatch::default();
-        batch.delete(Keyspace::Meta, keys::source_key(basin, name));
-        batch.delete(Keyspace::Meta, keys::cursor_key(basin, name));
+        delete_ops(basin, name, &meta, &mut batch);
         let _admin = self.core.lock_admin().await;
         self.core.committer().commit(batch).await?;
         drop(_admin);
@@ -162,11 +170,37 @@ impl Sources {
     /// Adds to `batch` the writes that remove every source of `basin`.
     pub(crate) fn delete_basin_ops(&self, basin: &str, batch: &mut WriteBatch) -> EngineResult<()> {
         let prefix = keys::source_prefix(basin);
-        for (name, _) in self.core.all_named_meta::<SourceMeta>(&prefix)? {
-            batch.delete(Keyspace::Meta, keys::source_key(basin, &name));
-            batch.delete(Keyspace::Meta, keys::cursor_key(basin, &name));
+        for (name, meta) in self.core.all_named_meta::<SourceMeta>(&prefix)? {
+            delete_ops(basin, &name, &meta, batch);
         }
         self.notify();
+        Ok(())
+    }
+
+    /// Deleted sources whose traces upstream are still to be removed (see
+    /// [`keys::cleanup_key`]), each with the key that says so.
+    pub fn cleanups(&self) -> EngineResult<Vec<(Vec<u8>, SourceInfo)>> {
+        let found = self
+            .core
+            .all_named_meta::<SourceMeta>(&keys::cleanup_prefix())?;
+        Ok(found
+            .into_iter()
+            .filter_map(|(rest, meta)| {
+                // `{basin}\0{source}\0{created_at}`
+                let mut parts = rest.splitn(3, '\0');
+                let (basin, name) = (parts.next()?, parts.next()?);
+                let mut key = keys::cleanup_prefix();
+                key.extend_from_slice(rest.as_bytes());
+                Some((key, info(basin, name, meta)))
+            })
+            .collect())
+    }
+
+    /// The traces of a deleted source are gone.
+    pub async fn cleaned(&self, key: Vec<u8>) -> EngineResult<()> {
+        let mut batch = WriteBatch::default();
+        batch.delete(Keyspace::Meta, key);
+        self.core.committer().commit(batch).await?;
         Ok(())
     }
 
@@ -177,27 +211,34 @@ impl Sources {
         let kept: Option<SourceCursor> = self
             .core
             .get_meta(&keys::cursor_key(&source.basin, &source.name))?;
-        let collection = self
-            .collections
-            .collection_info(&source.basin, source.config.collection())?;
+        // The newest of its collections: any of them deleted and made
+        // again is newer than what the cursor was written with.
+        let mut collection_created_at = 0;
+        for collection in source.config.collections() {
+            let info = self
+                .collections
+                .collection_info(&source.basin, collection)?;
+            collection_created_at = collection_created_at.max(info.created_at);
+        }
         let fresh = SourceCursor {
             source_created_at: source.created_at,
-            collection_created_at: collection.created_at,
+            collection_created_at,
             ..Default::default()
         };
         Ok(kept
             .filter(|kept| {
                 kept.source_created_at == source.created_at
-                    && kept.collection_created_at == collection.created_at
+                    && kept.collection_created_at == collection_created_at
             })
             .unwrap_or(fresh))
     }
 
-    /// Writes `ops` to the source's collection and moves its cursor to
-    /// `cursor`, all in one atomic batch.
+    /// Writes `ops` to `collection` (one of the source's) and moves the
+    /// source's cursor to `cursor`, all in one atomic batch.
     pub async fn apply(
         &self,
         source: &SourceInfo,
+        collection: &str,
         ops: Vec<WriteOp>,
         cursor: &SourceCursor,
     ) -> EngineResult<()> {
@@ -208,13 +249,27 @@ impl Sources {
             keys::encode_json(cursor),
         );
         self.collections
-            .write_records_with(&source.basin, source.config.collection(), ops, also)
+            .write_records_with(&source.basin, collection, ops, also)
             .await?;
         Ok(())
     }
 
     fn source_meta(&self, basin: &str, name: &str) -> EngineResult<Option<SourceMeta>> {
         self.core.get_meta(&keys::source_key(basin, name))
+    }
+}
+
+/// The writes that delete a source: its definition and cursor, and for a
+/// source that leaves traces upstream, the note to remove them.
+fn delete_ops(basin: &str, name: &str, meta: &SourceMeta, batch: &mut WriteBatch) {
+    batch.delete(Keyspace::Meta, keys::source_key(basin, name));
+    batch.delete(Keyspace::Meta, keys::cursor_key(basin, name));
+    if matches!(meta.config, SourceConfig::Postgres(_)) {
+        batch.put(
+            Keyspace::Meta,
+            keys::cleanup_key(basin, name, meta.created_at),
+            keys::encode_json(meta),
+        );
     }
 }
 
