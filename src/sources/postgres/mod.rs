@@ -173,10 +173,12 @@ async fn attempt_inner(
                 Some(_) => {}
             }
             catalog::free_slot(&client, config, &names.slot).await?;
-            let lsn = Lsn::from_u64(cursor.lsn.unwrap_or(0));
+            // From where the slot was last told (0 says so), which may be
+            // before the cursor: what the cursor covers is skipped
+            // (`stream.rs`), and never acknowledged below it.
             let cfg = replication_config(config, names)?
-                .with_start_lsn(lsn)
-                .with_ack_lsn(lsn);
+                .with_start_lsn(Lsn::from_u64(0))
+                .with_ack_lsn(Lsn::from_u64(cursor.lsn.unwrap_or(0)));
             let session = Session::open(cfg).await?;
             (session, cursor)
         }
@@ -293,7 +295,7 @@ fn replication_config(config: &PostgresSource, names: &Names) -> Result<Replicat
     .with_tls(tls)
     .with_options(catalog::SESSION_OPTIONS)
     .with_application_name(format!("rill-source-{}", names.slot))
-    .with_status_interval(Duration::from_secs(1))
+    .with_status_interval(Duration::from_secs(2))
     .with_buffer_size(4096))
 }
 
