@@ -230,13 +230,26 @@ async fn backfill_and_stream_equal_the_tables_through_kills_and_a_postgres_resta
     );
     assert!(!made.to_string().contains("secret"), "{made}");
 
-    // Killed while it copies (most likely), and made to start over.
-    tokio::time::sleep(Duration::from_millis(rng.random_range(100..700))).await;
+    // Killed while it copies, once some rows are written, and made to
+    // start over (rows deleted meanwhile must not stay behind).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let state = source_state(&rill).await;
+        let rows = state["backfill"]["rows"].as_u64().unwrap_or(0);
+        if rows > 0 {
+            assert!(rows < ROWS as u64, "too late to cut the backfill short: {state}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the backfill never began: {state}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     rill.kill_and_restart();
+    let copied = Instant::now();
     let deadline = Instant::now() + Duration::from_secs(120);
     let backfilled_at = loop {
         let state = source_state(&rill).await;
         if state["backfilled"] == true {
+            eprintln!("backfilled after {:?}", copied.elapsed());
             break Instant::now();
         }
         assert!(Instant::now() < deadline, "never backfilled: {state}");
