@@ -206,12 +206,16 @@ fn list_table(out: &mut impl Write, kind: Kind, items: &[Value]) -> Result<(), F
                         },
                         None => ("-".into(), Value::Null),
                     };
-                    vec![
-                        text(&i["name"]),
-                        kind,
-                        text(&settings["collection"]),
-                        text(&i["created_at"]),
-                    ]
+                    // A Postgres source writes one collection per table.
+                    let collections = match settings["tables"].as_array() {
+                        Some(tables) => tables
+                            .iter()
+                            .map(|t| text(&t["collection"]))
+                            .collect::<Vec<_>>()
+                            .join(","),
+                        None => text(&settings["collection"]),
+                    };
+                    vec![text(&i["name"]), kind, collections, text(&i["created_at"])]
                 })
                 .collect(),
         ),
