@@ -76,26 +76,20 @@ pub async fn backfill(
         );
         timed(config, "reading the table", client.batch_execute(&declare)).await?;
         let mut seen = HashSet::new();
-        loop {
-            let fetch = format!("FETCH {FETCH_ROWS} FROM rill_backfill");
-            let messages = timed(config, "reading the table", client.simple_query(&fetch)).await?;
-            let mut changes = Vec::with_capacity(FETCH_ROWS);
-            for message in &messages {
-                if let SimpleQueryMessage::Row(row) = message {
-                    let cells: Vec<Option<&str>> =
-                        (0..table.columns.len()).map(|i| row.get(i)).collect();
-                    let (id, data) = row_change(table, config, &cells)?;
-                    seen.insert(id.clone());
-                    changes.push((id, Some(data)));
-                }
-            }
-            if changes.is_empty() {
-                break;
-            }
+        let fetch = format!("FETCH {FETCH_ROWS} FROM rill_backfill");
+        let read = || timed(config, "reading the table", client.simple_query(&fetch));
+        let mut changes = rows_of(table, config, read().await?, &mut seen)?;
+        // The next rows are read while these are written.
+        while !changes.is_empty() {
             let rows = changes.len() as u64;
-            write_changes(engine, source, collection, changes, None).await?;
+            let (written, next) = tokio::join!(
+                write_changes(engine, source, collection, changes, None),
+                read()
+            );
+            written?;
             progress.rows += rows;
             status.update(|s| s.backfill = Some(progress.clone()));
+            changes = rows_of(table, config, next?, &mut seen)?;
         }
         timed(
             config,
@@ -114,6 +108,25 @@ pub async fn backfill(
     )
     .await?;
     Ok(progress.rows)
+}
+
+/// The rows of a `FETCH` as changes; their ids go in `seen`.
+fn rows_of(
+    table: &TableInfo,
+    config: &PostgresSource,
+    messages: Vec<SimpleQueryMessage>,
+    seen: &mut HashSet<String>,
+) -> Result<Vec<Change>, String> {
+    let mut changes = Vec::with_capacity(FETCH_ROWS);
+    for message in &messages {
+        if let SimpleQueryMessage::Row(row) = message {
+            let cells: Vec<Option<&str>> = (0..table.columns.len()).map(|i| row.get(i)).collect();
+            let (id, data) = row_change(table, config, &cells)?;
+            seen.insert(id.clone());
+            changes.push((id, Some(data)));
+        }
+    }
+    Ok(changes)
 }
 
 /// A row (each column's text, `None` for NULL) as a record: its id (the
