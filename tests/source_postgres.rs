@@ -421,7 +421,16 @@ async fn values_keys_truncates_and_the_slots_life() {
                'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '2024-05-01', NULL);
              CREATE TABLE nokey (v int);
              CREATE TABLE composite (a int, b text, v int, PRIMARY KEY (a, b));
-             INSERT INTO composite VALUES (1, 'x', 10), (2, 'y', 20);",
+             INSERT INTO composite VALUES (1, 'x', 10), (2, 'y', 20), (3, 'a/b', 30);
+             CREATE TABLE parted (id int PRIMARY KEY, v int) PARTITION BY RANGE (id);
+             CREATE TABLE parted_low PARTITION OF parted FOR VALUES FROM (0) TO (100);
+             CREATE TABLE parted_high PARTITION OF parted FOR VALUES FROM (100) TO (200);
+             INSERT INTO parted VALUES (1, 1), (150, 1);
+             CREATE TABLE full_identity (k text NOT NULL, big text, v int);
+             ALTER TABLE full_identity REPLICA IDENTITY FULL;
+             INSERT INTO full_identity SELECT 'one', string_agg(md5(g::text), ''), 1
+               FROM generate_series(1, 300) g;
+             CREATE PUBLICATION inserts_only FOR TABLE kinds WITH (publish = 'insert');",
         )
         .await
         .unwrap();
@@ -457,15 +466,25 @@ async fn values_keys_truncates_and_the_slots_life() {
         assert_eq!(status, 422, "{body}");
         assert!(body["message"].as_str().unwrap().contains(said), "{body}");
     }
-    let (status, body) = put(
-        "bad",
-        json!({ "url": pg.url(), "tables": [table("kinds", "c")], "publication": "nope" }),
-    )
-    .await;
-    assert_eq!(status, 422, "{body}");
+    for (publication, said) in [
+        ("nope", "does not exist"),
+        ("inserts_only", "must publish inserts, updates, deletes"),
+        ("MyPub", "lower case"),
+    ] {
+        let (status, body) = put(
+            "bad",
+            json!({ "url": pg.url(), "tables": [table("kinds", "c")], "publication": publication }),
+        )
+        .await;
+        assert_eq!(status, 422, "{body}");
+        assert!(body["message"].as_str().unwrap().contains(said), "{body}");
+    }
     assert_eq!(leftovers(&pg).await, (0, 0));
 
-    let settings = json!({ "url": pg.url(), "tables": [table("kinds", "kinds"), table("composite", "composite")] });
+    let settings = json!({ "url": pg.url(), "tables": [
+        table("kinds", "kinds"), table("composite", "composite"), table("parted", "parted"),
+        { "table": "full_identity", "collection": "full", "id_columns": ["k"] },
+    ] });
     let (status, body) = put("all", settings.clone()).await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(put("all", settings).await.0, 200);
@@ -484,15 +503,27 @@ async fn values_keys_truncates_and_the_slots_life() {
             "u": "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11", "d": "2024-05-01", "nothing": null,
         })
     );
-    assert_eq!(rill.records("composite").await.len(), 2);
+    // A `/` in a part of a composite id is escaped: ids never collide.
+    let composite: Vec<String> = rill.records("composite").await.into_keys().collect();
+    assert_eq!(composite, ["1/x", "2/y", "3/a\\/b"]);
+    let parted: Vec<String> = rill.records("parted").await.into_keys().collect();
+    assert_eq!(parted, ["1", "150"]);
+    let big = rill.records("full").await["one"].0["big"].clone();
+    assert_eq!(big.as_str().map(str::len), Some(9600));
 
     // A key that changes moves the record; a truncate empties the
-    // collection (what the same transaction wrote after it stays).
+    // collection (what the same transaction wrote after it stays); a
+    // partition's rows are its table's; a renamed table is still taken;
+    // a large value an update leaves unchanged stays.
     pg.client()
         .await
         .batch_execute(
             "UPDATE composite SET a = 9 WHERE a = 1;
-             BEGIN; TRUNCATE kinds; INSERT INTO kinds (id, b) VALUES (2, false); COMMIT;",
+             BEGIN; TRUNCATE kinds; INSERT INTO kinds (id, b) VALUES (2, false); COMMIT;
+             INSERT INTO parted VALUES (160, 2);
+             ALTER TABLE composite RENAME TO composite_renamed;
+             INSERT INTO composite_renamed VALUES (4, 'z', 40);
+             UPDATE full_identity SET v = 2;",
         )
         .await
         .unwrap();
@@ -500,10 +531,21 @@ async fn values_keys_truncates_and_the_slots_life() {
     loop {
         let composite: Vec<String> = rill.records("composite").await.into_keys().collect();
         let kinds: Vec<String> = rill.records("kinds").await.into_keys().collect();
-        if composite == ["2/y", "9/x"] && kinds == ["2"] {
+        let parted = rill.records("parted").await.len();
+        let full = rill.records("full").await["one"].0.clone();
+        if composite == ["2/y", "3/a\\/b", "4/z", "9/x"]
+            && kinds == ["2"]
+            && parted == 3
+            && full["v"] == 2
+        {
+            assert_eq!(full["big"], big);
             break;
         }
-        assert!(Instant::now() < deadline, "{composite:?} {kinds:?}");
+        assert!(
+            Instant::now() < deadline,
+            "{composite:?} {kinds:?} {parted} {}",
+            full["v"]
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let shown = rill.get("/v1/sources/all").await;
@@ -519,7 +561,7 @@ async fn values_keys_truncates_and_the_slots_life() {
     }
 
     // A slot dropped by hand is reported, not silently restarted.
-    let settings = json!({ "url": pg.url(), "tables": [table("composite", "composite2")] });
+    let settings = json!({ "url": pg.url(), "tables": [table("composite_renamed", "composite2")] });
     assert_eq!(put("lost", settings).await.0, 201);
     let shown = until(&rill, "lost", "streaming", |s| {
         s["state"]["state"] == "streaming"
@@ -529,7 +571,7 @@ async fn values_keys_truncates_and_the_slots_life() {
     pg.client()
         .await
         .execute(
-            "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots \
+            "SELECT pg_terminate_backend(active_pid, 5000) FROM pg_replication_slots \
              WHERE slot_name = $1",
             &[&slot],
         )

@@ -119,8 +119,9 @@ impl PostgresSource {
             }
         }
         if let Some(publication) = &self.publication {
-            if !is_identifier(publication) {
-                return invalid("postgres.publication must be a plain identifier");
+            // Postgres reads `publication_names` folded to lower case.
+            if !is_identifier(publication) || publication.bytes().any(|b| b.is_ascii_uppercase()) {
+                return invalid("postgres.publication must be a plain identifier in lower case");
             }
         }
         if self.timeout_ms < 100 || self.timeout_ms > super::config::MAX_TIMEOUT_MS {

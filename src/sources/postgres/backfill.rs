@@ -151,7 +151,9 @@ pub fn row_change(
 }
 
 /// The id columns' values (at `positions` among `columns`, read through
-/// `cell`) joined by `/`.
+/// `cell`) joined by `/`. With several, a `/` or `\` in a value is
+/// escaped by a `\`, so that two rows never share an id (`a/b`+`c` is
+/// `a\/b/c`, `a`+`b/c` is `a/b\/c`).
 pub fn record_id<'a>(
     table: &str,
     columns: &[(String, Kind)],
@@ -166,7 +168,10 @@ pub fn record_id<'a>(
                 "a row of `{table}` has no value in id column `{column}`"
             ));
         };
-        parts.push(text);
+        parts.push(match positions.len() {
+            1 => text.to_string(),
+            _ => text.replace('\\', "\\\\").replace('/', "\\/"),
+        });
     }
     Ok(parts.join("/"))
 }

@@ -21,6 +21,8 @@ pub const SESSION_OPTIONS: &str =
 pub struct TableInfo {
     /// Its place in the source's settings (and so its collection).
     pub index: usize,
+    /// How the stream names it: a table renamed is still this one.
+    pub oid: u32,
     pub schema: String,
     pub name: String,
     pub columns: Vec<(String, Kind)>,
@@ -112,31 +114,56 @@ pub async fn check(config: &PostgresSource) -> Result<(), String> {
     if !row.get::<_, Option<bool>>(1).unwrap_or(false) {
         return Err("the user has no REPLICATION attribute (ALTER ROLE … REPLICATION)".into());
     }
+    let mut tables = Vec::with_capacity(config.tables.len());
     for (index, table) in config.tables.iter().enumerate() {
-        describe_table(&client, config, index, table).await?;
+        tables.push(describe_table(&client, config, index, table).await?);
     }
     if let Some(publication) = &config.publication {
-        for table in &config.tables {
-            let (schema, name) = table.schema_and_name();
-            let found = timed(
-                config,
-                "reading the publication",
-                client.query_opt(
-                    "SELECT 1 FROM pg_publication_tables \
-                     WHERE pubname = $1 AND schemaname = $2 AND tablename = $3",
-                    &[publication, &schema, &name],
-                ),
-            )
-            .await?;
-            if found.is_none() {
-                return Err(format!(
-                    "publication `{publication}` does not exist or does not hold `{}`",
-                    table.table
-                ));
-            }
+        for table in &tables {
+            check_publication(&client, config, publication, table).await?;
         }
     }
     Ok(())
+}
+
+/// A publication named by the user sends what the backfill reads: every
+/// kind of change, every row and column, a partitioned table as itself.
+async fn check_publication(
+    client: &Client,
+    config: &PostgresSource,
+    publication: &str,
+    table: &TableInfo,
+) -> Result<(), String> {
+    let found = timed(
+        config,
+        "reading the publication",
+        client.query_opt(
+            "SELECT p.pubinsert AND p.pubupdate AND p.pubdelete AND p.pubtruncate, \
+               t.rowfilter IS NULL, \
+               t.attnames @> (SELECT array_agg(attname) FROM pg_attribute \
+                 WHERE attrelid = $4 AND attnum > 0 AND NOT attisdropped AND attgenerated = ''), \
+               p.pubviaroot OR (SELECT relkind FROM pg_class WHERE oid = $4) <> 'p' \
+             FROM pg_publication p JOIN pg_publication_tables t ON t.pubname = p.pubname \
+             WHERE p.pubname = $1 AND t.schemaname = $2 AND t.tablename = $3",
+            &[&publication, &table.schema, &table.name, &table.oid],
+        ),
+    )
+    .await?;
+    let name = format!("{}.{}", table.schema, table.name);
+    let Some(row) = found else {
+        return Err(format!(
+            "publication `{publication}` does not exist or does not hold `{name}`"
+        ));
+    };
+    let said = |column: usize| row.get::<_, Option<bool>>(column).unwrap_or(false);
+    let problem = match (said(0), said(1), said(2), said(3)) {
+        (false, ..) => "must publish inserts, updates, deletes and truncates",
+        (_, false, ..) => "must not filter the rows of",
+        (_, _, false, _) => "must publish every column of",
+        (_, _, _, false) => "must publish via the partition root for",
+        _ => return Ok(()),
+    };
+    Err(format!("publication `{publication}` {problem} `{name}`"))
 }
 
 /// The table's columns and id columns. Refused: a missing table; one
@@ -171,7 +198,8 @@ pub async fn describe_table(
         "reading the table's columns",
         client.query(
             "SELECT attname::text, atttypid FROM pg_attribute \
-             WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+             WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped AND attgenerated = '' \
+             ORDER BY attnum",
             &[&oid],
         ),
     )
@@ -212,6 +240,11 @@ pub async fn describe_table(
                  id_columns)"
             ))
         }
+        "i" if key.is_empty() => {
+            return Err(format!(
+                "table `{t}`'s REPLICA IDENTITY index is gone: set REPLICA IDENTITY again"
+            ))
+        }
         "f" if key.is_empty() && table.id_columns.is_empty() => {
             return Err(format!(
                 "table `{t}` has no primary key: name its id_columns"
@@ -245,6 +278,7 @@ pub async fn describe_table(
         .collect::<Result<_, _>>()?;
     Ok(TableInfo {
         index,
+        oid,
         schema: schema.to_string(),
         name: name.to_string(),
         columns,
@@ -271,8 +305,10 @@ pub async fn ensure_publication(
     .is_some();
     if !exists {
         let tables: Vec<String> = tables.iter().map(TableInfo::quoted).collect();
+        // A partitioned table's changes are sent as its own, not its
+        // partitions'.
         let sql = format!(
-            "CREATE PUBLICATION {} FOR TABLE {}",
+            "CREATE PUBLICATION {} FOR TABLE {} WITH (publish_via_partition_root = true)",
             quote(publication),
             tables.join(", ")
         );

@@ -7,10 +7,11 @@
 //!    that snapshot (`backfill.rs`), while the first stays idle so the
 //!    snapshot lives. The cursor then says `backfilled`, at the slot's
 //!    first position, in one batch with nothing else pending.
-//! 2. **Streaming** from the cursor's position on the same connection
-//!    (`stream.rs`): each transaction's changes written with the cursor
-//!    that follows them; Postgres is told it may drop WAL only up to what
-//!    is durable here.
+//! 2. **Streaming** on the same connection (`stream.rs`), from where the
+//!    slot was last told (transactions the cursor covers are skipped):
+//!    each transaction's changes written with the cursor that follows
+//!    them; Postgres is told it may drop WAL only up to what is durable
+//!    here.
 //!
 //! A backfill cut short starts over (a new slot, a new snapshot; what the
 //! first try wrote is made right by the sweep). A slot gone while
@@ -85,7 +86,15 @@ pub async fn run(engine: Arc<Engine>, source: SourceInfo, status: Arc<SourceStat
         return;
     };
     let names = Names::of(&source, config);
-    status.update(|s| s.slot = Some(names.slot.clone()));
+    // A source of the same name deleted and made again keeps the status
+    // entry: nothing of the earlier one's figures is this one's.
+    status.update(|s| {
+        s.slot = Some(names.slot.clone());
+        s.backfill = None;
+        s.applied_lsn = 0;
+        s.server_lsn = 0;
+        s.lag_seconds = None;
+    });
     let mut backoff = Duration::from_millis(500);
     loop {
         let started = tokio::time::Instant::now();
@@ -179,7 +188,7 @@ async fn attempt_inner(
             let cfg = replication_config(config, names)?
                 .with_start_lsn(Lsn::from_u64(0))
                 .with_ack_lsn(Lsn::from_u64(cursor.lsn.unwrap_or(0)));
-            let session = Session::open(cfg).await?;
+            let session = Session::open(config, cfg).await?;
             (session, cursor)
         }
     };
@@ -188,11 +197,11 @@ async fn attempt_inner(
         .start()
         .await
         .map_err(|e| format!("starting replication: {e}"))?;
-    session
-        .0
-        .wait_started()
-        .await
-        .map_err(|e| format!("starting replication: {e}"))?;
+    let timeout = Duration::from_millis(config.timeout_ms);
+    match tokio::time::timeout(timeout, session.0.wait_started()).await {
+        Ok(started) => started.map_err(|e| format!("starting replication: {e}"))?,
+        Err(_) => return Err(Stop::Failed("starting replication: timed out".into())),
+    }
     status.update(|s| {
         s.state = "streaming";
         s.applied_lsn = s.applied_lsn.max(cursor.lsn.unwrap_or(0));
@@ -216,18 +225,21 @@ async fn backfill(
     tables: &[TableInfo],
     cursor: SourceCursor,
 ) -> Result<(Session, SourceCursor), Stop> {
-    status.update(|s| s.state = "backfilling");
+    status.update(|s| s.state = "making_slot");
     catalog::drop_slot(client, config, &names.slot).await?;
-    let mut session = Session::open(replication_config(config, names)?).await?;
+    let mut session = Session::open(config, replication_config(config, names)?).await?;
     let sql = format!(
         "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput EXPORT_SNAPSHOT",
         catalog::quote(&names.slot)
     );
+    // Not timed: Postgres makes the slot once every transaction open now
+    // has ended, however long that is (the state says it waits).
     let rows = session
         .0
         .simple_query(&sql)
         .await
         .map_err(|e| format!("making replication slot `{}`: {e}", names.slot))?;
+    status.update(|s| s.state = "backfilling");
     let text = |column: usize| -> Option<String> {
         let cell = rows.first()?.get(column)?.as_ref()?;
         Some(String::from_utf8_lossy(cell).into_owned())
@@ -276,7 +288,8 @@ fn replication_config(config: &PostgresSource, names: &Names) -> Result<Replicat
     let database = pg.get_dbname().unwrap_or(&user).to_string();
     let mode = match pg.get_ssl_mode() {
         tokio_postgres::config::SslMode::Disable => SslMode::Disable,
-        tokio_postgres::config::SslMode::Require => SslMode::VerifyFull,
+        // As libpq: `require` encrypts without checking the certificate.
+        tokio_postgres::config::SslMode::Require => SslMode::Require,
         _ => SslMode::Prefer,
     };
     let tls = TlsConfig {
@@ -305,11 +318,19 @@ struct Session(ReplicationClient);
 
 impl Session {
     /// Connects and waits before starting, for replication commands.
-    async fn open(cfg: ReplicationConfig) -> Result<Self, String> {
-        ReplicationClient::connect_gated(cfg)
+    async fn open(config: &PostgresSource, cfg: ReplicationConfig) -> Result<Self, String> {
+        let mut session = ReplicationClient::connect_gated(cfg)
             .await
             .map(Session)
-            .map_err(|e| format!("connecting for replication: {e}"))
+            .map_err(|e| format!("connecting for replication: {e}"))?;
+        // Connecting runs in the background: a first command says whether
+        // it worked, in time.
+        let timeout = Duration::from_millis(config.timeout_ms);
+        match tokio::time::timeout(timeout, session.0.simple_query("IDENTIFY_SYSTEM")).await {
+            Ok(answer) => answer.map_err(|e| format!("connecting for replication: {e}"))?,
+            Err(_) => return Err("connecting for replication: timed out".into()),
+        };
+        Ok(session)
     }
 }
 

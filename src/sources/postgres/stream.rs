@@ -1,15 +1,24 @@
 //! Streaming: the slot's transactions, in commit order, into collection
 //! writes. A transaction's changes to one collection land in one write
-//! (when they fit in one: 1000 records, about 512 KiB of events), with the
-//! source's cursor (the transaction's end in the WAL) in the same batch;
-//! only then is Postgres told it may forget them. After a crash the slot
-//! sends again from what it was last told, and transactions at or before
-//! the cursor are skipped: none is applied twice.
+//! (when they fit in one: 1000 records, about 512 KiB of events; a larger
+//! one is cut), and the source's cursor (the transaction's end in the
+//! WAL) goes in the same batch as its last write; only then is Postgres
+//! told it may forget them. A crash between two writes of a transaction
+//! (two collections, or a cut one) leaves the first part visible until
+//! the transaction is taken again, which writes the same values (no
+//! change) and the rest. After a crash the slot sends again from what it
+//! was last told, and transactions before the cursor are skipped: none is
+//! applied twice.
 //!
-//! Consecutive transactions already waiting are written together when
-//! they touch different records, so that a busy table is not held to one
-//! disk sync per transaction; a transaction is never split across writes
-//! for that, and each record's changes keep their order.
+//! Consecutive transactions already waiting (for at most [`MAX_WAIT`])
+//! are written together when they touch different records, so that a
+//! busy table is not held to one disk sync per transaction; a transaction
+//! is never split across writes for that, and each record's changes keep
+//! their order.
+//!
+//! A transaction is held in memory until its commit (Postgres sends it
+//! whole at commit with pgoutput's protocol 1): a huge one needs memory in
+//! proportion.
 
 use std::collections::{HashMap, HashSet};
 
@@ -28,6 +37,9 @@ use crate::engine::streams::types::now_ms;
 use crate::engine::Engine;
 use crate::sources::apply::{op_bytes, write_changes, Change, CHUNK_BYTES};
 use crate::sources::status::SourceStatus;
+
+/// How long taken transactions wait for others to join them.
+const MAX_WAIT: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// Microseconds from the Unix epoch to Postgres's (2000-01-01).
 const PG_EPOCH_US: i64 = 946_684_800_000_000;
@@ -118,6 +130,8 @@ pub struct Streamer<'a> {
     /// end and time.
     waiting: Changes,
     waiting_end: Option<(u64, i64)>,
+    /// When the first of them was taken.
+    waiting_since: std::time::Instant,
 }
 
 impl<'a> Streamer<'a> {
@@ -139,6 +153,7 @@ impl<'a> Streamer<'a> {
             relations: HashMap::new(),
             waiting: Changes::new(tables.len()),
             waiting_end: None,
+            waiting_since: std::time::Instant::now(),
         }
     }
 
@@ -150,7 +165,11 @@ impl<'a> Streamer<'a> {
         loop {
             let event = match self.waiting_end.is_some() {
                 // Something waits to be written: only events already here
-                // join it; otherwise it is written now.
+                // join it (for a little while); otherwise it is written now.
+                true if self.waiting_since.elapsed() > MAX_WAIT => {
+                    self.flush(client).await?;
+                    continue;
+                }
                 true => match client.recv().now_or_never() {
                     Some(event) => event,
                     None => {
@@ -190,6 +209,9 @@ impl<'a> Streamer<'a> {
                     }
                     if !self.waiting.joins(&changes) {
                         self.flush(client).await?;
+                    }
+                    if self.waiting_end.is_none() {
+                        self.waiting_since = std::time::Instant::now();
                     }
                     self.waiting.absorb(changes);
                     self.waiting_end = Some((end_lsn.as_u64(), commit_time_micros));
@@ -231,8 +253,8 @@ impl<'a> Streamer<'a> {
                     writes.push((table, changes));
                 }
             }
-            // The cursor goes with the last collection's write (the
-            // first's when every change was a delete of nothing).
+            // The cursor goes with the last collection's write (alone in
+            // the first's when a truncate found nothing to delete).
             let last = writes.len().saturating_sub(1);
             if writes.is_empty() {
                 writes.push((0, Vec::new()));
@@ -247,7 +269,8 @@ impl<'a> Streamer<'a> {
         // An empty transaction need not be kept: sent again after a crash,
         // it changes nothing.
         client.update_applied_lsn(Lsn::from_u64(end));
-        let lag = (now_ms() as i64 * 1000 - (commit_us + PG_EPOCH_US)).max(0) as f64 / 1e6;
+        let committed_us = commit_us.saturating_add(PG_EPOCH_US);
+        let lag = (now_ms() as i64 * 1000).saturating_sub(committed_us).max(0) as f64 / 1e6;
         self.status.update(|s| {
             s.applied += taken;
             s.applied_lsn = end;
@@ -286,7 +309,7 @@ impl<'a> Streamer<'a> {
             }
             Message::Insert { relation, new } => {
                 if let (Some(changes), Some(m)) = (changes, self.mapped(relation)?) {
-                    let (id, data) = self.row(m, &new, changes, None).await?;
+                    let (id, data) = self.row(m, &new, None, changes, None).await?;
                     changes.push(m.table, (id, Some(data)));
                 }
             }
@@ -296,7 +319,9 @@ impl<'a> Streamer<'a> {
                         Some(old) => Some(tuple_id(m, self.tables, old)?),
                         None => None,
                     };
-                    let (id, data) = self.row(m, &new, changes, old_id.as_deref()).await?;
+                    let (id, data) = self
+                        .row(m, &new, old.as_ref(), changes, old_id.as_deref())
+                        .await?;
                     // The key changed: the old record goes.
                     if let Some(old_id) = old_id.filter(|old_id| *old_id != id) {
                         changes.push(m.table, (old_id, None));
@@ -328,11 +353,9 @@ impl<'a> Streamer<'a> {
     /// The table a relation is, with its columns as the stream sends them;
     /// `None` for a table of the publication this source does not take.
     fn map(&self, relation: &Relation) -> Result<Option<Mapped>, String> {
-        let Some(table) = self
-            .tables
-            .iter()
-            .find(|t| t.schema == relation.schema && t.name == relation.name)
-        else {
+        // By oid: a table renamed (or moved to another schema) while the
+        // source runs is still the one it copied.
+        let Some(table) = self.tables.iter().find(|t| t.oid == relation.oid) else {
             return Ok(None);
         };
         let columns: Vec<(String, Kind)> = relation
@@ -370,23 +393,28 @@ impl<'a> Streamer<'a> {
     }
 
     /// A new row as a record. A large value the update left unchanged is
-    /// not sent: it is the record's, as this transaction, those waiting,
-    /// or the collection last left it.
+    /// not sent: it is in the old row (replica identity full), or it is
+    /// the record's, as this transaction, those waiting, or the collection
+    /// last left it.
     async fn row(
         &self,
         m: &Mapped,
         tuple: &Tuple,
+        old: Option<&Tuple>,
         changes: &Changes,
         old_id: Option<&str>,
     ) -> Result<(String, Map<String, Value>), String> {
         let id = tuple_id(m, self.tables, tuple)?;
         let mut earlier: Option<Map<String, Value>> = None;
         let mut data = Map::new();
-        for ((name, kind), cell) in m.columns.iter().zip(tuple) {
-            let value = match cell {
-                Cell::Text(text) => to_json(kind, text, self.config.numeric),
-                Cell::Null => Value::Null,
-                Cell::Unchanged => {
+        for (at, ((name, kind), cell)) in m.columns.iter().zip(tuple).enumerate() {
+            let was = old.and_then(|old| old.get(at));
+            let value = match (cell, was) {
+                (Cell::Text(text), _) | (Cell::Unchanged, Some(Cell::Text(text))) => {
+                    to_json(kind, text, self.config.numeric)
+                }
+                (Cell::Null, _) => Value::Null,
+                (Cell::Unchanged, _) => {
                     if earlier.is_none() {
                         let from = old_id.unwrap_or(&id);
                         earlier = Some(self.earlier(m.table, from, changes).await?);
