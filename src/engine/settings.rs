@@ -6,6 +6,11 @@ use std::collections::BTreeMap;
 
 use super::error::{EngineError, EngineResult};
 
+/// How long a sink's or source's request to the outside may take, by
+/// default and at most.
+pub const DEFAULT_TIMEOUT_MS: u64 = 10_000;
+pub const MAX_TIMEOUT_MS: u64 = 300_000;
+
 /// A sink's or source's name (`what`): 1–200 bytes, not `.` or `..`,
 /// without `/` or control characters (it is a path segment).
 pub fn check_name(what: &str, name: &str) -> EngineResult<()> {

@@ -11,8 +11,7 @@ use crate::engine::consumers::Source;
 use crate::engine::error::{EngineError, EngineResult};
 use crate::engine::settings::{check_table_name, check_url};
 
-pub const DEFAULT_TIMEOUT_MS: u64 = 10_000;
-pub const MAX_TIMEOUT_MS: u64 = 300_000;
+pub use crate::engine::settings::{DEFAULT_TIMEOUT_MS, MAX_TIMEOUT_MS};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]

@@ -10,8 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::postgres::PostgresSource;
 use crate::engine::error::{EngineError, EngineResult};
 
-pub const DEFAULT_TIMEOUT_MS: u64 = 10_000;
-pub const MAX_TIMEOUT_MS: u64 = 300_000;
+pub use crate::engine::settings::{DEFAULT_TIMEOUT_MS, MAX_TIMEOUT_MS};
 pub const DEFAULT_LIMIT: u32 = 500;
 /// As many records as one collection write takes, so that a page lands whole.
 pub const MAX_LIMIT: u32 = crate::engine::collections::MAX_WRITE_OPS as u32;

@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::collections::CollectionName;
 use crate::engine::error::{EngineError, EngineResult};
-use crate::engine::settings::{check_table_name, check_url, is_identifier};
+use crate::engine::settings::{
+    check_table_name, check_url, is_identifier, DEFAULT_TIMEOUT_MS, MAX_TIMEOUT_MS,
+};
 
 /// At most this many tables a source (each holds a relation in memory and
 /// a collection of its own).
@@ -66,7 +68,7 @@ pub enum NumericAs {
 }
 
 fn default_timeout_ms() -> u64 {
-    super::config::DEFAULT_TIMEOUT_MS
+    DEFAULT_TIMEOUT_MS
 }
 
 /// Never prints the URL (it may hold a password).
@@ -124,10 +126,10 @@ impl PostgresSource {
                 return invalid("postgres.publication must be a plain identifier in lower case");
             }
         }
-        if self.timeout_ms < 100 || self.timeout_ms > super::config::MAX_TIMEOUT_MS {
+        if self.timeout_ms < 100 || self.timeout_ms > MAX_TIMEOUT_MS {
             return invalid(format!(
                 "postgres.timeout_ms must be 100 to {}",
-                super::config::MAX_TIMEOUT_MS
+                MAX_TIMEOUT_MS
             ));
         }
         Ok(())
