@@ -17,11 +17,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rill::engine::streams::config::BasinConfigPatch;
-use rill::engine::streams::names::{BasinName, StreamName};
+use rill::engine::streams::names::StreamName;
 use rill::engine::streams::types::{AppendInput, AppendRecord};
 use rill::engine::Engine;
-use rill::storage::FjallStorage;
 use serde_json::{json, Value};
 
 mod support;
@@ -440,23 +438,10 @@ fn main() {
              {BATCH}; latency at {} records/s)",
             1000 / LATENCY_INTERVAL.as_millis()
         );
-        let storage = Arc::new(FjallStorage::open(&root.join("data")).unwrap());
-        let engine = Engine::open(storage).unwrap();
-        let basin = BasinName::parse(BASIN).unwrap();
-        engine
-            .streams()
-            .ensure_basin(&basin, &BasinConfigPatch::default())
-            .await
-            .unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(rill::server::run(listener, engine.clone(), async {
-            let _ = stop_rx.await;
-        }));
+        let served = support::serve(&root.join("data"), BASIN).await;
         let bench = Bench {
-            engine,
-            base,
+            engine: served.engine.clone(),
+            base: served.base.clone(),
             http: reqwest::Client::new(),
         };
 
@@ -478,8 +463,7 @@ fn main() {
                 ms(percentile(&latency, 0.99)),
             );
         }
-        let _ = stop_tx.send(());
-        let _ = server.await;
+        served.stop().await;
     });
     let _ = std::fs::remove_dir_all(&root);
 }

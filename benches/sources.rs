@@ -11,14 +11,9 @@
 //! record every millisecond, so latencies carry up to ~1 ms of polling.
 //! Everything binds to 127.0.0.1 and each run is bounded in count and time.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use rill::engine::streams::config::BasinConfigPatch;
-use rill::engine::streams::names::BasinName;
-use rill::engine::Engine;
-use rill::storage::FjallStorage;
 use serde_json::{json, Value};
 
 mod support;
@@ -119,22 +114,9 @@ fn main() {
             ))
             .await
             .unwrap();
-        let storage = Arc::new(FjallStorage::open(&root.join("data")).unwrap());
-        let engine = Engine::open(storage).unwrap();
-        let basin = BasinName::parse(BASIN).unwrap();
-        engine
-            .streams()
-            .ensure_basin(&basin, &BasinConfigPatch::default())
-            .await
-            .unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(rill::server::run(listener, engine.clone(), async {
-            let _ = stop_rx.await;
-        }));
+        let served = support::serve(&root.join("data"), BASIN).await;
         let bench = Bench {
-            base,
+            base: served.base.clone(),
             http: reqwest::Client::new(),
             pg,
         };
@@ -243,7 +225,6 @@ fn main() {
             LATENCY_INTERVAL
         );
 
-        let _ = stop_tx.send(());
-        let _ = server.await;
+        served.stop().await;
     });
 }

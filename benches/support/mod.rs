@@ -43,3 +43,46 @@ pub fn fsync_reference(dir: &std::path::Path, bytes: usize) -> Duration {
     );
     p50
 }
+
+/// A server over fjall in `dir`, with `basin` made, on a loopback port;
+/// stopped by [`Served::stop`].
+pub struct Served {
+    pub engine: std::sync::Arc<rill::engine::Engine>,
+    pub base: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), String>>,
+}
+
+pub async fn serve(dir: &std::path::Path, basin: &str) -> Served {
+    use rill::engine::streams::config::BasinConfigPatch;
+    use rill::engine::streams::names::BasinName;
+    let storage = std::sync::Arc::new(rill::storage::FjallStorage::open(dir).unwrap());
+    let engine = rill::engine::Engine::open(storage).unwrap();
+    engine
+        .streams()
+        .ensure_basin(
+            &BasinName::parse(basin).unwrap(),
+            &BasinConfigPatch::default(),
+        )
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(rill::server::run(listener, engine.clone(), async {
+        let _ = stopped.await;
+    }));
+    Served {
+        engine,
+        base,
+        stop,
+        task,
+    }
+}
+
+impl Served {
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
+}
