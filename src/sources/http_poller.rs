@@ -168,27 +168,7 @@ async fn fetch(
     config: &HttpSource,
     cursor: &SourceCursor,
 ) -> Result<Value, Failed> {
-    let mut url = reqwest::Url::parse(&config.url).map_err(|e| e.to_string())?;
-    {
-        let mut query = url.query_pairs_mut();
-        query.append_pair(&config.limit_param, &config.limit.to_string());
-        match &config.cursor {
-            CursorStyle::Token { param, .. } => {
-                if let Some(token) = &cursor.token {
-                    query.append_pair(param, token);
-                }
-            }
-            CursorStyle::UpdatedAfter {
-                updated_after_param,
-                after_id_param,
-            } => {
-                if let (Some(after), Some(id)) = (&cursor.updated_after, &cursor.after_id) {
-                    query.append_pair(updated_after_param, after);
-                    query.append_pair(after_id_param, id);
-                }
-            }
-        }
-    }
+    let url = request_url(config, cursor)?;
     let mut request = client.get(url);
     for (name, value) in &config.headers {
         request = request.header(name, value);
@@ -224,6 +204,52 @@ async fn fetch(
         .map_err(|e| format!("the upstream's answer is not JSON: {e}").into())
 }
 
+/// The URL of the page after `cursor`: the cursor and limit where the
+/// URL's placeholders say, the rest in its query.
+fn request_url(config: &HttpSource, cursor: &SourceCursor) -> Result<reqwest::Url, String> {
+    let limit = config.limit.to_string();
+    let mut values = vec![("{limit}", limit.as_str())];
+    if let Some(token) = &cursor.token {
+        values.push(("{cursor}", token));
+    }
+    if let (Some(after), Some(id)) = (&cursor.updated_after, &cursor.after_id) {
+        values.extend([
+            ("{updated_after}", after.as_str()),
+            ("{after_id}", id.as_str()),
+        ]);
+    }
+    let mut url = reqwest::Url::parse(&config.url_with(&values)).map_err(|e| e.to_string())?;
+    {
+        // What the URL's placeholders do not place goes in the query.
+        let mut query = url.query_pairs_mut();
+        if !config.templated("{limit}") {
+            query.append_pair(&config.limit_param, &limit);
+        }
+        match &config.cursor {
+            CursorStyle::Token { param, .. } => {
+                if let (Some(token), false) = (&cursor.token, config.templated("{cursor}")) {
+                    query.append_pair(param, token);
+                }
+            }
+            CursorStyle::UpdatedAfter {
+                updated_after_param,
+                after_id_param,
+            } => {
+                let pair = (&cursor.updated_after, &cursor.after_id);
+                if let ((Some(after), Some(id)), false) = (pair, config.templated("{after_id}")) {
+                    query.append_pair(updated_after_param, after);
+                    query.append_pair(after_id_param, id);
+                }
+            }
+        }
+    }
+    // No empty `?` when nothing was added.
+    if url.query() == Some("") {
+        url.set_query(None);
+    }
+    Ok(url)
+}
+
 /// The text at `pointer`: a string as it is, a number written out.
 fn text_at(value: &Value, pointer: &str) -> Option<String> {
     match value.pointer(pointer)? {
@@ -245,5 +271,33 @@ mod tests {
         assert_eq!(text_at(&record, "/b"), None);
         assert_eq!(text_at(&record, "/o"), None);
         assert_eq!(text_at(&record, "/missing"), None);
+    }
+
+    #[test]
+    fn placeholders_put_the_cursor_in_the_url_and_the_rest_in_the_query() {
+        let source = |url: &str| -> HttpSource {
+            serde_json::from_value(serde_json::json!({ "url": url, "collection": "c" })).unwrap()
+        };
+        let cursor = SourceCursor {
+            token: Some("a b/c".into()),
+            ..Default::default()
+        };
+        let templated = source("http://up/changes/{cursor}?n={limit}");
+        assert_eq!(
+            request_url(&templated, &cursor).unwrap().as_str(),
+            "http://up/changes/a%20b%2Fc?n=500"
+        );
+        // Before there is a cursor, its placeholder is empty.
+        assert_eq!(
+            request_url(&templated, &SourceCursor::default())
+                .unwrap()
+                .as_str(),
+            "http://up/changes/?n=500"
+        );
+        let plain = source("http://up/changes");
+        assert_eq!(
+            request_url(&plain, &cursor).unwrap().as_str(),
+            "http://up/changes?limit=500&cursor=a+b%2Fc"
+        );
     }
 }

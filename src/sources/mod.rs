@@ -47,7 +47,8 @@ struct Running {
 #[derive(Default)]
 pub struct SourceRuntime {
     running: Mutex<HashMap<Key, Running>>,
-    statuses: Mutex<HashMap<Key, Arc<SourceStatus>>>,
+    /// By source, with the `created_at` of the source it is of.
+    statuses: Mutex<HashMap<Key, (u64, Arc<SourceStatus>)>>,
     /// Clean-ups under way, by the engine's key that notes them.
     cleaning: Mutex<HashMap<Vec<u8>, JoinHandle<()>>>,
 }
@@ -66,7 +67,7 @@ impl SourceRuntime {
         let key = (basin.to_string(), name.to_string());
         lock(&self.statuses)
             .get(&key)
-            .map(|status| status.snapshot())
+            .map(|(_, status)| status.snapshot())
             .unwrap_or_default()
     }
 
@@ -113,7 +114,16 @@ impl SourceRuntime {
             if running.contains_key(&key) {
                 continue;
             }
-            let status = lock(&self.statuses).entry(key.clone()).or_default().clone();
+            // A source made again under its name starts with a status of
+            // its own (an aborted task may still write to the old one).
+            let status = {
+                let mut statuses = lock(&self.statuses);
+                let entry = statuses.entry(key.clone()).or_default();
+                if entry.0 != source.created_at {
+                    *entry = (source.created_at, Arc::default());
+                }
+                entry.1.clone()
+            };
             let (config, created_at) = (source.config.clone(), source.created_at);
             let task = match &source.config {
                 SourceConfig::Http(_) => {

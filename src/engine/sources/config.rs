@@ -27,7 +27,8 @@ pub enum SourceConfig {
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpSource {
-    /// `http://` or `https://`; the cursor and limit are added to its query.
+    /// `http://` or `https://`; the cursor and limit are added to its query,
+    /// or put where its placeholders say ([`PLACEHOLDERS`]).
     pub url: String,
     /// The collection (in the source's basin) kept equal to the upstream.
     pub collection: String,
@@ -166,10 +167,38 @@ impl SourceConfig {
     }
 }
 
+/// What an HTTP source's URL may hold, each replaced by the request's
+/// value (percent-encoded; nothing before there is one), which then is not
+/// added to the query: `https://api/changes/{cursor}?n={limit}`.
+pub const PLACEHOLDERS: [&str; 4] = ["{cursor}", "{updated_after}", "{after_id}", "{limit}"];
+
 impl HttpSource {
+    /// The URL with its placeholders replaced by `values` (by placeholder).
+    pub fn url_with(&self, values: &[(&str, &str)]) -> String {
+        let mut url = self.url.clone();
+        for placeholder in PLACEHOLDERS {
+            let value = values
+                .iter()
+                .find(|(p, _)| *p == placeholder)
+                .map_or("", |(_, v)| v);
+            url = url.replace(placeholder, &percent_encoded(value));
+        }
+        url
+    }
+
+    /// Whether the URL holds `placeholder` (and so the query does not).
+    pub fn templated(&self, placeholder: &str) -> bool {
+        self.url.contains(placeholder)
+    }
+
     fn validate(&self) -> EngineResult<()> {
-        let parsed = reqwest::Url::parse(&self.url);
-        crate::engine::settings::check_url("http.url", &self.url, &["http", "https"])?;
+        self.check_placeholders()?;
+        let example = self.url_with(&PLACEHOLDERS.map(|p| (p, "x")));
+        let parsed = reqwest::Url::parse(&example);
+        crate::engine::settings::check_url("http.url", &example, &["http", "https"])?;
+        if self.url.len() > 2048 {
+            return invalid("http.url must be at most 2048 bytes");
+        }
         crate::engine::collections::CollectionName::parse(self.collection.clone())?;
         crate::engine::settings::check_http_headers(&self.headers)?;
         let params: Vec<&String> = match &self.cursor {
@@ -236,6 +265,55 @@ impl HttpSource {
     }
 }
 
+impl HttpSource {
+    /// Only known placeholders, and those of the source's cursor style
+    /// (both of `updated_after`'s, or neither).
+    fn check_placeholders(&self) -> EngineResult<()> {
+        let mut rest = self.url.as_str();
+        while let Some(open) = rest.find('{') {
+            let close = rest[open..].find('}').map(|c| open + c + 1);
+            let found = close.map(|close| &rest[open..close]);
+            match found {
+                Some(found) if PLACEHOLDERS.contains(&found) => {}
+                _ => {
+                    return invalid(format!(
+                        "http.url may hold only the placeholders {}",
+                        PLACEHOLDERS.join(", ")
+                    ))
+                }
+            }
+            rest = &rest[close.unwrap_or(rest.len())..];
+        }
+        let token = matches!(self.cursor, CursorStyle::Token { .. });
+        let (after, id) = (
+            self.templated("{updated_after}"),
+            self.templated("{after_id}"),
+        );
+        if (token && (after || id)) || (!token && self.templated("{cursor}")) || after != id {
+            return invalid(
+                "http.url's placeholders must be the cursor style's: {cursor} for a token, \
+                 {updated_after} and {after_id} together for updated_after",
+            );
+        }
+        Ok(())
+    }
+}
+
+/// `text` with everything but unreserved characters percent-encoded, fit
+/// for a path segment or a query value.
+fn percent_encoded(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                out.push(byte as char)
+            }
+            _ => out.push_str(&format!("%{byte:02X}")),
+        }
+    }
+    out
+}
+
 /// A JSON pointer: empty (the whole value) or `/`-led, at most 256 bytes.
 fn check_pointer(what: &str, pointer: &str) -> EngineResult<()> {
     if pointer.len() > 256 || !(pointer.is_empty() || pointer.starts_with('/')) {
@@ -255,4 +333,37 @@ crate::engine::streams::names::name_type!(
 
 fn validate_source_name(name: &str) -> EngineResult<()> {
     crate::engine::settings::check_name("source", name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn http(url: &str, cursor: serde_json::Value) -> SourceConfig {
+        serde_json::from_value(serde_json::json!({ "http": {
+            "url": url, "collection": "c", "cursor": cursor } }))
+        .unwrap()
+    }
+
+    #[test]
+    fn url_placeholders_are_known_and_the_cursor_styles() {
+        let token = serde_json::json!({ "token": { "param": "cursor", "next": "/cursor" } });
+        let updated = serde_json::json!({ "updated_after": {
+            "updated_after_param": "after", "after_id_param": "id" } });
+        assert!(http("http://up/c/{cursor}?n={limit}", token.clone())
+            .validate()
+            .is_ok());
+        assert!(
+            http("http://up/{updated_after}/{after_id}", updated.clone())
+                .validate()
+                .is_ok()
+        );
+        assert!(http("http://up/{other}", token.clone()).validate().is_err());
+        assert!(http("http://up/{cursor", token.clone()).validate().is_err());
+        assert!(http("http://up/{updated_after}", updated.clone())
+            .validate()
+            .is_err());
+        assert!(http("http://up/{cursor}", updated).validate().is_err());
+        assert!(http("http://up/{after_id}", token).validate().is_err());
+    }
 }

@@ -90,4 +90,8 @@ pub struct SourceCursor {
     /// (the end of the last transaction taken, or where the slot began).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lsn: Option<u64>,
+    /// Postgres: the tables' oids when they were copied, in the source's
+    /// order: a table renamed since is still found.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub table_oids: Vec<u32>,
 }

@@ -54,7 +54,8 @@ pub async fn backfill(
             config,
             "reading the table's statistics",
             client.query_one(
-                "SELECT GREATEST(reltuples, 0)::bigint FROM pg_class WHERE oid = $1::text::regclass",
+                "SELECT COALESCE(sum(GREATEST(c.reltuples, 0)), 0)::bigint \
+                 FROM pg_partition_tree($1::text::regclass) t JOIN pg_class c ON c.oid = t.relid",
                 &[&table.quoted()],
             ),
         )

@@ -116,7 +116,7 @@ pub async fn check(config: &PostgresSource) -> Result<(), String> {
     }
     let mut tables = Vec::with_capacity(config.tables.len());
     for (index, table) in config.tables.iter().enumerate() {
-        tables.push(describe_table(&client, config, index, table).await?);
+        tables.push(describe_table(&client, config, index, table, None).await?);
     }
     if let Some(publication) = &config.publication {
         for table in &tables {
@@ -152,7 +152,8 @@ async fn check_publication(
     let name = format!("{}.{}", table.schema, table.name);
     let Some(row) = found else {
         return Err(format!(
-            "publication `{publication}` does not exist or does not hold `{name}`"
+            "publication `{publication}` does not exist or does not hold `{name}` (a \
+             partitioned table must be published via its root: publish_via_partition_root)"
         ));
     };
     let said = |column: usize| row.get::<_, Option<bool>>(column).unwrap_or(false);
@@ -170,29 +171,47 @@ async fn check_publication(
 /// whose deletes carry no key (`REPLICA IDENTITY NOTHING`, or the default
 /// without a primary key); id columns other than the replica identity's
 /// key (a delete would not carry them), unless the identity is `FULL`.
+///
+/// By `oid` once the source copied it (it may have been renamed since),
+/// by its name before.
 pub async fn describe_table(
     client: &Client,
     config: &PostgresSource,
     index: usize,
     table: &TableSource,
+    oid: Option<u32>,
 ) -> Result<TableInfo, String> {
     let (schema, name) = table.schema_and_name();
-    let found = timed(
-        config,
-        "reading the table",
-        client.query_opt(
-            "SELECT c.oid, c.relreplident::text FROM pg_class c \
-             JOIN pg_namespace n ON n.oid = c.relnamespace \
-             WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')",
-            &[&schema, &name],
-        ),
-    )
-    .await?;
+    const FIELDS: &str = "SELECT c.oid, c.relreplident::text, n.nspname::text, c.relname::text \
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace";
+    let by_oid = format!("{FIELDS} WHERE c.oid = $1 AND c.relkind IN ('r', 'p')");
+    let by_name =
+        format!("{FIELDS} WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')");
+    let found = match oid {
+        Some(oid) => {
+            timed(
+                config,
+                "reading the table",
+                client.query_opt(&by_oid, &[&oid]),
+            )
+            .await?
+        }
+        None => {
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&schema, &name];
+            timed(
+                config,
+                "reading the table",
+                client.query_opt(&by_name, &params),
+            )
+            .await?
+        }
+    };
     let Some(found) = found else {
         return Err(format!("table `{}` does not exist", table.table));
     };
     let oid: u32 = found.get(0);
     let identity: String = found.get(1);
+    let (schema, name): (String, String) = (found.get(2), found.get(3));
     let columns: Vec<(String, Kind)> = timed(
         config,
         "reading the table's columns",
@@ -279,8 +298,8 @@ pub async fn describe_table(
     Ok(TableInfo {
         index,
         oid,
-        schema: schema.to_string(),
-        name: name.to_string(),
+        schema,
+        name,
         columns,
         id_positions,
     })

@@ -86,15 +86,7 @@ pub async fn run(engine: Arc<Engine>, source: SourceInfo, status: Arc<SourceStat
         return;
     };
     let names = Names::of(&source, config);
-    // A source of the same name deleted and made again keeps the status
-    // entry: nothing of the earlier one's figures is this one's.
-    status.update(|s| {
-        s.slot = Some(names.slot.clone());
-        s.backfill = None;
-        s.applied_lsn = 0;
-        s.server_lsn = 0;
-        s.lag_seconds = None;
-    });
+    status.update(|s| s.slot = Some(names.slot.clone()));
     let mut backoff = Duration::from_millis(500);
     loop {
         let started = tokio::time::Instant::now();
@@ -141,16 +133,17 @@ async fn attempt_inner(
     status: &Arc<SourceStatus>,
 ) -> Result<(), Stop> {
     let client = catalog::connect(config).await?;
-    let mut tables = Vec::with_capacity(config.tables.len());
-    for (index, table) in config.tables.iter().enumerate() {
-        tables.push(catalog::describe_table(&client, config, index, table).await?);
-    }
     let sources = engine.sources();
     sources
         .ensure_collections(&source.basin, &source.config)
         .await
         .map_err(|e| e.to_string())?;
     let cursor = sources.cursor(source).map_err(|e| e.to_string())?;
+    let mut tables = Vec::with_capacity(config.tables.len());
+    for (index, table) in config.tables.iter().enumerate() {
+        let oid = cursor.table_oids.get(index).copied();
+        tables.push(catalog::describe_table(&client, config, index, table, oid).await?);
+    }
     if config.publication.is_none() {
         catalog::ensure_publication(&client, config, &names.publication, &tables).await?;
     }
@@ -254,6 +247,7 @@ async fn backfill(
     let next = SourceCursor {
         backfilled: true,
         lsn: Some(consistent.as_u64()),
+        table_oids: tables.iter().map(|t| t.oid).collect(),
         changes: cursor.changes + rows,
         moved_at: now_ms(),
         ..cursor
