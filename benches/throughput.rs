@@ -15,11 +15,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rill::engine::streams::config::{BasinConfigPatch, StreamConfigPatch};
-use rill::engine::streams::names::{BasinName, StreamName};
+use rill::engine::streams::config::StreamConfigPatch;
+use rill::engine::streams::names::StreamName;
 use rill::engine::streams::types::{AppendInput, AppendRecord};
 use rill::engine::Engine;
-use rill::storage::FjallStorage;
 
 const RUN_FOR: Duration = Duration::from_secs(3);
 
@@ -145,22 +144,8 @@ fn main() {
         );
         let fsync_p50 = fsync_reference(&root, RECORD_BYTES);
 
-        let storage = Arc::new(FjallStorage::open(&root.join("db")).unwrap());
-        let engine = Engine::open(storage).unwrap();
-        engine
-            .streams()
-            .ensure_basin(
-                &BasinName::parse(BASIN).unwrap(),
-                &BasinConfigPatch::default(),
-            )
-            .await
-            .unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(rill::server::run(listener, engine.clone(), async {
-            let _ = stop_rx.await;
-        }));
+        let served = support::serve(&root.join("db"), BASIN).await;
+        let (engine, base) = (served.engine.clone(), served.base.clone());
 
         http_round_trip(&base).await;
         for batch in [1usize, 100] {
@@ -216,8 +201,7 @@ fn main() {
         );
         println!("targets: >= 100,000 durable rec/s with batching; ack p50 <= 2x fsync p50");
 
-        let _ = stop_tx.send(());
-        let _ = server.await;
+        served.stop().await;
     });
     let _ = std::fs::remove_dir_all(&root);
 }

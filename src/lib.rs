@@ -12,6 +12,7 @@ pub mod api;
 pub mod connections;
 pub mod engine;
 pub mod metrics;
+pub mod postgres;
 pub mod root_token;
 pub mod server;
 pub mod sinks;

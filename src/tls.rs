@@ -1,6 +1,5 @@
 //! TLS on the serving port: rustls with a certificate that can be replaced
-//! while the server runs. HTTP/2 and HTTP/1.1 are offered by ALPN. Also
-//! the client side of the Postgres connections sinks and sources make.
+//! while the server runs. HTTP/2 and HTTP/1.1 are offered by ALPN.
 //!
 //! The certificate and key are read from PEM files at start, and again on
 //! SIGHUP or when either file changes (checked every couple of seconds). A
@@ -162,20 +161,4 @@ fn certified_key(files: &TlsFiles) -> Result<CertifiedKey, String> {
         )
     })?;
     Ok(certified)
-}
-
-/// TLS for Postgres connections (sinks and sources), used when the URL
-/// asks for it (`sslmode=require`) or allows it (`prefer`, the default),
-/// trusting the web's root certificates.
-pub fn postgres_client() -> Result<tokio_postgres_rustls::MakeRustlsConnect, rustls::Error> {
-    let roots = rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    };
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
 }

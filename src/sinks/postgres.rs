@@ -30,6 +30,7 @@ use super::failure::Failure;
 use super::message::{latest_per_id, position_bytes, sink_identity, Change};
 use crate::engine::consumers::{Delivery, Payload, Source};
 use crate::engine::sinks::{PostgresConfig, SinkInfo};
+use crate::postgres::describe;
 
 /// The table positions are kept in, in the target table's schema.
 const POSITIONS_TABLE: &str = "rill_sink_positions";
@@ -225,7 +226,7 @@ impl Postgres {
     }
 
     async fn connect(&self) -> Result<Client, Failure> {
-        let tls = crate::tls::postgres_client()
+        let tls = crate::postgres::tls()
             .map_err(|e| Failure::Transient(format!("cannot set up TLS for Postgres: {e}")))?;
         let (client, connection) = tokio_postgres::connect(&self.config.url, tls)
             .await
@@ -296,14 +297,6 @@ fn classify(err: &tokio_postgres::Error) -> Failure {
     match err.code().map(SqlState::code) {
         Some(code) if code.starts_with("22") || code.starts_with("23") => Failure::Permanent(said),
         _ => Failure::Transient(said),
-    }
-}
-
-/// The error without the connection string (it may hold a password).
-fn describe(err: &tokio_postgres::Error) -> String {
-    match err.as_db_error() {
-        Some(db) => format!("Postgres said: {} ({})", db.message(), db.code().code()),
-        None => format!("Postgres: {err}"),
     }
 }
 

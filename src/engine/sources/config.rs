@@ -181,7 +181,10 @@ impl HttpSource {
                 .iter()
                 .find(|(p, _)| *p == placeholder)
                 .map_or("", |(_, v)| v);
-            url = url.replace(placeholder, &percent_encoded(value));
+            url = url.replace(
+                placeholder,
+                &percent_encoding::utf8_percent_encode(value, ENCODED).to_string(),
+            );
         }
         url
     }
@@ -299,20 +302,13 @@ impl HttpSource {
     }
 }
 
-/// `text` with everything but unreserved characters percent-encoded, fit
-/// for a path segment or a query value.
-fn percent_encoded(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                out.push(byte as char)
-            }
-            _ => out.push_str(&format!("%{byte:02X}")),
-        }
-    }
-    out
-}
+/// What a placeholder's value keeps unencoded: RFC 3986's unreserved
+/// characters (fit for a path segment or a query value).
+const ENCODED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 /// A JSON pointer: empty (the whole value) or `/`-led, at most 256 bytes.
 fn check_pointer(what: &str, pointer: &str) -> EngineResult<()> {

@@ -10,6 +10,7 @@ use tokio_postgres::Client;
 
 use super::values::{kind_of, Kind};
 use crate::engine::sources::{PostgresSource, TableSource};
+use crate::postgres::describe;
 
 /// Session settings both the backfill's and the stream's connections are
 /// pinned to, so a value reads the same through either (`values.rs`).
@@ -46,14 +47,6 @@ pub fn literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }
 
-/// Postgres's error without the connection string (it may hold a password).
-pub fn describe(err: &tokio_postgres::Error) -> String {
-    match err.as_db_error() {
-        Some(db) => format!("Postgres said: {} ({})", db.message(), db.code().code()),
-        None => format!("Postgres: {err}"),
-    }
-}
-
 /// The URL's settings, read as libpq would.
 pub fn parse_url(url: &str) -> Result<tokio_postgres::Config, String> {
     tokio_postgres::Config::from_str(url)
@@ -77,8 +70,7 @@ pub async fn connect(config: &PostgresSource) -> Result<Client, String> {
     let mut pg = parse_url(&config.url)?;
     pg.options(SESSION_OPTIONS);
     pg.connect_timeout(Duration::from_millis(config.timeout_ms));
-    let tls = crate::tls::postgres_client()
-        .map_err(|e| format!("cannot set up TLS for Postgres: {e}"))?;
+    let tls = crate::postgres::tls().map_err(|e| format!("cannot set up TLS for Postgres: {e}"))?;
     let (client, connection) = timed(config, "connecting to Postgres", pg.connect(tls)).await?;
     tokio::spawn(async move {
         if let Err(err) = connection.await {

@@ -23,6 +23,7 @@
 use std::collections::{HashMap, HashSet};
 
 use futures::FutureExt;
+use pgwire_replication::protocol::replication::pg_to_unix_timestamp;
 use pgwire_replication::{Lsn, ReplicationClient, ReplicationEvent};
 use serde_json::{Map, Value};
 
@@ -40,9 +41,6 @@ use crate::sources::status::SourceStatus;
 
 /// How long taken transactions wait for others to join them.
 const MAX_WAIT: std::time::Duration = std::time::Duration::from_millis(20);
-
-/// Microseconds from the Unix epoch to Postgres's (2000-01-01).
-const PG_EPOCH_US: i64 = 946_684_800_000_000;
 
 /// A relation as the stream last described it, mapped to its table.
 struct Mapped {
@@ -269,7 +267,7 @@ impl<'a> Streamer<'a> {
         // An empty transaction need not be kept: sent again after a crash,
         // it changes nothing.
         client.update_applied_lsn(Lsn::from_u64(end));
-        let committed_us = commit_us.saturating_add(PG_EPOCH_US);
+        let committed_us = pg_to_unix_timestamp(commit_us.min(i64::MAX / 2));
         let lag = (now_ms() as i64 * 1000).saturating_sub(committed_us).max(0) as f64 / 1e6;
         self.status.update(|s| {
             s.applied += taken;
