@@ -502,6 +502,11 @@ async fn the_official_cli_shows_real_metrics() {
     cli.ok(&["create-stream", &uri]).await;
     let run = cli.run(&["append", &uri], Some("one\ntwo\n")).await;
     assert!(run.ok, "{}", run.all);
+    // The CLI sends whole seconds and the range's end is exclusive: an append
+    // in the first second of a minute, queried within that same second, would
+    // fall in a minute that starts at the end and is not shown. One second on,
+    // the append's minute always starts before the end.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     // 8 bytes a record, plus its body.
     let stored = ((8 + 3) * 2).to_string();
     // A table cell holding exactly `stored`.
