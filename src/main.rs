@@ -121,6 +121,10 @@ enum Command {
         /// basin.
         #[arg(long, env = "RILL_METRICS_PER_STREAM")]
         metrics_per_stream: bool,
+        /// How long a Durable Streams long poll (`GET /v1/stream/…?live=
+        /// long-poll`) waits for records before answering 204.
+        #[arg(long, env = "RILL_DURABLE_STREAMS_LONG_POLL", default_value = "30s", value_parser = positive_duration)]
+        durable_streams_long_poll: std::time::Duration,
     },
     /// Accept that commits the store cannot recover (damage in its
     /// journal) are gone, so that the server starts with what is intact.
@@ -183,6 +187,7 @@ fn main() -> std::process::ExitCode {
             access_log,
             metrics_listen,
             metrics_per_stream,
+            durable_streams_long_poll,
         } => {
             let data_dir = (!in_memory).then_some(data_dir);
             let flags = rill::root_token::RootTokenFlags {
@@ -229,6 +234,7 @@ fn main() -> std::process::ExitCode {
                 },
                 metrics_listen,
                 metrics_per_stream,
+                durable_streams_long_poll,
             };
             match tokio::runtime::Runtime::new() {
                 Ok(runtime) => runtime

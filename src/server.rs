@@ -40,6 +40,8 @@ pub struct ServeConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// Count appends and reads per stream too, not only per basin.
     pub metrics_per_stream: bool,
+    /// How long a Durable Streams long poll waits for records.
+    pub durable_streams_long_poll: Duration,
 }
 
 pub fn open_storage(data_dir: Option<&std::path::Path>) -> Result<Arc<dyn Storage>, String> {
@@ -133,6 +135,7 @@ pub async fn serve(
         sessions: config.sessions,
         access_log: config.access_log,
         metrics_listener,
+        durable_streams_long_poll: Some(config.durable_streams_long_poll),
     };
     run_with(listener, engine, options, shutdown).await
 }
@@ -175,6 +178,8 @@ pub struct ServerOptions {
     pub access_log: crate::api::AccessLog,
     /// Serves `GET /metrics` here too, without a token.
     pub metrics_listener: Option<TcpListener>,
+    /// How long a Durable Streams long poll waits (30 s if `None`).
+    pub durable_streams_long_poll: Option<Duration>,
 }
 
 /// [`run`] with the given options.
@@ -191,6 +196,7 @@ pub async fn run_with(
         sessions,
         access_log,
         metrics_listener,
+        durable_streams_long_poll,
     } = options;
     let upkeep = engine.spawn_upkeep(UPKEEP_INTERVAL);
     let usage = engine.spawn_usage(USAGE_INTERVAL);
@@ -207,6 +213,9 @@ pub async fn run_with(
         access_log,
         sinks,
         sources,
+        tls: tls.is_some(),
+        durable_streams_long_poll: durable_streams_long_poll
+            .unwrap_or(crate::api::DEFAULT_DURABLE_STREAMS_LONG_POLL),
     };
     let (app, metrics_only) = crate::api::routers(engine.clone(), api);
     let metrics_server = metrics_listener.map(|listener| {

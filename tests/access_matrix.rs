@@ -33,6 +33,8 @@ enum Touches {
     /// Issues `{"id": "child-…", "scope": {"ops": ["read"], "basins": {"prefix": "alpha"}}}`.
     IssuesToken,
     Public,
+    /// A stream of the Durable Streams basin (`durable-streams`).
+    DurableStream,
 }
 
 struct Route {
@@ -245,6 +247,21 @@ const ROUTES: &[Route] = &[
         &["reconfigure-basin"],
         Basin,
     ),
+    r(
+        "PUT",
+        "/v1/stream/{*path}",
+        &["create-stream", "append"],
+        DurableStream,
+    ),
+    r("POST", "/v1/stream/{*path}", &["append"], DurableStream),
+    r("GET", "/v1/stream/{*path}", &["read"], DurableStream),
+    r("OPTIONS", "/v1/stream/{*path}", &[], Public),
+    r(
+        "DELETE",
+        "/v1/stream/{*path}",
+        &["delete-stream"],
+        DurableStream,
+    ),
     r("GET", "/v1/metrics", &["account-metrics"], Nothing),
     r("GET", "/metrics", &["account-metrics"], Nothing),
     r("GET", "/v1/metrics/{basin}", &["basin-metrics"], Basin),
@@ -341,6 +358,7 @@ impl Caller {
                 Public | Nothing => true,
                 Basin => basin_ok(basin),
                 Stream => basin_ok(basin) && *all_streams,
+                DurableStream => basin_ok("durable-streams") && *all_streams,
                 TokenId => *all_token_ids,
                 // The child is scoped to basins `alpha*` with `read`.
                 IssuesToken => {
@@ -427,6 +445,7 @@ impl Names {
         template
             .replace("{basin}", &self.basin)
             .replace("{stream}", self.stream)
+            .replace("{*path}", self.stream)
             .replace("{collection}", self.collection)
             .replace("{consumer}", self.consumer)
             .replace("{file}", "app.js")
@@ -553,7 +572,7 @@ async fn routes_of_the_router(server: &TestServer) -> BTreeSet<(String, String)>
     let mut found = BTreeSet::new();
     let paths: BTreeSet<String> = rill::api::routes().into_iter().map(|(_, p)| p).collect();
     for path in paths {
-        for method in ["GET", "POST", "PUT", "PATCH", "DELETE"] {
+        for method in ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] {
             let resp = server
                 .bare(
                     Method::from_bytes(method.as_bytes()).unwrap(),

@@ -140,6 +140,17 @@ impl From<EngineError> for ApiError {
             EngineError::SeqNumMismatch(seq) => ApiError::SeqNumMismatch(seq),
             EngineError::FencingTokenMismatch(token) => ApiError::FencingTokenMismatch(token),
             EngineError::BeyondTail(tail) => ApiError::BeyondTail(tail.into()),
+            EngineError::AppendRefused(refusal) => {
+                use crate::engine::streams::types::AppendRefusal as R;
+                let code = match refusal {
+                    R::Closed { .. } | R::AlreadyClosed { .. } => "stream_closed",
+                    R::Duplicate { .. } => "duplicate_append",
+                    R::StaleEpoch { .. } => "stale_producer_epoch",
+                    R::NewEpochNotAtZero | R::SeqGap { .. } => "producer_seq_gap",
+                    R::WriterSeqRegression { .. } => "writer_seq_regression",
+                };
+                ApiError::new(StatusCode::CONFLICT, code, message)
+            }
             EngineError::SessionAborted => {
                 ApiError::new(StatusCode::CONFLICT, "session_aborted", message)
             }

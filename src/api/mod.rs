@@ -12,6 +12,7 @@ mod basins;
 mod collections;
 mod console;
 mod consumers;
+pub mod durable_streams;
 pub mod error;
 mod extract;
 mod metric_sets;
@@ -63,7 +64,14 @@ pub struct ApiConfig {
     pub sinks: Arc<crate::sinks::SinkRuntime>,
     /// The sources' pollers, whose status `GET /v1/sources/{name}` shows.
     pub sources: Arc<crate::sources::SourceRuntime>,
+    /// The server speaks TLS (the URLs it gives out are `https://`).
+    pub tls: bool,
+    /// How long a Durable Streams long poll waits for records.
+    pub durable_streams_long_poll: Duration,
 }
+
+/// How long a Durable Streams long poll waits, by default.
+pub const DEFAULT_DURABLE_STREAMS_LONG_POLL: Duration = Duration::from_secs(30);
 
 impl Default for ApiConfig {
     fn default() -> Self {
@@ -76,6 +84,8 @@ impl Default for ApiConfig {
             access_log: AccessLog::default(),
             sinks: Arc::default(),
             sources: Arc::default(),
+            tls: false,
+            durable_streams_long_poll: DEFAULT_DURABLE_STREAMS_LONG_POLL,
         }
     }
 }
@@ -98,6 +108,8 @@ pub fn routers(engine: Arc<Engine>, config: ApiConfig) -> (Router, Router) {
         admission: admission::Admission::new(config.sessions),
         sinks: config.sinks,
         sources: config.sources,
+        tls: config.tls,
+        durable_streams_long_poll: config.durable_streams_long_poll,
     };
     let max_body_bytes = state.max_body_bytes;
     let access_log = config.access_log;
@@ -129,6 +141,7 @@ pub fn routers(engine: Arc<Engine>, config: ApiConfig) -> (Router, Router) {
             state.clone(),
             observe::count,
         ))
+        .layer(axum::middleware::from_fn(durable_streams::browser_headers))
         // Outermost: every request is logged, refused ones too.
         .layer(axum::middleware::from_fn(move |request, next| {
             access_log::record(access_log, request, next)
@@ -259,6 +272,11 @@ fn v1_routes() -> (Router<AppState>, Vec<(Method, &'static str)>) {
         .add(M::GET, "/sources/{source}", sources::get)
         .add(M::PUT, "/sources/{source}", sources::ensure)
         .add(M::DELETE, "/sources/{source}", sources::delete)
+        .add(M::PUT, "/stream/{*path}", durable_streams::put)
+        .add(M::POST, "/stream/{*path}", durable_streams::post)
+        .add(M::GET, "/stream/{*path}", durable_streams::get)
+        .add(M::DELETE, "/stream/{*path}", durable_streams::delete)
+        .add(M::OPTIONS, "/stream/{*path}", durable_streams::preflight)
         .add(M::GET, "/metrics", metric_sets::account_metrics)
         .add(M::GET, "/metrics/{basin}", metric_sets::basin_metrics)
         .add(

@@ -31,6 +31,10 @@ pub struct AppState {
     /// The sinks' workers (their status).
     pub sinks: Arc<crate::sinks::SinkRuntime>,
     pub sources: Arc<crate::sources::SourceRuntime>,
+    /// URLs the server gives out are `https://`.
+    pub tls: bool,
+    /// How long a Durable Streams long poll waits for records.
+    pub durable_streams_long_poll: Duration,
 }
 
 /// Runs an engine operation to completion even if the client goes away.

@@ -68,6 +68,8 @@ pub enum EngineError {
     FencingTokenMismatch(String),
     #[error("the requested start is beyond the tail ({})", .0.seq_num)]
     BeyondTail(StreamPosition),
+    #[error("{0}")]
+    AppendRefused(crate::engine::streams::types::AppendRefusal),
     #[error("the server is shutting down")]
     Unavailable,
     #[error("an earlier append in this session failed, so this one was not applied")]

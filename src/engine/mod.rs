@@ -11,6 +11,8 @@
 //!   over consumers; `src/sinks/` runs them.
 //! - [`sources`]: the definitions and cursors of sources (collections kept
 //!   equal to data elsewhere), over collections; `src/sources/` runs them.
+//! - [`durable_streams`]: the streams of the Durable Streams protocol, over
+//!   the core.
 //!
 //! [`Engine`] opens the layers together and does the little that spans
 //! them: a basin's deletion, upkeep, shutdown. The HTTP layer reaches each
@@ -18,6 +20,7 @@
 
 pub mod collections;
 pub mod consumers;
+pub mod durable_streams;
 pub mod error;
 pub(crate) mod locks;
 mod restart;
@@ -34,6 +37,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use collections::Collections;
 use consumers::Consumers;
+use durable_streams::DurableStreams;
 use error::EngineResult;
 use sinks::Sinks;
 use sources::Sources;
@@ -67,6 +71,7 @@ struct Layers {
     consumers: Arc<Consumers>,
     sinks: Arc<Sinks>,
     sources: Arc<Sources>,
+    durable_streams: Arc<DurableStreams>,
 }
 
 impl Layers {
@@ -76,12 +81,14 @@ impl Layers {
         let consumers = Consumers::new(core.clone(), collections.clone());
         let sinks = Sinks::new(core.clone(), consumers.clone());
         let sources = Sources::new(core.clone(), collections.clone());
+        let durable_streams = DurableStreams::new(core.clone());
         Ok(Self {
             core,
             collections,
             consumers,
             sinks,
             sources,
+            durable_streams,
         })
     }
 }
@@ -131,6 +138,10 @@ impl Engine {
 
     pub fn sources(&self) -> Arc<Sources> {
         self.layers.load().sources.clone()
+    }
+
+    pub fn durable_streams(&self) -> Arc<DurableStreams> {
+        self.layers.load().durable_streams.clone()
     }
 
     /// The server's figures.
@@ -263,6 +274,9 @@ impl Engine {
     pub async fn upkeep_once(&self) {
         let layers = self.layers.load_full();
         layers.collections.upkeep_once().await;
+        if let Err(err) = layers.durable_streams.sweep_expired().await {
+            tracing::warn!(error = %err, "deleting expired Durable Streams streams failed; retrying next round");
+        }
         layers.core.upkeep_once().await;
         if self.closing.load(Ordering::Acquire) {
             return; // a compaction now would hold up the exit

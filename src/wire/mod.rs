@@ -4,6 +4,7 @@
 pub mod collections;
 pub mod consumers;
 pub mod cursor;
+pub mod durable_streams;
 pub mod filter;
 pub mod json;
 pub mod proto;

@@ -107,6 +107,11 @@ async fn check(state: &AppState, parts: &mut Parts) -> ApiResult<Principal> {
             check_source(&principal, &source)?;
         }
         Target::AccessTokenPath => principal.check(Resource::AccessTokens, &param("id"))?,
+        Target::DurableStream => {
+            let stream = principal.stream_name(param("path"));
+            principal.check(Resource::Basins, crate::engine::durable_streams::BASIN)?;
+            principal.check(Resource::Streams, &stream)?;
+        }
     }
     Ok(principal)
 }

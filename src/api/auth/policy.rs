@@ -40,6 +40,9 @@ pub enum Target {
     Handler,
     /// The basin addressed; the handler checks what the body names.
     BasinThenHandler,
+    /// A Durable Streams stream: the `{path}` in the Durable Streams
+    /// basin (a fork's source is checked by the handler).
+    DurableStream,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -86,6 +89,14 @@ pub fn policy(method: &Method, path: &str) -> Option<Policy> {
         ("GET", "/v1/streams/{stream}/records") => p(&[Read], Stream),
         ("POST", "/v1/streams/{stream}/records") => p(&[Append], Stream),
         ("GET", "/v1/streams/{stream}/records/tail") => p(&[CheckTail], Stream),
+
+        // Durable Streams. A `PUT` may carry content, so it appends too;
+        // a CORS preflight carries no token, and does nothing.
+        ("PUT", "/v1/stream/{*path}") => p(&[CreateStream, Append], DurableStream),
+        ("POST", "/v1/stream/{*path}") => p(&[Append], DurableStream),
+        ("GET", "/v1/stream/{*path}") => p(&[Read], DurableStream),
+        ("DELETE", "/v1/stream/{*path}") => p(&[DeleteStream], DurableStream),
+        ("OPTIONS", "/v1/stream/{*path}") => p(&[], Public),
 
         ("GET", "/v1/access-tokens") => p(&[ListAccessTokens], Account),
         ("POST", "/v1/access-tokens") => p(&[IssueAccessToken], Handler),

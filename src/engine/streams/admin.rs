@@ -203,7 +203,7 @@ impl StreamCore {
     }
 
     /// Every stream of `basin`, in name order.
-    pub(super) fn all_stream_metas(&self, basin: &str) -> EngineResult<Vec<(String, StreamMeta)>> {
+    pub(crate) fn all_stream_metas(&self, basin: &str) -> EngineResult<Vec<(String, StreamMeta)>> {
         self.all_named_meta(&keys::stream_prefix(basin))
     }
 
@@ -257,7 +257,7 @@ impl StreamCore {
             (basin, name),
             meta.config,
             state,
-            self.committer.clone(),
+            (self.committer.clone(), self.storage.clone()),
             self.metrics.clone(),
         );
         lock(&self.tasks).insert(key, handle.clone());

@@ -19,7 +19,11 @@ impl StreamCore {
     ) -> EngineResult<AppendAck> {
         self.check_writable(stream)?;
         // Reject a malformed batch before it can create a stream.
-        validate::validate_batch(&input, config::TimestampingMode::ClientPrefer)?;
+        validate::validate_batch(
+            &input,
+            config::TimestampingMode::ClientPrefer,
+            Default::default(),
+        )?;
         self.stream(basin, stream, CreateIf::OnAppend)
             .await?
             .append(input)

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::config::{BasinConfig, StreamConfig};
-use super::types::{Header, SequencedRecord};
+use super::types::{Closure, Header, SequencedRecord};
 use crate::storage::StorageError;
 
 // Tags that open every key of the core in the meta keyspace. The layers
@@ -21,6 +21,7 @@ const STATE_TAG: u8 = b'T';
 const PURGE_TAG: u8 = b'P';
 const ACCESS_TOKEN_TAG: u8 = b'A';
 const PURGED_BYTES_TAG: u8 = b'Y';
+const ATTACHMENT_TAG: u8 = b'X';
 const NEXT_ID_KEY: &[u8] = b"N";
 
 /// Every meta-keyspace tag the core uses.
@@ -31,6 +32,7 @@ pub const META_TAGS: &[u8] = &[
     PURGE_TAG,
     ACCESS_TOKEN_TAG,
     PURGED_BYTES_TAG,
+    ATTACHMENT_TAG,
     NEXT_ID_KEY[0],
 ];
 
@@ -120,6 +122,29 @@ pub fn purge_prefix() -> Vec<u8> {
 
 pub fn purge_id_from_key(key: &[u8]) -> Option<u64> {
     read_u64(key.strip_prefix(&[PURGE_TAG])?)
+}
+
+/// `X{stream id}{name}` → what a stream carries besides its records and
+/// state, written in the same batches as its appends: a producer's place
+/// ([`producer_key`]), or what a layer above keeps per stream (a Durable
+/// Streams stream's settings). Upkeep removes the stream's whole `X{id}`
+/// range when it purges the deleted stream.
+pub fn attachment_key(stream_id: u64, name: &[u8]) -> Vec<u8> {
+    let mut key = attachment_prefix(stream_id);
+    key.extend_from_slice(name);
+    key
+}
+
+pub fn attachment_prefix(stream_id: u64) -> Vec<u8> {
+    tagged_id(ATTACHMENT_TAG, stream_id)
+}
+
+/// `X{stream id}p{producer id}` → a `ProducerState` (`types.rs`) as JSON.
+pub fn producer_key(stream_id: u64, producer: &str) -> Vec<u8> {
+    let mut name = Vec::with_capacity(1 + producer.len());
+    name.push(b'p');
+    name.extend_from_slice(producer.as_bytes());
+    attachment_key(stream_id, &name)
 }
 
 /// `A{token id}` → the token's `AccessTokenInfo` as JSON.
@@ -224,6 +249,13 @@ pub struct StreamState {
     /// before Rill counted them; opening the core counts those once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub appended_bytes: Option<u64>,
+    /// Set once the stream is closed: it takes no more appends, ever.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closed: Option<Closure>,
+    /// The highest writer sequence (`Stream-Seq` of Durable Streams) an
+    /// append has carried; the next must be greater, bytewise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writer_seq: Option<String>,
 }
 
 pub fn encode_json<T: Serialize>(value: &T) -> Vec<u8> {

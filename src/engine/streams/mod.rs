@@ -26,6 +26,7 @@ pub mod scope;
 mod size_counters;
 mod sizes;
 pub mod streamer;
+pub mod terms;
 pub mod token_index;
 mod tokens;
 pub mod types;

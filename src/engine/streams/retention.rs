@@ -298,6 +298,11 @@ impl StreamCore {
                         .await?;
                 }
             }
+            // And in meta, what the stream carried besides its records.
+            let attachments = keys::attachment_prefix(id);
+            let attachments_end = prefix_end(&attachments);
+            self.delete_range(Keyspace::Meta, attachments, &attachments_end, None)
+                .await?;
             let mut batch = WriteBatch::default();
             // Upkeep purges one stream at a time, so a purge of this stream
             // that ran on as it was deleted has written its count by now.

@@ -22,11 +22,12 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::committer::Committer;
 use super::config::{RetentionPolicy, StreamConfig, TimestampingMode};
 use super::keys::{self, StreamState};
+use super::terms::{self, AppendTerms, Producers};
 use super::types::*;
 use super::validate::{validate_batch, CommandRecord};
 use crate::engine::error::{EngineError, EngineResult};
 use crate::metrics::Metrics;
-use crate::storage::{Keyspace, WriteBatch};
+use crate::storage::{Keyspace, Storage, WriteBatch};
 
 /// The part of a stream's state that readers may rely on: all durable.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -37,6 +38,22 @@ pub struct Visible {
     pub trim_point: u64,
     /// Arrival time of the last durable append (or of creation).
     pub last_write_at: u64,
+    /// The stream is closed: the tail is final.
+    pub closed: bool,
+}
+
+impl Visible {
+    fn of(state: &StreamState) -> Self {
+        Self {
+            tail: StreamPosition {
+                seq_num: state.next_seq_num,
+                timestamp: state.last_timestamp,
+            },
+            trim_point: state.trim_point,
+            last_write_at: state.last_write_at,
+            closed: state.closed.is_some(),
+        }
+    }
 }
 
 pub enum Command {
@@ -45,6 +62,8 @@ pub enum Command {
         /// Other writes to commit in the same atomic batch as the records
         /// (a collection's documents and index, with its change events).
         extra: WriteBatch,
+        /// What the append asks beyond S2's conditions (see `terms.rs`).
+        terms: AppendTerms,
         /// Set for appends of an append session: once one of its appends
         /// fails, the flag is raised and its later appends are refused, so
         /// a session never applies an append after a failed one.
@@ -105,10 +124,23 @@ impl StreamHandle {
         input: AppendInput,
         extra: WriteBatch,
     ) -> EngineResult<impl std::future::Future<Output = EngineResult<AppendAck>> + use<>> {
+        self.submit_with_terms(input, AppendTerms::default(), extra)
+            .await
+    }
+
+    /// Like [`Self::submit_with`], for an append with [`AppendTerms`]: a
+    /// refusal of its terms is the error [`EngineError::AppendRefused`].
+    pub async fn submit_with_terms(
+        &self,
+        input: AppendInput,
+        terms: AppendTerms,
+        extra: WriteBatch,
+    ) -> EngineResult<impl std::future::Future<Output = EngineResult<AppendAck>> + use<>> {
         let (reply, rx) = oneshot::channel();
         self.send(Command::Append {
             input,
             extra,
+            terms,
             session: None,
             reply,
         })
@@ -129,6 +161,7 @@ impl StreamHandle {
         self.send(Command::Append {
             input,
             extra: WriteBatch::default(),
+            terms: AppendTerms::default(),
             session,
             reply,
         })
@@ -164,19 +197,11 @@ pub fn spawn(
     (basin, name): (&str, &str),
     config: StreamConfig,
     state: StreamState,
-    committer: Committer,
+    (committer, storage): (Committer, Arc<dyn Storage>),
     metrics: Arc<Metrics>,
 ) -> Arc<StreamHandle> {
     let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE);
-    let visible = Visible {
-        tail: StreamPosition {
-            seq_num: state.next_seq_num,
-            timestamp: state.last_timestamp,
-        },
-        trim_point: state.trim_point,
-        last_write_at: state.last_write_at,
-    };
-    let (visible_tx, visible_rx) = watch::channel(visible);
+    let (visible_tx, visible_rx) = watch::channel(Visible::of(&state));
     let task = StreamTask {
         id,
         label: format!("stream {name:?} of basin {basin:?}"),
@@ -185,6 +210,7 @@ pub fn spawn(
         config,
         state,
         unindexed: TIMESTAMP_INDEX_STRIDE,
+        producers: Producers::new(id, storage),
         committer,
         visible: Arc::new(visible_tx),
     };
@@ -246,6 +272,8 @@ struct StreamTask {
     /// Since the last Timestamps index entry this task wrote (counted from
     /// full when it starts, so that its first append writes one).
     unindexed: Unindexed,
+    /// Idempotent producers' places, as assigned.
+    producers: Producers,
     committer: Committer,
     visible: Arc<watch::Sender<Visible>>,
 }
@@ -257,6 +285,7 @@ impl StreamTask {
                 Command::Append {
                     input,
                     extra,
+                    terms,
                     session,
                     reply,
                 } => {
@@ -264,9 +293,17 @@ impl StreamTask {
                         let _ = reply.send(Err(EngineError::SessionAborted));
                         continue;
                     }
+                    if terms.producer.is_some() && self.producers.is_full() {
+                        // What it forgets must be read back from storage
+                        // as it was assigned.
+                        let (durable, wait) = oneshot::channel();
+                        self.reply_when_durable(durable, ());
+                        let _ = wait.await;
+                        self.producers.forget();
+                    }
                     let reached = Instant::now();
                     let bytes = input.records.iter().map(|r| r.metered_size() as u64).sum();
-                    match self.append(input) {
+                    match self.append(input, &terms) {
                         Ok((mut batch, ack)) => {
                             batch.extend(extra);
                             let pending = PendingAck {
@@ -359,14 +396,7 @@ impl StreamTask {
         }
         let (metrics, (basin, stream)) = (self.metrics.clone(), self.names.clone());
         let storage_class = self.config.storage_class.name();
-        let visible = Visible {
-            tail: StreamPosition {
-                seq_num: self.state.next_seq_num,
-                timestamp: self.state.last_timestamp,
-            },
-            trim_point: self.state.trim_point,
-            last_write_at: self.state.last_write_at,
-        };
+        let visible = Visible::of(&self.state);
         let sender = self.visible.clone();
         self.committer.submit(
             batch,
@@ -405,7 +435,9 @@ impl StreamTask {
     fn refuse(&self, reply: oneshot::Sender<EngineResult<AppendAck>>, err: EngineError) {
         if !matches!(
             err,
-            EngineError::SeqNumMismatch(_) | EngineError::FencingTokenMismatch(_)
+            EngineError::SeqNumMismatch(_)
+                | EngineError::FencingTokenMismatch(_)
+                | EngineError::AppendRefused(_)
         ) {
             let _ = reply.send(Err(err));
             return;
@@ -423,8 +455,21 @@ impl StreamTask {
 
     /// Checks and sequences one append, advancing the assigned state. On
     /// error nothing has changed.
-    fn append(&mut self, input: AppendInput) -> EngineResult<(WriteBatch, AppendAck)> {
-        validate_batch(&input, self.config.timestamping.mode)?;
+    fn append(
+        &mut self,
+        input: AppendInput,
+        terms: &AppendTerms,
+    ) -> EngineResult<(WriteBatch, AppendAck)> {
+        // Only a close may come without records.
+        if !(terms.close && input.records.is_empty()) {
+            validate_batch(&input, self.config.timestamping.mode, terms.limits)?;
+        }
+        let producer = match &terms.producer {
+            Some(claim) => self.producers.get(&claim.id)?,
+            None => None,
+        };
+        let producer = terms::admit(&self.state, terms, producer, !input.records.is_empty())
+            .map_err(EngineError::AppendRefused)?;
         if let Some(token) = &input.fencing_token {
             if *token != self.state.fencing_token {
                 return Err(EngineError::FencingTokenMismatch(
@@ -443,7 +488,18 @@ impl StreamTask {
         let arrival = now_ms().max(self.state.last_write_at);
         let start_seq = self.state.next_seq_num;
         let mut batch = WriteBatch::default();
-        if start_seq == 0 || arrival > self.state.last_write_at {
+        if let (Some(claim), Some(place)) = (&terms.producer, producer) {
+            self.producers.set(&claim.id, place, &mut batch);
+        }
+        if terms.writer_seq.is_some() {
+            self.state.writer_seq.clone_from(&terms.writer_seq);
+        }
+        if terms.close {
+            self.state.closed = Some(Closure {
+                by: terms.producer.clone(),
+            });
+        }
+        if !input.records.is_empty() && (start_seq == 0 || arrival > self.state.last_write_at) {
             batch.put(
                 Keyspace::Arrivals,
                 keys::index_key(self.id, arrival, start_seq),

@@ -1,6 +1,7 @@
 //! The engine's own record and position types, independent of any wire format.
 
 use bytes::Bytes;
+use serde::{Deserialize, Serialize};
 
 // S2's limits on an append or a unary read, shared with the client.
 pub use rill_protocol::limits::{MAX_BATCH_BYTES, MAX_BATCH_RECORDS, MAX_FENCING_TOKEN_BYTES};
@@ -118,4 +119,83 @@ pub fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+/// A producer's claim on an append: who, in which epoch, which of its
+/// appends this is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProducerClaim {
+    pub id: String,
+    pub epoch: u64,
+    pub seq: u64,
+}
+
+/// How a stream was closed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Closure {
+    /// The producer claim of the append that closed it, if it had one: a
+    /// retry of that same append is answered as a duplicate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<ProducerClaim>,
+}
+
+/// An idempotent producer's place in a stream: its epoch and the highest
+/// seq it has had accepted in that epoch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProducerState {
+    pub epoch: u64,
+    pub seq: u64,
+}
+
+/// Why an append with `AppendTerms` (`terms.rs`) was not applied. Some are answers a
+/// client takes as success (`Duplicate`, `AlreadyClosed`): nothing was
+/// appended because it already had been.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AppendRefusal {
+    /// The stream is closed; `tail` is its final seq num.
+    Closed { tail: u64 },
+    /// A close alone, of a stream already closed.
+    AlreadyClosed { tail: u64 },
+    /// The producer had this append accepted already: `seq` is the highest
+    /// it has had accepted in `epoch`.
+    Duplicate {
+        epoch: u64,
+        seq: u64,
+        tail: u64,
+        closed: bool,
+    },
+    /// The producer has moved on to `current`; this one is fenced off.
+    StaleEpoch { current: u64 },
+    /// A new epoch must begin at seq 0.
+    NewEpochNotAtZero,
+    /// Appends of the producer are missing before this one.
+    SeqGap { expected: u64, received: u64 },
+    /// The writer sequence did not move forward past `last`.
+    WriterSeqRegression { last: String },
+}
+
+impl std::fmt::Display for AppendRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Closed { .. } => write!(f, "the stream is closed; it takes no more appends"),
+            Self::AlreadyClosed { .. } => write!(f, "the stream is already closed"),
+            Self::Duplicate { epoch, seq, .. } => write!(
+                f,
+                "a duplicate: the producer's appends up to seq {seq} of epoch {epoch} are in"
+            ),
+            Self::StaleEpoch { current } => write!(
+                f,
+                "the producer's epoch is stale: the stream has seen epoch {current}"
+            ),
+            Self::NewEpochNotAtZero => write!(f, "a producer's new epoch must begin at seq 0"),
+            Self::SeqGap { expected, received } => write!(
+                f,
+                "the producer's seq {received} leaves a gap: the next expected is {expected}"
+            ),
+            Self::WriterSeqRegression { last } => write!(
+                f,
+                "the writer sequence must be greater than the last one, {last:?}"
+            ),
+        }
+    }
 }

@@ -3,6 +3,7 @@
 //! command records (`fence` and `trim`), which are parsed here too.
 
 use super::config::TimestampingMode;
+use super::terms::BatchLimits;
 use super::types::*;
 use crate::engine::error::{EngineError, EngineResult};
 
@@ -35,21 +36,27 @@ impl CommandRecord {
 
 /// Everything about an append that can be checked without the stream's
 /// state. Runs before anything changes, so a bad batch has no effect.
-pub fn validate_batch(input: &AppendInput, mode: TimestampingMode) -> EngineResult<()> {
+pub fn validate_batch(
+    input: &AppendInput,
+    mode: TimestampingMode,
+    limits: BatchLimits,
+) -> EngineResult<()> {
     let invalid = |msg: String| Err(EngineError::Invalid(msg));
     if input.records.is_empty() {
         return invalid("an append must contain at least one record".into());
     }
-    if input.records.len() > MAX_BATCH_RECORDS {
+    if input.records.len() > limits.records {
         return invalid(format!(
-            "an append may contain at most {MAX_BATCH_RECORDS} records, got {}",
+            "an append may contain at most {} records, got {}",
+            limits.records,
             input.records.len()
         ));
     }
     let size: usize = input.records.iter().map(AppendRecord::metered_size).sum();
-    if size > MAX_BATCH_BYTES {
+    if size > limits.bytes {
         return invalid(format!(
-            "an append may contain at most {MAX_BATCH_BYTES} metered bytes, got {size}"
+            "an append may contain at most {} metered bytes, got {size}",
+            limits.bytes
         ));
     }
     if let Some(token) = &input.fencing_token {

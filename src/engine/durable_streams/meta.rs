@@ -1,0 +1,82 @@
+//! What a Durable Streams stream keeps besides its records: its content
+//! type and expiry, in an attachment of its S2 stream (`X{id}d`), written
+//! in the batch that creates it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::streams::keys;
+
+/// The basin every Durable Streams stream lives in.
+pub const BASIN: &str = "durable-streams";
+
+/// The content type a stream gets when its creator names none.
+pub const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
+
+/// When a stream goes away by itself.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Expiry {
+    #[default]
+    Never,
+    /// After this many seconds without a read or an append.
+    Ttl(u64),
+    /// At this time (milliseconds since the epoch).
+    At(u64),
+}
+
+/// What a `PUT` sets, and what a later `PUT` must repeat to get `200`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settings {
+    /// Lower case, without parameters (`text/plain; charset=utf-8` is
+    /// `text/plain`): what two requests must agree on.
+    pub content_type: String,
+    #[serde(default)]
+    pub expiry: Expiry,
+}
+
+impl Settings {
+    /// JSON mode: message boundaries kept, reads answered as an array.
+    pub fn is_json(&self) -> bool {
+        self.content_type == "application/json"
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DurableMeta {
+    pub settings: Settings,
+    /// False between the creation of a stream and the append of the
+    /// content its `PUT` carried (two commits): a stream caught there by a
+    /// crash is not shown, and the next `PUT` makes it again.
+    pub ready: bool,
+}
+
+/// `X{stream id}d`.
+pub fn meta_key(stream_id: u64) -> Vec<u8> {
+    keys::attachment_key(stream_id, b"d")
+}
+
+/// A `Content-Type` as streams compare it: the media type alone, lower
+/// case; empty means the default.
+pub fn normalize_content_type(given: &str) -> String {
+    let media = given.split(';').next().unwrap_or("").trim();
+    if media.is_empty() {
+        DEFAULT_CONTENT_TYPE.to_string()
+    } else {
+        media.to_ascii_lowercase()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_types_compare_without_case_or_parameters() {
+        assert_eq!(
+            normalize_content_type("Text/Plain; charset=utf-8"),
+            "text/plain"
+        );
+        assert_eq!(normalize_content_type(""), DEFAULT_CONTENT_TYPE);
+        assert_eq!(normalize_content_type(" ; x=y"), DEFAULT_CONTENT_TYPE);
+    }
+}
