@@ -140,6 +140,9 @@ impl From<EngineError> for ApiError {
             EngineError::SeqNumMismatch(seq) => ApiError::SeqNumMismatch(seq),
             EngineError::FencingTokenMismatch(token) => ApiError::FencingTokenMismatch(token),
             EngineError::BeyondTail(tail) => ApiError::BeyondTail(tail.into()),
+            EngineError::StreamDeleted(_) => {
+                ApiError::new(StatusCode::GONE, "stream_deleted", message)
+            }
             EngineError::AppendRefused(refusal) => {
                 use crate::engine::streams::types::AppendRefusal as R;
                 let code = match refusal {

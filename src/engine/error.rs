@@ -68,6 +68,8 @@ pub enum EngineError {
     FencingTokenMismatch(String),
     #[error("the requested start is beyond the tail ({})", .0.seq_num)]
     BeyondTail(StreamPosition),
+    #[error("stream `{0}` was deleted; it stays, unreadable, until its forks are deleted too")]
+    StreamDeleted(String),
     #[error("{0}")]
     AppendRefused(crate::engine::streams::types::AppendRefusal),
     #[error("the server is shutting down")]

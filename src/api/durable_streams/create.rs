@@ -8,14 +8,14 @@ use axum::response::{IntoResponse, Response};
 
 use super::headers;
 use super::shared::{
-    bad_request, conflict, describe, engine_error, fail, stream_name, Failure, Reply,
+    bad_request, conflict, describe, engine_error, fail, stream_name, Failure, Reply, PREFIX,
 };
-use crate::api::auth::Principal;
+use crate::api::auth::{Principal, Resource};
 use crate::api::extract::{read_body, Path};
 use crate::api::shared::{detached, AppState};
-use crate::engine::durable_streams::meta::DEFAULT_CONTENT_TYPE;
-use crate::engine::durable_streams::{Creation, Settings, MAX_MESSAGE_BYTES};
-use crate::wire::durable_streams::json_messages;
+use crate::engine::durable_streams::{CreateRequest, Creation, ForkRequest, MAX_MESSAGE_BYTES};
+use crate::engine::streams::scope::Operation;
+use crate::wire::durable_streams::{json_messages, parse_offset, Offset};
 
 pub async fn put(
     State(state): State<AppState>,
@@ -27,32 +27,43 @@ pub async fn put(
 ) -> Response {
     let reply: Reply = async {
         let name = stream_name(&principal, path)?;
-        if request_headers.contains_key(headers::FORKED_FROM) {
-            return Err(fail(
-                StatusCode::NOT_IMPLEMENTED,
-                "not_implemented",
-                "forks are not implemented yet",
-            ));
-        }
-        let settings = Settings {
-            content_type: headers::content_type(&request_headers)
-                .unwrap_or_else(|| DEFAULT_CONTENT_TYPE.into()),
-            expiry: headers::expiry(&request_headers).map_err(bad_request)?,
+        let fork = fork_request(&principal, &request_headers)?;
+        let content_type = headers::content_type(&request_headers);
+        let expiry = if request_headers.contains_key(headers::TTL)
+            || request_headers.contains_key(headers::EXPIRES_AT)
+        {
+            Some(headers::expiry(&request_headers).map_err(bad_request)?)
+        } else {
+            None
         };
         let closed = headers::closes(&request_headers);
         let body = read_body(&request_headers, &state, body)
             .await
             .map_err(Failure::from)?;
-        let messages = messages(body, settings.is_json())?;
-        let engine = state.engine.clone();
-        let creation = detached(async move {
-            engine
+        // The body is parsed as the stream's content type: the one given,
+        // or a fork's source's (which the engine checks again).
+        let json = match (&content_type, &fork) {
+            (Some(content_type), _) => content_type == JSON,
+            (None, Some(fork)) => state
+                .engine
                 .durable_streams()
-                .create(&name, settings, closed, messages)
+                .open(&fork.source, false)
                 .await
-        })
-        .await
-        .map_err(engine_error)?;
+                .is_ok_and(|source| source.settings.is_json()),
+            (None, None) => false,
+        };
+        let request = CreateRequest {
+            content_type,
+            expiry,
+            closed,
+            initial: messages(body, json)?,
+            fork,
+        };
+        let engine = state.engine.clone();
+        let creation =
+            detached(async move { engine.durable_streams().create(&name, request).await })
+                .await
+                .map_err(engine_error)?;
         let (status, stream) = match creation {
             Creation::Created(stream) => (StatusCode::CREATED, stream),
             Creation::Exists(stream) => (StatusCode::OK, stream),
@@ -70,6 +81,75 @@ pub async fn put(
     }
     .await;
     reply.unwrap_or_else(IntoResponse::into_response)
+}
+
+const JSON: &str = "application/json";
+
+/// `Stream-Forked-From` (a path on this server), `Stream-Fork-Offset` and
+/// `Stream-Fork-Sub-Offset`. Making a fork reads its source: it needs
+/// `read` on it.
+fn fork_request(
+    principal: &Principal,
+    request_headers: &HeaderMap,
+) -> Result<Option<ForkRequest>, Failure> {
+    let text = |name: &'static str| {
+        request_headers
+            .get(name)
+            .map(|v| v.to_str().map(str::trim))
+            .transpose()
+            .map_err(|_| bad_request(format!("{name} is not text")))
+    };
+    let source = text(headers::FORKED_FROM)?;
+    let offset = text(headers::FORK_OFFSET)?;
+    let sub_offset = text(headers::FORK_SUB_OFFSET)?;
+    let Some(source) = source else {
+        if offset.is_some() || sub_offset.is_some() {
+            return Err(bad_request(
+                "Stream-Fork-Offset and Stream-Fork-Sub-Offset need Stream-Forked-From",
+            ));
+        }
+        return Ok(None);
+    };
+    let path = source
+        .strip_prefix(PREFIX)
+        .unwrap_or(source.trim_start_matches('/'));
+    let path = percent_encoding::percent_decode_str(path)
+        .decode_utf8()
+        .map_err(|_| bad_request("Stream-Forked-From is not a UTF-8 path"))?;
+    let source = stream_name(principal, path.into_owned())?;
+    principal
+        .require(Operation::Read)
+        .and_then(|()| principal.check(Resource::Streams, &source))
+        .map_err(Failure::from)?;
+    let offset = match offset {
+        None => None,
+        Some(text) => match parse_offset(text) {
+            Some(Offset::At(seq)) => Some(seq),
+            _ => {
+                return Err(bad_request(format!(
+                    "Stream-Fork-Offset {text:?} is not an offset this server gave"
+                )))
+            }
+        },
+    };
+    let sub_offset = match sub_offset {
+        None => 0,
+        Some(text) => headers::plain_integer(text).ok_or_else(|| {
+            bad_request(format!(
+                "Stream-Fork-Sub-Offset must be a plain non-negative integer, got {text:?}"
+            ))
+        })?,
+    };
+    if sub_offset > 0 && offset.is_none() {
+        return Err(bad_request(
+            "Stream-Fork-Sub-Offset needs Stream-Fork-Offset",
+        ));
+    }
+    Ok(Some(ForkRequest {
+        source: source.to_string(),
+        offset,
+        sub_offset,
+    }))
 }
 
 /// The stream's absolute URL, from the `Host` the client used.

@@ -69,16 +69,9 @@ pub fn expiry(headers: &HeaderMap) -> Result<Expiry, String> {
     let at = text(headers, EXPIRES_AT)?;
     match (ttl, at) {
         (Some(_), Some(_)) => Err("give Stream-TTL or Stream-Expires-At, not both".into()),
-        (Some(ttl), None) => {
-            let plain = ttl == "0"
-                || (!ttl.is_empty()
-                    && !ttl.starts_with('0')
-                    && ttl.bytes().all(|b| b.is_ascii_digit()));
-            let secs = ttl.parse().ok().filter(|_| plain);
-            secs.map(Expiry::Ttl).ok_or_else(|| {
-                format!("Stream-TTL must be whole seconds in plain decimal, got {ttl:?}")
-            })
-        }
+        (Some(ttl), None) => plain_integer(ttl).map(Expiry::Ttl).ok_or_else(|| {
+            format!("Stream-TTL must be whole seconds in plain decimal, got {ttl:?}")
+        }),
         (None, Some(at)) => {
             let time = parse_time(at).map_err(|e| format!("Stream-Expires-At: {e}"))?;
             let ms = time
@@ -88,6 +81,14 @@ pub fn expiry(headers: &HeaderMap) -> Result<Expiry, String> {
         }
         (None, None) => Ok(Expiry::Never),
     }
+}
+
+/// A non-negative integer written plainly: digits, no sign, no leading
+/// zero (but `0` itself).
+pub fn plain_integer(text: &str) -> Option<u64> {
+    let plain = text == "0"
+        || (!text.is_empty() && !text.starts_with('0') && text.bytes().all(|b| b.is_ascii_digit()));
+    text.parse().ok().filter(|_| plain)
 }
 
 /// `Producer-Id`, `-Epoch` and `-Seq`: all three or none.

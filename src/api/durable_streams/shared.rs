@@ -72,6 +72,10 @@ pub(super) fn engine_error(err: EngineError) -> Failure {
             "stream_not_found",
             format!("no stream at {name:?}"),
         ),
+        // The protocol's word for a request it cannot take (a fork
+        // offset past the tail, …) is 400.
+        EngineError::Invalid(why) => bad_request(why),
+        EngineError::StreamExists(name) => conflict(format!("a stream {name:?} exists")),
         other => ApiError::from(other).into(),
     }
 }

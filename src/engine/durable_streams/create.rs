@@ -1,8 +1,18 @@
-//! `PUT`: make a stream, or find the one there with the same settings.
+//! `PUT`: make a stream (a fork too), or find the one there with the same
+//! settings.
+//!
+//! A stream is made in steps: one batch creates it, marked not ready (with
+//! a fork, the source's count of forks goes up in the same batch); then
+//! its inherited records and its body are appended, the last append
+//! marking it ready. A stream a crash leaves unready is never shown, and
+//! the next `PUT` of its name removes it first.
+
+use bytes::Bytes;
 
 use super::layer::{DurableStream, DurableStreams, Lookup};
-use super::meta::{meta_key, DurableMeta};
-use super::meta::{Settings, BASIN};
+use super::meta::{
+    meta_key, DurableMeta, Expiry, ForkOrigin, Settings, BASIN, DEFAULT_CONTENT_TYPE,
+};
 use crate::engine::error::{EngineError, EngineResult};
 use crate::engine::streams::config::{
     BasinConfigPatch, InfiniteRetention, RetentionPolicy, StreamConfig, StreamConfigPatch,
@@ -10,102 +20,205 @@ use crate::engine::streams::config::{
 use crate::engine::streams::keys::{self, StreamState};
 use crate::engine::streams::names::{BasinName, StreamName};
 use crate::engine::streams::terms::AppendTerms;
-use crate::engine::streams::types::now_ms;
-use crate::engine::streams::types::Closure;
-use crate::engine::streams::{delete_stream_ops, stream_creation_ops, CreateIf};
+use crate::engine::streams::types::{now_ms, Closure};
+use crate::engine::streams::{stream_creation_ops, CreateIf};
 use crate::storage::{Keyspace, WriteBatch};
+
+/// What a `PUT` asks for.
+#[derive(Clone, Debug, Default)]
+pub struct CreateRequest {
+    /// `None`: the default, or a fork's source's.
+    pub content_type: Option<String>,
+    /// `None`: never, or a fork's source's.
+    pub expiry: Option<Expiry>,
+    pub closed: bool,
+    /// The body's records.
+    pub initial: Vec<Bytes>,
+    pub fork: Option<ForkRequest>,
+}
+
+/// `Stream-Forked-From` and its offsets.
+#[derive(Clone, Debug)]
+pub struct ForkRequest {
+    pub source: String,
+    /// `None`: the source's tail.
+    pub offset: Option<u64>,
+    pub sub_offset: u64,
+}
 
 pub enum Creation {
     /// Made by this request (`201`).
     Created(DurableStream),
     /// There already, with the same settings and closure (`200`).
     Exists(DurableStream),
-    /// There already, otherwise: what differs (`409`).
+    /// There already, otherwise, or a fork the source refuses: why (`409`).
     Conflict(String),
 }
 
 impl DurableStreams {
-    /// Makes the stream `name` with `settings`, holding `initial` (and
-    /// closed, if `closed`): all of it, or, after a crash, none of it.
+    /// Makes the stream `name` as `request` asks: all of it, or, after a
+    /// crash, none of it.
     pub async fn create(
         &self,
         name: &StreamName,
-        settings: Settings,
-        closed: bool,
-        initial: Vec<bytes::Bytes>,
+        request: CreateRequest,
     ) -> EngineResult<Creation> {
         let _admin = self.admin.lock().await;
         match self.lookup(name, false).await? {
-            Lookup::Found(stream) => return Ok(compare(stream, &settings, closed)),
-            Lookup::Expired(id) => self.delete_now(name, id).await?,
+            Lookup::Found(stream) => return Ok(compare(stream, &request)),
+            Lookup::Deleted => {
+                return Ok(Creation::Conflict(
+                    "a stream of this name was deleted and is kept for its forks".into(),
+                ))
+            }
+            Lookup::Expired(id) => self.remove(name, id).await?,
             Lookup::Missing => {}
         }
+        if let Some((unready, _)) = self.meta(name)? {
+            // Cut off by a crash before it was whole: it never existed.
+            self.remove(name, unready).await?;
+        }
+        let (settings, origin) = match &request.fork {
+            None => (
+                Settings {
+                    content_type: request
+                        .content_type
+                        .clone()
+                        .unwrap_or_else(|| DEFAULT_CONTENT_TYPE.into()),
+                    expiry: request.expiry.unwrap_or_default(),
+                },
+                None,
+            ),
+            Some(fork) => match self.fork_origin(fork, &request).await? {
+                Ok(found) => found,
+                Err(conflict) => return Ok(Creation::Conflict(conflict)),
+            },
+        };
         self.ensure_basin().await?;
+        let inherits = origin.as_ref().is_some_and(|o| o.1.end() > o.1.start);
+        let ready = request.initial.is_empty() && !inherits;
+        let fork = origin
+            .as_ref()
+            .map(|(origin, inherited)| (origin, inherited.start));
+        let id = self
+            .insert(name, &settings, fork, request.closed && ready, ready)
+            .await?;
+        if ready {
+            return self.created(name).await;
+        }
+        let filled = self.fill(name, id, settings, origin, request).await;
+        if let Err(err) = filled {
+            // Leave nothing behind, the source's count of forks included.
+            let _ = self.remove(name, id).await;
+            return Err(err);
+        }
+        self.created(name).await
+    }
+
+    async fn created(&self, name: &str) -> EngineResult<Creation> {
+        match self.lookup(name, true).await? {
+            Lookup::Found(stream) => Ok(Creation::Created(stream)),
+            _ => Err(EngineError::StreamNotFound(name.to_string())),
+        }
+    }
+
+    /// One batch: the stream, its meta, and a fork's count on its source.
+    /// Returns the stream's id.
+    async fn insert(
+        &self,
+        name: &str,
+        settings: &Settings,
+        fork: Option<(&ForkOrigin, u64)>,
+        closed: bool,
+        ready: bool,
+    ) -> EngineResult<u64> {
+        let origin = fork.map(|(origin, _)| origin);
         let config = StreamConfig::default()
             .apply(&StreamConfigPatch {
                 retention_policy: Some(RetentionPolicy::Infinite(InfiniteRetention {})),
                 ..Default::default()
             })
             .map_err(EngineError::Invalid)?;
-        let ready = initial.is_empty();
-        {
-            let _core_admin = self.core.lock_admin().await;
-            let mut batch = WriteBatch::default();
-            if let Some(unready) = self.core.stream_meta(BASIN, name)? {
-                // Made by a `PUT` that a crash cut off before its content
-                // was in: it never existed for anyone.
-                delete_stream_ops(&mut batch, BASIN, name, unready.id);
-            }
-            let [id] = self.core.allocate_ids(&mut batch)?;
-            stream_creation_ops(&mut batch, BASIN, name, config, None, id);
-            if closed && ready {
-                let state = StreamState {
-                    last_write_at: now_ms(),
-                    appended_bytes: Some(0),
-                    closed: Some(Closure::default()),
-                    ..Default::default()
-                };
-                batch.put(
-                    Keyspace::Meta,
-                    keys::state_key(id),
-                    keys::encode_json(&state),
-                );
-            }
-            let meta = DurableMeta {
-                settings: settings.clone(),
-                ready,
-            };
-            batch.put(Keyspace::Meta, meta_key(id), keys::encode_json(&meta));
-            self.core.committer().commit(batch).await?;
+        let _core_admin = self.core.lock_admin().await;
+        if self.core.stream_meta(BASIN, name)?.is_some() {
+            // Made through S2 a moment ago.
+            return Err(EngineError::StreamExists(name.into()));
         }
-        if !ready {
-            // The content, and the mark that the stream is whole, in one
-            // batch.
-            let handle = self.core.stream(BASIN, name, CreateIf::Never).await?;
-            let mut extra = WriteBatch::default();
-            let meta = DurableMeta {
-                settings,
-                ready: true,
-            };
-            extra.put(
-                Keyspace::Meta,
-                meta_key(handle.id),
-                keys::encode_json(&meta),
-            );
-            let terms = AppendTerms {
-                close: closed,
-                limits: super::write::LIMITS,
+        let mut batch = WriteBatch::default();
+        let [id] = self.core.allocate_ids(&mut batch)?;
+        stream_creation_ops(&mut batch, BASIN, name, config, None, id);
+        // A fork's offsets are its source's: it starts where the source's
+        // records start.
+        let start = fork.map_or(0, |(_, start)| start);
+        if closed || start > 0 {
+            let state = StreamState {
+                next_seq_num: start,
+                trim_point: start,
+                last_write_at: now_ms(),
+                appended_bytes: Some(0),
+                closed: closed.then(Closure::default),
                 ..Default::default()
             };
-            handle
-                .submit_with_terms(super::write::input(initial), terms, extra)
-                .await?
-                .await?;
+            batch.put(
+                Keyspace::Meta,
+                keys::state_key(id),
+                keys::encode_json(&state),
+            );
         }
-        match self.lookup(name, true).await? {
-            Lookup::Found(stream) => Ok(Creation::Created(stream)),
-            _ => Err(EngineError::StreamNotFound(name.to_string())),
+        let mut meta = DurableMeta::new(settings.clone(), ready);
+        meta.fork = origin.cloned();
+        batch.put(Keyspace::Meta, meta_key(id), keys::encode_json(&meta));
+        if let Some(origin) = origin {
+            if let Some((source_id, mut source)) = self.meta(&origin.source)? {
+                if source_id == origin.source_id {
+                    source.forks += 1;
+                    batch.put(
+                        Keyspace::Meta,
+                        meta_key(source_id),
+                        keys::encode_json(&source),
+                    );
+                }
+            }
         }
+        self.core.committer().commit(batch).await?;
+        Ok(id)
+    }
+
+    /// Appends what the stream inherits and its body; the last append
+    /// marks it ready (and closes it, if asked).
+    async fn fill(
+        &self,
+        name: &str,
+        id: u64,
+        settings: Settings,
+        origin: Option<(ForkOrigin, super::forks::Inherited)>,
+        request: CreateRequest,
+    ) -> EngineResult<()> {
+        let handle = self.core.stream(BASIN, name, CreateIf::Never).await?;
+        if handle.id != id {
+            return Err(EngineError::StreamNotFound(name.into()));
+        }
+        if let Some((origin, inherited)) = &origin {
+            self.copy_inherited(&handle, origin, inherited).await?;
+        }
+        let mut meta = DurableMeta::new(settings, true);
+        meta.fork = origin.map(|(origin, _)| origin);
+        let mut ready = WriteBatch::default();
+        ready.put(Keyspace::Meta, meta_key(id), keys::encode_json(&meta));
+        if request.initial.is_empty() && !request.closed {
+            self.core.committer().commit(ready).await?;
+            return Ok(());
+        }
+        let terms = AppendTerms {
+            close: request.closed,
+            limits: super::write::LIMITS,
+            ..Default::default()
+        };
+        handle
+            .submit_with_terms(super::write::input(request.initial), terms, ready)
+            .await?
+            .await?;
+        Ok(())
     }
 
     async fn ensure_basin(&self) -> EngineResult<()> {
@@ -121,19 +234,44 @@ impl DurableStreams {
 }
 
 /// `200` if the stream there is what the `PUT` asks for, else `409`.
-fn compare(stream: DurableStream, settings: &Settings, closed: bool) -> Creation {
-    if stream.settings.content_type != settings.content_type {
+fn compare(stream: DurableStream, request: &CreateRequest) -> Creation {
+    let settings = &stream.settings;
+    if let Some(content_type) = &request.content_type {
+        if *content_type != settings.content_type {
+            return Creation::Conflict(format!(
+                "the stream exists with content type {}",
+                settings.content_type
+            ));
+        }
+    } else if request.fork.is_none() && settings.content_type != DEFAULT_CONTENT_TYPE {
         return Creation::Conflict(format!(
             "the stream exists with content type {}",
-            stream.settings.content_type
+            settings.content_type
         ));
     }
-    if stream.settings.expiry != settings.expiry {
+    let expiry_matches = match request.expiry {
+        Some(expiry) => expiry == settings.expiry,
+        // A fork inherits its source's; a stream has none.
+        None => request.fork.is_some() || settings.expiry == Expiry::Never,
+    };
+    if !expiry_matches {
         return Creation::Conflict("the stream exists with another TTL or expiry".into());
     }
-    if stream.visible().closed != closed {
-        let state = if closed { "open" } else { "closed" };
+    if stream.visible().closed != request.closed {
+        let state = if request.closed { "open" } else { "closed" };
         return Creation::Conflict(format!("the stream exists and is {state}"));
+    }
+    if let Some(fork) = &request.fork {
+        let same = stream.meta.fork.as_ref().is_some_and(|origin| {
+            origin.source == fork.source
+                && fork.offset.is_none_or(|offset| offset == origin.offset)
+                && origin.sub_offset == fork.sub_offset
+        });
+        if !same {
+            return Creation::Conflict(
+                "the stream exists, and is not that fork of that stream".into(),
+            );
+        }
     }
     Creation::Exists(stream)
 }

@@ -48,7 +48,7 @@ impl DurableStreams {
             Some((current, meta))
                 if current == id && self.has_expired(id, meta.settings.expiry) =>
             {
-                self.delete_now(name, id).await
+                self.remove(name, id).await
             }
             _ => Ok(()),
         }

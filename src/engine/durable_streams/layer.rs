@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use super::meta::{self, Expiry, Settings, BASIN};
+use super::meta::{self, Settings, BASIN};
 use crate::engine::error::{EngineError, EngineResult};
 use crate::engine::streams::streamer::{StreamHandle, Visible};
 use crate::engine::streams::{CreateIf, StreamCore};
@@ -28,6 +28,8 @@ pub struct DurableStream {
     /// Its S2 stream's id: unique to this stream, never reused.
     pub id: u64,
     pub settings: Settings,
+    /// All this layer keeps of it, as of its opening.
+    pub(super) meta: meta::DurableMeta,
     pub(super) handle: Arc<StreamHandle>,
 }
 
@@ -54,6 +56,7 @@ impl DurableStreams {
         match self.lookup(name, touch).await? {
             Lookup::Found(stream) => Ok(stream),
             Lookup::Missing => Err(EngineError::StreamNotFound(name.into())),
+            Lookup::Deleted => Err(EngineError::StreamDeleted(name.into())),
             Lookup::Expired(id) => {
                 self.delete_expired(name, id).await?;
                 Err(EngineError::StreamNotFound(name.into()))
@@ -70,6 +73,9 @@ impl DurableStreams {
         if !meta.ready {
             return Ok(Lookup::Missing);
         }
+        if meta.deleted {
+            return Ok(Lookup::Deleted);
+        }
         if self.has_expired(id, meta.settings.expiry) {
             return Ok(Lookup::Expired(id));
         }
@@ -84,7 +90,8 @@ impl DurableStreams {
         Ok(Lookup::Found(DurableStream {
             name: name.to_string(),
             id,
-            settings: meta.settings,
+            settings: meta.settings.clone(),
+            meta,
             handle,
         }))
     }
@@ -98,13 +105,7 @@ impl DurableStreams {
         let meta = self
             .core
             .get_meta(&meta::meta_key(stream.id))?
-            .unwrap_or(meta::DurableMeta {
-                settings: Settings {
-                    content_type: meta::DEFAULT_CONTENT_TYPE.into(),
-                    expiry: Expiry::Never,
-                },
-                ready: true,
-            });
+            .unwrap_or_else(meta::DurableMeta::of_s2_stream);
         Ok(Some((stream.id, meta)))
     }
 
@@ -112,25 +113,14 @@ impl DurableStreams {
     pub async fn delete(&self, name: &str) -> EngineResult<()> {
         let _admin = self.admin.lock().await;
         match self.lookup(name, false).await? {
-            Lookup::Found(stream) => self.delete_now(name, stream.id).await,
+            Lookup::Found(stream) => self.remove(name, stream.id).await,
             Lookup::Missing => Err(EngineError::StreamNotFound(name.into())),
+            Lookup::Deleted => Err(EngineError::StreamDeleted(name.into())),
             Lookup::Expired(id) => {
-                self.delete_now(name, id).await?;
+                self.remove(name, id).await?;
                 Err(EngineError::StreamNotFound(name.into()))
             }
         }
-    }
-
-    /// Deletes stream `id` at `name`, if it is still the one there; the
-    /// caller holds `admin`.
-    pub(super) async fn delete_now(&self, name: &str, id: u64) -> EngineResult<()> {
-        match self.core.stream_meta(BASIN, name)? {
-            Some(meta) if meta.id == id => {}
-            _ => return Ok(()),
-        }
-        self.core.delete_stream(BASIN, name).await?;
-        self.forget(id);
-        Ok(())
     }
 }
 
@@ -138,6 +128,8 @@ impl DurableStreams {
 pub(super) enum Lookup {
     Found(DurableStream),
     Missing,
+    /// Deleted while it had forks, which keep it.
+    Deleted,
     /// A stream, expired: the caller deletes it.
     Expired(u64),
 }

@@ -44,10 +44,59 @@ impl Settings {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DurableMeta {
     pub settings: Settings,
-    /// False between the creation of a stream and the append of the
-    /// content its `PUT` carried (two commits): a stream caught there by a
-    /// crash is not shown, and the next `PUT` makes it again.
+    /// False between the creation of a stream and the last append of what
+    /// its `PUT` carried (a fork's inherited records, the body): a stream
+    /// caught there by a crash is not shown, and the next `PUT` makes it
+    /// again.
     pub ready: bool,
+    /// What a fork was made from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fork: Option<ForkOrigin>,
+    /// Forks made of this stream that still exist.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub forks: u64,
+    /// Deleted while it had forks: it answers `410`, and its name stays
+    /// taken, until the last of them is deleted too.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
+}
+
+impl DurableMeta {
+    pub fn new(settings: Settings, ready: bool) -> Self {
+        Self {
+            settings,
+            ready,
+            fork: None,
+            forks: 0,
+            deleted: false,
+        }
+    }
+
+    /// What a stream made through S2 (with no attachment) counts as.
+    pub fn of_s2_stream() -> Self {
+        let settings = Settings {
+            content_type: DEFAULT_CONTENT_TYPE.into(),
+            expiry: Expiry::Never,
+        };
+        Self::new(settings, true)
+    }
+}
+
+/// Where a fork's inherited records come from: the source's records
+/// before `offset`, then `sub_offset` more messages (JSON) or bytes of the
+/// record at `offset` (else).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForkOrigin {
+    pub source: String,
+    /// The source's S2 stream id: a stream made again under its name is
+    /// not it.
+    pub source_id: u64,
+    pub offset: u64,
+    pub sub_offset: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// `X{stream id}d`.

@@ -16,12 +16,13 @@
 
 mod create;
 mod expiry;
+mod forks;
 mod layer;
 pub mod meta;
 mod read;
 mod write;
 
-pub use create::Creation;
+pub use create::{CreateRequest, Creation, ForkRequest};
 pub use layer::{DurableStream, DurableStreams};
 pub use meta::{Expiry, Settings, BASIN};
 pub use read::Chunk;
