@@ -165,10 +165,7 @@ async fn a_fork_cut_off_by_a_kill_is_never_half_made() {
     };
     let mut seen_absent = false;
     for delay_ms in [5, 20, 60, 150] {
-        let sent = tokio::spawn({
-            let request = fork(&rill);
-            async move { request.await }
-        });
+        let sent = tokio::spawn(fork(&rill));
         tokio::time::sleep(Duration::from_millis(delay_ms)).await;
         rill.kill();
         let _ = sent.await;
