@@ -77,6 +77,7 @@ async fn the_conformance_suite_and_the_official_client_pass() {
 
     let mut failed = Vec::new();
     let mut skipped = Vec::new();
+    let mut summary = Vec::new();
     for file in report["testResults"].as_array().unwrap() {
         let suite = if file["name"]
             .as_str()
@@ -105,16 +106,22 @@ async fn the_conformance_suite_and_the_official_client_pass() {
                 }
             }
         }
-        eprintln!(
+        summary.push(format!(
             "Durable Streams {suite}: {} tests, {passed} passed, {failures} failed, {skips} skipped",
             passed + failures + skips
-        );
+        ));
     }
     for (_, name) in &skipped {
-        eprintln!(
+        summary.push(format!(
             "  skipped: {name} (the suite runs the reserved subscription APIs only for \
              servers that implement them; Rill answers them 501)"
-        );
+        ));
+    }
+    let summary = summary.join("\n");
+    eprintln!("{summary}");
+    // CI prints it after the tests (`.ci/run`).
+    if let Some(report) = std::env::var_os("RILL_DS_REPORT") {
+        std::fs::write(report, format!("{summary}\n")).unwrap();
     }
     assert!(
         failed.is_empty(),
@@ -347,4 +354,79 @@ async fn a_token_reaches_only_the_streams_of_its_scope() {
         .unwrap();
     assert_eq!(preflight.status(), StatusCode::NO_CONTENT);
     assert_eq!(preflight.headers()["access-control-allow-origin"], "*");
+}
+
+#[tokio::test]
+async fn expiry_waits_for_live_readers_and_a_source_with_forks_is_kept() {
+    let server = server().await;
+    let http = &server.client;
+    let put = |path: &str, ttl: &str| {
+        http.put(ds(&server, path))
+            .header("content-type", "text/plain")
+            .header("stream-ttl", ttl)
+            .body("x")
+            .send()
+    };
+    assert_eq!(
+        put("brief", "1").await.unwrap().status(),
+        StatusCode::CREATED
+    );
+    // A long poll (2 s here) outlasts the 1 s TTL; upkeep sweeps every
+    // second, yet the stream stays while the reader waits.
+    let poll = http
+        .get(format!(
+            "{}?offset=now&live=long-poll",
+            ds(&server, "brief")
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(poll.status(), StatusCode::NO_CONTENT);
+    let head = http.head(ds(&server, "brief")).send().await.unwrap();
+    assert_eq!(head.status(), StatusCode::OK, "expired under a live reader");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let head = http.head(ds(&server, "brief")).send().await.unwrap();
+    assert_eq!(head.status(), StatusCode::NOT_FOUND);
+
+    // An expired source with a fork is kept for it: 410, never 404.
+    assert_eq!(
+        put("short-source", "1").await.unwrap().status(),
+        StatusCode::CREATED
+    );
+    let fork = http
+        .put(ds(&server, "long-fork"))
+        .header("stream-forked-from", "/v1/stream/short-source")
+        .header("stream-ttl", "3600")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fork.status(), StatusCode::CREATED);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let head = http.head(ds(&server, "short-source")).send().await.unwrap();
+    assert_eq!(head.status(), StatusCode::GONE);
+    let read = http.get(ds(&server, "long-fork")).send().await.unwrap();
+    assert_eq!(read.text().await.unwrap(), "x");
+
+    // Producer ids and writer sequences are kept with the stream: bounded.
+    let long = "p".repeat(257);
+    let resp = http
+        .post(ds(&server, "long-fork"))
+        .header("content-type", "text/plain")
+        .header("producer-id", &long)
+        .header("producer-epoch", "0")
+        .header("producer-seq", "0")
+        .body("y")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let resp = http
+        .post(ds(&server, "long-fork"))
+        .header("content-type", "text/plain")
+        .header("stream-seq", &long)
+        .body("y")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
 }

@@ -274,7 +274,7 @@ impl Engine {
     pub async fn upkeep_once(&self) {
         let layers = self.layers.load_full();
         layers.collections.upkeep_once().await;
-        if let Err(err) = layers.durable_streams.sweep_expired().await {
+        if let Err(err) = layers.durable_streams.sweep().await {
             tracing::warn!(error = %err, "deleting expired Durable Streams streams failed; retrying next round");
         }
         layers.core.upkeep_once().await;

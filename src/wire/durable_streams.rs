@@ -52,20 +52,40 @@ pub fn parse_offset(text: &str) -> Option<Offset> {
 
 /// The messages of a JSON-mode append: a top-level array is flattened one
 /// level (each element a message, `[]` none); anything else is one
-/// message. Each message keeps its own bytes. `Err` says why the body is
-/// not JSON.
-pub fn json_messages(body: &[u8]) -> Result<Vec<Bytes>, String> {
+/// message. Each message keeps its own bytes (slices of `body`, not
+/// copies). `Err` says why the body is not JSON.
+pub fn json_messages(body: &Bytes) -> Result<Vec<Bytes>, String> {
     let text = std::str::from_utf8(body).map_err(|_| "the body is not UTF-8".to_string())?;
     let value: &RawValue = serde_json::from_str(text).map_err(|e| e.to_string())?;
     let raw = value.get();
     if !raw.starts_with('[') {
-        return Ok(vec![Bytes::copy_from_slice(raw.as_bytes())]);
+        return Ok(vec![body.slice_ref(raw.as_bytes())]);
     }
     let elements: Vec<&RawValue> = serde_json::from_str(raw).map_err(|e| e.to_string())?;
     Ok(elements
         .into_iter()
-        .map(|element| Bytes::copy_from_slice(element.get().as_bytes()))
+        .map(|element| body.slice_ref(element.get().as_bytes()))
         .collect())
+}
+
+/// Where to cut `text` (UTF-8, if the client sent it so) at most `max`
+/// bytes in: before the character that would cross it, so that every
+/// record of a text stream holds whole characters.
+pub fn char_boundary(text: &[u8], max: usize) -> usize {
+    if text.len() <= max {
+        return text.len();
+    }
+    // A continuation byte (10xxxxxx) is inside a character; at most three
+    // of them follow its first byte.
+    let mut cut = max;
+    while cut > max.saturating_sub(3) && cut > 0 && text[cut] & 0xC0 == 0x80 {
+        cut -= 1;
+    }
+    if cut == 0 {
+        max
+    } else {
+        cut
+    }
 }
 
 /// A read's body: in JSON mode an array of the messages, else the bytes
@@ -124,7 +144,7 @@ mod tests {
     #[test]
     fn json_arrays_are_flattened_one_level_and_keep_their_bytes() {
         let messages = |body: &str| -> Vec<String> {
-            json_messages(body.as_bytes())
+            json_messages(&Bytes::copy_from_slice(body.as_bytes()))
                 .unwrap()
                 .iter()
                 .map(|m| String::from_utf8(m.to_vec()).unwrap())
@@ -135,10 +155,22 @@ mod tests {
         assert_eq!(messages("[[1,2],[3,4]]"), ["[1,2]", "[3,4]"]);
         assert_eq!(messages("[[[1,2,3]]]"), ["[[1,2,3]]"]);
         assert!(messages("[]").is_empty());
-        assert!(json_messages(b"{oops").is_err());
-        assert!(json_messages(b"[1,").is_err());
-        assert!(json_messages(b"1 2").is_err());
-        assert!(json_messages(&[0xff]).is_err());
+        for bad in [&b"{oops"[..], b"[1,", b"1 2", &[0xff]] {
+            assert!(json_messages(&Bytes::copy_from_slice(bad)).is_err());
+        }
+    }
+
+    #[test]
+    fn text_is_cut_between_characters() {
+        let text = "aé€😀".as_bytes(); // 1, 2, 3 and 4 bytes
+        for max in 1..text.len() {
+            let cut = char_boundary(text, max);
+            assert!(cut <= max && cut > 0, "{max}: {cut}");
+            assert!(std::str::from_utf8(&text[..cut]).is_ok(), "{max}: {cut}");
+        }
+        assert_eq!(char_boundary(text, 100), text.len());
+        // Not UTF-8: cut where asked.
+        assert_eq!(char_boundary(&[0x80; 10], 4), 4);
     }
 
     #[test]

@@ -56,7 +56,7 @@ pub async fn post(
                     stream.settings.content_type
                 )));
             }
-            let records = messages(body, stream.settings.is_json())?;
+            let records = messages(body, &stream.settings.content_type)?;
             if records.is_empty() {
                 return Err(bad_request("an empty JSON array appends nothing"));
             }

@@ -13,9 +13,12 @@ use super::shared::{
 use crate::api::auth::{Principal, Resource};
 use crate::api::extract::{read_body, Path};
 use crate::api::shared::{detached, AppState};
-use crate::engine::durable_streams::{CreateRequest, Creation, ForkRequest, MAX_MESSAGE_BYTES};
+use crate::engine::durable_streams::meta::DEFAULT_CONTENT_TYPE;
+use crate::engine::durable_streams::{
+    CreateRequest, Creation, ForkRequest, MAX_MESSAGES, MAX_MESSAGE_BYTES,
+};
 use crate::engine::streams::scope::Operation;
-use crate::wire::durable_streams::{json_messages, parse_offset, Offset};
+use crate::wire::durable_streams::{char_boundary, json_messages, parse_offset, Offset};
 
 pub async fn put(
     State(state): State<AppState>,
@@ -42,21 +45,24 @@ pub async fn put(
             .map_err(Failure::from)?;
         // The body is parsed as the stream's content type: the one given,
         // or a fork's source's (which the engine checks again).
-        let json = match (&content_type, &fork) {
-            (Some(content_type), _) => content_type == JSON,
+        let parsed_as = match (&content_type, &fork) {
+            (Some(content_type), _) => content_type.clone(),
             (None, Some(fork)) => state
                 .engine
                 .durable_streams()
                 .open(&fork.source, false)
                 .await
-                .is_ok_and(|source| source.settings.is_json()),
-            (None, None) => false,
+                .map_or_else(
+                    |_| DEFAULT_CONTENT_TYPE.into(),
+                    |source| source.settings.content_type,
+                ),
+            (None, None) => DEFAULT_CONTENT_TYPE.into(),
         };
         let request = CreateRequest {
             content_type,
             expiry,
             closed,
-            initial: messages(body, json)?,
+            initial: messages(body, &parsed_as)?,
             fork,
         };
         let engine = state.engine.clone();
@@ -165,14 +171,20 @@ fn location(state: &AppState, request_headers: &HeaderMap, uri: &axum::http::Uri
 
 /// The records an append's body becomes: in JSON mode its messages (a
 /// top-level array flattened one level), else its bytes, cut into
-/// records S2 can hold.
-pub(super) fn messages(body: Bytes, json: bool) -> Result<Vec<Bytes>, Failure> {
-    if !json {
+/// records S2 can hold (between characters, for `text/*`).
+pub(super) fn messages(body: Bytes, content_type: &str) -> Result<Vec<Bytes>, Failure> {
+    let too_large = |what: String| fail(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", what);
+    if content_type != JSON {
+        let text = content_type.starts_with("text/");
         let mut pieces = Vec::with_capacity(body.len().div_ceil(MAX_MESSAGE_BYTES));
         let mut rest = body;
         while !rest.is_empty() {
-            let piece = rest.split_to(rest.len().min(MAX_MESSAGE_BYTES));
-            pieces.push(piece);
+            let cut = if text {
+                char_boundary(&rest, MAX_MESSAGE_BYTES)
+            } else {
+                rest.len().min(MAX_MESSAGE_BYTES)
+            };
+            pieces.push(rest.split_to(cut));
         }
         return Ok(pieces);
     }
@@ -180,12 +192,15 @@ pub(super) fn messages(body: Bytes, json: bool) -> Result<Vec<Bytes>, Failure> {
         return Ok(Vec::new());
     }
     let messages = json_messages(&body).map_err(|e| bad_request(format!("invalid JSON: {e}")))?;
+    if messages.len() > MAX_MESSAGES {
+        return Err(too_large(format!(
+            "an append may hold at most {MAX_MESSAGES} JSON messages"
+        )));
+    }
     if messages.iter().any(|m| m.len() > MAX_MESSAGE_BYTES) {
-        return Err(fail(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            format!("a JSON message may be at most {MAX_MESSAGE_BYTES} bytes"),
-        ));
+        return Err(too_large(format!(
+            "a JSON message may be at most {MAX_MESSAGE_BYTES} bytes"
+        )));
     }
     Ok(messages)
 }

@@ -38,6 +38,10 @@ pub const EXPOSED_HEADERS: &str = "stream-next-offset, stream-cursor, stream-up-
 /// The largest integer a JavaScript client holds exactly (2^53 − 1).
 const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
 
+/// The longest `Producer-Id` and `Stream-Seq`: both are kept with the
+/// stream (the writer sequence is rewritten with every append).
+pub const MAX_ID_BYTES: usize = 256;
+
 fn text<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, String> {
     match headers.get(name) {
         None => Ok(None),
@@ -101,8 +105,8 @@ pub fn producer(headers: &HeaderMap) -> Result<Option<ProducerClaim>, String> {
         (Some(id), Some(epoch), Some(seq)) => (id, epoch, seq),
         _ => return Err("give Producer-Id, Producer-Epoch and Producer-Seq together".into()),
     };
-    if id.is_empty() {
-        return Err("Producer-Id must not be empty".into());
+    if id.is_empty() || id.len() > MAX_ID_BYTES {
+        return Err(format!("Producer-Id must be 1 to {MAX_ID_BYTES} bytes"));
     }
     let number = |name: &str, value: &str| {
         value
@@ -120,7 +124,12 @@ pub fn producer(headers: &HeaderMap) -> Result<Option<ProducerClaim>, String> {
 
 /// `Stream-Seq`, the writer sequence.
 pub fn writer_seq(headers: &HeaderMap) -> Result<Option<String>, String> {
-    Ok(text(headers, WRITER_SEQ)?.map(str::to_string))
+    match text(headers, WRITER_SEQ)? {
+        Some(seq) if seq.len() > MAX_ID_BYTES => {
+            Err(format!("Stream-Seq may be at most {MAX_ID_BYTES} bytes"))
+        }
+        seq => Ok(seq.map(str::to_string)),
+    }
 }
 
 /// Sets a header from any displayable value (offsets, numbers, `true`).

@@ -63,20 +63,26 @@ impl DurableStreams {
         name: &StreamName,
         request: CreateRequest,
     ) -> EngineResult<Creation> {
+        self.core.check_writable(name)?;
         let _admin = self.admin.lock().await;
+        let kept_for_forks = || {
+            Ok(Creation::Conflict(
+                "a stream of this name was deleted and is kept for its forks".into(),
+            ))
+        };
         match self.lookup(name, false).await? {
             Lookup::Found(stream) => return Ok(compare(stream, &request)),
-            Lookup::Deleted => {
-                return Ok(Creation::Conflict(
-                    "a stream of this name was deleted and is kept for its forks".into(),
-                ))
+            Lookup::Deleted => return kept_for_forks(),
+            Lookup::Expired(id) => {
+                self.remove(name, id).await?;
+                if self.meta(name)?.is_some() {
+                    return kept_for_forks();
+                }
             }
-            Lookup::Expired(id) => self.remove(name, id).await?,
+            // Cut off by a crash before it was whole (a `PUT` still under
+            // way would hold `admin`): it never existed.
+            Lookup::Unready(id) => self.remove(name, id).await?,
             Lookup::Missing => {}
-        }
-        if let Some((unready, _)) = self.meta(name)? {
-            // Cut off by a crash before it was whole: it never existed.
-            self.remove(name, unready).await?;
         }
         let (settings, origin) = match &request.fork {
             None => (
@@ -115,10 +121,15 @@ impl DurableStreams {
         self.created(name).await
     }
 
+    /// The stream just made; as made, though its expiry may be past
+    /// already (a TTL of 0, say): the next request finds it gone.
     async fn created(&self, name: &str) -> EngineResult<Creation> {
-        match self.lookup(name, true).await? {
+        let not_found = || EngineError::StreamNotFound(name.to_string());
+        let (id, meta) = self.meta(name)?.ok_or_else(not_found)?;
+        self.touch(id, meta.settings.expiry);
+        match self.found(name, id, meta).await? {
             Lookup::Found(stream) => Ok(Creation::Created(stream)),
-            _ => Err(EngineError::StreamNotFound(name.to_string())),
+            _ => Err(not_found()),
         }
     }
 
@@ -201,6 +212,8 @@ impl DurableStreams {
         if let Some((origin, inherited)) = &origin {
             self.copy_inherited(&handle, origin, inherited).await?;
         }
+        // Built afresh: no one can fork a stream not yet ready, so it has
+        // no forks to count.
         let mut meta = DurableMeta::new(settings, true);
         meta.fork = origin.map(|(origin, _)| origin);
         let mut ready = WriteBatch::default();

@@ -1,7 +1,8 @@
 //! Expiry: a stream with `Stream-Expires-At` goes at that time; one with
-//! `Stream-TTL` after that long without a read or an append. Checked on
-//! every access (an expired stream is deleted then, and its path is free
-//! at once) and swept by upkeep, so that expired streams give their space
+//! `Stream-TTL` after that long without a read or an append, and never
+//! while a live reader (long poll, SSE) waits on it. Checked on every
+//! access (an expired stream is deleted then, and its path is free at
+//! once) and swept by upkeep, so that expired streams give their space
 //! back though no one asks for them.
 //!
 //! The sliding TTL's last access is kept in memory only (writing it on
@@ -11,12 +12,35 @@
 
 use std::time::{Duration, Instant};
 
-use super::layer::DurableStreams;
-use super::meta::DurableMeta;
+use super::layer::{DurableStreams, Lookup};
 use super::meta::{Expiry, BASIN};
 use crate::engine::error::EngineResult;
 use crate::engine::locks::lock;
 use crate::engine::streams::types::now_ms;
+
+/// How a stream with a sliding TTL was last used.
+pub(super) struct Use {
+    last: Instant,
+    /// Live readers waiting on it now.
+    live: usize,
+}
+
+/// Held by a live read; the stream does not expire while it is.
+pub(super) struct LiveReader<'a> {
+    streams: &'a DurableStreams,
+    id: u64,
+}
+
+impl Drop for LiveReader<'_> {
+    fn drop(&mut self) {
+        let mut used = lock(&self.streams.used);
+        if let Some(entry) = used.get_mut(&self.id) {
+            entry.live = entry.live.saturating_sub(1);
+            // Its TTL counts from when the last reader left.
+            entry.last = Instant::now();
+        }
+    }
+}
 
 impl DurableStreams {
     pub(super) fn has_expired(&self, id: u64, expiry: Expiry) -> bool {
@@ -24,48 +48,71 @@ impl DurableStreams {
             Expiry::Never => false,
             Expiry::At(at) => now_ms() >= at,
             Expiry::Ttl(secs) => {
-                let mut touched = lock(&self.touched);
-                let last = *touched.entry(id).or_insert_with(Instant::now);
-                last.elapsed() >= Duration::from_secs(secs)
+                let mut used = lock(&self.used);
+                let entry = used.entry(id).or_insert_with(|| Use {
+                    last: Instant::now(),
+                    live: 0,
+                });
+                entry.live == 0 && entry.last.elapsed() >= Duration::from_secs(secs)
             }
         }
     }
 
     pub(super) fn touch(&self, id: u64, expiry: Expiry) {
         if let Expiry::Ttl(_) = expiry {
-            lock(&self.touched).insert(id, Instant::now());
+            lock(&self.used)
+                .entry(id)
+                .and_modify(|entry| entry.last = Instant::now())
+                .or_insert_with(|| Use {
+                    last: Instant::now(),
+                    live: 0,
+                });
         }
     }
 
+    /// Marks a live reader of stream `id` until the guard drops.
+    pub(super) fn live_reader(&self, id: u64) -> LiveReader<'_> {
+        lock(&self.used)
+            .entry(id)
+            .or_insert_with(|| Use {
+                last: Instant::now(),
+                live: 0,
+            })
+            .live += 1;
+        LiveReader { streams: self, id }
+    }
+
     pub(super) fn forget(&self, id: u64) {
-        lock(&self.touched).remove(&id);
+        lock(&self.used).remove(&id);
     }
 
     /// Deletes stream `id` at `name` if it is still there and expired.
     pub(super) async fn delete_expired(&self, name: &str, id: u64) -> EngineResult<()> {
         let _admin = self.admin.lock().await;
-        match self.meta(name)? {
-            Some((current, meta))
-                if current == id && self.has_expired(id, meta.settings.expiry) =>
-            {
-                self.remove(name, id).await
-            }
+        match self.lookup(name, false).await? {
+            Lookup::Expired(current) if current == id => self.remove(name, id).await,
             _ => Ok(()),
         }
     }
 
-    /// Deletes every expired stream (upkeep).
-    pub async fn sweep_expired(&self) -> EngineResult<()> {
+    /// Upkeep: deletes every expired stream, and any a crash cut off
+    /// while it was made. Skipped while a creation or deletion runs (a
+    /// fork copying a long stream, say): the next round does it.
+    pub async fn sweep(&self) -> EngineResult<()> {
         if self.core.basin_meta(BASIN).is_err() {
             return Ok(());
         }
+        let Ok(_admin) = self.admin.try_lock() else {
+            return Ok(());
+        };
         for (name, stream) in self.core.all_stream_metas(BASIN)? {
-            let meta: Option<DurableMeta> =
-                self.core.get_meta(&super::meta::meta_key(stream.id))?;
-            if let Some(meta) = meta {
-                if self.has_expired(stream.id, meta.settings.expiry) {
-                    self.delete_expired(&name, stream.id).await?;
+            match self.lookup(&name, false).await? {
+                // Holding `admin`, no `PUT` is under way: unready is a
+                // crash's leftover.
+                Lookup::Expired(id) | Lookup::Unready(id) if id == stream.id => {
+                    self.remove(&name, id).await?
                 }
+                _ => {}
             }
         }
         Ok(())

@@ -3,20 +3,18 @@
 //! start where the source's do). A source keeps a count of its forks; one
 //! deleted while it has any stays, answering `410` and keeping its name,
 //! until the last is deleted, and then goes, as do its own deleted
-//! sources in turn.
+//! sources in turn (`DurableStreams::remove`, in `layer.rs`).
 
 use std::time::Duration;
 
 use super::create::{CreateRequest, ForkRequest};
 use super::layer::{DurableStreams, Lookup};
-use super::meta::{meta_key, ForkOrigin, Settings, BASIN};
+use super::meta::{ForkOrigin, Settings};
 use crate::engine::error::{EngineError, EngineResult};
-use crate::engine::streams::delete_stream_ops;
-use crate::engine::streams::keys;
 use crate::engine::streams::streamer::StreamHandle;
 use crate::engine::streams::terms::AppendTerms;
 use crate::engine::streams::types::{AppendInput, AppendRecord};
-use crate::storage::{Keyspace, WriteBatch};
+use crate::storage::WriteBatch;
 
 /// Which of its source's records a fork copies.
 #[derive(Clone, Copy, Debug)]
@@ -49,7 +47,9 @@ impl DurableStreams {
     ) -> EngineResult<Resolved> {
         let source = match self.lookup(&fork.source, false).await? {
             Lookup::Found(source) => source,
-            Lookup::Missing => return Err(EngineError::StreamNotFound(fork.source.clone())),
+            Lookup::Missing | Lookup::Unready(_) => {
+                return Err(EngineError::StreamNotFound(fork.source.clone()))
+            }
             Lookup::Expired(id) => {
                 self.remove(&fork.source, id).await?;
                 return Err(EngineError::StreamNotFound(fork.source.clone()));
@@ -167,51 +167,6 @@ impl DurableStreams {
                 .submit_with_terms(input, terms, WriteBatch::default())
                 .await?
                 .await?;
-        }
-        Ok(())
-    }
-
-    /// Deletes stream `id` at `name`, if it is still the one there: only
-    /// marked deleted while it has forks; else for good, and then its
-    /// source counts one fork less (and goes too, if it was deleted and
-    /// that was its last). The caller holds `admin`.
-    pub(super) async fn remove(&self, name: &str, id: u64) -> EngineResult<()> {
-        let mut next = Some((name.to_string(), id));
-        while let Some((name, id)) = next.take() {
-            let Some((current, mut meta)) = self.meta(&name)? else {
-                break;
-            };
-            if current != id {
-                break;
-            }
-            let mut batch = WriteBatch::default();
-            if meta.forks > 0 {
-                meta.deleted = true;
-                batch.put(Keyspace::Meta, meta_key(id), keys::encode_json(&meta));
-                self.core.committer().commit(batch).await?;
-                break;
-            }
-            let _core_admin = self.core.lock_admin().await;
-            self.core.stop_stream(BASIN, &name).await;
-            delete_stream_ops(&mut batch, BASIN, &name, id);
-            if let Some(origin) = &meta.fork {
-                if let Some((source_id, mut source)) = self.meta(&origin.source)? {
-                    if source_id == origin.source_id {
-                        source.forks = source.forks.saturating_sub(1);
-                        if source.deleted && source.forks == 0 {
-                            next = Some((origin.source.clone(), source_id));
-                        }
-                        batch.put(
-                            Keyspace::Meta,
-                            meta_key(source_id),
-                            keys::encode_json(&source),
-                        );
-                    }
-                }
-            }
-            self.core.committer().commit(batch).await?;
-            self.core.metrics.streams.forget_stream(BASIN, &name);
-            self.forget(id);
         }
         Ok(())
     }

@@ -3,12 +3,13 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use super::meta::{self, Settings, BASIN};
 use crate::engine::error::{EngineError, EngineResult};
+use crate::engine::streams::keys;
 use crate::engine::streams::streamer::{StreamHandle, Visible};
-use crate::engine::streams::{CreateIf, StreamCore};
+use crate::engine::streams::{delete_stream_ops, CreateIf, StreamCore};
+use crate::storage::{Keyspace, WriteBatch};
 
 /// The Durable Streams layer.
 pub struct DurableStreams {
@@ -17,9 +18,9 @@ pub struct DurableStreams {
     /// never both create it, and an expiry never deletes a stream made
     /// again in its place.
     pub(super) admin: tokio::sync::Mutex<()>,
-    /// When each stream with a sliding TTL was last read or written, by
-    /// stream id (in memory: after a restart the countdown starts again).
-    pub(super) touched: Mutex<HashMap<u64, Instant>>,
+    /// How each stream with a sliding TTL was last used, by stream id (in
+    /// memory: after a restart the countdown starts again).
+    pub(super) used: Mutex<HashMap<u64, super::expiry::Use>>,
 }
 
 /// A stream that exists, as of its opening.
@@ -45,7 +46,7 @@ impl DurableStreams {
         Arc::new(Self {
             core,
             admin: tokio::sync::Mutex::new(()),
-            touched: Mutex::new(HashMap::new()),
+            used: Mutex::new(HashMap::new()),
         })
     }
 
@@ -55,23 +56,29 @@ impl DurableStreams {
     pub async fn open(&self, name: &str, touch: bool) -> EngineResult<DurableStream> {
         match self.lookup(name, touch).await? {
             Lookup::Found(stream) => Ok(stream),
-            Lookup::Missing => Err(EngineError::StreamNotFound(name.into())),
+            Lookup::Missing | Lookup::Unready(_) => Err(EngineError::StreamNotFound(name.into())),
             Lookup::Deleted => Err(EngineError::StreamDeleted(name.into())),
             Lookup::Expired(id) => {
                 self.delete_expired(name, id).await?;
-                Err(EngineError::StreamNotFound(name.into()))
+                // Gone, or kept (deleted) for its forks.
+                match self.meta(name)? {
+                    Some((current, meta)) if current == id && meta.deleted => {
+                        Err(EngineError::StreamDeleted(name.into()))
+                    }
+                    _ => Err(EngineError::StreamNotFound(name.into())),
+                }
             }
         }
     }
 
-    /// [`Self::open`] for callers holding `admin`, which delete an expired
-    /// stream themselves.
+    /// What is at `name`; callers that hold `admin` act on an expired,
+    /// unready or deleted stream themselves.
     pub(super) async fn lookup(&self, name: &str, touch: bool) -> EngineResult<Lookup> {
         let Some((id, meta)) = self.meta(name)? else {
             return Ok(Lookup::Missing);
         };
         if !meta.ready {
-            return Ok(Lookup::Missing);
+            return Ok(Lookup::Unready(id));
         }
         if meta.deleted {
             return Ok(Lookup::Deleted);
@@ -82,6 +89,16 @@ impl DurableStreams {
         if touch {
             self.touch(id, meta.settings.expiry);
         }
+        self.found(name, id, meta).await
+    }
+
+    /// The stream `id` at `name`, with its task.
+    pub(super) async fn found(
+        &self,
+        name: &str,
+        id: u64,
+        meta: meta::DurableMeta,
+    ) -> EngineResult<Lookup> {
         let handle = self.core.stream(BASIN, name, CreateIf::Never).await?;
         if handle.id != id {
             // Deleted and made again between the two looks.
@@ -111,10 +128,11 @@ impl DurableStreams {
 
     /// Deletes the stream (`DELETE`).
     pub async fn delete(&self, name: &str) -> EngineResult<()> {
+        self.core.check_writable(name)?;
         let _admin = self.admin.lock().await;
         match self.lookup(name, false).await? {
             Lookup::Found(stream) => self.remove(name, stream.id).await,
-            Lookup::Missing => Err(EngineError::StreamNotFound(name.into())),
+            Lookup::Missing | Lookup::Unready(_) => Err(EngineError::StreamNotFound(name.into())),
             Lookup::Deleted => Err(EngineError::StreamDeleted(name.into())),
             Lookup::Expired(id) => {
                 self.remove(name, id).await?;
@@ -122,12 +140,70 @@ impl DurableStreams {
             }
         }
     }
+
+    /// Deletes stream `id` at `name`, if it is still the one there: only
+    /// marks it deleted while it has forks; else deletes it, and its
+    /// source counts one fork less (and goes too, if it was deleted and
+    /// that was its last; and so on up). One batch: a crash, or a client
+    /// gone, leaves all of it done or none. The caller holds `admin`.
+    pub(super) async fn remove(&self, name: &str, id: u64) -> EngineResult<()> {
+        let mut batch = WriteBatch::default();
+        // What the batch has changed so far, by stream id.
+        let mut changed: HashMap<u64, meta::DurableMeta> = HashMap::new();
+        let mut removed = Vec::new();
+        let mut next = Some((name.to_string(), id));
+        let _core_admin = self.core.lock_admin().await;
+        while let Some((name, id)) = next.take() {
+            let Some((current, stored)) = self.meta(&name)? else {
+                break;
+            };
+            if current != id {
+                break;
+            }
+            let mut meta = changed.remove(&id).unwrap_or(stored);
+            if meta.forks > 0 {
+                meta.deleted = true;
+                batch.put(Keyspace::Meta, meta::meta_key(id), keys::encode_json(&meta));
+                break;
+            }
+            self.core.stop_stream(BASIN, &name).await;
+            delete_stream_ops(&mut batch, BASIN, &name, id);
+            removed.push((name, id));
+            let Some(origin) = meta.fork else { break };
+            let Some((source_id, stored)) = self.meta(&origin.source)? else {
+                break;
+            };
+            if source_id != origin.source_id {
+                break;
+            }
+            let mut source = changed.remove(&source_id).unwrap_or(stored);
+            source.forks = source.forks.saturating_sub(1);
+            if source.deleted && source.forks == 0 {
+                next = Some((origin.source, source_id));
+            } else {
+                batch.put(
+                    Keyspace::Meta,
+                    meta::meta_key(source_id),
+                    keys::encode_json(&source),
+                );
+            }
+            changed.insert(source_id, source);
+        }
+        self.core.committer().commit(batch).await?;
+        for (name, id) in removed {
+            self.core.metrics.streams.forget_stream(BASIN, &name);
+            self.forget(id);
+        }
+        Ok(())
+    }
 }
 
 /// What is at a name.
 pub(super) enum Lookup {
     Found(DurableStream),
     Missing,
+    /// Made by a `PUT` not yet done, or cut off by a crash: not shown.
+    Unready(u64),
     /// Deleted while it had forks, which keep it.
     Deleted,
     /// A stream, expired: the caller deletes it.

@@ -26,4 +26,4 @@ pub use create::{CreateRequest, Creation, ForkRequest};
 pub use layer::{DurableStream, DurableStreams};
 pub use meta::{Expiry, Settings, BASIN};
 pub use read::Chunk;
-pub use write::{Message, MAX_MESSAGE_BYTES};
+pub use write::{MAX_MESSAGES, MAX_MESSAGE_BYTES};

@@ -49,6 +49,8 @@ impl DurableStreams {
         wait: Duration,
     ) -> EngineResult<Chunk> {
         let deadline = Instant::now() + wait;
+        // A stream with a live reader does not expire (§5.1).
+        let _live = (!wait.is_zero()).then(|| self.live_reader(stream.id));
         let mut visible = stream.handle.subscribe();
         let mut closing = self.core.closing();
         loop {
@@ -70,6 +72,15 @@ impl DurableStreams {
                     limits,
                 )
                 .await?;
+                if scan.records.is_empty() {
+                    // Below the tail, yet nothing: the stream was deleted
+                    // (or trimmed) and its records removed meanwhile.
+                    let now = stream.visible();
+                    if from < now.trim_point {
+                        return Err(EngineError::CursorExpired(now.trim_point));
+                    }
+                    return Err(EngineError::StreamNotFound(stream.name.clone()));
+                }
                 count_read(
                     &self.core.metrics,
                     (BASIN, &stream.name),

@@ -9,19 +9,20 @@ use crate::engine::streams::terms::{AppendTerms, BatchLimits};
 use crate::engine::streams::types::{AppendAck, AppendInput, AppendRecord};
 use crate::storage::WriteBatch;
 
-/// One record's bytes: a JSON message, or a piece of an append's bytes.
-pub type Message = Bytes;
-
 /// The most one record may hold: S2's record limit (1 MiB metered) less
 /// the 8 bytes every record is metered for. Byte-mode appends are cut
 /// into records of this size; a larger JSON message is refused.
 pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024 - 8;
 
-/// What one append may hold: more than S2's 1000 records (a JSON batch of
-/// small messages), each record within S2's limit; the bytes are bounded
-/// by the request body before they get here.
+/// The most records one append may hold: more than S2's 1000, as a JSON
+/// batch of small messages may (the official client sends up to 1 MiB of
+/// them at once).
+pub const MAX_MESSAGES: usize = 100_000;
+
+/// What one append may hold: [`MAX_MESSAGES`] records, each within S2's
+/// limit; the bytes are bounded by the request body before they get here.
 pub(super) const LIMITS: BatchLimits = BatchLimits {
-    records: 1_000_000,
+    records: MAX_MESSAGES,
     bytes: 64 * 1024 * 1024,
 };
 
@@ -32,9 +33,10 @@ impl DurableStreams {
     pub async fn append(
         &self,
         stream: &DurableStream,
-        messages: Vec<Message>,
+        messages: Vec<Bytes>,
         mut terms: AppendTerms,
     ) -> EngineResult<AppendAck> {
+        self.core.check_writable(&stream.name)?;
         self.touch(stream.id, stream.settings.expiry);
         terms.limits = LIMITS;
         stream
@@ -45,7 +47,7 @@ impl DurableStreams {
     }
 }
 
-pub(super) fn input(messages: Vec<Message>) -> AppendInput {
+pub(super) fn input(messages: Vec<Bytes>) -> AppendInput {
     AppendInput {
         records: messages
             .into_iter()

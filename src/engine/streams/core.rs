@@ -205,7 +205,7 @@ impl StreamCore {
     }
 
     /// Refuses streams that an upper layer reserved.
-    pub(super) fn check_writable(&self, stream: &str) -> EngineResult<()> {
+    pub(crate) fn check_writable(&self, stream: &str) -> EngineResult<()> {
         let reserved = read_lock(&self.reserved);
         match reserved.iter().find(|r| stream.starts_with(r.prefix)) {
             Some(r) => Err(EngineError::Invalid(format!("stream `{stream}` {}", r.why))),

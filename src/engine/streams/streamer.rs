@@ -1,9 +1,10 @@
 //! One task per active stream: it owns the stream's tail.
 //!
 //! Every append to a stream goes through its task, which checks the
-//! append's conditions (`fencing_token`, `match_seq_num`), assigns seq nums
-//! and timestamps, applies command records, and hands the encoded batch to
-//! the [`Committer`]. The task never waits for the fsync: it keeps an
+//! append's conditions (`fencing_token`, `match_seq_num`, and the terms of
+//! `terms.rs`: closure, producers, writer sequence), assigns seq nums and
+//! timestamps, applies command records, and hands the encoded batch to the
+//! [`Committer`]. The task never waits for the fsync: it keeps an
 //! *assigned* state that runs ahead of what is durable, so a client that
 //! pipelines appends is not limited to one append per fsync.
 //!
