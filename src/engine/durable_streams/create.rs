@@ -11,7 +11,7 @@ use bytes::Bytes;
 
 use super::layer::{DurableStream, DurableStreams, Lookup};
 use super::meta::{
-    meta_key, DurableMeta, Expiry, ForkOrigin, Settings, BASIN, DEFAULT_CONTENT_TYPE,
+    meta_key, DurableMeta, Expiry, ForkOrigin, Inherited, Settings, BASIN, DEFAULT_CONTENT_TYPE,
 };
 use crate::engine::error::{EngineError, EngineResult};
 use crate::engine::streams::config::{
@@ -202,7 +202,7 @@ impl DurableStreams {
         name: &str,
         id: u64,
         settings: Settings,
-        origin: Option<(ForkOrigin, super::forks::Inherited)>,
+        origin: Option<(ForkOrigin, Inherited)>,
         request: CreateRequest,
     ) -> EngineResult<()> {
         let handle = self.core.stream(BASIN, name, CreateIf::Never).await?;

@@ -12,18 +12,11 @@
 
 use std::time::{Duration, Instant};
 
-use super::layer::{DurableStreams, Lookup};
+use super::layer::{DurableStreams, Lookup, Use};
 use super::meta::{Expiry, BASIN};
 use crate::engine::error::EngineResult;
 use crate::engine::locks::lock;
 use crate::engine::streams::types::now_ms;
-
-/// How a stream with a sliding TTL was last used.
-pub(super) struct Use {
-    last: Instant,
-    /// Live readers waiting on it now.
-    live: usize,
-}
 
 /// Held by a live read; the stream does not expire while it is.
 pub(super) struct LiveReader<'a> {

@@ -9,30 +9,12 @@ use std::time::Duration;
 
 use super::create::{CreateRequest, ForkRequest};
 use super::layer::{DurableStreams, Lookup};
-use super::meta::{ForkOrigin, Settings};
+use super::meta::{ForkOrigin, Inherited, Settings};
 use crate::engine::error::{EngineError, EngineResult};
 use crate::engine::streams::streamer::StreamHandle;
 use crate::engine::streams::terms::AppendTerms;
 use crate::engine::streams::types::{AppendInput, AppendRecord};
 use crate::storage::WriteBatch;
-
-/// Which of its source's records a fork copies.
-#[derive(Clone, Copy, Debug)]
-pub(super) struct Inherited {
-    /// The source's first record (its trim point).
-    pub start: u64,
-    /// Records `[start, whole_until)` are copied whole.
-    pub whole_until: u64,
-    /// Then this many bytes of record `whole_until`.
-    pub partial: Option<usize>,
-}
-
-impl Inherited {
-    /// The fork's first own offset.
-    pub fn end(&self) -> u64 {
-        self.whole_until + u64::from(self.partial.is_some())
-    }
-}
 
 /// A fork's settings and origin, or why its source refuses it (`409`).
 type Resolved = Result<(Settings, Option<(ForkOrigin, Inherited)>), String>;

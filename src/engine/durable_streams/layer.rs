@@ -20,7 +20,14 @@ pub struct DurableStreams {
     pub(super) admin: tokio::sync::Mutex<()>,
     /// How each stream with a sliding TTL was last used, by stream id (in
     /// memory: after a restart the countdown starts again).
-    pub(super) used: Mutex<HashMap<u64, super::expiry::Use>>,
+    pub(super) used: Mutex<HashMap<u64, Use>>,
+}
+
+/// How a stream with a sliding TTL was last used (`expiry.rs`).
+pub(super) struct Use {
+    pub(super) last: std::time::Instant,
+    /// Live readers waiting on it now.
+    pub(super) live: usize,
 }
 
 /// A stream that exists, as of its opening.

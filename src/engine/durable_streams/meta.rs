@@ -95,6 +95,24 @@ pub struct ForkOrigin {
     pub sub_offset: u64,
 }
 
+/// Which of its source's records a fork copies.
+#[derive(Clone, Copy, Debug)]
+pub struct Inherited {
+    /// The source's first record (its trim point).
+    pub start: u64,
+    /// Records `[start, whole_until)` are copied whole.
+    pub whole_until: u64,
+    /// Then this many bytes of record `whole_until`.
+    pub partial: Option<usize>,
+}
+
+impl Inherited {
+    /// The fork's first own offset.
+    pub fn end(&self) -> u64 {
+        self.whole_until + u64::from(self.partial.is_some())
+    }
+}
+
 fn is_zero(n: &u64) -> bool {
     *n == 0
 }
