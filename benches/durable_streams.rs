@@ -256,9 +256,15 @@ impl ReferenceServer {
             return None;
         }
         std::fs::create_dir_all(data_dir).unwrap();
+        // The Node the install script chose, if it linked one there.
+        let bin = packages.join("node_modules/.bin");
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let path =
+            std::env::join_paths(std::iter::once(bin).chain(std::env::split_paths(&path))).ok()?;
         let mut child = Command::new("node")
             .arg("reference-server.mjs")
             .arg(data_dir)
+            .env("PATH", path)
             .current_dir(&packages)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -277,7 +283,11 @@ impl ReferenceServer {
                 }
             }
         });
-        let base = rx.recv_timeout(Duration::from_secs(30)).ok()?;
+        let Ok(base) = rx.recv_timeout(Duration::from_secs(30)) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        };
         Some(ReferenceServer { child, base })
     }
 }

@@ -42,8 +42,12 @@ fn suite_dir() -> Option<PathBuf> {
 /// A server whose long polls wait 2 s: the suite's tests of a poll that
 /// times out wait for it.
 async fn server() -> TestServer {
+    server_polling(Duration::from_secs(2)).await
+}
+
+async fn server_polling(long_poll: Duration) -> TestServer {
     let options = rill::server::ServerOptions {
-        durable_streams_long_poll: Some(Duration::from_secs(2)),
+        durable_streams_long_poll: Some(long_poll),
         ..Default::default()
     };
     TestServer::start_with(Arc::new(MemoryStorage::default()), options).await
@@ -146,6 +150,8 @@ fn run_vitest(dir: &Path, base: &str, results: &Path, log: &Path) -> bool {
         .args(["run", "--reporter=default", "--reporter=json"])
         .arg(format!("--outputFile.json={}", results.display()))
         .current_dir(dir)
+        // The Node the install script chose, if it linked one there.
+        .env("PATH", path_with(&dir.join("node_modules/.bin")))
         .env("CONFORMANCE_TEST_URL", base)
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
@@ -165,6 +171,13 @@ fn run_vitest(dir: &Path, base: &str, results: &Path, log: &Path) -> bool {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// `PATH` with `first` in front.
+fn path_with(first: &Path) -> std::ffi::OsString {
+    let rest = std::env::var_os("PATH").unwrap_or_default();
+    std::env::join_paths(std::iter::once(first.to_path_buf()).chain(std::env::split_paths(&rest)))
+        .unwrap()
 }
 
 /// `/v1/stream/{path}` on `server`.
@@ -358,7 +371,9 @@ async fn a_token_reaches_only_the_streams_of_its_scope() {
 
 #[tokio::test]
 async fn expiry_waits_for_live_readers_and_a_source_with_forks_is_kept() {
-    let server = server().await;
+    // Polls of 4 s, TTLs of 2 s, upkeep every second: wide margins for a
+    // busy machine.
+    let server = server_polling(Duration::from_secs(4)).await;
     let http = &server.client;
     let put = |path: &str, ttl: &str| {
         http.put(ds(&server, path))
@@ -368,11 +383,11 @@ async fn expiry_waits_for_live_readers_and_a_source_with_forks_is_kept() {
             .send()
     };
     assert_eq!(
-        put("brief", "1").await.unwrap().status(),
+        put("brief", "2").await.unwrap().status(),
         StatusCode::CREATED
     );
-    // A long poll (2 s here) outlasts the 1 s TTL; upkeep sweeps every
-    // second, yet the stream stays while the reader waits.
+    // The long poll outlasts the TTL; upkeep sweeps every second, yet the
+    // stream stays while the reader waits, and its TTL counts from then.
     let poll = http
         .get(format!(
             "{}?offset=now&live=long-poll",
@@ -384,13 +399,13 @@ async fn expiry_waits_for_live_readers_and_a_source_with_forks_is_kept() {
     assert_eq!(poll.status(), StatusCode::NO_CONTENT);
     let head = http.head(ds(&server, "brief")).send().await.unwrap();
     assert_eq!(head.status(), StatusCode::OK, "expired under a live reader");
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::time::sleep(Duration::from_millis(3500)).await;
     let head = http.head(ds(&server, "brief")).send().await.unwrap();
     assert_eq!(head.status(), StatusCode::NOT_FOUND);
 
     // An expired source with a fork is kept for it: 410, never 404.
     assert_eq!(
-        put("short-source", "1").await.unwrap().status(),
+        put("short-source", "2").await.unwrap().status(),
         StatusCode::CREATED
     );
     let fork = http
@@ -401,9 +416,15 @@ async fn expiry_waits_for_live_readers_and_a_source_with_forks_is_kept() {
         .await
         .unwrap();
     assert_eq!(fork.status(), StatusCode::CREATED);
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    tokio::time::sleep(Duration::from_millis(3500)).await;
     let head = http.head(ds(&server, "short-source")).send().await.unwrap();
     assert_eq!(head.status(), StatusCode::GONE);
+    let delete = http
+        .delete(ds(&server, "short-source"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(delete.status(), StatusCode::GONE);
     let read = http.get(ds(&server, "long-fork")).send().await.unwrap();
     assert_eq!(read.text().await.unwrap(), "x");
 

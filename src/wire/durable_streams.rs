@@ -77,11 +77,14 @@ pub fn char_boundary(text: &[u8], max: usize) -> usize {
     }
     // A continuation byte (10xxxxxx) is inside a character; at most three
     // of them follow its first byte.
+    let inside = |at: usize| text[at] & 0xC0 == 0x80;
     let mut cut = max;
-    while cut > max.saturating_sub(3) && cut > 0 && text[cut] & 0xC0 == 0x80 {
+    while cut > max.saturating_sub(3) && cut > 0 && inside(cut) {
         cut -= 1;
     }
-    if cut == 0 {
+    // Not UTF-8 there (no character starts within three bytes): cut where
+    // asked.
+    if cut == 0 || inside(cut) {
         max
     } else {
         cut

@@ -2,8 +2,8 @@
 //! 2024-10-09T00:00:00Z, which clients echo as `cursor=` so that a CDN
 //! collapses the live reads of one interval into one. A client that
 //! echoes the current interval, or a later one, gets a later one still (by
-//! a random 1 s–1 h), so its next request never hits a cached answer of
-//! the same cursor again.
+//! a random 1 to 180 intervals: 20 s to 1 h), so its next request never
+//! hits a cached answer of the same cursor again.
 
 use rand::Rng;
 
@@ -11,7 +11,7 @@ use crate::engine::streams::types::now_ms;
 
 const EPOCH_SECS: u64 = 1_728_432_000;
 const INTERVAL_SECS: u64 = 20;
-/// The jitter, in intervals: 1 s to 3600 s, rounded up.
+/// The most jitter, in intervals: the protocol's 3600 s.
 const MAX_JITTER: u64 = 3600 / INTERVAL_SECS;
 
 /// The cursor of an answer to a request that echoed `echoed`.

@@ -13,7 +13,7 @@
 use std::time::{Duration, Instant};
 
 use super::layer::{DurableStreams, Lookup, Use};
-use super::meta::{Expiry, BASIN};
+use super::meta::{meta_key, DurableMeta, Expiry, BASIN};
 use crate::engine::error::EngineResult;
 use crate::engine::locks::lock;
 use crate::engine::streams::types::now_ms;
@@ -63,8 +63,12 @@ impl DurableStreams {
         }
     }
 
-    /// Marks a live reader of stream `id` until the guard drops.
-    pub(super) fn live_reader(&self, id: u64) -> LiveReader<'_> {
+    /// Marks a live reader of stream `id` until the guard drops (streams
+    /// with a sliding TTL only: no other needs the mark).
+    pub(super) fn live_reader(&self, id: u64, expiry: Expiry) -> Option<LiveReader<'_>> {
+        if !matches!(expiry, Expiry::Ttl(_)) {
+            return None;
+        }
         lock(&self.used)
             .entry(id)
             .or_insert_with(|| Use {
@@ -72,7 +76,7 @@ impl DurableStreams {
                 live: 0,
             })
             .live += 1;
-        LiveReader { streams: self, id }
+        Some(LiveReader { streams: self, id })
     }
 
     pub(super) fn forget(&self, id: u64) {
@@ -89,8 +93,9 @@ impl DurableStreams {
     }
 
     /// Upkeep: deletes every expired stream, and any a crash cut off
-    /// while it was made. Skipped while a creation or deletion runs (a
-    /// fork copying a long stream, say): the next round does it.
+    /// while it was made; decided from their meta alone (no stream task
+    /// is started). Skipped while a creation or deletion runs (a fork
+    /// copying a long stream, say): the next round does it.
     pub async fn sweep(&self) -> EngineResult<()> {
         if self.core.basin_meta(BASIN).is_err() {
             return Ok(());
@@ -99,13 +104,16 @@ impl DurableStreams {
             return Ok(());
         };
         for (name, stream) in self.core.all_stream_metas(BASIN)? {
-            match self.lookup(&name, false).await? {
-                // Holding `admin`, no `PUT` is under way: unready is a
-                // crash's leftover.
-                Lookup::Expired(id) | Lookup::Unready(id) if id == stream.id => {
-                    self.remove(&name, id).await?
+            // A stream made through S2 has no meta: it never expires.
+            let meta: Option<DurableMeta> = self.core.get_meta(&meta_key(stream.id))?;
+            let Some(meta) = meta else { continue };
+            // Holding `admin`, no `PUT` is under way: unready is a crash's
+            // leftover.
+            if let Some(Lookup::Expired(id) | Lookup::Unready(id)) = self.unusable(stream.id, &meta)
+            {
+                if let Err(err) = self.remove(&name, id).await {
+                    tracing::warn!(stream = %name, error = %err, "deleting an expired Durable Streams stream failed; retrying next round");
                 }
-                _ => {}
             }
         }
         Ok(())

@@ -67,13 +67,7 @@ impl DurableStreams {
             Lookup::Deleted => Err(EngineError::StreamDeleted(name.into())),
             Lookup::Expired(id) => {
                 self.delete_expired(name, id).await?;
-                // Gone, or kept (deleted) for its forks.
-                match self.meta(name)? {
-                    Some((current, meta)) if current == id && meta.deleted => {
-                        Err(EngineError::StreamDeleted(name.into()))
-                    }
-                    _ => Err(EngineError::StreamNotFound(name.into())),
-                }
+                Err(self.gone_or_kept(name, id)?)
             }
         }
     }
@@ -84,19 +78,26 @@ impl DurableStreams {
         let Some((id, meta)) = self.meta(name)? else {
             return Ok(Lookup::Missing);
         };
-        if !meta.ready {
-            return Ok(Lookup::Unready(id));
-        }
-        if meta.deleted {
-            return Ok(Lookup::Deleted);
-        }
-        if self.has_expired(id, meta.settings.expiry) {
-            return Ok(Lookup::Expired(id));
+        if let Some(unusable) = self.unusable(id, &meta) {
+            return Ok(unusable);
         }
         if touch {
             self.touch(id, meta.settings.expiry);
         }
         self.found(name, id, meta).await
+    }
+
+    /// What keeps stream `id` from being used, from its meta alone.
+    pub(super) fn unusable(&self, id: u64, meta: &meta::DurableMeta) -> Option<Lookup> {
+        if !meta.ready {
+            Some(Lookup::Unready(id))
+        } else if meta.deleted {
+            Some(Lookup::Deleted)
+        } else if self.has_expired(id, meta.settings.expiry) {
+            Some(Lookup::Expired(id))
+        } else {
+            None
+        }
     }
 
     /// The stream `id` at `name`, with its task.
@@ -143,9 +144,20 @@ impl DurableStreams {
             Lookup::Deleted => Err(EngineError::StreamDeleted(name.into())),
             Lookup::Expired(id) => {
                 self.remove(name, id).await?;
-                Err(EngineError::StreamNotFound(name.into()))
+                Err(self.gone_or_kept(name, id)?)
             }
         }
+    }
+
+    /// Why stream `id`, just removed, is not found: gone, or kept (deleted)
+    /// for its forks.
+    pub(super) fn gone_or_kept(&self, name: &str, id: u64) -> EngineResult<EngineError> {
+        Ok(match self.meta(name)? {
+            Some((current, meta)) if current == id && meta.deleted => {
+                EngineError::StreamDeleted(name.into())
+            }
+            _ => EngineError::StreamNotFound(name.into()),
+        })
     }
 
     /// Deletes stream `id` at `name`, if it is still the one there: only

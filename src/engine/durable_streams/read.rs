@@ -49,8 +49,13 @@ impl DurableStreams {
         wait: Duration,
     ) -> EngineResult<Chunk> {
         let deadline = Instant::now() + wait;
-        // A stream with a live reader does not expire (§5.1).
-        let _live = (!wait.is_zero()).then(|| self.live_reader(stream.id));
+        // Every read restarts a sliding TTL; and a stream with a live
+        // reader waiting does not expire (§5.1).
+        let expiry = stream.settings.expiry;
+        self.touch(stream.id, expiry);
+        let _live = (!wait.is_zero())
+            .then(|| self.live_reader(stream.id, expiry))
+            .flatten();
         let mut visible = stream.handle.subscribe();
         let mut closing = self.core.closing();
         loop {
