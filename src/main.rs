@@ -41,6 +41,11 @@ enum Command {
         /// Keep everything in memory; nothing survives a restart.
         #[arg(long)]
         in_memory: bool,
+        /// Keep data in this Postgres database instead (`postgres://user:
+        /// password@host/db`); its schema is made and migrated by Rill.
+        #[arg(long, env = "RILL_STORAGE", value_name = "URL", conflicts_with = "in_memory",
+              value_parser = postgres_url)]
+        storage: Option<String>,
         /// Connections served at once; more get a 503 and are closed.
         #[arg(long, env = "RILL_MAX_CONNECTIONS", default_value_t = 10_000,
               value_parser = clap::value_parser!(u32).range(1..))]
@@ -168,6 +173,7 @@ fn main() -> std::process::ExitCode {
             listen,
             data_dir,
             in_memory,
+            storage,
             max_connections,
             header_read_timeout,
             body_read_timeout,
@@ -206,7 +212,13 @@ fn main() -> std::process::ExitCode {
             };
             let config = ServeConfig {
                 listen,
-                data_dir,
+                storage: match storage {
+                    Some(url) => rill::server::StorageChoice::Postgres(url),
+                    None => match data_dir {
+                        Some(dir) => rill::server::StorageChoice::Dir(dir),
+                        None => rill::server::StorageChoice::Memory,
+                    },
+                },
                 limits: rill::connections::ConnectionLimits {
                     header_read_timeout,
                     max_connections: max_connections as usize,
@@ -293,6 +305,14 @@ fn positive_duration(text: &str) -> Result<std::time::Duration, String> {
 /// What `rill repair` says: what the store keeps, what is gone for good
 /// (each lost commit's notes: which seq nums of which streams), and where
 /// the damaged journals were put aside.
+/// `--storage`: a Postgres URL.
+fn postgres_url(text: &str) -> Result<String, String> {
+    if !(text.starts_with("postgres://") || text.starts_with("postgresql://")) {
+        return Err("a postgres:// URL".into());
+    }
+    Ok(text.to_string())
+}
+
 fn repair_report(data_dir: &std::path::Path, repair: &rill::storage::Repair) -> String {
     let recovered = repair.recovered;
     let Some((acknowledged, notes)) = &repair.lost else {

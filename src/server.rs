@@ -28,8 +28,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Clone, Debug)]
 pub struct ServeConfig {
     pub listen: SocketAddr,
-    /// `None` keeps everything in memory.
-    pub data_dir: Option<PathBuf>,
+    pub storage: StorageChoice,
     pub limits: ConnectionLimits,
     pub auth: Auth,
     /// Serve over TLS with these certificate and key files.
@@ -42,6 +41,29 @@ pub struct ServeConfig {
     pub metrics_per_stream: bool,
     /// How long a Durable Streams long poll waits for records.
     pub durable_streams_long_poll: Duration,
+}
+
+/// Where the server keeps its data.
+#[derive(Clone, Debug)]
+pub enum StorageChoice {
+    /// fjall in this directory (the default).
+    Dir(PathBuf),
+    /// A Postgres database (`postgres://…`).
+    Postgres(String),
+    /// Nothing survives the process.
+    Memory,
+}
+
+/// Opens the storage `choice` names.
+pub fn open_chosen_storage(choice: &StorageChoice) -> Result<Arc<dyn Storage>, String> {
+    match choice {
+        StorageChoice::Dir(dir) => open_storage(Some(dir)),
+        StorageChoice::Memory => open_storage(None),
+        StorageChoice::Postgres(url) => Ok(Arc::new(
+            crate::storage::PostgresStorage::open(url)
+                .map_err(|e| format!("cannot open storage on Postgres: {e}"))?,
+        )),
+    }
 }
 
 pub fn open_storage(data_dir: Option<&std::path::Path>) -> Result<Arc<dyn Storage>, String> {
@@ -95,7 +117,7 @@ pub async fn serve(
     // so a slow start is never a silent one.
     tracing::info!("opening storage");
     let started = std::time::Instant::now();
-    let storage = open_storage(config.data_dir.as_deref())?;
+    let storage = open_chosen_storage(&config.storage)?;
     let opened = started.elapsed();
     let metrics = Arc::new(Metrics::new(config.metrics_per_stream));
     let engine = Engine::open_with_metrics(storage, metrics)
@@ -113,9 +135,21 @@ pub async fn serve(
         "recovered"
     );
     let local = listener.local_addr().map_err(|e| e.to_string())?;
-    match &config.data_dir {
-        Some(dir) => tracing::info!(addr = %local, data_dir = %dir.display(), "rill is listening"),
-        None => tracing::info!(addr = %local, "rill is listening (in memory: nothing is kept)"),
+    match &config.storage {
+        StorageChoice::Dir(dir) => {
+            tracing::info!(addr = %local, data_dir = %dir.display(), "rill is listening")
+        }
+        StorageChoice::Postgres(url) => {
+            // Host and database only: the URL may hold a password.
+            let at = url
+                .parse::<tokio_postgres::Config>()
+                .map(|c| format!("{:?}/{}", c.get_hosts(), c.get_dbname().unwrap_or("")))
+                .unwrap_or_default();
+            tracing::info!(addr = %local, postgres = %at, "rill is listening")
+        }
+        StorageChoice::Memory => {
+            tracing::info!(addr = %local, "rill is listening (in memory: nothing is kept)")
+        }
     }
     match config.auth {
         Auth::On { .. } => tracing::info!("auth is on: every request needs an access token"),

@@ -4,8 +4,10 @@
 //! scans, and atomic multi-keyspace write batches that are durable (fsynced)
 //! when `write` returns. Keeping the trait this small is what lets a second
 //! backend (Postgres, later) slot in without the HTTP layer or the engine
-//! noticing. Two implementations live here: [`FjallStorage`] on local disk
-//! (the default) and [`MemoryStorage`] for tests and `--in-memory`.
+//! noticing. Three implementations live here: [`FjallStorage`] on local
+//! disk (the default), [`PostgresStorage`] on a Postgres database
+//! (`--storage postgres://…`), and [`MemoryStorage`] for tests and
+//! `--in-memory`.
 //!
 //! Calls are blocking; async callers go through `spawn_blocking` or the
 //! dedicated committer thread.
@@ -17,6 +19,7 @@ mod journal_copy;
 mod kv;
 pub mod ledger;
 mod memory;
+mod postgres;
 mod reclaim;
 
 pub use fjall_store::{FjallStorage, Repair};
@@ -24,6 +27,7 @@ pub use kv::{
     prefix_end, BatchOp, Keyspace, Storage, StorageError, StorageResult, Visitor, WriteBatch,
 };
 pub use memory::MemoryStorage;
+pub use postgres::PostgresStorage;
 
 #[cfg(test)]
 mod tests {

@@ -1,0 +1,208 @@
+//! The storage contract, one property test for every backend: random
+//! write batches (puts and deletes, the same key touched several times in
+//! one batch), then point reads, range scans (stopped early too) and
+//! last-in-range lookups, each compared with a plain ordered map. Run
+//! against memory, fjall and Postgres (a real one, started on loopback
+//! from Debian's `postgresql`; skipped without it unless
+//! `RILL_REQUIRE_SERVICES` is set).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use common::services::Postgres;
+use proptest::prelude::*;
+use rill::storage::{FjallStorage, Keyspace, MemoryStorage, PostgresStorage, Storage, WriteBatch};
+
+type Model = BTreeMap<(usize, Vec<u8>), Vec<u8>>;
+
+#[derive(Clone, Debug)]
+enum Op {
+    Put(usize, Vec<u8>, Vec<u8>),
+    Delete(usize, Vec<u8>),
+}
+
+#[derive(Clone, Debug)]
+enum Step {
+    Write(Vec<Op>),
+    /// Many keys at once: more than a page of a Postgres scan.
+    Bulk(usize, u16),
+    Check,
+}
+
+/// Keys from a small alphabet, so batches overlap, with 0x00 and 0xFF
+/// bytes (order is bytewise). As the engine's keys: never empty, and never
+/// starting with 0xFF (a store keeps its own keys there, in `meta`).
+fn key() -> impl Strategy<Value = Vec<u8>> {
+    let byte = || prop::sample::select(vec![0u8, 1, b'a', b'b', 0x7f, 0xff]);
+    let first = prop::sample::select(vec![0u8, 1, b'a', b'b', 0x7f]);
+    (first, prop::collection::vec(byte(), 0..3)).prop_map(|(first, rest)| {
+        let mut key = vec![first];
+        key.extend(rest);
+        key
+    })
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let keyspace = 0..Keyspace::ALL.len();
+    prop_oneof![
+        3 => (keyspace.clone(), key(), prop::collection::vec(any::<u8>(), 0..8))
+            .prop_map(|(ks, k, v)| Op::Put(ks, k, v)),
+        1 => (keyspace, key()).prop_map(|(ks, k)| Op::Delete(ks, k)),
+    ]
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        6 => prop::collection::vec(op(), 0..12).prop_map(Step::Write),
+        1 => (0..Keyspace::ALL.len(), 1000u16..2600).prop_map(|(ks, n)| Step::Bulk(ks, n)),
+        3 => Just(Step::Check),
+    ]
+}
+
+fn apply(store: &dyn Storage, model: &mut Model, ops: Vec<Op>) {
+    let mut batch = WriteBatch::default();
+    for op in ops {
+        match op {
+            Op::Put(ks, k, v) => {
+                model.insert((ks, k.clone()), v.clone());
+                batch.put(Keyspace::ALL[ks], k, v);
+            }
+            Op::Delete(ks, k) => {
+                model.remove(&(ks, k.clone()));
+                batch.delete(Keyspace::ALL[ks], k);
+            }
+        }
+    }
+    store.write(batch).expect("write");
+}
+
+/// Every read the engine uses, over every keyspace and a few ranges.
+fn check(store: &dyn Storage, model: &Model) {
+    let bounds: [&[u8]; 6] = [b"", &[0], &[1], b"a", b"b\xff", &[0xff]];
+    for (ks, keyspace) in Keyspace::ALL.iter().enumerate() {
+        for key in [&[0u8][..], b"a", &[0x7f, 0xff], b"ab"] {
+            assert_eq!(
+                store.get(*keyspace, key).unwrap(),
+                model.get(&(ks, key.to_vec())).cloned(),
+                "get {keyspace:?} {key:?}"
+            );
+        }
+        for start in bounds {
+            for end in bounds {
+                let expected: Vec<(Vec<u8>, Vec<u8>)> = if start < end {
+                    model
+                        .range((ks, start.to_vec())..(ks, end.to_vec()))
+                        .map(|((_, k), v)| (k.clone(), v.clone()))
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                let mut seen = Vec::new();
+                store
+                    .scan(*keyspace, start, end, &mut |k, v| {
+                        seen.push((k.to_vec(), v.to_vec()));
+                        ControlFlow::Continue(())
+                    })
+                    .unwrap();
+                assert_eq!(seen, expected, "scan {keyspace:?} {start:?}..{end:?}");
+                // Stopped after three.
+                let mut first = Vec::new();
+                store
+                    .scan(*keyspace, start, end, &mut |k, _| {
+                        first.push(k.to_vec());
+                        if first.len() == 3 {
+                            ControlFlow::Break(())
+                        } else {
+                            ControlFlow::Continue(())
+                        }
+                    })
+                    .unwrap();
+                let want: Vec<Vec<u8>> = expected.iter().take(3).map(|(k, _)| k.clone()).collect();
+                assert_eq!(first, want, "scan break {keyspace:?}");
+                assert_eq!(
+                    store.last_in_range(*keyspace, start, end).unwrap(),
+                    expected.last().cloned(),
+                    "last_in_range {keyspace:?} {start:?}..{end:?}"
+                );
+            }
+        }
+    }
+}
+
+fn run(store: &dyn Storage, steps: Vec<Step>) {
+    let mut model = Model::new();
+    for step in steps {
+        match step {
+            Step::Write(ops) => apply(store, &mut model, ops),
+            Step::Bulk(ks, n) => {
+                let ops = (0..n)
+                    .map(|i| Op::Put(ks, format!("bulk{i:05}").into_bytes(), vec![i as u8]))
+                    .collect();
+                apply(store, &mut model, ops);
+            }
+            Step::Check => check(store, &model),
+        }
+    }
+    check(store, &model);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, max_shrink_iters: 100, ..ProptestConfig::default() })]
+
+    #[test]
+    fn memory_keeps_the_contract(steps in prop::collection::vec(step(), 1..12)) {
+        run(&MemoryStorage::default(), steps);
+    }
+
+    #[test]
+    fn fjall_keeps_the_contract(steps in prop::collection::vec(step(), 1..12)) {
+        let dir = tempfile::tempdir().unwrap();
+        run(&FjallStorage::open(dir.path()).unwrap(), steps);
+    }
+
+    #[test]
+    fn postgres_keeps_the_contract(steps in prop::collection::vec(step(), 1..12)) {
+        let Some(url) = fresh_database() else { return Ok(()) };
+        run(&PostgresStorage::open(&url).unwrap(), steps);
+    }
+}
+
+/// One Postgres server for the test binary, a new database per case.
+fn fresh_database() -> Option<String> {
+    static SERVER: OnceLock<Option<Arc<Postgres>>> = OnceLock::new();
+    static CASES: AtomicUsize = AtomicUsize::new(0);
+    let server = SERVER
+        .get_or_init(|| Postgres::start().map(Arc::new))
+        .as_ref()?;
+    Some(server.database(&format!(
+        "contract_{}",
+        CASES.fetch_add(1, Ordering::Relaxed)
+    )))
+}
+
+/// What a store holds survives reopening it: durable, not cached.
+#[test]
+fn postgres_keeps_what_it_wrote_across_a_reopen() {
+    let Some(url) = fresh_database() else { return };
+    let mut model = Model::new();
+    {
+        let store = PostgresStorage::open(&url).unwrap();
+        apply(
+            &store,
+            &mut model,
+            vec![
+                Op::Put(1, b"a".to_vec(), b"1".to_vec()),
+                Op::Put(1, b"b".to_vec(), b"2".to_vec()),
+                Op::Delete(1, b"a".to_vec()),
+                Op::Put(0, b"a".to_vec(), b"3".to_vec()),
+            ],
+        );
+    }
+    // A second opening finds the schema made, and the data.
+    let store = PostgresStorage::open(&url).unwrap();
+    check(&store, &model);
+}
