@@ -1,7 +1,12 @@
 //! Property test: random appends (with and without `match_seq_num` and
 //! fencing tokens), fences, trims, reads, background upkeep and restarts,
-//! run against the engine on fjall and against a plain in-memory model.
-//! Every result must match the model, before and after every restart.
+//! run against the engine and against a plain in-memory model, with the
+//! engine on fjall and on Postgres (a real one, started on loopback from
+//! Debian's `postgresql`; skipped without it unless
+//! `RILL_REQUIRE_SERVICES` is set). Every result must match the model,
+//! before and after every restart.
+
+mod common;
 
 use std::sync::Arc;
 
@@ -15,7 +20,7 @@ use rill::engine::streams::names::{BasinName, StreamName};
 use rill::engine::streams::types::{AppendInput, AppendRecord, Header, ReadLimits, ReadStart};
 use rill::engine::streams::ReadRequest;
 use rill::engine::Engine;
-use rill::storage::FjallStorage;
+use rill::storage::{FjallStorage, PostgresStorage, Storage};
 
 const BASIN: &str = "model-basin";
 const STREAM: &str = "s";
@@ -164,17 +169,31 @@ impl Model {
     }
 }
 
+/// Where the engine under test keeps its data: reopened at a restart.
+enum Backend {
+    Fjall(tempfile::TempDir),
+    Postgres(String),
+}
+
+impl Backend {
+    fn open(&self) -> Arc<dyn Storage> {
+        match self {
+            Backend::Fjall(dir) => Arc::new(FjallStorage::open(dir.path()).expect("storage opens")),
+            Backend::Postgres(url) => Arc::new(PostgresStorage::open(url).expect("storage opens")),
+        }
+    }
+}
+
 struct Harness {
-    dir: tempfile::TempDir,
+    backend: Backend,
     engine: Option<Arc<Engine>>,
 }
 
 impl Harness {
-    async fn open(dir: tempfile::TempDir) -> Self {
-        let storage = Arc::new(FjallStorage::open(dir.path()).expect("storage opens"));
-        let engine = Engine::open(storage).expect("engine recovers");
+    async fn open(backend: Backend) -> Self {
+        let engine = Engine::open(backend.open()).expect("engine recovers");
         Self {
-            dir,
+            backend,
             engine: Some(engine),
         }
     }
@@ -187,7 +206,7 @@ impl Harness {
         let engine = self.engine.expect("engine is open");
         engine.shutdown().await;
         drop(engine);
-        Self::open(self.dir).await
+        Self::open(self.backend).await
     }
 }
 
@@ -210,8 +229,8 @@ fn command(op: &str, body: Vec<u8>) -> AppendRecord {
     }
 }
 
-async fn run(ops: Vec<Op>) {
-    let mut harness = Harness::open(tempfile::tempdir().unwrap()).await;
+async fn run(backend: Backend, ops: Vec<Op>) {
+    let mut harness = Harness::open(backend).await;
     harness
         .engine()
         .streams()
@@ -412,13 +431,40 @@ proptest! {
 
     #[test]
     fn engine_matches_model(ops in prop::collection::vec(op(), 1..60)) {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(run(ops));
+        block_on(run(Backend::Fjall(tempfile::tempdir().unwrap()), ops));
     }
+}
+
+proptest! {
+    // Fewer cases: each is a database of its own.
+    #![proptest_config(ProptestConfig { cases: 16, max_shrink_iters: 50, ..ProptestConfig::default() })]
+
+    #[test]
+    fn engine_on_postgres_matches_model(ops in prop::collection::vec(op(), 1..60)) {
+        let Some(url) = postgres_database() else { return Ok(()) };
+        block_on(run(Backend::Postgres(url), ops));
+    }
+}
+
+fn block_on(work: impl std::future::Future<Output = ()>) {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(work);
+}
+
+/// One Postgres server for the test binary, a new database per case.
+fn postgres_database() -> Option<String> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::OnceLock;
+    static SERVER: OnceLock<Option<common::services::Postgres>> = OnceLock::new();
+    static CASES: AtomicUsize = AtomicUsize::new(0);
+    let server = SERVER
+        .get_or_init(common::services::Postgres::start)
+        .as_ref()?;
+    Some(server.database(&format!("model_{}", CASES.fetch_add(1, Ordering::Relaxed))))
 }
 
 /// An append session never applies an append queued behind a failed one,

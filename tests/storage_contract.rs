@@ -108,7 +108,11 @@ fn check(store: &dyn Storage, model: &Model) {
                         ControlFlow::Continue(())
                     })
                     .unwrap();
-                assert_eq!(seen, expected, "scan {keyspace:?} {start:?}..{end:?}");
+                same(
+                    &seen,
+                    &expected,
+                    &format!("scan {keyspace:?} {start:?}..{end:?}"),
+                );
                 // Stopped after three.
                 let mut first = Vec::new();
                 store
@@ -131,6 +135,21 @@ fn check(store: &dyn Storage, model: &Model) {
             }
         }
     }
+}
+
+/// `got == expected`, said briefly: where they part, not thousands of keys.
+fn same(got: &[(Vec<u8>, Vec<u8>)], expected: &[(Vec<u8>, Vec<u8>)], what: &str) {
+    if got == expected {
+        return;
+    }
+    let at = got.iter().zip(expected).position(|(g, e)| g != e);
+    panic!(
+        "{what}: {} entries, expected {}; first difference at {at:?}: {:?} vs {:?}",
+        got.len(),
+        expected.len(),
+        at.and_then(|i| got.get(i)),
+        at.and_then(|i| expected.get(i)),
+    );
 }
 
 fn run(store: &dyn Storage, steps: Vec<Step>) {
