@@ -225,3 +225,59 @@ fn postgres_keeps_what_it_wrote_across_a_reopen() {
     let store = PostgresStorage::open(&url).unwrap();
     check(&store, &model);
 }
+
+/// `rill serve --storage postgres://…`: the real binary keeps what it
+/// acknowledged in Postgres, through a SIGKILL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_keeps_its_streams_in_postgres_through_a_kill() {
+    let Some(url) = fresh_database() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let http = reqwest::Client::new();
+    let rill = common::binary::RillProcess::try_start_with(dir.path(), &["--storage", &url])
+        .expect("rill starts on Postgres");
+    let basin = "pg-basin-1";
+    let resp = http
+        .put(format!("{}/v1/basins/{basin}", rill.base))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+    let resp = http
+        .put(format!("{}/v1/streams/s", rill.base))
+        .header("s2-basin", basin)
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+    for i in 0..20 {
+        let resp = http
+            .post(format!("{}/v1/streams/s/records", rill.base))
+            .header("s2-basin", basin)
+            .json(&serde_json::json!({"records": [{"body": format!("r{i}")}]}))
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success(), "{}", resp.text().await.unwrap());
+    }
+    rill.kill();
+    // Nothing on the local disk but what the root token would need.
+    let rill = common::binary::RillProcess::try_start_with(dir.path(), &["--storage", &url])
+        .expect("rill starts again");
+    let batch: serde_json::Value = http
+        .get(format!("{}/v1/streams/s/records?seq_num=0", rill.base))
+        .header("s2-basin", basin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let bodies: Vec<&str> = batch["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["body"].as_str().unwrap())
+        .collect();
+    let expected: Vec<String> = (0..20).map(|i| format!("r{i}")).collect();
+    assert_eq!(bodies, expected);
+}
