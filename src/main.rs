@@ -44,7 +44,7 @@ enum Command {
         /// Keep data in this Postgres database instead (`postgres://user:
         /// password@host/db`); its schema is made and migrated by Rill.
         #[arg(long, env = "RILL_STORAGE", value_name = "URL", conflicts_with = "in_memory",
-              value_parser = postgres_url)]
+              value_parser = PostgresUrl)]
         storage: Option<String>,
         /// Connections served at once; more get a 503 and are closed.
         #[arg(long, env = "RILL_MAX_CONNECTIONS", default_value_t = 10_000,
@@ -302,17 +302,37 @@ fn positive_duration(text: &str) -> Result<std::time::Duration, String> {
     }
 }
 
+/// `--storage`: a Postgres URL. A value refused is not repeated in the
+/// error (it may hold a password).
+#[derive(Clone)]
+struct PostgresUrl;
+
+impl clap::builder::TypedValueParser for PostgresUrl {
+    type Value = String;
+
+    fn parse_ref(
+        &self,
+        _cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<String, clap::Error> {
+        let refused = || {
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                "--storage takes a postgres:// (or postgresql://) URL\n",
+            )
+        };
+        let text = value.to_str().ok_or_else(refused)?;
+        if !(text.starts_with("postgres://") || text.starts_with("postgresql://")) {
+            return Err(refused());
+        }
+        Ok(text.to_string())
+    }
+}
+
 /// What `rill repair` says: what the store keeps, what is gone for good
 /// (each lost commit's notes: which seq nums of which streams), and where
 /// the damaged journals were put aside.
-/// `--storage`: a Postgres URL.
-fn postgres_url(text: &str) -> Result<String, String> {
-    if !(text.starts_with("postgres://") || text.starts_with("postgresql://")) {
-        return Err("a postgres:// URL".into());
-    }
-    Ok(text.to_string())
-}
-
 fn repair_report(data_dir: &std::path::Path, repair: &rill::storage::Repair) -> String {
     let recovered = repair.recovered;
     let Some((acknowledged, notes)) = &repair.lost else {

@@ -43,8 +43,9 @@ pub struct ServeConfig {
     pub durable_streams_long_poll: Duration,
 }
 
-/// Where the server keeps its data.
-#[derive(Clone, Debug)]
+/// Where the server keeps its data. (Its `Debug` leaves out a Postgres
+/// URL, which may hold a password.)
+#[derive(Clone)]
 pub enum StorageChoice {
     /// fjall in this directory (the default).
     Dir(PathBuf),
@@ -52,6 +53,16 @@ pub enum StorageChoice {
     Postgres(String),
     /// Nothing survives the process.
     Memory,
+}
+
+impl std::fmt::Debug for StorageChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StorageChoice::Dir(dir) => f.debug_tuple("Dir").field(dir).finish(),
+            StorageChoice::Postgres(_) => f.write_str("Postgres(…)"),
+            StorageChoice::Memory => f.write_str("Memory"),
+        }
+    }
 }
 
 /// Opens the storage `choice` names.
@@ -143,7 +154,17 @@ pub async fn serve(
             // Host and database only: the URL may hold a password.
             let at = url
                 .parse::<tokio_postgres::Config>()
-                .map(|c| format!("{:?}/{}", c.get_hosts(), c.get_dbname().unwrap_or("")))
+                .map(|c| {
+                    let host = match c.get_hosts().first() {
+                        Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+                        Some(tokio_postgres::config::Host::Unix(path)) => {
+                            path.display().to_string()
+                        }
+                        None => "localhost".into(),
+                    };
+                    let port = c.get_ports().first().copied().unwrap_or(5432);
+                    format!("{host}:{port}/{}", c.get_dbname().unwrap_or(""))
+                })
                 .unwrap_or_default();
             tracing::info!(addr = %local, postgres = %at, "rill is listening")
         }

@@ -435,14 +435,27 @@ proptest! {
     }
 }
 
-proptest! {
-    // Fewer cases: each is a database of its own.
-    #![proptest_config(ProptestConfig { cases: 16, max_shrink_iters: 50, ..ProptestConfig::default() })]
-
-    #[test]
-    fn engine_on_postgres_matches_model(ops in prop::collection::vec(op(), 1..60)) {
-        let Some(url) = postgres_database() else { return Ok(()) };
+/// The same on Postgres: one server for the test (stopped when it ends),
+/// a new database per case; fewer cases, each a database of its own.
+#[test]
+fn engine_on_postgres_matches_model() {
+    let Some(server) = common::services::Postgres::start() else {
+        return;
+    };
+    let cases = std::sync::atomic::AtomicUsize::new(0);
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases: 16,
+        max_shrink_iters: 50,
+        ..ProptestConfig::default()
+    });
+    let result = runner.run(&prop::collection::vec(op(), 1..60), |ops| {
+        let case = cases.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let url = server.database(&format!("model_{case}"));
         block_on(run(Backend::Postgres(url), ops));
+        Ok(())
+    });
+    if let Err(failure) = result {
+        panic!("{failure}");
     }
 }
 
@@ -453,18 +466,6 @@ fn block_on(work: impl std::future::Future<Output = ()>) {
         .build()
         .unwrap()
         .block_on(work);
-}
-
-/// One Postgres server for the test binary, a new database per case.
-fn postgres_database() -> Option<String> {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::OnceLock;
-    static SERVER: OnceLock<Option<common::services::Postgres>> = OnceLock::new();
-    static CASES: AtomicUsize = AtomicUsize::new(0);
-    let server = SERVER
-        .get_or_init(common::services::Postgres::start)
-        .as_ref()?;
-    Some(server.database(&format!("model_{}", CASES.fetch_add(1, Ordering::Relaxed))))
 }
 
 /// An append session never applies an append queued behind a failed one,

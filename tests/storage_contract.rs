@@ -11,10 +11,10 @@ mod common;
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
 
 use common::services::Postgres;
 use proptest::prelude::*;
+use proptest::test_runner::TestRunner;
 use rill::storage::{FjallStorage, Keyspace, MemoryStorage, PostgresStorage, Storage, WriteBatch};
 
 type Model = BTreeMap<(usize, Vec<u8>), Vec<u8>>;
@@ -182,31 +182,41 @@ proptest! {
         let dir = tempfile::tempdir().unwrap();
         run(&FjallStorage::open(dir.path()).unwrap(), steps);
     }
-
-    #[test]
-    fn postgres_keeps_the_contract(steps in prop::collection::vec(step(), 1..12)) {
-        let Some(url) = fresh_database() else { return Ok(()) };
-        run(&PostgresStorage::open(&url).unwrap(), steps);
-    }
 }
 
-/// One Postgres server for the test binary, a new database per case.
-fn fresh_database() -> Option<String> {
-    static SERVER: OnceLock<Option<Arc<Postgres>>> = OnceLock::new();
-    static CASES: AtomicUsize = AtomicUsize::new(0);
-    let server = SERVER
-        .get_or_init(|| Postgres::start().map(Arc::new))
-        .as_ref()?;
-    Some(server.database(&format!(
-        "contract_{}",
-        CASES.fetch_add(1, Ordering::Relaxed)
-    )))
+/// The same property on Postgres: one server for the test (stopped when
+/// it ends), a new database per case.
+#[test]
+fn postgres_keeps_the_contract() {
+    let Some(server) = Postgres::start() else {
+        return;
+    };
+    let cases = AtomicUsize::new(0);
+    let mut runner = TestRunner::new(ProptestConfig {
+        cases: 24,
+        max_shrink_iters: 100,
+        ..ProptestConfig::default()
+    });
+    let result = runner.run(&prop::collection::vec(step(), 1..12), |steps| {
+        let url = server.database(&format!(
+            "contract_{}",
+            cases.fetch_add(1, Ordering::Relaxed)
+        ));
+        run(&PostgresStorage::open(&url).unwrap(), steps);
+        Ok(())
+    });
+    if let Err(failure) = result {
+        panic!("{failure}");
+    }
 }
 
 /// What a store holds survives reopening it: durable, not cached.
 #[test]
 fn postgres_keeps_what_it_wrote_across_a_reopen() {
-    let Some(url) = fresh_database() else { return };
+    let Some(server) = Postgres::start() else {
+        return;
+    };
+    let url = server.database("reopened");
     let mut model = Model::new();
     {
         let store = PostgresStorage::open(&url).unwrap();
@@ -226,11 +236,51 @@ fn postgres_keeps_what_it_wrote_across_a_reopen() {
     check(&store, &model);
 }
 
+/// One process writes a database at a time: a second one opening it
+/// fences the first off, whose writes then fail, and whose reopening
+/// (what the engine does after a failed write) fails too.
+#[test]
+fn a_second_process_fences_the_first_off() {
+    let Some(server) = Postgres::start() else {
+        return;
+    };
+    let url = server.database("fenced");
+    let first = PostgresStorage::open(&url).unwrap();
+    let mut model = Model::new();
+    apply(
+        &first,
+        &mut model,
+        vec![Op::Put(1, b"a".to_vec(), b"1".to_vec())],
+    );
+    let second = PostgresStorage::open(&url).unwrap();
+    let mut batch = WriteBatch::default();
+    batch.put(Keyspace::StreamRecords, b"b".to_vec(), b"late".to_vec());
+    let refused = first.write(batch).unwrap_err();
+    assert!(refused.to_string().contains("took over"), "{refused}");
+    assert!(
+        first.reopen().is_err(),
+        "the fenced process took the database back"
+    );
+    // Nothing of the fenced write is there; the new owner writes on.
+    check(&second, &model);
+    apply(
+        &second,
+        &mut model,
+        vec![Op::Put(1, b"c".to_vec(), b"2".to_vec())],
+    );
+    second.reopen().unwrap();
+    apply(&second, &mut model, vec![Op::Delete(1, b"a".to_vec())]);
+    check(&second, &model);
+}
+
 /// `rill serve --storage postgres://…`: the real binary keeps what it
 /// acknowledged in Postgres, through a SIGKILL.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_server_keeps_its_streams_in_postgres_through_a_kill() {
-    let Some(url) = fresh_database() else { return };
+    let Some(server) = Postgres::start() else {
+        return;
+    };
+    let url = server.database("served");
     let dir = tempfile::tempdir().unwrap();
     let http = reqwest::Client::new();
     let rill = common::binary::RillProcess::try_start_with(dir.path(), &["--storage", &url])
@@ -260,8 +310,15 @@ async fn the_server_keeps_its_streams_in_postgres_through_a_kill() {
         assert!(resp.status().is_success(), "{}", resp.text().await.unwrap());
     }
     rill.kill();
-    // Nothing on the local disk but what the root token would need.
-    let rill = common::binary::RillProcess::try_start_with(dir.path(), &["--storage", &url])
+    // Nothing was kept on the local disk: restarted over another, empty,
+    // directory, it finds everything in Postgres.
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "files in the data dir"
+    );
+    let elsewhere = tempfile::tempdir().unwrap();
+    let rill = common::binary::RillProcess::try_start_with(elsewhere.path(), &["--storage", &url])
         .expect("rill starts again");
     let batch: serde_json::Value = http
         .get(format!("{}/v1/streams/s/records?seq_num=0", rill.base))

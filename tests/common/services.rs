@@ -189,14 +189,9 @@ impl Postgres {
     /// A new, empty database on this server; its URL.
     pub fn database(&self, name: &str) -> String {
         let out = Command::new(self.bin.join("psql"))
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                "postgres",
-            ])
+            // No .psqlrc, and the database that always exists.
+            .args(["-X", "-d", "postgres", "-h", "127.0.0.1", "-U", "postgres"])
+            .args(["-p", &self.port.to_string()])
             .args(["-c", &format!("CREATE DATABASE \"{name}\"")])
             .stdin(Stdio::null())
             .output()

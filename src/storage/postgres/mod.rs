@@ -13,9 +13,15 @@
 //! The `Storage` trait is blocking, and tokio-postgres is not: the store
 //! runs its own small runtime, holding a connection pool
 //! (deadpool-postgres), and each call waits on it from the caller's
-//! thread. A call from an async task blocks that worker thread for a
-//! round trip; the engine's hot paths already run storage work off the
-//! async threads (the committer's thread, `spawn_blocking` for scans).
+//! thread (`connect.rs`). A call from an async task blocks that worker
+//! thread for a round trip: commits run on the committer's thread and
+//! scans of records through `spawn_blocking`, but point reads (a stream's
+//! state, a producer's place, a token) do block a worker for that long.
+//!
+//! One process writes a database at a time, fenced by an epoch
+//! (`schema.rs`). A scan reads page by page, each page as of its own read:
+//! unlike fjall's, not one snapshot (the engine scans ranges it knows are
+//! settled).
 //!
 //! SQL relied on, kept to what CockroachDB and YugabyteDB also run:
 //! `bytea` keys compared bytewise, multi-column primary keys, `INSERT …
@@ -23,29 +29,21 @@
 //! NOT EXISTS`, transactions at the default isolation. Only Postgres is
 //! tested here.
 
+mod connect;
+mod schema;
+
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Mutex;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use tokio_postgres::error::SqlState;
+use connect::{pool_error, sql_error};
+use deadpool_postgres::Pool;
 
 use super::kv::{BatchOp, Keyspace, Storage, StorageError, StorageResult, Visitor, WriteBatch};
 
 /// Rows fetched per page of a scan.
 const PAGE: i64 = 1000;
-/// Connections the pool keeps at most.
-const POOL_SIZE: usize = 16;
-
-/// The schema, by version: each step runs once, in order, in the
-/// transaction that records it (`rill_schema`).
-const MIGRATIONS: &[&str] = &["CREATE TABLE IF NOT EXISTS rill_kv (
-        keyspace SMALLINT NOT NULL,
-        key BYTEA NOT NULL,
-        value BYTEA NOT NULL,
-        PRIMARY KEY (keyspace, key)
-    )"];
 
 pub struct PostgresStorage {
     /// Owns the pool's connections; shut down in the background on drop
@@ -54,102 +52,44 @@ pub struct PostgresStorage {
     runtime: Mutex<Option<tokio::runtime::Runtime>>,
     handle: tokio::runtime::Handle,
     pool: Pool,
+    /// The owner epoch this process holds (`schema.rs`).
+    epoch: AtomicI64,
     /// Set by a failed write, cleared by `reopen`: writes are refused in
     /// between (the trait's fail-stop rule).
     failed: AtomicBool,
 }
 
 impl PostgresStorage {
-    /// Connects to `url` (a `postgres://` URL; `sslmode` as libpq has it)
-    /// and brings the schema up to date.
+    /// Connects to `url` (a `postgres://` URL; see `connect.rs` for what
+    /// its settings mean here), brings the schema up to date and takes the
+    /// database over.
     pub fn open(url: &str) -> Result<Self, String> {
-        let config: tokio_postgres::Config = url
-            .parse()
-            .map_err(|e: tokio_postgres::Error| format!("not a Postgres URL: {e}"))?;
-        let manager_config = ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        };
-        let manager = match config.get_ssl_mode() {
-            tokio_postgres::config::SslMode::Disable => {
-                Manager::from_config(config, tokio_postgres::NoTls, manager_config)
-            }
-            _ => {
-                let tls = crate::postgres::tls().map_err(|e| format!("TLS: {e}"))?;
-                Manager::from_config(config, tls, manager_config)
-            }
-        };
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("rill-postgres")
-            .enable_all()
-            .build()
-            .map_err(|e| format!("cannot start the Postgres runtime: {e}"))?;
+        let runtime = connect::runtime()?;
+        let pool = connect::pool(url, &runtime)?;
         let handle = runtime.handle().clone();
-        let pool = {
-            let _entered = runtime.enter();
-            Pool::builder(manager)
-                .max_size(POOL_SIZE)
-                .build()
-                .map_err(|e| format!("cannot make the connection pool: {e}"))?
-        };
         let store = Self {
             runtime: Mutex::new(Some(runtime)),
             handle,
             pool,
+            epoch: AtomicI64::new(0),
             failed: AtomicBool::new(false),
         };
-        store
-            .migrate()
-            .map_err(|e| format!("cannot prepare the schema: {e}"))?;
+        let pool = store.pool.clone();
+        let epoch = store
+            .run(async move {
+                schema::migrate(&pool).await?;
+                schema::take_ownership(&pool).await
+            })
+            .map_err(|e| format!("cannot prepare the database: {e}"))?;
+        store.epoch.store(epoch, Ordering::Release);
         Ok(store)
     }
 
-    /// Runs `work` on the store's runtime and waits for it here.
     fn run<T: Send + 'static>(
         &self,
         work: impl Future<Output = StorageResult<T>> + Send + 'static,
     ) -> StorageResult<T> {
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        self.handle.spawn(async move {
-            let _ = tx.send(work.await);
-        });
-        rx.recv().map_err(|_| StorageError::Closed)?
-    }
-
-    fn migrate(&self) -> StorageResult<()> {
-        let pool = self.pool.clone();
-        self.run(async move {
-            let mut client = pool.get().await.map_err(pool_error)?;
-            let txn = client.transaction().await.map_err(sql_error)?;
-            txn.batch_execute("CREATE TABLE IF NOT EXISTS rill_schema (version INT NOT NULL)")
-                .await
-                .map_err(sql_error)?;
-            let version: i32 = txn
-                .query_opt("SELECT version FROM rill_schema", &[])
-                .await
-                .map_err(sql_error)?
-                .map_or(0, |row| row.get(0));
-            for (step, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-                txn.batch_execute(sql).await.map_err(sql_error)?;
-                tracing::info!(version = step + 1, "Postgres schema migrated");
-            }
-            let latest = MIGRATIONS.len() as i32;
-            if version == 0 {
-                txn.execute("INSERT INTO rill_schema (version) VALUES ($1)", &[&latest])
-                    .await
-                    .map_err(sql_error)?;
-            } else if version < latest {
-                txn.execute("UPDATE rill_schema SET version = $1", &[&latest])
-                    .await
-                    .map_err(sql_error)?;
-            } else if version > latest {
-                return Err(StorageError::Corrupt(format!(
-                    "the database's schema is version {version}, newer than this Rill knows \
-                     ({latest}): run a newer Rill"
-                )));
-            }
-            txn.commit().await.map_err(sql_error)
-        })
+        connect::block_on(&self.handle, work)
     }
 
     /// One page of `[start, end)` after `after` (exclusive), ascending.
@@ -167,21 +107,27 @@ impl PostgresStorage {
             let client = pool.get().await.map_err(pool_error)?;
             let rows = match after {
                 None => {
-                    client
-                        .query(
+                    let statement = client
+                        .prepare_cached(
                             "SELECT key, value FROM rill_kv WHERE keyspace = $1 AND key >= $2 \
                              AND key < $3 ORDER BY key LIMIT $4",
-                            &[&keyspace, &start, &end, &PAGE],
                         )
+                        .await
+                        .map_err(sql_error)?;
+                    client
+                        .query(&statement, &[&keyspace, &start, &end, &PAGE])
                         .await
                 }
                 Some(after) => {
-                    client
-                        .query(
+                    let statement = client
+                        .prepare_cached(
                             "SELECT key, value FROM rill_kv WHERE keyspace = $1 AND key > $2 \
                              AND key < $3 ORDER BY key LIMIT $4",
-                            &[&keyspace, &after, &end, &PAGE],
                         )
+                        .await
+                        .map_err(sql_error)?;
+                    client
+                        .query(&statement, &[&keyspace, &after, &end, &PAGE])
                         .await
                 }
             }
@@ -234,27 +180,44 @@ impl Storage for PostgresStorage {
             }
         }
         let pool = self.pool.clone();
+        let mine = self.epoch.load(Ordering::Acquire);
         let result = self.run(async move {
             let mut client = pool.get().await.map_err(pool_error)?;
             let txn = client.transaction().await.map_err(sql_error)?;
-            if !del_keys.is_empty() {
-                txn.execute(
-                    "DELETE FROM rill_kv WHERE (keyspace, key) IN \
-                     (SELECT * FROM unnest($1::int2[], $2::bytea[]))",
-                    &[&del_ks, &del_keys],
-                )
+            // Still this process's database? Held until the commit, so no
+            // new owner can take it in between.
+            let owner = txn
+                .prepare_cached("SELECT epoch FROM rill_owner WHERE id = 1 FOR SHARE")
                 .await
                 .map_err(sql_error)?;
+            let epoch: i64 = txn.query_one(&owner, &[]).await.map_err(sql_error)?.get(0);
+            if epoch != mine {
+                return Err(schema::taken());
+            }
+            if !del_keys.is_empty() {
+                let delete = txn
+                    .prepare_cached(
+                        "DELETE FROM rill_kv WHERE (keyspace, key) IN \
+                         (SELECT * FROM unnest($1::int2[], $2::bytea[]))",
+                    )
+                    .await
+                    .map_err(sql_error)?;
+                txn.execute(&delete, &[&del_ks, &del_keys])
+                    .await
+                    .map_err(sql_error)?;
             }
             if !put_keys.is_empty() {
-                txn.execute(
-                    "INSERT INTO rill_kv (keyspace, key, value) \
-                     SELECT * FROM unnest($1::int2[], $2::bytea[], $3::bytea[]) \
-                     ON CONFLICT (keyspace, key) DO UPDATE SET value = excluded.value",
-                    &[&put_ks, &put_keys, &put_values],
-                )
-                .await
-                .map_err(sql_error)?;
+                let insert = txn
+                    .prepare_cached(
+                        "INSERT INTO rill_kv (keyspace, key, value) \
+                         SELECT * FROM unnest($1::int2[], $2::bytea[], $3::bytea[]) \
+                         ON CONFLICT (keyspace, key) DO UPDATE SET value = excluded.value",
+                    )
+                    .await
+                    .map_err(sql_error)?;
+                txn.execute(&insert, &[&put_ks, &put_keys, &put_values])
+                    .await
+                    .map_err(sql_error)?;
             }
             txn.commit().await.map_err(sql_error)
         });
@@ -266,15 +229,15 @@ impl Storage for PostgresStorage {
         result
     }
 
-    /// Nothing is held in memory: once the database answers again, writes
-    /// may resume.
+    /// Renews this process's hold on the database, which waits out any
+    /// write transaction still open (one whose outcome was unknown ends
+    /// before the engine reads the state again); then writes may resume.
+    /// Fails for good if another process took the database.
     fn reopen(&self) -> StorageResult<()> {
         let pool = self.pool.clone();
-        self.run(async move {
-            let client = pool.get().await.map_err(pool_error)?;
-            client.simple_query("SELECT 1").await.map_err(sql_error)?;
-            Ok(())
-        })?;
+        let mine = self.epoch.load(Ordering::Acquire);
+        let epoch = self.run(async move { schema::renew_ownership(&pool, mine).await })?;
+        self.epoch.store(epoch, Ordering::Release);
         self.failed.store(false, Ordering::Release);
         Ok(())
     }
@@ -302,19 +265,19 @@ impl Storage for PostgresStorage {
         let (keyspace, key) = (keyspace_id(keyspace), key.to_vec());
         self.run(async move {
             let client = pool.get().await.map_err(pool_error)?;
+            let statement = client
+                .prepare_cached("SELECT value FROM rill_kv WHERE keyspace = $1 AND key = $2")
+                .await
+                .map_err(sql_error)?;
             let row = client
-                .query_opt(
-                    "SELECT value FROM rill_kv WHERE keyspace = $1 AND key = $2",
-                    &[&keyspace, &key],
-                )
+                .query_opt(&statement, &[&keyspace, &key])
                 .await
                 .map_err(sql_error)?;
             Ok(row.map(|row| row.get(0)))
         })
     }
 
-    /// Page by page: what a scan sees is each page as of its own read (the
-    /// engine scans only what it knows is durable and settled).
+    /// Page by page: each page as of its own read, not one snapshot.
     fn scan(
         &self,
         keyspace: Keyspace,
@@ -354,12 +317,15 @@ impl Storage for PostgresStorage {
         let (keyspace, start, end) = (keyspace_id(keyspace), start.to_vec(), end.to_vec());
         self.run(async move {
             let client = pool.get().await.map_err(pool_error)?;
-            let row = client
-                .query_opt(
+            let statement = client
+                .prepare_cached(
                     "SELECT key, value FROM rill_kv WHERE keyspace = $1 AND key >= $2 \
                      AND key < $3 ORDER BY key DESC LIMIT 1",
-                    &[&keyspace, &start, &end],
                 )
+                .await
+                .map_err(sql_error)?;
+            let row = client
+                .query_opt(&statement, &[&keyspace, &start, &end])
                 .await
                 .map_err(sql_error)?;
             Ok(row.map(|row| (row.get(0), row.get(1))))
@@ -369,20 +335,4 @@ impl Storage for PostgresStorage {
 
 fn keyspace_id(keyspace: Keyspace) -> i16 {
     keyspace.index() as i16
-}
-
-fn pool_error(err: deadpool_postgres::PoolError) -> StorageError {
-    match err {
-        deadpool_postgres::PoolError::Backend(err) => sql_error(err),
-        other => StorageError::Io(format!("Postgres: {other}")),
-    }
-}
-
-/// A full disk on the database's side is said as one; the rest as I/O.
-fn sql_error(err: tokio_postgres::Error) -> StorageError {
-    let said = crate::postgres::describe(&err);
-    match err.code() {
-        Some(code) if *code == SqlState::DISK_FULL => StorageError::Full(said),
-        _ => StorageError::Io(said),
-    }
 }

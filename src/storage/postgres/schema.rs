@@ -1,0 +1,126 @@
+//! The schema, made and migrated by Rill, and who owns the database.
+//!
+//! Migrations are a list, applied in order, each once, under a lock on the
+//! one row of `rill_schema` that says how many are applied: two processes
+//! starting at once apply each step once.
+//!
+//! **Ownership**: one Rill process writes a database at a time. Opening
+//! the store raises the epoch in `rill_owner` and keeps the new one; every
+//! write transaction first reads the epoch `FOR SHARE` and writes only if
+//! it is still its own. A second process that opens the database fences
+//! the first off: the first's next write fails, and so does its reopening
+//! (it never takes the database back). Raising the epoch waits for the
+//! write transactions holding the row, so none of the old owner's writes
+//! can commit after the new owner has read the state.
+
+use deadpool_postgres::Pool;
+
+use super::connect::{pool_error, sql_error};
+use crate::storage::kv::{StorageError, StorageResult};
+
+/// Each step of the schema, by version (1, 2, …).
+const MIGRATIONS: &[&str] = &["CREATE TABLE IF NOT EXISTS rill_kv (
+        keyspace SMALLINT NOT NULL,
+        key BYTEA NOT NULL,
+        value BYTEA NOT NULL,
+        PRIMARY KEY (keyspace, key)
+    );
+    CREATE TABLE IF NOT EXISTS rill_owner (
+        id INT PRIMARY KEY CHECK (id = 1),
+        epoch BIGINT NOT NULL
+    )"];
+
+/// The schema up to date; retried, as two processes creating the same
+/// table at once make one of them fail.
+pub(super) async fn migrate(pool: &Pool) -> StorageResult<()> {
+    let mut last = None;
+    for _ in 0..3 {
+        match migrate_once(pool).await {
+            Ok(()) => return Ok(()),
+            Err(err) => last = Some(err),
+        }
+    }
+    Err(last.unwrap_or(StorageError::Closed))
+}
+
+async fn migrate_once(pool: &Pool) -> StorageResult<()> {
+    let mut client = pool.get().await.map_err(pool_error)?;
+    client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS rill_schema (
+                 id INT PRIMARY KEY CHECK (id = 1),
+                 version INT NOT NULL
+             );
+             INSERT INTO rill_schema (id, version) VALUES (1, 0) ON CONFLICT (id) DO NOTHING",
+        )
+        .await
+        .map_err(sql_error)?;
+    let txn = client.transaction().await.map_err(sql_error)?;
+    let version: i32 = txn
+        .query_one(
+            "SELECT version FROM rill_schema WHERE id = 1 FOR UPDATE",
+            &[],
+        )
+        .await
+        .map_err(sql_error)?
+        .get(0);
+    let latest = MIGRATIONS.len() as i32;
+    if version > latest {
+        return Err(StorageError::Corrupt(format!(
+            "the database's schema is version {version}, newer than this Rill knows \
+             ({latest}): run a newer Rill"
+        )));
+    }
+    for sql in &MIGRATIONS[version as usize..] {
+        txn.batch_execute(sql).await.map_err(sql_error)?;
+    }
+    txn.execute(
+        "UPDATE rill_schema SET version = $1 WHERE id = 1",
+        &[&latest],
+    )
+    .await
+    .map_err(sql_error)?;
+    txn.commit().await.map_err(sql_error)?;
+    if version < latest {
+        tracing::info!(from = version, to = latest, "Postgres schema migrated");
+    }
+    Ok(())
+}
+
+/// Takes the database: the owner epoch raised, the new one returned.
+pub(super) async fn take_ownership(pool: &Pool) -> StorageResult<i64> {
+    let client = pool.get().await.map_err(pool_error)?;
+    let row = client
+        .query_one(
+            "INSERT INTO rill_owner (id, epoch) VALUES (1, 1) \
+             ON CONFLICT (id) DO UPDATE SET epoch = rill_owner.epoch + 1 RETURNING epoch",
+            &[],
+        )
+        .await
+        .map_err(sql_error)?;
+    Ok(row.get(0))
+}
+
+/// Keeps the database, if it is still this process's (`mine`): the epoch
+/// raised (waiting out write transactions still open), the new one
+/// returned; an error if another process took it.
+pub(super) async fn renew_ownership(pool: &Pool, mine: i64) -> StorageResult<i64> {
+    let client = pool.get().await.map_err(pool_error)?;
+    let row = client
+        .query_opt(
+            "UPDATE rill_owner SET epoch = epoch + 1 WHERE id = 1 AND epoch = $1 RETURNING epoch",
+            &[&mine],
+        )
+        .await
+        .map_err(sql_error)?;
+    row.map(|row| row.get(0)).ok_or_else(taken)
+}
+
+/// The error of a process whose database another one took.
+pub(super) fn taken() -> StorageError {
+    StorageError::Io(
+        "another Rill process took over this Postgres database; this one writes no more \
+         (restart it to take the database back)"
+            .into(),
+    )
+}
