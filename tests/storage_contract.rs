@@ -329,12 +329,6 @@ async fn the_server_keeps_its_streams_in_postgres_through_a_kill() {
         .json()
         .await
         .unwrap();
-    let bodies: Vec<&str> = batch["records"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["body"].as_str().unwrap())
-        .collect();
     let expected: Vec<String> = (0..20).map(|i| format!("r{i}")).collect();
-    assert_eq!(bodies, expected);
+    assert_eq!(common::bodies(&batch), expected);
 }

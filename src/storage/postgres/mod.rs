@@ -3,12 +3,13 @@
 //! `(keyspace, key)`. `bytea` compares byte by byte, so a range scan
 //! returns keys in the order fjall does.
 //!
-//! A write batch is one transaction, in two statements whatever its size:
-//! the batch's operations are folded per key first (the last one wins, as
-//! applying them in order would give), then its deletes go in one
-//! `DELETE … unnest(…)` and its puts in one `INSERT … SELECT unnest(…) ON
-//! CONFLICT DO UPDATE`. The committer groups many appends into one batch,
-//! so one transaction commits many streams' appends.
+//! A write batch is one transaction: the owner check (`schema.rs`), then
+//! two statements whatever the batch's size: its operations are folded
+//! per key first (the last one wins, as applying them in order would
+//! give), then its deletes go in one `DELETE … unnest(…)` and its puts in
+//! one `INSERT … SELECT unnest(…) ON CONFLICT DO UPDATE`. The committer
+//! groups many appends into one batch, so one transaction commits many
+//! streams' appends.
 //!
 //! The `Storage` trait is blocking, and tokio-postgres is not: the store
 //! runs its own small runtime, holding a connection pool
@@ -23,11 +24,9 @@
 //! unlike fjall's, not one snapshot (the engine scans ranges it knows are
 //! settled).
 //!
-//! SQL relied on, kept to what CockroachDB and YugabyteDB also run:
-//! `bytea` keys compared bytewise, multi-column primary keys, `INSERT …
-//! ON CONFLICT … DO UPDATE`, `unnest` of several arrays, `CREATE TABLE IF
-//! NOT EXISTS`, transactions at the default isolation. Only Postgres is
-//! tested here.
+//! The SQL it relies on, and what CockroachDB and YugabyteDB make of it,
+//! is listed in `docs/ARCHITECTURE.md` ("Storage on Postgres"); only
+//! Postgres is tested here.
 
 mod connect;
 mod schema;
