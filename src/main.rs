@@ -130,6 +130,22 @@ enum Command {
         /// long-poll`) waits for records before answering 204.
         #[arg(long, env = "RILL_DURABLE_STREAMS_LONG_POLL", default_value = "30s", value_parser = positive_duration)]
         durable_streams_long_poll: std::time::Duration,
+        /// Run as one node of a cluster over the --storage database: any
+        /// node answers any request; the node holding the lease serves
+        /// them and the others forward to it, and when it dies another
+        /// takes over. Give every node the same root token.
+        #[arg(long, env = "RILL_CLUSTER", requires = "storage",
+              conflicts_with_all = ["tls_cert", "metrics_listen"])]
+        cluster: bool,
+        /// Where the other nodes reach this one (`HOST:PORT`); the --listen
+        /// address by default.
+        #[arg(long, env = "RILL_ADVERTISE", value_name = "HOST:PORT", requires = "cluster",
+              value_parser = advertised_address)]
+        advertise: Option<String>,
+        /// How long a node's lease lasts unless renewed: after the owner
+        /// dies, another node takes over about this much later.
+        #[arg(long, env = "RILL_LEASE_TTL", default_value = "5s", value_parser = positive_duration)]
+        lease_ttl: std::time::Duration,
     },
     /// Accept that commits the store cannot recover (damage in its
     /// journal) are gone, so that the server starts with what is intact.
@@ -194,6 +210,9 @@ fn main() -> std::process::ExitCode {
             metrics_listen,
             metrics_per_stream,
             durable_streams_long_poll,
+            cluster,
+            advertise,
+            lease_ttl,
         } => {
             let data_dir = (!in_memory).then_some(data_dir);
             let flags = rill::root_token::RootTokenFlags {
@@ -247,6 +266,10 @@ fn main() -> std::process::ExitCode {
                 metrics_listen,
                 metrics_per_stream,
                 durable_streams_long_poll,
+                cluster: cluster.then_some(rill::server::ClusterFlags {
+                    advertise,
+                    lease_ttl,
+                }),
             };
             match tokio::runtime::Runtime::new() {
                 Ok(runtime) => runtime
@@ -291,6 +314,14 @@ fn listen_address(text: &str) -> Result<SocketAddr, String> {
     addresses
         .next()
         .ok_or_else(|| format!("`{text}` resolves to no address"))
+}
+
+/// `--advertise`: `HOST:PORT`, as another node will connect to it.
+fn advertised_address(text: &str) -> Result<String, String> {
+    match text.parse::<axum::http::uri::Authority>() {
+        Ok(authority) if authority.port().is_some() && !text.contains('@') => Ok(text.to_string()),
+        _ => Err(format!("`{text}` is not HOST:PORT")),
+    }
 }
 
 /// A duration flag that must be more than zero (e.g. `30s`).

@@ -65,6 +65,18 @@ const RULES: &[(&str, &[&str])] = &[
             "crate::sinks",
         ],
     ),
+    // A cluster node drives the engine the server gives it, and only
+    // knows the storage's leases and an axum router.
+    (
+        "cluster/",
+        &[
+            "crate::api",
+            "crate::server",
+            "crate::cli",
+            "crate::engine",
+            "crate::wire",
+        ],
+    ),
     // Counted into by every layer, it uses none of them.
     ("metrics/", &["crate::"]),
     (

@@ -273,6 +273,94 @@ fn a_second_process_fences_the_first_off() {
     check(&second, &model);
 }
 
+/// In a cluster the database is held as a lease: taken only once the one
+/// before has ended, and taking it fences the holder before off for good,
+/// however late its writes come (a node paused past its lease).
+#[test]
+fn a_lease_is_taken_only_once_ended_and_fences_the_holder_before() {
+    let Some(server) = Postgres::start() else {
+        return;
+    };
+    let url = server.database("leased");
+    let ttl = std::time::Duration::from_millis(1500);
+    let watch_a = PostgresStorage::connect(&url).unwrap();
+    let watch_b = PostgresStorage::connect(&url).unwrap();
+    // Connected, not owning: writes refused.
+    let mut batch = WriteBatch::default();
+    batch.put(Keyspace::StreamRecords, b"x".to_vec(), b"0".to_vec());
+    assert!(watch_a.write(batch).is_err(), "a store with no lease wrote");
+
+    let a = watch_a
+        .take_lease("a", "127.0.0.1:1", ttl)
+        .unwrap()
+        .expect("a takes it");
+    let mut model = Model::new();
+    apply(
+        &a,
+        &mut model,
+        vec![Op::Put(1, b"a".to_vec(), b"1".to_vec())],
+    );
+    assert!(
+        watch_b
+            .take_lease("b", "127.0.0.1:2", ttl)
+            .unwrap()
+            .is_none(),
+        "b took a lease still running"
+    );
+    let holder = watch_b.lease_holder().unwrap().unwrap();
+    assert_eq!(holder.node.as_deref(), Some("a"));
+    assert_eq!(holder.address.as_deref(), Some("127.0.0.1:1"));
+    assert!(!holder.ended);
+    // Renewed, it keeps running past its first end.
+    std::thread::sleep(ttl / 2);
+    assert!(a.renew_lease(ttl).unwrap());
+    std::thread::sleep(ttl * 3 / 4);
+    assert!(watch_b
+        .take_lease("b", "127.0.0.1:2", ttl)
+        .unwrap()
+        .is_none());
+
+    // Not renewed (a is paused, say), it ends, and b takes it over.
+    std::thread::sleep(ttl + std::time::Duration::from_millis(200));
+    assert!(watch_b.lease_holder().unwrap().unwrap().ended);
+    let b = watch_b
+        .take_lease("b", "127.0.0.1:2", ttl)
+        .unwrap()
+        .expect("b takes it");
+    let mut batch = WriteBatch::default();
+    batch.put(Keyspace::StreamRecords, b"late".to_vec(), b"a".to_vec());
+    let refused = a.write(batch).unwrap_err();
+    assert!(refused.to_string().contains("took over"), "{refused}");
+    assert!(!a.renew_lease(ttl).unwrap(), "a renewed b's lease");
+    assert!(a.reopen().is_err(), "a took the database back");
+    check(&b, &model);
+    apply(
+        &b,
+        &mut model,
+        vec![Op::Put(1, b"b".to_vec(), b"2".to_vec())],
+    );
+    check(&b, &model);
+
+    // Released, the lease is free at once.
+    b.release_lease().unwrap();
+    let mut batch = WriteBatch::default();
+    batch.put(Keyspace::StreamRecords, b"after".to_vec(), b"b".to_vec());
+    assert!(b.write(batch).is_err(), "b wrote after releasing");
+    let c = watch_a
+        .take_lease("c", "127.0.0.1:3", ttl)
+        .unwrap()
+        .expect("c takes it");
+    check(&c, &model);
+
+    // Heartbeats list the nodes.
+    watch_a.heartbeat("a", "127.0.0.1:1", ttl * 10).unwrap();
+    watch_b.heartbeat("b", "127.0.0.1:2", ttl * 10).unwrap();
+    let nodes = watch_a.nodes().unwrap();
+    let ids: Vec<&str> = nodes.iter().map(|n| n.id.as_str()).collect();
+    assert_eq!(ids, ["a", "b"]);
+    assert!(nodes.iter().all(|n| n.silent_for < ttl * 10));
+}
+
 /// `rill serve --storage postgres://…`: the real binary keeps what it
 /// acknowledged in Postgres, through a SIGKILL.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

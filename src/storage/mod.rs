@@ -27,7 +27,7 @@ pub use kv::{
     prefix_end, BatchOp, Keyspace, Storage, StorageError, StorageResult, Visitor, WriteBatch,
 };
 pub use memory::MemoryStorage;
-pub use postgres::PostgresStorage;
+pub use postgres::{LeaseHolder, NodeRow, PostgresStorage};
 
 #[cfg(test)]
 mod tests {

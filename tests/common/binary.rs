@@ -105,11 +105,7 @@ impl RillProcess {
     /// SIGTERM, as a service manager stops it; how it exited. Fails if it
     /// is still running after `limit`.
     pub fn terminate(mut self, limit: Duration) -> std::process::ExitStatus {
-        let sent = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(sent.success(), "kill -TERM failed");
+        self.signal("TERM");
         let deadline = std::time::Instant::now() + limit;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -121,6 +117,15 @@ impl RillProcess {
             );
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`, …) to the process.
+    pub fn signal(&self, signal: &str) {
+        let sent = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success(), "kill -{signal} failed");
     }
 
     pub fn kill(mut self) {

@@ -26,6 +26,8 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod client;
+
 use std::collections::HashMap;
 
 /// Nanoseconds since the history began.

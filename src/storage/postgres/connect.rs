@@ -16,6 +16,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long any one call may take. A write past it counts as failed (its
 /// outcome unknown): writes stop until the engine reopens the store.
 pub(super) const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the server lets a Rill session sit idle inside a transaction.
+/// Rill's transactions send their statements back to back: one idle this
+/// long belongs to a process that is paused or cut off.
+const IDLE_IN_TRANSACTION: Duration = Duration::from_secs(5);
 
 /// The pool for `url`, built on `runtime`.
 ///
@@ -27,8 +31,11 @@ pub(super) const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// - A connection that stops answering is found out within about a
 ///   minute (TCP keepalives, `tcp_user_timeout`), not hours.
 /// - `synchronous_commit` is on for Rill's sessions whatever the server's
-///   default (an acknowledged write must be durable), unless the URL sets
-///   `options` itself.
+///   default (an acknowledged write must be durable), and a session idle
+///   inside a transaction for [`IDLE_IN_TRANSACTION`] is ended by the
+///   server: a paused or cut-off owner's transaction cannot hold the
+///   owner row (and with it a takeover) for longer. Options the URL sets
+///   come after these and win.
 pub(super) fn pool(url: &str, runtime: &tokio::runtime::Runtime) -> Result<Pool, String> {
     let mut config: tokio_postgres::Config = url
         .parse()
@@ -42,9 +49,15 @@ pub(super) fn pool(url: &str, runtime: &tokio::runtime::Runtime) -> Result<Pool,
         .keepalives_interval(Duration::from_secs(10))
         .keepalives_retries(3)
         .tcp_user_timeout(Duration::from_secs(60));
-    if config.get_options().is_none() {
-        config.options("-c synchronous_commit=on");
-    }
+    let ours = format!(
+        "-c synchronous_commit=on -c idle_in_transaction_session_timeout={}",
+        IDLE_IN_TRANSACTION.as_millis()
+    );
+    let options = match config.get_options() {
+        Some(theirs) => format!("{ours} {theirs}"),
+        None => ours,
+    };
+    config.options(&options);
     let manager_config = ManagerConfig {
         recycling_method: RecyclingMethod::Fast,
     };

@@ -29,12 +29,15 @@
 //! Postgres is tested here.
 
 mod connect;
+mod lease;
 mod schema;
+
+pub use lease::{LeaseHolder, NodeRow};
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use connect::{pool_error, sql_error};
 use deadpool_postgres::Pool;
@@ -45,50 +48,78 @@ use super::kv::{BatchOp, Keyspace, Storage, StorageError, StorageResult, Visitor
 const PAGE: i64 = 1000;
 
 pub struct PostgresStorage {
+    db: Arc<Database>,
+    /// The owner epoch this store writes under (`schema.rs`; 0: none, and
+    /// every write is refused).
+    epoch: AtomicI64,
+    /// Set by a failed write, cleared by `reopen`: writes are refused in
+    /// between (the trait's fail-stop rule).
+    failed: AtomicBool,
+    pool: Pool,
+}
+
+/// The connections to one database, shared by the stores over it (a
+/// cluster node makes one store per term as owner, `lease.rs`).
+struct Database {
     /// Owns the pool's connections; shut down in the background on drop
     /// (a store may be dropped on an async thread, where waiting is not
     /// allowed).
     runtime: Mutex<Option<tokio::runtime::Runtime>>,
     handle: tokio::runtime::Handle,
-    pool: Pool,
-    /// The owner epoch this process holds (`schema.rs`).
-    epoch: AtomicI64,
-    /// Set by a failed write, cleared by `reopen`: writes are refused in
-    /// between (the trait's fail-stop rule).
-    failed: AtomicBool,
 }
 
 impl PostgresStorage {
     /// Connects to `url` (a `postgres://` URL; see `connect.rs` for what
     /// its settings mean here), brings the schema up to date and takes the
-    /// database over.
+    /// database over at once, whoever held it.
     pub fn open(url: &str) -> Result<Self, String> {
+        let store = Self::connect(url)?;
+        let pool = store.pool.clone();
+        let epoch = store
+            .run(async move { schema::take_ownership(&pool).await })
+            .map_err(|e| format!("cannot take the database over: {e}"))?;
+        store.epoch.store(epoch, Ordering::Release);
+        Ok(store)
+    }
+
+    /// Connects to `url` and brings the schema up to date, holding no
+    /// ownership: every write is refused until the store is one a lease
+    /// gave (`lease.rs`).
+    pub fn connect(url: &str) -> Result<Self, String> {
         let runtime = connect::runtime()?;
         let pool = connect::pool(url, &runtime)?;
         let handle = runtime.handle().clone();
         let store = Self {
-            runtime: Mutex::new(Some(runtime)),
-            handle,
-            pool,
+            db: Arc::new(Database {
+                runtime: Mutex::new(Some(runtime)),
+                handle,
+            }),
             epoch: AtomicI64::new(0),
             failed: AtomicBool::new(false),
+            pool,
         };
         let pool = store.pool.clone();
-        let epoch = store
-            .run(async move {
-                schema::migrate(&pool).await?;
-                schema::take_ownership(&pool).await
-            })
+        store
+            .run(async move { schema::migrate(&pool).await })
             .map_err(|e| format!("cannot prepare the database: {e}"))?;
-        store.epoch.store(epoch, Ordering::Release);
         Ok(store)
+    }
+
+    /// Another store over the same connections, writing under `epoch`.
+    fn with_epoch(&self, epoch: i64) -> Self {
+        Self {
+            db: self.db.clone(),
+            epoch: AtomicI64::new(epoch),
+            failed: AtomicBool::new(false),
+            pool: self.pool.clone(),
+        }
     }
 
     fn run<T: Send + 'static>(
         &self,
         work: impl Future<Output = StorageResult<T>> + Send + 'static,
     ) -> StorageResult<T> {
-        connect::block_on(&self.handle, work)
+        connect::block_on(&self.db.handle, work)
     }
 
     /// One page of `[start, end)` after `after` (exclusive), ascending.
@@ -139,7 +170,7 @@ impl PostgresStorage {
     }
 }
 
-impl Drop for PostgresStorage {
+impl Drop for Database {
     fn drop(&mut self) {
         if let Some(runtime) = self.runtime.lock().ok().and_then(|mut r| r.take()) {
             runtime.shutdown_background();
@@ -180,6 +211,9 @@ impl Storage for PostgresStorage {
         }
         let pool = self.pool.clone();
         let mine = self.epoch.load(Ordering::Acquire);
+        if mine == 0 {
+            return Err(schema::taken(mine));
+        }
         let result = self.run(async move {
             let mut client = pool.get().await.map_err(pool_error)?;
             let txn = client.transaction().await.map_err(sql_error)?;
@@ -191,7 +225,7 @@ impl Storage for PostgresStorage {
                 .map_err(sql_error)?;
             let epoch: i64 = txn.query_one(&owner, &[]).await.map_err(sql_error)?.get(0);
             if epoch != mine {
-                return Err(schema::taken());
+                return Err(schema::taken(mine));
             }
             if !del_keys.is_empty() {
                 let delete = txn

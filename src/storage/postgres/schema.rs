@@ -19,7 +19,8 @@ use super::connect::{pool_error, sql_error};
 use crate::storage::kv::{StorageError, StorageResult};
 
 /// Each step of the schema, by version (1, 2, …).
-const MIGRATIONS: &[&str] = &["CREATE TABLE IF NOT EXISTS rill_kv (
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS rill_kv (
         keyspace SMALLINT NOT NULL,
         key BYTEA NOT NULL,
         value BYTEA NOT NULL,
@@ -28,7 +29,20 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE IF NOT EXISTS rill_kv (
     CREATE TABLE IF NOT EXISTS rill_owner (
         id INT PRIMARY KEY CHECK (id = 1),
         epoch BIGINT NOT NULL
-    )"];
+    )",
+    // 2: the owner as a lease (who holds it, where it answers, until when;
+    // no expiry for a process that took the database outside a cluster),
+    // and the nodes of a cluster with their heartbeats (`lease.rs`).
+    "ALTER TABLE rill_owner ADD COLUMN IF NOT EXISTS node TEXT;
+    ALTER TABLE rill_owner ADD COLUMN IF NOT EXISTS address TEXT;
+    ALTER TABLE rill_owner ADD COLUMN IF NOT EXISTS expires_at TIMESTAMPTZ;
+    CREATE TABLE IF NOT EXISTS rill_nodes (
+        id TEXT PRIMARY KEY,
+        address TEXT NOT NULL,
+        started_at TIMESTAMPTZ NOT NULL,
+        heartbeat_at TIMESTAMPTZ NOT NULL
+    )",
+];
 
 /// The schema up to date; retried, as two processes creating the same
 /// table at once make one of them fail.
@@ -87,13 +101,16 @@ async fn migrate_once(pool: &Pool) -> StorageResult<()> {
     Ok(())
 }
 
-/// Takes the database: the owner epoch raised, the new one returned.
+/// Takes the database, whoever holds it: the owner epoch raised, the new
+/// one returned. Held with no expiry and no node named (outside a
+/// cluster, the last process to open the database owns it).
 pub(super) async fn take_ownership(pool: &Pool) -> StorageResult<i64> {
     let client = pool.get().await.map_err(pool_error)?;
     let row = client
         .query_one(
             "INSERT INTO rill_owner (id, epoch) VALUES (1, 1) \
-             ON CONFLICT (id) DO UPDATE SET epoch = rill_owner.epoch + 1 RETURNING epoch",
+             ON CONFLICT (id) DO UPDATE SET epoch = rill_owner.epoch + 1, node = NULL, \
+             address = NULL, expires_at = NULL RETURNING epoch",
             &[],
         )
         .await
@@ -113,11 +130,15 @@ pub(super) async fn renew_ownership(pool: &Pool, mine: i64) -> StorageResult<i64
         )
         .await
         .map_err(sql_error)?;
-    row.map(|row| row.get(0)).ok_or_else(taken)
+    row.map(|row| row.get(0)).ok_or_else(|| taken(mine))
 }
 
-/// The error of a process whose database another one took.
-pub(super) fn taken() -> StorageError {
+/// The error of a store that does not own the database (any more):
+/// `mine` is the epoch it wrote under, 0 if it never owned it.
+pub(super) fn taken(mine: i64) -> StorageError {
+    if mine == 0 {
+        return StorageError::Io("this Rill does not own the Postgres database".into());
+    }
     StorageError::Io(
         "another Rill process took over this Postgres database; this one writes no more \
          (restart it to take the database back)"

@@ -8,18 +8,18 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
-use crate::api::{ApiConfig, Auth, SessionLimits};
+use crate::api::{Auth, SessionLimits};
 use crate::connections::{self, ConnectionLimits};
 use crate::engine::Engine;
 use crate::metrics::Metrics;
 use crate::storage::{FjallStorage, MemoryStorage, Storage};
 use crate::tls::Tls;
 
-/// How often retention, delete-on-empty and record removal run.
-const UPKEEP_INTERVAL: Duration = Duration::from_secs(1);
-/// How often the usage history takes the counts made since and is written
-/// to disk: the most a crash can lose of it.
-const USAGE_INTERVAL: Duration = Duration::from_secs(60);
+mod clustered;
+mod services;
+
+use services::{ApiSettings, Services};
+
 /// File descriptors kept back from connections, for storage and the rest.
 const FILE_RESERVE: u64 = 256;
 /// How long shutdown waits for open connections to finish.
@@ -41,6 +41,18 @@ pub struct ServeConfig {
     pub metrics_per_stream: bool,
     /// How long a Durable Streams long poll waits for records.
     pub durable_streams_long_poll: Duration,
+    /// Run as one node of a cluster over the Postgres `storage`.
+    pub cluster: Option<ClusterFlags>,
+}
+
+/// `--cluster` and what goes with it.
+#[derive(Clone, Debug)]
+pub struct ClusterFlags {
+    /// Where the other nodes reach this one; the listening address if
+    /// `None`.
+    pub advertise: Option<String>,
+    /// How long a node's lease lasts without renewal.
+    pub lease_ttl: Duration,
 }
 
 /// Where the server keeps its data. (Its `Debug` leaves out a Postgres
@@ -124,6 +136,21 @@ pub async fn serve(
         ),
         None => None,
     };
+    if let Some(flags) = &config.cluster {
+        let StorageChoice::Postgres(url) = &config.storage else {
+            return Err(
+                "--cluster needs --storage postgres://…: the nodes share that database".into(),
+            );
+        };
+        let node = clustered::NodeStart {
+            url: url.clone(),
+            flags: flags.clone(),
+            limits,
+            settings: api_settings(&config, limits, false),
+            metrics_per_stream: config.metrics_per_stream,
+        };
+        return clustered::serve(listener, node, shutdown).await;
+    }
     // Opening replays the storage journal: logged, with how long it took,
     // so a slow start is never a silent one.
     tracing::info!("opening storage");
@@ -146,53 +173,74 @@ pub async fn serve(
         "recovered"
     );
     let local = listener.local_addr().map_err(|e| e.to_string())?;
+    let settings = api_settings(&config, limits, false);
     match &config.storage {
         StorageChoice::Dir(dir) => {
             tracing::info!(addr = %local, data_dir = %dir.display(), "rill is listening")
         }
         StorageChoice::Postgres(url) => {
-            // Host and database only: the URL may hold a password.
-            let at = url
-                .parse::<tokio_postgres::Config>()
-                .map(|c| {
-                    let host = match c.get_hosts().first() {
-                        Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
-                        Some(tokio_postgres::config::Host::Unix(path)) => {
-                            path.display().to_string()
-                        }
-                        None => "localhost".into(),
-                    };
-                    let port = c.get_ports().first().copied().unwrap_or(5432);
-                    format!("{host}:{port}/{}", c.get_dbname().unwrap_or(""))
-                })
-                .unwrap_or_default();
-            tracing::info!(addr = %local, postgres = %at, "rill is listening")
+            tracing::info!(addr = %local, postgres = %postgres_at(url), "rill is listening")
         }
         StorageChoice::Memory => {
             tracing::info!(addr = %local, "rill is listening (in memory: nothing is kept)")
         }
     }
-    match config.auth {
-        Auth::On { .. } => tracing::info!("auth is on: every request needs an access token"),
-        Auth::Off => tracing::warn!(
-            "auth is off: anyone who can reach this port can read, write and delete everything \
-             (give --root-token-file, RILL_ROOT_TOKEN or --auth to turn it on)"
-        ),
-    }
+    say_auth(&config.auth);
     let tls = config.tls.map(Tls::load).transpose()?;
     if let Some(tls) = &tls {
         tracing::info!(?tls, "serving over TLS (HTTP/2 and HTTP/1.1)");
     }
     let options = ServerOptions {
         limits,
-        auth: config.auth,
+        auth: settings.auth,
         tls,
-        sessions: config.sessions,
-        access_log: config.access_log,
+        sessions: settings.sessions,
+        access_log: settings.access_log,
         metrics_listener,
-        durable_streams_long_poll: Some(config.durable_streams_long_poll),
+        durable_streams_long_poll: Some(settings.durable_streams_long_poll),
     };
     run_with(listener, engine, options, shutdown).await
+}
+
+/// Logs whether auth is on, and what it means if it is off.
+fn say_auth(auth: &Auth) {
+    match auth {
+        Auth::On { .. } => tracing::info!("auth is on: every request needs an access token"),
+        Auth::Off => tracing::warn!(
+            "auth is off: anyone who can reach this port can read, write and delete everything \
+             (give --root-token-file, RILL_ROOT_TOKEN or --auth to turn it on)"
+        ),
+    }
+}
+
+/// The API's settings from the flags.
+fn api_settings(config: &ServeConfig, limits: ConnectionLimits, tls: bool) -> ApiSettings {
+    ApiSettings {
+        body_read_timeout: limits.body_read_timeout,
+        write_stall_timeout: limits.write_stall_timeout,
+        max_body_bytes: limits.max_body_bytes,
+        auth: config.auth.clone(),
+        sessions: config.sessions,
+        access_log: config.access_log,
+        tls,
+        durable_streams_long_poll: config.durable_streams_long_poll,
+    }
+}
+
+/// A Postgres URL's host, port and database, for the log: never the rest
+/// (it may hold a password).
+fn postgres_at(url: &str) -> String {
+    url.parse::<tokio_postgres::Config>()
+        .map(|c| {
+            let host = match c.get_hosts().first() {
+                Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+                Some(tokio_postgres::config::Host::Unix(path)) => path.display().to_string(),
+                None => "localhost".into(),
+            };
+            let port = c.get_ports().first().copied().unwrap_or(5432);
+            format!("{host}:{port}/{}", c.get_dbname().unwrap_or(""))
+        })
+        .unwrap_or_default()
 }
 
 /// Raises the soft limit on open files to the hard limit. Every connection
@@ -253,26 +301,20 @@ pub async fn run_with(
         metrics_listener,
         durable_streams_long_poll,
     } = options;
-    let upkeep = engine.spawn_upkeep(UPKEEP_INTERVAL);
-    let usage = engine.spawn_usage(USAGE_INTERVAL);
-    let (sinks, sink_workers) = crate::sinks::SinkRuntime::spawn(engine.clone());
-    let (sources, source_pollers) = crate::sources::SourceRuntime::spawn(engine.clone());
-    let restarts = engine.spawn_restarts();
     let reloader = tls.as_ref().map(Tls::spawn_reloader);
-    let api = ApiConfig {
+    let settings = ApiSettings {
         body_read_timeout: limits.body_read_timeout,
         write_stall_timeout: limits.write_stall_timeout,
         max_body_bytes: limits.max_body_bytes,
         auth,
         sessions,
         access_log,
-        sinks,
-        sources,
         tls: tls.is_some(),
         durable_streams_long_poll: durable_streams_long_poll
             .unwrap_or(crate::api::DEFAULT_DURABLE_STREAMS_LONG_POLL),
     };
-    let (app, metrics_only) = crate::api::routers(engine.clone(), api);
+    let services = Services::start(engine.clone(), &settings);
+    let (app, metrics_only) = (services.app.clone(), services.metrics_only.clone());
     let metrics_server = metrics_listener.map(|listener| {
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(%addr, "serving /metrics");
@@ -293,37 +335,39 @@ pub async fn run_with(
         closing.begin_shutdown();
         let _ = draining_tx.send(());
     });
-    // A client that stops reading could hold a connection open forever;
-    // after a grace period, stop waiting and close what is left.
-    let drain_deadline = async {
-        if draining_rx.await.is_ok() {
-            tokio::time::sleep(DRAIN_TIMEOUT).await;
-        } else {
-            std::future::pending::<()>().await;
-        }
-    };
-    let result = tokio::select! {
-        () = serve => Ok(()),
-        () = drain_deadline => {
-            tracing::warn!("connections did not drain within {DRAIN_TIMEOUT:?}; closing them");
-            Ok(())
-        }
-    };
-    upkeep.abort();
-    usage.abort();
-    // Deliveries in flight are given back to the next start.
-    sink_workers.abort();
-    source_pollers.abort();
-    restarts.abort();
+    serve_until_drained(serve, draining_rx).await;
     if let Some(metrics_server) = metrics_server {
         metrics_server.abort();
     }
     if let Some(reloader) = reloader {
         reloader.abort();
     }
-    engine.shutdown().await;
+    services.stop().await;
     tracing::info!("rill stopped; all acknowledged writes are durable");
-    result
+    Ok(())
+}
+
+/// Runs the accept loop `serve` until it has drained its connections
+/// after shutdown began (`draining` fires then), or for
+/// [`DRAIN_TIMEOUT`] more: a client that stops reading could hold a
+/// connection open forever.
+async fn serve_until_drained(
+    serve: impl std::future::Future<Output = ()>,
+    draining: tokio::sync::oneshot::Receiver<()>,
+) {
+    let drain_deadline = async {
+        if draining.await.is_ok() {
+            tokio::time::sleep(DRAIN_TIMEOUT).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        () = serve => {}
+        () = drain_deadline => {
+            tracing::warn!("connections did not drain within {DRAIN_TIMEOUT:?}; closing them");
+        }
+    }
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

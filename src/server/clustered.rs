@@ -1,0 +1,105 @@
+//! Serving as one node of a cluster (`--cluster`): the listener is bound
+//! and the node answers at once, forwarding to the owner until it becomes
+//! the owner itself (`src/cluster/`).
+
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+use super::services::{ApiSettings, EngineTerms};
+use super::{postgres_at, say_auth, serve_until_drained, ClusterFlags};
+use crate::cluster::{ClusterSettings, Node};
+use crate::connections::{self, ConnectionLimits};
+use crate::metrics::Metrics;
+
+/// What a node starts from.
+pub(super) struct NodeStart {
+    pub url: String,
+    pub flags: ClusterFlags,
+    pub limits: ConnectionLimits,
+    pub settings: ApiSettings,
+    pub metrics_per_stream: bool,
+}
+
+pub(super) async fn serve(
+    listener: TcpListener,
+    start: NodeStart,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    let address = match start.flags.advertise {
+        Some(address) => address,
+        None if local.ip().is_unspecified() => {
+            return Err(format!(
+                "listening on {local}, this node cannot tell the others where to reach it: \
+                 give --advertise HOST:PORT"
+            ))
+        }
+        None => local.to_string(),
+    };
+    let url = start.url.clone();
+    let watch = tokio::task::spawn_blocking(move || crate::storage::PostgresStorage::connect(&url))
+        .await
+        .map_err(|_| "connecting to Postgres panicked".to_string())?
+        .map_err(|e| format!("cannot open storage on Postgres: {e}"))?;
+    let settings = ClusterSettings {
+        node_id: node_id(),
+        address,
+        lease_ttl: start.flags.lease_ttl,
+    };
+    tracing::info!(
+        addr = %local,
+        postgres = %postgres_at(&start.url),
+        node = %settings.node_id,
+        advertised = %settings.address,
+        lease_ttl = ?settings.lease_ttl,
+        "rill is listening (a cluster node: it forwards to the owner until it owns the database)"
+    );
+    say_auth(&start.settings.auth);
+    let node = Node::new(settings, watch);
+    let metrics = Arc::new(Metrics::new(start.metrics_per_stream));
+    let open_connections = metrics.http.connections.clone();
+    let terms = Arc::new(EngineTerms {
+        settings: start.settings,
+        metrics,
+    });
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let keeper = tokio::spawn(node.clone().run(terms, async {
+        let _ = stop_rx.await;
+    }));
+    let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
+    let closing = node.clone();
+    let serve = connections::serve(
+        listener,
+        node.router(),
+        start.limits,
+        None,
+        open_connections,
+        async move {
+            shutdown.await;
+            closing.begin_stop().await;
+            let _ = draining_tx.send(());
+        },
+    );
+    serve_until_drained(serve, draining_rx).await;
+    let _ = stop_tx.send(());
+    let _ = keeper.await;
+    node.stop().await;
+    tracing::info!("rill stopped; all acknowledged writes are durable");
+    Ok(())
+}
+
+/// A node's id: new for every process, so that a restarted node never
+/// mistakes the lease of its previous life for its own.
+fn node_id() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "node".into());
+    format!(
+        "{host}-{}-{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    )
+}

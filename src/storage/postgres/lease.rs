@@ -1,0 +1,199 @@
+//! The owner as a lease, for the nodes of a cluster (`src/cluster/`).
+//!
+//! Ownership is the epoch in `rill_owner` that every write transaction
+//! checks (`schema.rs`). In a cluster it is held as a lease: the row also
+//! names the node holding it, the address it answers at, and when the
+//! lease ends unless renewed. A node takes it only once it has ended (or
+//! was never given an end: a process outside a cluster took the
+//! database), raising the epoch as it does; so the node before can never
+//! write again, however late its writes arrive. Time decides when a node
+//! may *try* to take over, never whether a write is safe.
+//!
+//! Times are the database's (`now()`), so the nodes' clocks do not matter.
+//! `rill_nodes` lists the nodes with their last heartbeat: who is there,
+//! for operators and for what comes later (ownership per resource).
+
+use std::time::Duration;
+
+use super::connect::{pool_error, sql_error};
+use super::PostgresStorage;
+use crate::storage::kv::StorageResult;
+
+/// Who holds the database, as `rill_owner` says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseHolder {
+    pub epoch: i64,
+    /// The node holding it; `None` for a process outside a cluster.
+    pub node: Option<String>,
+    /// Where that node answers (`HOST:PORT`).
+    pub address: Option<String>,
+    /// Ended (or held with no end): another node may take it now.
+    pub ended: bool,
+}
+
+/// A node of the cluster, from `rill_nodes`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodeRow {
+    pub id: String,
+    pub address: String,
+    /// How long ago its last heartbeat was.
+    pub silent_for: Duration,
+}
+
+impl PostgresStorage {
+    /// Takes the lease for `node` (answering at `address`) for `ttl`, if
+    /// the one before has ended: a store writing under the new epoch, or
+    /// `None` if another node holds a lease still running. Waits for the
+    /// write transactions of the holder before to end, so none of them
+    /// commits after this returns.
+    pub fn take_lease(
+        &self,
+        node: &str,
+        address: &str,
+        ttl: Duration,
+    ) -> StorageResult<Option<PostgresStorage>> {
+        let pool = self.pool.clone();
+        let (node, address) = (node.to_string(), address.to_string());
+        let ttl = ttl.as_secs_f64();
+        let epoch = self.run(async move {
+            let client = pool.get().await.map_err(pool_error)?;
+            let row = client
+                .query_opt(
+                    "INSERT INTO rill_owner (id, epoch, node, address, expires_at) \
+                     VALUES (1, 1, $1, $2, now() + $3::float8 * interval '1 second') \
+                     ON CONFLICT (id) DO UPDATE SET epoch = rill_owner.epoch + 1, \
+                     node = excluded.node, address = excluded.address, \
+                     expires_at = excluded.expires_at \
+                     WHERE rill_owner.expires_at IS NULL OR rill_owner.expires_at < now() \
+                     RETURNING epoch",
+                    &[&node, &address, &ttl],
+                )
+                .await
+                .map_err(sql_error)?;
+            Ok(row.map(|row| row.get::<_, i64>(0)))
+        })?;
+        Ok(epoch.map(|epoch| self.with_epoch(epoch)))
+    }
+
+    /// Extends this store's lease by `ttl` from now; `false` if it is not
+    /// its own any more (another node took it).
+    pub fn renew_lease(&self, ttl: Duration) -> StorageResult<bool> {
+        let pool = self.pool.clone();
+        let mine = self.epoch.load(std::sync::atomic::Ordering::Acquire);
+        let ttl = ttl.as_secs_f64();
+        self.run(async move {
+            let client = pool.get().await.map_err(pool_error)?;
+            let row = client
+                .query_opt(
+                    "UPDATE rill_owner SET expires_at = now() + $2::float8 * interval '1 second' \
+                     WHERE id = 1 AND epoch = $1 RETURNING epoch",
+                    &[&mine, &ttl],
+                )
+                .await
+                .map_err(sql_error)?;
+            Ok(row.is_some())
+        })
+    }
+
+    /// Ends this store's lease now, if it is still its own, so that
+    /// another node takes over without waiting it out. The store writes
+    /// no more.
+    pub fn release_lease(&self) -> StorageResult<()> {
+        let pool = self.pool.clone();
+        let mine = self.epoch.swap(0, std::sync::atomic::Ordering::AcqRel);
+        self.run(async move {
+            let client = pool.get().await.map_err(pool_error)?;
+            client
+                .execute(
+                    "UPDATE rill_owner SET expires_at = now() WHERE id = 1 AND epoch = $1",
+                    &[&mine],
+                )
+                .await
+                .map_err(sql_error)?;
+            Ok(())
+        })
+    }
+
+    /// Who holds the database, if anyone ever did.
+    pub fn lease_holder(&self) -> StorageResult<Option<LeaseHolder>> {
+        let pool = self.pool.clone();
+        self.run(async move {
+            let client = pool.get().await.map_err(pool_error)?;
+            let row = client
+                .query_opt(
+                    "SELECT epoch, node, address, \
+                     (expires_at IS NULL OR expires_at < now()) AS ended \
+                     FROM rill_owner WHERE id = 1",
+                    &[],
+                )
+                .await
+                .map_err(sql_error)?;
+            Ok(row.map(|row| LeaseHolder {
+                epoch: row.get(0),
+                node: row.get(1),
+                address: row.get(2),
+                ended: row.get(3),
+            }))
+        })
+    }
+
+    /// Says `node` (at `address`) is alive, and forgets the nodes silent
+    /// for longer than `forget_after`.
+    pub fn heartbeat(
+        &self,
+        node: &str,
+        address: &str,
+        forget_after: Duration,
+    ) -> StorageResult<()> {
+        let pool = self.pool.clone();
+        let (node, address) = (node.to_string(), address.to_string());
+        let forget_after = forget_after.as_secs_f64();
+        self.run(async move {
+            let client = pool.get().await.map_err(pool_error)?;
+            client
+                .execute(
+                    "INSERT INTO rill_nodes (id, address, started_at, heartbeat_at) \
+                     VALUES ($1, $2, now(), now()) \
+                     ON CONFLICT (id) DO UPDATE SET address = excluded.address, \
+                     heartbeat_at = excluded.heartbeat_at",
+                    &[&node, &address],
+                )
+                .await
+                .map_err(sql_error)?;
+            client
+                .execute(
+                    "DELETE FROM rill_nodes \
+                     WHERE heartbeat_at < now() - $1::float8 * interval '1 second'",
+                    &[&forget_after],
+                )
+                .await
+                .map_err(sql_error)?;
+            Ok(())
+        })
+    }
+
+    /// The nodes that sent a heartbeat lately, by id.
+    pub fn nodes(&self) -> StorageResult<Vec<NodeRow>> {
+        let pool = self.pool.clone();
+        self.run(async move {
+            let client = pool.get().await.map_err(pool_error)?;
+            let rows = client
+                .query(
+                    "SELECT id, address, \
+                     greatest(EXTRACT(EPOCH FROM (now() - heartbeat_at)), 0)::float8 \
+                     FROM rill_nodes ORDER BY id",
+                    &[],
+                )
+                .await
+                .map_err(sql_error)?;
+            Ok(rows
+                .into_iter()
+                .map(|row| NodeRow {
+                    id: row.get(0),
+                    address: row.get(1),
+                    silent_for: Duration::from_secs_f64(row.get::<_, f64>(2)),
+                })
+                .collect())
+        })
+    }
+}

@@ -1,0 +1,467 @@
+//! Several Rill nodes over one Postgres (`--cluster`): any node answers
+//! any request, and when the owner is killed (SIGKILL) or paused
+//! (SIGSTOP) mid-load another node takes over. Histories of clients on
+//! every node stay linearizable; collections' `/updated` cursor neither
+//! skips nor repeats while their writes move from one node to another.
+//!
+//! Needs Debian's `postgresql` (skipped without it unless
+//! `RILL_REQUIRE_SERVICES` is set).
+
+mod common;
+mod lin;
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use common::binary::RillProcess;
+use common::services::Postgres;
+use lin::client::{client_run, final_contents, Base, Recorder, BASIN};
+use lin::{check, Outcome};
+use serde_json::{json, Value};
+
+/// Short, so that takeovers in the tests are quick.
+const LEASE_TTL: Duration = Duration::from_secs(2);
+
+fn start_node(url: &str) -> (RillProcess, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let ttl = format!("{}ms", LEASE_TTL.as_millis());
+    let node = RillProcess::try_start_with(
+        dir.path(),
+        &["--storage", url, "--cluster", "--lease-ttl", &ttl],
+    )
+    .unwrap_or_else(|said| panic!("the node did not start: {said}"));
+    (node, dir)
+}
+
+/// The node that owns the database now: the one that serves a request
+/// marked as forwarded already (the others refuse to forward it on).
+async fn owner(http: &reqwest::Client, bases: &[String]) -> Option<usize> {
+    for (i, base) in bases.iter().enumerate() {
+        let answer = http
+            .get(format!("{base}/v1/basins"))
+            .header("rill-forwarded-by", "test")
+            .timeout(Duration::from_secs(1))
+            .send()
+            .await;
+        if answer.is_ok_and(|r| r.status().is_success()) {
+            return Some(i);
+        }
+    }
+    None
+}
+
+/// Waits for an owner; which one, and how long it took.
+async fn wait_for_owner(http: &reqwest::Client, bases: &[String]) -> (usize, Duration) {
+    let started = Instant::now();
+    loop {
+        if let Some(i) = owner(http, bases).await {
+            return (i, started.elapsed());
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no node took the lease within a minute"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Appends `body` through `base`; its seq num once acknowledged, retrying
+/// while the cluster is between owners (a retried append may land twice:
+/// the callers count on bodies being unique, not on exactly one copy).
+async fn append(http: &reqwest::Client, base: &str, body: &str) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let answer = http
+            .post(format!("{base}/v1/streams/s/records"))
+            .header("s2-basin", BASIN)
+            .json(&json!({ "records": [{ "body": body }] }))
+            .send()
+            .await;
+        if let Ok(resp) = answer {
+            if resp.status().is_success() {
+                let ack: Value = resp.json().await.unwrap();
+                return ack["start"]["seq_num"].as_u64().unwrap();
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{body} was not appended within a minute"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Any node answers any request, sees what was appended through the
+/// others, and the cluster goes on when its owner is killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_node_serves_and_a_killed_owner_is_taken_over() {
+    let Some(pg) = Postgres::start() else { return };
+    let url = pg.database("cluster_basic");
+    let mut nodes: Vec<_> = (0..3).map(|_| start_node(&url)).collect();
+    let bases: Vec<String> = nodes.iter().map(|(n, _)| n.base.clone()).collect();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let (first, _) = wait_for_owner(&http, &bases).await;
+    // Made through a follower: forwarded.
+    common::create_basin_and_stream(&http, &bases[(first + 1) % 3], BASIN).await;
+
+    let mut acked = BTreeMap::new();
+    for round in 0..5 {
+        for (i, base) in bases.iter().enumerate() {
+            let body = format!("n{i}-r{round}");
+            let seq = append(&http, base, &body).await;
+            assert!(
+                acked.insert(seq, body).is_none(),
+                "seq num {seq} given twice"
+            );
+        }
+    }
+    let expected: Vec<String> = acked.values().cloned().collect();
+    for base in &bases {
+        assert_eq!(final_contents(base).await, expected, "read through {base}");
+    }
+
+    // A long poll on one node sees an append made through another.
+    let mut waits = Vec::new();
+    for k in 0..20 {
+        let (reader, writer) = (&bases[k % 3], &bases[(k + 1) % 3]);
+        let tail = acked.len() as u64;
+        let read = http
+            .get(format!(
+                "{reader}/v1/streams/s/records?seq_num={tail}&wait=10"
+            ))
+            .header("s2-basin", BASIN)
+            .send();
+        let read = tokio::spawn(async move {
+            let answer = read.await;
+            (Instant::now(), answer)
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let body = format!("live-{k}");
+        let sent = Instant::now();
+        assert_eq!(append(&http, writer, &body).await, tail);
+        let (answered, answer) = read.await.unwrap();
+        waits.push(answered.duration_since(sent));
+        let batch: Value = answer.unwrap().json().await.unwrap();
+        assert_eq!(common::bodies(&batch), std::slice::from_ref(&body));
+        acked.insert(tail, body);
+    }
+    waits.sort();
+    eprintln!(
+        "a long poll on one node answered {:?} after an append was sent through another (median), {:?} at most",
+        waits[waits.len() / 2],
+        waits[waits.len() - 1]
+    );
+
+    // The owner dies; another node takes over once its lease has ended.
+    let (killed, _) = nodes.remove(first);
+    killed.kill();
+    let killed_at = Instant::now();
+    let survivors: Vec<String> = nodes.iter().map(|(n, _)| n.base.clone()).collect();
+    let seq = append(&http, &survivors[0], "after-kill").await;
+    let takeover = killed_at.elapsed();
+    eprintln!("the owner killed, an append through a survivor succeeded {takeover:?} later");
+    assert!(acked.insert(seq, "after-kill".into()).is_none());
+    for round in 0..3 {
+        for (i, base) in survivors.iter().enumerate() {
+            let body = format!("after-{i}-{round}");
+            let seq = append(&http, base, &body).await;
+            assert!(
+                acked.insert(seq, body).is_none(),
+                "seq num {seq} given twice"
+            );
+        }
+    }
+    // Everything acknowledged, each at the seq num its ack named: the
+    // stream holds exactly those (every append here was acknowledged the
+    // first time it was tried, or retried only after a refusal).
+    let contents = final_contents(&survivors[1]).await;
+    for (seq, body) in &acked {
+        assert_eq!(contents.get(*seq as usize), Some(body), "at seq num {seq}");
+    }
+    let unique: HashSet<&String> = contents.iter().collect();
+    assert_eq!(unique.len(), contents.len(), "a record appears twice");
+}
+
+/// Histories of clients on all three nodes, with the owner SIGKILLed and
+/// then the next owner paused past its lease and resumed: linearizable,
+/// every acknowledged append exactly once at its seq num, and the paused
+/// owner, awake again, writes nothing (it steps down).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn histories_across_a_killed_and_a_paused_owner_are_linearizable() {
+    const CLIENTS: usize = 9;
+    const OPS: usize = 60;
+    let Some(pg) = Postgres::start() else { return };
+    let url = pg.database("cluster_lin");
+    let mut nodes: Vec<Option<(RillProcess, tempfile::TempDir)>> =
+        (0..3).map(|_| Some(start_node(&url))).collect();
+    let bases: Vec<String> = nodes
+        .iter()
+        .map(|n| n.as_ref().unwrap().0.base.clone())
+        .collect();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    wait_for_owner(&http, &bases).await;
+    common::create_basin_and_stream(&http, &bases[0], BASIN).await;
+
+    let recorder = Arc::new(Recorder {
+        started: Instant::now(),
+        ops: Mutex::new(Vec::new()),
+    });
+    let counter = Arc::new(AtomicUsize::new(0));
+    // Each client talks to one node (three to each).
+    let client_bases: Vec<Base> = (0..CLIENTS)
+        .map(|c| Arc::new(RwLock::new(bases[c % 3].clone())))
+        .collect();
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            tokio::spawn(client_run(
+                client_bases[c].clone(),
+                c,
+                OPS,
+                77_000 + c as u64,
+                recorder.clone(),
+                counter.clone(),
+            ))
+        })
+        .collect();
+    let done = |share: usize| {
+        let recorder = recorder.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while recorder.ops.lock().unwrap().len() < CLIENTS * OPS / share
+                && Instant::now() < deadline
+            {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    };
+
+    // A quarter in: the owner is killed, and its clients move to the next
+    // node.
+    done(4).await;
+    let (killed, _) = wait_for_owner(&http, &bases).await;
+    nodes[killed].take().unwrap().0.kill();
+    let moved_to = bases[(killed + 1) % 3].clone();
+    for (c, base) in client_bases.iter().enumerate() {
+        if c % 3 == killed {
+            *base.write().unwrap() = moved_to.clone();
+        }
+    }
+    // Half way: the new owner is paused past its lease, then resumed.
+    done(2).await;
+    let alive: Vec<String> = (0..3)
+        .filter(|&i| nodes[i].is_some())
+        .map(|i| bases[i].clone())
+        .collect();
+    let (paused, _) = wait_for_owner(&http, &alive).await;
+    let paused = bases.iter().position(|b| *b == alive[paused]).unwrap();
+    let paused_node = &nodes[paused].as_ref().unwrap().0;
+    paused_node.signal("STOP");
+    tokio::time::sleep(LEASE_TTL * 3).await;
+    paused_node.signal("CONT");
+
+    for client in clients {
+        client.await.unwrap();
+    }
+    let contents = final_contents(&alive[0]).await;
+    let history = std::mem::take(&mut *recorder.ops.lock().unwrap());
+    let unknown = history
+        .iter()
+        .filter(|op| matches!(op.outcome, Outcome::Unknown))
+        .count();
+    let acked = history
+        .iter()
+        .filter(|op| matches!(op.outcome, Outcome::Appended { .. }))
+        .count();
+    eprintln!(
+        "{} operations through 3 nodes, {acked} appends acknowledged, {unknown} outcomes unknown",
+        history.len()
+    );
+    if let Err(violation) = check(&history, &contents) {
+        panic!("the cluster's history is not linearizable: {violation}");
+    }
+    assert!(acked > 0 && unknown > 0, "the faults cut nothing off");
+    // The paused owner found on waking that its lease had moved on.
+    let said = nodes[paused].as_ref().unwrap().0.log_lines().join("\n");
+    assert!(
+        said.contains("stepped down"),
+        "the paused owner did not step down:\n{said}"
+    );
+}
+
+/// A collection written through every node while its owner is killed:
+/// pagers on every node never skip or repeat a change, and end with every
+/// record's latest version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_updated_cursor_holds_across_a_takeover() {
+    let Some(pg) = Postgres::start() else { return };
+    let url = pg.database("cluster_collections");
+    let mut nodes: Vec<Option<(RillProcess, tempfile::TempDir)>> =
+        (0..3).map(|_| Some(start_node(&url))).collect();
+    let bases: Vec<String> = nodes
+        .iter()
+        .map(|n| n.as_ref().unwrap().0.base.clone())
+        .collect();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let (first, _) = wait_for_owner(&http, &bases).await;
+    // Clients of the owner's node would lose their node with it: writers
+    // and pagers use the other two.
+    let others: Vec<String> = (0..3)
+        .filter(|&i| i != first)
+        .map(|i| bases[i].clone())
+        .collect();
+    let resp = http
+        .put(format!("{}/v1/basins/{BASIN}", others[0]))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success());
+    let resp = http
+        .put(format!("{}/v1/collections/c", others[1]))
+        .header("s2-basin", BASIN)
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+
+    const ROUNDS: usize = 40;
+    let writers: Vec<_> = others
+        .iter()
+        .enumerate()
+        .map(|(w, base)| {
+            let (base, http) = (base.clone(), http.clone());
+            tokio::spawn(async move {
+                for round in 0..ROUNDS {
+                    let mut upserts: Vec<Value> = (0..3)
+                        .map(
+                            |i| json!({"id": format!("hot-{i}"), "data": {"w": w, "round": round}}),
+                        )
+                        .collect();
+                    upserts.push(json!({"id": format!("once-{w}-{round:02}"), "data": {}}));
+                    let body = json!({ "upserts": upserts });
+                    // Retried until acknowledged: a retry may add a version,
+                    // never lose one.
+                    let deadline = Instant::now() + Duration::from_secs(60);
+                    loop {
+                        let answer = http
+                            .post(format!("{base}/v1/collections/c/records"))
+                            .header("s2-basin", BASIN)
+                            .json(&body)
+                            .send()
+                            .await;
+                        if answer.is_ok_and(|r| r.status().is_success()) {
+                            break;
+                        }
+                        assert!(
+                            Instant::now() < deadline,
+                            "a write did not land in a minute"
+                        );
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+        })
+        .collect();
+    let (writers_done, done_rx) = tokio::sync::watch::channel(false);
+    let pagers: Vec<_> = others
+        .iter()
+        .flat_map(|base| [(base.clone(), 1), (base.clone(), 50)])
+        .map(|(base, limit)| {
+            let (http, done) = (http.clone(), done_rx.clone());
+            tokio::spawn(async move { page_until_done(&http, &base, limit, done).await })
+        })
+        .collect();
+
+    // Once writes are flowing, the owner dies.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    nodes[first].take().unwrap().0.kill();
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    writers_done.send_replace(true);
+    let truth = page_until_done(&http, &others[0], 1000, {
+        let (_tx, rx) = tokio::sync::watch::channel(true);
+        rx
+    })
+    .await;
+    assert_eq!(truth.len(), 3 + 2 * ROUNDS, "records in the collection");
+    for pager in pagers {
+        assert_eq!(
+            pager.await.unwrap(),
+            truth,
+            "a pager missed a latest change"
+        );
+    }
+}
+
+/// Pages `/updated` until `done` and a few pages after come back empty;
+/// each record's latest version seen. Asserts that positions strictly
+/// increase and no change is seen twice; a page that fails (the cluster
+/// between owners) is asked again with the same cursor.
+async fn page_until_done(
+    http: &reqwest::Client,
+    base: &str,
+    limit: usize,
+    done: tokio::sync::watch::Receiver<bool>,
+) -> BTreeMap<String, u64> {
+    let mut seen = HashSet::new();
+    let mut latest = BTreeMap::new();
+    let mut cursor: Option<String> = None;
+    let mut last = (0u64, String::new());
+    let mut idle = 0;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while idle < 3 {
+        assert!(Instant::now() < deadline, "the pager did not finish");
+        let query = match &cursor {
+            Some(c) => format!("cursor={c}&limit={limit}"),
+            None => format!("limit={limit}"),
+        };
+        let answer = http
+            .get(format!("{base}/v1/collections/c/updated?{query}"))
+            .header("s2-basin", BASIN)
+            .send()
+            .await;
+        let page: Value = match answer {
+            Ok(resp) if resp.status().is_success() => resp.json().await.unwrap(),
+            _ => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let records = page["records"].as_array().unwrap();
+        for r in records {
+            let id = r["id"].as_str().unwrap().to_string();
+            let version = r["version"].as_u64().unwrap();
+            let position = (r["updated_at"].as_u64().unwrap(), id.clone());
+            assert!(
+                position > last,
+                "{position:?} after {last:?}: positions went back"
+            );
+            last = position;
+            assert!(
+                seen.insert((id.clone(), version)),
+                "{id} v{version} seen twice"
+            );
+            latest.insert(id, version);
+        }
+        cursor = Some(page["cursor"].as_str().unwrap().to_string());
+        if records.is_empty() {
+            if *done.borrow() {
+                idle += 1;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    latest
+}
