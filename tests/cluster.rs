@@ -296,6 +296,63 @@ async fn histories_across_a_killed_and_a_paused_owner_are_linearizable() {
     );
 }
 
+/// A paused owner that wakes up after another node took over never
+/// answers from the state it had: a read it was sent while paused gets a
+/// retryable 503 or the new tail, never the old one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_owner_never_answers_from_a_stale_state() {
+    let Some(pg) = Postgres::start() else { return };
+    let url = pg.database("cluster_stale");
+    let nodes: Vec<_> = (0..2).map(|_| start_node(&url)).collect();
+    let bases: Vec<String> = nodes.iter().map(|(n, _)| n.base.clone()).collect();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let (owner, _) = wait_for_owner(&http, &bases).await;
+    let other = 1 - owner;
+    common::create_basin_and_stream(&http, &bases[other], BASIN).await;
+    assert_eq!(append(&http, &bases[other], "before").await, 0);
+
+    nodes[owner].0.signal("STOP");
+    let (taken, _) = wait_for_owner(&http, &bases[other..=other]).await;
+    assert_eq!(taken, 0);
+    assert_eq!(append(&http, &bases[other], "while paused").await, 1);
+    // Sent to the paused node: it waits in the socket until it wakes.
+    let stale = tokio::spawn(
+        http.get(format!("{}/v1/streams/s/records/tail", bases[owner]))
+            .header("s2-basin", BASIN)
+            .send(),
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    nodes[owner].0.signal("CONT");
+    let resp = stale.await.unwrap().unwrap();
+    let status = resp.status();
+    let body: Value = resp.json().await.unwrap();
+    match status.as_u16() {
+        503 => assert_eq!(body["code"], "unavailable", "{body}"),
+        200 => assert_eq!(body["tail"]["seq_num"], 2, "a stale tail: {body}"),
+        other => panic!("{other}: {body}"),
+    }
+    // Once it has stepped down, it forwards to the new owner.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let resp = http
+            .get(format!("{}/v1/streams/s/records/tail", bases[owner]))
+            .header("s2-basin", BASIN)
+            .send()
+            .await
+            .unwrap();
+        if resp.status().is_success() {
+            let body: Value = resp.json().await.unwrap();
+            assert_eq!(body["tail"]["seq_num"], 2, "{body}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the woken node never forwarded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A collection written through every node while its owner is killed:
 /// pagers on every node never skip or repeat a change, and end with every
 /// record's latest version.
