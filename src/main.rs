@@ -144,7 +144,7 @@ enum Command {
         advertise: Option<String>,
         /// How long a node's lease lasts unless renewed: after the owner
         /// dies, another node takes over about this much later.
-        #[arg(long, env = "RILL_LEASE_TTL", default_value = "5s", value_parser = positive_duration)]
+        #[arg(long, env = "RILL_LEASE_TTL", default_value = "5s", value_parser = lease_duration)]
         lease_ttl: std::time::Duration,
     },
     /// Accept that commits the store cannot recover (damage in its
@@ -322,6 +322,16 @@ fn advertised_address(text: &str) -> Result<String, String> {
         Ok(authority) if authority.port().is_some() && !text.contains('@') => Ok(text.to_string()),
         _ => Err(format!("`{text}` is not HOST:PORT")),
     }
+}
+
+/// `--lease-ttl`: from 500 ms (a node looks at the lease four times a
+/// lease, and a renewal takes a round trip) to an hour.
+fn lease_duration(text: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if d < std::time::Duration::from_millis(500) || d > std::time::Duration::from_secs(3600) {
+        return Err("must be from 500ms to 1h".into());
+    }
+    Ok(d)
 }
 
 /// A duration flag that must be more than zero (e.g. `30s`).

@@ -67,30 +67,43 @@ async fn wait_for_owner(http: &reqwest::Client, bases: &[String]) -> (usize, Dur
     }
 }
 
-/// Appends `body` through `base`; its seq num once acknowledged, retrying
-/// while the cluster is between owners (a retried append may land twice:
-/// the callers count on bodies being unique, not on exactly one copy).
-async fn append(http: &reqwest::Client, base: &str, body: &str) -> u64 {
+/// Sends `request` until it is answered other than `503` (a node that
+/// does not know the owner yet, or an owner not confirmed: never tried);
+/// any other answer is the outcome, a failure to get one panics (its
+/// outcome would be unknown, and the callers count on knowing).
+async fn settled(request: reqwest::RequestBuilder) -> reqwest::Response {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let answer = http
-            .post(format!("{base}/v1/streams/s/records"))
-            .header("s2-basin", BASIN)
-            .json(&json!({ "records": [{ "body": body }] }))
-            .send()
-            .await;
-        if let Ok(resp) = answer {
-            if resp.status().is_success() {
-                let ack: Value = resp.json().await.unwrap();
-                return ack["start"]["seq_num"].as_u64().unwrap();
-            }
+        let resp = request.try_clone().unwrap().send().await.unwrap();
+        if resp.status() != reqwest::StatusCode::SERVICE_UNAVAILABLE {
+            return resp;
         }
-        assert!(
-            Instant::now() < deadline,
-            "{body} was not appended within a minute"
-        );
+        assert!(Instant::now() < deadline, "503 for a minute");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Makes each of `paths` (a basin, a stream, a collection) through `base`.
+async fn make(http: &reqwest::Client, base: &str, paths: &[&str]) {
+    for path in paths {
+        let resp = settled(http.put(format!("{base}{path}")).header("s2-basin", BASIN)).await;
+        assert!(resp.status().is_success(), "{path}: {}", resp.status());
+    }
+}
+
+/// Appends `body` through `base`; its seq num once acknowledged. Only
+/// refusals (`503`: never tried) are retried, so each body lands once.
+async fn append(http: &reqwest::Client, base: &str, body: &str) -> u64 {
+    let resp = settled(
+        http.post(format!("{base}/v1/streams/s/records"))
+            .header("s2-basin", BASIN)
+            .json(&json!({ "records": [{ "body": body }] })),
+    )
+    .await;
+    let status = resp.status();
+    let ack: Value = resp.json().await.unwrap();
+    assert!(status.is_success(), "{body}: {status} {ack}");
+    ack["start"]["seq_num"].as_u64().unwrap()
 }
 
 /// Any node answers any request, sees what was appended through the
@@ -107,7 +120,12 @@ async fn any_node_serves_and_a_killed_owner_is_taken_over() {
         .unwrap();
     let (first, _) = wait_for_owner(&http, &bases).await;
     // Made through a follower: forwarded.
-    common::create_basin_and_stream(&http, &bases[(first + 1) % 3], BASIN).await;
+    make(
+        &http,
+        &bases[(first + 1) % 3],
+        &["/v1/basins/lin-basin", "/v1/streams/s"],
+    )
+    .await;
 
     let mut acked = BTreeMap::new();
     for round in 0..5 {
@@ -124,6 +142,17 @@ async fn any_node_serves_and_a_killed_owner_is_taken_over() {
     for base in &bases {
         assert_eq!(final_contents(base).await, expected, "read through {base}");
     }
+
+    // Forwarded as the client sent it: a basin named in the host works
+    // through a follower too.
+    let follower = &bases[(first + 1) % 3];
+    let resp = settled(
+        http.get(format!("{follower}/v1/streams/s/records/tail"))
+            .header("host", format!("{BASIN}.rill.test")),
+    )
+    .await;
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["tail"]["seq_num"], acked.len(), "{body}");
 
     // A long poll on one node sees an append made through another.
     let mut waits = Vec::new();
@@ -176,9 +205,8 @@ async fn any_node_serves_and_a_killed_owner_is_taken_over() {
             );
         }
     }
-    // Everything acknowledged, each at the seq num its ack named: the
-    // stream holds exactly those (every append here was acknowledged the
-    // first time it was tried, or retried only after a refusal).
+    // Everything acknowledged, each at the seq num its ack named, and
+    // nothing twice (appends were retried only after a refusal).
     let contents = final_contents(&survivors[1]).await;
     for (seq, body) in &acked {
         assert_eq!(contents.get(*seq as usize), Some(body), "at seq num {seq}");
@@ -208,7 +236,7 @@ async fn histories_across_a_killed_and_a_paused_owner_are_linearizable() {
         .build()
         .unwrap();
     wait_for_owner(&http, &bases).await;
-    common::create_basin_and_stream(&http, &bases[0], BASIN).await;
+    make(&http, &bases[0], &["/v1/basins/lin-basin", "/v1/streams/s"]).await;
 
     let recorder = Arc::new(Recorder {
         started: Instant::now(),
@@ -235,9 +263,8 @@ async fn histories_across_a_killed_and_a_paused_owner_are_linearizable() {
         let recorder = recorder.clone();
         async move {
             let deadline = Instant::now() + Duration::from_secs(60);
-            while recorder.ops.lock().unwrap().len() < CLIENTS * OPS / share
-                && Instant::now() < deadline
-            {
+            while recorder.ops.lock().unwrap().len() < CLIENTS * OPS / share {
+                assert!(Instant::now() < deadline, "the clients stalled");
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         }
@@ -311,7 +338,12 @@ async fn a_paused_owner_never_answers_from_a_stale_state() {
         .unwrap();
     let (owner, _) = wait_for_owner(&http, &bases).await;
     let other = 1 - owner;
-    common::create_basin_and_stream(&http, &bases[other], BASIN).await;
+    make(
+        &http,
+        &bases[other],
+        &["/v1/basins/lin-basin", "/v1/streams/s"],
+    )
+    .await;
     assert_eq!(append(&http, &bases[other], "before").await, 0);
 
     nodes[owner].0.signal("STOP");
@@ -377,19 +409,8 @@ async fn the_updated_cursor_holds_across_a_takeover() {
         .filter(|&i| i != first)
         .map(|i| bases[i].clone())
         .collect();
-    let resp = http
-        .put(format!("{}/v1/basins/{BASIN}", others[0]))
-        .send()
-        .await
-        .unwrap();
-    assert!(resp.status().is_success());
-    let resp = http
-        .put(format!("{}/v1/collections/c", others[1]))
-        .header("s2-basin", BASIN)
-        .send()
-        .await
-        .unwrap();
-    assert!(resp.status().is_success(), "{}", resp.status());
+    make(&http, &others[0], &["/v1/basins/lin-basin"]).await;
+    make(&http, &others[1], &["/v1/collections/c"]).await;
 
     const ROUNDS: usize = 40;
     let writers: Vec<_> = others

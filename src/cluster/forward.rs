@@ -26,7 +26,8 @@ pub const FORWARDED_BY: HeaderName = HeaderName::from_static("rill-forwarded-by"
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Headers that belong to one hop of a connection, never passed on
-/// (RFC 9110 §7.6.1), with `host` (the new hop has its own).
+/// (RFC 9110 §7.6.1). `Host` is passed on: the owner answers as the node
+/// the client asked (a basin named in the host, URLs it gives out).
 const HOP_BY_HOP: &[&str] = &[
     "connection",
     "keep-alive",
@@ -36,7 +37,6 @@ const HOP_BY_HOP: &[&str] = &[
     "trailer",
     "transfer-encoding",
     "upgrade",
-    "host",
     // hyper answers `100-continue` to the client itself, as it reads
     // the body it forwards.
     "expect",
@@ -54,6 +54,9 @@ impl Forwarder {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
         connector.set_nodelay(true);
+        // A forwarded session to an owner that vanished (its machine
+        // gone) is found out, not kept forever.
+        connector.set_keepalive(Some(Duration::from_secs(30)));
         Self {
             client: Client::builder(TokioExecutor::new()).build(connector),
             node: HeaderValue::from_str(node).unwrap_or(HeaderValue::from_static("node")),
@@ -80,9 +83,20 @@ impl Forwarder {
                 &format!("the lease holder's address `{to}` is not HOST:PORT"),
             );
         };
+        // HTTP/2 carries the host in the URI, HTTP/1.1 in `Host`.
+        let host = match request.headers().get(header::HOST) {
+            Some(host) => Some(host.clone()),
+            None => request
+                .uri()
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+        };
         *request.uri_mut() = uri;
         *request.version_mut() = Version::HTTP_11;
         strip_hop_by_hop(request.headers_mut());
+        if let Some(host) = host {
+            request.headers_mut().insert(header::HOST, host);
+        }
         request
             .headers_mut()
             .insert(FORWARDED_BY, self.node.clone());
@@ -163,11 +177,12 @@ mod tests {
             HeaderValue::from_static("chunked"),
         );
         headers.insert(header::HOST, HeaderValue::from_static("a:1"));
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
         headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer t"));
         headers.insert("s2-basin", HeaderValue::from_static("b"));
         strip_hop_by_hop(&mut headers);
         let mut left: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
         left.sort();
-        assert_eq!(left, ["authorization", "s2-basin"]);
+        assert_eq!(left, ["authorization", "host", "s2-basin"]);
     }
 }

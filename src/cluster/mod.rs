@@ -14,13 +14,15 @@
 //! (retention, expiry, consumers' timers, sinks, sources) runs on the
 //! owner only, as part of its engine.
 //!
-//! `node.rs` keeps the lease and switches the node between owner and
-//! follower; `term.rs` is what the server gives it to open and close an
-//! engine with. The owner of everything is a first step: ownership per
+//! `node.rs` watches the lease and switches the node between owner and
+//! follower; `lease.rs` keeps the lease an owner holds renewed;
+//! `term.rs` is what the server gives a node to open and close an engine
+//! with. The owner of everything is a first step: ownership per
 //! stream, collection and consumer, and followers serving reads, come
 //! next, over the same leases and epochs.
 
 mod forward;
+mod lease;
 mod node;
 mod term;
 

@@ -10,7 +10,7 @@ use tokio_postgres::error::SqlState;
 use crate::storage::kv::{StorageError, StorageResult};
 
 /// Connections the pool keeps at most.
-const POOL_SIZE: usize = 16;
+pub(super) const POOL_SIZE: usize = 16;
 /// How long a connection may take to open, and a call to wait for one.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long any one call may take. A write past it counts as failed (its
@@ -21,7 +21,11 @@ pub(super) const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// long belongs to a process that is paused or cut off.
 const IDLE_IN_TRANSACTION: Duration = Duration::from_secs(5);
 
-/// The pool for `url`, built on `runtime`.
+/// Connections the lease's pool keeps at most (`lease.rs`): its calls
+/// never wait behind the engine's.
+pub(super) const LEASE_POOL_SIZE: usize = 4;
+
+/// The pool for `url`, of up to `size` connections, built on `runtime`.
 ///
 /// - TLS: `sslmode=disable` and `prefer` (the default) connect in the
 ///   clear; `require`, `verify-ca` and `verify-full` use TLS, verified
@@ -36,7 +40,11 @@ const IDLE_IN_TRANSACTION: Duration = Duration::from_secs(5);
 ///   server: a paused or cut-off owner's transaction cannot hold the
 ///   owner row (and with it a takeover) for longer. Options the URL sets
 ///   come after these and win.
-pub(super) fn pool(url: &str, runtime: &tokio::runtime::Runtime) -> Result<Pool, String> {
+pub(super) fn pool(
+    url: &str,
+    size: usize,
+    runtime: &tokio::runtime::Runtime,
+) -> Result<Pool, String> {
     let mut config: tokio_postgres::Config = url
         .parse()
         .map_err(|e: tokio_postgres::Error| format!("not a Postgres URL: {e}"))?;
@@ -73,7 +81,7 @@ pub(super) fn pool(url: &str, runtime: &tokio::runtime::Runtime) -> Result<Pool,
     };
     let _entered = runtime.enter();
     Pool::builder(manager)
-        .max_size(POOL_SIZE)
+        .max_size(size)
         .runtime(Runtime::Tokio1)
         .wait_timeout(Some(CONNECT_TIMEOUT))
         .create_timeout(Some(CONNECT_TIMEOUT))

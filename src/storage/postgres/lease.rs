@@ -52,7 +52,7 @@ impl PostgresStorage {
         address: &str,
         ttl: Duration,
     ) -> StorageResult<Option<PostgresStorage>> {
-        let pool = self.pool.clone();
+        let pool = self.lease_pool.clone();
         let (node, address) = (node.to_string(), address.to_string());
         let ttl = ttl.as_secs_f64();
         let epoch = self.run(async move {
@@ -76,30 +76,41 @@ impl PostgresStorage {
     }
 
     /// Extends this store's lease by `ttl` from now; `false` if it is not
-    /// its own any more (another node took it).
+    /// its own any more (another node took it). The engine's `reopen`
+    /// raises the epoch the store writes under: a renewal that raced one
+    /// is tried again with the new epoch.
     pub fn renew_lease(&self, ttl: Duration) -> StorageResult<bool> {
-        let pool = self.pool.clone();
-        let mine = self.epoch.load(std::sync::atomic::Ordering::Acquire);
         let ttl = ttl.as_secs_f64();
-        self.run(async move {
-            let client = pool.get().await.map_err(pool_error)?;
-            let row = client
-                .query_opt(
-                    "UPDATE rill_owner SET expires_at = now() + $2::float8 * interval '1 second' \
-                     WHERE id = 1 AND epoch = $1 RETURNING epoch",
-                    &[&mine, &ttl],
-                )
-                .await
-                .map_err(sql_error)?;
-            Ok(row.is_some())
-        })
+        loop {
+            let pool = self.lease_pool.clone();
+            let mine = self.epoch.load(std::sync::atomic::Ordering::Acquire);
+            if mine == 0 {
+                return Ok(false);
+            }
+            let renewed = self.run(async move {
+                let client = pool.get().await.map_err(pool_error)?;
+                let row = client
+                    .query_opt(
+                        "UPDATE rill_owner \
+                         SET expires_at = now() + $2::float8 * interval '1 second' \
+                         WHERE id = 1 AND epoch = $1 RETURNING epoch",
+                        &[&mine, &ttl],
+                    )
+                    .await
+                    .map_err(sql_error)?;
+                Ok(row.is_some())
+            })?;
+            if renewed || self.epoch.load(std::sync::atomic::Ordering::Acquire) == mine {
+                return Ok(renewed);
+            }
+        }
     }
 
     /// Ends this store's lease now, if it is still its own, so that
     /// another node takes over without waiting it out. The store writes
     /// no more.
     pub fn release_lease(&self) -> StorageResult<()> {
-        let pool = self.pool.clone();
+        let pool = self.lease_pool.clone();
         let mine = self.epoch.swap(0, std::sync::atomic::Ordering::AcqRel);
         self.run(async move {
             let client = pool.get().await.map_err(pool_error)?;
@@ -116,7 +127,7 @@ impl PostgresStorage {
 
     /// Who holds the database, if anyone ever did.
     pub fn lease_holder(&self) -> StorageResult<Option<LeaseHolder>> {
-        let pool = self.pool.clone();
+        let pool = self.lease_pool.clone();
         self.run(async move {
             let client = pool.get().await.map_err(pool_error)?;
             let row = client
@@ -145,7 +156,7 @@ impl PostgresStorage {
         address: &str,
         forget_after: Duration,
     ) -> StorageResult<()> {
-        let pool = self.pool.clone();
+        let pool = self.lease_pool.clone();
         let (node, address) = (node.to_string(), address.to_string());
         let forget_after = forget_after.as_secs_f64();
         self.run(async move {
@@ -174,7 +185,7 @@ impl PostgresStorage {
 
     /// The nodes that sent a heartbeat lately, by id.
     pub fn nodes(&self) -> StorageResult<Vec<NodeRow>> {
-        let pool = self.pool.clone();
+        let pool = self.lease_pool.clone();
         self.run(async move {
             let client = pool.get().await.map_err(pool_error)?;
             let rows = client

@@ -56,6 +56,9 @@ pub struct PostgresStorage {
     /// between (the trait's fail-stop rule).
     failed: AtomicBool,
     pool: Pool,
+    /// For the lease's calls alone, so that renewing it never waits for a
+    /// connection behind the engine's writes.
+    lease_pool: Pool,
 }
 
 /// The connections to one database, shared by the stores over it (a
@@ -77,7 +80,12 @@ impl PostgresStorage {
         let pool = store.pool.clone();
         let epoch = store
             .run(async move { schema::take_ownership(&pool).await })
-            .map_err(|e| format!("cannot take the database over: {e}"))?;
+            .map_err(|e| format!("cannot take the database over: {e}"))?
+            .ok_or_else(|| {
+                "a node of a Rill cluster holds this database: start this Rill with --cluster \
+                 too, or stop the cluster first"
+                    .to_string()
+            })?;
         store.epoch.store(epoch, Ordering::Release);
         Ok(store)
     }
@@ -87,7 +95,8 @@ impl PostgresStorage {
     /// gave (`lease.rs`).
     pub fn connect(url: &str) -> Result<Self, String> {
         let runtime = connect::runtime()?;
-        let pool = connect::pool(url, &runtime)?;
+        let pool = connect::pool(url, connect::POOL_SIZE, &runtime)?;
+        let lease_pool = connect::pool(url, connect::LEASE_POOL_SIZE, &runtime)?;
         let handle = runtime.handle().clone();
         let store = Self {
             db: Arc::new(Database {
@@ -97,6 +106,7 @@ impl PostgresStorage {
             epoch: AtomicI64::new(0),
             failed: AtomicBool::new(false),
             pool,
+            lease_pool,
         };
         let pool = store.pool.clone();
         store
@@ -112,6 +122,7 @@ impl PostgresStorage {
             epoch: AtomicI64::new(epoch),
             failed: AtomicBool::new(false),
             pool: self.pool.clone(),
+            lease_pool: self.lease_pool.clone(),
         }
     }
 

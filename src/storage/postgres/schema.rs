@@ -101,21 +101,25 @@ async fn migrate_once(pool: &Pool) -> StorageResult<()> {
     Ok(())
 }
 
-/// Takes the database, whoever holds it: the owner epoch raised, the new
+/// Takes the database outside a cluster: the owner epoch raised, the new
 /// one returned. Held with no expiry and no node named (outside a
-/// cluster, the last process to open the database owns it).
-pub(super) async fn take_ownership(pool: &Pool) -> StorageResult<i64> {
+/// cluster, the last process to open the database owns it), unless a
+/// cluster's node holds a lease still running (`None`): a cluster is
+/// never fenced off by a process that does not take part in it.
+pub(super) async fn take_ownership(pool: &Pool) -> StorageResult<Option<i64>> {
     let client = pool.get().await.map_err(pool_error)?;
     let row = client
-        .query_one(
+        .query_opt(
             "INSERT INTO rill_owner (id, epoch) VALUES (1, 1) \
              ON CONFLICT (id) DO UPDATE SET epoch = rill_owner.epoch + 1, node = NULL, \
-             address = NULL, expires_at = NULL RETURNING epoch",
+             address = NULL, expires_at = NULL \
+             WHERE rill_owner.node IS NULL OR rill_owner.expires_at < now() \
+             RETURNING epoch",
             &[],
         )
         .await
         .map_err(sql_error)?;
-    Ok(row.get(0))
+    Ok(row.map(|row| row.get(0)))
 }
 
 /// Keeps the database, if it is still this process's (`mine`): the epoch
