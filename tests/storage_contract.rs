@@ -351,6 +351,16 @@ fn a_lease_is_taken_only_once_ended_and_fences_the_holder_before() {
         .unwrap()
         .expect("c takes it");
     check(&c, &model);
+    // A process outside the cluster does not fence it off.
+    let refused = PostgresStorage::open(&url)
+        .err()
+        .expect("opened a cluster's database");
+    assert!(refused.contains("--cluster"), "{refused}");
+    apply(
+        &c,
+        &mut model,
+        vec![Op::Put(1, b"c".to_vec(), b"3".to_vec())],
+    );
 
     // Heartbeats list the nodes.
     watch_a.heartbeat("a", "127.0.0.1:1", ttl * 10).unwrap();
