@@ -106,6 +106,53 @@ async fn append(http: &reqwest::Client, base: &str, body: &str) -> u64 {
     ack["start"]["seq_num"].as_u64().unwrap()
 }
 
+/// `--cluster` with what it cannot work with is refused at once, with a
+/// usage error that says why.
+#[test]
+fn cluster_flags_that_cannot_work_are_refused() {
+    for (flags, said) in [
+        (&["--cluster"][..], "--storage"),
+        (
+            &[
+                "--storage",
+                "postgres://x@127.0.0.1:1/x",
+                "--cluster",
+                "--lease-ttl",
+                "10ms",
+            ][..],
+            "500ms",
+        ),
+        (
+            &[
+                "--storage",
+                "postgres://x@127.0.0.1:1/x",
+                "--cluster",
+                "--advertise",
+                "nope",
+            ][..],
+            "HOST:PORT",
+        ),
+        (
+            &[
+                "--storage",
+                "postgres://x@127.0.0.1:1/x",
+                "--advertise",
+                "127.0.0.1:1",
+            ][..],
+            "--cluster",
+        ),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_rill"))
+            .arg("serve")
+            .args(flags)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flags:?}: {stderr}");
+        assert!(stderr.contains(said), "{flags:?}: {stderr}");
+    }
+}
+
 /// Any node answers any request, sees what was appended through the
 /// others, and the cluster goes on when its owner is killed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
