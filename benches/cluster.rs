@@ -5,7 +5,8 @@
 //! and after it is stopped cleanly (SIGTERM ends its lease at once).
 //!
 //! `cargo bench --bench cluster`. Postgres is the one the tests use,
-//! started here on loopback (Debian's `postgresql`); without it the
+//! started here on loopback (Debian's `postgresql`), but with `fsync` on,
+//! so that its commits are as durable as fjall's; without it the
 //! benchmark says so and stops. One run on a noisy machine: compare the
 //! rows with each other. Everything binds to 127.0.0.1; every workload is
 //! bounded in time.
@@ -38,7 +39,7 @@ const TAKEOVERS: usize = 3;
 async fn main() {
     let dir = tempfile::tempdir().unwrap();
     let fsync = support::fsync_reference(dir.path(), support::appends::RECORD_BYTES);
-    let Some(pg) = Postgres::start() else {
+    let Some(pg) = Postgres::start_with_fsync(true) else {
         println!("no Postgres here (apt-get install postgresql): nothing to measure");
         return;
     };
@@ -71,7 +72,9 @@ async fn main() {
         let url = pg.database(&format!("bench_cluster_{size}"));
         let nodes: Vec<_> = (0..size).map(|_| start_node(&url)).collect();
         let bases: Vec<String> = nodes.iter().map(|(n, _)| n.base.clone()).collect();
-        wait_until_served(&http, &bases[0]).await;
+        for base in &bases {
+            wait_until_served(&http, base).await;
+        }
         let label = format!("cluster of {size}, Postgres");
         measure(&label, &http, &bases, fsync).await;
     }

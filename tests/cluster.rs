@@ -238,9 +238,24 @@ async fn any_node_serves_and_a_killed_owner_is_taken_over() {
     killed.kill();
     let killed_at = Instant::now();
     let survivors: Vec<String> = nodes.iter().map(|(n, _)| n.base.clone()).collect();
-    let seq = append(&http, &survivors[0], "after-kill").await;
+    // Reads first, retried freely, until every survivor answers: a
+    // follower's pooled connection to the dead owner fails a request
+    // with an unknown outcome (502), which an append must not meet.
+    for base in &survivors {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !http
+            .get(format!("{base}/v1/basins"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            assert!(Instant::now() < deadline, "{base} never answered again");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
     let takeover = killed_at.elapsed();
-    eprintln!("the owner killed, an append through a survivor succeeded {takeover:?} later");
+    eprintln!("the owner killed, every survivor answered {takeover:?} later");
+    let seq = append(&http, &survivors[0], "after-kill").await;
     assert!(acked.insert(seq, "after-kill".into()).is_none());
     for round in 0..3 {
         for (i, base) in survivors.iter().enumerate() {

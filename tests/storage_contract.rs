@@ -313,7 +313,7 @@ fn a_lease_is_taken_only_once_ended_and_fences_the_holder_before() {
     assert!(!holder.ended);
     // Renewed, it keeps running past its first end.
     std::thread::sleep(ttl / 2);
-    assert!(a.renew_lease(ttl).unwrap());
+    assert!(a.renew_lease("a", ttl).unwrap());
     std::thread::sleep(ttl * 3 / 4);
     assert!(watch_b
         .take_lease("b", "127.0.0.1:2", ttl)
@@ -331,7 +331,7 @@ fn a_lease_is_taken_only_once_ended_and_fences_the_holder_before() {
     batch.put(Keyspace::StreamRecords, b"late".to_vec(), b"a".to_vec());
     let refused = a.write(batch).unwrap_err();
     assert!(refused.to_string().contains("took over"), "{refused}");
-    assert!(!a.renew_lease(ttl).unwrap(), "a renewed b's lease");
+    assert!(!a.renew_lease("a", ttl).unwrap(), "a renewed b's lease");
     assert!(a.reopen().is_err(), "a took the database back");
     check(&b, &model);
     apply(
@@ -342,7 +342,11 @@ fn a_lease_is_taken_only_once_ended_and_fences_the_holder_before() {
     check(&b, &model);
 
     // Released, the lease is free at once.
-    b.release_lease().unwrap();
+    b.release_lease("b").unwrap();
+    assert!(
+        !b.renew_lease("b", ttl).unwrap(),
+        "a late renewal revived a released lease"
+    );
     let mut batch = WriteBatch::default();
     batch.put(Keyspace::StreamRecords, b"after".to_vec(), b"b".to_vec());
     assert!(b.write(batch).is_err(), "b wrote after releasing");
@@ -361,6 +365,15 @@ fn a_lease_is_taken_only_once_ended_and_fences_the_holder_before() {
         &mut model,
         vec![Op::Put(1, b"c".to_vec(), b"3".to_vec())],
     );
+    // The engine's reopen raises the epoch; the lease is renewed still.
+    c.reopen().unwrap();
+    assert!(c.renew_lease("c", ttl).unwrap(), "a reopen lost the lease");
+    apply(
+        &c,
+        &mut model,
+        vec![Op::Put(1, b"d".to_vec(), b"4".to_vec())],
+    );
+    check(&c, &model);
 
     // Heartbeats list the nodes.
     watch_a.heartbeat("a", "127.0.0.1:1", ttl * 10).unwrap();

@@ -52,6 +52,8 @@ pub async fn http_appends(
 ) -> Outcome {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(appenders)
+        // No append waits forever: the run is bounded.
+        .timeout(Duration::from_secs(30))
         .build()
         .unwrap();
     let payload: Arc<str> = {

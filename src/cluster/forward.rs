@@ -57,6 +57,8 @@ impl Forwarder {
         // A forwarded session to an owner that vanished (its machine
         // gone) is found out, not kept forever.
         connector.set_keepalive(Some(Duration::from_secs(30)));
+        connector.set_keepalive_interval(Some(Duration::from_secs(10)));
+        connector.set_keepalive_retries(Some(3));
         Self {
             client: Client::builder(TokioExecutor::new()).build(connector),
             node: HeaderValue::from_str(node).unwrap_or(HeaderValue::from_static("node")),

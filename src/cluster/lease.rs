@@ -1,7 +1,9 @@
 //! The lease a node holds as owner, kept renewed by a task of its own from
 //! the moment it is taken (the engine's opening included), on the store's
-//! lease connections (`storage/postgres/lease.rs`): engine traffic, a
-//! slow heartbeat or a tick of the node never hold a renewal up.
+//! lease connections (`storage/postgres/lease.rs`): a slow heartbeat, a
+//! tick of the node or the engine's need for connections never hold a
+//! renewal up. (It does wait for the write transactions in flight, which
+//! hold the owner row: milliseconds.)
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -66,10 +68,12 @@ pub struct Renewer {
 }
 
 impl Renewer {
-    /// Renews the lease `store` holds (taken by a call sent at
-    /// `taken_at`) every `tick`, until it is lost or [`Self::stop`].
+    /// Renews `node`'s lease (taken by a call sent at `taken_at`) every
+    /// `tick`, until it is lost or [`Self::stop`]. A renewal that has not
+    /// answered within a lease counts as failed.
     pub fn spawn(
         store: Arc<PostgresStorage>,
+        node: String,
         taken_at: Instant,
         ttl: Duration,
         tick: Duration,
@@ -81,8 +85,12 @@ impl Renewer {
             loop {
                 tokio::time::sleep(tick).await;
                 let sent = Instant::now();
-                let store = store.clone();
-                match blocking(move || store.renew_lease(ttl)).await {
+                let (store, node) = (store.clone(), node.clone());
+                let renewal = blocking(move || store.renew_lease(&node, ttl));
+                let answer = tokio::time::timeout(ttl, renewal)
+                    .await
+                    .unwrap_or_else(|_| Err(StorageError::Io("no answer within a lease".into())));
+                match answer {
                     Ok(true) => {
                         renewed = sent;
                         state.confirmed(sent);

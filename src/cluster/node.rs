@@ -121,8 +121,12 @@ impl Node {
     /// if any, so the server's connections can drain.
     pub async fn begin_stop(&self) {
         self.stopping.store(true, Ordering::Release);
-        if let Some(held) = &*self.held.lock().await {
-            held.term.begin_stop();
+        // A tick that holds the lock (opening an engine, say) sees
+        // `stopping` when it is done and ends the sessions itself.
+        if let Ok(held) = self.held.try_lock() {
+            if let Some(held) = &*held {
+                held.term.begin_stop();
+            }
         }
     }
 
@@ -134,10 +138,11 @@ impl Node {
             return;
         };
         self.role.store(Arc::new(Role::Follower { owner: None }));
-        held.renewer.stop();
+        // Renewed until the engine has stopped, then released.
         held.term.stop().await;
-        let store = held.store;
-        match blocking(move || store.release_lease()).await {
+        held.renewer.stop();
+        let (store, node) = (held.store, self.settings.node_id.clone());
+        match blocking(move || store.release_lease(&node)).await {
             Ok(()) => tracing::info!("lease released"),
             Err(err) => tracing::warn!(%err, "releasing the lease failed; it ends by itself"),
         }
@@ -170,7 +175,14 @@ impl Node {
                 let owner = holder.address.filter(|_| holder.node.is_some());
                 self.role.store(Arc::new(Role::Follower { owner }));
             }
-            Ok(_) => *held = self.take_over(terms).await,
+            Ok(_) => {
+                *held = self.take_over(terms).await;
+                if let Some(owner) = held.as_ref() {
+                    if self.stopping.load(Ordering::Acquire) {
+                        owner.term.begin_stop();
+                    }
+                }
+            }
             Err(err) => tracing::warn!(%err, "reading the lease failed"),
         }
     }
@@ -194,7 +206,14 @@ impl Node {
         };
         // Renewed from now: opening the engine may take longer than a lease.
         let ttl = self.settings.lease_ttl;
-        let renewer = Renewer::spawn(store.clone(), started, ttl, self.settings.tick());
+        let node = self.settings.node_id.clone();
+        let renewer = Renewer::spawn(
+            store.clone(),
+            node.clone(),
+            started,
+            ttl,
+            self.settings.tick(),
+        );
         match terms.open(store.clone()).await {
             Ok(term) => {
                 tracing::info!(
@@ -215,7 +234,7 @@ impl Node {
             Err(err) => {
                 tracing::error!(%err, "opening the engine failed; giving the lease back");
                 renewer.stop();
-                if let Err(err) = blocking(move || store.release_lease()).await {
+                if let Err(err) = blocking(move || store.release_lease(&node)).await {
                     tracing::warn!(%err, "releasing the lease failed; it ends by itself");
                 }
                 None
@@ -230,6 +249,13 @@ impl Node {
         tracing::warn!(node = %self.settings.node_id, why, "stepped down: this node forwards from now");
         let Some(lost) = lost else { return };
         lost.renewer.stop();
+        // If the lease is still this node's (renewals failed, no one took
+        // it), it ends now rather than in a lease: until then the other
+        // nodes would forward here.
+        let (store, node) = (lost.store.clone(), self.settings.node_id.clone());
+        if let Err(err) = blocking(move || store.release_lease(&node)).await {
+            tracing::warn!(%err, "releasing the lease failed; it ends by itself");
+        }
         lost.term.begin_stop();
         let stopping = tokio::spawn(lost.term.stop());
         if tokio::time::timeout(STOP_TIMEOUT, stopping).await.is_err() {

@@ -85,10 +85,18 @@ pub struct Postgres {
     pub port: u16,
     /// Postgres refuses to run as root: as root, it runs as `postgres`.
     as_postgres: bool,
+    /// Off for the tests (they do not pull the plug); on for benchmarks
+    /// that compare with durable writes elsewhere.
+    fsync: bool,
 }
 
 impl Postgres {
     pub fn start() -> Option<Self> {
+        Self::start_with_fsync(false)
+    }
+
+    /// [`Self::start`], with `fsync` on or off.
+    pub fn start_with_fsync(fsync: bool) -> Option<Self> {
         let mut candidates: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
             .into_iter()
             .flatten()
@@ -115,6 +123,7 @@ impl Postgres {
             dir,
             port: free_port(),
             as_postgres,
+            fsync,
         };
         let data = pg.data_dir();
         pg.run(
@@ -165,10 +174,11 @@ impl Postgres {
         let data = self.data_dir();
         let log = self.dir.path().join("log");
         let options = format!(
-            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c fsync=off \
+            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c fsync={} \
              -c wal_level=logical",
             self.port,
-            self.dir.path().display()
+            self.dir.path().display(),
+            if self.fsync { "on" } else { "off" },
         );
         self.run(
             "pg_ctl",

@@ -75,49 +75,43 @@ impl PostgresStorage {
         Ok(epoch.map(|epoch| self.with_epoch(epoch)))
     }
 
-    /// Extends this store's lease by `ttl` from now; `false` if it is not
-    /// its own any more (another node took it). The engine's `reopen`
-    /// raises the epoch the store writes under: a renewal that raced one
-    /// is tried again with the new epoch.
-    pub fn renew_lease(&self, ttl: Duration) -> StorageResult<bool> {
+    /// Extends `node`'s lease by `ttl` from now; `false` if it is not its
+    /// own any more (another node took it, or it was released). By node,
+    /// not by epoch: the engine's `reopen` raises the epoch, and node ids
+    /// are new for every process.
+    pub fn renew_lease(&self, node: &str, ttl: Duration) -> StorageResult<bool> {
+        let pool = self.lease_pool.clone();
+        let node = node.to_string();
         let ttl = ttl.as_secs_f64();
-        loop {
-            let pool = self.lease_pool.clone();
-            let mine = self.epoch.load(std::sync::atomic::Ordering::Acquire);
-            if mine == 0 {
-                return Ok(false);
-            }
-            let renewed = self.run(async move {
-                let client = pool.get().await.map_err(pool_error)?;
-                let row = client
-                    .query_opt(
-                        "UPDATE rill_owner \
-                         SET expires_at = now() + $2::float8 * interval '1 second' \
-                         WHERE id = 1 AND epoch = $1 RETURNING epoch",
-                        &[&mine, &ttl],
-                    )
-                    .await
-                    .map_err(sql_error)?;
-                Ok(row.is_some())
-            })?;
-            if renewed || self.epoch.load(std::sync::atomic::Ordering::Acquire) == mine {
-                return Ok(renewed);
-            }
-        }
+        self.run(async move {
+            let client = pool.get().await.map_err(pool_error)?;
+            let row = client
+                .query_opt(
+                    "UPDATE rill_owner \
+                     SET expires_at = now() + $2::float8 * interval '1 second' \
+                     WHERE id = 1 AND node = $1 RETURNING epoch",
+                    &[&node, &ttl],
+                )
+                .await
+                .map_err(sql_error)?;
+            Ok(row.is_some())
+        })
     }
 
-    /// Ends this store's lease now, if it is still its own, so that
-    /// another node takes over without waiting it out. The store writes
-    /// no more.
-    pub fn release_lease(&self) -> StorageResult<()> {
+    /// Ends `node`'s lease now, if it is still its own, so that another
+    /// node takes over without waiting it out; a renewal still on its way
+    /// finds it gone. This store writes no more.
+    pub fn release_lease(&self, node: &str) -> StorageResult<()> {
         let pool = self.lease_pool.clone();
-        let mine = self.epoch.swap(0, std::sync::atomic::Ordering::AcqRel);
+        let node = node.to_string();
+        self.epoch.store(0, std::sync::atomic::Ordering::Release);
         self.run(async move {
             let client = pool.get().await.map_err(pool_error)?;
             client
                 .execute(
-                    "UPDATE rill_owner SET expires_at = now() WHERE id = 1 AND epoch = $1",
-                    &[&mine],
+                    "UPDATE rill_owner SET expires_at = now(), node = NULL, address = NULL \
+                     WHERE id = 1 AND node = $1",
+                    &[&node],
                 )
                 .await
                 .map_err(sql_error)?;
