@@ -24,6 +24,30 @@ use serde_json::{json, Value};
 /// Short, so that takeovers in the tests are quick.
 const LEASE_TTL: Duration = Duration::from_secs(2);
 
+/// A node, and the directory it was started in (empty: its data is in
+/// Postgres); `None` once killed.
+type Node = Option<(RillProcess, tempfile::TempDir)>;
+
+/// `size` nodes over `url`, their addresses, and a client whose requests
+/// give up after 10 s.
+fn start_cluster(url: &str, size: usize) -> (Vec<Node>, Vec<String>, reqwest::Client) {
+    let nodes: Vec<Node> = (0..size).map(|_| Some(start_node(url))).collect();
+    let bases = nodes
+        .iter()
+        .map(|n| n.as_ref().unwrap().0.base.clone())
+        .collect();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    (nodes, bases, http)
+}
+
+/// The process of a node still running.
+fn process(node: &Node) -> &RillProcess {
+    &node.as_ref().expect("a node still running").0
+}
+
 fn start_node(url: &str) -> (RillProcess, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let ttl = format!("{}ms", LEASE_TTL.as_millis());
@@ -158,13 +182,7 @@ fn cluster_flags_that_cannot_work_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn any_node_serves_and_a_killed_owner_is_taken_over() {
     let Some(pg) = Postgres::start() else { return };
-    let url = pg.database("cluster_basic");
-    let mut nodes: Vec<_> = (0..3).map(|_| start_node(&url)).collect();
-    let bases: Vec<String> = nodes.iter().map(|(n, _)| n.base.clone()).collect();
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap();
+    let (mut nodes, bases, http) = start_cluster(&pg.database("cluster_basic"), 3);
     let (first, _) = wait_for_owner(&http, &bases).await;
     // Made through a follower: forwarded.
     make(
@@ -234,10 +252,13 @@ async fn any_node_serves_and_a_killed_owner_is_taken_over() {
     );
 
     // The owner dies; another node takes over once its lease has ended.
-    let (killed, _) = nodes.remove(first);
-    killed.kill();
+    nodes[first].take().unwrap().0.kill();
     let killed_at = Instant::now();
-    let survivors: Vec<String> = nodes.iter().map(|(n, _)| n.base.clone()).collect();
+    let survivors: Vec<String> = nodes
+        .iter()
+        .flatten()
+        .map(|(n, _)| n.base.clone())
+        .collect();
     // Reads first, retried freely, until every survivor answers: a
     // follower's pooled connection to the dead owner fails a request
     // with an unknown outcome (502), which an append must not meet.
@@ -286,17 +307,7 @@ async fn histories_across_a_killed_and_a_paused_owner_are_linearizable() {
     const CLIENTS: usize = 9;
     const OPS: usize = 60;
     let Some(pg) = Postgres::start() else { return };
-    let url = pg.database("cluster_lin");
-    let mut nodes: Vec<Option<(RillProcess, tempfile::TempDir)>> =
-        (0..3).map(|_| Some(start_node(&url))).collect();
-    let bases: Vec<String> = nodes
-        .iter()
-        .map(|n| n.as_ref().unwrap().0.base.clone())
-        .collect();
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap();
+    let (mut nodes, bases, http) = start_cluster(&pg.database("cluster_lin"), 3);
     wait_for_owner(&http, &bases).await;
     make(&http, &bases[0], &["/v1/basins/lin-basin", "/v1/streams/s"]).await;
 
@@ -351,7 +362,7 @@ async fn histories_across_a_killed_and_a_paused_owner_are_linearizable() {
         .collect();
     let (paused, _) = wait_for_owner(&http, &alive).await;
     let paused = bases.iter().position(|b| *b == alive[paused]).unwrap();
-    let paused_node = &nodes[paused].as_ref().unwrap().0;
+    let paused_node = process(&nodes[paused]);
     paused_node.signal("STOP");
     tokio::time::sleep(LEASE_TTL * 3).await;
     paused_node.signal("CONT");
@@ -378,7 +389,7 @@ async fn histories_across_a_killed_and_a_paused_owner_are_linearizable() {
     }
     assert!(acked > 0 && unknown > 0, "the faults cut nothing off");
     // The paused owner found on waking that its lease had moved on.
-    let said = nodes[paused].as_ref().unwrap().0.log_lines().join("\n");
+    let said = process(&nodes[paused]).log_lines().join("\n");
     assert!(
         said.contains("stepped down"),
         "the paused owner did not step down:\n{said}"
@@ -391,13 +402,7 @@ async fn histories_across_a_killed_and_a_paused_owner_are_linearizable() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_owner_never_answers_from_a_stale_state() {
     let Some(pg) = Postgres::start() else { return };
-    let url = pg.database("cluster_stale");
-    let nodes: Vec<_> = (0..2).map(|_| start_node(&url)).collect();
-    let bases: Vec<String> = nodes.iter().map(|(n, _)| n.base.clone()).collect();
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap();
+    let (nodes, bases, http) = start_cluster(&pg.database("cluster_stale"), 2);
     let (owner, _) = wait_for_owner(&http, &bases).await;
     let other = 1 - owner;
     make(
@@ -408,7 +413,7 @@ async fn a_paused_owner_never_answers_from_a_stale_state() {
     .await;
     assert_eq!(append(&http, &bases[other], "before").await, 0);
 
-    nodes[owner].0.signal("STOP");
+    process(&nodes[owner]).signal("STOP");
     let (taken, _) = wait_for_owner(&http, &bases[other..=other]).await;
     assert_eq!(taken, 0);
     assert_eq!(append(&http, &bases[other], "while paused").await, 1);
@@ -419,7 +424,7 @@ async fn a_paused_owner_never_answers_from_a_stale_state() {
             .send(),
     );
     tokio::time::sleep(Duration::from_millis(200)).await;
-    nodes[owner].0.signal("CONT");
+    process(&nodes[owner]).signal("CONT");
     let resp = stale.await.unwrap().unwrap();
     let status = resp.status();
     let body: Value = resp.json().await.unwrap();
@@ -453,17 +458,7 @@ async fn a_paused_owner_never_answers_from_a_stale_state() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_updated_cursor_holds_across_a_takeover() {
     let Some(pg) = Postgres::start() else { return };
-    let url = pg.database("cluster_collections");
-    let mut nodes: Vec<Option<(RillProcess, tempfile::TempDir)>> =
-        (0..3).map(|_| Some(start_node(&url))).collect();
-    let bases: Vec<String> = nodes
-        .iter()
-        .map(|n| n.as_ref().unwrap().0.base.clone())
-        .collect();
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap();
+    let (mut nodes, bases, http) = start_cluster(&pg.database("cluster_collections"), 3);
     let (first, _) = wait_for_owner(&http, &bases).await;
     // Clients of the owner's node would lose their node with it: writers
     // and pagers use the other two.
