@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 use super::services::{ApiSettings, EngineTerms};
-use super::{postgres_at, say_auth, serve_until_drained, ClusterFlags};
+use super::shared::{postgres_at, say_auth, serve_until_drained, ClusterFlags};
 use crate::cluster::{ClusterSettings, Node};
 use crate::connections::{self, ConnectionLimits};
 use crate::metrics::Metrics;

@@ -17,13 +17,14 @@ use crate::tls::Tls;
 
 mod clustered;
 mod services;
+mod shared;
 
 use services::{ApiSettings, Services};
+pub use shared::ClusterFlags;
+use shared::{postgres_at, say_auth, serve_until_drained};
 
 /// File descriptors kept back from connections, for storage and the rest.
 const FILE_RESERVE: u64 = 256;
-/// How long shutdown waits for open connections to finish.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Debug)]
 pub struct ServeConfig {
@@ -43,16 +44,6 @@ pub struct ServeConfig {
     pub durable_streams_long_poll: Duration,
     /// Run as one node of a cluster over the Postgres `storage`.
     pub cluster: Option<ClusterFlags>,
-}
-
-/// `--cluster` and what goes with it.
-#[derive(Clone, Debug)]
-pub struct ClusterFlags {
-    /// Where the other nodes reach this one; the listening address if
-    /// `None`.
-    pub advertise: Option<String>,
-    /// How long a node's lease lasts without renewal.
-    pub lease_ttl: Duration,
 }
 
 /// Where the server keeps its data. (Its `Debug` leaves out a Postgres
@@ -202,17 +193,6 @@ pub async fn serve(
     run_with(listener, engine, options, shutdown).await
 }
 
-/// Logs whether auth is on, and what it means if it is off.
-fn say_auth(auth: &Auth) {
-    match auth {
-        Auth::On { .. } => tracing::info!("auth is on: every request needs an access token"),
-        Auth::Off => tracing::warn!(
-            "auth is off: anyone who can reach this port can read, write and delete everything \
-             (give --root-token-file, RILL_ROOT_TOKEN or --auth to turn it on)"
-        ),
-    }
-}
-
 /// The API's settings from the flags.
 fn api_settings(config: &ServeConfig, limits: ConnectionLimits, tls: bool) -> ApiSettings {
     ApiSettings {
@@ -225,22 +205,6 @@ fn api_settings(config: &ServeConfig, limits: ConnectionLimits, tls: bool) -> Ap
         tls,
         durable_streams_long_poll: config.durable_streams_long_poll,
     }
-}
-
-/// A Postgres URL's host, port and database, for the log: never the rest
-/// (it may hold a password).
-fn postgres_at(url: &str) -> String {
-    url.parse::<tokio_postgres::Config>()
-        .map(|c| {
-            let host = match c.get_hosts().first() {
-                Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
-                Some(tokio_postgres::config::Host::Unix(path)) => path.display().to_string(),
-                None => "localhost".into(),
-            };
-            let port = c.get_ports().first().copied().unwrap_or(5432);
-            format!("{host}:{port}/{}", c.get_dbname().unwrap_or(""))
-        })
-        .unwrap_or_default()
 }
 
 /// Raises the soft limit on open files to the hard limit. Every connection
@@ -345,29 +309,6 @@ pub async fn run_with(
     services.stop().await;
     tracing::info!("rill stopped; all acknowledged writes are durable");
     Ok(())
-}
-
-/// Runs the accept loop `serve` until it has drained its connections
-/// after shutdown began (`draining` fires then), or for
-/// [`DRAIN_TIMEOUT`] more: a client that stops reading could hold a
-/// connection open forever.
-async fn serve_until_drained(
-    serve: impl std::future::Future<Output = ()>,
-    draining: tokio::sync::oneshot::Receiver<()>,
-) {
-    let drain_deadline = async {
-        if draining.await.is_ok() {
-            tokio::time::sleep(DRAIN_TIMEOUT).await;
-        } else {
-            std::future::pending::<()>().await;
-        }
-    };
-    tokio::select! {
-        () = serve => {}
-        () = drain_deadline => {
-            tracing::warn!("connections did not drain within {DRAIN_TIMEOUT:?}; closing them");
-        }
-    }
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

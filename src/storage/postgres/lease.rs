@@ -15,8 +15,9 @@
 
 use std::time::Duration;
 
+use deadpool_postgres::Pool;
+
 use super::connect::{pool_error, sql_error};
-use super::PostgresStorage;
 use crate::storage::kv::StorageResult;
 
 /// Who holds the database, as `rill_owner` says.
@@ -40,165 +41,132 @@ pub struct NodeRow {
     pub silent_for: Duration,
 }
 
-impl PostgresStorage {
-    /// Takes the lease for `node` (answering at `address`) for `ttl`, if
-    /// the one before has ended: a store writing under the new epoch, or
-    /// `None` if another node holds a lease still running. Waits for the
-    /// write transactions of the holder before to end, so none of them
-    /// commits after this returns.
-    pub fn take_lease(
-        &self,
-        node: &str,
-        address: &str,
-        ttl: Duration,
-    ) -> StorageResult<Option<PostgresStorage>> {
-        let pool = self.lease_pool.clone();
-        let (node, address) = (node.to_string(), address.to_string());
-        let ttl = ttl.as_secs_f64();
-        let epoch = self.run(async move {
-            let client = pool.get().await.map_err(pool_error)?;
-            let row = client
-                .query_opt(
-                    "INSERT INTO rill_owner (id, epoch, node, address, expires_at) \
-                     VALUES (1, 1, $1, $2, now() + $3::float8 * interval '1 second') \
-                     ON CONFLICT (id) DO UPDATE SET epoch = rill_owner.epoch + 1, \
-                     node = excluded.node, address = excluded.address, \
-                     expires_at = excluded.expires_at \
-                     WHERE rill_owner.expires_at IS NULL OR rill_owner.expires_at < now() \
-                     RETURNING epoch",
-                    &[&node, &address, &ttl],
-                )
-                .await
-                .map_err(sql_error)?;
-            Ok(row.map(|row| row.get::<_, i64>(0)))
-        })?;
-        Ok(epoch.map(|epoch| self.with_epoch(epoch)))
-    }
+/// Takes the lease for `node` (answering at `address`) for `ttl` seconds,
+/// if the one before has ended: the new epoch, or `None` if another node
+/// holds a lease still running. Waits for the write transactions of the
+/// holder before to end (they hold the row), so none of them commits
+/// after this returns.
+pub(super) async fn take(
+    pool: Pool,
+    node: String,
+    address: String,
+    ttl: f64,
+) -> StorageResult<Option<i64>> {
+    let client = pool.get().await.map_err(pool_error)?;
+    let row = client
+        .query_opt(
+            "INSERT INTO rill_owner (id, epoch, node, address, expires_at) \
+             VALUES (1, 1, $1, $2, now() + $3::float8 * interval '1 second') \
+             ON CONFLICT (id) DO UPDATE SET epoch = rill_owner.epoch + 1, \
+             node = excluded.node, address = excluded.address, \
+             expires_at = excluded.expires_at \
+             WHERE rill_owner.expires_at IS NULL OR rill_owner.expires_at < now() \
+             RETURNING epoch",
+            &[&node, &address, &ttl],
+        )
+        .await
+        .map_err(sql_error)?;
+    Ok(row.map(|row| row.get::<_, i64>(0)))
+}
 
-    /// Extends `node`'s lease by `ttl` from now; `false` if it is not its
-    /// own any more (another node took it, or it was released). By node,
-    /// not by epoch: the engine's `reopen` raises the epoch, and node ids
-    /// are new for every process.
-    pub fn renew_lease(&self, node: &str, ttl: Duration) -> StorageResult<bool> {
-        let pool = self.lease_pool.clone();
-        let node = node.to_string();
-        let ttl = ttl.as_secs_f64();
-        self.run(async move {
-            let client = pool.get().await.map_err(pool_error)?;
-            let row = client
-                .query_opt(
-                    "UPDATE rill_owner \
-                     SET expires_at = now() + $2::float8 * interval '1 second' \
-                     WHERE id = 1 AND node = $1 RETURNING epoch",
-                    &[&node, &ttl],
-                )
-                .await
-                .map_err(sql_error)?;
-            Ok(row.is_some())
-        })
-    }
+/// Extends `node`'s lease by `ttl` seconds from now; `false` if it is not
+/// its own any more. By node, not by epoch: the engine's `reopen` raises
+/// the epoch, and node ids are new for every process.
+pub(super) async fn renew(pool: Pool, node: String, ttl: f64) -> StorageResult<bool> {
+    let client = pool.get().await.map_err(pool_error)?;
+    let row = client
+        .query_opt(
+            "UPDATE rill_owner SET expires_at = now() + $2::float8 * interval '1 second' \
+             WHERE id = 1 AND node = $1 RETURNING epoch",
+            &[&node, &ttl],
+        )
+        .await
+        .map_err(sql_error)?;
+    Ok(row.is_some())
+}
 
-    /// Ends `node`'s lease now, if it is still its own, so that another
-    /// node takes over without waiting it out; a renewal still on its way
-    /// finds it gone. This store writes no more.
-    pub fn release_lease(&self, node: &str) -> StorageResult<()> {
-        let pool = self.lease_pool.clone();
-        let node = node.to_string();
-        self.epoch.store(0, std::sync::atomic::Ordering::Release);
-        self.run(async move {
-            let client = pool.get().await.map_err(pool_error)?;
-            client
-                .execute(
-                    "UPDATE rill_owner SET expires_at = now(), node = NULL, address = NULL \
-                     WHERE id = 1 AND node = $1",
-                    &[&node],
-                )
-                .await
-                .map_err(sql_error)?;
-            Ok(())
-        })
-    }
+/// Ends `node`'s lease now, if it is still its own; the node is cleared,
+/// so a renewal still on its way finds it gone.
+pub(super) async fn release(pool: Pool, node: String) -> StorageResult<()> {
+    let client = pool.get().await.map_err(pool_error)?;
+    client
+        .execute(
+            "UPDATE rill_owner SET expires_at = now(), node = NULL, address = NULL \
+             WHERE id = 1 AND node = $1",
+            &[&node],
+        )
+        .await
+        .map_err(sql_error)?;
+    Ok(())
+}
 
-    /// Who holds the database, if anyone ever did.
-    pub fn lease_holder(&self) -> StorageResult<Option<LeaseHolder>> {
-        let pool = self.lease_pool.clone();
-        self.run(async move {
-            let client = pool.get().await.map_err(pool_error)?;
-            let row = client
-                .query_opt(
-                    "SELECT epoch, node, address, \
-                     (expires_at IS NULL OR expires_at < now()) AS ended \
-                     FROM rill_owner WHERE id = 1",
-                    &[],
-                )
-                .await
-                .map_err(sql_error)?;
-            Ok(row.map(|row| LeaseHolder {
-                epoch: row.get(0),
-                node: row.get(1),
-                address: row.get(2),
-                ended: row.get(3),
-            }))
-        })
-    }
+/// Who holds the database, if anyone ever did.
+pub(super) async fn holder(pool: Pool) -> StorageResult<Option<LeaseHolder>> {
+    let client = pool.get().await.map_err(pool_error)?;
+    let row = client
+        .query_opt(
+            "SELECT epoch, node, address, \
+             (expires_at IS NULL OR expires_at < now()) AS ended \
+             FROM rill_owner WHERE id = 1",
+            &[],
+        )
+        .await
+        .map_err(sql_error)?;
+    Ok(row.map(|row| LeaseHolder {
+        epoch: row.get(0),
+        node: row.get(1),
+        address: row.get(2),
+        ended: row.get(3),
+    }))
+}
 
-    /// Says `node` (at `address`) is alive, and forgets the nodes silent
-    /// for longer than `forget_after`.
-    pub fn heartbeat(
-        &self,
-        node: &str,
-        address: &str,
-        forget_after: Duration,
-    ) -> StorageResult<()> {
-        let pool = self.lease_pool.clone();
-        let (node, address) = (node.to_string(), address.to_string());
-        let forget_after = forget_after.as_secs_f64();
-        self.run(async move {
-            let client = pool.get().await.map_err(pool_error)?;
-            client
-                .execute(
-                    "INSERT INTO rill_nodes (id, address, started_at, heartbeat_at) \
-                     VALUES ($1, $2, now(), now()) \
-                     ON CONFLICT (id) DO UPDATE SET address = excluded.address, \
-                     heartbeat_at = excluded.heartbeat_at",
-                    &[&node, &address],
-                )
-                .await
-                .map_err(sql_error)?;
-            client
-                .execute(
-                    "DELETE FROM rill_nodes \
-                     WHERE heartbeat_at < now() - $1::float8 * interval '1 second'",
-                    &[&forget_after],
-                )
-                .await
-                .map_err(sql_error)?;
-            Ok(())
-        })
-    }
+/// Says `node` (at `address`) is alive, and forgets the nodes silent for
+/// longer than `forget_after` seconds.
+pub(super) async fn heartbeat(
+    pool: Pool,
+    node: String,
+    address: String,
+    forget_after: f64,
+) -> StorageResult<()> {
+    let client = pool.get().await.map_err(pool_error)?;
+    client
+        .execute(
+            "INSERT INTO rill_nodes (id, address, started_at, heartbeat_at) \
+             VALUES ($1, $2, now(), now()) \
+             ON CONFLICT (id) DO UPDATE SET address = excluded.address, \
+             heartbeat_at = excluded.heartbeat_at",
+            &[&node, &address],
+        )
+        .await
+        .map_err(sql_error)?;
+    client
+        .execute(
+            "DELETE FROM rill_nodes WHERE heartbeat_at < now() - $1::float8 * interval '1 second'",
+            &[&forget_after],
+        )
+        .await
+        .map_err(sql_error)?;
+    Ok(())
+}
 
-    /// The nodes that sent a heartbeat lately, by id.
-    pub fn nodes(&self) -> StorageResult<Vec<NodeRow>> {
-        let pool = self.lease_pool.clone();
-        self.run(async move {
-            let client = pool.get().await.map_err(pool_error)?;
-            let rows = client
-                .query(
-                    "SELECT id, address, \
-                     greatest(EXTRACT(EPOCH FROM (now() - heartbeat_at)), 0)::float8 \
-                     FROM rill_nodes ORDER BY id",
-                    &[],
-                )
-                .await
-                .map_err(sql_error)?;
-            Ok(rows
-                .into_iter()
-                .map(|row| NodeRow {
-                    id: row.get(0),
-                    address: row.get(1),
-                    silent_for: Duration::from_secs_f64(row.get::<_, f64>(2)),
-                })
-                .collect())
+/// The nodes that sent a heartbeat lately, by id.
+pub(super) async fn nodes(pool: Pool) -> StorageResult<Vec<NodeRow>> {
+    let client = pool.get().await.map_err(pool_error)?;
+    let rows = client
+        .query(
+            "SELECT id, address, \
+             greatest(EXTRACT(EPOCH FROM (now() - heartbeat_at)), 0)::float8 \
+             FROM rill_nodes ORDER BY id",
+            &[],
+        )
+        .await
+        .map_err(sql_error)?;
+    Ok(rows
+        .into_iter()
+        .map(|row| NodeRow {
+            id: row.get(0),
+            address: row.get(1),
+            silent_for: Duration::from_secs_f64(row.get::<_, f64>(2)),
         })
-    }
+        .collect())
 }

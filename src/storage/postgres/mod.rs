@@ -38,6 +38,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use connect::{pool_error, sql_error};
 use deadpool_postgres::Pool;
@@ -178,6 +179,72 @@ impl PostgresStorage {
                 .map(|row| (row.get(0), row.get(1)))
                 .collect())
         })
+    }
+}
+
+/// The lease, for the nodes of a cluster (the SQL and what it means are
+/// in `lease.rs`); on the lease's own connections.
+impl PostgresStorage {
+    /// Takes the lease for `node` (answering at `address`) for `ttl`, if
+    /// the one before has ended: a store writing under the new epoch, or
+    /// `None` if another node holds a lease still running. None of the
+    /// holder before's writes commits after this returns.
+    pub fn take_lease(
+        &self,
+        node: &str,
+        address: &str,
+        ttl: Duration,
+    ) -> StorageResult<Option<PostgresStorage>> {
+        let taken = lease::take(
+            self.lease_pool.clone(),
+            node.to_string(),
+            address.to_string(),
+            ttl.as_secs_f64(),
+        );
+        Ok(self.run(taken)?.map(|epoch| self.with_epoch(epoch)))
+    }
+
+    /// Extends `node`'s lease by `ttl` from now; `false` if it is not its
+    /// own any more (another node took it, or it was released).
+    pub fn renew_lease(&self, node: &str, ttl: Duration) -> StorageResult<bool> {
+        self.run(lease::renew(
+            self.lease_pool.clone(),
+            node.to_string(),
+            ttl.as_secs_f64(),
+        ))
+    }
+
+    /// Ends `node`'s lease now, if it is still its own, so that another
+    /// node takes over without waiting it out. This store writes no more.
+    pub fn release_lease(&self, node: &str) -> StorageResult<()> {
+        self.epoch.store(0, Ordering::Release);
+        self.run(lease::release(self.lease_pool.clone(), node.to_string()))
+    }
+
+    /// Who holds the database, if anyone ever did.
+    pub fn lease_holder(&self) -> StorageResult<Option<LeaseHolder>> {
+        self.run(lease::holder(self.lease_pool.clone()))
+    }
+
+    /// Says `node` (at `address`) is alive, and forgets the nodes silent
+    /// for longer than `forget_after`.
+    pub fn heartbeat(
+        &self,
+        node: &str,
+        address: &str,
+        forget_after: Duration,
+    ) -> StorageResult<()> {
+        self.run(lease::heartbeat(
+            self.lease_pool.clone(),
+            node.to_string(),
+            address.to_string(),
+            forget_after.as_secs_f64(),
+        ))
+    }
+
+    /// The nodes that sent a heartbeat lately, by id.
+    pub fn nodes(&self) -> StorageResult<Vec<NodeRow>> {
+        self.run(lease::nodes(self.lease_pool.clone()))
     }
 }
 
