@@ -514,7 +514,9 @@ async fn the_updated_cursor_holds_across_a_takeover() {
         .flat_map(|base| [(base.clone(), 1), (base.clone(), 50)])
         .map(|(base, limit)| {
             let (http, done) = (http.clone(), done_rx.clone());
-            tokio::spawn(async move { page_until_done(&http, &base, limit, done).await })
+            tokio::spawn(async move {
+                common::pager::page_until_done(&http, &base, (BASIN, "c"), limit, done).await
+            })
         })
         .collect();
 
@@ -525,7 +527,7 @@ async fn the_updated_cursor_holds_across_a_takeover() {
         writer.await.unwrap();
     }
     writers_done.send_replace(true);
-    let truth = page_until_done(&http, &others[0], 1000, {
+    let truth = common::pager::page_until_done(&http, &others[0], (BASIN, "c"), 1000, {
         let (_tx, rx) = tokio::sync::watch::channel(true);
         rx
     })
@@ -538,65 +540,4 @@ async fn the_updated_cursor_holds_across_a_takeover() {
             "a pager missed a latest change"
         );
     }
-}
-
-/// Pages `/updated` until `done` and a few pages after come back empty;
-/// each record's latest version seen. Asserts that positions strictly
-/// increase and no change is seen twice; a page that fails (the cluster
-/// between owners) is asked again with the same cursor.
-async fn page_until_done(
-    http: &reqwest::Client,
-    base: &str,
-    limit: usize,
-    done: tokio::sync::watch::Receiver<bool>,
-) -> BTreeMap<String, u64> {
-    let mut seen = HashSet::new();
-    let mut latest = BTreeMap::new();
-    let mut cursor: Option<String> = None;
-    let mut last = (0u64, String::new());
-    let mut idle = 0;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while idle < 3 {
-        assert!(Instant::now() < deadline, "the pager did not finish");
-        let query = match &cursor {
-            Some(c) => format!("cursor={c}&limit={limit}"),
-            None => format!("limit={limit}"),
-        };
-        let answer = http
-            .get(format!("{base}/v1/collections/c/updated?{query}"))
-            .header("s2-basin", BASIN)
-            .send()
-            .await;
-        let page: Value = match answer {
-            Ok(resp) if resp.status().is_success() => resp.json().await.unwrap(),
-            _ => {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let records = page["records"].as_array().unwrap();
-        for r in records {
-            let id = r["id"].as_str().unwrap().to_string();
-            let version = r["version"].as_u64().unwrap();
-            let position = (r["updated_at"].as_u64().unwrap(), id.clone());
-            assert!(
-                position > last,
-                "{position:?} after {last:?}: positions went back"
-            );
-            last = position;
-            assert!(
-                seen.insert((id.clone(), version)),
-                "{id} v{version} seen twice"
-            );
-            latest.insert(id, version);
-        }
-        cursor = Some(page["cursor"].as_str().unwrap().to_string());
-        if records.is_empty() {
-            if *done.borrow() {
-                idle += 1;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-    latest
 }

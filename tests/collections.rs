@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use common::*;
@@ -365,51 +365,7 @@ async fn concurrent_writers_and_pagers_never_skip_or_repeat() {
     let pager = |limit: usize| {
         let (base, client, done) = (base.clone(), client.clone(), done_rx.clone());
         tokio::spawn(async move {
-            let mut seen: HashSet<(String, u64)> = HashSet::new();
-            let mut latest: HashMap<String, u64> = HashMap::new();
-            let mut cursor: Option<String> = None;
-            let mut last_position = (0u64, String::new());
-            let deadline = std::time::Instant::now() + Duration::from_secs(60);
-            let mut idle_rounds = 0;
-            // Page until the writers are done and then a few pages come back
-            // empty.
-            while idle_rounds < 3 {
-                assert!(std::time::Instant::now() < deadline, "pager did not finish");
-                let query = match &cursor {
-                    Some(c) => format!("cursor={c}&limit={limit}"),
-                    None => format!("limit={limit}"),
-                };
-                let page: Value = client
-                    .get(format!("{base}/v1/collections/hot/updated?{query}"))
-                    .header("s2-basin", BASIN)
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
-                let records = page["records"].as_array().unwrap();
-                for r in records {
-                    let id = r["id"].as_str().unwrap().to_string();
-                    let version = r["version"].as_u64().unwrap();
-                    let position = (r["updated_at"].as_u64().unwrap(), id.clone());
-                    assert!(position > last_position, "positions must strictly increase");
-                    last_position = position;
-                    assert!(
-                        seen.insert((id.clone(), version)),
-                        "{id} v{version} seen twice"
-                    );
-                    latest.insert(id, version);
-                }
-                cursor = Some(page["cursor"].as_str().unwrap().to_string());
-                if records.is_empty() {
-                    if *done.borrow() {
-                        idle_rounds += 1;
-                    }
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            }
-            latest
+            pager::page_until_done(&client, &base, (BASIN, "hot"), limit, done).await
         })
     };
     let pagers = vec![pager(1), pager(7), pager(1000)];

@@ -327,6 +327,9 @@ fn a_lease_is_taken_only_once_ended_and_fences_the_holder_before() {
         .take_lease("b", "127.0.0.1:2", ttl)
         .unwrap()
         .expect("b takes it");
+    let taken = watch_a.lease_holder().unwrap().unwrap();
+    assert_eq!(taken.node.as_deref(), Some("b"));
+    assert!(taken.epoch > holder.epoch, "the takeover kept the epoch");
     let mut batch = WriteBatch::default();
     batch.put(Keyspace::StreamRecords, b"late".to_vec(), b"a".to_vec());
     let refused = a.write(batch).unwrap_err();

@@ -7,6 +7,7 @@ pub mod browser;
 pub mod cli;
 pub mod consumers;
 pub mod faulty;
+pub mod pager;
 pub mod pki;
 pub mod prometheus;
 pub mod s2_cli;
