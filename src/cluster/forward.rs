@@ -65,6 +65,14 @@ impl Forwarder {
         }
     }
 
+    /// Sends a request of the node's own (the feed's `GET`).
+    pub(super) async fn send(
+        &self,
+        request: Request<Body>,
+    ) -> Result<Response<hyper::body::Incoming>, hyper_util::client::legacy::Error> {
+        self.client.request(request).await
+    }
+
     /// Sends `request` to the node at `to` (`HOST:PORT`) and answers with
     /// what it answers.
     pub async fn forward(&self, mut request: Request<Body>, to: &str) -> Response<Body> {
@@ -153,7 +161,7 @@ pub fn unavailable(code: &str, message: &str) -> Response<Body> {
 }
 
 /// An error in the API's shape (`{"code", "message"}`).
-fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
+pub(super) fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
     let body = serde_json::json!({ "code": code, "message": message }).to_string();
     Response::builder()
         .status(status)

@@ -21,11 +21,13 @@
 //! stream, collection and consumer, and followers serving reads, come
 //! next, over the same leases and epochs.
 
+mod feed;
 mod forward;
 mod lease;
 mod node;
 mod term;
 
+pub use feed::FeedSource;
 pub use forward::FORWARDED_BY;
 pub use node::{ClusterSettings, Node};
-pub use term::{Term, Terms};
+pub use term::{Replica, Term, Terms};

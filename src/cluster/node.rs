@@ -1,5 +1,6 @@
 //! A node: keeps or watches the lease, and routes each request by what it
-//! is now (owner: its own engine; follower: forwarded to the owner).
+//! is now (owner: its own engine; follower: long polls and read sessions
+//! served by its replica, the rest forwarded to the owner).
 //!
 //! Every tick (a quarter of the lease) a node says it is alive
 //! (`rill_nodes`) and, as a follower, reads who holds the lease (to
@@ -15,20 +16,27 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use axum::body::Body;
 use axum::extract::{Request, State};
+use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::Response;
 use hyper::service::Service as _;
 use hyper_util::service::TowerToHyperService;
 
+use super::feed::{self, FeedSource, Upstream, FEED_PATH};
 use super::forward::{unavailable, Forwarder};
 use super::lease::{blocking, Renewal, Renewer};
-use super::term::{Term, Terms};
+use super::term::{Replica, Term, Terms};
 use crate::storage::PostgresStorage;
 
 /// How long stopping a lost term is waited for; past it, the stop goes on
 /// in the background (its writes fail by now, and new requests go
 /// elsewhere).
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Set on an answer a follower's replica gave, naming the node: reads
+/// served where they arrived, not by the owner.
+pub const SERVED_BY: HeaderName = HeaderName::from_static("rill-served-by");
 
 /// Who this node is, and how long its lease lasts.
 #[derive(Clone, Debug)]
@@ -54,6 +62,7 @@ enum Role {
     Owner {
         app: axum::Router,
         renewal: Arc<Renewal>,
+        feed: FeedSource,
     },
     /// Forwards to the owner at this address, if there is one.
     Follower { owner: Option<String> },
@@ -76,18 +85,34 @@ pub struct Node {
     /// Set when the server begins to stop: no lease is taken from then.
     stopping: AtomicBool,
     forwarder: Forwarder,
+    /// Proves a node to another (`feed.rs`).
+    secret: String,
+    replica: Arc<dyn Replica>,
+    replica_app: axum::Router,
 }
 
 impl Node {
-    pub fn new(settings: ClusterSettings, watch: PostgresStorage) -> Arc<Self> {
+    /// A node that watches the lease through `watch`, proves itself to
+    /// the others with `secret`, and serves reads as a follower with
+    /// `replica`.
+    pub fn new(
+        settings: ClusterSettings,
+        watch: Arc<PostgresStorage>,
+        secret: String,
+        replica: Arc<dyn Replica>,
+    ) -> Arc<Self> {
         let forwarder = Forwarder::new(&settings.node_id);
+        let replica_app = replica.router();
         Arc::new(Self {
             settings,
-            watch: Arc::new(watch),
+            watch,
             role: ArcSwap::from_pointee(Role::Follower { owner: None }),
             held: tokio::sync::Mutex::new(None),
             stopping: AtomicBool::new(false),
             forwarder,
+            secret,
+            replica,
+            replica_app,
         })
     }
 
@@ -107,6 +132,13 @@ impl Node {
     ) {
         let mut ticker = tokio::time::interval(self.settings.tick());
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let node = self.clone();
+        let follower = tokio::spawn(feed::follow(
+            self.forwarder.clone(),
+            self.secret.clone(),
+            move || node.upstream(),
+            self.replica.clone(),
+        ));
         tokio::pin!(stop);
         loop {
             tokio::select! {
@@ -115,12 +147,23 @@ impl Node {
             }
             self.tick(&terms).await;
         }
+        follower.abort();
+    }
+
+    /// Whose feed the replica follows now.
+    fn upstream(&self) -> Upstream {
+        match &**self.role.load() {
+            Role::Owner { .. } => Upstream::Itself,
+            Role::Follower { owner: Some(owner) } => Upstream::Owner(owner.clone()),
+            Role::Follower { owner: None } => Upstream::Nobody,
+        }
     }
 
     /// Takes no lease from now, and ends live sessions on the term held,
     /// if any, so the server's connections can drain.
     pub async fn begin_stop(&self) {
         self.stopping.store(true, Ordering::Release);
+        self.replica.begin_stop();
         // A tick that holds the lock (opening an engine, say) sees
         // `stopping` when it is done and ends the sessions itself.
         if let Ok(held) = self.held.try_lock() {
@@ -224,6 +267,7 @@ impl Node {
                 self.role.store(Arc::new(Role::Owner {
                     app: term.router(),
                     renewal: renewer.renewal.clone(),
+                    feed: term.feed(),
                 }));
                 Some(Held {
                     term,
@@ -267,8 +311,21 @@ impl Node {
 }
 
 /// Routes a request by the node's role.
-async fn dispatch(State(node): State<Arc<Node>>, request: Request) -> Response {
+async fn dispatch(State(node): State<Arc<Node>>, mut request: Request) -> Response {
     let role = node.role.load_full();
+    if request.uri().path() == FEED_PATH {
+        let source = match &*role {
+            Role::Owner { feed, renewal, .. } if renewal.may_serve() => Some(feed),
+            _ => None,
+        };
+        return feed::serve(&request, &node.secret, source);
+    }
+    if matches!(&*role, Role::Follower { .. }) && served_by_replica(&request) {
+        request = match node.serve_read(request).await {
+            Ok(response) => return response,
+            Err(request) => request,
+        };
+    }
     match &*role {
         Role::Owner { renewal, .. } if !renewal.may_serve() => unavailable(
             "unavailable",
@@ -287,4 +344,72 @@ async fn dispatch(State(node): State<Arc<Node>>, request: Request) -> Response {
             "no node holds the lease right now (one is taking over); retry",
         ),
     }
+}
+
+impl Node {
+    /// Serves a read with the replica; gives the request back, to go to
+    /// the owner, when the answer may come from what the replica does not
+    /// know yet (a stream or basin made moments ago, a tail it has not
+    /// heard of, a token just issued) or it cannot serve it now.
+    async fn serve_read(&self, request: Request) -> Result<Response, Request> {
+        let (parts, body) = request.into_parts();
+        // A read has no body: the same request can still go to the owner.
+        let mut local = Request::new(Body::empty());
+        *local.method_mut() = parts.method.clone();
+        *local.uri_mut() = parts.uri.clone();
+        *local.version_mut() = parts.version;
+        *local.headers_mut() = parts.headers.clone();
+        *local.extensions_mut() = parts.extensions.clone();
+        let mut response = match TowerToHyperService::new(self.replica_app.clone())
+            .call(local)
+            .await
+        {
+            Ok(response) => response,
+            Err(never) => match never {},
+        };
+        let status = response.status();
+        if !(status.is_success() || status == StatusCode::BAD_REQUEST) {
+            return Err(Request::from_parts(parts, body));
+        }
+        if let Ok(node) = HeaderValue::from_str(&self.settings.node_id) {
+            response.headers_mut().insert(SERVED_BY, node);
+        }
+        Ok(response)
+    }
+}
+
+/// Whether a follower serves `request` itself: a read session (S2S or
+/// SSE) or a long poll (`wait` above 0) of a stream's records. Unary
+/// reads that do not wait, and tails, go to the owner: what it answers is
+/// the latest state, which a follower only learns a moment later.
+fn served_by_replica(request: &Request) -> bool {
+    if request.method() != Method::GET {
+        return false;
+    }
+    let path = request.uri().path();
+    let Some(stream) = path
+        .strip_prefix("/v1/streams/")
+        .and_then(|rest| rest.strip_suffix("/records"))
+    else {
+        return false;
+    };
+    if stream.is_empty() || stream.contains('/') {
+        return false;
+    }
+    let says = |name: header::HeaderName, what: &str| {
+        request
+            .headers()
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.to_ascii_lowercase().contains(what))
+    };
+    if says(header::CONTENT_TYPE, "s2s/proto") || says(header::ACCEPT, "text/event-stream") {
+        return true;
+    }
+    let query = request.uri().query().unwrap_or("");
+    query.split('&').any(|pair| {
+        pair.strip_prefix("wait=")
+            .is_some_and(|wait| wait.parse::<u64>().is_ok_and(|wait| wait > 0))
+    })
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 
+use super::feed::FeedSource;
 use crate::storage::Storage;
 
 /// Opens a term: the engine over `storage` (which writes under the new
@@ -18,9 +19,27 @@ pub trait Terms: Send + Sync + 'static {
 pub trait Term: Send + Sync {
     /// The routes it serves.
     fn router(&self) -> axum::Router;
+    /// Its feed to the followers (`feed.rs`).
+    fn feed(&self) -> FeedSource;
     /// Ends live sessions and long polls, so their connections close.
     fn begin_stop(&self);
     /// Stops its background work and its engine; what it acknowledged is
     /// durable by then.
     fn stop(self: Box<Self>) -> BoxFuture<'static, ()>;
+}
+
+/// What a follower serves itself: long polls and read sessions of
+/// streams, from the database, at the tails the owner's feed tells
+/// (`feed.rs`). Made once per node, kept while it follows.
+pub trait Replica: Send + Sync + 'static {
+    /// The routes those reads are served by; an answer that may come from
+    /// what the replica does not know yet (a 404, a 416, an unknown token)
+    /// is not used: the request goes to the owner instead.
+    fn router(&self) -> axum::Router;
+    /// A line of the owner's feed.
+    fn apply(&self, line: &[u8]);
+    /// Reads from the database what the feed may have missed.
+    fn refresh(&self) -> BoxFuture<'static, ()>;
+    /// Ends its sessions and long polls, so the server's connections drain.
+    fn begin_stop(&self);
 }

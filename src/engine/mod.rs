@@ -41,6 +41,7 @@ use durable_streams::DurableStreams;
 use error::EngineResult;
 use sinks::Sinks;
 use sources::Sources;
+use streams::tails::{TailFeed, TailNotice};
 use streams::StreamCore;
 
 use crate::metrics::{self, Metrics};
@@ -62,6 +63,8 @@ pub struct Engine {
     closing: AtomicBool,
     /// What S2's metrics API answers from (`usage.rs`).
     usage: usage::UsageHistory,
+    /// Where streams' tails are told to other nodes; outlives restarts.
+    tails: TailFeed,
 }
 
 /// One opening of the layers.
@@ -75,8 +78,15 @@ struct Layers {
 }
 
 impl Layers {
-    fn open(storage: Arc<dyn Storage>, metrics: Arc<Metrics>) -> EngineResult<Self> {
-        let core = StreamCore::open(storage, metrics)?;
+    fn open(
+        storage: Arc<dyn Storage>,
+        metrics: Arc<Metrics>,
+        tails: &TailFeed,
+    ) -> EngineResult<Self> {
+        Self::over(StreamCore::open(storage, metrics, tails.clone())?)
+    }
+
+    fn over(core: Arc<StreamCore>) -> EngineResult<Self> {
         let collections = Collections::new(core.clone());
         let consumers = Consumers::new(core.clone(), collections.clone());
         let sinks = Sinks::new(core.clone(), consumers.clone());
@@ -106,7 +116,30 @@ impl Engine {
         storage: Arc<dyn Storage>,
         metrics: Arc<Metrics>,
     ) -> EngineResult<Arc<Self>> {
-        let layers = Layers::open(storage.clone(), metrics.clone())?;
+        let tails = TailFeed::default();
+        let layers = Layers::open(storage.clone(), metrics.clone(), &tails)?;
+        Self::over(storage, metrics, layers, tails)
+    }
+
+    /// Opens the engine over `storage` as a replica: it reads streams
+    /// another node owns, writes nothing, and learns their tails from
+    /// [`Self::apply_tail_notice`] and [`Self::refresh_replica`] (see
+    /// `streams/replica.rs`). Only reads of streams are meant for it; no
+    /// background work runs over it.
+    pub fn open_replica(
+        storage: Arc<dyn Storage>,
+        metrics: Arc<Metrics>,
+    ) -> EngineResult<Arc<Self>> {
+        let core = StreamCore::open_replica(storage.clone(), metrics.clone())?;
+        Self::over(storage, metrics, Layers::over(core)?, TailFeed::default())
+    }
+
+    fn over(
+        storage: Arc<dyn Storage>,
+        metrics: Arc<Metrics>,
+        layers: Layers,
+        tails: TailFeed,
+    ) -> EngineResult<Arc<Self>> {
         let usage = usage::UsageHistory::load(&*storage)?;
         Ok(Arc::new(Self {
             storage,
@@ -116,7 +149,26 @@ impl Engine {
             restarts: AtomicU64::new(0),
             closing: AtomicBool::new(false),
             usage,
+            tails,
         }))
+    }
+
+    /// Every change of a stream's visible tail from now on, and every
+    /// stream deleted: what a cluster's owner tells its followers.
+    pub fn tail_notices(&self) -> tokio::sync::broadcast::Receiver<TailNotice> {
+        self.tails.subscribe()
+    }
+
+    /// A replica learns a tail from the owner (see [`Self::open_replica`]).
+    pub fn apply_tail_notice(&self, notice: TailNotice) {
+        self.streams().apply_tail_notice(notice);
+    }
+
+    /// A replica reads the tails of the streams it follows, and the access
+    /// tokens, from storage again: for when notices may have been missed.
+    /// Blocks on storage.
+    pub fn refresh_replica(&self) -> EngineResult<()> {
+        self.streams().refresh_replica()
     }
 
     /// Basins, streams, records and access tokens.

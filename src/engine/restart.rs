@@ -52,9 +52,10 @@ impl Engine {
         }
         let started = Instant::now();
         let (storage, metrics) = (self.storage.clone(), self.metrics.clone());
+        let tails = self.tails.clone();
         let reopened = tokio::task::spawn_blocking(move || {
             storage.reopen()?;
-            Layers::open(storage, metrics)
+            Layers::open(storage, metrics, &tails)
         })
         .await;
         let layers = match reopened {

@@ -6,10 +6,12 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
+use super::replica::EngineReplica;
 use super::services::{ApiSettings, EngineTerms};
 use super::shared::{postgres_at, say_auth, serve_until_drained, ClusterFlags};
 use crate::cluster::{ClusterSettings, Node};
 use crate::connections::{self, ConnectionLimits};
+use crate::engine::Engine;
 use crate::metrics::Metrics;
 
 /// What a node starts from.
@@ -38,10 +40,23 @@ pub(super) async fn serve(
         None => local.to_string(),
     };
     let url = start.url.clone();
-    let watch = tokio::task::spawn_blocking(move || crate::storage::PostgresStorage::connect(&url))
-        .await
-        .map_err(|_| "connecting to Postgres panicked".to_string())?
-        .map_err(|e| format!("cannot open storage on Postgres: {e}"))?;
+    let metrics = Arc::new(Metrics::new(start.metrics_per_stream));
+    let replica_metrics = metrics.clone();
+    let (watch, secret, replica) = tokio::task::spawn_blocking(move || {
+        let watch = Arc::new(
+            crate::storage::PostgresStorage::connect(&url)
+                .map_err(|e| format!("cannot open storage on Postgres: {e}"))?,
+        );
+        let secret = watch
+            .cluster_secret()
+            .map_err(|e| format!("cannot read the cluster's secret: {e}"))?;
+        // Over the same connections, writing nothing: it follows.
+        let replica = Engine::open_replica(watch.clone(), replica_metrics)
+            .map_err(|e| format!("cannot open the database as a replica: {e}"))?;
+        Ok::<_, String>((watch, secret, replica))
+    })
+    .await
+    .map_err(|_| "connecting to Postgres panicked".to_string())??;
     let settings = ClusterSettings {
         node_id: node_id(),
         address,
@@ -56,8 +71,13 @@ pub(super) async fn serve(
         "rill is listening (a cluster node: it forwards to the owner until it owns the database)"
     );
     say_auth(&start.settings.auth);
-    let node = Node::new(settings, watch);
-    let metrics = Arc::new(Metrics::new(start.metrics_per_stream));
+    // Reads only: the runtimes of sinks and sources stay empty.
+    let api = start.settings.api_config(Arc::default(), Arc::default());
+    let replica = Arc::new(EngineReplica {
+        app: crate::api::router(replica.clone(), api),
+        engine: replica,
+    });
+    let node = Node::new(settings, watch, secret, replica);
     let open_connections = metrics.http.connections.clone();
     let terms = Arc::new(EngineTerms {
         settings: start.settings,

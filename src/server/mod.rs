@@ -16,6 +16,7 @@ use crate::storage::{FjallStorage, MemoryStorage, Storage};
 use crate::tls::Tls;
 
 mod clustered;
+mod replica;
 mod services;
 mod shared;
 

@@ -34,6 +34,29 @@ pub(super) struct ApiSettings {
     pub durable_streams_long_poll: Duration,
 }
 
+impl ApiSettings {
+    /// The API's config, with the runtimes of the sinks and sources (whose
+    /// status it shows).
+    pub fn api_config(
+        &self,
+        sinks: Arc<crate::sinks::SinkRuntime>,
+        sources: Arc<crate::sources::SourceRuntime>,
+    ) -> ApiConfig {
+        ApiConfig {
+            body_read_timeout: self.body_read_timeout,
+            write_stall_timeout: self.write_stall_timeout,
+            max_body_bytes: self.max_body_bytes,
+            auth: self.auth.clone(),
+            sessions: self.sessions,
+            access_log: self.access_log,
+            sinks,
+            sources,
+            tls: self.tls,
+            durable_streams_long_poll: self.durable_streams_long_poll,
+        }
+    }
+}
+
 pub(super) struct Services {
     pub engine: Arc<Engine>,
     /// Every route.
@@ -50,18 +73,7 @@ impl Services {
         let (sinks, sink_workers) = crate::sinks::SinkRuntime::spawn(engine.clone());
         let (sources, source_pollers) = crate::sources::SourceRuntime::spawn(engine.clone());
         let restarts = engine.spawn_restarts();
-        let api = ApiConfig {
-            body_read_timeout: settings.body_read_timeout,
-            write_stall_timeout: settings.write_stall_timeout,
-            max_body_bytes: settings.max_body_bytes,
-            auth: settings.auth.clone(),
-            sessions: settings.sessions,
-            access_log: settings.access_log,
-            sinks,
-            sources,
-            tls: settings.tls,
-            durable_streams_long_poll: settings.durable_streams_long_poll,
-        };
+        let api = settings.api_config(sinks, sources);
         let (app, metrics_only) = crate::api::routers(engine.clone(), api);
         Self {
             engine,
@@ -112,6 +124,10 @@ impl crate::cluster::Terms for EngineTerms {
 impl crate::cluster::Term for Services {
     fn router(&self) -> axum::Router {
         self.app.clone()
+    }
+
+    fn feed(&self) -> crate::cluster::FeedSource {
+        super::replica::feed(&self.engine)
     }
 
     fn begin_stop(&self) {

@@ -5,6 +5,7 @@
 pub mod binary;
 pub mod browser;
 pub mod cli;
+pub mod cluster;
 pub mod consumers;
 pub mod faulty;
 pub mod pager;

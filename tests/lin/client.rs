@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use super::{Call, Op, Outcome, NEVER};
 
 /// The basin the histories' stream `s` is in.
-pub const BASIN: &str = "lin-basin";
+pub use crate::common::cluster::BASIN;
 
 /// A record as the checker names it: its body, or `FENCE(token)`.
 pub fn record_name(record: &Value) -> String {

@@ -216,6 +216,9 @@ impl StreamCore {
         name: &str,
         create: CreateIf,
     ) -> EngineResult<Arc<StreamHandle>> {
+        if let Some(replica) = &self.replica {
+            return self.replica_stream(replica, basin, name);
+        }
         let key = (basin.to_string(), name.to_string());
         if let Some(handle) = lock(&self.tasks).get(&key) {
             return Ok(handle.clone());
@@ -259,6 +262,7 @@ impl StreamCore {
             state,
             (self.committer.clone(), self.storage.clone()),
             self.metrics.clone(),
+            self.tails.clone(),
         );
         lock(&self.tasks).insert(key, handle.clone());
         Ok(handle)

@@ -23,8 +23,10 @@ use std::thread;
 
 use tokio::sync::{mpsc, watch};
 
+use super::keys;
+use super::tails::{TailFeed, TailNotice};
 use crate::metrics::Metrics;
-use crate::storage::{Storage, StorageError, StorageResult, WriteBatch};
+use crate::storage::{BatchOp, Keyspace, Storage, StorageError, StorageResult, WriteBatch};
 
 /// Runs on the committer thread once the write's fate is known.
 pub type Completion = Box<dyn FnOnce(StorageResult<()>) + Send>;
@@ -55,16 +57,18 @@ impl Committer {
     /// Starts the committer thread. It exits on [`Committer::close`], or once
     /// every `Committer` clone is dropped, after draining the queue.
     /// Each group commit is counted in `metrics` (size and duration).
+    /// A commit that deletes a stream is told to `tails`' listeners.
     pub fn start(
         storage: Arc<dyn Storage>,
         metrics: Arc<Metrics>,
+        tails: TailFeed,
     ) -> (Self, thread::JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let failure = Arc::new(watch::Sender::new(None));
         let recorded = failure.clone();
         let handle = thread::Builder::new()
             .name("rill-committer".into())
-            .spawn(move || run(storage, rx, recorded, metrics))
+            .spawn(move || run(storage, rx, recorded, metrics, tails))
             .expect("failed to spawn the committer thread");
         (Self { tx, failure }, handle)
     }
@@ -132,6 +136,7 @@ fn run(
     mut rx: mpsc::UnboundedReceiver<Request>,
     recorded: Arc<watch::Sender<Option<StorageError>>>,
     metrics: Arc<Metrics>,
+    tails: TailFeed,
 ) {
     // The first failure; later writes fail with it (a full disk stays a
     // full disk to the client), or as poisoned.
@@ -174,8 +179,18 @@ fn run(
         } else {
             let started = std::time::Instant::now();
             let writes = completions.len();
+            let deleted = if tails.listened() {
+                deleted_streams(&combined)
+            } else {
+                Vec::new()
+            };
             let result = storage.write(combined);
             metrics.commits.committed(writes, size, started.elapsed());
+            if result.is_ok() {
+                for id in deleted {
+                    tails.publish(TailNotice { id, visible: None });
+                }
+            }
             result
         };
         if let (Err(err), None) = (&result, &failed) {
@@ -207,4 +222,16 @@ fn run(
             (pending.completion)(Err(StorageError::Closed));
         }
     }
+}
+
+/// The streams whose state `batch` deletes: the streams it deletes.
+fn deleted_streams(batch: &WriteBatch) -> Vec<u64> {
+    batch
+        .ops
+        .iter()
+        .filter_map(|op| match op {
+            BatchOp::Delete(Keyspace::Meta, key) => keys::state_id_from_key(key),
+            _ => None,
+        })
+        .collect()
 }

@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use super::committer::Committer;
 use super::keys::{self, BasinMeta};
+use super::replica::Replica;
 use super::streamer::StreamHandle;
+use super::tails::TailFeed;
 use crate::engine::error::{EngineError, EngineResult};
 use crate::engine::locks::{lock, read_lock, write_lock};
 use crate::metrics::Metrics;
@@ -69,6 +71,11 @@ pub struct StreamCore {
     reserved: RwLock<Vec<Reservation>>,
     /// Access tokens by their secret's digest.
     pub(super) tokens: super::token_index::TokenIndex,
+    /// Where the tails of this core's streams are told to other nodes.
+    pub(super) tails: TailFeed,
+    /// Set for a core that follows streams another node owns
+    /// (`replica.rs`): it writes nothing.
+    pub(super) replica: Option<Replica>,
 }
 
 /// Held while an admin operation runs; see [`StreamCore::lock_admin`].
@@ -80,6 +87,26 @@ impl StreamCore {
     pub(crate) fn open(
         storage: Arc<dyn Storage>,
         metrics: Arc<Metrics>,
+        tails: TailFeed,
+    ) -> EngineResult<Arc<Self>> {
+        super::size_counters::count_uncounted(&*storage)?;
+        Self::open_as(storage, metrics, tails, None)
+    }
+
+    /// Opens a core that only reads `storage`, as a replica of the streams
+    /// another node owns (`replica.rs`).
+    pub(crate) fn open_replica(
+        storage: Arc<dyn Storage>,
+        metrics: Arc<Metrics>,
+    ) -> EngineResult<Arc<Self>> {
+        Self::open_as(storage, metrics, TailFeed::default(), Some(Replica::default()))
+    }
+
+    fn open_as(
+        storage: Arc<dyn Storage>,
+        metrics: Arc<Metrics>,
+        tails: TailFeed,
+        replica: Option<Replica>,
     ) -> EngineResult<Arc<Self>> {
         let mut basins = BTreeMap::new();
         let mut corrupt = None;
@@ -101,8 +128,7 @@ impl StreamCore {
         if let Some(err) = corrupt {
             return Err(err.into());
         }
-        super::size_counters::count_uncounted(&*storage)?;
-        let (committer, thread) = Committer::start(storage.clone(), metrics.clone());
+        let (committer, thread) = Committer::start(storage.clone(), metrics.clone(), tails.clone());
         let core = Arc::new(Self {
             storage,
             committer,
@@ -116,6 +142,8 @@ impl StreamCore {
             closing: tokio::sync::watch::Sender::new(false),
             reserved: RwLock::new(Vec::new()),
             tokens: Default::default(),
+            tails,
+            replica,
         });
         core.load_access_tokens()?;
         Ok(core)

@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::committer::Committer;
 use super::config::{RetentionPolicy, StreamConfig, TimestampingMode};
 use super::keys::{self, StreamState};
+use super::tails::{TailFeed, TailNotice};
 use super::terms::{self, AppendTerms, Producers};
 use super::types::*;
 use super::validate::{validate_batch, CommandRecord};
@@ -44,7 +45,7 @@ pub struct Visible {
 }
 
 impl Visible {
-    fn of(state: &StreamState) -> Self {
+    pub(super) fn of(state: &StreamState) -> Self {
         Self {
             tail: StreamPosition {
                 seq_num: state.next_seq_num,
@@ -189,6 +190,24 @@ impl StreamHandle {
     }
 }
 
+/// A handle to a stream another node owns (`replica.rs`): its visible
+/// state comes from `visible`, and it takes no commands (they fail as if
+/// the stream were gone; a follower never sends it any).
+pub(super) fn replica_handle(
+    id: u64,
+    (basin, name): (&str, &str),
+    visible: watch::Receiver<Visible>,
+) -> Arc<StreamHandle> {
+    let (commands, _) = mpsc::channel(1);
+    Arc::new(StreamHandle {
+        id,
+        basin: basin.into(),
+        name: name.into(),
+        commands,
+        visible,
+    })
+}
+
 /// Commands queued per stream before appenders wait; bounds memory per stream.
 const COMMAND_QUEUE: usize = 1024;
 
@@ -200,6 +219,7 @@ pub fn spawn(
     state: StreamState,
     (committer, storage): (Committer, Arc<dyn Storage>),
     metrics: Arc<Metrics>,
+    tails: TailFeed,
 ) -> Arc<StreamHandle> {
     let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE);
     let (visible_tx, visible_rx) = watch::channel(Visible::of(&state));
@@ -214,6 +234,7 @@ pub fn spawn(
         producers: Producers::new(id, storage),
         committer,
         visible: Arc::new(visible_tx),
+        tails,
     };
     tokio::spawn(task.run(commands_rx));
     Arc::new(StreamHandle {
@@ -277,6 +298,8 @@ struct StreamTask {
     producers: Producers,
     committer: Committer,
     visible: Arc<watch::Sender<Visible>>,
+    /// Told each new visible state too, for other nodes (`tails.rs`).
+    tails: TailFeed,
 }
 
 impl StreamTask {
@@ -399,11 +422,16 @@ impl StreamTask {
         let storage_class = self.config.storage_class.name();
         let visible = Visible::of(&self.state);
         let sender = self.visible.clone();
+        let (tails, id) = (self.tails.clone(), self.id);
         self.committer.submit(
             batch,
             Box::new(move |result| match result {
                 Ok(()) => {
                     sender.send_replace(visible);
+                    tails.publish(TailNotice {
+                        id,
+                        visible: Some(visible),
+                    });
                     if let Some(pending) = append {
                         let records = pending.ack.end.seq_num - pending.ack.start.seq_num;
                         metrics.appended(

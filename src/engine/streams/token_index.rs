@@ -245,6 +245,11 @@ impl TokenIndex {
         }
     }
 
+    /// The ids of the tokens held.
+    pub(super) fn ids(&self) -> Vec<String> {
+        read_lock(&self.maps).digest_by_id.keys().cloned().collect()
+    }
+
     /// Found by the digest of the presented secret: a lookup's timing
     /// depends on digests, which no one can steer towards a stored one.
     pub(super) fn find(&self, digest: &SecretDigest) -> Option<Arc<AccessToken>> {

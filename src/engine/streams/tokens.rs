@@ -34,6 +34,29 @@ impl StreamCore {
     /// Loads every stored token into the index (at open).
     pub(super) fn load_access_tokens(&self) -> EngineResult<()> {
         let stored = self.all_named_meta::<serde_json::Value>(&keys::access_token_key(""))?;
+        self.hold_access_tokens(stored);
+        Ok(())
+    }
+
+    /// Makes the tokens held those storage holds now: revoked ones go
+    /// (their sessions end), new ones come, those held stay as they are
+    /// (their sessions keep watching them). A replica's tokens are issued
+    /// and revoked by the owner (`replica.rs`).
+    pub(super) fn reload_access_tokens(&self) -> EngineResult<()> {
+        let stored = self.all_named_meta::<serde_json::Value>(&keys::access_token_key(""))?;
+        let held: std::collections::HashSet<String> = self.tokens.ids().into_iter().collect();
+        let stored_ids: std::collections::HashSet<&str> =
+            stored.iter().map(|(id, _)| id.as_str()).collect();
+        for id in &held {
+            if !stored_ids.contains(id.as_str()) {
+                self.tokens.remove(id);
+            }
+        }
+        self.hold_access_tokens(stored.into_iter().filter(|(id, _)| !held.contains(id)));
+        Ok(())
+    }
+
+    fn hold_access_tokens(&self, stored: impl IntoIterator<Item = (String, serde_json::Value)>) {
         for (id, value) in stored {
             // Tokens recorded before secrets were kept (as digests) cannot
             // be used, and are only listed.
@@ -50,10 +73,8 @@ impl StreamCore {
             self.tokens
                 .insert(digest, AccessToken::new(token.info, expires));
         }
-        Ok(())
     }
 
-    /// The live token whose secret this is, if any.
     /// The live token whose secret has this digest, if any.
     pub fn find_access_token(&self, digest: &SecretDigest) -> Option<Arc<AccessToken>> {
         self.tokens

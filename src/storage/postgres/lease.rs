@@ -100,6 +100,23 @@ pub(super) async fn release(pool: Pool, node: String) -> StorageResult<()> {
     Ok(())
 }
 
+/// The cluster's secret: `proposed` if no node made one before.
+pub(super) async fn secret(pool: Pool, proposed: String) -> StorageResult<String> {
+    let client = pool.get().await.map_err(pool_error)?;
+    client
+        .execute(
+            "INSERT INTO rill_cluster (id, secret) VALUES (1, $1) ON CONFLICT (id) DO NOTHING",
+            &[&proposed],
+        )
+        .await
+        .map_err(sql_error)?;
+    let row = client
+        .query_one("SELECT secret FROM rill_cluster WHERE id = 1", &[])
+        .await
+        .map_err(sql_error)?;
+    Ok(row.get(0))
+}
+
 /// Who holds the database, if anyone ever did.
 pub(super) async fn holder(pool: Pool) -> StorageResult<Option<LeaseHolder>> {
     let client = pool.get().await.map_err(pool_error)?;

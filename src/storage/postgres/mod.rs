@@ -221,6 +221,16 @@ impl PostgresStorage {
         self.run(lease::release(self.lease_pool.clone(), node.to_string()))
     }
 
+    /// The secret a cluster's nodes prove themselves to each other with,
+    /// the same for every node: made (random, 256 bits) by the first that
+    /// asks.
+    pub fn cluster_secret(&self) -> StorageResult<String> {
+        let proposed: String = (0..32)
+            .map(|_| format!("{:02x}", rand::random::<u8>()))
+            .collect();
+        self.run(lease::secret(self.lease_pool.clone(), proposed))
+    }
+
     /// Who holds the database, if anyone ever did.
     pub fn lease_holder(&self) -> StorageResult<Option<LeaseHolder>> {
         self.run(lease::holder(self.lease_pool.clone()))

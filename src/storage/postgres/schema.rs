@@ -42,6 +42,12 @@ const MIGRATIONS: &[&str] = &[
         started_at TIMESTAMPTZ NOT NULL,
         heartbeat_at TIMESTAMPTZ NOT NULL
     )",
+    // 3: the secret a cluster's nodes prove themselves to each other with
+    // (`lease.rs`), made by the first node that asks.
+    "CREATE TABLE IF NOT EXISTS rill_cluster (
+        id INT PRIMARY KEY CHECK (id = 1),
+        secret TEXT NOT NULL
+    )",
 ];
 
 /// The schema up to date; retried, as two processes creating the same

@@ -1,0 +1,180 @@
+//! The owner's feed to the followers: where streams' tails are, so that a
+//! follower serves long polls and read sessions itself (`term.rs`'s
+//! [`Replica`]) instead of forwarding them.
+//!
+//! A follower opens `GET /_rill/cluster/tails` on the owner (HTTP/1.1, the
+//! connection the forwarder uses) and reads lines: one per change the
+//! owner's engine makes visible, an empty one every second when there is
+//! none. What a line says is the server's business (`server/replica.rs`);
+//! the node only carries them. A follower that hears nothing for a few
+//! seconds, or whose feed breaks, or that has no owner to ask, reads the
+//! tails it follows from the database instead, every
+//! [`POLL_WITHOUT_FEED`]: the bound on how stale a follower can be is
+//! that, plus a lease while no node owns the database. A new feed starts
+//! with such a read too, since notices sent before it are lost to it; an
+//! owner whose follower falls too far behind ends the feed, which starts
+//! it again the same way.
+//!
+//! The feed is open to the nodes alone: they prove it with the secret
+//! stored in the database (`rill_cluster`), which every node reads.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{header, HeaderName, HeaderValue, Request, Response, StatusCode};
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use http_body_util::BodyExt;
+
+use super::forward::{error, unavailable, Forwarder};
+use super::term::Replica;
+
+pub const FEED_PATH: &str = "/_rill/cluster/tails";
+/// The header a node proves itself with.
+pub const SECRET: HeaderName = HeaderName::from_static("rill-cluster-secret");
+/// An owner with nothing to say says so this often.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+/// A feed silent this long is taken for dead.
+const SILENCE: Duration = Duration::from_secs(3);
+/// Without a feed, how often a follower reads its tails from the database.
+pub const POLL_WITHOUT_FEED: Duration = Duration::from_millis(100);
+/// With one, how often it does anyway (and reloads the access tokens,
+/// which the feed does not carry).
+const REFRESH_WITH_FEED: Duration = Duration::from_secs(1);
+
+/// Starts a feed: the lines an owner's engine makes from now on, ending
+/// when the follower falls too far behind.
+pub type FeedSource = Arc<dyn Fn() -> BoxStream<'static, Bytes> + Send + Sync>;
+
+/// What a follower's feed is for now.
+pub(super) enum Upstream {
+    /// This node owns the database: no feed.
+    Itself,
+    /// No node does (or none is known yet).
+    Nobody,
+    Owner(String),
+}
+
+/// Answers a follower's `GET` of the feed, if `request` proves it is one.
+pub(super) fn serve(request: &Request<Body>, secret: &str, source: Option<&FeedSource>) -> Response<Body> {
+    let proven = request
+        .headers()
+        .get(&SECRET)
+        .is_some_and(|given| constant_time_eq(given.as_bytes(), secret.as_bytes()));
+    if !proven {
+        return error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "only a node of this cluster may read its feed",
+        );
+    }
+    let Some(source) = source else {
+        return unavailable("not_owner", "this node does not own the database");
+    };
+    let lines = source();
+    let heartbeats = futures::stream::unfold(
+        tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT, HEARTBEAT),
+        |mut ticker| async move {
+            ticker.tick().await;
+            Some((Bytes::from_static(b"\n"), ticker))
+        },
+    );
+    // Ends when the lines do: a follower that fell behind starts again.
+    let body = futures::stream::select(lines.map(Some).chain(futures::stream::once(async { None })), heartbeats.map(Some))
+        .take_while(|line| std::future::ready(line.is_some()))
+        .filter_map(|line| std::future::ready(line.map(Ok::<_, std::convert::Infallible>)));
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/x-ndjson")
+        .header(header::CACHE_CONTROL, "no-store")
+        .body(Body::from_stream(body))
+        .unwrap_or_default()
+}
+
+/// Keeps `replica` told of the owner's tails until the task is aborted:
+/// over the owner's feed while there is one, from the database otherwise.
+pub(super) async fn follow(
+    forwarder: Forwarder,
+    secret: String,
+    upstream: impl Fn() -> Upstream,
+    replica: Arc<dyn Replica>,
+) {
+    loop {
+        match upstream() {
+            // Sessions the replica opened while this node followed go on
+            // after it took the lease, at this pace.
+            Upstream::Itself | Upstream::Nobody => {
+                replica.refresh().await;
+                tokio::time::sleep(POLL_WITHOUT_FEED).await;
+            }
+            Upstream::Owner(owner) => {
+                let still = |upstream: &Upstream| matches!(upstream, Upstream::Owner(o) if *o == owner);
+                match read_feed(&forwarder, &secret, &owner, &*replica, || still(&upstream())).await {
+                    Ok(()) => {}
+                    Err(why) => tracing::debug!(owner, why, "the owner's feed ended"),
+                }
+                // Whatever it missed, from the database, before the next try.
+                replica.refresh().await;
+                tokio::time::sleep(POLL_WITHOUT_FEED).await;
+            }
+        }
+    }
+}
+
+/// Reads the feed of the owner at `owner` into `replica` until it ends,
+/// goes silent, or `current` says the owner changed.
+async fn read_feed(
+    forwarder: &Forwarder,
+    secret: &str,
+    owner: &str,
+    replica: &dyn Replica,
+    current: impl Fn() -> bool,
+) -> Result<(), String> {
+    let request = Request::get(format!("http://{owner}{FEED_PATH}"))
+        .header(&SECRET, HeaderValue::from_str(secret).map_err(|e| e.to_string())?)
+        .body(Body::empty())
+        .map_err(|e| e.to_string())?;
+    let response = tokio::time::timeout(SILENCE, forwarder.send(request))
+        .await
+        .map_err(|_| "no answer".to_string())?
+        .map_err(|e| e.to_string())?;
+    if !response.status().is_success() {
+        return Err(format!("answered {}", response.status()));
+    }
+    // Subscribed: what changed before is read from the database.
+    replica.refresh().await;
+    let mut body = response.into_body();
+    let mut pending: Vec<u8> = Vec::new();
+    let mut refreshed = tokio::time::Instant::now();
+    loop {
+        let frame = tokio::time::timeout(SILENCE, body.frame())
+            .await
+            .map_err(|_| "silent".to_string())?;
+        let Some(frame) = frame else {
+            return Ok(());
+        };
+        let frame = frame.map_err(|e| e.to_string())?;
+        if let Some(data) = frame.data_ref() {
+            pending.extend_from_slice(data);
+            let complete = pending.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+            for line in pending[..complete].split(|b| *b == b'\n') {
+                if !line.is_empty() {
+                    replica.apply(line);
+                }
+            }
+            pending.drain(..complete);
+        }
+        if !current() {
+            return Ok(());
+        }
+        if refreshed.elapsed() >= REFRESH_WITH_FEED {
+            replica.refresh().await;
+            refreshed = tokio::time::Instant::now();
+        }
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
