@@ -72,7 +72,12 @@ async fn followers_serve_reads_themselves_across_a_takeover() {
     let (mut nodes, bases, http) = start_cluster(&pg.database("cluster_reads"), 3);
     let (first, _) = wait_for_owner(&http, &bases).await;
     let (follower, other) = (&bases[(first + 1) % 3], &bases[(first + 2) % 3]);
-    make(&http, &bases[first], &["/v1/basins/lin-basin", "/v1/streams/s"]).await;
+    make(
+        &http,
+        &bases[first],
+        &["/v1/basins/lin-basin", "/v1/streams/s"],
+    )
+    .await;
     append(&http, &bases[first], "first").await;
 
     // A session on a follower is served there, not by the owner.
@@ -117,7 +122,9 @@ async fn followers_serve_reads_themselves_across_a_takeover() {
     // A long poll on a follower is served there too.
     let tail = expected.len();
     let poll = http
-        .get(format!("{follower}/v1/streams/s/records?seq_num={tail}&wait=10"))
+        .get(format!(
+            "{follower}/v1/streams/s/records?seq_num={tail}&wait=10"
+        ))
         .header("s2-basin", BASIN)
         .send();
     let poll = tokio::spawn(poll);

@@ -58,7 +58,11 @@ pub(super) enum Upstream {
 }
 
 /// Answers a follower's `GET` of the feed, if `request` proves it is one.
-pub(super) fn serve(request: &Request<Body>, secret: &str, source: Option<&FeedSource>) -> Response<Body> {
+pub(super) fn serve(
+    request: &Request<Body>,
+    secret: &str,
+    source: Option<&FeedSource>,
+) -> Response<Body> {
     let proven = request
         .headers()
         .get(&SECRET)
@@ -82,9 +86,12 @@ pub(super) fn serve(request: &Request<Body>, secret: &str, source: Option<&FeedS
         },
     );
     // Ends when the lines do: a follower that fell behind starts again.
-    let body = futures::stream::select(lines.map(Some).chain(futures::stream::once(async { None })), heartbeats.map(Some))
-        .take_while(|line| std::future::ready(line.is_some()))
-        .filter_map(|line| std::future::ready(line.map(Ok::<_, std::convert::Infallible>)));
+    let body = futures::stream::select(
+        lines.map(Some).chain(futures::stream::once(async { None })),
+        heartbeats.map(Some),
+    )
+    .take_while(|line| std::future::ready(line.is_some()))
+    .filter_map(|line| std::future::ready(line.map(Ok::<_, std::convert::Infallible>)));
     Response::builder()
         .header(header::CONTENT_TYPE, "application/x-ndjson")
         .header(header::CACHE_CONTROL, "no-store")
@@ -109,8 +116,17 @@ pub(super) async fn follow(
                 tokio::time::sleep(POLL_WITHOUT_FEED).await;
             }
             Upstream::Owner(owner) => {
-                let still = |upstream: &Upstream| matches!(upstream, Upstream::Owner(o) if *o == owner);
-                match read_feed(&forwarder, &secret, &owner, &*replica, || still(&upstream())).await {
+                let still =
+                    |upstream: &Upstream| matches!(upstream, Upstream::Owner(o) if *o == owner);
+                match read_feed(
+                    &forwarder,
+                    &secret,
+                    &owner,
+                    &*replica,
+                    || still(&upstream()),
+                )
+                .await
+                {
                     Ok(()) => {}
                     Err(why) => tracing::debug!(owner, why, "the owner's feed ended"),
                 }
@@ -132,7 +148,10 @@ async fn read_feed(
     current: impl Fn() -> bool,
 ) -> Result<(), String> {
     let request = Request::get(format!("http://{owner}{FEED_PATH}"))
-        .header(&SECRET, HeaderValue::from_str(secret).map_err(|e| e.to_string())?)
+        .header(
+            &SECRET,
+            HeaderValue::from_str(secret).map_err(|e| e.to_string())?,
+        )
         .body(Body::empty())
         .map_err(|e| e.to_string())?;
     let response = tokio::time::timeout(SILENCE, forwarder.send(request))
@@ -157,7 +176,10 @@ async fn read_feed(
         let frame = frame.map_err(|e| e.to_string())?;
         if let Some(data) = frame.data_ref() {
             pending.extend_from_slice(data);
-            let complete = pending.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+            let complete = pending
+                .iter()
+                .rposition(|b| *b == b'\n')
+                .map_or(0, |i| i + 1);
             for line in pending[..complete].split(|b| *b == b'\n') {
                 if !line.is_empty() {
                     replica.apply(line);

@@ -159,8 +159,8 @@ impl Node {
         }
     }
 
-    /// Takes no lease from now, and ends live sessions on the term held,
-    /// if any, so the server's connections can drain.
+    /// Takes no lease from now, and ends live sessions (the replica's, and
+    /// the term's if one is held), so the server's connections can drain.
     pub async fn begin_stop(&self) {
         self.stopping.store(true, Ordering::Release);
         self.replica.begin_stop();

@@ -99,7 +99,12 @@ impl StreamCore {
         storage: Arc<dyn Storage>,
         metrics: Arc<Metrics>,
     ) -> EngineResult<Arc<Self>> {
-        Self::open_as(storage, metrics, TailFeed::default(), Some(Replica::default()))
+        Self::open_as(
+            storage,
+            metrics,
+            TailFeed::default(),
+            Some(Replica::default()),
+        )
     }
 
     fn open_as(

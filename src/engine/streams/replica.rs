@@ -190,7 +190,9 @@ impl StreamCore {
         replica.forget_unused();
         for (id, basin, name) in replica.followed() {
             let state = match self.stream_meta(&basin, &name)? {
-                Some(meta) if meta.id == id => self.get_meta::<StreamState>(&keys::state_key(id))?,
+                Some(meta) if meta.id == id => {
+                    self.get_meta::<StreamState>(&keys::state_key(id))?
+                }
                 _ => None,
             };
             replica.apply(TailNotice {
