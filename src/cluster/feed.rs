@@ -24,12 +24,11 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{header, HeaderName, HeaderValue, Request, Response, StatusCode};
 use bytes::Bytes;
-use futures::stream::BoxStream;
 use futures::StreamExt;
 use http_body_util::BodyExt;
 
 use super::forward::{error, unavailable, Forwarder};
-use super::term::Replica;
+use super::term::{FeedSource, Replica};
 
 pub const FEED_PATH: &str = "/_rill/cluster/tails";
 /// The header a node proves itself with.
@@ -43,10 +42,6 @@ pub const POLL_WITHOUT_FEED: Duration = Duration::from_millis(100);
 /// With one, how often it does anyway (and reloads the access tokens,
 /// which the feed does not carry).
 const REFRESH_WITH_FEED: Duration = Duration::from_secs(1);
-
-/// Starts a feed: the lines an owner's engine makes from now on, ending
-/// when the follower falls too far behind.
-pub type FeedSource = Arc<dyn Fn() -> BoxStream<'static, Bytes> + Send + Sync>;
 
 /// What a follower's feed is for now.
 pub(super) enum Upstream {

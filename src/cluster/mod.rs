@@ -27,7 +27,6 @@ mod lease;
 mod node;
 mod term;
 
-pub use feed::FeedSource;
 pub use forward::FORWARDED_BY;
 pub use node::{ClusterSettings, Node};
-pub use term::{Replica, Term, Terms};
+pub use term::{FeedSource, Replica, Term, Terms};

@@ -23,10 +23,10 @@ use axum::response::Response;
 use hyper::service::Service as _;
 use hyper_util::service::TowerToHyperService;
 
-use super::feed::{self, FeedSource, Upstream, FEED_PATH};
+use super::feed::{self, Upstream, FEED_PATH};
 use super::forward::{unavailable, Forwarder};
 use super::lease::{blocking, Renewal, Renewer};
-use super::term::{Replica, Term, Terms};
+use super::term::{FeedSource, Replica, Term, Terms};
 use crate::storage::PostgresStorage;
 
 /// How long stopping a lost term is waited for; past it, the stop goes on

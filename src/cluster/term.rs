@@ -4,10 +4,15 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use futures::future::BoxFuture;
+use futures::stream::BoxStream;
 
-use super::feed::FeedSource;
 use crate::storage::Storage;
+
+/// Starts a feed (`feed.rs`): the lines an owner's engine makes from now
+/// on, ending when the follower falls too far behind.
+pub type FeedSource = Arc<dyn Fn() -> BoxStream<'static, Bytes> + Send + Sync>;
 
 /// Opens a term: the engine over `storage` (which writes under the new
 /// owner epoch) and what runs over it.

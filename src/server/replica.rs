@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 use tokio_stream::wrappers::BroadcastStream;
 
 use crate::cluster::{FeedSource, Replica};
-use crate::engine::streams::streamer::Visible;
 use crate::engine::streams::tails::TailNotice;
+use crate::engine::streams::tails::Visible;
 use crate::engine::streams::types::StreamPosition;
 use crate::engine::Engine;
 

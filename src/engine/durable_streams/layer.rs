@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex};
 use super::meta::{self, Settings, BASIN};
 use crate::engine::error::{EngineError, EngineResult};
 use crate::engine::streams::keys;
-use crate::engine::streams::streamer::{StreamHandle, Visible};
+use crate::engine::streams::streamer::StreamHandle;
+use crate::engine::streams::tails::Visible;
 use crate::engine::streams::{delete_stream_ops, CreateIf, StreamCore};
 use crate::storage::{Keyspace, WriteBatch};
 

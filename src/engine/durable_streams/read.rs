@@ -8,7 +8,7 @@ use tokio::time::Instant;
 use super::layer::{DurableStream, DurableStreams};
 use super::meta::BASIN;
 use crate::engine::error::{EngineError, EngineResult};
-use crate::engine::streams::streamer::Visible;
+use crate::engine::streams::tails::Visible;
 use crate::engine::streams::types::{ReadLimits, SequencedRecord, MAX_BATCH_BYTES};
 use crate::engine::streams::{count_read, scan_records};
 

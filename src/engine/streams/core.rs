@@ -7,8 +7,8 @@ use std::ops::ControlFlow;
 use std::sync::{Arc, Mutex, RwLock};
 
 use super::committer::Committer;
+use super::followed::FollowedStreams;
 use super::keys::{self, BasinMeta};
-use super::replica::Replica;
 use super::streamer::StreamHandle;
 use super::tails::TailFeed;
 use crate::engine::error::{EngineError, EngineResult};
@@ -75,7 +75,7 @@ pub struct StreamCore {
     pub(super) tails: TailFeed,
     /// Set for a core that follows streams another node owns
     /// (`replica.rs`): it writes nothing.
-    pub(super) replica: Option<Replica>,
+    pub(super) replica: Option<FollowedStreams>,
 }
 
 /// Held while an admin operation runs; see [`StreamCore::lock_admin`].
@@ -103,7 +103,7 @@ impl StreamCore {
             storage,
             metrics,
             TailFeed::default(),
-            Some(Replica::default()),
+            Some(FollowedStreams::default()),
         )
     }
 
@@ -111,7 +111,7 @@ impl StreamCore {
         storage: Arc<dyn Storage>,
         metrics: Arc<Metrics>,
         tails: TailFeed,
-        replica: Option<Replica>,
+        replica: Option<FollowedStreams>,
     ) -> EngineResult<Arc<Self>> {
         let mut basins = BTreeMap::new();
         let mut corrupt = None;

@@ -17,6 +17,7 @@ mod basins;
 pub mod committer;
 pub mod config;
 mod core;
+mod followed;
 pub mod keys;
 mod list;
 pub mod names;

@@ -14,7 +14,8 @@ use tokio::time::Instant;
 
 use super::core::{CreateIf, StreamCore};
 use super::keys;
-use super::streamer::{StreamHandle, Visible};
+use super::streamer::StreamHandle;
+use super::tails::Visible;
 use super::types::*;
 use crate::engine::error::{EngineError, EngineResult};
 use crate::metrics::usage::Series;

@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::committer::Committer;
 use super::config::{RetentionPolicy, StreamConfig, TimestampingMode};
 use super::keys::{self, StreamState};
+use super::tails::Visible;
 use super::tails::{TailFeed, TailNotice};
 use super::terms::{self, AppendTerms, Producers};
 use super::types::*;
@@ -30,33 +31,6 @@ use super::validate::{validate_batch, CommandRecord};
 use crate::engine::error::{EngineError, EngineResult};
 use crate::metrics::Metrics;
 use crate::storage::{Keyspace, Storage, WriteBatch};
-
-/// The part of a stream's state that readers may rely on: all durable.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Visible {
-    /// The next seq num, and the timestamp of the last record.
-    pub tail: StreamPosition,
-    /// Records below this seq num are trimmed and never returned.
-    pub trim_point: u64,
-    /// Arrival time of the last durable append (or of creation).
-    pub last_write_at: u64,
-    /// The stream is closed: the tail is final.
-    pub closed: bool,
-}
-
-impl Visible {
-    pub(super) fn of(state: &StreamState) -> Self {
-        Self {
-            tail: StreamPosition {
-                seq_num: state.next_seq_num,
-                timestamp: state.last_timestamp,
-            },
-            trim_point: state.trim_point,
-            last_write_at: state.last_write_at,
-            closed: state.closed.is_some(),
-        }
-    }
-}
 
 pub enum Command {
     Append {

@@ -9,11 +9,39 @@
 
 use tokio::sync::broadcast;
 
-use super::streamer::Visible;
+use super::keys::StreamState;
+use super::types::StreamPosition;
 
 /// Notices held for a listener that falls behind; past them it is told
 /// it lagged, and catches up from storage.
 const BACKLOG: usize = 16 * 1024;
+
+/// The part of a stream's state that readers may rely on: all durable.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Visible {
+    /// The next seq num, and the timestamp of the last record.
+    pub tail: StreamPosition,
+    /// Records below this seq num are trimmed and never returned.
+    pub trim_point: u64,
+    /// Arrival time of the last durable append (or of creation).
+    pub last_write_at: u64,
+    /// The stream is closed: the tail is final.
+    pub closed: bool,
+}
+
+impl Visible {
+    pub(super) fn of(state: &StreamState) -> Self {
+        Self {
+            tail: StreamPosition {
+                seq_num: state.next_seq_num,
+                timestamp: state.last_timestamp,
+            },
+            trim_point: state.trim_point,
+            last_write_at: state.last_write_at,
+            closed: state.closed.is_some(),
+        }
+    }
+}
 
 /// A stream's visible state moved, or the stream is gone.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
