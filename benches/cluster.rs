@@ -1,8 +1,11 @@
 //! Several nodes over one Postgres (`--cluster`): append throughput and
 //! acknowledgement latency with 1, 2 and 3 nodes (clients spread over
 //! every node), next to one server on Postgres outside a cluster and one
-//! on fjall; and how long a takeover takes after the owner is SIGKILLed,
-//! and after it is stopped cleanly (SIGTERM ends its lease at once).
+//! on fjall; how soon a read session on a follower (served there, from
+//! the database, at the tails the owner's feed tells) sees an append made
+//! through the owner, next to a session on the owner itself; and how long
+//! a takeover takes after the owner is SIGKILLed, and after it is stopped
+//! cleanly (SIGTERM ends its lease at once).
 //!
 //! `cargo bench --bench cluster`. Postgres is the one the tests use,
 //! started here on loopback (Debian's `postgresql`), but with `fsync` on,
@@ -13,8 +16,10 @@
 
 mod support;
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use support::appends::{http_appends, Outcome, BASIN};
 
 #[allow(dead_code)]
@@ -34,6 +39,13 @@ const APPEND_FOR: Duration = Duration::from_secs(4);
 const APPENDERS: usize = 24;
 const LEASE_TTL: &str = "2s";
 const TAKEOVERS: usize = 3;
+/// Appends whose arrival the sessions time, one after another.
+const TIMED_APPENDS: usize = 300;
+/// How long the load beside the timed appends runs (longer than they
+/// take).
+const LOADED_FOR: Duration = Duration::from_secs(5);
+/// Read sessions on each node that reads.
+const SESSIONS_PER_NODE: usize = 4;
 
 #[tokio::main]
 async fn main() {
@@ -79,7 +91,153 @@ async fn main() {
         measure(&label, &http, &bases, fsync).await;
     }
 
+    visibility(&http, &pg).await;
     takeovers(&http, &pg).await;
+}
+
+/// Three nodes; [`SESSIONS_PER_NODE`] SSE sessions on the owner and as
+/// many on each follower; [`TIMED_APPENDS`] appends through the owner, one
+/// at a time, quiet and then beside [`APPENDERS`] appenders on another
+/// stream: how long after each was sent each session had it.
+async fn visibility(http: &reqwest::Client, pg: &Postgres) {
+    let url = pg.database("bench_visibility");
+    let nodes: Vec<_> = (0..3).map(|_| start_node(&url)).collect();
+    wait_until_served(http, &nodes[0].0.base).await;
+    let owner = owner(http, &nodes).await;
+    let owner_base = nodes[owner].0.base.clone();
+    for path in [
+        format!("{owner_base}/v1/basins/{BASIN}"),
+        format!("{owner_base}/v1/streams/seen"),
+        format!("{owner_base}/v1/streams/load"),
+    ] {
+        let made = http
+            .put(path)
+            .header("s2-basin", BASIN)
+            .send()
+            .await
+            .unwrap();
+        assert!(made.status().is_success(), "{}", made.status());
+    }
+    for loaded in [false, true] {
+        let start = tail(http, &owner_base, "seen").await;
+        // Per node, the arrival of each timed append in each session.
+        let arrivals: Vec<Arrivals> = (0..3).map(|_| Arc::default()).collect();
+        let mut readers = Vec::new();
+        for (i, (node, _)) in nodes.iter().enumerate() {
+            for _ in 0..SESSIONS_PER_NODE {
+                readers.push(tokio::spawn(session(
+                    node.base.clone(),
+                    start,
+                    arrivals[i].clone(),
+                )));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let load = loaded.then(|| {
+            let base = owner_base.clone();
+            tokio::spawn(async move {
+                http_appends(&base, "load", APPENDERS, 1, None, LOADED_FOR).await
+            })
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut sent = Vec::with_capacity(TIMED_APPENDS);
+        for k in 0..TIMED_APPENDS {
+            sent.push(Instant::now());
+            let acked = http
+                .post(format!("{owner_base}/v1/streams/seen/records"))
+                .header("s2-basin", BASIN)
+                .json(&serde_json::json!({ "records": [{ "body": k.to_string() }] }))
+                .send()
+                .await
+                .unwrap();
+            assert!(acked.status().is_success(), "{}", acked.status());
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if let Some(load) = load {
+            load.await.unwrap();
+        }
+        for reader in readers {
+            reader.abort();
+        }
+        for (i, arrivals) in arrivals.iter().enumerate() {
+            let arrivals = arrivals.lock().unwrap();
+            let mut waits: Vec<Duration> = arrivals
+                .iter()
+                .map(|(k, at)| at.saturating_duration_since(sent[*k]))
+                .collect();
+            let expected = TIMED_APPENDS * SESSIONS_PER_NODE;
+            assert_eq!(waits.len(), expected, "a session missed appends");
+            waits.sort();
+            println!(
+                "append through the owner seen by a session on {:<10} {}: p50 {}  p99 {}  max {}",
+                if i == owner {
+                    "the owner"
+                } else {
+                    "a follower"
+                },
+                if loaded {
+                    format!("beside {APPENDERS} appenders")
+                } else {
+                    "quiet".to_string()
+                },
+                support::ms(support::percentile(&waits, 0.5)),
+                support::ms(support::percentile(&waits, 0.99)),
+                support::ms(waits[waits.len() - 1]),
+            );
+        }
+    }
+}
+
+/// Each timed append's number, and when a session had it.
+type Arrivals = Arc<Mutex<Vec<(usize, Instant)>>>;
+
+/// The tail of `stream` through `base`.
+async fn tail(http: &reqwest::Client, base: &str, stream: &str) -> usize {
+    let answer: serde_json::Value = http
+        .get(format!("{base}/v1/streams/{stream}/records/tail"))
+        .header("s2-basin", BASIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    answer["tail"]["seq_num"].as_u64().unwrap() as usize
+}
+
+/// An SSE session on `base` from `start`, noting when each record (its
+/// body: the timed append's number) arrives.
+async fn session(base: String, start: usize, arrivals: Arrivals) {
+    let response = reqwest::Client::new()
+        .get(format!("{base}/v1/streams/seen/records?seq_num={start}"))
+        .header("s2-basin", BASIN)
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+    let mut stream = response.bytes_stream();
+    let mut buffer = String::new();
+    while let Some(Ok(chunk)) = stream.next().await {
+        let now = Instant::now();
+        buffer.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buffer.find("\n\n") {
+            let event: String = buffer.drain(..end + 2).collect();
+            if !event.lines().any(|line| line == "event: batch") {
+                continue;
+            }
+            let Some(data) = event.lines().find_map(|line| line.strip_prefix("data: ")) else {
+                continue;
+            };
+            let batch: serde_json::Value = serde_json::from_str(data).unwrap();
+            let mut arrivals = arrivals.lock().unwrap();
+            for record in batch["records"].as_array().into_iter().flatten() {
+                if let Some(k) = record["body"].as_str().and_then(|b| b.parse().ok()) {
+                    arrivals.push((k, now));
+                }
+            }
+        }
+    }
 }
 
 fn start_node(url: &str) -> (RillProcess, tempfile::TempDir) {

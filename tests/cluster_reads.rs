@@ -180,6 +180,17 @@ async fn followers_serve_reads_themselves_across_a_takeover() {
         Ok(Some(Delivered::Record(body, _))) => panic!("a record after the last: {body}"),
         other => panic!("the session did not end: {}", other.is_ok()),
     }
+
+    // The owner stops (SIGTERM) well within the drain's 10 s, though the
+    // other node follows its feed: the feed ends as the node stops.
+    let (owner, _) = wait_for_owner(&http, &survivors).await;
+    tokio::time::sleep(Duration::from_secs(1)).await; // the feed is followed
+    let node = nodes[(first + 1 + owner) % 3].take().unwrap().0;
+    let stopping = Instant::now();
+    tokio::task::spawn_blocking(move || node.terminate(Duration::from_secs(8)))
+        .await
+        .unwrap();
+    eprintln!("the owner stopped {:?} after SIGTERM", stopping.elapsed());
 }
 
 /// The stream's records, read through `base`.

@@ -53,10 +53,13 @@ pub(super) enum Upstream {
 }
 
 /// Answers a follower's `GET` of the feed, if `request` proves it is one.
+/// The answer ends when `stopping` turns true: a node that stops drains
+/// its connections, the feeds' too.
 pub(super) fn serve(
     request: &Request<Body>,
     secret: &str,
     source: Option<&FeedSource>,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
 ) -> Response<Body> {
     let proven = request
         .headers()
@@ -87,6 +90,9 @@ pub(super) fn serve(
     )
     .take_while(|line| std::future::ready(line.is_some()))
     .filter_map(|line| std::future::ready(line.map(Ok::<_, std::convert::Infallible>)));
+    let body = body.take_until(async move {
+        let _ = stopping.wait_for(|stopping| *stopping).await;
+    });
     Response::builder()
         .header(header::CONTENT_TYPE, "application/x-ndjson")
         .header(header::CACHE_CONTROL, "no-store")

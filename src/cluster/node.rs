@@ -84,6 +84,8 @@ pub struct Node {
     held: tokio::sync::Mutex<Option<Held>>,
     /// Set when the server begins to stop: no lease is taken from then.
     stopping: AtomicBool,
+    /// Turns true then too, ending the feeds this node serves.
+    feeds_end: tokio::sync::watch::Sender<bool>,
     forwarder: Forwarder,
     /// Proves a node to another (`feed.rs`).
     secret: String,
@@ -109,6 +111,7 @@ impl Node {
             role: ArcSwap::from_pointee(Role::Follower { owner: None }),
             held: tokio::sync::Mutex::new(None),
             stopping: AtomicBool::new(false),
+            feeds_end: tokio::sync::watch::Sender::new(false),
             forwarder,
             secret,
             replica,
@@ -163,6 +166,7 @@ impl Node {
     /// the term's if one is held), so the server's connections can drain.
     pub async fn begin_stop(&self) {
         self.stopping.store(true, Ordering::Release);
+        self.feeds_end.send_replace(true);
         self.replica.begin_stop();
         // A tick that holds the lock (opening an engine, say) sees
         // `stopping` when it is done and ends the sessions itself.
@@ -318,7 +322,7 @@ async fn dispatch(State(node): State<Arc<Node>>, mut request: Request) -> Respon
             Role::Owner { feed, renewal, .. } if renewal.may_serve() => Some(feed),
             _ => None,
         };
-        return feed::serve(&request, &node.secret, source);
+        return feed::serve(&request, &node.secret, source, node.feeds_end.subscribe());
     }
     if matches!(&*role, Role::Follower { .. }) && served_by_replica(&request) {
         request = match node.serve_read(request).await {
