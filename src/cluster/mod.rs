@@ -4,8 +4,8 @@
 //!
 //! **One owner at a time.** The database is owned through a lease
 //! (`storage/postgres/lease.rs`): the node holding it opens the engine
-//! over it and serves every request; the others forward theirs to it
-//! (`forward.rs`), so any node answers any request. The lease carries the
+//! over it and serves every request but live reads; the others forward
+//! theirs to it (`forward.rs`), so any node answers any request. The lease carries the
 //! owner epoch that every write transaction checks, so a node that lost it
 //! (paused, cut off, slow) never writes again: a takeover cannot give two
 //! owners, whatever the timing. When the owner stops renewing (killed,
@@ -14,12 +14,17 @@
 //! (retention, expiry, consumers' timers, sinks, sources) runs on the
 //! owner only, as part of its engine.
 //!
+//! **Followers serve live reads.** Long polls and read sessions of
+//! streams are served by the node they reach, from the database, at the
+//! tails the owner's feed tells its replica (`feed.rs`); the rest is
+//! forwarded.
+//!
 //! `node.rs` watches the lease and switches the node between owner and
 //! follower; `lease.rs` keeps the lease an owner holds renewed;
 //! `term.rs` is what the server gives a node to open and close an engine
-//! with. The owner of everything is a first step: ownership per
-//! stream, collection and consumer, and followers serving reads, come
-//! next, over the same leases and epochs.
+//! with, and its replica. The owner of everything is a first step:
+//! ownership per stream, collection and consumer comes next, over the
+//! same leases and epochs.
 
 mod feed;
 mod forward;
