@@ -14,11 +14,9 @@ use std::time::{Duration, Instant};
 use common::cluster::*;
 use common::services::Postgres;
 use common::SseReader;
+use rill::cluster::SERVED_BY;
 use serde_json::Value;
 use tokio::sync::mpsc;
-
-/// Set on an answer a follower served itself.
-const SERVED_BY: &str = "rill-served-by";
 
 /// What a follower's session delivers: each record's body, when it came,
 /// and the error code that ended the session, if one did.

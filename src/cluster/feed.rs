@@ -4,8 +4,8 @@
 //!
 //! A follower opens `GET /_rill/cluster/tails` on the owner (HTTP/1.1, the
 //! connection the forwarder uses) and reads lines: one per change the
-//! owner's engine makes visible, an empty one every second when there is
-//! none. What a line says is the server's business (`server/replica.rs`);
+//! owner's engine makes visible, and an empty one every second (a
+//! heartbeat). What a line says is the server's business (`server/replica.rs`);
 //! the node only carries them. A follower that hears nothing for a few
 //! seconds, or whose feed breaks, or that has no owner to ask, reads the
 //! tails it follows from the database instead, every
@@ -73,7 +73,10 @@ pub(super) fn serve(
         );
     }
     let Some(source) = source else {
-        return unavailable("not_owner", "this node does not own the database");
+        return unavailable(
+            "not_owner",
+            "this node does not own the database (or its lease is not confirmed)",
+        );
     };
     let lines = source();
     let heartbeats = futures::stream::unfold(

@@ -33,5 +33,5 @@ mod node;
 mod term;
 
 pub use forward::FORWARDED_BY;
-pub use node::{ClusterSettings, Node};
+pub use node::{ClusterSettings, Node, SERVED_BY};
 pub use term::{FeedSource, Replica, Term, Terms};

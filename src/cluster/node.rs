@@ -64,7 +64,8 @@ enum Role {
         renewal: Arc<Renewal>,
         feed: FeedSource,
     },
-    /// Forwards to the owner at this address, if there is one.
+    /// Serves live reads with the replica, forwards the rest to the owner
+    /// at this address, if there is one.
     Follower { owner: Option<String> },
 }
 
@@ -372,7 +373,9 @@ impl Node {
             Err(never) => match never {},
         };
         let status = response.status();
-        if !(status.is_success() || status == StatusCode::BAD_REQUEST) {
+        // A node that stops ends its replica's reads: said as they are.
+        let stopping = self.stopping.load(Ordering::Acquire);
+        if !(status.is_success() || status == StatusCode::BAD_REQUEST || stopping) {
             return Err(Request::from_parts(parts, body));
         }
         if let Ok(node) = HeaderValue::from_str(&self.settings.node_id) {

@@ -35,7 +35,7 @@ pub trait Term: Send + Sync {
 
 /// What a follower serves itself: long polls and read sessions of
 /// streams, from the database, at the tails the owner's feed tells
-/// (`feed.rs`). Made once per node, kept while it follows.
+/// (`feed.rs`). Made once per node, for its whole life.
 pub trait Replica: Send + Sync + 'static {
     /// The routes those reads are served by; an answer that may come from
     /// what the replica does not know yet (a 404, a 416, an unknown token)

@@ -168,6 +168,10 @@ impl Engine {
     /// tokens, from storage again: for when notices may have been missed.
     /// Blocks on storage.
     pub fn refresh_replica(&self) -> EngineResult<()> {
+        // Reads served here count in this node's figures, but not in S2's
+        // usage metrics: their history is the owner's. Dropped, so that
+        // they do not pile up.
+        let _ = self.metrics.usage.drain();
         self.streams().refresh_replica()
     }
 

@@ -41,7 +41,9 @@ pub(super) async fn serve(
     };
     let url = start.url.clone();
     let metrics = Arc::new(Metrics::new(start.metrics_per_stream));
-    let replica_metrics = metrics.clone();
+    // The replica's own: what it counts is not the owner's to report
+    // (see `Engine::refresh_replica`).
+    let replica_metrics = Arc::new(Metrics::new(start.metrics_per_stream));
     let (watch, secret, replica) = tokio::task::spawn_blocking(move || {
         let watch = Arc::new(
             crate::storage::PostgresStorage::connect(&url)

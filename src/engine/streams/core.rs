@@ -89,7 +89,6 @@ impl StreamCore {
         metrics: Arc<Metrics>,
         tails: TailFeed,
     ) -> EngineResult<Arc<Self>> {
-        super::size_counters::count_uncounted(&*storage)?;
         Self::open_as(storage, metrics, tails, None)
     }
 
@@ -132,6 +131,9 @@ impl StreamCore {
         )?;
         if let Some(err) = corrupt {
             return Err(err.into());
+        }
+        if replica.is_none() {
+            super::size_counters::count_uncounted(&*storage)?;
         }
         let (committer, thread) = Committer::start(storage.clone(), metrics.clone(), tails.clone());
         let core = Arc::new(Self {

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
@@ -15,6 +16,8 @@ use crate::engine::locks::lock;
 #[derive(Default)]
 pub(crate) struct FollowedStreams {
     followed: Mutex<Followed>,
+    /// When the access tokens were last read.
+    tokens_read: Mutex<Option<Instant>>,
 }
 
 #[derive(Default)]
@@ -32,6 +35,17 @@ impl Followed {
 }
 
 impl FollowedStreams {
+    /// Whether the access tokens were read longer than `every` ago (or
+    /// never); if so, they count as read now.
+    pub(super) fn tokens_due(&self, every: Duration) -> bool {
+        let mut read = lock(&self.tokens_read);
+        let due = read.is_none_or(|at| at.elapsed() >= every);
+        if due {
+            *read = Some(Instant::now());
+        }
+        due
+    }
+
     /// Raises the visible state of the stream `notice` is about, or ends
     /// its readers if it was deleted. Streams not followed are ignored.
     pub(crate) fn apply(&self, notice: TailNotice) {

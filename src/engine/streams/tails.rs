@@ -5,7 +5,8 @@
 //! A stream's task publishes a notice each time its visible state moves
 //! (from the commit's completion, right after its own readers are told);
 //! the committer publishes one when a commit deletes a stream (its state
-//! key). A server with no listener pays one atomic load per commit.
+//! key). A server with no listener pays a look at the listener count
+//! per commit.
 
 use tokio::sync::broadcast;
 
@@ -14,7 +15,7 @@ use super::types::StreamPosition;
 
 /// Notices held for a listener that falls behind; past them it is told
 /// it lagged, and catches up from storage.
-const BACKLOG: usize = 16 * 1024;
+const BACKLOG: usize = 4096;
 
 /// The part of a stream's state that readers may rely on: all durable.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -245,9 +245,13 @@ impl TokenIndex {
         }
     }
 
-    /// The ids of the tokens held.
-    pub(super) fn ids(&self) -> Vec<String> {
-        read_lock(&self.maps).digest_by_id.keys().cloned().collect()
+    /// The tokens held: id and secret digest.
+    pub(super) fn held(&self) -> Vec<(String, SecretDigest)> {
+        read_lock(&self.maps)
+            .digest_by_id
+            .iter()
+            .map(|(id, digest)| (id.clone(), *digest))
+            .collect()
     }
 
     /// Found by the digest of the presented secret: a lookup's timing

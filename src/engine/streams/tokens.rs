@@ -44,15 +44,24 @@ impl StreamCore {
     /// and revoked by the owner (`replica.rs`).
     pub(super) fn reload_access_tokens(&self) -> EngineResult<()> {
         let stored = self.all_named_meta::<serde_json::Value>(&keys::access_token_key(""))?;
-        let held: std::collections::HashSet<String> = self.tokens.ids().into_iter().collect();
-        let stored_ids: std::collections::HashSet<&str> =
-            stored.iter().map(|(id, _)| id.as_str()).collect();
-        for id in &held {
-            if !stored_ids.contains(id.as_str()) {
-                self.tokens.remove(id);
+        // By id and secret: a token revoked and issued again under the
+        // same id is another token.
+        let stored_digests: std::collections::HashMap<&str, Option<SecretDigest>> = stored
+            .iter()
+            .map(|(id, value)| {
+                let digest = value["secret_sha256"].as_str().and_then(from_hex);
+                (id.as_str(), digest)
+            })
+            .collect();
+        let mut kept = std::collections::HashSet::new();
+        for (id, digest) in self.tokens.held() {
+            if stored_digests.get(id.as_str()) == Some(&Some(digest)) {
+                kept.insert(id);
+            } else {
+                self.tokens.remove(&id);
             }
         }
-        self.hold_access_tokens(stored.into_iter().filter(|(id, _)| !held.contains(id)));
+        self.hold_access_tokens(stored.into_iter().filter(|(id, _)| !kept.contains(id)));
         Ok(())
     }
 
