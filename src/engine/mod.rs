@@ -345,6 +345,54 @@ impl Engine {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use super::streams::scope::{Operation, Scope};
+    use super::streams::token_index::{digest, AccessTokenInfo};
+    use super::Engine;
+    use crate::metrics::Metrics;
+    use crate::storage::{MemoryStorage, Storage};
+
+    fn info(id: &str) -> AccessTokenInfo {
+        AccessTokenInfo {
+            id: id.into(),
+            expires_at: None,
+            auto_prefix_streams: false,
+            scope: Scope {
+                ops: Some(Operation::ALL.to_vec()),
+                ..Scope::default()
+            },
+        }
+    }
+
+    /// A token revoked and issued again under the same id is another
+    /// token: the replica drops the old secret and takes the new one.
+    #[tokio::test]
+    async fn a_replica_follows_the_owners_tokens_by_secret() {
+        let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::default());
+        let owner = Engine::open(storage.clone()).unwrap();
+        let replica = Engine::open_replica(storage, Arc::new(Metrics::default())).unwrap();
+        let old = owner.streams().issue_access_token(info("t")).await.unwrap();
+        replica.refresh_replica().unwrap();
+        let held = |secret: &str| {
+            replica
+                .streams()
+                .find_access_token(&digest(secret))
+                .is_some()
+        };
+        assert!(held(&old));
+
+        owner.streams().revoke_access_token("t").await.unwrap();
+        let new = owner.streams().issue_access_token(info("t")).await.unwrap();
+        tokio::time::sleep(super::streams::TOKENS_RELOADED_EVERY).await;
+        replica.refresh_replica().unwrap();
+        assert!(!held(&old), "a revoked secret still works on the replica");
+        assert!(
+            held(&new),
+            "the secret issued since is unknown to the replica"
+        );
+    }
+
     /// Each layer keeps its own tags in the meta keyspace; two sharing one
     /// would read each other's keys.
     #[test]

@@ -46,4 +46,5 @@ pub(crate) use read::{
     count_read, first_seq_timestamped_at_or_after, scan_records, MAX_UNARY_WAIT,
 };
 pub use read::{ReadRequest, ReadSession, SessionEvent};
+pub use replica::TOKENS_RELOADED_EVERY;
 pub use sizes::StoredBytes;
