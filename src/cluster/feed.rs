@@ -18,6 +18,7 @@
 //! The feed is open to the nodes alone: they prove it with the secret
 //! stored in the database (`rill_cluster`), which every node reads.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,23 +44,14 @@ pub const POLL_WITHOUT_FEED: Duration = Duration::from_millis(100);
 /// which the feed does not carry).
 const REFRESH_WITH_FEED: Duration = Duration::from_secs(1);
 
-/// What a follower's feed is for now.
-pub(super) enum Upstream {
-    /// This node owns the database: no feed.
-    Itself,
-    /// No node does (or none is known yet).
-    Nobody,
-    Owner(String),
-}
-
 /// Answers a follower's `GET` of the feed, if `request` proves it is one.
-/// The answer ends when `stopping` turns true: a node that stops drains
-/// its connections, the feeds' too.
+/// The answer ends when `ends` does: when the node stops (it drains its
+/// connections, the feeds' too) or its term as owner ends.
 pub(super) fn serve(
     request: &Request<Body>,
     secret: &str,
     source: Option<&FeedSource>,
-    mut stopping: tokio::sync::watch::Receiver<bool>,
+    ends: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Response<Body> {
     let proven = request
         .headers()
@@ -93,9 +85,7 @@ pub(super) fn serve(
     )
     .take_while(|line| std::future::ready(line.is_some()))
     .filter_map(|line| std::future::ready(line.map(Ok::<_, std::convert::Infallible>)));
-    let body = body.take_until(async move {
-        let _ = stopping.wait_for(|stopping| *stopping).await;
-    });
+    let body = body.take_until(ends);
     Response::builder()
         .header(header::CONTENT_TYPE, "application/x-ndjson")
         .header(header::CACHE_CONTROL, "no-store")
@@ -108,47 +98,64 @@ pub(super) fn serve(
 pub(super) async fn follow(
     forwarder: Forwarder,
     secret: String,
-    upstream: impl Fn() -> Upstream,
+    owner: impl Fn() -> Option<String>,
     replica: Arc<dyn Replica>,
 ) {
+    // Database reads on a task of their own, so that the feed is read
+    // on while they run.
+    let fed = Arc::new(AtomicBool::new(false));
+    let _refresher = AbortOnDrop(tokio::spawn(refresh(replica.clone(), fed.clone())));
     loop {
-        match upstream() {
-            // Sessions the replica opened while this node followed go on
-            // after it took the lease, at this pace.
-            Upstream::Itself | Upstream::Nobody => {
-                replica.refresh().await;
-                tokio::time::sleep(POLL_WITHOUT_FEED).await;
-            }
-            Upstream::Owner(owner) => {
-                let still =
-                    |upstream: &Upstream| matches!(upstream, Upstream::Owner(o) if *o == owner);
-                match read_feed(
-                    &forwarder,
-                    &secret,
-                    &owner,
-                    &*replica,
-                    || still(&upstream()),
-                )
-                .await
-                {
-                    Ok(()) => {}
-                    Err(why) => tracing::debug!(owner, why, "the owner's feed ended"),
-                }
-                // Whatever it missed, from the database, before the next try.
-                replica.refresh().await;
-                tokio::time::sleep(POLL_WITHOUT_FEED).await;
-            }
+        // No other node owns the database (none does, or this one):
+        // the refresher reads every `POLL_WITHOUT_FEED` (sessions the
+        // replica opened before this node took the lease go on at that
+        // pace).
+        let Some(upstream) = owner() else {
+            tokio::time::sleep(POLL_WITHOUT_FEED).await;
+            continue;
+        };
+        let still = || owner().as_deref() == Some(upstream.as_str());
+        let ended = read_feed(&forwarder, &secret, &upstream, &*replica, &fed, still).await;
+        fed.store(false, Ordering::Release);
+        if let Err(why) = ended {
+            tracing::debug!(owner = upstream, why, "the owner's feed ended");
         }
+        tokio::time::sleep(POLL_WITHOUT_FEED).await;
+    }
+}
+
+/// Reads the followed tails from the database: every
+/// [`REFRESH_WITH_FEED`] while `fed`, every [`POLL_WITHOUT_FEED`] else.
+async fn refresh(replica: Arc<dyn Replica>, fed: Arc<AtomicBool>) {
+    let mut last = tokio::time::Instant::now();
+    loop {
+        tokio::time::sleep(POLL_WITHOUT_FEED).await;
+        if fed.load(Ordering::Acquire) && last.elapsed() < REFRESH_WITH_FEED {
+            continue;
+        }
+        replica.refresh().await;
+        last = tokio::time::Instant::now();
+    }
+}
+
+/// Aborts the task when dropped (with the future that holds it).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
 /// Reads the feed of the owner at `owner` into `replica` until it ends,
-/// goes silent, or `current` says the owner changed.
+/// goes silent, or `current` says the owner changed; `fed` is set while
+/// it runs.
 async fn read_feed(
     forwarder: &Forwarder,
     secret: &str,
     owner: &str,
     replica: &dyn Replica,
+    fed: &AtomicBool,
     current: impl Fn() -> bool,
 ) -> Result<(), String> {
     let request = Request::get(format!("http://{owner}{FEED_PATH}"))
@@ -167,9 +174,9 @@ async fn read_feed(
     }
     // Subscribed: what changed before is read from the database.
     replica.refresh().await;
+    fed.store(true, Ordering::Release);
     let mut body = response.into_body();
     let mut pending: Vec<u8> = Vec::new();
-    let mut refreshed = tokio::time::Instant::now();
     loop {
         let frame = tokio::time::timeout(SILENCE, body.frame())
             .await
@@ -193,10 +200,6 @@ async fn read_feed(
         }
         if !current() {
             return Ok(());
-        }
-        if refreshed.elapsed() >= REFRESH_WITH_FEED {
-            replica.refresh().await;
-            refreshed = tokio::time::Instant::now();
         }
     }
 }

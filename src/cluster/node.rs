@@ -23,7 +23,7 @@ use axum::response::Response;
 use hyper::service::Service as _;
 use hyper_util::service::TowerToHyperService;
 
-use super::feed::{self, Upstream, FEED_PATH};
+use super::feed::{self, FEED_PATH};
 use super::forward::{unavailable, Forwarder};
 use super::lease::{blocking, Renewal, Renewer};
 use super::term::{FeedSource, Replica, Term, Terms};
@@ -63,6 +63,8 @@ enum Role {
         app: axum::Router,
         renewal: Arc<Renewal>,
         feed: FeedSource,
+        /// Closed when the term ends: the feeds it serves end with it.
+        term_open: tokio::sync::watch::Receiver<()>,
     },
     /// Serves live reads with the replica, forwards the rest to the owner
     /// at this address, if there is one.
@@ -75,6 +77,8 @@ struct Held {
     /// The store that writes under the lease's epoch.
     store: Arc<PostgresStorage>,
     renewer: Renewer,
+    /// Dropped when the term ends (see `Role::Owner`).
+    term_open: tokio::sync::watch::Sender<()>,
 }
 
 pub struct Node {
@@ -140,7 +144,7 @@ impl Node {
         let follower = tokio::spawn(feed::follow(
             self.forwarder.clone(),
             self.secret.clone(),
-            move || node.upstream(),
+            move || node.other_owner(),
             self.replica.clone(),
         ));
         tokio::pin!(stop);
@@ -154,12 +158,12 @@ impl Node {
         follower.abort();
     }
 
-    /// Whose feed the replica follows now.
-    fn upstream(&self) -> Upstream {
+    /// Where the node that owns the database answers, if another does:
+    /// whose feed the replica follows.
+    fn other_owner(&self) -> Option<String> {
         match &**self.role.load() {
-            Role::Owner { .. } => Upstream::Itself,
-            Role::Follower { owner: Some(owner) } => Upstream::Owner(owner.clone()),
-            Role::Follower { owner: None } => Upstream::Nobody,
+            Role::Owner { .. } => None,
+            Role::Follower { owner } => owner.clone(),
         }
     }
 
@@ -186,6 +190,7 @@ impl Node {
             return;
         };
         self.role.store(Arc::new(Role::Follower { owner: None }));
+        drop(held.term_open);
         // Renewed until the engine has stopped, then released.
         held.term.stop().await;
         held.renewer.stop();
@@ -269,15 +274,18 @@ impl Node {
                     open_ms = started.elapsed().as_millis() as u64,
                     "took the lease: this node owns the database and serves"
                 );
+                let (term_open, open) = tokio::sync::watch::channel(());
                 self.role.store(Arc::new(Role::Owner {
                     app: term.router(),
                     renewal: renewer.renewal.clone(),
                     feed: term.feed(),
+                    term_open: open,
                 }));
                 Some(Held {
                     term,
                     store,
                     renewer,
+                    term_open,
                 })
             }
             Err(err) => {
@@ -297,6 +305,8 @@ impl Node {
         self.role.store(Arc::new(Role::Follower { owner: None }));
         tracing::warn!(node = %self.settings.node_id, why, "stepped down: this node forwards from now");
         let Some(lost) = lost else { return };
+        // The feeds it serves end: their followers turn to the new owner.
+        drop(lost.term_open);
         lost.renewer.stop();
         // If the lease is still this node's (renewals failed, no one took
         // it), it ends now rather than in a lease: until then the other
@@ -319,11 +329,29 @@ impl Node {
 async fn dispatch(State(node): State<Arc<Node>>, mut request: Request) -> Response {
     let role = node.role.load_full();
     if request.uri().path() == FEED_PATH {
-        let source = match &*role {
-            Role::Owner { feed, renewal, .. } if renewal.may_serve() => Some(feed),
-            _ => None,
+        let (source, mut term_open) = match &*role {
+            Role::Owner {
+                feed,
+                renewal,
+                term_open,
+                ..
+            } if renewal.may_serve() => (Some(feed), Some(term_open.clone())),
+            _ => (None, None),
         };
-        return feed::serve(&request, &node.secret, source, node.feeds_end.subscribe());
+        let mut stopping = node.feeds_end.subscribe();
+        let ends = async move {
+            let term_over = async {
+                match &mut term_open {
+                    Some(open) => while open.changed().await.is_ok() {},
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = stopping.wait_for(|stopping| *stopping) => {}
+                () = term_over => {}
+            }
+        };
+        return feed::serve(&request, &node.secret, source, ends);
     }
     if matches!(&*role, Role::Follower { .. }) && served_by_replica(&request) {
         request = match node.serve_read(request).await {
