@@ -134,8 +134,12 @@ enum Command {
         /// node answers any request; the node holding the lease serves
         /// them and the others forward to it, and when it dies another
         /// takes over. Give every node the same root token.
-        #[arg(long, env = "RILL_CLUSTER", requires = "storage",
-              conflicts_with_all = ["tls_cert", "metrics_listen"])]
+        #[arg(
+            long,
+            env = "RILL_CLUSTER",
+            requires = "storage",
+            conflicts_with = "tls_cert"
+        )]
         cluster: bool,
         /// Where the other nodes reach this one (`HOST:PORT`); the --listen
         /// address by default.

@@ -117,6 +117,26 @@ async fn followers_serve_reads_themselves_across_a_takeover() {
         waits[waits.len() - 1]
     );
 
+    // Each node's `/metrics` gives its own figures: the session is the
+    // follower's, not the owner's.
+    let sessions_open = |text: &str| {
+        text.lines()
+            .find_map(|line| line.strip_prefix("rill_sessions_open{kind=\"read\"} "))
+            .map(|n| n.trim().to_string())
+    };
+    let scrape = |base: &str| {
+        let (http, url) = (http.clone(), format!("{base}/metrics"));
+        async move { settled(http.get(url)).await.text().await.unwrap() }
+    };
+    let on_follower = scrape(follower).await;
+    assert_eq!(
+        sessions_open(&on_follower).as_deref(),
+        Some("1"),
+        "{on_follower}"
+    );
+    let on_owner = scrape(&bases[first]).await;
+    assert_eq!(sessions_open(&on_owner).as_deref(), Some("0"), "{on_owner}");
+
     // A long poll on a follower is served there too.
     let tail = expected.len();
     let poll = http
@@ -207,5 +227,32 @@ async fn lin_contents(base: &str) -> Vec<String> {
             return bodies;
         }
         bodies.extend(page);
+    }
+}
+
+/// `--metrics-listen` on a cluster's nodes: each serves its own figures
+/// there, owner and follower alike, without a token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_node_serves_its_metrics_on_the_metrics_port() {
+    let Some(pg) = Postgres::start() else { return };
+    let url = pg.database("cluster_metrics");
+    let ports = [common::services::free_port(), common::services::free_port()];
+    let listens: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let nodes: Vec<_> = listens
+        .iter()
+        .map(|listen| start_node_with(&url, &["--metrics-listen", listen]))
+        .collect();
+    let bases: Vec<String> = nodes.iter().map(|(n, _)| n.base.clone()).collect();
+    let http = reqwest::Client::new();
+    wait_for_owner(&http, &bases).await;
+    for listen in &listens {
+        let answer = http
+            .get(format!("http://{listen}/metrics"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200, "{listen}");
+        let text = answer.text().await.unwrap();
+        assert!(text.contains("rill_uptime_seconds"), "{listen}: {text}");
     }
 }

@@ -35,7 +35,12 @@ pub async fn scrape(State(state): State<AppState>) -> Response {
     let storage_bytes = tokio::task::spawn_blocking(move || engine.storage_bytes())
         .await
         .unwrap_or(None);
-    let consumers = state.engine.consumers().samples().await;
+    // A cluster follower's replica: the consumers' figures are the
+    // owner's to give.
+    let consumers = match state.engine.is_replica() {
+        true => Vec::new(),
+        false => state.engine.consumers().samples().await,
+    };
     let snapshot = Snapshot {
         read_sessions,
         append_sessions,

@@ -61,6 +61,8 @@ impl ClusterSettings {
 enum Role {
     Owner {
         app: axum::Router,
+        /// `GET /metrics` alone.
+        metrics: axum::Router,
         renewal: Arc<Renewal>,
         feed: FeedSource,
         /// Closed when the term ends: the feeds it serves end with it.
@@ -96,6 +98,7 @@ pub struct Node {
     secret: String,
     replica: Arc<dyn Replica>,
     replica_app: axum::Router,
+    replica_metrics: axum::Router,
 }
 
 impl Node {
@@ -109,7 +112,7 @@ impl Node {
         replica: Arc<dyn Replica>,
     ) -> Arc<Self> {
         let forwarder = Forwarder::new(&settings.node_id);
-        let replica_app = replica.router();
+        let (replica_app, replica_metrics) = (replica.router(), replica.metrics_router());
         Arc::new(Self {
             settings,
             watch,
@@ -121,6 +124,7 @@ impl Node {
             secret,
             replica,
             replica_app,
+            replica_metrics,
         })
     }
 
@@ -128,6 +132,14 @@ impl Node {
     pub fn router(self: &Arc<Self>) -> axum::Router {
         axum::Router::new()
             .fallback(dispatch)
+            .with_state(self.clone())
+    }
+
+    /// `GET /metrics` alone, for `--metrics-listen`: this node's figures,
+    /// through whichever engine serves here now.
+    pub fn metrics_router(self: &Arc<Self>) -> axum::Router {
+        axum::Router::new()
+            .fallback(serve_metrics)
             .with_state(self.clone())
     }
 
@@ -277,6 +289,7 @@ impl Node {
                 let (term_open, open) = tokio::sync::watch::channel(());
                 self.role.store(Arc::new(Role::Owner {
                     app: term.router(),
+                    metrics: term.metrics_router(),
                     renewal: renewer.renewal.clone(),
                     feed: term.feed(),
                     term_open: open,
@@ -353,6 +366,10 @@ async fn dispatch(State(node): State<Arc<Node>>, mut request: Request) -> Respon
         };
         return feed::serve(&request, &node.secret, source, ends);
     }
+    // A node's figures are its own: a follower's are its replica's.
+    if matches!(&*role, Role::Follower { .. }) && request.uri().path() == "/metrics" {
+        return call(&node.replica_app, request).await;
+    }
     if matches!(&*role, Role::Follower { .. }) && served_by_replica(&request) {
         request = match node.serve_read(request).await {
             Ok(response) => return response,
@@ -364,13 +381,7 @@ async fn dispatch(State(node): State<Arc<Node>>, mut request: Request) -> Respon
             "unavailable",
             "this node's lease is not confirmed (it may have been paused); retry",
         ),
-        // The same adapter the accept loop serves the router through.
-        Role::Owner { app, .. } => {
-            match TowerToHyperService::new(app.clone()).call(request).await {
-                Ok(response) => response,
-                Err(never) => match never {},
-            }
-        }
+        Role::Owner { app, .. } => call(app, request).await,
         Role::Follower { owner: Some(owner) } => node.forwarder.forward(request, owner).await,
         Role::Follower { owner: None } => unavailable(
             "unavailable",
@@ -393,13 +404,7 @@ impl Node {
         *local.version_mut() = parts.version;
         *local.headers_mut() = parts.headers.clone();
         *local.extensions_mut() = parts.extensions.clone();
-        let mut response = match TowerToHyperService::new(self.replica_app.clone())
-            .call(local)
-            .await
-        {
-            Ok(response) => response,
-            Err(never) => match never {},
-        };
+        let mut response = call(&self.replica_app, local).await;
         let status = response.status();
         // A node that stops ends its replica's reads: said as they are.
         let stopping = self.stopping.load(Ordering::Acquire);
@@ -447,4 +452,22 @@ fn served_by_replica(request: &Request) -> bool {
         pair.strip_prefix("wait=")
             .is_some_and(|wait| wait.parse::<u64>().is_ok_and(|wait| wait > 0))
     })
+}
+
+/// Serves `GET /metrics` of the `--metrics-listen` port.
+async fn serve_metrics(State(node): State<Arc<Node>>, request: Request) -> Response {
+    let router = match &*node.role.load_full() {
+        Role::Owner { metrics, .. } => metrics.clone(),
+        Role::Follower { .. } => node.replica_metrics.clone(),
+    };
+    call(&router, request).await
+}
+
+/// Answers `request` with `router`, through the same adapter the accept
+/// loop serves routers through.
+async fn call(router: &axum::Router, request: Request) -> Response {
+    match TowerToHyperService::new(router.clone()).call(request).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    }
 }

@@ -24,6 +24,8 @@ pub trait Terms: Send + Sync + 'static {
 pub trait Term: Send + Sync {
     /// The routes it serves.
     fn router(&self) -> axum::Router;
+    /// `GET /metrics` alone (for `--metrics-listen`).
+    fn metrics_router(&self) -> axum::Router;
     /// Its feed to the followers (`feed.rs`).
     fn feed(&self) -> FeedSource;
     /// Ends live sessions and long polls, so their connections close.
@@ -41,6 +43,8 @@ pub trait Replica: Send + Sync + 'static {
     /// what the replica does not know yet (a 404, a 416, an unknown token)
     /// is not used: the request goes to the owner instead.
     fn router(&self) -> axum::Router;
+    /// `GET /metrics` alone (for `--metrics-listen`): the node's figures.
+    fn metrics_router(&self) -> axum::Router;
     /// A line of the owner's feed.
     fn apply(&self, line: &[u8]);
     /// Reads from the database what the feed may have missed.

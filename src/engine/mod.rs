@@ -153,6 +153,11 @@ impl Engine {
         }))
     }
 
+    /// Whether this engine is a replica ([`Self::open_replica`]).
+    pub fn is_replica(&self) -> bool {
+        self.streams().is_replica()
+    }
+
     /// Every change of a stream's visible tail from now on, and every
     /// stream deleted: what a cluster's owner tells its followers.
     pub fn tail_notices(&self) -> tokio::sync::broadcast::Receiver<TailNotice> {
@@ -168,10 +173,6 @@ impl Engine {
     /// tokens, from storage again: for when notices may have been missed.
     /// Blocks on storage.
     pub fn refresh_replica(&self) -> EngineResult<()> {
-        // Reads served here count in this node's figures, but not in S2's
-        // usage metrics: their history is the owner's. Dropped, so that
-        // they do not pile up.
-        let _ = self.metrics.usage.drain();
         self.streams().refresh_replica()
     }
 

@@ -10,6 +10,7 @@
 //! `account-ops` by operation.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -115,9 +116,21 @@ pub struct Count {
 /// Counts not yet moved into the history, by scope (a basin, or
 /// [`ACCOUNT`]), then by minute and series. Keyed by scope first so that
 /// counting into a known basin allocates nothing.
-#[derive(Default)]
 pub struct Usage {
     pending: Mutex<HashMap<String, ScopeCounts>>,
+    /// Off on a cluster node while it does not own the database: the
+    /// history is the owner's, and nothing would take the counts
+    /// (`server/services.rs` turns it on for a term).
+    recording: AtomicBool,
+}
+
+impl Default for Usage {
+    fn default() -> Self {
+        Self {
+            pending: Mutex::default(),
+            recording: AtomicBool::new(true),
+        }
+    }
 }
 
 /// One scope's counts, by minute and series.
@@ -126,7 +139,7 @@ type ScopeCounts = HashMap<(u64, Series), u64>;
 impl Usage {
     /// Counts `amount` of `series` in `scope`, now.
     pub fn count(&self, scope: &str, series: Series, amount: u64) {
-        if amount == 0 {
+        if amount == 0 || !self.recording.load(Ordering::Relaxed) {
             return;
         }
         let minute = current_minute();
@@ -136,6 +149,11 @@ impl Usage {
             None => pending.entry(scope.to_string()).or_default(),
         };
         *counts.entry((minute, series)).or_default() += amount;
+    }
+
+    /// Counts from now on (`true`), or drops them (`false`).
+    pub fn record(&self, on: bool) {
+        self.recording.store(on, Ordering::Relaxed);
     }
 
     /// Everything counted since the last drain.

@@ -8,7 +8,7 @@ use tokio::net::TcpListener;
 
 use super::replica::EngineReplica;
 use super::services::{ApiSettings, EngineTerms};
-use super::shared::{postgres_at, say_auth, serve_until_drained, ClusterFlags};
+use super::shared::{postgres_at, say_auth, serve_metrics, serve_until_drained, ClusterFlags};
 use crate::cluster::{ClusterSettings, Node};
 use crate::connections::{self, ConnectionLimits};
 use crate::engine::Engine;
@@ -21,6 +21,8 @@ pub(super) struct NodeStart {
     pub limits: ConnectionLimits,
     pub settings: ApiSettings,
     pub metrics_per_stream: bool,
+    /// For `--metrics-listen`.
+    pub metrics_listener: Option<TcpListener>,
 }
 
 pub(super) async fn serve(
@@ -41,9 +43,11 @@ pub(super) async fn serve(
     };
     let url = start.url.clone();
     let metrics = Arc::new(Metrics::new(start.metrics_per_stream));
-    // The replica's own: what it counts is not the owner's to report
-    // (see `Engine::refresh_replica`).
-    let replica_metrics = Arc::new(Metrics::new(start.metrics_per_stream));
+    // The node's figures, whichever engine serves: `/metrics` on any node
+    // says what that node did. S2's usage history is the owner's: counted
+    // only while this node holds a term (`services.rs`).
+    metrics.usage.record(false);
+    let replica_metrics = metrics.clone();
     let (watch, secret, replica) = tokio::task::spawn_blocking(move || {
         let watch = Arc::new(
             crate::storage::PostgresStorage::connect(&url)
@@ -75,8 +79,10 @@ pub(super) async fn serve(
     say_auth(&start.settings.auth);
     // Reads only: the runtimes of sinks and sources stay empty.
     let api = start.settings.api_config(Arc::default(), Arc::default());
+    let (app, metrics_only) = crate::api::routers(replica.clone(), api);
     let replica = Arc::new(EngineReplica {
-        app: crate::api::router(replica.clone(), api),
+        app,
+        metrics_only,
         engine: replica,
     });
     let node = Node::new(settings, watch, secret, replica);
@@ -89,6 +95,9 @@ pub(super) async fn serve(
     let keeper = tokio::spawn(node.clone().run(terms, async {
         let _ = stop_rx.await;
     }));
+    let metrics_server = start
+        .metrics_listener
+        .map(|listener| serve_metrics(listener, node.metrics_router()));
     let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
     let closing = node.clone();
     let serve = connections::serve(
@@ -104,6 +113,9 @@ pub(super) async fn serve(
         },
     );
     serve_until_drained(serve, draining_rx).await;
+    if let Some(metrics_server) = metrics_server {
+        metrics_server.abort();
+    }
     let _ = stop_tx.send(());
     let _ = keeper.await;
     node.stop().await;

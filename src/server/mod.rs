@@ -22,7 +22,7 @@ mod shared;
 
 use services::{ApiSettings, Services};
 pub use shared::ClusterFlags;
-use shared::{postgres_at, say_auth, serve_until_drained};
+use shared::{postgres_at, say_auth, serve_metrics, serve_until_drained};
 
 /// File descriptors kept back from connections, for storage and the rest.
 const FILE_RESERVE: u64 = 256;
@@ -140,6 +140,7 @@ pub async fn serve(
             limits,
             settings: api_settings(&config, limits, false),
             metrics_per_stream: config.metrics_per_stream,
+            metrics_listener,
         };
         return clustered::serve(listener, node, shutdown).await;
     }
@@ -280,16 +281,7 @@ pub async fn run_with(
     };
     let services = Services::start(engine.clone(), &settings);
     let (app, metrics_only) = (services.app.clone(), services.metrics_only.clone());
-    let metrics_server = metrics_listener.map(|listener| {
-        if let Ok(addr) = listener.local_addr() {
-            tracing::info!(%addr, "serving /metrics");
-        }
-        tokio::spawn(async move {
-            if let Err(err) = axum::serve(listener, metrics_only).await {
-                tracing::error!(%err, "the metrics listener failed");
-            }
-        })
-    });
+    let metrics_server = metrics_listener.map(|listener| serve_metrics(listener, metrics_only));
     let closing = engine.clone();
     let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
     let open_connections = engine.metrics().http.connections.clone();

@@ -92,11 +92,16 @@ pub(super) fn feed(engine: &Arc<Engine>) -> FeedSource {
 pub(super) struct EngineReplica {
     pub engine: Arc<Engine>,
     pub app: axum::Router,
+    pub metrics_only: axum::Router,
 }
 
 impl Replica for EngineReplica {
     fn router(&self) -> axum::Router {
         self.app.clone()
+    }
+
+    fn metrics_router(&self) -> axum::Router {
+        self.metrics_only.clone()
     }
 
     fn apply(&self, line: &[u8]) {

@@ -109,13 +109,26 @@ impl crate::cluster::Terms for EngineTerms {
     ) -> BoxFuture<'static, Result<Box<dyn crate::cluster::Term>, String>> {
         let (settings, metrics) = (self.settings.clone(), self.metrics.clone());
         async move {
+            metrics.usage.record(true);
+            let counting = metrics.clone();
             // Recovery reads the database: off the async workers.
             let engine =
                 tokio::task::spawn_blocking(move || Engine::open_with_metrics(storage, metrics))
                     .await
-                    .map_err(|_| "opening the engine panicked".to_string())?
-                    .map_err(|e| format!("cannot recover the engine: {e}"))?;
-            Ok(Box::new(Services::start(engine, &settings)) as Box<dyn crate::cluster::Term>)
+                    .map_err(|_| "opening the engine panicked".to_string())
+                    .and_then(|opened| {
+                        opened.map_err(|e| format!("cannot recover the engine: {e}"))
+                    });
+            match engine {
+                Ok(engine) => {
+                    Ok(Box::new(Services::start(engine, &settings))
+                        as Box<dyn crate::cluster::Term>)
+                }
+                Err(err) => {
+                    counting.usage.record(false);
+                    Err(err)
+                }
+            }
         }
         .boxed()
     }
@@ -124,6 +137,10 @@ impl crate::cluster::Terms for EngineTerms {
 impl crate::cluster::Term for Services {
     fn router(&self) -> axum::Router {
         self.app.clone()
+    }
+
+    fn metrics_router(&self) -> axum::Router {
+        self.metrics_only.clone()
     }
 
     fn feed(&self) -> crate::cluster::FeedSource {
@@ -135,6 +152,12 @@ impl crate::cluster::Term for Services {
     }
 
     fn stop(self: Box<Self>) -> BoxFuture<'static, ()> {
-        Services::stop(*self).boxed()
+        async move {
+            let metrics = self.engine.metrics().clone();
+            Services::stop(*self).await;
+            // Its last counts are in the history now (the engine's stop).
+            metrics.usage.record(false);
+        }
+        .boxed()
     }
 }

@@ -68,3 +68,19 @@ pub(super) async fn serve_until_drained(
         }
     }
 }
+
+/// Serves `router` (`GET /metrics` alone) on the `--metrics-listen`
+/// listener, until the task is aborted.
+pub(super) fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+) -> tokio::task::JoinHandle<()> {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "serving /metrics");
+    }
+    tokio::spawn(async move {
+        if let Err(err) = axum::serve(listener, router).await {
+            tracing::error!(%err, "the metrics listener failed");
+        }
+    })
+}

@@ -38,13 +38,17 @@ pub fn process(node: &Node) -> &RillProcess {
 }
 
 pub fn start_node(url: &str) -> (RillProcess, tempfile::TempDir) {
+    start_node_with(url, &[])
+}
+
+/// A node with `extra` flags too.
+pub fn start_node_with(url: &str, extra: &[&str]) -> (RillProcess, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let ttl = format!("{}ms", LEASE_TTL.as_millis());
-    let node = RillProcess::try_start_with(
-        dir.path(),
-        &["--storage", url, "--cluster", "--lease-ttl", &ttl],
-    )
-    .unwrap_or_else(|said| panic!("the node did not start: {said}"));
+    let mut flags = vec!["--storage", url, "--cluster", "--lease-ttl", &ttl];
+    flags.extend_from_slice(extra);
+    let node = RillProcess::try_start_with(dir.path(), &flags)
+        .unwrap_or_else(|said| panic!("the node did not start: {said}"));
     (node, dir)
 }
 

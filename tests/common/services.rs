@@ -42,7 +42,8 @@ fn find_or(package: &str, candidates: &[PathBuf], install: &str) -> Option<PathB
     found
 }
 
-fn free_port() -> u16 {
+/// A port free on loopback now.
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

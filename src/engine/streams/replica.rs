@@ -55,6 +55,11 @@ impl StreamCore {
         Ok(replica.follow(meta.id, (basin, name), Visible::of(&state)))
     }
 
+    /// Whether this core is a replica's.
+    pub fn is_replica(&self) -> bool {
+        self.replica.is_some()
+    }
+
     /// Tells a replica of a notice from the owner (nothing, if this core
     /// is not one).
     pub fn apply_tail_notice(&self, notice: TailNotice) {
