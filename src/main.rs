@@ -134,13 +134,15 @@ enum Command {
         /// node answers any request; the node holding the lease serves
         /// them and the others forward to it, and when it dies another
         /// takes over. Give every node the same root token.
-        #[arg(
-            long,
-            env = "RILL_CLUSTER",
-            requires = "storage",
-            conflicts_with = "tls_cert"
-        )]
+        #[arg(long, env = "RILL_CLUSTER", requires = "storage")]
         cluster: bool,
+        /// Also listen here, in plain HTTP, for the other nodes of the
+        /// cluster (they forward to this one and follow its feed there):
+        /// an address on a network you trust. Needed with --tls-cert, where
+        /// clients get TLS on --listen. The address advertised by default.
+        #[arg(long, env = "RILL_CLUSTER_LISTEN", value_name = "HOST:PORT", requires = "cluster",
+              value_parser = listen_address)]
+        cluster_listen: Option<SocketAddr>,
         /// Where the other nodes reach this one (`HOST:PORT`); the --listen
         /// address by default.
         #[arg(long, env = "RILL_ADVERTISE", value_name = "HOST:PORT", requires = "cluster",
@@ -215,9 +217,19 @@ fn main() -> std::process::ExitCode {
             metrics_per_stream,
             durable_streams_long_poll,
             cluster,
+            cluster_listen,
             advertise,
             lease_ttl,
         } => {
+            if cluster && tls_cert.is_some() && cluster_listen.is_none() {
+                command_line()
+                    .error(
+                        clap::error::ErrorKind::MissingRequiredArgument,
+                        "with --tls-cert, a cluster's nodes talk to each other on \
+                         --cluster-listen HOST:PORT (plain HTTP, on a network you trust)",
+                    )
+                    .exit();
+            }
             let data_dir = (!in_memory).then_some(data_dir);
             let flags = rill::root_token::RootTokenFlags {
                 token: std::env::var("RILL_ROOT_TOKEN")
@@ -272,6 +284,7 @@ fn main() -> std::process::ExitCode {
                 durable_streams_long_poll,
                 cluster: cluster.then_some(rill::server::ClusterFlags {
                     advertise,
+                    cluster_listen,
                     lease_ttl,
                 }),
             };

@@ -56,6 +56,18 @@ fn cluster_flags_that_cannot_work_are_refused() {
             ][..],
             "--cluster",
         ),
+        (
+            &[
+                "--storage",
+                "postgres://x@127.0.0.1:1/x",
+                "--cluster",
+                "--tls-cert",
+                "c.pem",
+                "--tls-key",
+                "k.pem",
+            ][..],
+            "--cluster-listen",
+        ),
     ] {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_rill"))
             .arg("serve")

@@ -256,3 +256,63 @@ async fn every_node_serves_its_metrics_on_the_metrics_port() {
         assert!(text.contains("rill_uptime_seconds"), "{listen}: {text}");
     }
 }
+
+/// With `--tls-cert`, clients get TLS on every node, and the nodes talk
+/// to each other on `--cluster-listen`: writes through a follower reach
+/// the owner, and a follower's session is served there, over TLS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_serves_its_clients_over_tls() {
+    let Some(pg) = Postgres::start() else { return };
+    let url = pg.database("cluster_tls");
+    let dir = tempfile::tempdir().unwrap();
+    let pki = common::pki::make_pki(dir.path(), "node");
+    let (cert, key) = (
+        pki.files.cert.to_str().unwrap().to_string(),
+        pki.files.key.to_str().unwrap().to_string(),
+    );
+    let nodes: Vec<_> = (0..2)
+        .map(|_| {
+            let cluster = format!("127.0.0.1:{}", common::services::free_port());
+            let flags = [
+                "--tls-cert",
+                &cert,
+                "--tls-key",
+                &key,
+                "--cluster-listen",
+                &cluster,
+            ];
+            start_node_with(&url, &flags)
+        })
+        .collect();
+    let bases: Vec<String> = nodes
+        .iter()
+        .map(|(n, _)| n.base.replacen("http://", "https://", 1))
+        .collect();
+    let http = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(pki.ca_pem.as_bytes()).unwrap())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let (owner, _) = wait_for_owner(&http, &bases).await;
+    let follower = &bases[1 - owner];
+    make(&http, follower, &["/v1/basins/lin-basin", "/v1/streams/s"]).await;
+    let session = settled(
+        http.get(format!("{follower}/v1/streams/s/records?seq_num=0"))
+            .header("s2-basin", BASIN)
+            .header("accept", "text/event-stream")
+            .timeout(Duration::from_secs(60)),
+    )
+    .await;
+    assert!(session.headers().contains_key(SERVED_BY));
+    let mut delivered = collect(SseReader::new(session));
+    for k in 0..5 {
+        let body = format!("tls-{k}");
+        assert_eq!(append(&http, follower, &body).await, k);
+        assert_eq!(next_record(&mut delivered).await.0, body);
+    }
+    // The clients' port speaks TLS only.
+    let plain = reqwest::get(format!("{}/v1/basins", nodes[0].0.base))
+        .await
+        .unwrap();
+    assert_eq!(plain.status(), 400);
+}

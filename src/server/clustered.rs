@@ -13,6 +13,7 @@ use crate::cluster::{ClusterSettings, Node};
 use crate::connections::{self, ConnectionLimits};
 use crate::engine::Engine;
 use crate::metrics::Metrics;
+use crate::tls::Tls;
 
 /// What a node starts from.
 pub(super) struct NodeStart {
@@ -23,6 +24,10 @@ pub(super) struct NodeStart {
     pub metrics_per_stream: bool,
     /// For `--metrics-listen`.
     pub metrics_listener: Option<TcpListener>,
+    /// For `--cluster-listen`: the other nodes' port, in plain HTTP.
+    pub cluster_listener: Option<TcpListener>,
+    /// TLS on the clients' port (`--tls-cert`).
+    pub tls: Option<Tls>,
 }
 
 pub(super) async fn serve(
@@ -31,15 +36,20 @@ pub(super) async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
     let local = listener.local_addr().map_err(|e| e.to_string())?;
+    // The nodes' port: `--cluster-listen` if given, else the clients'.
+    let nodes_port = match &start.cluster_listener {
+        Some(listener) => listener.local_addr().map_err(|e| e.to_string())?,
+        None => local,
+    };
     let address = match start.flags.advertise {
         Some(address) => address,
-        None if local.ip().is_unspecified() => {
+        None if nodes_port.ip().is_unspecified() => {
             return Err(format!(
-                "listening on {local}, this node cannot tell the others where to reach it: \
+                "listening on {nodes_port}, this node cannot tell the others where to reach it: \
                  give --advertise HOST:PORT"
             ))
         }
-        None => local.to_string(),
+        None => nodes_port.to_string(),
     };
     let url = start.url.clone();
     let metrics = Arc::new(Metrics::new(start.metrics_per_stream));
@@ -98,21 +108,52 @@ pub(super) async fn serve(
     let metrics_server = start
         .metrics_listener
         .map(|listener| serve_metrics(listener, node.metrics_router()));
+    if let Some(tls) = &start.tls {
+        tracing::info!(?tls, "serving clients over TLS (HTTP/2 and HTTP/1.1)");
+    }
+    let reloader = start.tls.as_ref().map(Tls::spawn_reloader);
     let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
+    let (nodes_stop, mut nodes_stopping) = tokio::sync::watch::channel(false);
     let closing = node.clone();
-    let serve = connections::serve(
+    let clients = connections::serve(
         listener,
         node.router(),
         start.limits,
-        None,
-        open_connections,
+        start.tls,
+        open_connections.clone(),
         async move {
             shutdown.await;
             closing.begin_stop().await;
+            let _ = nodes_stop.send(true);
             let _ = draining_tx.send(());
         },
     );
-    serve_until_drained(serve, draining_rx).await;
+    let nodes = async {
+        if let Some(cluster_listener) = start.cluster_listener {
+            tracing::info!(addr = %nodes_port, "listening for the cluster's nodes (plain HTTP)");
+            connections::serve(
+                cluster_listener,
+                node.router(),
+                start.limits,
+                None,
+                open_connections,
+                async move {
+                    let _ = nodes_stopping.wait_for(|stopping| *stopping).await;
+                },
+            )
+            .await;
+        }
+    };
+    serve_until_drained(
+        async {
+            futures::join!(clients, nodes);
+        },
+        draining_rx,
+    )
+    .await;
+    if let Some(reloader) = reloader {
+        reloader.abort();
+    }
     if let Some(metrics_server) = metrics_server {
         metrics_server.abort();
     }

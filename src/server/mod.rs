@@ -134,13 +134,23 @@ pub async fn serve(
                 "--cluster needs --storage postgres://…: the nodes share that database".into(),
             );
         };
+        let cluster_listener =
+            match flags.cluster_listen {
+                Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| {
+                    format!("cannot listen for the cluster's nodes on {addr}: {e}")
+                })?),
+                None => None,
+            };
+        let tls = config.tls.clone().map(Tls::load).transpose()?;
         let node = clustered::NodeStart {
             url: url.clone(),
             flags: flags.clone(),
             limits,
-            settings: api_settings(&config, limits, false),
+            settings: api_settings(&config, limits, tls.is_some()),
             metrics_per_stream: config.metrics_per_stream,
             metrics_listener,
+            cluster_listener,
+            tls,
         };
         return clustered::serve(listener, node, shutdown).await;
     }

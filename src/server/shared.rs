@@ -15,6 +15,9 @@ pub struct ClusterFlags {
     /// Where the other nodes reach this one; the listening address if
     /// `None`.
     pub advertise: Option<String>,
+    /// Where the other nodes reach this one in plain HTTP, besides the
+    /// listening address (needed when that one speaks TLS).
+    pub cluster_listen: Option<std::net::SocketAddr>,
     /// How long a node's lease lasts without renewal.
     pub lease_ttl: Duration,
 }
