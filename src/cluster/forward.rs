@@ -3,8 +3,9 @@
 //! streams both ways, so that sessions and long polls pass through too.
 //!
 //! Between nodes it is plain HTTP/1.1 on the addresses they advertise
-//! (`--advertise`): a cluster's nodes talk over a network the operator
-//! trusts, as they do to their database.
+//! (`--advertise`; `--cluster-listen`, a port of its own, when clients
+//! get TLS): a cluster's nodes talk over a network the operator trusts,
+//! as they do to their database.
 
 use std::time::Duration;
 
