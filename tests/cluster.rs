@@ -162,21 +162,8 @@ async fn any_node_serves_and_a_killed_owner_is_taken_over() {
         .flatten()
         .map(|(n, _)| n.base.clone())
         .collect();
-    // Reads first, retried freely, until every survivor answers: a
-    // follower's pooled connection to the dead owner fails a request
-    // with an unknown outcome (502), which an append must not meet.
-    for base in &survivors {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !http
-            .get(format!("{base}/v1/basins"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            assert!(Instant::now() < deadline, "{base} never answered again");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
+    // Reads first, until every survivor answers.
+    wait_until_all_answer(&http, &survivors).await;
     let takeover = killed_at.elapsed();
     eprintln!("the owner killed, every survivor answered {takeover:?} later");
     let seq = append(&http, &survivors[0], "after-kill").await;

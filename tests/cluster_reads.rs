@@ -159,18 +159,7 @@ async fn followers_serve_reads_themselves_across_a_takeover() {
     // appends made after the takeover, whichever node took it.
     nodes[first].take().unwrap().0.kill();
     let survivors = [follower.clone(), other.clone()];
-    for base in &survivors {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !http
-            .get(format!("{base}/v1/basins"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            assert!(Instant::now() < deadline, "{base} never answered again");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
+    wait_until_all_answer(&http, &survivors).await;
     for k in 0..20 {
         let body = format!("after-{k}");
         append(&http, &survivors[k % 2], &body).await;

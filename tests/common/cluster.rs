@@ -122,3 +122,21 @@ pub async fn append(http: &reqwest::Client, base: &str, body: &str) -> u64 {
     assert!(status.is_success(), "{body}: {status} {ack}");
     ack["start"]["seq_num"].as_u64().unwrap()
 }
+
+/// Waits until every one of `bases` answers a read (retried freely): a
+/// follower's pooled connection to a dead owner fails a request with an
+/// unknown outcome (502), which an append must not meet.
+pub async fn wait_until_all_answer(http: &reqwest::Client, bases: &[String]) {
+    for base in bases {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !http
+            .get(format!("{base}/v1/basins"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            assert!(Instant::now() < deadline, "{base} never answered again");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
