@@ -143,8 +143,8 @@ enum Command {
         #[arg(long, env = "RILL_CLUSTER_LISTEN", value_name = "HOST:PORT", requires = "cluster",
               value_parser = listen_address)]
         cluster_listen: Option<SocketAddr>,
-        /// Where the other nodes reach this one (`HOST:PORT`); the --listen
-        /// address by default.
+        /// Where the other nodes reach this one (`HOST:PORT`); the
+        /// --cluster-listen address by default, else the --listen one.
         #[arg(long, env = "RILL_ADVERTISE", value_name = "HOST:PORT", requires = "cluster",
               value_parser = advertised_address)]
         advertise: Option<String>,

@@ -119,23 +119,22 @@ async fn followers_serve_reads_themselves_across_a_takeover() {
 
     // Each node's `/metrics` gives its own figures: the session is the
     // follower's, not the owner's.
-    let sessions_open = |text: &str| {
-        text.lines()
-            .find_map(|line| line.strip_prefix("rill_sessions_open{kind=\"read\"} "))
-            .map(|n| n.trim().to_string())
-    };
     let scrape = |base: &str| {
         let (http, url) = (http.clone(), format!("{base}/metrics"));
         async move { settled(http.get(url)).await.text().await.unwrap() }
     };
     let on_follower = scrape(follower).await;
     assert_eq!(
-        sessions_open(&on_follower).as_deref(),
+        read_sessions_open(&on_follower).as_deref(),
         Some("1"),
         "{on_follower}"
     );
     let on_owner = scrape(&bases[first]).await;
-    assert_eq!(sessions_open(&on_owner).as_deref(), Some("0"), "{on_owner}");
+    assert_eq!(
+        read_sessions_open(&on_owner).as_deref(),
+        Some("0"),
+        "{on_owner}"
+    );
 
     // A long poll on a follower is served there too.
     let tail = expected.len();
@@ -233,8 +232,26 @@ async fn every_node_serves_its_metrics_on_the_metrics_port() {
         .collect();
     let bases: Vec<String> = nodes.iter().map(|(n, _)| n.base.clone()).collect();
     let http = reqwest::Client::new();
-    wait_for_owner(&http, &bases).await;
-    for listen in &listens {
+    let (owner, _) = wait_for_owner(&http, &bases).await;
+    make(
+        &http,
+        &bases[owner],
+        &["/v1/basins/lin-basin", "/v1/streams/s"],
+    )
+    .await;
+    // A session on the follower: its figure, not the owner's.
+    let session = settled(
+        http.get(format!(
+            "{}/v1/streams/s/records?seq_num=0",
+            bases[1 - owner]
+        ))
+        .header("s2-basin", BASIN)
+        .header("accept", "text/event-stream")
+        .timeout(Duration::from_secs(60)),
+    )
+    .await;
+    assert!(session.headers().contains_key(SERVED_BY));
+    for (i, listen) in listens.iter().enumerate() {
         let answer = http
             .get(format!("http://{listen}/metrics"))
             .send()
@@ -242,8 +259,21 @@ async fn every_node_serves_its_metrics_on_the_metrics_port() {
             .unwrap();
         assert_eq!(answer.status(), 200, "{listen}");
         let text = answer.text().await.unwrap();
-        assert!(text.contains("rill_uptime_seconds"), "{listen}: {text}");
+        let expected = if i == owner { "0" } else { "1" };
+        assert_eq!(
+            read_sessions_open(&text).as_deref(),
+            Some(expected),
+            "{listen}: {text}"
+        );
     }
+    drop(session);
+}
+
+/// `rill_sessions_open{kind="read"}` in a scrape.
+fn read_sessions_open(text: &str) -> Option<String> {
+    text.lines()
+        .find_map(|line| line.strip_prefix("rill_sessions_open{kind=\"read\"} "))
+        .map(|n| n.trim().to_string())
 }
 
 /// With `--tls-cert`, clients get TLS on every node, and the nodes talk

@@ -406,9 +406,15 @@ impl Node {
         *local.extensions_mut() = parts.extensions.clone();
         let mut response = call(&self.replica_app, local).await;
         let status = response.status();
-        // A node that stops ends its replica's reads: said as they are.
-        let stopping = self.stopping.load(Ordering::Acquire);
-        if !(status.is_success() || status == StatusCode::BAD_REQUEST || stopping) {
+        if !(status.is_success() || status == StatusCode::BAD_REQUEST) {
+            if self.stopping.load(Ordering::Acquire) {
+                // Its reads end as it stops (a long poll cut short), and
+                // it sends nothing on: the client retries elsewhere.
+                return Ok(unavailable(
+                    "unavailable",
+                    "this node is stopping; retry on another",
+                ));
+            }
             return Err(Request::from_parts(parts, body));
         }
         if let Ok(node) = HeaderValue::from_str(&self.settings.node_id) {

@@ -118,10 +118,13 @@ pub struct Count {
 /// counting into a known basin allocates nothing.
 pub struct Usage {
     pending: Mutex<HashMap<String, ScopeCounts>>,
-    /// Off on a cluster node while it does not own the database: the
-    /// history is the owner's, and nothing would take the counts
-    /// (`server/services.rs` turns it on for a term).
+    /// Whether `count` counts: mirrors `holders` (read without its lock).
     recording: AtomicBool,
+    /// Who wants counts: on for a server; on a cluster node, each term it
+    /// holds as owner (the history is the owner's, and nothing would take
+    /// a follower's counts). Two terms may overlap, a lost one stopping
+    /// while the next opens, hence a count.
+    holders: Mutex<usize>,
 }
 
 impl Default for Usage {
@@ -129,6 +132,7 @@ impl Default for Usage {
         Self {
             pending: Mutex::default(),
             recording: AtomicBool::new(true),
+            holders: Mutex::new(1),
         }
     }
 }
@@ -151,9 +155,26 @@ impl Usage {
         *counts.entry((minute, series)).or_default() += amount;
     }
 
-    /// Counts from now on (`true`), or drops them (`false`).
-    pub fn record(&self, on: bool) {
-        self.recording.store(on, Ordering::Relaxed);
+    /// One more holder wants counts (a term as owner opens).
+    pub fn hold(&self) {
+        let mut holders = self.holders.lock().unwrap_or_else(|p| p.into_inner());
+        *holders += 1;
+        self.recording.store(true, Ordering::Relaxed);
+    }
+
+    /// One holder less (a cluster node as it starts: it holds no term
+    /// yet; a term as it ends). With none left, counting stops and what
+    /// was counted since the last drain is dropped.
+    pub fn release(&self) {
+        let mut holders = self.holders.lock().unwrap_or_else(|p| p.into_inner());
+        *holders = holders.saturating_sub(1);
+        if *holders == 0 {
+            self.recording.store(false, Ordering::Relaxed);
+            self.pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clear();
+        }
     }
 
     /// Everything counted since the last drain.

@@ -56,7 +56,7 @@ pub(super) async fn serve(
     // The node's figures, whichever engine serves: `/metrics` on any node
     // says what that node did. S2's usage history is the owner's: counted
     // only while this node holds a term (`services.rs`).
-    metrics.usage.record(false);
+    metrics.usage.release();
     let replica_metrics = metrics.clone();
     let (watch, secret, replica) = tokio::task::spawn_blocking(move || {
         let watch = Arc::new(
@@ -113,44 +113,36 @@ pub(super) async fn serve(
     }
     let reloader = start.tls.as_ref().map(Tls::spawn_reloader);
     let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
+    // The nodes' port stays open until the lease is given up (the other
+    // nodes forward writes here until then), then drains.
     let (nodes_stop, mut nodes_stopping) = tokio::sync::watch::channel(false);
+    let nodes_server = start.cluster_listener.map(|cluster_listener| {
+        tracing::info!(addr = %nodes_port, "listening for the cluster's nodes (plain HTTP)");
+        tokio::spawn(connections::serve(
+            cluster_listener,
+            node.router(),
+            start.limits,
+            None,
+            open_connections.clone(),
+            async move {
+                let _ = nodes_stopping.wait_for(|stopping| *stopping).await;
+            },
+        ))
+    });
     let closing = node.clone();
     let clients = connections::serve(
         listener,
         node.router(),
         start.limits,
         start.tls,
-        open_connections.clone(),
+        open_connections,
         async move {
             shutdown.await;
             closing.begin_stop().await;
-            let _ = nodes_stop.send(true);
             let _ = draining_tx.send(());
         },
     );
-    let nodes = async {
-        if let Some(cluster_listener) = start.cluster_listener {
-            tracing::info!(addr = %nodes_port, "listening for the cluster's nodes (plain HTTP)");
-            connections::serve(
-                cluster_listener,
-                node.router(),
-                start.limits,
-                None,
-                open_connections,
-                async move {
-                    let _ = nodes_stopping.wait_for(|stopping| *stopping).await;
-                },
-            )
-            .await;
-        }
-    };
-    serve_until_drained(
-        async {
-            futures::join!(clients, nodes);
-        },
-        draining_rx,
-    )
-    .await;
+    serve_until_drained(clients, draining_rx).await;
     if let Some(reloader) = reloader {
         reloader.abort();
     }
@@ -160,6 +152,18 @@ pub(super) async fn serve(
     let _ = stop_tx.send(());
     let _ = keeper.await;
     node.stop().await;
+    if let Some(nodes_server) = nodes_server {
+        let _ = nodes_stop.send(true);
+        let (drained_tx, drained_rx) = tokio::sync::oneshot::channel();
+        let _ = drained_tx.send(());
+        serve_until_drained(
+            async {
+                let _ = nodes_server.await;
+            },
+            drained_rx,
+        )
+        .await;
+    }
     tracing::info!("rill stopped; all acknowledged writes are durable");
     Ok(())
 }

@@ -109,7 +109,7 @@ impl crate::cluster::Terms for EngineTerms {
     ) -> BoxFuture<'static, Result<Box<dyn crate::cluster::Term>, String>> {
         let (settings, metrics) = (self.settings.clone(), self.metrics.clone());
         async move {
-            metrics.usage.record(true);
+            metrics.usage.hold();
             let counting = metrics.clone();
             // Recovery reads the database: off the async workers.
             let engine =
@@ -125,7 +125,7 @@ impl crate::cluster::Terms for EngineTerms {
                         as Box<dyn crate::cluster::Term>)
                 }
                 Err(err) => {
-                    counting.usage.record(false);
+                    counting.usage.release();
                     Err(err)
                 }
             }
@@ -156,7 +156,7 @@ impl crate::cluster::Term for Services {
             let metrics = self.engine.metrics().clone();
             Services::stop(*self).await;
             // Its last counts are in the history now (the engine's stop).
-            metrics.usage.record(false);
+            metrics.usage.release();
         }
         .boxed()
     }

@@ -34,25 +34,39 @@ pub const TOKENS_RELOADED_EVERY: std::time::Duration = std::time::Duration::from
 impl StreamCore {
     /// The stream `(basin, name)` as a replica follows it: looked up in
     /// storage the first time (`basin_not_found`, `stream_not_found`: not
-    /// there yet, as far as this node can tell).
+    /// there yet, as far as this node can tell), and its state read again
+    /// every time: a read starts from a tail at least as recent as every
+    /// append acknowledged before it began (an acknowledgement follows its
+    /// commit), not from the last notice heard.
     pub(super) fn replica_stream(
         &self,
         replica: &FollowedStreams,
         basin: &str,
         name: &str,
     ) -> EngineResult<Arc<StreamHandle>> {
-        if let Some(handle) = replica.handle(basin, name) {
-            return Ok(handle);
+        let handle = match replica.handle(basin, name) {
+            Some(handle) => handle,
+            None => {
+                self.get_meta::<BasinMeta>(&keys::basin_key(basin))?
+                    .ok_or_else(|| EngineError::BasinNotFound(basin.into()))?;
+                let meta = self
+                    .stream_meta(basin, name)?
+                    .ok_or_else(|| EngineError::StreamNotFound(name.into()))?;
+                // Followed first, read after: a notice sent in between is
+                // applied, and the read covers anything before it.
+                replica.follow(meta.id, (basin, name), Visible::default())
+            }
+        };
+        let state = self.get_meta::<StreamState>(&keys::state_key(handle.id))?;
+        // `None`: deleted since; its readers end.
+        replica.apply(TailNotice {
+            id: handle.id,
+            visible: state.as_ref().map(Visible::of),
+        });
+        match state {
+            Some(_) => Ok(handle),
+            None => Err(EngineError::StreamNotFound(name.into())),
         }
-        self.get_meta::<BasinMeta>(&keys::basin_key(basin))?
-            .ok_or_else(|| EngineError::BasinNotFound(basin.into()))?;
-        let meta = self
-            .stream_meta(basin, name)?
-            .ok_or_else(|| EngineError::StreamNotFound(name.into()))?;
-        let state: StreamState = self
-            .get_meta(&keys::state_key(meta.id))?
-            .ok_or_else(|| EngineError::StreamNotFound(name.into()))?;
-        Ok(replica.follow(meta.id, (basin, name), Visible::of(&state)))
     }
 
     /// Whether this core is a replica's.
