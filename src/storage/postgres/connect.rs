@@ -51,6 +51,10 @@ pub(super) fn pool(
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(CONNECT_TIMEOUT);
     }
+    // Rill's sessions, as `pg_stat_activity` names them.
+    if config.get_application_name().is_none() {
+        config.application_name("rill");
+    }
     config
         .keepalives(true)
         .keepalives_idle(Duration::from_secs(30))

@@ -30,6 +30,7 @@
 
 mod connect;
 mod lease;
+mod retry;
 mod schema;
 
 pub use lease::{LeaseHolder, NodeRow};
@@ -42,6 +43,7 @@ use std::time::Duration;
 
 use connect::{pool_error, sql_error};
 use deadpool_postgres::Pool;
+use retry::{with_retries, Failure};
 
 use super::kv::{BatchOp, Keyspace, Storage, StorageError, StorageResult, Visitor, WriteBatch};
 
@@ -145,40 +147,42 @@ impl PostgresStorage {
         let pool = self.pool.clone();
         let (start, end, after) = (start.to_vec(), end.to_vec(), after.map(<[u8]>::to_vec));
         let keyspace = keyspace_id(keyspace);
-        self.run(async move {
-            let client = pool.get().await.map_err(pool_error)?;
-            let rows = match after {
-                None => {
-                    let statement = client
-                        .prepare_cached(
-                            "SELECT key, value FROM rill_kv WHERE keyspace = $1 AND key >= $2 \
-                             AND key < $3 ORDER BY key LIMIT $4",
-                        )
-                        .await
-                        .map_err(sql_error)?;
-                    client
-                        .query(&statement, &[&keyspace, &start, &end, &PAGE])
-                        .await
-                }
-                Some(after) => {
-                    let statement = client
-                        .prepare_cached(
-                            "SELECT key, value FROM rill_kv WHERE keyspace = $1 AND key > $2 \
-                             AND key < $3 ORDER BY key LIMIT $4",
-                        )
-                        .await
-                        .map_err(sql_error)?;
-                    client
-                        .query(&statement, &[&keyspace, &after, &end, &PAGE])
-                        .await
-                }
+        self.run(with_retries(move || {
+            let (pool, start, end, after) =
+                (pool.clone(), start.clone(), end.clone(), after.clone());
+            async move {
+                let client = pool.get().await?;
+                let rows = match after {
+                    None => {
+                        let statement = client
+                            .prepare_cached(
+                                "SELECT key, value FROM rill_kv WHERE keyspace = $1 \
+                                 AND key >= $2 AND key < $3 ORDER BY key LIMIT $4",
+                            )
+                            .await?;
+                        client
+                            .query(&statement, &[&keyspace, &start, &end, &PAGE])
+                            .await?
+                    }
+                    Some(after) => {
+                        let statement = client
+                            .prepare_cached(
+                                "SELECT key, value FROM rill_kv WHERE keyspace = $1 \
+                                 AND key > $2 AND key < $3 ORDER BY key LIMIT $4",
+                            )
+                            .await?;
+                        client
+                            .query(&statement, &[&keyspace, &after, &end, &PAGE])
+                            .await?
+                    }
+                };
+                Ok::<_, Failure>(
+                    rows.into_iter()
+                        .map(|row| (row.get(0), row.get(1)))
+                        .collect(),
+                )
             }
-            .map_err(sql_error)?;
-            Ok(rows
-                .into_iter()
-                .map(|row| (row.get(0), row.get(1)))
-                .collect())
-        })
+        }))
     }
 }
 
@@ -302,46 +306,48 @@ impl Storage for PostgresStorage {
         if mine == 0 {
             return Err(schema::taken(mine));
         }
-        let result = self.run(async move {
-            let mut client = pool.get().await.map_err(pool_error)?;
-            let txn = client.transaction().await.map_err(sql_error)?;
-            // Still this process's database? Held until the commit, so no
-            // new owner can take it in between.
-            let owner = txn
-                .prepare_cached("SELECT epoch FROM rill_owner WHERE id = 1 FOR SHARE")
-                .await
-                .map_err(sql_error)?;
-            let epoch: i64 = txn.query_one(&owner, &[]).await.map_err(sql_error)?.get(0);
-            if epoch != mine {
-                return Err(schema::taken(mine));
+        let rows = Arc::new((put_ks, put_keys, put_values, del_ks, del_keys));
+        let result = self.run(with_retries(move || {
+            let (pool, rows) = (pool.clone(), rows.clone());
+            async move {
+                let (put_ks, put_keys, put_values, del_ks, del_keys) = &*rows;
+                let mut client = pool.get().await?;
+                let txn = client.transaction().await?;
+                // Still this process's database? Held until the commit, so
+                // no new owner can take it in between.
+                let owner = txn
+                    .prepare_cached("SELECT epoch FROM rill_owner WHERE id = 1 FOR SHARE")
+                    .await?;
+                let epoch: i64 = txn.query_one(&owner, &[]).await?.get(0);
+                if epoch != mine {
+                    return Err(Failure::from(schema::taken(mine)));
+                }
+                if !del_keys.is_empty() {
+                    let delete = txn
+                        .prepare_cached(
+                            "DELETE FROM rill_kv WHERE (keyspace, key) IN \
+                             (SELECT * FROM unnest($1::int2[], $2::bytea[]))",
+                        )
+                        .await?;
+                    txn.execute(&delete, &[del_ks, del_keys]).await?;
+                }
+                if !put_keys.is_empty() {
+                    let insert = txn
+                        .prepare_cached(
+                            "INSERT INTO rill_kv (keyspace, key, value) \
+                             SELECT * FROM unnest($1::int2[], $2::bytea[], $3::bytea[]) \
+                             ON CONFLICT (keyspace, key) DO UPDATE SET value = excluded.value",
+                        )
+                        .await?;
+                    txn.execute(&insert, &[put_ks, put_keys, put_values])
+                        .await?;
+                }
+                // Failed before here, nothing was committed: tried again.
+                // Failed here, the outcome is unknown unless the database
+                // said it rolled back (`retry.rs`).
+                txn.commit().await.map_err(Failure::at_commit)
             }
-            if !del_keys.is_empty() {
-                let delete = txn
-                    .prepare_cached(
-                        "DELETE FROM rill_kv WHERE (keyspace, key) IN \
-                         (SELECT * FROM unnest($1::int2[], $2::bytea[]))",
-                    )
-                    .await
-                    .map_err(sql_error)?;
-                txn.execute(&delete, &[&del_ks, &del_keys])
-                    .await
-                    .map_err(sql_error)?;
-            }
-            if !put_keys.is_empty() {
-                let insert = txn
-                    .prepare_cached(
-                        "INSERT INTO rill_kv (keyspace, key, value) \
-                         SELECT * FROM unnest($1::int2[], $2::bytea[], $3::bytea[]) \
-                         ON CONFLICT (keyspace, key) DO UPDATE SET value = excluded.value",
-                    )
-                    .await
-                    .map_err(sql_error)?;
-                txn.execute(&insert, &[&put_ks, &put_keys, &put_values])
-                    .await
-                    .map_err(sql_error)?;
-            }
-            txn.commit().await.map_err(sql_error)
-        });
+        }));
         if result.is_err() {
             // Its outcome may be unknown (a connection cut at COMMIT): no
             // write goes on until the engine has reopened.
@@ -384,18 +390,17 @@ impl Storage for PostgresStorage {
     fn get(&self, keyspace: Keyspace, key: &[u8]) -> StorageResult<Option<Vec<u8>>> {
         let pool = self.pool.clone();
         let (keyspace, key) = (keyspace_id(keyspace), key.to_vec());
-        self.run(async move {
-            let client = pool.get().await.map_err(pool_error)?;
-            let statement = client
-                .prepare_cached("SELECT value FROM rill_kv WHERE keyspace = $1 AND key = $2")
-                .await
-                .map_err(sql_error)?;
-            let row = client
-                .query_opt(&statement, &[&keyspace, &key])
-                .await
-                .map_err(sql_error)?;
-            Ok(row.map(|row| row.get(0)))
-        })
+        self.run(with_retries(move || {
+            let (pool, key) = (pool.clone(), key.clone());
+            async move {
+                let client = pool.get().await?;
+                let statement = client
+                    .prepare_cached("SELECT value FROM rill_kv WHERE keyspace = $1 AND key = $2")
+                    .await?;
+                let row = client.query_opt(&statement, &[&keyspace, &key]).await?;
+                Ok::<_, Failure>(row.map(|row| row.get(0)))
+            }
+        }))
     }
 
     /// Page by page: each page as of its own read, not one snapshot.
@@ -436,21 +441,22 @@ impl Storage for PostgresStorage {
         }
         let pool = self.pool.clone();
         let (keyspace, start, end) = (keyspace_id(keyspace), start.to_vec(), end.to_vec());
-        self.run(async move {
-            let client = pool.get().await.map_err(pool_error)?;
-            let statement = client
-                .prepare_cached(
-                    "SELECT key, value FROM rill_kv WHERE keyspace = $1 AND key >= $2 \
-                     AND key < $3 ORDER BY key DESC LIMIT 1",
-                )
-                .await
-                .map_err(sql_error)?;
-            let row = client
-                .query_opt(&statement, &[&keyspace, &start, &end])
-                .await
-                .map_err(sql_error)?;
-            Ok(row.map(|row| (row.get(0), row.get(1))))
-        })
+        self.run(with_retries(move || {
+            let (pool, start, end) = (pool.clone(), start.clone(), end.clone());
+            async move {
+                let client = pool.get().await?;
+                let statement = client
+                    .prepare_cached(
+                        "SELECT key, value FROM rill_kv WHERE keyspace = $1 AND key >= $2 \
+                         AND key < $3 ORDER BY key DESC LIMIT 1",
+                    )
+                    .await?;
+                let row = client
+                    .query_opt(&statement, &[&keyspace, &start, &end])
+                    .await?;
+                Ok::<_, Failure>(row.map(|row| (row.get(0), row.get(1))))
+            }
+        }))
     }
 }
 
