@@ -9,6 +9,7 @@
 mod common;
 
 use std::ops::ControlFlow;
+use std::time::{Duration, Instant};
 
 use common::services::Postgres;
 use rill::storage::{Keyspace, PostgresStorage, Storage, WriteBatch};
@@ -28,18 +29,32 @@ fn reads_and_writes_ride_out_dropped_connections() {
     store.write(batch).unwrap();
 
     for round in 0..ROUNDS {
-        // Every connection of the store, cut.
-        let cut = runtime
+        // Every connection of the store, cut, and gone before the store
+        // next uses one (a connection cut during a COMMIT would leave that
+        // write's outcome unknown: an error, rightly).
+        let cut: Vec<i32> = runtime
             .block_on(admin.query(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-                 WHERE application_name = 'rill'",
+                "WITH store AS MATERIALIZED \
+                 (SELECT pid FROM pg_stat_activity WHERE application_name = 'rill') \
+                 SELECT pid FROM store WHERE pg_terminate_backend(pid)",
                 &[],
             ))
-            .unwrap();
-        assert!(
-            !cut.is_empty(),
-            "round {round}: no connection of the store to cut"
-        );
+            .unwrap()
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        assert!(!cut.is_empty(), "round {round}: no connection to cut");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let lingering = "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY($1)";
+        while runtime
+            .block_on(admin.query_one(lingering, &[&cut]))
+            .unwrap()
+            .get::<_, i64>(0)
+            > 0
+        {
+            assert!(Instant::now() < deadline, "the cut connections linger");
+            std::thread::sleep(Duration::from_millis(5));
+        }
         let key = (round as u32).to_be_bytes().to_vec();
         assert_eq!(
             store.get(Keyspace::Meta, &key).unwrap().as_deref(),
