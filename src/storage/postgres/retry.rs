@@ -20,7 +20,7 @@ use super::connect::{pool_error, sql_error};
 use crate::storage::kv::{StorageError, StorageResult};
 
 /// Tries in all, of a call whose failures pass.
-const ATTEMPTS: u32 = 4;
+const ATTEMPTS: u32 = 6;
 /// The wait before the second try; doubled before each later one.
 const FIRST_BACKOFF: Duration = Duration::from_millis(25);
 
