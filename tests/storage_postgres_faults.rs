@@ -1,7 +1,7 @@
 //! The Postgres store rides out connections the database drops (an
 //! administrator's `pg_terminate_backend`, a failover): reads and write
 //! transactions that failed before their `COMMIT` are tried again on a
-//! new connection, so none of them fails, and nothing is written twice.
+//! new connection, so none of them fails.
 //!
 //! Needs Debian's `postgresql` (skipped without it unless
 //! `RILL_REQUIRE_SERVICES` is set).

@@ -7,7 +7,7 @@
 //! Reads are always safe to try again. A write transaction is, if it
 //! failed before its `COMMIT` was sent (the database rolls back what a
 //! dropped connection left open), or if the `COMMIT` itself reported the
-//! transaction aborted (class 40). A `COMMIT` that failed otherwise has
+//! transaction rolled back (a serialization failure, a deadlock). A `COMMIT` that failed otherwise has
 //! an unknown outcome: never tried again; the engine restarts over what
 //! the database holds (`engine/restart.rs`).
 
@@ -87,7 +87,7 @@ where
         match attempt().await {
             Ok(value) => return Ok(value),
             Err(failure) if failure.again && tried < ATTEMPTS => {
-                tracing::debug!(error = %failure.error, tried, "a Postgres call failed; trying again");
+                tracing::warn!(error = %failure.error, tried, "a Postgres call failed; trying again");
                 tokio::time::sleep(backoff).await;
                 backoff *= 2;
                 tried += 1;
@@ -97,10 +97,14 @@ where
     }
 }
 
-/// The database rolled the transaction back (class 40: a serialization
-/// failure, a deadlock): nothing of it was committed.
+/// The database rolled the transaction back for a passing reason (a
+/// serialization failure, a deadlock): nothing of it was committed, and
+/// it may succeed if tried again. Not all of class 40: 40003 says the
+/// outcome is unknown (CockroachDB's "ambiguous result").
 fn aborted(err: &tokio_postgres::Error) -> bool {
-    err.code().is_some_and(|code| code.code().starts_with("40"))
+    err.code().is_some_and(|code| {
+        *code == SqlState::T_R_SERIALIZATION_FAILURE || *code == SqlState::T_R_DEADLOCK_DETECTED
+    })
 }
 
 /// Trying the statement again, on another connection, may succeed.
