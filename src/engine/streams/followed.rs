@@ -67,29 +67,18 @@ impl FollowedStreams {
             .cloned()
     }
 
-    pub(super) fn follow(
-        &self,
-        id: u64,
-        (basin, name): (&str, &str),
-        visible: Visible,
-    ) -> Arc<StreamHandle> {
+    /// The handle of stream `id`, followed from now on. Its visible state
+    /// starts empty: the caller reads the stream's and raises it.
+    pub(super) fn follow(&self, id: u64, (basin, name): (&str, &str)) -> Arc<StreamHandle> {
         let mut followed = lock(&self.followed);
         let key = (basin.to_string(), name.to_string());
-        if let Some(handle) = followed.by_name.get(&key) {
-            if handle.id == id {
-                if let Some(sender) = followed.by_id.get(&id) {
-                    raise(sender, visible);
-                }
-                return handle.clone();
-            }
+        if let Some(handle) = followed.by_name.get(&key).filter(|h| h.id == id) {
+            return handle.clone();
         }
         let receiver = match followed.by_id.get(&id) {
-            Some(sender) => {
-                raise(sender, visible);
-                sender.subscribe()
-            }
+            Some(sender) => sender.subscribe(),
             None => {
-                let (sender, receiver) = watch::channel(visible);
+                let (sender, receiver) = watch::channel(Visible::default());
                 followed.by_id.insert(id, sender);
                 receiver
             }
@@ -99,33 +88,36 @@ impl FollowedStreams {
         handle
     }
 
-    /// Forgets the streams no reader uses (the handle kept here holds one
-    /// receiver of its own).
+    /// Forgets the streams no reader uses: no one holds their handles
+    /// but this map, and their channels have no receiver but those
+    /// handles'.
     pub(super) fn forget_unused(&self) {
         let mut followed = lock(&self.followed);
+        // Per id: how many handles this map keeps, and whether any is
+        // held elsewhere too.
+        let mut kept: HashMap<u64, (usize, bool)> = HashMap::new();
+        for handle in followed.by_name.values() {
+            let entry = kept.entry(handle.id).or_default();
+            entry.0 += 1;
+            entry.1 |= Arc::strong_count(handle) > 1;
+        }
         let unused: Vec<u64> = followed
-            .by_name
-            .values()
-            .filter(|handle| Arc::strong_count(handle) == 1)
-            .map(|handle| handle.id)
-            .filter(|id| {
-                followed
-                    .by_id
-                    .get(id)
-                    .is_none_or(|sender| sender.receiver_count() <= 1)
+            .by_id
+            .iter()
+            .filter(|(id, sender)| {
+                let (handles, held) = kept.get(id).copied().unwrap_or_default();
+                !held && sender.receiver_count() <= handles
             })
+            .map(|(id, _)| *id)
             .collect();
         for id in unused {
             followed.close(id);
         }
     }
 
-    pub(super) fn followed(&self) -> Vec<(u64, String, String)> {
-        lock(&self.followed)
-            .by_name
-            .iter()
-            .map(|((basin, name), handle)| (handle.id, basin.clone(), name.clone()))
-            .collect()
+    /// The ids of the streams followed.
+    pub(super) fn followed(&self) -> Vec<u64> {
+        lock(&self.followed).by_id.keys().copied().collect()
     }
 }
 

@@ -54,7 +54,7 @@ impl StreamCore {
                     .ok_or_else(|| EngineError::StreamNotFound(name.into()))?;
                 // Followed first, read after: a notice sent in between is
                 // applied, and the read covers anything before it.
-                replica.follow(meta.id, (basin, name), Visible::default())
+                replica.follow(meta.id, (basin, name))
             }
         };
         let state = self.get_meta::<StreamState>(&keys::state_key(handle.id))?;
@@ -92,23 +92,16 @@ impl StreamCore {
             return Ok(());
         };
         replica.forget_unused();
-        for (id, basin, name) in replica.followed() {
-            let state = match self.stream_meta(&basin, &name) {
-                Ok(Some(meta)) if meta.id == id => {
-                    self.get_meta::<StreamState>(&keys::state_key(id))
-                }
-                Ok(_) => Ok(None),
-                Err(err) => Err(err),
-            };
-            match state {
+        for id in replica.followed() {
+            // A stream's state key goes with the stream (and ids are never
+            // reused): its absence says the stream was deleted.
+            match self.get_meta::<StreamState>(&keys::state_key(id)) {
                 Ok(state) => replica.apply(TailNotice {
                     id,
                     visible: state.as_ref().map(Visible::of),
                 }),
                 // Read again next time; the others are read meanwhile.
-                Err(err) => {
-                    tracing::warn!(%err, basin, stream = name, "reading a followed stream's state failed")
-                }
+                Err(err) => tracing::warn!(%err, id, "reading a followed stream's state failed"),
             }
         }
         if replica.tokens_due(TOKENS_RELOADED_EVERY) {
