@@ -30,14 +30,18 @@ mod services;
 #[path = "../tests/common/binary.rs"]
 mod binary;
 
+#[allow(dead_code)]
+#[path = "../tests/common/cluster.rs"]
+mod cluster;
+
 use binary::RillProcess;
+use cluster::{start_node, wait_for_owner, wait_until_all_answer};
 use services::Postgres;
 
 /// How long each append workload runs.
 const APPEND_FOR: Duration = Duration::from_secs(4);
 /// Concurrent appenders in the loaded rows (spread over the nodes).
 const APPENDERS: usize = 24;
-const LEASE_TTL: &str = "2s";
 const TAKEOVERS: usize = 3;
 /// Appends whose arrival the sessions time, one after another.
 const TIMED_APPENDS: usize = 300;
@@ -83,10 +87,8 @@ async fn main() {
     for size in 1..=3 {
         let url = pg.database(&format!("bench_cluster_{size}"));
         let nodes: Vec<_> = (0..size).map(|_| start_node(&url)).collect();
-        let bases: Vec<String> = nodes.iter().map(|(n, _)| n.base.clone()).collect();
-        for base in &bases {
-            wait_until_served(&http, base).await;
-        }
+        let bases = bases_of(&nodes);
+        wait_until_all_answer(&http, &bases).await;
         let label = format!("cluster of {size}, Postgres");
         measure(&label, &http, &bases, fsync).await;
     }
@@ -102,8 +104,7 @@ async fn main() {
 async fn visibility(http: &reqwest::Client, pg: &Postgres) {
     let url = pg.database("bench_visibility");
     let nodes: Vec<_> = (0..3).map(|_| start_node(&url)).collect();
-    wait_until_served(http, &nodes[0].0.base).await;
-    let owner = owner(http, &nodes).await;
+    let (owner, _) = wait_for_owner(http, &bases_of(&nodes)).await;
     let owner_base = nodes[owner].0.base.clone();
     for path in [
         format!("{owner_base}/v1/basins/{BASIN}"),
@@ -240,35 +241,6 @@ async fn session(base: String, start: usize, arrivals: Arrivals) {
     }
 }
 
-fn start_node(url: &str) -> (RillProcess, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let node = RillProcess::try_start_with(
-        dir.path(),
-        &["--storage", url, "--cluster", "--lease-ttl", LEASE_TTL],
-    )
-    .unwrap_or_else(|said| panic!("the node did not start: {said}"));
-    (node, dir)
-}
-
-/// Waits until `base` serves (a cluster has an owner).
-async fn wait_until_served(http: &reqwest::Client, base: &str) -> Duration {
-    let started = Instant::now();
-    while !http
-        .get(format!("{base}/v1/basins"))
-        .timeout(Duration::from_secs(1))
-        .send()
-        .await
-        .is_ok_and(|r| r.status().is_success())
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "{base} never served"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    started.elapsed()
-}
-
 /// One appender, then [`APPENDERS`] spread over `bases`, each node's on a
 /// stream of their own; 1 KiB records, one per append.
 async fn measure(label: &str, http: &reqwest::Client, bases: &[String], fsync: Duration) {
@@ -320,7 +292,7 @@ async fn measure(label: &str, http: &reqwest::Client, bases: &[String], fsync: D
 async fn takeovers(http: &reqwest::Client, pg: &Postgres) {
     let url = pg.database("bench_takeover");
     let mut nodes: Vec<_> = (0..3).map(|_| start_node(&url)).collect();
-    wait_until_served(http, &nodes[0].0.base).await;
+    wait_for_owner(http, &bases_of(&nodes)).await;
     let made = http
         .put(format!("{}/v1/basins/{BASIN}", nodes[0].0.base))
         .send()
@@ -337,7 +309,7 @@ async fn takeovers(http: &reqwest::Client, pg: &Postgres) {
     for kill in [true, false] {
         let mut waits = Vec::new();
         for _ in 0..TAKEOVERS {
-            let owner = owner(http, &nodes).await;
+            let (owner, _) = wait_for_owner(http, &bases_of(&nodes)).await;
             let (node, _dir) = nodes.remove(owner);
             let gone = Instant::now();
             if kill {
@@ -364,25 +336,9 @@ async fn takeovers(http: &reqwest::Client, pg: &Postgres) {
     }
 }
 
-/// The node serving as owner now (the one that serves a request marked
-/// as forwarded already).
-async fn owner(http: &reqwest::Client, nodes: &[(RillProcess, tempfile::TempDir)]) -> usize {
-    let started = Instant::now();
-    loop {
-        for (i, (node, _)) in nodes.iter().enumerate() {
-            let answer = http
-                .get(format!("{}/v1/basins", node.base))
-                .header("rill-forwarded-by", "bench")
-                .timeout(Duration::from_secs(1))
-                .send()
-                .await;
-            if answer.is_ok_and(|r| r.status().is_success()) {
-                return i;
-            }
-        }
-        assert!(started.elapsed() < Duration::from_secs(60), "no owner");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+/// The nodes' addresses.
+fn bases_of(nodes: &[(RillProcess, tempfile::TempDir)]) -> Vec<String> {
+    nodes.iter().map(|(node, _)| node.base.clone()).collect()
 }
 
 /// How long until one append through `base` succeeds.
